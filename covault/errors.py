@@ -1,0 +1,31 @@
+"""Exceptions raised by covault. Every message names the problem and, where known, the party."""
+
+from __future__ import annotations
+
+
+class CovaultError(Exception):
+    """Base class of every error covault raises on purpose."""
+
+
+class EncodingError(CovaultError, ValueError):
+    """A value cannot be encoded in the fixed-point ring (NaN, inf, or out of range)."""
+
+
+class ShapeError(CovaultError, ValueError):
+    """Operands have shapes that do not fit the operation."""
+
+
+class PartyError(CovaultError, ValueError):
+    """A party name is unknown or not allowed in this role."""
+
+
+class ProtocolError(CovaultError):
+    """A protocol was used in a way it does not support, or parties disagree."""
+
+
+class PeerError(CovaultError, ConnectionError):
+    """A peer vanished, stalled past the timeout, or sent something malformed."""
+
+    def __init__(self, party: str, message: str):
+        self.party = party
+        super().__init__(f"party {party!r}: {message}")

@@ -1,0 +1,235 @@
+"""``2pc``: two compute parties with additive shares and a dealer of correlated randomness.
+
+Sharing: ``x = x0 + x1 (mod 2^64)`` arithmetic, ``x = x0 ^ x1`` boolean; P0 and P1 each hold
+one component, the dealer none. Threat model: semi-honest parties; the dealer must not collude
+with a compute party.
+
+Dealer traffic is seed-compressed (as in SPDZ-style "PRG-compressed" preprocessing, e.g.
+CrypTen's trusted-first-party provider, but with a real third party): P0's whole tuple and the
+random parts of P1's tuple are expanded from AES-CTR seeds each compute party shares with the
+dealer; only P1's correction terms are sent (``send_offline``: counted in bytes, not rounds,
+since they do not depend on inputs and the dealer streams them ahead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from covault import ring
+from covault.errors import ProtocolError
+from covault.protocols.base import Protocol
+
+BIAS_BITS = 62  # truncation is exact for |x| < 2^62
+
+
+class Additive2PC(Protocol):
+    """Two-party additive sharing with a dealer (Beaver 1991; Mohassel-Zhang SecureML 2017)."""
+
+    name = "2pc"
+
+    def __init__(self, party, compute, dealer, net):
+        if len(compute) != 2 or dealer is None:
+            raise ProtocolError("2pc needs exactly two compute parties and a dealer")
+        super().__init__(party, compute, dealer, net)
+        self.ncomp = 1 if self.is_compute else 0
+        self.p0, self.p1 = self.compute
+        self.is_dealer = party == dealer
+
+    @property
+    def public_slot(self) -> int | None:
+        return 0 if self.index == 0 else None
+
+    def _other(self) -> str:
+        return self.p1 if self.index == 0 else self.p0
+
+    # -- dealer tuples ----------------------------------------------------------------------
+    def _dealt(self, make, shapes_dtypes):
+        """Expand one tuple from the dealer seeds; P1's non-random parts come as corrections.
+
+        ``shapes_dtypes`` lists ``(shape, dtype, random_at_p1)``. At the dealer ``make(parts0,
+        parts1_random)`` returns the true values of the correlated (non-random) parts; the
+        dealer sends ``true - p0_part`` (arithmetic) or ``true ^ p0_part`` (boolean) to P1.
+        Returns this party's parts (None at the dealer).
+        """
+        if self.is_dealer:
+            g0, g1 = self.prg[self.p0], self.prg[self.p1]
+            parts0 = [g0.words(s, d) for s, d, _ in shapes_dtypes]
+            parts1 = [g1.words(s, d) if rnd else None for s, d, rnd in shapes_dtypes]
+            corr = make(parts0, parts1)
+            self.net.send_offline(self.p1, corr)
+            return None
+        g = self.prg[self.dealer]
+        if self.index == 0:
+            return [g.words(s, d) for s, d, _ in shapes_dtypes]
+        random = [g.words(s, d) if rnd else None for s, d, rnd in shapes_dtypes]
+        corr = iter(self.net.recv_offline(self.dealer))
+        return [r if r is not None else next(corr) for r in random]
+
+    # -- sharing and opening ----------------------------------------------------------------
+    def share(self, value, owner, shape):
+        """Owner P_i: the other's share is drawn from their pairwise PRG (no traffic).
+        Owner = dealer: P0's share from the dealer seed, P1 receives ``x - x0`` (1 round)."""
+        if owner == self.dealer:
+            if self.is_dealer:
+                x0 = self.prg[self.p0].ring(shape)
+                self.net.exchange({self.p1: [value - x0]})
+                return self.empty(shape)
+            if self.index == 0:
+                return self.prg[self.dealer].ring(shape)[None]
+            return self.net.exchange(recv_from=[self.dealer])[self.dealer][0][None]
+        if self.is_dealer:
+            return self.empty(shape)
+        if self.party == owner:
+            other = self.prg[self._other()].ring(shape)
+            return (value - other)[None]
+        return self.prg[owner].ring(shape)[None]
+
+    def _open(self, parts: list[np.ndarray], to: Sequence[str], xor: bool):
+        if not self.is_compute:
+            if self.party in to:
+                got = self.net.exchange(recv_from=list(self.compute))
+                a, b = got[self.p0], got[self.p1]
+                return [(u ^ v) if xor else (u + v) for u, v in zip(a, b)]
+            return None
+        sends = {p: parts for p in to if p != self.party}
+        recv = [self._other()] if self.party in to else []
+        if not sends and not recv:
+            return None
+        got = self.net.exchange(sends, recv)
+        if not recv:
+            return None
+        other = got[self._other()]
+        return [(u ^ v) if xor else (u + v) for u, v in zip(parts, other)]
+
+    def reveal(self, x, to):
+        self.check_receivers(to)
+        out = self._open([x[0]] if self.is_compute else [], to, xor=False)
+        return None if out is None else out[0]
+
+    def reveal_bool(self, x, to):
+        self.check_receivers(to)
+        out = self._open([x[0]] if self.is_compute else [], to, xor=True)
+        return None if out is None else out[0]
+
+    # -- multiplication -----------------------------------------------------------------------
+    def _beaver(self, x, y, op):
+        """Beaver multiplication with a dealer triple ``c = op(a, b)``.
+
+        1. Dealer: ``a, b`` uniform, ``c = op(a, b)``; P1 gets ``c - c0`` (seed-compressed).
+        2. P_i sends ``e_i = x_i - a_i`` and ``f_i = y_i - b_i``; both open ``E, F`` (1 round).
+        3. ``z_i = c_i + op(E, y_i) + op(a_i, F)``; then ``z0 + z1 = op(x, y)``.
+        Cost: 1 round; each compute party sends 2 ring elements per operand element.
+        """
+        sx, sy = x.shape[1:], y.shape[1:]
+        sz = np.broadcast_shapes(sx, sy) if op is np.multiply else ring.matmul_shape(sx, sy)
+        spec = [(sx, np.int64, True), (sy, np.int64, True), (sz, np.int64, False)]
+
+        def make(p0, p1):
+            return [op(p0[0] + p1[0], p0[1] + p1[1]) - p0[2]]
+
+        parts = self._dealt(make, spec)
+        if parts is None:
+            return self.empty(sz)
+        a, b, c = parts
+        e, f = x[0] - a, y[0] - b
+        other = self.net.exchange({self._other(): [e, f]}, [self._other()])[self._other()]
+        E, F = e + other[0], f + other[1]
+        return (c + op(E, y[0]) + op(a, F))[None]
+
+    def mul(self, x, y):
+        return self._beaver(x, y, np.multiply)
+
+    def matmul(self, x, y):
+        return self._beaver(x, y, ring.matmul)
+
+    # -- truncation ---------------------------------------------------------------------------
+    def trunc(self, x, bits):
+        """Probabilistic truncation with a dealt mask whose top bit is shared separately
+        (Escudero, Ghosh, Keller, Rachuri, Scholl, CRYPTO 2020, Sec. 5; masks always fresh).
+
+        1. Dealer: uniform ``r = r0 + r1`` (both seed-derived); shares of
+           ``u = msb(r) * 2^(63-bits)`` and ``v = (r mod 2^63) >> bits`` (P1's: 2 corrections).
+        2. P_i opens ``c = x + 2^62 + r`` (1 element each, 1 round).
+        3. ``y = (c mod 2^63) >> bits + msb(c) 2^(63-bits) + (1 - 2 msb(c)) u - v - 2^(62-bits)``.
+        Result is ``floor(x / 2^bits)`` or one less, for every ``|x| < 2^62`` (no wrap-around
+        failure: the carry into bit 63 is corrected exactly with the shared top bit of ``r``).
+        """
+        shape = x.shape[1:]
+        spec = [(shape, np.int64, True), (shape, np.int64, False), (shape, np.int64, False)]
+
+        def make(p0, p1):
+            r = p0[0] + p1[0]
+            u = ring.msb(r) << np.int64(63 - bits)
+            v = (r & ring.MASK63) >> np.int64(bits)
+            return [u - p0[1], v - p0[2]]
+
+        parts = self._dealt(make, spec)
+        if parts is None:
+            return self.empty(shape)
+        r, u, v = parts
+        m = x[0] + r
+        if self.index == 0:
+            m = m + np.int64(1 << BIAS_BITS)
+        c = m + self.net.exchange({self._other(): [m]}, [self._other()])[self._other()][0]
+        top = ring.msb(c)
+        y = (1 - 2 * top) * u - v
+        if self.index == 0:
+            y += ((c & ring.MASK63) >> np.int64(bits)) + (top << np.int64(63 - bits))
+            y -= np.int64(1 << (BIAS_BITS - bits))
+        return y[None]
+
+    # -- boolean ---------------------------------------------------------------------------
+    def and_(self, x, y):
+        """Boolean Beaver AND (GMW with dealer triples): open ``x^a, y^b`` (1 round,
+        2 words each), ``z_i = c_i ^ (E & b_i) ^ (F & a_i) ^ [i=0](E & F)``."""
+        shape, dt = x.shape[1:], x.dtype
+        spec = [(shape, dt, True), (shape, dt, True), (shape, dt, False)]
+
+        def make(p0, p1):
+            return [((p0[0] ^ p1[0]) & (p0[1] ^ p1[1])) ^ p0[2]]
+
+        parts = self._dealt(make, spec)
+        if parts is None:
+            return self.empty(shape, dt)
+        a, b, c = parts
+        e, f = x[0] ^ a, y[0] ^ b
+        other = self.net.exchange({self._other(): [e, f]}, [self._other()])[self._other()]
+        E, F = e ^ other[0], f ^ other[1]
+        z = c ^ (E & b) ^ (F & a)
+        if self.index == 0:
+            z ^= E & F
+        return z[None]
+
+    def b2a_bit(self, b):
+        """Bit conversion with a dealt doubly-authenticated bit (daBit; Rotaru-Wood 2019):
+        open ``c = b ^ r`` (1 round, 1 bit each), then ``[b] = c + [r] - 2c[r]``."""
+        shape = b.shape[1:]
+        spec = [(shape, np.uint8, True), (shape, np.int64, False)]
+
+        def make(p0, p1):
+            r = (p0[0] ^ p1[0]) & 1
+            return [r.astype(np.int64) - p0[1]]
+
+        parts = self._dealt(make, spec)
+        if parts is None:
+            return self.empty(shape)
+        rb, ra = parts
+        mine = (b[0].astype(np.uint8) ^ rb) & 1
+        packed = np.packbits(mine.reshape(-1))
+        other = self.net.exchange({self._other(): [packed]}, [self._other()])[self._other()][0]
+        theirs = np.unpackbits(other, count=mine.size).reshape(shape)
+        c = (mine ^ theirs).astype(np.int64)
+        out = (1 - 2 * c) * ra
+        if self.index == 0:
+            out += c
+        return out[None]
+
+    def msb_addends(self, x):
+        """P0's and P1's components are the two addends; each is a boolean sharing with the
+        other party's component zero (no interaction)."""
+        zero = np.zeros_like(x)
+        if self.index == 0:
+            return x, zero
+        return zero, x

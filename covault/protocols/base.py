@@ -1,0 +1,126 @@
+"""The interface every secret-sharing protocol implements.
+
+A party's share of a tensor of shape ``S`` is an int64 array of shape ``(k, *S)``: ``k`` ring
+components (1 in 2pc, 2 in rep3, 0 at a 2pc dealer, which holds no shares but follows the
+program to deal correlated randomness). Linear operations act on the trailing axes and are
+written once in :mod:`covault.tensor`; everything that needs interaction or protocol knowledge
+is a method here. Boolean (XOR) shares use the same layout with any integer word dtype.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from covault.errors import PartyError
+from covault.randomness.prg import PRG, new_seed
+from covault.transport.base import Network
+
+
+class Protocol(ABC):
+    """Per-party state and primitives of one secret-sharing scheme."""
+
+    name: str = ""
+    ncomp: int = 0
+
+    def __init__(self, party: str, compute: Sequence[str], dealer: str | None, net: Network) -> None:
+        self.party = party
+        self.compute = tuple(compute)
+        self.dealer = dealer
+        self.parties = (*self.compute, dealer) if dealer else self.compute
+        self.net = net
+        self.is_compute = party in self.compute
+        self.index = self.compute.index(party) if self.is_compute else -1
+        self.prg: dict[str, PRG] = {}
+
+    # -- setup ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Agree on a fresh 128-bit PRG seed with every peer (one round).
+
+        For each pair, the party listed first draws the seed from ``os.urandom`` and sends it;
+        the channel's confidentiality (TLS in deployment) protects it.
+        """
+        order = list(self.parties)
+        mine = order.index(self.party)
+        sends, recv_from = {}, []
+        for j, peer in enumerate(order):
+            if j == mine:
+                continue
+            if mine < j:
+                seed = new_seed()
+                self.prg[peer] = PRG(seed)
+                sends[peer] = [np.frombuffer(seed, dtype=np.uint8)]
+            else:
+                recv_from.append(peer)
+        got = self.net.exchange(sends, recv_from)
+        for peer, msg in got.items():
+            self.prg[peer] = PRG(msg[0].tobytes())
+
+    # -- helpers --------------------------------------------------------------------------
+    def empty(self, shape: tuple[int, ...], dtype=np.int64) -> np.ndarray:
+        return np.zeros((self.ncomp, *shape), dtype=dtype)
+
+    @property
+    @abstractmethod
+    def public_slot(self) -> int | None:
+        """Component index that absorbs public constants at this party (None: no component)."""
+
+    def add_public(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Shares of ``x + c`` for a public ring array ``c`` (broadcasting)."""
+        shape = np.broadcast_shapes(x.shape[1:], np.shape(c))
+        out = np.array(np.broadcast_to(x, (x.shape[0], *shape)))
+        if self.public_slot is not None:
+            out[self.public_slot] += c
+        return out
+
+    def xor_public(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Boolean shares of ``x ^ c`` for a public word array ``c``."""
+        shape = np.broadcast_shapes(x.shape[1:], np.shape(c))
+        out = np.array(np.broadcast_to(x, (x.shape[0], *shape)))
+        if self.public_slot is not None:
+            out[self.public_slot] ^= np.asarray(c, dtype=x.dtype)
+        return out
+
+    def check_receivers(self, to: Sequence[str]) -> None:
+        for p in to:
+            if p not in self.parties:
+                raise PartyError(f"cannot reveal to unknown party {p!r} (parties: {list(self.parties)})")
+
+    # -- interactive primitives ------------------------------------------------------------
+    @abstractmethod
+    def share(self, value: np.ndarray | None, owner: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Secret-share the owner's ring array of public ``shape``."""
+
+    @abstractmethod
+    def reveal(self, x: np.ndarray, to: Sequence[str]) -> np.ndarray | None:
+        """Open arithmetic shares to the parties ``to``; None at every other party."""
+
+    @abstractmethod
+    def reveal_bool(self, x: np.ndarray, to: Sequence[str]) -> np.ndarray | None:
+        """Open boolean shares to the parties ``to``; None at every other party."""
+
+    @abstractmethod
+    def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Shares of the elementwise ring product (numpy broadcasting), no truncation."""
+
+    @abstractmethod
+    def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Shares of the ring matrix product ``x @ y`` (2-D or batched), no truncation."""
+
+    @abstractmethod
+    def trunc(self, x: np.ndarray, bits: int) -> np.ndarray:
+        """Shares of ``x / 2^bits`` rounded down, off by at most one unit; needs |x| < 2^62."""
+
+    @abstractmethod
+    def and_(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Boolean shares of ``x & y`` (same shape and word dtype)."""
+
+    @abstractmethod
+    def b2a_bit(self, b: np.ndarray) -> np.ndarray:
+        """Arithmetic shares of bits given boolean shares of 0/1 values (int64)."""
+
+    @abstractmethod
+    def msb_addends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean shares of two words ``a, b`` with ``a + b = x`` (mod 2^64)."""

@@ -1,0 +1,1 @@
+"""Cryptographic randomness: PRGs, correlated-randomness providers, pseudo-random secret sharing."""

@@ -1,0 +1,120 @@
+"""The per-party context a program runs in: who am I, which protocol, which network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from covault.encoding import FixedPoint
+from covault.errors import PartyError, ProtocolError, ShapeError
+from covault.protocols.additive import Additive2PC
+from covault.protocols.base import Protocol
+from covault.protocols.replicated import Replicated3PC
+from covault.transport.base import Network, Stats
+
+PROTOCOLS: dict[str, type[Protocol]] = {"2pc": Additive2PC, "rep3": Replicated3PC}
+
+
+class Session:
+    """One party's view of a joint computation.
+
+    Programs receive a Session and use :meth:`input` to bring data in; secret tensors carry it.
+    Nothing is global: several sessions (parties, or whole runs) can live in one process.
+    """
+
+    def __init__(
+        self,
+        party: str,
+        compute: Sequence[str],
+        protocol: str,
+        network: Network,
+        *,
+        dealer: str | None = None,
+        frac_bits: int = 16,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ProtocolError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+        self.party = party
+        self.compute_parties = tuple(compute)
+        self.dealer = dealer
+        self.parties = (*self.compute_parties, dealer) if dealer else self.compute_parties
+        self.fxp = FixedPoint(frac_bits)
+        self.net = network
+        self.protocol = PROTOCOLS[protocol](party, self.compute_parties, dealer, network)
+        self.protocol_name = protocol
+        self.protocol.setup()
+
+    def __repr__(self) -> str:
+        return f"Session(party={self.party!r}, protocol={self.protocol_name!r}, parties={list(self.parties)})"
+
+    @property
+    def frac_bits(self) -> int:
+        return self.fxp.frac_bits
+
+    @property
+    def stats(self) -> Stats:
+        """Live communication counters of this party (bytes, messages, rounds)."""
+        return self.net.stats
+
+    def scope(self):
+        """``with session.scope() as cost:`` — cost of the enclosed block, filled in on exit."""
+        return self.net.scope()
+
+    def check_party(self, name: str, role: str = "party") -> None:
+        if name not in self.parties:
+            raise PartyError(f"unknown {role} {name!r}; parties are {list(self.parties)}")
+
+    def receivers(self, to: str | Sequence[str] | None) -> tuple[str, ...]:
+        """Normalise a reveal target: None means every compute party."""
+        if to is None:
+            return self.compute_parties
+        names = (to,) if isinstance(to, str) else tuple(to)
+        for n in names:
+            self.check_party(n, "reveal receiver")
+        return names
+
+    def input(self, value, owner: str, *, integer: bool = False):
+        """Secret-share ``value`` held by ``owner``; every other party passes None.
+
+        The owner validates and encodes before anything is sent (NaN/inf and values outside
+        the fixed-point range raise :class:`~covault.errors.EncodingError`); the shape is then
+        announced to every party, and the protocol shares the encoded values. With
+        ``integer=True`` the values are shared as exact integers (no fractional bits).
+        """
+        from covault.tensor import SecretTensor
+
+        self.check_party(owner, "input owner")
+        if self.party == owner:
+            if value is None:
+                raise ShapeError(f"party {owner!r} owns this input but passed None")
+            if integer:
+                arr = np.asarray(value)
+                if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
+                    raise ShapeError(f"integer input at {owner!r} has dtype {arr.dtype}")
+                enc = arr.astype(np.int64)
+            else:
+                enc = self.fxp.encode(value, what=f"input of party {owner!r}")
+            shape = enc.shape
+            header = np.array([len(shape), *shape], dtype=np.int64)
+            self.net.exchange({p: [header] for p in self.parties if p != owner})
+        else:
+            if value is not None:
+                raise ProtocolError(
+                    f"party {self.party!r} passed a value to an input owned by {owner!r}; "
+                    "only the owner passes data, the others pass None"
+                )
+            header = self.net.exchange(recv_from=[owner])[owner][0]
+            shape = tuple(int(v) for v in header[1 : 1 + int(header[0])])
+            enc = None
+        shares = self.protocol.share(enc, owner, tuple(shape))
+        return SecretTensor(self, shares, 0 if integer else self.frac_bits)
+
+    def constant(self, value, *, integer: bool = False):
+        """A public value as a (trivially shared) secret tensor."""
+        from covault.tensor import SecretTensor
+
+        arr = np.asarray(value)
+        enc = arr.astype(np.int64) if integer else self.fxp.encode(arr, what="constant")
+        shares = self.protocol.add_public(self.protocol.empty(enc.shape), enc)
+        return SecretTensor(self, shares, 0 if integer else self.frac_bits)

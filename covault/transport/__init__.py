@@ -1,0 +1,1 @@
+"""Transports: how party processes exchange arrays (in-process queues or TCP sockets)."""

@@ -1,0 +1,139 @@
+"""Transport interface and the accounting wrapper every protocol talks to.
+
+A :class:`Transport` moves lists of numpy arrays between named parties, FIFO per ordered pair.
+:class:`Network` wraps one and is what protocols use: one :meth:`Network.exchange` call is one
+communication round; it counts bytes, messages and rounds in :class:`Stats`, turns silence past
+the timeout into a :class:`~covault.errors.PeerError` naming the peer, and can record every
+outgoing message (the transcript) for audit and leakage tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from covault.errors import PartyError
+
+Message = list[np.ndarray]
+
+
+class Transport(ABC):
+    """Moves messages (lists of arrays) between this party and its peers."""
+
+    party: str
+    peers: tuple[str, ...]
+
+    @abstractmethod
+    def send(self, to: str, message: Message) -> None:
+        """Queue ``message`` for ``to``; may return before it is delivered."""
+
+    @abstractmethod
+    def recv(self, frm: str, timeout: float) -> Message:
+        """Next message from ``frm``; raise PeerError after ``timeout`` seconds of silence."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; further use is an error."""
+
+
+@dataclass
+class Stats:
+    """Communication counters of one party (payload bytes, without framing)."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    rounds: int = 0
+
+    def copy(self) -> Stats:
+        return Stats(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def __sub__(self, other: Stats) -> Stats:
+        return Stats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Network:
+    """Round-structured messaging for one party, with cost accounting."""
+
+    def __init__(self, transport: Transport, timeout: float = 30.0):
+        self.transport = transport
+        self.party = transport.party
+        self.peers = tuple(transport.peers)
+        self.timeout = float(timeout)
+        self.stats = Stats()
+        self._recorders: list[Callable[[str, str, Message], None]] = []
+
+    # -- accounting -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[Stats]:
+        """Yield a Stats that, on exit, holds the cost of the enclosed block."""
+        before = self.stats.copy()
+        result = Stats()
+        try:
+            yield result
+        finally:
+            delta = self.stats - before
+            for f in fields(Stats):
+                setattr(result, f.name, getattr(delta, f.name))
+
+    def add_recorder(self, fn: Callable[[str, str, Message], None]) -> None:
+        """Call ``fn(direction, peer, message)`` for every message sent ('sent') or received."""
+        self._recorders.append(fn)
+
+    def _check_peer(self, peer: str) -> None:
+        if peer not in self.peers:
+            raise PartyError(f"party {self.party!r} has no peer {peer!r} (peers: {list(self.peers)})")
+
+    # -- messaging ------------------------------------------------------------------------
+    def _send(self, to: str, message: Message) -> None:
+        self._check_peer(to)
+        msg = [np.ascontiguousarray(a) for a in message]
+        for rec in self._recorders:
+            rec("sent", to, msg)
+        self.transport.send(to, msg)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += sum(a.nbytes for a in msg)
+
+    def _recv(self, frm: str) -> Message:
+        self._check_peer(frm)
+        msg = self.transport.recv(frm, self.timeout)
+        for rec in self._recorders:
+            rec("received", frm, msg)
+        self.stats.messages_received += 1
+        self.stats.bytes_received += sum(a.nbytes for a in msg)
+        return msg
+
+    def exchange(
+        self, sends: Mapping[str, Message] | None = None, recv_from: Sequence[str] = ()
+    ) -> dict[str, Message]:
+        """One communication round: send every message in ``sends``, then receive one
+        message from each party in ``recv_from``."""
+        sends = sends or {}
+        for to, msg in sends.items():
+            self._send(to, msg)
+        out = {frm: self._recv(frm) for frm in recv_from}
+        if sends or recv_from:
+            self.stats.rounds += 1
+        return out
+
+    def send_offline(self, to: str, message: Message) -> None:
+        """Send input-independent material (dealer tuples); counted in bytes, not in rounds."""
+        self._send(to, message)
+
+    def recv_offline(self, frm: str) -> Message:
+        """Receive input-independent material sent with :meth:`send_offline`."""
+        return self._recv(frm)
+
+    def close(self) -> None:
+        self.transport.close()
