@@ -103,8 +103,8 @@ class SecretTensor:
             self._same_session(other)
             frac = max(self.frac, other.frac)
             a, b = self._rescale(frac), other._rescale(frac)
-            _broadcast(a.shape, b.shape, "+")
-            return self._new(a.shares + sign * b.shares, frac)
+            nd = len(_broadcast(a.shape, b.shape, "+"))
+            return self._new(_lift(a.shares, nd) + sign * _lift(b.shares, nd), frac)
         frac = self.frac if _is_int_public(other) else max(self.frac, self.session.frac_bits)
         a = self._rescale(frac)
         c = self._public(other, frac)
@@ -128,8 +128,8 @@ class SecretTensor:
     def __mul__(self, other: Any) -> SecretTensor:
         if isinstance(other, SecretTensor):
             self._same_session(other)
-            _broadcast(self.shape, other.shape, "*")
-            z = self.proto.mul(self.shares, other.shares)
+            nd = len(_broadcast(self.shape, other.shape, "*"))
+            z = self.proto.mul(_lift(self.shares, nd), _lift(other.shares, nd))
             return self._fix(z, self.frac + other.frac)
         if _is_int_public(other):
             c = np.asarray(other, dtype=np.int64)
@@ -348,6 +348,14 @@ def _shift_axes(axis, ndim):
     if isinstance(axis, int):
         return axis % ndim + 1 if ndim else 1
     return tuple(a % ndim + 1 for a in axis)
+
+
+def _lift(shares: np.ndarray, ndim: int) -> np.ndarray:
+    """Insert unit axes after the component axis so shares broadcast like ``ndim``-d arrays."""
+    missing = ndim - (shares.ndim - 1)
+    if missing <= 0:
+        return shares
+    return shares.reshape((shares.shape[0], *(1,) * missing, *shares.shape[1:]))
 
 
 def _broadcast(sa, sb, op):

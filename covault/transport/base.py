@@ -98,7 +98,7 @@ class Network:
     # -- messaging ------------------------------------------------------------------------
     def _send(self, to: str, message: Message) -> None:
         self._check_peer(to)
-        msg = [np.ascontiguousarray(a) for a in message]
+        msg = [_contiguous(a) for a in message]
         for rec in self._recorders:
             rec("sent", to, msg)
         self.transport.send(to, msg)
@@ -137,3 +137,9 @@ class Network:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _contiguous(a) -> np.ndarray:
+    """C-contiguous array view of ``a`` (unlike ``np.ascontiguousarray``, keeps 0-d arrays 0-d)."""
+    arr = np.asarray(a)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")

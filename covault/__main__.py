@@ -1,0 +1,5 @@
+import sys
+
+from covault.cli import main
+
+sys.exit(main())
