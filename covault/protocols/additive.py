@@ -4,11 +4,11 @@ Sharing: ``x = x0 + x1 (mod 2^64)`` arithmetic, ``x = x0 ^ x1`` boolean; P0 and 
 one component, the dealer none. Threat model: semi-honest parties; the dealer must not collude
 with a compute party.
 
-Dealer traffic is seed-compressed (as in SPDZ-style "PRG-compressed" preprocessing, e.g.
-CrypTen's trusted-first-party provider, but with a real third party): P0's whole tuple and the
-random parts of P1's tuple are expanded from AES-CTR seeds each compute party shares with the
-dealer; only P1's correction terms are sent (``send_offline``: counted in bytes, not rounds,
-since they do not depend on inputs and the dealer streams them ahead).
+Correlated randomness comes from a :class:`~covault.randomness.provider.CorrelationProvider`;
+the default :class:`~covault.randomness.provider.DealerProvider` is seed-compressed: P0's whole
+tuple and the uniform parts of P1's are expanded from AES-CTR seeds each compute party shares
+with the dealer; only P1's correction terms are sent (``send_offline``: counted in bytes, not
+rounds, since they do not depend on inputs and the dealer streams them ahead).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from covault import ring
 from covault.errors import ProtocolError
 from covault.protocols.base import Protocol
+from covault.randomness.provider import CorrelationProvider, DealerProvider
 
 BIAS_BITS = 62  # truncation is exact for |x| < 2^62
 
@@ -36,6 +37,12 @@ class Additive2PC(Protocol):
         self.ncomp = 1 if self.is_compute else 0
         self.p0, self.p1 = self.compute
         self.is_dealer = party == dealer
+        self.provider: CorrelationProvider | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        if self.provider is None:
+            self.provider = DealerProvider(self.party, self.p0, self.p1, self.dealer, self.prg, self.net)
 
     @property
     def public_slot(self) -> int | None:
@@ -43,29 +50,6 @@ class Additive2PC(Protocol):
 
     def _other(self) -> str:
         return self.p1 if self.index == 0 else self.p0
-
-    # -- dealer tuples ----------------------------------------------------------------------
-    def _dealt(self, make, shapes_dtypes):
-        """Expand one tuple from the dealer seeds; P1's non-random parts come as corrections.
-
-        ``shapes_dtypes`` lists ``(shape, dtype, random_at_p1)``. At the dealer ``make(parts0,
-        parts1_random)`` returns the true values of the correlated (non-random) parts; the
-        dealer sends ``true - p0_part`` (arithmetic) or ``true ^ p0_part`` (boolean) to P1.
-        Returns this party's parts (None at the dealer).
-        """
-        if self.is_dealer:
-            g0, g1 = self.prg[self.p0], self.prg[self.p1]
-            parts0 = [g0.words(s, d) for s, d, _ in shapes_dtypes]
-            parts1 = [g1.words(s, d) if rnd else None for s, d, rnd in shapes_dtypes]
-            corr = make(parts0, parts1)
-            self.net.send_offline(self.p1, corr)
-            return None
-        g = self.prg[self.dealer]
-        if self.index == 0:
-            return [g.words(s, d) for s, d, _ in shapes_dtypes]
-        random = [g.words(s, d) if rnd else None for s, d, rnd in shapes_dtypes]
-        corr = iter(self.net.recv_offline(self.dealer))
-        return [r if r is not None else next(corr) for r in random]
 
     # -- sharing and opening ----------------------------------------------------------------
     def share(self, value, owner, shape):
@@ -124,12 +108,7 @@ class Additive2PC(Protocol):
         """
         sx, sy = x.shape[1:], y.shape[1:]
         sz = np.broadcast_shapes(sx, sy) if op is np.multiply else ring.matmul_shape(sx, sy)
-        spec = [(sx, np.int64, True), (sy, np.int64, True), (sz, np.int64, False)]
-
-        def make(p0, p1):
-            return [op(p0[0] + p1[0], p0[1] + p1[1]) - p0[2]]
-
-        parts = self._dealt(make, spec)
+        parts = self.provider.beaver(sx, sy, sz, op)
         if parts is None:
             return self.empty(sz)
         a, b, c = parts
@@ -157,15 +136,7 @@ class Additive2PC(Protocol):
         failure: the carry into bit 63 is corrected exactly with the shared top bit of ``r``).
         """
         shape = x.shape[1:]
-        spec = [(shape, np.int64, True), (shape, np.int64, False), (shape, np.int64, False)]
-
-        def make(p0, p1):
-            r = p0[0] + p1[0]
-            u = ring.msb(r) << np.int64(63 - bits)
-            v = (r & ring.MASK63) >> np.int64(bits)
-            return [u - p0[1], v - p0[2]]
-
-        parts = self._dealt(make, spec)
+        parts = self.provider.trunc_mask(shape, bits)
         if parts is None:
             return self.empty(shape)
         r, u, v = parts
@@ -185,12 +156,7 @@ class Additive2PC(Protocol):
         """Boolean Beaver AND (GMW with dealer triples): open ``x^a, y^b`` (1 round,
         2 words each), ``z_i = c_i ^ (E & b_i) ^ (F & a_i) ^ [i=0](E & F)``."""
         shape, dt = x.shape[1:], x.dtype
-        spec = [(shape, dt, True), (shape, dt, True), (shape, dt, False)]
-
-        def make(p0, p1):
-            return [((p0[0] ^ p1[0]) & (p0[1] ^ p1[1])) ^ p0[2]]
-
-        parts = self._dealt(make, spec)
+        parts = self.provider.and_triple(shape, dt)
         if parts is None:
             return self.empty(shape, dt)
         a, b, c = parts
@@ -206,13 +172,7 @@ class Additive2PC(Protocol):
         """Bit conversion with a dealt doubly-authenticated bit (daBit; Rotaru-Wood 2019):
         open ``c = b ^ r`` (1 round, 1 bit each), then ``[b] = c + [r] - 2c[r]``."""
         shape = b.shape[1:]
-        spec = [(shape, np.uint8, True), (shape, np.int64, False)]
-
-        def make(p0, p1):
-            r = (p0[0] ^ p1[0]) & 1
-            return [r.astype(np.int64) - p0[1]]
-
-        parts = self._dealt(make, spec)
+        parts = self.provider.dabit(shape)
         if parts is None:
             return self.empty(shape)
         rb, ra = parts

@@ -1,0 +1,110 @@
+"""Correlated randomness for two-party additive sharing, behind one interface.
+
+Protocols ask for named correlations (Beaver triples, matrix triples, AND triples, truncation
+masks, daBits) and never see how they are produced, so a dealer-free provider (OT- or HE-based)
+can replace :class:`DealerProvider` without touching protocol code.
+
+Every method returns this party's parts, or None at a party that holds none (the dealer).
+Arithmetic parts are int64 ring elements; boolean parts are words of the requested dtype.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from covault.randomness.prg import PRG
+
+Shape = tuple[int, ...]
+MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+
+
+class Channel(Protocol):
+    """What a provider needs from the network: input-independent messages to and from peers."""
+
+    def send_offline(self, to: str, message: list[np.ndarray]) -> None: ...
+
+    def recv_offline(self, frm: str) -> list[np.ndarray]: ...
+
+
+class CorrelationProvider(ABC):
+    """Source of correlated randomness for the 2pc protocol."""
+
+    @abstractmethod
+    def beaver(
+        self, sx: Shape, sy: Shape, sz: Shape, op: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> list[np.ndarray] | None:
+        """Shares of ``a`` (shape sx), ``b`` (sy) and ``c = op(a, b)`` (sz), a and b uniform."""
+
+    @abstractmethod
+    def and_triple(self, shape: Shape, dtype: Any) -> list[np.ndarray] | None:
+        """XOR shares of uniform words ``a, b`` and ``c = a & b``."""
+
+    @abstractmethod
+    def trunc_mask(self, shape: Shape, bits: int) -> list[np.ndarray] | None:
+        """Shares of uniform ``r``, of ``u = msb(r) 2^(63-bits)`` and ``v = (r mod 2^63) >> bits``."""
+
+    @abstractmethod
+    def dabit(self, shape: Shape) -> list[np.ndarray] | None:
+        """A uniform bit ``r`` as XOR shares (uint8, bit 0) and as arithmetic shares."""
+
+
+class DealerProvider(CorrelationProvider):
+    """Tuples dealt by a third party, seed-compressed.
+
+    The dealer shares one AES-CTR seed with each compute party. P0's whole tuple and the uniform
+    parts of P1's are expanded locally from those seeds; the dealer computes the correlated
+    parts and sends P1 only their corrections (``true - p0_part`` or ``true ^ p0_part``), as
+    input-independent ("offline") traffic. The same object serves all three roles.
+    """
+
+    def __init__(self, party: str, p0: str, p1: str, dealer: str, prg: dict[str, PRG], channel: Channel):
+        self.party, self.p0, self.p1, self.dealer = party, p0, p1, dealer
+        self.prg = prg
+        self.channel = channel
+
+    def _deal(
+        self,
+        spec: Sequence[tuple[Shape, Any, bool]],
+        make: Callable[[list[np.ndarray], list[np.ndarray | None]], list[np.ndarray]],
+    ) -> list[np.ndarray] | None:
+        """``spec`` lists ``(shape, dtype, uniform_at_p1)``; ``make(parts0, parts1)`` (dealer
+        only) returns P1's corrections for the parts that are not uniform at P1, in order."""
+        if self.party == self.dealer:
+            g0, g1 = self.prg[self.p0], self.prg[self.p1]
+            parts0 = [g0.words(s, d) for s, d, _ in spec]
+            parts1 = [g1.words(s, d) if uniform else None for s, d, uniform in spec]
+            self.channel.send_offline(self.p1, make(parts0, parts1))
+            return None
+        g = self.prg[self.dealer]
+        if self.party == self.p0:
+            return [g.words(s, d) for s, d, _ in spec]
+        mine = [g.words(s, d) if uniform else None for s, d, uniform in spec]
+        corrections = iter(self.channel.recv_offline(self.dealer))
+        return [m if m is not None else next(corrections) for m in mine]
+
+    def beaver(self, sx, sy, sz, op):
+        spec = [(sx, np.int64, True), (sy, np.int64, True), (sz, np.int64, False)]
+        return self._deal(spec, lambda p0, p1: [op(p0[0] + p1[0], p0[1] + p1[1]) - p0[2]])
+
+    def and_triple(self, shape, dtype):
+        spec = [(shape, dtype, True), (shape, dtype, True), (shape, dtype, False)]
+        return self._deal(spec, lambda p0, p1: [((p0[0] ^ p1[0]) & (p0[1] ^ p1[1])) ^ p0[2]])
+
+    def trunc_mask(self, shape, bits):
+        spec = [(shape, np.int64, True), (shape, np.int64, False), (shape, np.int64, False)]
+
+        def make(p0, p1):
+            r = p0[0] + p1[0]
+            u = (r.view(np.uint64) >> np.uint64(63)).view(np.int64) << np.int64(63 - bits)
+            v = (r & MASK63) >> np.int64(bits)
+            return [u - p0[1], v - p0[2]]
+
+        return self._deal(spec, make)
+
+    def dabit(self, shape):
+        spec = [(shape, np.uint8, True), (shape, np.int64, False)]
+        return self._deal(spec, lambda p0, p1: [((p0[0] ^ p1[0]) & 1).astype(np.int64) - p0[1]])

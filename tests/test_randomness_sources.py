@@ -1,0 +1,35 @@
+"""Secrets come only from the CSPRNG: no non-cryptographic generator is used in the package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import covault
+
+FORBIDDEN = re.compile(
+    r"np\.random|numpy\.random|^\s*import random\b|^\s*from random import|torch\.(rand|manual_seed|normal|bernoulli)",
+    re.MULTILINE,
+)
+# Modules that synthesise public demo data (records of fictional patients), never shares,
+# masks, seeds or keys.
+DEMO_DATA = {"showcase.py"}
+
+
+def test_no_non_cryptographic_rng_in_package():
+    root = Path(covault.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name in DEMO_DATA:
+            continue
+        for m in FORBIDDEN.finditer(path.read_text()):
+            line = path.read_text()[: m.start()].count("\n") + 1
+            offenders.append(f"{path.relative_to(root)}:{line}: {m.group(0).strip()}")
+    assert not offenders, "non-cryptographic RNG in library code:\n" + "\n".join(offenders)
+
+
+def test_the_scan_catches_offenders():
+    assert FORBIDDEN.search("x = np.random.default_rng(0).integers(5)")
+    assert FORBIDDEN.search("import random\n")
+    assert FORBIDDEN.search("torch.manual_seed(1)")
+    assert not FORBIDDEN.search("from covault.randomness.prg import PRG")
