@@ -93,6 +93,14 @@ class SecretTensor:
             return self._new(self.proto.trunc(shares, frac - f), f)
         return self._new(shares, frac)
 
+    def _product(self, x: np.ndarray, y: np.ndarray, other_frac: int, matmul: bool) -> SecretTensor:
+        """Secret-secret product; fused with truncation when the result needs it."""
+        frac, f = self.frac + other_frac, self.session.frac_bits
+        if frac > f:
+            return self._new(self.proto.mul_trunc(x, y, frac - f, matmul), f)
+        z = self.proto.matmul(x, y) if matmul else self.proto.mul(x, y)
+        return self._new(z, frac)
+
     def truncate(self, bits: int) -> SecretTensor:
         """Divide by ``2^bits`` with the protocol's probabilistic truncation (frac unchanged)."""
         return self._new(self.proto.trunc(self.shares, bits))
@@ -129,8 +137,7 @@ class SecretTensor:
         if isinstance(other, SecretTensor):
             self._same_session(other)
             nd = len(_broadcast(self.shape, other.shape, "*"))
-            z = self.proto.mul(_lift(self.shares, nd), _lift(other.shares, nd))
-            return self._fix(z, self.frac + other.frac)
+            return self._product(_lift(self.shares, nd), _lift(other.shares, nd), other.frac, False)
         if _is_int_public(other):
             c = np.asarray(other, dtype=np.int64)
             _broadcast(self.shape, c.shape, "*")
@@ -156,8 +163,7 @@ class SecretTensor:
         if isinstance(other, SecretTensor):
             self._same_session(other)
             ring.matmul_shape(self.shape, other.shape)
-            z = self.proto.matmul(self.shares, other.shares)
-            return self._fix(z, self.frac + other.frac)
+            return self._product(self.shares, other.shares, other.frac, True)
         integer = _is_int_public(other)
         c = np.asarray(other, dtype=np.int64) if integer else self._public(other, self.session.frac_bits)
         ring.matmul_shape(self.shape, c.shape)

@@ -76,3 +76,28 @@ def test_stats_reset_and_scope_nesting():
     inner, outer = res["p1"]
     assert outer["bytes_sent"] == 2 * inner["bytes_sent"] == 2 * N * EL
     assert outer["rounds"] == 2 * inner["rounds"] == 2
+
+
+def test_fixed_point_product_costs():
+    """2pc: product then truncation (2 rounds, 3 elements); rep3: fused (2 rounds)."""
+
+    def prog(s):
+        a, b = s.compute_parties[0], s.compute_parties[1]
+        x = s.input(np.linspace(-3, 3, N) if s.party == a else None, owner=a)
+        y = s.input(np.linspace(2, -1, N) if s.party == b else None, owner=b)
+        with s.scope() as cost:
+            z = x * y
+        return cost.as_dict(), z.reveal()
+
+    want = np.linspace(-3, 3, N) * np.linspace(2, -1, N)
+    res2 = covault.run(prog, 2, "2pc")
+    for p in ("p0", "p1"):
+        cost, z = res2[p]
+        assert cost["bytes_sent"] == 3 * N * EL and cost["rounds"] == 2
+        np.testing.assert_allclose(z, want, atol=1e-4)
+    res3 = covault.run(prog, 3, "rep3")
+    assert res3["p0"][0]["bytes_sent"] == 4 * N * EL and res3["p0"][0]["rounds"] == 1
+    for p in ("p1", "p2"):
+        cost, z = res3[p]
+        assert cost["bytes_sent"] == 2 * N * EL and cost["rounds"] == 2
+        np.testing.assert_allclose(z, want, atol=1e-4)

@@ -113,6 +113,12 @@ class Protocol(ABC):
     def trunc(self, x: np.ndarray, bits: int) -> np.ndarray:
         """Shares of ``x / 2^bits`` rounded down, off by at most one unit; needs |x| < 2^62."""
 
+    def mul_trunc(self, x: np.ndarray, y: np.ndarray, bits: int, matmul: bool = False) -> np.ndarray:
+        """Shares of the fixed-point product ``(x * y) / 2^bits`` (or ``x @ y``); protocols may
+        fuse the two steps."""
+        z = self.matmul(x, y) if matmul else self.mul(x, y)
+        return self.trunc(z, bits)
+
     @abstractmethod
     def and_(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Boolean shares of ``x & y`` (same shape and word dtype)."""

@@ -124,7 +124,12 @@ class Replicated3PC(Protocol):
         Cost: 2 rounds; P1 and P2 send 2 elements each, P0 sends 2 (input-independent).
         Output is ``floor(x / 2^bits)`` or one less for every ``|x| < 2^62``.
         """
-        shape = x.shape[1:]
+        return self._trunc_open(x, bits, fused=False)
+
+    def _trunc_open(self, x, bits, fused):
+        """Shared steps of :meth:`trunc` (``x`` replicated) and :meth:`mul_trunc` (``x`` is this
+        party's term of a masked 3-out-of-3 sharing)."""
+        shape = x.shape[1:] if not fused else x.shape
         p0, p1, p2 = self.compute
         i = self.index
         if i == 0:
@@ -134,20 +139,24 @@ class Replicated3PC(Protocol):
             r = s1 + s2
             u = ring.msb(r) << np.int64(63 - bits)
             v = (r & ring.MASK63) >> np.int64(bits)
-            self.net.exchange({p2: [u - t_u, v - t_v]})
+            if fused:
+                self.net.exchange({p1: [x], p2: [x, u - t_u, v - t_v]})
+            else:
+                self.net.exchange({p2: [u - t_u, v - t_v]})
             return np.stack([y0, y1])
+        g = self.prg[p0]
         if i == 1:
-            g = self.prg[p0]
             s, t_u, t_v, y_fixed = (g.ring(shape) for _ in range(4))
-            m = x[0] + x[1] + s + np.int64(1 << BIAS_BITS)
-            c = m + self.net.exchange({p2: [m]}, [p2])[p2][0]
+            own = x if fused else x[0] + x[1]
+            m = own + s + np.int64(1 << BIAS_BITS)
+            got = self.net.exchange({p2: [m]}, [p0, p2] if fused else [p2])
+            c = m + got[p2][0] + (got[p0][0] if fused else 0)
         else:
-            g = self.prg[p0]
             s, y_fixed = g.ring(shape), g.ring(shape)
-            m = x[1] + s
+            m = (x if fused else x[1]) + s
             got = self.net.exchange({p1: [m]}, [p0, p1])
-            t_u, t_v = got[p0]
-            c = m + got[p1][0]
+            t_u, t_v = got[p0][-2:]
+            c = m + got[p1][0] + (got[p0][0] if fused else 0)
         top = ring.msb(c)
         y = (1 - 2 * top) * t_u - t_v
         if i == 1:
@@ -157,6 +166,24 @@ class Replicated3PC(Protocol):
         h = y - y_fixed
         y2 = h + self.net.exchange({other: [h]}, [other])[other][0]
         return np.stack([y_fixed, y2]) if i == 1 else np.stack([y2, y_fixed])
+
+    def mul_trunc(self, x, y, bits, matmul=False):
+        """Fixed-point product in 2 rounds: the product's 3-out-of-3 sharing feeds truncation.
+
+        1. Locally ``z_i`` = this party's product term plus a PRSS zero share (uniform to
+           each other party, as in :meth:`mul`).
+        2. Round 1: P0 sends ``z0`` to P1 and P2 and P2 the mask corrections (as in
+           :meth:`trunc`); P1 sends ``z1 + s1 + 2^62`` to P2 and P2 sends ``z2 + s2`` to P1, so
+           both learn ``c = z + 2^62 + r``.
+        3. Round 2: P1 and P2 return to replicated form as in :meth:`trunc`.
+        Cost: 2 rounds; P0 sends 4 elements per output, P1 and P2 2 each (unfused: 3 rounds).
+        """
+        if matmul:
+            z = ring.matmul(x[0], y[0] + y[1]) + ring.matmul(x[1], y[0])
+        else:
+            z = x[0] * (y[0] + y[1]) + x[1] * y[0]
+        z = z + self._zero(z.shape)
+        return self._trunc_open(z, bits, fused=True)
 
     # -- boolean ---------------------------------------------------------------------------
     def and_(self, x, y):
