@@ -1,0 +1,1 @@
+"""Deployment: consortium configuration, certificates, running one party per host."""

@@ -1,0 +1,200 @@
+"""Consortium configuration: one TOML file, the same on every host.
+
+```toml
+protocol = "rep3"            # or "2pc"
+dealer = "d"                 # 2pc only: the party that deals correlated randomness
+timeout = 30                 # seconds without progress from a peer before giving up
+frac_bits = 16               # optional
+[tls]
+certs = "certs"              # holds ca.pem and NAME.pem / NAME.key (relative to this file)
+# plaintext = true           # disables TLS: only for experiments, warns loudly
+[parties.a]
+address = "127.0.0.1:7001"
+```
+
+Unknown keys, bad values, a party without an address (where one is needed) and missing
+certificates raise :class:`ConfigError` naming the key or party. Later layers (jobs) extend the
+accepted keys through ``extra_keys`` / ``extra_party_keys``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from covault.deploy.certs import CertificateError, check_name, check_party_files
+from covault.errors import CovaultError
+
+TOP_KEYS = {"protocol", "dealer", "timeout", "frac_bits", "tls", "parties", "compute"}
+TLS_KEYS = {"certs", "plaintext"}
+PARTY_KEYS = {"address"}
+PROTOCOL_PARTIES = {"rep3": 3, "2pc": 2}
+
+
+class ConfigError(CovaultError, ValueError):
+    """The consortium configuration is invalid; the message names the key or party."""
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    name: str
+    host: str | None
+    port: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str | None:
+        return None if self.host is None else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ConsortiumConfig:
+    path: Path | None
+    protocol: str
+    dealer: str | None
+    compute: tuple[str, ...]
+    timeout: float
+    frac_bits: int
+    certs: Path | None
+    plaintext: bool
+    parties: dict[str, PartyConfig]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every party: compute parties first, then the dealer, then the others."""
+        rest = [p for p in self.parties if p not in self.compute and p != self.dealer]
+        return (*self.compute, *([self.dealer] if self.dealer else []), *rest)
+
+    def require_addresses(self) -> None:
+        for p in self.parties.values():
+            if p.host is None:
+                raise ConfigError(
+                    f"party {p.name!r} has no address (set [parties.{p.name}] address = 'host:port')"
+                )
+
+    def require_certificates(self) -> None:
+        if self.plaintext:
+            return
+        if self.certs is None:
+            raise ConfigError("missing [tls] certs = 'DIR' (or plaintext = true to run without TLS)")
+        for name in self.names:
+            try:
+                check_party_files(self.certs, name)
+            except CertificateError as e:
+                raise ConfigError(str(e)) from None
+
+
+def _parse_address(party: str, value: Any) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"party {party!r}: address must be 'host:port', got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"party {party!r}: bad port in address {value!r}") from None
+    if not host or not 0 < port < 65536:
+        raise ConfigError(f"party {party!r}: bad address {value!r} (port must be 1-65535)")
+    return host, port
+
+
+def _unknown(keys: Iterable[str], allowed: set[str], where: str) -> None:
+    bad = sorted(set(keys) - allowed)
+    if bad:
+        raise ConfigError(f"unknown key {bad[0]!r} in {where} (allowed: {', '.join(sorted(allowed))})")
+
+
+def parse_config(
+    raw: dict[str, Any],
+    path: Path | None = None,
+    *,
+    extra_keys: Iterable[str] = (),
+    extra_party_keys: Iterable[str] = (),
+) -> ConsortiumConfig:
+    """Validate a parsed TOML document (see module docstring)."""
+    extra_keys, extra_party_keys = set(extra_keys), set(extra_party_keys)
+    _unknown(raw, TOP_KEYS | extra_keys, "the top level")
+    protocol = raw.get("protocol", "rep3")
+    if protocol not in PROTOCOL_PARTIES:
+        raise ConfigError(f"protocol must be 'rep3' or '2pc', got {protocol!r}")
+    timeout = raw.get("timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    frac_bits = raw.get("frac_bits", 16)
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 0 <= frac_bits <= 30:
+        raise ConfigError(f"frac_bits must be an integer in [0, 30], got {frac_bits!r}")
+    parties_raw = raw.get("parties")
+    if not isinstance(parties_raw, dict) or not parties_raw:
+        raise ConfigError("no parties: add a [parties.NAME] table for each party")
+    parties: dict[str, PartyConfig] = {}
+    for name, table in parties_raw.items():
+        try:
+            check_name(name)
+        except CertificateError as e:
+            raise ConfigError(str(e)) from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"party {name!r}: [parties.{name}] must be a table")
+        _unknown(table, PARTY_KEYS | extra_party_keys, f"[parties.{name}]")
+        host = port = None
+        if "address" in table:
+            host, port = _parse_address(name, table["address"])
+        options = {k: v for k, v in table.items() if k != "address"}
+        parties[name] = PartyConfig(name, host, port, options)
+    dealer = raw.get("dealer")
+    if protocol == "2pc":
+        if dealer is None:
+            raise ConfigError("protocol '2pc' needs dealer = 'NAME' naming one of the parties")
+        if dealer not in parties:
+            raise ConfigError(f"dealer {dealer!r} is not one of the parties {sorted(parties)}")
+    elif dealer is not None:
+        raise ConfigError("key 'dealer' is only used with protocol = '2pc'")
+    need = PROTOCOL_PARTIES[protocol]
+    candidates = [p for p in parties if p != dealer]
+    compute = raw.get("compute")
+    if compute is None:
+        compute = candidates[:need]
+    if not isinstance(compute, list | tuple) or any(not isinstance(c, str) for c in compute):
+        raise ConfigError(f"compute must be a list of party names, got {compute!r}")
+    for c in compute:
+        if c not in parties:
+            raise ConfigError(f"compute party {c!r} is not one of the parties {sorted(parties)}")
+        if c == dealer:
+            raise ConfigError(f"party {c!r} cannot be both the dealer and a compute party")
+    if len(compute) != need or len(set(compute)) != need:
+        raise ConfigError(
+            f"protocol {protocol!r} needs exactly {need} distinct compute parties, got {list(compute)}"
+        )
+    tls = raw.get("tls", {})
+    if not isinstance(tls, dict):
+        raise ConfigError("[tls] must be a table")
+    _unknown(tls, TLS_KEYS, "[tls]")
+    plaintext = tls.get("plaintext", False)
+    if not isinstance(plaintext, bool):
+        raise ConfigError(f"[tls] plaintext must be true or false, got {plaintext!r}")
+    certs = None
+    if "certs" in tls:
+        if not isinstance(tls["certs"], str):
+            raise ConfigError(f"[tls] certs must be a directory path, got {tls['certs']!r}")
+        certs = Path(tls["certs"])
+        if path is not None and not certs.is_absolute():
+            certs = path.parent / certs
+    options = {k: v for k, v in raw.items() if k in extra_keys}
+    return ConsortiumConfig(
+        path, protocol, dealer, tuple(compute), float(timeout), frac_bits, certs, plaintext, parties, options
+    )
+
+
+def load_config(path: str | Path, **kw: Any) -> ConsortiumConfig:
+    """Read and validate a consortium TOML file."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    return parse_config(raw, p, **kw)

@@ -1,0 +1,133 @@
+"""Consortium config and certificates: valid files load, every mistake names its key or party."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from covault.deploy import certs
+from covault.deploy.config import ConfigError, load_config, parse_config
+
+BASE = """
+protocol = "rep3"
+timeout = 12
+[tls]
+certs = "certs"
+[parties.a]
+address = "127.0.0.1:7001"
+[parties.b]
+address = "127.0.0.1:7002"
+[parties.c]
+address = "[::1]:7003"
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "consortium.toml"
+    p.write_text(text)
+    return p
+
+
+def test_valid_config_with_certificates(tmp_path):
+    certs.init_ca(tmp_path / "certs", days=30)
+    for n in "abc":
+        certs.issue(tmp_path / "certs", n, days=30)
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.protocol == "rep3" and cfg.timeout == 12 and cfg.compute == ("a", "b", "c")
+    assert cfg.parties["c"].host == "::1" and cfg.parties["c"].port == 7003
+    assert cfg.certs == tmp_path / "certs"
+    cfg.require_addresses()
+    cfg.require_certificates()
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda t: "colour = 'red'\n" + t, "unknown key 'colour' in the top level"),
+        (
+            lambda t: t.replace('address = "127.0.0.1:7002"', 'adress = "x:1"'),
+            "unknown key 'adress' in [parties.b]",
+        ),
+        (
+            lambda t: t.replace('certs = "certs"', 'certs = "certs"\nverify = false'),
+            "unknown key 'verify' in [tls]",
+        ),
+        (lambda t: t.replace('"rep3"', '"spdz"'), "protocol must be"),
+        (lambda t: t.replace("timeout = 12", "timeout = -1"), "timeout must be"),
+        (lambda t: t.replace('"127.0.0.1:7001"', '"127.0.0.1"'), "party 'a': address must be 'host:port'"),
+        (lambda t: t.replace('"127.0.0.1:7001"', '"127.0.0.1:99999"'), "party 'a': bad address"),
+        (lambda t: t.replace('protocol = "rep3"', 'protocol = "2pc"'), "needs dealer"),
+        (
+            lambda t: t.replace('protocol = "rep3"', 'protocol = "2pc"\ndealer = "zed"'),
+            "dealer 'zed' is not one of",
+        ),
+        (lambda t: t.replace('protocol = "rep3"', 'dealer = "a"'), "only used with protocol = '2pc'"),
+        (lambda t: t.replace('[parties.c]\naddress = "[::1]:7003"', ""), "needs exactly 3"),
+        (lambda t: t + "\n[parties.'bad name']\naddress = 'h:1'\n", "invalid party name"),
+        (lambda t: t.replace("[tls]", "[tls"), "invalid TOML"),
+    ],
+)
+def test_config_errors_name_the_problem(tmp_path, edit, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, edit(BASE)))
+    assert fragment in str(info.value)
+
+
+def test_missing_address_and_certificates_name_the_party(tmp_path):
+    cfg = load_config(write(tmp_path, BASE.replace('address = "127.0.0.1:7002"', "")))
+    with pytest.raises(ConfigError, match="party 'b' has no address"):
+        cfg.require_addresses()
+    certs.init_ca(tmp_path / "certs")
+    certs.issue(tmp_path / "certs", "a")
+    with pytest.raises(ConfigError, match="party 'b': missing certificate file"):
+        cfg.require_certificates()
+
+
+def test_2pc_with_dealer(tmp_path):
+    text = BASE.replace('protocol = "rep3"', 'protocol = "2pc"\ndealer = "c"')
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.compute == ("a", "b") and cfg.dealer == "c" and cfg.names == ("a", "b", "c")
+    with pytest.raises(ConfigError, match="cannot be both"):
+        parse_config({"protocol": "2pc", "dealer": "a", "compute": ["a", "b"], "parties": {"a": {}, "b": {}}})
+
+
+def test_certificate_validity_errors_name_party_and_date(tmp_path):
+    d = tmp_path / "certs"
+    certs.init_ca(d)
+    certs.issue(d, "old", days=1, not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    with pytest.raises(certs.CertificateError, match=r"party 'old' expired on 2020-01-02"):
+        certs.check_party_files(d, "old")
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    certs.issue(d, "early", days=10, not_before=future)
+    with pytest.raises(
+        certs.CertificateError, match=rf"party 'early' is not valid yet: valid from {future:%Y-%m-%d}"
+    ):
+        certs.check_party_files(d, "early")
+
+
+def test_certificate_from_another_ca_or_for_another_party(tmp_path):
+    d, other = tmp_path / "certs", tmp_path / "other"
+    certs.init_ca(d)
+    certs.init_ca(other)
+    certs.issue(other, "a")
+    for ext in ("pem", "key"):
+        (d / f"a.{ext}").write_bytes((other / f"a.{ext}").read_bytes())
+    with pytest.raises(
+        certs.CertificateError, match="party 'a': certificate is not signed by the consortium CA"
+    ):
+        certs.check_party_files(d, "a")
+    certs.issue(d, "b")
+    (d / "c.pem").write_bytes((d / "b.pem").read_bytes())
+    (d / "c.key").write_bytes((d / "b.key").read_bytes())
+    with pytest.raises(certs.CertificateError, match="names \\['b'\\], not 'c'"):
+        certs.check_party_files(d, "c")
+
+
+def test_ca_is_not_overwritten_and_keys_are_private(tmp_path):
+    certs.init_ca(tmp_path)
+    with pytest.raises(certs.CertificateError, match="refusing to overwrite"):
+        certs.init_ca(tmp_path)
+    certs.issue(tmp_path, "a")
+    assert (tmp_path / "a.key").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "ca.key").stat().st_mode & 0o077 == 0
