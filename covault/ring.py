@@ -14,6 +14,12 @@ DTYPE = np.dtype(np.int64)
 MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 
 
+def wrapping():
+    """Context in which int64 overflow is silent: ring arithmetic wraps modulo 2^64 by design
+    (numpy warns for 0-d scalar overflow, never for arrays)."""
+    return np.errstate(over="ignore")
+
+
 def as_ring(x: np.ndarray) -> np.ndarray:
     """Return ``x`` as a C-contiguous int64 array (no copy when it already is one)."""
     return np.ascontiguousarray(x, dtype=DTYPE)

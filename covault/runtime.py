@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from covault import ring
 from covault.errors import CovaultError, PartyError, PeerError, ProtocolError
 from covault.session import PROTOCOLS, Session
 from covault.transport.base import Network
@@ -74,9 +75,10 @@ def _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout)
 
     def body(name: str) -> None:
         try:
-            net = Network(hub.transport(name), timeout=timeout)
-            session = Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
-            results[name] = program(session)
+            with ring.wrapping():
+                net = Network(hub.transport(name), timeout=timeout)
+                session = Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
+                results[name] = program(session)
         except BaseException as exc:  # reported to the caller below
             with lock:
                 errors[name] = exc

@@ -247,7 +247,11 @@ class SecretTensor:
 
     def broadcast_to(self, shape: Sequence[int]) -> SecretTensor:
         k = self.shares.shape[0]
-        return self._new(np.ascontiguousarray(np.broadcast_to(self.shares, (k, *shape))))
+        lifted = _lift(self.shares, len(tuple(shape)))
+        try:
+            return self._new(np.ascontiguousarray(np.broadcast_to(lifted, (k, *shape))))
+        except ValueError:
+            raise ShapeError(f"cannot broadcast shape {self.shape} to {tuple(shape)}") from None
 
     # -- opening ---------------------------------------------------------------------------
     def reveal(self, to: str | Sequence[str] | None = None) -> np.ndarray | None:

@@ -232,3 +232,27 @@ def test_property_matmul(proto, n, k, m, seed):
 
     got = run_both(prog, proto)
     np.testing.assert_allclose(got, a @ b, atol=(20 * k + 2) * ULP)
+
+
+def test_scalars_and_rank_broadcasting(proto):
+    def prog(s):
+        a = s.compute_parties[0]
+        v = s.input(V if s.party == a else None, owner=a)
+        total = v.sum()  # 0-d
+        return (
+            (total * total).reveal(),
+            total.reveal(),
+            v.broadcast_to((3, 4)).reveal(),
+            (v + np.ones((2, 4))).reveal(),
+        )
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sq, total, bc, plus = run_both(prog, proto)
+    assert total.shape == () and sq.shape == ()
+    np.testing.assert_allclose(total, V.sum(), atol=4 * ULP)
+    np.testing.assert_allclose(sq, V.sum() ** 2, atol=1e-3)
+    np.testing.assert_allclose(bc, np.broadcast_to(V, (3, 4)), atol=ULP)
+    np.testing.assert_allclose(plus, V + np.ones((2, 4)), atol=ULP)

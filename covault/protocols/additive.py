@@ -89,12 +89,12 @@ class Additive2PC(Protocol):
 
     def reveal(self, x, to):
         self.check_receivers(to)
-        out = self._open([x[0]] if self.is_compute else [], to, xor=False)
+        out = self._open([x[0, ...]] if self.is_compute else [], to, xor=False)
         return None if out is None else out[0]
 
     def reveal_bool(self, x, to):
         self.check_receivers(to)
-        out = self._open([x[0]] if self.is_compute else [], to, xor=True)
+        out = self._open([x[0, ...]] if self.is_compute else [], to, xor=True)
         return None if out is None else out[0]
 
     # -- multiplication -----------------------------------------------------------------------
@@ -112,10 +112,10 @@ class Additive2PC(Protocol):
         if parts is None:
             return self.empty(sz)
         a, b, c = parts
-        e, f = x[0] - a, y[0] - b
+        e, f = x[0, ...] - a, y[0, ...] - b
         other = self.net.exchange({self._other(): [e, f]}, [self._other()])[self._other()]
         E, F = e + other[0], f + other[1]
-        return (c + op(E, y[0]) + op(a, F))[None]
+        return (c + op(E, y[0, ...]) + op(a, F))[None]
 
     def mul(self, x, y):
         return self._beaver(x, y, np.multiply)
@@ -140,7 +140,7 @@ class Additive2PC(Protocol):
         if parts is None:
             return self.empty(shape)
         r, u, v = parts
-        m = x[0] + r
+        m = x[0, ...] + r
         if self.index == 0:
             m = m + np.int64(1 << BIAS_BITS)
         c = m + self.net.exchange({self._other(): [m]}, [self._other()])[self._other()][0]
@@ -160,7 +160,7 @@ class Additive2PC(Protocol):
         if parts is None:
             return self.empty(shape, dt)
         a, b, c = parts
-        e, f = x[0] ^ a, y[0] ^ b
+        e, f = x[0, ...] ^ a, y[0, ...] ^ b
         other = self.net.exchange({self._other(): [e, f]}, [self._other()])[self._other()]
         E, F = e ^ other[0], f ^ other[1]
         z = c ^ (E & b) ^ (F & a)
@@ -176,7 +176,7 @@ class Additive2PC(Protocol):
         if parts is None:
             return self.empty(shape)
         rb, ra = parts
-        mine = (b[0].astype(np.uint8) ^ rb) & 1
+        mine = (b[0, ...].astype(np.uint8) ^ rb) & 1
         packed = np.packbits(mine.reshape(-1))
         other = self.net.exchange({self._other(): [packed]}, [self._other()])[self._other()][0]
         theirs = np.unpackbits(other, count=mine.size).reshape(shape)

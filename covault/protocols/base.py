@@ -19,6 +19,13 @@ from covault.randomness.prg import PRG, new_seed
 from covault.transport.base import Network
 
 
+def _align(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Shares ``(k, *S)`` viewed as ``(k, 1, ..., 1, *S)`` so that ``S`` broadcasts against the
+    trailing axes of ``shape`` (never against the component axis)."""
+    extra = len(shape) - (x.ndim - 1)
+    return x.reshape((x.shape[0],) + (1,) * extra + x.shape[1:]) if extra > 0 else x
+
+
 class Protocol(ABC):
     """Per-party state and primitives of one secret-sharing scheme."""
 
@@ -70,7 +77,7 @@ class Protocol(ABC):
     def add_public(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Shares of ``x + c`` for a public ring array ``c`` (broadcasting)."""
         shape = np.broadcast_shapes(x.shape[1:], np.shape(c))
-        out = np.array(np.broadcast_to(x, (x.shape[0], *shape)))
+        out = np.array(np.broadcast_to(_align(x, shape), (x.shape[0], *shape)))
         if self.public_slot is not None:
             out[self.public_slot] += c
         return out
@@ -78,7 +85,7 @@ class Protocol(ABC):
     def xor_public(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Boolean shares of ``x ^ c`` for a public word array ``c``."""
         shape = np.broadcast_shapes(x.shape[1:], np.shape(c))
-        out = np.array(np.broadcast_to(x, (x.shape[0], *shape)))
+        out = np.array(np.broadcast_to(_align(x, shape), (x.shape[0], *shape)))
         if self.public_slot is not None:
             out[self.public_slot] ^= np.asarray(c, dtype=x.dtype)
         return out

@@ -71,7 +71,7 @@ class Replicated3PC(Protocol):
 
     def _open(self, x, to, xor):
         """P_i sends its second component x_{i+1} to P_{i-1}, which misses exactly that one."""
-        sends = {self.prev: [x[1]]} if self.prev in to else {}
+        sends = {self.prev: [x[1, ...]]} if self.prev in to else {}
         recv = [self.next] if self.party in to else []
         if not sends and not recv:
             return None
@@ -79,7 +79,7 @@ class Replicated3PC(Protocol):
         if not recv:
             return None
         third = got[self.next][0]
-        return (x[0] ^ x[1] ^ third) if xor else (x[0] + x[1] + third)
+        return (x[0, ...] ^ x[1, ...] ^ third) if xor else (x[0, ...] + x[1, ...] + third)
 
     def reveal(self, x, to):
         self.check_receivers(to)
@@ -99,13 +99,13 @@ class Replicated3PC(Protocol):
     def mul(self, x, y):
         """``z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i + alpha_i`` (alpha: zero sharing), then
         reshare (Araki et al. 2016). Cost: 1 round, 1 ring element per party per product."""
-        z = x[0] * (y[0] + y[1]) + x[1] * y[0]
+        z = x[0, ...] * (y[0, ...] + y[1, ...]) + x[1, ...] * y[0, ...]
         return self._reshare(z + self._zero(z.shape))
 
     def matmul(self, x, y):
         """As :meth:`mul` with matrix products: two ring matmuls per party, 1 round,
         1 ring element per output entry."""
-        z = ring.matmul(x[0], y[0] + y[1]) + ring.matmul(x[1], y[0])
+        z = ring.matmul(x[0, ...], y[0, ...] + y[1, ...]) + ring.matmul(x[1, ...], y[0, ...])
         return self._reshare(z + self._zero(z.shape))
 
     # -- truncation ---------------------------------------------------------------------------
@@ -147,13 +147,13 @@ class Replicated3PC(Protocol):
         g = self.prg[p0]
         if i == 1:
             s, t_u, t_v, y_fixed = (g.ring(shape) for _ in range(4))
-            own = x if fused else x[0] + x[1]
+            own = x if fused else x[0, ...] + x[1, ...]
             m = own + s + np.int64(1 << BIAS_BITS)
             got = self.net.exchange({p2: [m]}, [p0, p2] if fused else [p2])
             c = m + got[p2][0] + (got[p0][0] if fused else 0)
         else:
             s, y_fixed = g.ring(shape), g.ring(shape)
-            m = (x if fused else x[1]) + s
+            m = (x if fused else x[1, ...]) + s
             got = self.net.exchange({p1: [m]}, [p0, p1])
             t_u, t_v = got[p0][-2:]
             c = m + got[p1][0] + (got[p0][0] if fused else 0)
@@ -179,9 +179,9 @@ class Replicated3PC(Protocol):
         Cost: 2 rounds; P0 sends 4 elements per output, P1 and P2 2 each (unfused: 3 rounds).
         """
         if matmul:
-            z = ring.matmul(x[0], y[0] + y[1]) + ring.matmul(x[1], y[0])
+            z = ring.matmul(x[0, ...], y[0, ...] + y[1, ...]) + ring.matmul(x[1, ...], y[0, ...])
         else:
-            z = x[0] * (y[0] + y[1]) + x[1] * y[0]
+            z = x[0, ...] * (y[0, ...] + y[1, ...]) + x[1, ...] * y[0, ...]
         z = z + self._zero(z.shape)
         return self._trunc_open(z, bits, fused=True)
 
@@ -189,7 +189,7 @@ class Replicated3PC(Protocol):
     def and_(self, x, y):
         """Replicated AND: ``z_i = x_i&y_i ^ x_i&y_{i+1} ^ x_{i+1}&y_i ^ alpha_i``, reshare
         (Araki et al. 2016). Cost: 1 round, 1 word per party."""
-        z = (x[0] & (y[0] ^ y[1])) ^ (x[1] & y[0])
+        z = (x[0, ...] & (y[0, ...] ^ y[1, ...])) ^ (x[1, ...] & y[0, ...])
         return self._reshare(z ^ self._zero(z.shape, z.dtype, xor=True), xor=True)
 
     def _lift(self, comp_values: dict[int, np.ndarray], like: np.ndarray) -> np.ndarray:

@@ -1,0 +1,347 @@
+"""Secure comparison: most significant bit, zero test, and the functions built on them.
+
+Written once on top of the protocol primitives (``msb_addends``, ``and_``, ``b2a_bit``,
+``mul``), so the same code runs under every protocol, at the 2pc dealer too (its ``(0, n)``
+arrays make every local step free while it deals exactly the tuples the compute parties use).
+
+**Most significant bit** (:func:`msb_bits`). ``msb_addends`` gives XOR-shared words ``a, b``
+with ``a + b = x`` (mod 2^64), so ``msb(x) = a_63 ^ b_63 ^ c_63``, where ``c_63`` is the carry
+into bit 63 of ``a + b``: the group generate of bits 0..62 of a parallel-prefix adder
+(Ladner-Fischer, JACM 1980), as in ABY3's msb extraction (Mohassel-Rindal, CCS 2018), here
+evaluated as a tree that keeps only the top prefix:
+
+1. ``G = (a & b) << 1``, ``P = (a ^ b) << 1`` (one AND round; the shift leaves a zero group in
+   bit 0 so that 64 groups cover bits 0..62).
+2. Five levels ``d = 1, 2, 4, 8, 16``: adjacent groups (hi, lo) merge into
+   ``(G_hi ^ P_hi & G_lo, P_hi & P_lo)`` (``^`` replaces ``|``: a group never both generates
+   and propagates). Words hold fields of ``2d`` bits, the lower groups in the low half, the
+   upper ones in the high half. Both ANDs of a level share ONE ``and_`` call (one round):
+   ``P & [P_hi | G_lo]`` (halves swapped) gives ``P_lo & P_hi`` low and ``P_hi & G_lo`` high.
+   Then only half of every field is live, so adjacent words are packed into one
+   (``w_2i`` and ``w_2i+1`` side by side): the traffic halves every level and element ``e``
+   always sits in word ``e >> level`` (no permutation to undo).
+3. Last level ``d = 32``: ``carry = G_hi ^ P_hi & G_lo`` on 32-bit words, 32 elements per word
+   (no propagate needed).
+4. ``msb = a_63 ^ b_63 ^ carry`` (local), then ``b2a_bit`` for an arithmetic 0/1.
+
+**Zero test** (:func:`eqz_bits`). ``a + b = 0 (mod 2^64)`` exactly when
+``w = (a ^ b) ^ ((a | b) << 1)`` is all zeros (if the sum vanishes up to bit i, the carry into
+bit i+1 is ``a_i | b_i``). ``a | b = a ^ b ^ (a & b)`` costs one AND round; then the 64 bits of
+``~w`` are AND-reduced by the same packed tree (one AND per pair, packed before sending).
+
+Cost per element (bytes SENT by each compute party; the 2pc dealer's bytes go offline and
+count no rounds). Exact for ``n`` a multiple of 32; otherwise every level rounds its word
+count up (level ``l`` of the msb tree ANDs ``ceil(n / 2^(l-1))`` words):
+
+==============  =======================  =================================  ==================
+operation       2pc online / dealer      rep3                               rounds 2pc / rep3
+==============  =======================  =================================  ==================
+msb_bits        47.25 / 23.625           8 (addends) + 23.625 = 31.625      7 / 8
+less_than etc.  47.375 / 31.625          31.625 + 16 (b2a_bit) = 47.625     8 / 10
+equal (eqz)     31.875 / 23.875          8 + 15.875 + 16 = 39.875           8 / 10
+==============  =======================  =================================  ==================
+
+AND operand bits per element, levels 0..6: 64, 64, 32, 16, 8, 4, 1 (msb: 189 bits = 23.625
+bytes; a 2pc AND opens two words per operand word, a rep3 AND reshares one) and 64, 32, 16, 8,
+4, 2, 1 (zero test: 15.875 bytes). Theory: the carry tree over 63 bit positions needs
+``log2(64) + 1 = 7`` AND layers and 184 AND gates (64 generates, 63 merged generates and 57
+merged propagates: those on the lowest spine are never used), so the packed words carry only
+5 spare bits; a Kogge-Stone adder of the same depth needs 64 + 5 * 128 + 64 = 768 (a2b
+in :mod:`covault.protocols.convert`). Comparing two msbs for ``equal`` would cost 2 * 47.25 bytes
+(2pc), three times the zero test, in the same number of rounds.
+
+**Derived functions.** ``less_than``/``greater_than``: one msb of ``x - y``; ``equal``: one
+zero test; ``sign = 1 - 2 msb(x)`` (local after the msb); ``abs_``, ``relu``: msb plus one
+product with the integer bit (no truncation); ``max_`` over ``m`` candidates: ``ceil(log2 m)``
+tournament levels, each one batched comparison plus one product; ``argmax``: the tournament
+(without the last product) plus ``ceil(log2 m) - 1`` product rounds to expand the one-hot.
+
+**Range.** Comparisons of fixed-point values compute ``msb(x - y)``: exact whenever
+``|x - y| < 2^63`` in ring units, i.e. ``|x - y| < 2^(63 - f)`` for ``f`` fractional bits, far
+beyond the encodable range ``|v| < 2^(31 - f)``. Public operands are encoded (rounded to ``f``
+fractional bits) before comparing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from covault.errors import ShapeError
+
+if TYPE_CHECKING:
+    from covault.protocols.base import Protocol
+    from covault.tensor import SecretTensor
+
+U64 = np.uint64
+_MASKS = tuple(
+    U64(v)
+    for v in (
+        0x5555_5555_5555_5555,
+        0x3333_3333_3333_3333,
+        0x0F0F_0F0F_0F0F_0F0F,
+        0x00FF_00FF_00FF_00FF,
+        0x0000_FFFF_0000_FFFF,
+    )
+)
+_LOW32 = U64(0xFFFF_FFFF)
+
+
+def _merge(a: np.ndarray, lo_shift: int, hi_shift: int) -> np.ndarray:
+    """Pack adjacent words: ``w'_i = (w_2i >> lo_shift) | (w_2i+1 << hi_shift)``.
+
+    An odd last word gets a zero partner. Word ``i`` then holds elements ``2i`` and
+    ``2i + 1`` side by side, so after every level element ``e`` stays in word
+    ``e >> level`` at slot ``e mod 2^level``: the packing never permutes elements.
+    """
+    count = a.shape[1]
+    half = count // 2
+    out = np.empty((a.shape[0], half + count % 2), dtype=a.dtype)
+    lo, hi = a[:, 0 : 2 * half : 2], a[:, 1 : 2 * half : 2]
+    body = out[:, :half]
+    if lo_shift:
+        np.right_shift(lo, U64(lo_shift), out=body)
+    else:
+        body[...] = lo
+    body |= hi << U64(hi_shift) if hi_shift else hi
+    if count % 2:
+        out[:, half] = a[:, -1] >> U64(lo_shift)
+    return out
+
+
+def _bits_of(words: np.ndarray, n: int) -> np.ndarray:
+    """Per-element bits (uint8 0/1, shape ``(k, n)``) of 32-bit words, element ``e`` being bit
+    ``e mod 32`` of word ``e // 32``."""
+    k = words.shape[0]
+    if k == 0:
+        return np.zeros((0, n), dtype=np.uint8)
+    raw = np.ascontiguousarray(words, dtype="<u4").view(np.uint8)
+    return np.unpackbits(raw, axis=-1, count=n, bitorder="little")
+
+
+def _addends(proto: Protocol, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = proto.msb_addends(x)
+    return a.view(U64), b.view(U64)
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x).reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
+def _low32(w: np.ndarray) -> np.ndarray:
+    return (w & _LOW32).astype(np.uint32)
+
+
+def _carry_tree(proto: Protocol, g: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Carry out of the 64 (generate, propagate) groups of each element (levels d = 1 .. 32).
+
+    Layout at level ``d``: fields of ``2d`` bits, low half = the lower groups, high half = the
+    upper groups of the same ``d`` elements. The AND operands are ``p`` itself (``P_lo | P_hi``)
+    and ``v = P_hi | G_lo`` (halves swapped), so the product holds ``P_lo & P_hi`` (the merged
+    propagate) low and ``P_hi & G_lo`` high. ``g`` is consumed.
+    """
+    for lvl in range(5):
+        d = U64(1 << lvl)
+        m = _MASKS[lvl]
+        v = g << d
+        v &= ~m
+        t = p >> d
+        t &= m
+        v |= t
+        r = proto.and_(p, v)
+        g ^= r  # high halves: G_hi ^ P_hi & G_lo
+        g &= ~m
+        r &= m  # low halves: P_hi & P_lo
+        g = _merge(g, 1 << lvl, 0)
+        p = _merge(r, 0, 1 << lvl)
+    return (g >> U64(32)).astype(np.uint32) ^ proto.and_((p >> U64(32)).astype(np.uint32), _low32(g))
+
+
+_TOP_BYTE = 7 if sys.byteorder == "little" else 0
+
+
+def msb_bits(proto: Protocol, x: np.ndarray) -> np.ndarray:
+    """Boolean shares (uint8 0/1, same layout as ``x``) of the top bit of ring shares ``x``."""
+    k, shape = x.shape[0], x.shape[1:]
+    flat = _flat(x)
+    n = flat.shape[1]
+    a, b = _addends(proto, flat)
+    p = a ^ b
+    top = p.view(np.uint8)[:, _TOP_BYTE::8] >> np.uint8(7)  # bit 63
+    g = proto.and_(a, b)
+    g <<= U64(1)
+    p <<= U64(1)
+    carry = _bits_of(_carry_tree(proto, g, p), n)
+    carry ^= top
+    return carry.reshape(k, *shape)
+
+
+def eqz_bits(proto: Protocol, x: np.ndarray) -> np.ndarray:
+    """Boolean shares (uint8 0/1) of ``[x == 0]`` for ring shares ``x``."""
+    k, shape = x.shape[0], x.shape[1:]
+    flat = _flat(x)
+    n = flat.shape[1]
+    a, b = _addends(proto, flat)
+    t = a ^ b
+    w = t ^ ((t ^ proto.and_(a, b)) << U64(1))  # zero iff a + b == 0
+    z = proto.xor_public(w, U64(0xFFFF_FFFF_FFFF_FFFF))
+    for lvl in range(5):
+        d = U64(1 << lvl)
+        m = _MASKS[lvl]
+        hi = z >> d
+        hi &= m
+        z &= m
+        z = proto.and_(_merge(hi, 0, 1 << lvl), _merge(z, 0, 1 << lvl))
+    z = proto.and_((z >> U64(32)).astype(np.uint32), _low32(z))
+    return _bits_of(z, n).reshape(k, *shape)
+
+
+# -- secret tensors ---------------------------------------------------------------------------
+def _is_secret(v: Any) -> bool:
+    from covault.tensor import SecretTensor
+
+    return isinstance(v, SecretTensor)
+
+
+def _diff(x: Any, y: Any) -> SecretTensor:
+    """``x - y`` where at least one operand is a secret tensor (broadcasting)."""
+    if _is_secret(x):
+        return x if _is_public_zero(y) else x - y
+    if _is_secret(y):
+        return -y if _is_public_zero(x) else (-y) + x
+    raise TypeError("compare needs at least one secret tensor operand")
+
+
+def _is_public_zero(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and v == 0
+
+
+def _bit(x: SecretTensor, bits: np.ndarray) -> SecretTensor:
+    return x._new(x.proto.b2a_bit(bits), 0)
+
+
+def msb(x: SecretTensor) -> SecretTensor:
+    """``[x < 0]`` as an integer 0/1 secret tensor (the top bit of the ring encoding)."""
+    return _bit(x, msb_bits(x.proto, x.shares))
+
+
+def less_than(x: Any, y: Any) -> SecretTensor:
+    """``[x < y]`` (0/1, frac 0); ``y`` may be public (scalar or array), with broadcasting.
+    Exact while ``|x - y| < 2^(63 - f)``."""
+    return msb(_diff(x, y))
+
+
+def greater_than(x: Any, y: Any) -> SecretTensor:
+    """``[x > y]`` = ``[y < x]`` (0/1, frac 0)."""
+    return msb(_diff(y, x))
+
+
+def equal(x: Any, y: Any) -> SecretTensor:
+    """``[x == y]`` (0/1, frac 0) by a zero test of ``x - y`` (cheaper than two msbs)."""
+    d = _diff(x, y)
+    return _bit(d, eqz_bits(d.proto, d.shares))
+
+
+def sign(x: SecretTensor) -> SecretTensor:
+    """``-1`` where ``x < 0``, ``+1`` elsewhere (``sign(0) = +1``), as an integer tensor."""
+    return 1 - msb(x) * 2
+
+
+def abs_(x: SecretTensor) -> SecretTensor:
+    """``|x| = x * sign(x)`` (the sign is an integer: no truncation)."""
+    return x * sign(x)
+
+
+def relu(x: SecretTensor) -> SecretTensor:
+    """``max(x, 0) = x * [x > 0]`` (the bit is an integer: no truncation)."""
+    return x * msb(-x)
+
+
+# -- reductions ---------------------------------------------------------------------------------
+def _to_last(x: SecretTensor, axis: int | None) -> tuple[SecretTensor, int | None]:
+    if axis is None:
+        return x.reshape(-1), None
+    if not isinstance(axis, int | np.integer):
+        raise ShapeError(f"axis must be an integer or None, got {axis!r}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for shape {x.shape}")
+    ax = int(axis) % x.ndim
+    return x._new(np.moveaxis(x.shares, ax + 1, -1)), ax
+
+
+def _tournament(v: SecretTensor, values: bool) -> tuple[SecretTensor | None, list]:
+    """Pairwise knock-out along the last axis; ties keep the left (lower-index) candidate.
+
+    Returns the winners (shape ``(..., 1)``; None when ``values`` is False) and, per level,
+    ``(m, c)``: the candidate count and the 0/1 "right one wins" bits of the ``m // 2`` pairs.
+    """
+    levels = []
+    m = v.shape[-1]
+    while m > 1:
+        h = m // 2
+        a, b = v[..., 0 : 2 * h : 2], v[..., 1 : 2 * h : 2]
+        c = less_than(a, b)
+        levels.append((m, c))
+        if m == 2 and not values:
+            return None, levels
+        best = a + c * (b - a)
+        if m % 2:
+            best = best._new(np.concatenate([best.shares, v.shares[..., 2 * h :]], axis=-1))
+        v, m = best, best.shape[-1]
+    return v, levels
+
+
+def _check_nonempty(x: SecretTensor, what: str) -> None:
+    if x.size == 0:
+        raise ShapeError(f"{what} of an empty secret tensor (shape {x.shape})")
+
+
+def max_(x: SecretTensor, axis: int | None = None, keepdims: bool = False) -> SecretTensor:
+    """Maximum along ``axis`` (None: over all elements) by a tournament: ``ceil(log2 m)``
+    comparison levels, each one batched ``less_than`` plus one product."""
+    _check_nonempty(x, "max")
+    v, ax = _to_last(x, axis)
+    best, _ = _tournament(v, values=True)
+    out = best[..., 0]
+    if ax is None:
+        return out.reshape((1,) * x.ndim) if keepdims else out
+    return out.expand_dims(ax) if keepdims else out
+
+
+def argmax(x: SecretTensor, axis: int | None = None, keepdims: bool = False) -> SecretTensor:
+    """One-hot 0/1 integer tensor of ``x``'s shape marking the FIRST maximum along ``axis``
+    (None: over all elements). ``keepdims`` has no effect (the indicator keeps every axis).
+
+    The tournament records each pair's bit ``c``; the indicator is expanded from the root
+    down: children of a node with indicator ``t`` get ``t - t*c`` and ``t*c`` (one product per
+    level; the root's is free). Cost: the tournament's comparisons plus
+    ``ceil(log2 m) - 1`` product rounds on ``< m`` elements.
+    """
+    del keepdims
+    _check_nonempty(x, "argmax")
+    v, ax = _to_last(x, axis)
+    m = v.shape[-1]
+    if m == 1:
+        proto = x.proto
+        return x._new(proto.add_public(proto.empty(x.shape), np.ones(x.shape, np.int64)), 0)
+    _, levels = _tournament(v, values=False)
+    ind = None
+    for m, c in reversed(levels):
+        h = m // 2
+        if ind is None:
+            right, left = c, 1 - c
+            ind_rest = None
+        else:
+            right = ind[..., :h] * c
+            left = ind[..., :h] - right
+            ind_rest = ind.shares[..., h:]
+        pairs = np.stack([left.shares, right.shares], axis=-1)
+        shares = pairs.reshape(*pairs.shape[:-2], 2 * h)
+        if m % 2:
+            shares = np.concatenate([shares, ind_rest], axis=-1)
+        ind = c._new(shares, 0)
+    if ax is None:
+        return ind.reshape(x.shape)
+    return ind._new(np.moveaxis(ind.shares, -1, ax + 1))

@@ -1,0 +1,347 @@
+"""Comparisons, sign/abs/relu and max/argmax against plaintext numpy, both protocols."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import covault
+from covault.errors import ShapeError
+from covault.protocols import compare
+from tests.conftest import ULP, owner_value, run_both
+
+RNG = np.random.default_rng(4321)  # test data only; never secrets
+SCALE = 1 << 16
+
+
+def enc(v):
+    """The fixed-point values covault actually compares (16 fractional bits)."""
+    return np.round(np.asarray(v, dtype=np.float64) * SCALE) / SCALE
+
+
+def onehot_first_max(v, axis):
+    idx = np.expand_dims(np.argmax(v, axis=axis), axis)
+    out = np.zeros(v.shape, dtype=np.int64)
+    np.put_along_axis(out, idx, 1, axis)
+    return out
+
+
+def _two_inputs(s, a, b):
+    p, q = s.compute_parties[0], s.compute_parties[-1]
+    return s.input(owner_value(s, a, p), owner=p), s.input(owner_value(s, b, q), owner=q)
+
+
+# -- comparisons --------------------------------------------------------------------------------
+A = np.round(RNG.normal(size=(4, 6)) * 20, 3)
+A[0, :4] = [0.0, -0.0, 7.5, -7.5]
+A[1, :] = 2.5  # ties along an axis
+BV = np.round(RNG.normal(size=(6,)) * 20, 3)
+BV[:3] = [0.0, 7.5, 2.5]
+
+
+def prog_compare(s):
+    x, y = _two_inputs(s, A, BV)
+    return (
+        (x < y).reveal(),
+        (x > y).reveal(),
+        (x <= y).reveal(),
+        (x >= y).reveal(),
+        (x == y).reveal(),
+        (x != y).reveal(),
+        (x < 2.5).reveal(),
+        (x > 0).reveal(),
+        (x == 2.5).reveal(),
+        (x >= np.arange(6) - 3).reveal(),
+        compare.less_than(1.0, x).reveal(),  # public on the left
+        compare.greater_than(0, y).reveal(),
+        (x == x).reveal(),
+    )
+
+
+def test_comparisons(proto):
+    got = run_both(prog_compare, proto)
+    a, b = enc(A), enc(BV)
+    want = (
+        a < b,
+        a > b,
+        a <= b,
+        a >= b,
+        a == b,
+        a != b,
+        a < 2.5,
+        a > 0,
+        a == 2.5,
+        a >= np.arange(6) - 3,
+        a > 1.0,
+        b < 0,
+        np.ones(a.shape, bool),
+    )
+    for g, w in zip(got, want):
+        assert g.dtype == np.int64
+        np.testing.assert_array_equal(g, w.astype(np.int64))
+
+
+def prog_result_is_integer(s):
+    x, y = _two_inputs(s, A, BV)
+    c = x < y
+    # an integer 0/1 times a real needs no truncation: exact selection
+    return c.frac, (c * x).reveal(), covault.where(c, x, y).reveal()
+
+
+def test_results_are_exact_integers(proto):
+    frac, sel, where = run_both(prog_result_is_integer, proto)
+    a, b = enc(A), enc(BV)
+    assert frac == 0
+    np.testing.assert_array_equal(sel, np.where(a < b, a, 0.0))
+    np.testing.assert_array_equal(where, np.where(a < b, a, b))
+
+
+EXTREME = np.array(
+    [0, 1, -1, 2, -2, 2**62, -(2**62), 2**63 - 1, -(2**63), 2**63 - 2, -(2**63) + 1, 12345, -12345], np.int64
+)
+
+
+def prog_ring_extremes(s):
+    p = s.compute_parties[0]
+    x = s.input(owner_value(s, EXTREME, p), owner=p, integer=True)
+    return compare.msb(x).reveal(), (x == 0).reveal(), (x == -1).reveal()
+
+
+def test_msb_and_zero_test_cover_the_whole_ring(proto):
+    msb, z, m1 = run_both(prog_ring_extremes, proto)
+    np.testing.assert_array_equal(msb, (EXTREME < 0).astype(np.int64))
+    np.testing.assert_array_equal(z, (EXTREME == 0).astype(np.int64))
+    np.testing.assert_array_equal(m1, (EXTREME == -1).astype(np.int64))
+
+
+LIMIT = 2.0**15 - 2.0**-16  # largest encodable magnitude for 16 fractional bits
+NEAR = np.array([LIMIT, -LIMIT, LIMIT - 2**-16, -LIMIT + 2**-16, 2**-16, -(2**-16), 0.0])
+
+
+def prog_range_limit(s):
+    x, y = _two_inputs(s, NEAR, NEAR[::-1].copy())
+    return (x < y).reveal(), (x == y).reveal(), (x > -LIMIT).reveal(), x.relu().reveal(), abs(x).reveal()
+
+
+def test_values_at_the_fixed_point_range_limit(proto):
+    lt, eq, gt, relu, ab = run_both(prog_range_limit, proto)
+    a, b = NEAR, NEAR[::-1]
+    np.testing.assert_array_equal(lt, (a < b).astype(np.int64))
+    np.testing.assert_array_equal(eq, (a == b).astype(np.int64))
+    np.testing.assert_array_equal(gt, (a > -LIMIT).astype(np.int64))
+    np.testing.assert_array_equal(relu, np.maximum(a, 0))
+    np.testing.assert_array_equal(ab, np.abs(a))
+
+
+def prog_integer_tensors(s):
+    p, q = s.compute_parties[0], s.compute_parties[-1]
+    x = s.input(owner_value(s, np.arange(-3, 4), p), owner=p, integer=True)
+    y = s.input(owner_value(s, np.array([[1], [-2]]), q), owner=q, integer=True)
+    f = s.input(owner_value(s, np.array([0.5, -0.25, 1.0]), p), owner=p)
+    return (x < y).reveal(), (x == y).reveal(), (f[:, None] > x[:3]).reveal(), (x > 1.5).reveal()
+
+
+def test_integer_and_mixed_precision_operands(proto):
+    lt, eq, mixed, half = run_both(prog_integer_tensors, proto)
+    x, y = np.arange(-3, 4), np.array([[1], [-2]])
+    np.testing.assert_array_equal(lt, (x < y).astype(np.int64))
+    np.testing.assert_array_equal(eq, (x == y).astype(np.int64))
+    f = np.array([0.5, -0.25, 1.0])
+    np.testing.assert_array_equal(mixed, (f[:, None] > x[:3]).astype(np.int64))
+    np.testing.assert_array_equal(half, (x > 1.5).astype(np.int64))
+
+
+def prog_sign_abs_relu(s):
+    x, _ = _two_inputs(s, A, BV)
+    sg = x.sign()
+    return sg.frac, sg.reveal(), abs(x).reveal(), x.relu().reveal(), compare.relu(-x).reveal()
+
+
+def test_sign_abs_relu(proto):
+    frac, sg, ab, relu, relu_neg = run_both(prog_sign_abs_relu, proto)
+    a = enc(A)
+    assert frac == 0
+    np.testing.assert_array_equal(sg, np.where(a < 0, -1, 1))  # sign(0) = +1
+    np.testing.assert_array_equal(ab, np.abs(a))
+    np.testing.assert_array_equal(relu, np.maximum(a, 0))
+    np.testing.assert_array_equal(relu_neg, np.maximum(-a, 0))
+
+
+# -- max / argmax -----------------------------------------------------------------------------------
+M = np.round(RNG.normal(size=(3, 5, 7)) * 4, 1)
+M[0, 0, :] = 1.0  # all tied
+M[1, :, 2] = M[1, :, 5] = 9.0  # tie for the maximum along the last axis
+M[2, 1, :] = M[2, 3, :] = 50.0  # tie along axis 1
+
+
+def prog_max(s):
+    x, _ = _two_inputs(s, M, BV)
+    out = []
+    for axis in (0, 1, 2, -1, None):
+        out.append(x.max(axis=axis).reveal())
+        out.append(x.max(axis=axis, keepdims=True).reveal())
+        out.append(x.argmax(axis=axis).reveal())
+    out.append(x.min(axis=1).reveal())
+    return out
+
+
+def test_max_and_argmax(proto):
+    got = iter(run_both(prog_max, proto))
+    m = enc(M)
+    for axis in (0, 1, 2, -1, None):
+        np.testing.assert_array_equal(next(got), m.max(axis=axis))
+        np.testing.assert_array_equal(next(got), m.max(axis=axis, keepdims=True))
+        if axis is None:
+            want = np.zeros(m.size, np.int64)
+            want[np.argmax(m)] = 1
+            want = want.reshape(m.shape)
+        else:
+            want = onehot_first_max(m, axis)
+        np.testing.assert_array_equal(next(got), want)
+    np.testing.assert_array_equal(next(got), m.min(axis=1))
+
+
+def prog_max_small(s):
+    x, _ = _two_inputs(s, np.array([[3.0], [-1.0]]), BV)
+    one = s.input(owner_value(s, np.array([4.0, 4.0]), s.compute_parties[0]), owner=s.compute_parties[0])
+    return x.max(axis=1).reveal(), x.argmax(axis=1).reveal(), one.argmax().reveal(), one.max().reveal()
+
+
+def test_max_of_length_one_and_two_way_tie(proto):
+    mx, am, tie, tmax = run_both(prog_max_small, proto)
+    np.testing.assert_array_equal(mx, [3.0, -1.0])
+    np.testing.assert_array_equal(am, [[1], [1]])
+    np.testing.assert_array_equal(tie, [1, 0])
+    assert tmax == 4.0
+
+
+def test_bad_axes_and_empty_tensors():
+    def prog(s):
+        x = s.input(owner_value(s, np.ones((2, 3)), "p0"), owner="p0")
+        errors = []
+        for f in (lambda: x.max(axis=2), lambda: x.argmax(axis=-3), lambda: x[:, :0].max(axis=1)):
+            try:
+                f()
+            except ShapeError as e:
+                errors.append(str(e))
+        try:
+            compare.less_than(1.0, 2.0)
+        except TypeError as e:
+            errors.append(str(e))
+        return errors
+
+    errors = covault.run(prog, 3, "rep3")["p0"]
+    assert len(errors) == 4
+    assert "out of range" in errors[0] and "empty" in errors[2] and "secret" in errors[3]
+
+
+# -- cost ------------------------------------------------------------------------------------------------
+def msb_tree_words(n):
+    """AND operand bytes of msb_bits per operand: level 0, levels 1..5, level 6 (uint32)."""
+    total, count = 8 * n, n
+    for _ in range(5):
+        total += 8 * count
+        count = math.ceil(count / 2)
+    return total + 4 * count
+
+
+def eqz_tree_words(n):
+    total, count = 8 * n, n
+    for _ in range(5):
+        count = math.ceil(count / 2)
+        total += 8 * count
+    return total + 4 * count
+
+
+@pytest.mark.parametrize("n", [64, 100])
+def test_cost_matches_the_documented_formula(proto, n):
+    name, k = proto
+
+    def prog(s):
+        x = s.input(owner_value(s, np.arange(n) - n / 2, s.compute_parties[0]), owner=s.compute_parties[0])
+        with s.scope() as bits:
+            compare.msb_bits(s.protocol, x.shares)
+        with s.scope() as lt:
+            y = x < 0
+        with s.scope() as eq:
+            compare.equal(x, 0)
+        return bits.as_dict(), lt.as_dict(), eq.as_dict(), y.reveal()
+
+    res = covault.run(prog, k, name)
+    msb_and, eqz_and = msb_tree_words(n), eqz_tree_words(n)
+    if n == 64:
+        assert msb_and == 23.625 * n and eqz_and == 15.875 * n
+    for p in res:
+        bits, lt, eq, y = res[p]
+        if p == "dealer":  # offline: one correction word per AND word, 8 bytes per daBit
+            assert bits["bytes_sent"] == msb_and and bits["rounds"] == 0
+            assert lt["bytes_sent"] == msb_and + 8 * n
+            assert eq["bytes_sent"] == eqz_and + 8 * n
+            continue
+        np.testing.assert_array_equal(y, (np.arange(n) < n / 2).astype(np.int64))
+        if name == "2pc":  # a Beaver AND opens two words per operand word; b2a_bit one bit
+            assert bits["bytes_sent"] == 2 * msb_and and bits["rounds"] == 7
+            assert lt["bytes_sent"] == 2 * msb_and + math.ceil(n / 8) and lt["rounds"] == 8
+            assert eq["bytes_sent"] == 2 * eqz_and + math.ceil(n / 8) and eq["rounds"] == 8
+        else:  # msb_addends: one 8-byte AND; a rep3 AND reshares one word; b2a_bit: 2 products
+            assert bits["bytes_sent"] == 8 * n + msb_and and bits["rounds"] == 8
+            assert lt["bytes_sent"] == 8 * n + msb_and + 16 * n and lt["rounds"] == 10
+            assert eq["bytes_sent"] == 8 * n + eqz_and + 16 * n and eq["rounds"] == 10
+
+
+# -- properties ------------------------------------------------------------------------------------------
+shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1e-4, 1.0, 1000.0, 30000.0]))
+def test_property_compare(proto, shape, seed, scale):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-scale, scale, size=shape)
+    b = np.where(rng.random(shape) < 0.3, a, rng.uniform(-scale, scale, size=shape))  # some ties
+    axis = int(rng.integers(0, len(shape)))
+
+    def prog(s):
+        x, y = _two_inputs(s, a, b)
+        return (
+            (x < y).reveal(),
+            (x == y).reveal(),
+            (x > 0).reveal(),
+            x.max(axis=axis).reveal(),
+            x.argmax(axis=axis).reveal(),
+        )
+
+    lt, eq, pos, mx, am = run_both(prog, proto)
+    ea, eb = enc(a), enc(b)
+    np.testing.assert_array_equal(lt, (ea < eb).astype(np.int64))
+    np.testing.assert_array_equal(eq, (ea == eb).astype(np.int64))
+    np.testing.assert_array_equal(pos, (ea > 0).astype(np.int64))
+    np.testing.assert_allclose(mx, ea.max(axis=axis), atol=ULP / 2)
+    np.testing.assert_array_equal(am, onehot_first_max(ea, axis))
+
+
+# -- tcp ----------------------------------------------------------------------------------------------------
+TCP_X = np.array([-2.0, 0.0, 0.5, 3.0, -0.25])
+
+
+def prog_tcp(s):
+    x = s.input(owner_value(s, TCP_X, s.compute_parties[0]), owner=s.compute_parties[0])
+    return (x > 0).reveal(), (x == 0.5).reveal(), x.argmax().reveal()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
+def test_compare_over_tcp(proto):
+    name, k = proto
+    res = covault.run(prog_tcp, k, name, transport="tcp")
+    for p in res:
+        if p == "dealer":
+            continue
+        gt, eq, am = res[p]
+        np.testing.assert_array_equal(gt, (TCP_X > 0).astype(np.int64))
+        np.testing.assert_array_equal(eq, (TCP_X == 0.5).astype(np.int64))
+        np.testing.assert_array_equal(am, [0, 0, 0, 1, 0])
