@@ -132,7 +132,7 @@ class Additive2PC(Protocol):
            ``u = msb(r) * 2^(63-bits)`` and ``v = (r mod 2^63) >> bits`` (P1's: 2 corrections).
         2. P_i opens ``c = x + 2^62 + r`` (1 element each, 1 round).
         3. ``y = (c mod 2^63) >> bits + msb(c) 2^(63-bits) + (1 - 2 msb(c)) u - v - 2^(62-bits)``.
-        Result is ``floor(x / 2^bits)`` or one less, for every ``|x| < 2^62`` (no wrap-around
+        Result is ``floor(x / 2^bits)`` or one more, for every ``|x| < 2^62`` (no wrap-around
         failure: the carry into bit 63 is corrected exactly with the shared top bit of ``r``).
         """
         shape = x.shape[1:]

@@ -118,7 +118,7 @@ class Protocol(ABC):
 
     @abstractmethod
     def trunc(self, x: np.ndarray, bits: int) -> np.ndarray:
-        """Shares of ``x / 2^bits`` rounded down, off by at most one unit; needs |x| < 2^62."""
+        """Shares of ``floor(x / 2^bits)`` or one more (probabilistic); exact range |x| < 2^62."""
 
     def mul_trunc(self, x: np.ndarray, y: np.ndarray, bits: int, matmul: bool = False) -> np.ndarray:
         """Shares of the fixed-point product ``(x * y) / 2^bits`` (or ``x @ y``); protocols may

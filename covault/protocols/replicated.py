@@ -122,7 +122,7 @@ class Replicated3PC(Protocol):
         4. Back to replicated: ``y0`` from key(P2,P0), ``y1`` from key(P0,P1); P1 and P2
            exchange ``y_P1 - y1`` and ``y_P2 - y0`` and both set ``y2`` to their sum.
         Cost: 2 rounds; P1 and P2 send 2 elements each, P0 sends 2 (input-independent).
-        Output is ``floor(x / 2^bits)`` or one less for every ``|x| < 2^62``.
+        Output is ``floor(x / 2^bits)`` or one more for every ``|x| < 2^62``.
         """
         return self._trunc_open(x, bits, fused=False)
 
