@@ -1,0 +1,233 @@
+"""Wire format of the TCP transport: one frame per message, arrays sent without copies.
+
+A frame is a fixed header, one descriptor per array, then the raw array buffers back to back::
+
+    header      magic b"CVLT" | version u8 | kind u8 | narrays u32 | meta_len u32 | body_len u64
+    descriptor  dtype code u8 | ndim u8 | shape u64 * ndim          (meta_len bytes in all)
+    body        the arrays' bytes, C order, little-endian             (body_len bytes in all)
+
+All integers are little-endian. :func:`encode_frame` returns the header and memoryviews of the
+arrays, which the sender passes to ``socket.sendmsg`` as they are; :func:`read_frame` checks
+every field before allocating and receives each array straight into a fresh numpy buffer.
+Anything wrong raises :class:`FrameError` (the transport turns it into a PeerError).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from covault.errors import CovaultError, ProtocolError
+
+MAGIC = b"CVLT"
+VERSION = 1
+HEADER = struct.Struct("<4sBBIIQ")
+_DESC = struct.Struct("<BB")
+
+KIND_DATA = 0  # a message of the program
+KIND_ABORT = 1  # the sender stops; one uint8 array holds the reason (UTF-8)
+KIND_HELLO = 2  # handshake: [session id, party name] as uint8 arrays
+KINDS = (KIND_DATA, KIND_ABORT, KIND_HELLO)
+
+MAX_FRAME_BYTES = 4 << 30  # body cap: 4 GiB
+MAX_ARRAYS = 1 << 16
+MAX_NDIM = 64
+MAX_DIM = 1 << 40
+
+_WIRE_DTYPES = (
+    np.bool_,
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex64,
+    np.complex128,
+)
+DTYPE_OF_CODE: dict[int, np.dtype] = {
+    i + 1: np.dtype(t).newbyteorder("<") for i, t in enumerate(_WIRE_DTYPES)
+}
+CODE_OF_DTYPE: dict[np.dtype, int] = {dt: code for code, dt in DTYPE_OF_CODE.items()}
+
+
+class FrameError(CovaultError):
+    """A received frame is malformed, oversized or truncated."""
+
+
+def byte_view(a: np.ndarray) -> memoryview:
+    """Flat uint8 memoryview of a C-contiguous array (no copy)."""
+    return memoryview(a.reshape(-1).view(np.uint8))
+
+
+def encode_frame(arrays: Sequence[np.ndarray], kind: int = KIND_DATA) -> tuple[bytes, list[memoryview]]:
+    """Header bytes (fixed header + descriptors) and the non-empty array buffers of one frame."""
+    if len(arrays) > MAX_ARRAYS:
+        raise ProtocolError(f"a message holds at most {MAX_ARRAYS} arrays, got {len(arrays)}")
+    meta = bytearray()
+    bufs: list[memoryview] = []
+    body = 0
+    for a in arrays:
+        a = np.asarray(a)
+        wire = a.dtype.newbyteorder("<")
+        code = CODE_OF_DTYPE.get(wire)
+        if code is None:
+            raise ProtocolError(
+                f"cannot send arrays of dtype {a.dtype} over tcp; supported: "
+                + ", ".join(str(np.dtype(t)) for t in _WIRE_DTYPES)
+            )
+        if a.ndim > MAX_NDIM:
+            raise ProtocolError(f"cannot send a {a.ndim}-dimensional array (at most {MAX_NDIM})")
+        meta += _DESC.pack(code, a.ndim)
+        meta += struct.pack(f"<{a.ndim}Q", *a.shape)
+        if a.nbytes:
+            if wire != a.dtype:
+                a = a.astype(wire)
+            bufs.append(byte_view(np.ascontiguousarray(a)))
+            body += a.nbytes
+    if body > MAX_FRAME_BYTES:
+        raise ProtocolError(f"message of {body} bytes exceeds the frame limit of {MAX_FRAME_BYTES} bytes")
+    return HEADER.pack(MAGIC, VERSION, kind, len(arrays), len(meta), body) + bytes(meta), bufs
+
+
+class _Eof(Exception):
+    """The stream ended."""
+
+
+class FrameReader:
+    """Buffered reader over ``recv_into``: small reads are batched, large ones go straight
+    into the destination buffer. With ``greedy=False`` it never reads past what it is asked
+    for (for a handshake, after which the stream changes hands)."""
+
+    def __init__(self, recv_into: Callable[[memoryview], int], bufsize: int = 1 << 18, greedy: bool = True):
+        self._recv_into = recv_into
+        self._greedy = greedy
+        self._buf = bytearray(bufsize)
+        self._view = memoryview(self._buf)
+        self._lo = 0
+        self._hi = 0
+
+    @property
+    def buffered(self) -> int:
+        return self._hi - self._lo
+
+    def _fill(self, need: int) -> None:
+        """Make at least ``need`` (<= buffer size) bytes available in the buffer."""
+        if len(self._buf) - self._lo < need:
+            n = self._hi - self._lo
+            self._view[:n] = self._view[self._lo : self._hi]
+            self._lo, self._hi = 0, n
+        while self._hi - self._lo < need:
+            end = len(self._buf) if self._greedy else self._lo + need
+            got = self._recv_into(self._view[self._hi : end])
+            if not got:
+                raise _Eof
+            self._hi += got
+
+    def read_exact(self, n: int) -> bytes:
+        if n > len(self._buf):
+            out = bytearray(n)
+            self.read_into(memoryview(out))
+            return bytes(out)
+        self._fill(n)
+        out = bytes(self._view[self._lo : self._lo + n])
+        self._lo += n
+        return out
+
+    def read_into(self, dst: memoryview) -> None:
+        total = len(dst)
+        pos = min(self.buffered, total)
+        dst[:pos] = self._view[self._lo : self._lo + pos]
+        self._lo += pos
+        while pos < total:
+            rem = total - pos
+            if rem < len(self._buf) // 2:
+                self._fill(rem)
+                dst[pos:] = self._view[self._lo : self._lo + rem]
+                self._lo += rem
+                return
+            got = self._recv_into(dst[pos:])
+            if not got:
+                raise _Eof
+            pos += got
+
+
+def read_frame(reader: FrameReader, max_bytes: int = MAX_FRAME_BYTES) -> tuple[int, list[np.ndarray], int]:
+    """Read one frame: ``(kind, arrays, wire bytes)``.
+
+    Raises EOFError if the stream ends cleanly before a frame starts, FrameError if it ends
+    inside a frame or any field is invalid.
+    """
+    started = reader.buffered > 0
+    try:
+        if not started:
+            reader._fill(1)
+        started = True
+        magic, version, kind, narrays, meta_len, body_len = HEADER.unpack(reader.read_exact(HEADER.size))
+        if magic != MAGIC:
+            raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r})")
+        if version != VERSION:
+            raise FrameError(f"unsupported frame version {version} (this side speaks {VERSION})")
+        if kind not in KINDS:
+            raise FrameError(f"unknown frame kind {kind}")
+        if narrays > MAX_ARRAYS:
+            raise FrameError(f"frame claims {narrays} arrays (at most {MAX_ARRAYS})")
+        if meta_len > narrays * (_DESC.size + 8 * MAX_NDIM):
+            raise FrameError(f"descriptor length {meta_len} is impossible for {narrays} arrays")
+        if body_len > max_bytes:
+            raise FrameError(f"frame body of {body_len} bytes exceeds the limit of {max_bytes} bytes")
+        meta = reader.read_exact(meta_len)
+        specs = _parse_descriptors(meta, narrays, body_len)
+        try:
+            arrays = [np.empty(shape, dtype) for dtype, shape in specs]
+        except (ValueError, MemoryError) as exc:
+            raise FrameError(f"cannot allocate the frame's arrays: {exc}") from None
+        for a in arrays:
+            if a.nbytes:
+                reader.read_into(byte_view(a))
+    except _Eof:
+        if not started:
+            raise EOFError("stream closed") from None
+        raise FrameError("truncated frame: the connection closed in the middle of a frame") from None
+    return kind, arrays, HEADER.size + meta_len + body_len
+
+
+def _parse_descriptors(meta: bytes, narrays: int, body_len: int) -> list[tuple[np.dtype, tuple[int, ...]]]:
+    specs = []
+    off = 0
+    total = 0
+    for i in range(narrays):
+        if off + _DESC.size > len(meta):
+            raise FrameError(f"descriptor of array {i} runs past the descriptor block")
+        code, ndim = _DESC.unpack_from(meta, off)
+        off += _DESC.size
+        dtype = DTYPE_OF_CODE.get(code)
+        if dtype is None:
+            raise FrameError(f"array {i} has unknown dtype code {code}")
+        if ndim > MAX_NDIM:
+            raise FrameError(f"array {i} claims {ndim} dimensions (at most {MAX_NDIM})")
+        if off + 8 * ndim > len(meta):
+            raise FrameError(f"shape of array {i} runs past the descriptor block")
+        shape = struct.unpack_from(f"<{ndim}Q", meta, off)
+        off += 8 * ndim
+        if any(d > MAX_DIM for d in shape):
+            raise FrameError(f"array {i} has an absurd shape {shape}")
+        count = 1
+        for d in shape:
+            count *= d
+        total += count * dtype.itemsize
+        if total > body_len:
+            raise FrameError(f"arrays need more than the {body_len} body bytes the header announces")
+        specs.append((dtype, shape))
+    if off != len(meta):
+        raise FrameError(f"descriptor block has {len(meta) - off} trailing bytes")
+    if total != body_len:
+        raise FrameError(f"arrays need {total} bytes but the header announces {body_len}")
+    return specs

@@ -1,0 +1,324 @@
+"""Run every party of a computation in its own OS process, connected by the TCP transport.
+
+Steps of :func:`run_processes`:
+
+1. check that ``program`` pickles by reference (a module-level function);
+2. start one process per party (``spawn``: forking after numpy/OpenMP threads is unsafe); each
+   loads the program, binds a loopback listener on port 0 and reports the port over its pipe;
+3. draw a random 16-byte session id with :mod:`secrets` and send it with the address map to
+   every process; the processes connect pairwise (:func:`covault.transport.tcp.connect_mesh`)
+   and run ``program(session)``;
+4. collect each party's return value or error (type, message, traceback: exceptions are never
+   pickled), make sure every process has exited (join, then terminate, then kill; also when the
+   caller is interrupted), and re-raise the root cause as :func:`covault.runtime.raise_first` does.
+
+Party processes ignore SIGINT (the caller's process handles Ctrl-C and stops them) and exit on
+their own if the caller's process disappears.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import importlib
+import multiprocessing
+import os
+import pickle
+import secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from covault.errors import CovaultError, PeerError
+from covault.transport.tcp import HOST, SESSION_ID_BYTES, TcpTransport, connect_mesh, open_listener
+
+START_TIMEOUT = 60.0  # seconds for every process to start and report its port
+FAILURE_GRACE = 10.0  # after a failure, how long the other parties get to stop on their own
+EXIT_GRACE = 5.0  # after the last result, how long processes get to exit
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a party process (attached as ``__cause__``)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+def _check_program(program: Callable) -> bytes:
+    hint = (
+        "transport='tcp' needs a module-level function (importable by name in a fresh process, "
+        "not a lambda, closure or nested function)"
+    )
+    if not callable(program):
+        raise CovaultError(f"{hint}; got the non-callable {program!r}")
+    module = getattr(program, "__module__", None)
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if module == "__main__" and main_file is None:
+        raise CovaultError(f"{hint}; {program!r} is defined in an interactive session")
+    if getattr(main, "__spec__", None) is None and main_file is not None and not os.path.isfile(main_file):
+        raise CovaultError(
+            f"transport='tcp' starts each party with multiprocessing 'spawn', which re-imports the "
+            f"main script, but {main_file!r} is not a file; run the program from a script or module"
+        )
+    try:
+        return pickle.dumps(program)
+    except Exception as exc:
+        raise CovaultError(f"{hint}; {program!r} cannot be pickled: {exc}") from None
+
+
+# -- party process ----------------------------------------------------------------------------------
+def _describe(exc: BaseException) -> dict[str, Any]:
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{type(exc).__qualname__} with unprintable message>"
+    return {
+        "module": type(exc).__module__,
+        "type": type(exc).__qualname__,
+        "message": message,
+        "peer": getattr(exc, "party", None) if isinstance(exc, PeerError) else None,
+        "is_peer_error": isinstance(exc, PeerError),
+        "notes": [str(n) for n in getattr(exc, "__notes__", [])],
+        "traceback": "".join(traceback.format_exception(exc)),
+        "time": time.time(),
+    }
+
+
+def _watch_parent(conn: Connection) -> None:
+    """Exit the process when the caller's process goes away (its pipe end closes)."""
+    with contextlib.suppress(Exception):
+        while True:
+            conn.recv()
+    os._exit(70)
+
+
+def _party_main(
+    conn: Connection,
+    name: str,
+    compute: tuple[str, ...],
+    dealer: str | None,
+    protocol: str,
+    frac_bits: int,
+    timeout: float,
+    program_bytes: bytes,
+) -> None:
+    """Body of one party process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from covault.session import Session  # higher layer: imported in the party process only
+    from covault.transport.base import Network
+
+    order = (*compute, dealer) if dealer else compute
+    try:  # import the program's module before the start signal, so that peers need not wait
+        program = pickle.loads(program_bytes)  # noqa: S301 - bytes produced by our own caller
+    except BaseException as exc:
+        exc.add_note("while loading the program in the party process")
+        conn.send(("error", _describe(exc)))
+        return
+    listener = open_listener(HOST)
+    conn.send(("port", listener.getsockname()[1]))
+    try:
+        _, addresses, session_id = conn.recv()
+    except (EOFError, OSError, ValueError):
+        listener.close()
+        return
+    threading.Thread(target=_watch_parent, args=(conn,), name="covault-watch-parent", daemon=True).start()
+    transport = None
+    try:
+        socks = connect_mesh(name, order, listener, addresses, session_id, timeout)
+        transport = TcpTransport(name, socks)
+        net = Network(transport, timeout=timeout)
+        session = Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
+        result = program(session)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            conn.send(("error", _describe(exc)))
+        if transport is not None:
+            transport.abort(f"{type(exc).__name__}: {exc}")
+        listener.close()
+        return
+    try:
+        conn.send(("result", result))
+    except Exception as exc:
+        err = CovaultError(f"the result of party {name!r} cannot be sent to the caller: {exc}")
+        with contextlib.suppress(Exception):
+            conn.send(("error", _describe(err)))
+    finally:
+        transport.close(linger=timeout)
+
+
+# -- caller side -------------------------------------------------------------------------------------
+class _Party:
+    def __init__(self, name: str, process: multiprocessing.process.BaseProcess, conn: Connection):
+        self.name = name
+        self.process = process
+        self.conn = conn
+
+
+def run_processes(
+    program: Callable,
+    compute: Sequence[str],
+    dealer: str | None,
+    protocol: str,
+    frac_bits: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """Run ``program(session)`` in one process per party over loopback TCP; ``{party: result}``."""
+    program_bytes = _check_program(program)
+    compute = tuple(compute)
+    order = (*compute, dealer) if dealer else compute
+    ctx = multiprocessing.get_context("spawn")
+    parties: dict[str, _Party] = {}
+    finished = False
+    try:
+        for name in order:
+            here, there = ctx.Pipe(duplex=True)
+            args = (there, name, compute, dealer, protocol, frac_bits, float(timeout), program_bytes)
+            proc = ctx.Process(target=_party_main, args=args, name=f"covault-{name}", daemon=True)
+            parties[name] = _Party(name, proc, here)
+            try:
+                proc.start()
+            finally:
+                there.close()
+        addresses = {n: (HOST, port) for n, port in _gather_ports(parties).items()}
+        session_id = secrets.token_bytes(SESSION_ID_BYTES)
+        for p in parties.values():
+            with contextlib.suppress(OSError):  # a process that died is reported by _collect
+                p.conn.send(("start", addresses, session_id))
+        results, errors = _collect(parties, timeout)
+        finished = True
+    finally:
+        _reap(parties, EXIT_GRACE + float(timeout) if finished else 0.0)
+    if errors:
+        _raise_root(errors)
+    return {n: results.get(n) for n in order}
+
+
+def _gather_ports(parties: dict[str, _Party]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(ports) < len(parties):
+        waiting = [p for n, p in parties.items() if n not in ports]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CovaultError(
+                f"party processes {[p.name for p in waiting]} did not start within {START_TIMEOUT:g} s"
+            )
+        wait([p.conn for p in waiting] + [p.process.sentinel for p in waiting], timeout=left)
+        for p in waiting:
+            try:
+                if p.conn.poll():
+                    kind, value = p.conn.recv()
+                    if kind == "error":
+                        _raise_root({p.name: value})
+                    ports[p.name] = int(value)
+                    continue
+            except (EOFError, OSError):
+                pass
+            if not p.process.is_alive():
+                raise CovaultError(
+                    f"party {p.name!r}: process failed to start (exit code {p.process.exitcode})"
+                )
+    return ports
+
+
+def _collect(parties: dict[str, _Party], timeout: float) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Every party's result or error; after the first error the rest get FAILURE_GRACE s."""
+    results: dict[str, Any] = {}
+    errors: dict[str, dict] = {}
+    pending = dict(parties)
+    grace_until: float | None = None
+    while pending:
+        left = None if grace_until is None else grace_until - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        waitables = [p.conn for p in pending.values()] + [p.process.sentinel for p in pending.values()]
+        wait(waitables, timeout=left)
+        for name, p in list(pending.items()):
+            msg = None
+            try:
+                if p.conn.poll():
+                    msg = p.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            except Exception as exc:  # a result that cannot be unpickled here
+                msg = ("error", _describe(CovaultError(f"cannot load the result of party {name!r}: {exc}")))
+            if msg is None and p.process.is_alive():
+                continue
+            del pending[name]
+            if msg is None:
+                p.process.join(1.0)
+                err = CovaultError(
+                    f"party {name!r}: process exited (code {p.process.exitcode}) without reporting a result"
+                )
+                errors[name] = _describe(err)
+            elif msg[0] == "result":
+                results[name] = msg[1]
+            else:
+                errors[name] = msg[1]
+            if errors and grace_until is None:
+                grace_until = time.monotonic() + min(FAILURE_GRACE, max(1.0, float(timeout)))
+    return results, errors
+
+
+def _reap(parties: dict[str, _Party], patience: float) -> None:
+    """Make sure no party process outlives the run: join, terminate, kill."""
+    deadline = time.monotonic() + patience
+    started = [p for p in parties.values() if p.process.pid is not None]
+    try:
+        for p in started:
+            p.process.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in started:
+            if p.process.is_alive():
+                p.process.terminate()
+        for p in started:
+            p.process.join(2.0)
+            if p.process.is_alive():
+                p.process.kill()
+                p.process.join()
+        for p in parties.values():
+            p.conn.close()
+
+
+def _rebuild(info: dict, party: str) -> BaseException:
+    """The original exception type for covault errors and builtin exceptions, else CovaultError."""
+    cls = None
+    if info["module"] == "builtins":
+        cls = getattr(builtins, info["type"], None)
+    elif info["module"] == "covault" or info["module"].startswith("covault."):
+        with contextlib.suppress(Exception):
+            cls = getattr(importlib.import_module(info["module"]), info["type"])
+    exc: BaseException | None = None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        if issubclass(cls, PeerError):
+            exc = cls.__new__(cls)
+            Exception.__init__(exc, info["message"])
+            exc.party = info["peer"]
+        else:
+            with contextlib.suppress(Exception):
+                exc = cls(info["message"])
+    if exc is None:
+        exc = CovaultError(f"{info['type']} at party {party!r}: {info['message']}")
+    for note in info["notes"]:
+        exc.add_note(note)
+    exc.__cause__ = RemoteTraceback(info["traceback"])
+    return exc
+
+
+def _raise_root(errors: dict[str, dict]) -> None:
+    order = sorted(errors, key=lambda n: errors[n]["time"])
+    root = next((n for n in order if not errors[n]["is_peer_error"]), order[0])
+    exc = _rebuild(errors[root], root)
+    if not any(f"at party {root!r}" in n for n in getattr(exc, "__notes__", [])):
+        exc.add_note(f"raised at party {root!r}")
+    raise exc
