@@ -256,3 +256,23 @@ def test_scalars_and_rank_broadcasting(proto):
     np.testing.assert_allclose(sq, V.sum() ** 2, atol=1e-3)
     np.testing.assert_allclose(bc, np.broadcast_to(V, (3, 4)), atol=ULP)
     np.testing.assert_allclose(plus, V + np.ones((2, 4)), atol=ULP)
+
+
+def prog_all_core(s):
+    return prog_linear(s), prog_batched(s), prog_shapes(s), prog_where_and_ints(s)
+
+
+def test_core_ops_over_tcp(proto):
+    """The same programs over real processes and sockets give the same answers."""
+    name, n = proto
+    local = covault.run(prog_all_core, n, name)
+    tcp = covault.run(prog_all_core, n, name, transport="tcp", timeout=60)
+    assert set(local) == set(tcp)
+    for party in local:
+        flat_l = [a for group in local[party] for a in group] if local[party] else []
+        flat_t = [a for group in tcp[party] for a in group] if tcp[party] else []
+        for a, b in zip(flat_l, flat_t):
+            # both are within the precision bound of plaintext; truncation is probabilistic
+            np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), atol=100 * ULP)
+    linear = tcp["p0"][0]
+    np.testing.assert_allclose(linear[11], X @ Y, atol=60 * ULP)
