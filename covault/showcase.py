@@ -56,7 +56,8 @@ def secure_report(session) -> dict:
     cov = (centred.T @ centred) / n
     var = covault.stack([cov[0, 0], cov[1, 1], cov[2, 2]])
     std = var.sqrt()
-    corr = cov[0, 1] * (cov[0, 0] * cov[1, 1]).inv_sqrt()
+    inv_std = var.inv_sqrt()
+    corr = cov[0, 1] * inv_std[0] * inv_std[1]
     score = (data @ RISK_WEIGHTS + RISK_BIAS).sigmoid()
     out = {
         "mean": mean.reveal(),

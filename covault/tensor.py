@@ -86,6 +86,18 @@ class SecretTensor:
         enc = self.session.fxp.encode(value, what="public operand")
         return enc << np.int64(frac - self.session.frac_bits)
 
+    def _public_multiplier(self, value: Any) -> tuple[np.ndarray, int]:
+        """Encode a public real multiplier with about 24 significant bits: ``(c, s)`` with
+        ``value ~= c / 2^s``, ``|c| < 2^24`` (so products of encodable values stay below 2^56).
+        Small constants such as ``1/n`` keep their relative precision (6e-8) instead of the
+        ``2^-f`` absolute precision of plain encoding."""
+        arr = np.asarray(value, dtype=np.float64)
+        self.session.fxp.encode(arr, what="public operand")  # NaN/inf/range checks
+        peak = float(np.abs(arr).max()) if arr.size else 0.0
+        f = self.session.frac_bits
+        scale = f if peak == 0.0 else int(np.clip(23 - np.floor(np.log2(peak)), 0, 46))
+        return np.round(arr * 2.0**scale).astype(np.int64), scale
+
     def _fix(self, shares: np.ndarray, frac: int) -> SecretTensor:
         """Truncate a product back to the session's fractional bits when it exceeds them."""
         f = self.session.frac_bits
@@ -142,9 +154,9 @@ class SecretTensor:
             c = np.asarray(other, dtype=np.int64)
             _broadcast(self.shape, c.shape, "*")
             return self._new(self.shares * c)
-        c = self._public(other, self.session.frac_bits)
+        c, scale = self._public_multiplier(other)
         _broadcast(self.shape, c.shape, "*")
-        return self._fix(self.shares * c, self.frac + self.session.frac_bits)
+        return self._fix(self.shares * c, self.frac + scale)
 
     __rmul__ = __mul__
 

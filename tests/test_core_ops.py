@@ -276,3 +276,18 @@ def test_core_ops_over_tcp(proto):
             np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), atol=100 * ULP)
     linear = tcp["p0"][0]
     np.testing.assert_allclose(linear[11], X @ Y, atol=60 * ULP)
+
+
+def test_division_by_large_public_value_keeps_relative_precision(proto):
+    vals = np.linspace(40.0, 70.0, 4000)
+
+    def prog(s):
+        a = s.compute_parties[0]
+        x = s.input(vals if s.party == a else None, owner=a)
+        return x.mean().reveal(), (x / 3.0).reveal(), (x * 1e-4).reveal(), (x * 300.0).reveal()
+
+    mean, third, tiny, big = run_both(prog, proto)
+    assert abs(mean - vals.mean()) < 1e-3  # 1/4000 at 16 bits alone would be off by 2.3%
+    np.testing.assert_allclose(third, vals / 3, atol=2 * ULP)
+    np.testing.assert_allclose(tiny, vals * 1e-4, atol=2 * ULP)
+    np.testing.assert_allclose(big, vals * 300, atol=300 * ULP)
