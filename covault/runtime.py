@@ -1,9 +1,16 @@
-"""``covault.run``: start every party of a computation and collect their results."""
+"""``covault.run``: start every party of a computation and collect their results; and
+:func:`config_session` / :func:`run_party`: one party of a consortium run from its config."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from covault import ring
@@ -11,6 +18,8 @@ from covault.errors import CovaultError, PartyError, PeerError, ProtocolError
 from covault.session import PROTOCOLS, Session
 from covault.transport.base import Network
 from covault.transport.local import LocalHub
+from covault.transport.transcript import TranscriptWriter
+from covault.transport.transcript import transcript_dir as resolve_transcript_dir
 
 DEFAULT_DEALER = "dealer"
 
@@ -46,44 +55,76 @@ def run(
     *,
     frac_bits: int = 16,
     timeout: float = 30.0,
+    tls: bool = True,
+    transcript_dir: str | os.PathLike | None = None,
+    data_parties: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run ``program(session)`` at every party (SPMD) and return ``{party: return value}``.
 
     ``parties`` counts (or names) the compute parties; for ``2pc`` a dealer party named
-    ``"dealer"`` is added. ``transport="local"`` runs parties as threads of this process;
-    ``"tcp"`` runs each in its own OS process over loopback sockets. If any party fails, the
+    ``"dealer"`` is added. ``data_parties`` names further parties that own inputs and may receive
+    revealed values but hold no shares (see :mod:`covault.protocols.bystander`).
+    ``transport="local"`` runs parties as threads of this process;
+    ``"tcp"`` runs each in its own OS process over loopback sockets, with mutual TLS 1.3 and
+    throw-away certificates unless ``tls=False`` (plaintext, with a loud warning; ``tls`` does
+    not apply to ``"local"``, where nothing leaves the process). ``transcript_dir`` (default:
+    ``$COVAULT_TRANSCRIPT_DIR`` if set) records every message each party sends in
+    ``DIR/NAME.transcript`` (:mod:`covault.transport.transcript`). If any party fails, the
     others stop with a :class:`~covault.errors.PeerError` and the first root-cause exception is
     re-raised here, annotated with the party that raised it.
     """
     compute, dealer = party_names(parties, protocol)
-    everyone = (*compute, dealer) if dealer else compute
+    data = tuple(data_parties)
+    for name in data:
+        if not isinstance(name, str) or not name or name in compute or name == dealer or data.count(name) > 1:
+            raise PartyError(f"data party {name!r} must be a new, unique, non-empty name")
+    everyone = (*compute, *((dealer,) if dealer else ()), *data)
+    if not isinstance(tls, bool):
+        raise CovaultError(f"tls must be True or False, got {tls!r}")
+    record = resolve_transcript_dir(transcript_dir)
     if transport == "local":
-        return _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout)
+        return _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout, record, data)
     if transport == "tcp":
         from covault.transport.launch import run_processes
 
-        return run_processes(program, compute, dealer, protocol, frac_bits, timeout)
+        if data:
+            raise CovaultError("data parties over transport='tcp' are not supported yet; use 'local'")
+
+        return run_processes(
+            program, compute, dealer, protocol, frac_bits, timeout, tls=tls, transcript_dir=record
+        )
     raise CovaultError(f"unknown transport {transport!r}; choose 'local' or 'tcp'")
 
 
-def _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout):
+def _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout, record=None, data=()):
     hub = LocalHub(everyone)
+    session_hex = secrets.token_hex(16)
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
     order: list[str] = []
     lock = threading.Lock()
 
     def body(name: str) -> None:
+        writer = None
         try:
             with ring.wrapping():
                 net = Network(hub.transport(name), timeout=timeout)
-                session = Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
+                if record is not None:
+                    peers = [p for p in everyone if p != name]
+                    info = {"peers": peers, "session": session_hex, "protocol": protocol, "tls": False}
+                    writer = TranscriptWriter(record, name, **info).attach(net)
+                session = Session(
+                    name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits, data_parties=data
+                )
                 results[name] = program(session)
         except BaseException as exc:  # reported to the caller below
             with lock:
                 errors[name] = exc
                 order.append(name)
             hub.abort(name, f"{type(exc).__name__}: {exc}")
+        finally:
+            if writer is not None:
+                writer.close()
 
     threads = [threading.Thread(target=body, args=(n,), name=f"covault-{n}") for n in everyone]
     for t in threads:
@@ -102,3 +143,101 @@ def raise_first(errors: dict[str, BaseException], order: list[str]) -> None:
     if not any(f"at party {root!r}" in n for n in getattr(exc, "__notes__", [])):
         exc.add_note(f"raised at party {root!r}")
     raise exc
+
+
+# -- one party of a consortium -----------------------------------------------------------------------
+def config_session_id(config, job: str = "") -> bytes:
+    """The 16-byte session id of a consortium job: SHA-256 of what every party must agree on
+    (protocol, dealer, compute parties, fractional bits, every party's address, TLS on/off) and
+    the job name. Parties started from different configs, or for different jobs, refuse each other.
+    """
+    agreed = {
+        "protocol": config.protocol,
+        "dealer": config.dealer,
+        "compute": list(config.compute),
+        "frac_bits": config.frac_bits,
+        "parties": {n: p.address for n, p in sorted(config.parties.items())},
+        "tls": not config.plaintext,
+        "job": job,
+    }
+    blob = json.dumps(agreed, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(b"covault session id v1\0" + blob).digest()[:16]
+
+
+@contextlib.contextmanager
+def config_session(
+    config,
+    name: str,
+    *,
+    job: str = "",
+    transcript_dir: str | os.PathLike | None = None,
+    listener: socket.socket | None = None,
+    bind: str | None = None,
+) -> Iterator[Session]:
+    """Party ``name`` of a consortium (a :class:`~covault.deploy.config.ConsortiumConfig`), as a
+    context manager yielding its connected Session.
+
+    It checks its own certificate (unless ``[tls] plaintext = true``, which warns loudly),
+    listens on its configured address (or ``bind`` host / a given ``listener``), connects to
+    every peer at its configured address over mutual TLS, retrying until the configured
+    timeout, and uses that timeout for every message. Errors name the key, party or peer.
+    """
+    from covault.deploy.config import ConfigError
+    from covault.transport.launch import party_session
+    from covault.transport.tcp import open_listener
+    from covault.transport.tls import TlsIdentity, warn_plaintext
+
+    order = (*config.compute, config.dealer) if config.dealer else tuple(config.compute)
+    if name not in config.parties:
+        raise ConfigError(f"party {name!r} is not in the config (parties: {sorted(config.parties)})")
+    extra = [p for p in config.parties if p not in order]
+    if extra:
+        raise ConfigError(
+            f"parties {extra} are neither compute parties nor the dealer; a consortium run has "
+            f"exactly the parties {list(order)}"
+        )
+    config.require_addresses()
+    if config.plaintext:
+        warn_plaintext(f"party {name!r} (config {config.path}: [tls] plaintext = true)")
+        tls = None
+    else:
+        if config.certs is None:
+            raise ConfigError("missing [tls] certs = 'DIR' (or plaintext = true to run without TLS)")
+        tls = TlsIdentity.from_dir(config.certs, name)
+        tls.context(True)  # load the key now: errors before any connection
+        tls.context(False)
+    me = config.parties[name]
+    if listener is None:
+        host = bind if bind is not None else me.host
+        try:
+            listener = open_listener(host, me.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"party {name!r} cannot listen on {host}:{me.port}: {exc} "
+                f"(is [parties.{name}] address an address of this host, and the port free?)"
+            ) from None
+    addresses = {p: (config.parties[p].host, config.parties[p].port) for p in order}
+    session_id = config_session_id(config, job)
+    try:
+        with party_session(
+            name,
+            config.compute,
+            config.dealer,
+            config.protocol,
+            config.frac_bits,
+            config.timeout,
+            listener,
+            addresses,
+            session_id,
+            tls=tls,
+            transcript_dir=transcript_dir,
+        ) as session:
+            yield session
+    finally:
+        listener.close()
+
+
+def run_party(config, name: str, program: Callable[[Session], Any], **kw: Any) -> Any:
+    """Run ``program(session)`` as party ``name`` of ``config`` (see :func:`config_session`)."""
+    with config_session(config, name, **kw) as session:
+        return program(session)

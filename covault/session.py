@@ -10,6 +10,7 @@ from covault.encoding import FixedPoint
 from covault.errors import PartyError, ProtocolError, ShapeError
 from covault.protocols.additive import Additive2PC
 from covault.protocols.base import Protocol
+from covault.protocols.bystander import Bystander
 from covault.protocols.replicated import Replicated3PC
 from covault.transport.base import Network, Stats
 
@@ -32,16 +33,25 @@ class Session:
         *,
         dealer: str | None = None,
         frac_bits: int = 16,
+        data_parties: Sequence[str] = (),
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ProtocolError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
         self.party = party
         self.compute_parties = tuple(compute)
         self.dealer = dealer
-        self.parties = (*self.compute_parties, dealer) if dealer else self.compute_parties
+        self.data_parties = tuple(data_parties)
+        self.parties = (*self.compute_parties, *((dealer,) if dealer else ()), *self.data_parties)
         self.fxp = FixedPoint(frac_bits)
         self.net = network
-        self.protocol = PROTOCOLS[protocol](party, self.compute_parties, dealer, network)
+        if party in self.data_parties:
+            self.protocol = Bystander(
+                party, self.compute_parties, dealer, network, self.data_parties, scheme=protocol
+            )
+        else:
+            self.protocol = PROTOCOLS[protocol](
+                party, self.compute_parties, dealer, network, self.data_parties
+            )
         self.protocol_name = protocol
         self.protocol.setup()
 

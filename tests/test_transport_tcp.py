@@ -20,6 +20,7 @@ from covault.transport.framing import (
     HEADER,
     KIND_DATA,
     MAGIC,
+    NO_TAG,
     VERSION,
     FrameError,
     FrameReader,
@@ -87,18 +88,21 @@ def _desc(code: int, shape: tuple[int, ...]) -> bytes:
     return struct.pack("<BB", code, len(shape)) + struct.pack(f"<{len(shape)}Q", *shape)
 
 
-def _frame(desc: bytes, body: bytes, narrays: int = 1, *, magic=MAGIC, version=VERSION, kind=KIND_DATA):
-    return HEADER.pack(magic, version, kind, narrays, len(desc), len(body)) + desc + body
+def _frame(
+    desc: bytes, body: bytes, narrays: int = 1, *, magic=MAGIC, version=VERSION, kind=KIND_DATA, tag=NO_TAG
+):
+    return HEADER.pack(magic, version, kind, narrays, len(desc), len(body), tag) + desc + body
 
 
 INT64 = 8  # wire dtype code of int64
 BAD_FRAMES = {
-    "bad magic": HEADER.pack(b"HTTP", VERSION, 0, 1, 10, 8) + b"x" * 18,
+    "bad magic": HEADER.pack(b"HTTP", VERSION, 0, 1, 10, 8, NO_TAG) + b"x" * 18,
     "unsupported frame version": _frame(_desc(INT64, (1,)), b"\0" * 8, version=9),
     "unknown frame kind": _frame(_desc(INT64, (1,)), b"\0" * 8, kind=77),
     "unknown dtype code": _frame(_desc(200, (1,)), b"\0" * 8),
-    "exceeds the limit": HEADER.pack(MAGIC, VERSION, 0, 1, 10, 5 << 30),
-    "arrays \\(at most": HEADER.pack(MAGIC, VERSION, 0, 1 << 20, 0, 0),
+    "exceeds the limit": HEADER.pack(MAGIC, VERSION, 0, 1, 10, 5 << 30, NO_TAG),
+    "arrays \\(at most": HEADER.pack(MAGIC, VERSION, 0, 1 << 20, 0, 0, NO_TAG),
+    "another session": _frame(_desc(INT64, (1,)), b"\0" * 8, tag=b"othertag"),
     "absurd shape": _frame(_desc(INT64, (0, 1 << 50)), b""),
     "header announces": _frame(_desc(INT64, (2,)), b"\0" * 8),
     "trailing bytes": _frame(_desc(INT64, (1,)) + b"\0\0", b"\0" * 8),
@@ -130,7 +134,7 @@ def test_frame_size_cap_is_checked_before_allocating():
     a, b = socket.socketpair()
     try:
         desc = _desc(INT64, (1000,))
-        a.sendall(HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(desc), 8000) + desc)
+        a.sendall(HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(desc), 8000, NO_TAG) + desc)
         with pytest.raises(FrameError, match="limit of 4096"):
             read_frame(FrameReader(b.recv_into), max_bytes=4096)
     finally:
@@ -241,7 +245,9 @@ def test_mesh_connects_every_pair_and_checks_the_session_id():
     assert isinstance(got["x"], PeerError) and "party 'y'" in str(got["x"])
     assert "session id mismatch" in str(got["x"])
     assert isinstance(got["y"], PeerError) and "party 'x'" in str(got["y"])
-    assert "refused 1 connection(s): session id mismatch" in str(got["y"])
+    assert "refused 1 connection(s)" in str(got["y"]) and "claiming to be 'x': session id mismatch" in str(
+        got["y"]
+    )
 
 
 # -- covault.run over tcp -----------------------------------------------------------------------
@@ -255,6 +261,7 @@ def arithmetic_program(s):
     z = (x * y + x) @ w
     out = z.reveal()
     transport = s.net.transport
+    assert transport.tls  # the default: mutual TLS with throw-away certificates
     if out is None:
         return None
     return out, (x0 * y0 + x0) @ w0, s.stats.bytes_sent, transport.wire_bytes_sent

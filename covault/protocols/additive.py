@@ -30,10 +30,10 @@ class Additive2PC(Protocol):
 
     name = "2pc"
 
-    def __init__(self, party, compute, dealer, net):
+    def __init__(self, party, compute, dealer, net, data=()):
         if len(compute) != 2 or dealer is None:
             raise ProtocolError("2pc needs exactly two compute parties and a dealer")
-        super().__init__(party, compute, dealer, net)
+        super().__init__(party, compute, dealer, net, data)
         self.ncomp = 1 if self.is_compute else 0
         self.p0, self.p1 = self.compute
         self.is_dealer = party == dealer
@@ -65,6 +65,10 @@ class Additive2PC(Protocol):
             return self.net.exchange(recv_from=[self.dealer])[self.dealer][0][None]
         if self.is_dealer:
             return self.empty(shape)
+        if owner in self.data:  # see covault.protocols.bystander
+            if self.index == 0:
+                return self.prg[owner].ring(shape)[None]
+            return self.net.exchange(recv_from=[owner])[owner][0][None]
         if self.party == owner:
             other = self.prg[self._other()].ring(shape)
             return (value - other)[None]

@@ -32,11 +32,19 @@ class Protocol(ABC):
     name: str = ""
     ncomp: int = 0
 
-    def __init__(self, party: str, compute: Sequence[str], dealer: str | None, net: Network) -> None:
+    def __init__(
+        self,
+        party: str,
+        compute: Sequence[str],
+        dealer: str | None,
+        net: Network,
+        data: Sequence[str] = (),
+    ) -> None:
         self.party = party
         self.compute = tuple(compute)
         self.dealer = dealer
-        self.parties = (*self.compute, dealer) if dealer else self.compute
+        self.data = tuple(data)
+        self.parties = (*self.compute, *((dealer,) if dealer else ()), *self.data)
         self.net = net
         self.is_compute = party in self.compute
         self.index = self.compute.index(party) if self.is_compute else -1

@@ -23,10 +23,10 @@ class Replicated3PC(Protocol):
 
     name = "rep3"
 
-    def __init__(self, party, compute, dealer, net):
+    def __init__(self, party, compute, dealer, net, data=()):
         if len(compute) != 3 or dealer is not None:
             raise ProtocolError("rep3 needs exactly three compute parties and no dealer")
-        super().__init__(party, compute, dealer, net)
+        super().__init__(party, compute, dealer, net, data)
         self.ncomp = 2
         i = self.index
         self.next = self.compute[(i + 1) % 3]
@@ -55,6 +55,13 @@ class Replicated3PC(Protocol):
     def share(self, value, owner, shape):
         """Owner P_k: components k and k+1 come from its pairwise streams; it sends
         ``x_{k+2} = x - x_k - x_{k+1}`` to both others (1 round, 1 element to each)."""
+        if owner in self.data:  # see covault.protocols.bystander
+            got = self.net.exchange(recv_from=[owner])[owner]
+            if self.index == 0:
+                return np.stack([self.prg[owner].ring(shape), got[0]])
+            if self.index == 1:
+                return np.stack([self.prg[owner].ring(shape), got[0]])
+            return np.stack([got[0], got[1]])
         k = self.compute.index(owner)
         if self.index == k:
             a, b = self._rand_pair(shape)
@@ -72,6 +79,7 @@ class Replicated3PC(Protocol):
     def _open(self, x, to, xor):
         """P_i sends its second component x_{i+1} to P_{i-1}, which misses exactly that one."""
         sends = {self.prev: [x[1, ...]]} if self.prev in to else {}
+        sends.update({p: [x[0, ...]] for p in to if p in self.data})
         recv = [self.next] if self.party in to else []
         if not sends and not recv:
             return None

@@ -101,6 +101,8 @@ def shuffle_together(tensors: Sequence[SecretTensor]) -> list[SecretTensor]:
 
 def shuffle_share_rows(proto: Protocol, x: np.ndarray) -> np.ndarray:
     """Shares ``(k, n, m)`` of a matrix -> shares of the same matrix with rows shuffled."""
+    if not proto.is_compute and proto.party != proto.dealer:
+        return x  # a data party outside the computation holds no shares and takes no part
     if proto.name == "rep3":
         for t in range(3):
             x = _rep3_step(proto, x, t)

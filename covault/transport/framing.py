@@ -3,12 +3,18 @@
 A frame is a fixed header, one descriptor per array, then the raw array buffers back to back::
 
     header      magic b"CVLT" | version u8 | kind u8 | narrays u32 | meta_len u32 | body_len u64
+                | tag 8 bytes
     descriptor  dtype code u8 | ndim u8 | shape u64 * ndim          (meta_len bytes in all)
     body        the arrays' bytes, C order, little-endian             (body_len bytes in all)
 
-All integers are little-endian. :func:`encode_frame` returns the header and memoryviews of the
-arrays, which the sender passes to ``socket.sendmsg`` as they are; :func:`read_frame` checks
-every field before allocating and receives each array straight into a fresh numpy buffer.
+All integers are little-endian. The tag binds every frame to its session and connection: the
+handshake (:mod:`covault.transport.tcp`) derives it from the run's session id and both
+parties' incarnation nonces, and the reader rejects a frame whose tag differs (hello frames,
+sent before the tag exists, carry :data:`NO_TAG`).
+
+:func:`encode_frame` returns the header and memoryviews of the arrays, which the sender writes
+as they are (``socket.sendmsg``, or record by record over TLS); :func:`read_frame` checks every
+field before allocating and receives each array straight into a fresh numpy buffer.
 Anything wrong raises :class:`FrameError` (the transport turns it into a PeerError).
 """
 
@@ -22,13 +28,15 @@ import numpy as np
 from covault.errors import CovaultError, ProtocolError
 
 MAGIC = b"CVLT"
-VERSION = 1
-HEADER = struct.Struct("<4sBBIIQ")
+VERSION = 2
+HEADER = struct.Struct("<4sBBIIQ8s")
+TAG_BYTES = 8
+NO_TAG = bytes(TAG_BYTES)
 _DESC = struct.Struct("<BB")
 
 KIND_DATA = 0  # a message of the program
 KIND_ABORT = 1  # the sender stops; one uint8 array holds the reason (UTF-8)
-KIND_HELLO = 2  # handshake: [session id, party name] as uint8 arrays
+KIND_HELLO = 2  # handshake: [session id, party name, incarnation nonce] as uint8 arrays
 KINDS = (KIND_DATA, KIND_ABORT, KIND_HELLO)
 
 MAX_FRAME_BYTES = 4 << 30  # body cap: 4 GiB
@@ -58,6 +66,9 @@ DTYPE_OF_CODE: dict[int, np.dtype] = {
 CODE_OF_DTYPE: dict[np.dtype, int] = {dt: code for code, dt in DTYPE_OF_CODE.items()}
 
 
+_TLS_RECORDS = (b"\x15\x03", b"\x16\x03", b"\x17\x03")  # TLS alert, handshake, data records
+
+
 class FrameError(CovaultError):
     """A received frame is malformed, oversized or truncated."""
 
@@ -67,7 +78,9 @@ def byte_view(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1).view(np.uint8))
 
 
-def encode_frame(arrays: Sequence[np.ndarray], kind: int = KIND_DATA) -> tuple[bytes, list[memoryview]]:
+def encode_frame(
+    arrays: Sequence[np.ndarray], kind: int = KIND_DATA, tag: bytes = NO_TAG
+) -> tuple[bytes, list[memoryview]]:
     """Header bytes (fixed header + descriptors) and the non-empty array buffers of one frame."""
     if len(arrays) > MAX_ARRAYS:
         raise ProtocolError(f"a message holds at most {MAX_ARRAYS} arrays, got {len(arrays)}")
@@ -94,7 +107,7 @@ def encode_frame(arrays: Sequence[np.ndarray], kind: int = KIND_DATA) -> tuple[b
             body += a.nbytes
     if body > MAX_FRAME_BYTES:
         raise ProtocolError(f"message of {body} bytes exceeds the frame limit of {MAX_FRAME_BYTES} bytes")
-    return HEADER.pack(MAGIC, VERSION, kind, len(arrays), len(meta), body) + bytes(meta), bufs
+    return HEADER.pack(MAGIC, VERSION, kind, len(arrays), len(meta), body, tag) + bytes(meta), bufs
 
 
 class _Eof(Exception):
@@ -159,8 +172,10 @@ class FrameReader:
             pos += got
 
 
-def read_frame(reader: FrameReader, max_bytes: int = MAX_FRAME_BYTES) -> tuple[int, list[np.ndarray], int]:
-    """Read one frame: ``(kind, arrays, wire bytes)``.
+def read_frame(
+    reader: FrameReader, max_bytes: int = MAX_FRAME_BYTES, tag: bytes = NO_TAG
+) -> tuple[int, list[np.ndarray], int]:
+    """Read one frame: ``(kind, arrays, wire bytes)``; its tag must be ``tag``.
 
     Raises EOFError if the stream ends cleanly before a frame starts, FrameError if it ends
     inside a frame or any field is invalid.
@@ -170,13 +185,23 @@ def read_frame(reader: FrameReader, max_bytes: int = MAX_FRAME_BYTES) -> tuple[i
         if not started:
             reader._fill(1)
         started = True
-        magic, version, kind, narrays, meta_len, body_len = HEADER.unpack(reader.read_exact(HEADER.size))
+        magic, version, kind, narrays, meta_len, body_len, got_tag = HEADER.unpack(
+            reader.read_exact(HEADER.size)
+        )
         if magic != MAGIC:
-            raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r})")
+            hint = (
+                " (the peer speaks TLS: is TLS off on this side only?)" if magic[:2] in _TLS_RECORDS else ""
+            )
+            raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r}){hint}")
         if version != VERSION:
             raise FrameError(f"unsupported frame version {version} (this side speaks {VERSION})")
         if kind not in KINDS:
             raise FrameError(f"unknown frame kind {kind}")
+        if got_tag != tag:
+            raise FrameError(
+                f"frame tagged {got_tag.hex()} but this connection's tag is {tag.hex()}: it belongs to "
+                "another session or to an earlier incarnation of the peer"
+            )
         if narrays > MAX_ARRAYS:
             raise FrameError(f"frame claims {narrays} arrays (at most {MAX_ARRAYS})")
         if meta_len > narrays * (_DESC.size + 8 * MAX_NDIM):

@@ -3,12 +3,17 @@
 Steps of :func:`run_processes`:
 
 1. check that ``program`` pickles by reference (a module-level function);
-2. start one process per party (``spawn``: forking after numpy/OpenMP threads is unsafe); each
-   loads the program, binds a loopback listener on port 0 and reports the port over its pipe;
-3. draw a random 16-byte session id with :mod:`secrets` and send it with the address map to
-   every process; the processes connect pairwise (:func:`covault.transport.tcp.connect_mesh`)
-   and run ``program(session)``;
-4. collect each party's return value or error (type, message, traceback: exceptions are never
+2. unless TLS is switched off, create throw-away certificates: a fresh CA and one certificate
+   per party in a temporary directory (a few milliseconds; the CA key is deleted at once, the
+   directory when the run ends);
+3. start one process per party (``spawn``: forking after numpy/OpenMP threads is unsafe); each
+   loads the program and its TLS identity, binds a loopback listener on port 0 and reports the
+   port over its pipe;
+4. draw a random 16-byte session id with :mod:`secrets` and send it with the address map to
+   every process; the processes connect pairwise over mutual TLS
+   (:func:`covault.transport.tcp.connect_mesh`) and run ``program(session)``
+   (:func:`party_session`);
+5. collect each party's return value or error (type, message, traceback: exceptions are never
    pickled), make sure every process has exited (join, then terminate, then kill; also when the
    caller is interrupted), and re-raise the root cause as :func:`covault.runtime.raise_first` does.
 
@@ -27,17 +32,26 @@ import os
 import pickle
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from covault import ring
 from covault.errors import CovaultError, PeerError
-from covault.transport.tcp import HOST, SESSION_ID_BYTES, TcpTransport, connect_mesh, open_listener
+from covault.transport.tcp import (
+    HOST,
+    SESSION_ID_BYTES,
+    LateJoinGuard,
+    TcpTransport,
+    connect_mesh,
+    open_listener,
+)
+from covault.transport.tls import TlsIdentity, throwaway_certificates, warn_plaintext
 
 START_TIMEOUT = 60.0  # seconds for every process to start and report its port
 FAILURE_GRACE = 10.0  # after a failure, how long the other parties get to stop on their own
@@ -127,6 +141,56 @@ def tune_process(parties_on_host: int) -> None:
         libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
 
 
+@contextlib.contextmanager
+def party_session(
+    name: str,
+    compute: Sequence[str],
+    dealer: str | None,
+    protocol: str,
+    frac_bits: int,
+    timeout: float,
+    listener: socket.socket,
+    addresses: Mapping[str, tuple[str, int]],
+    session_id: bytes,
+    *,
+    tls: TlsIdentity | None = None,
+    transcript_dir: str | os.PathLike | None = None,
+) -> Iterator[Any]:
+    """Connect party ``name`` to its peers and yield its Session; every party runs this.
+
+    On an exception in the body the peers are told that this party stops (they fail at once
+    with a PeerError naming it); on success the connections are closed after the peers finish
+    (up to ``timeout`` s). ``transcript_dir`` records every message sent
+    (:mod:`covault.transport.transcript`).
+    """
+    from covault.session import Session  # higher layer: imported in the party process only
+    from covault.transport.base import Network
+    from covault.transport.transcript import TranscriptWriter
+
+    compute = tuple(compute)
+    order = (*compute, dealer) if dealer else compute
+    guard = LateJoinGuard()
+    channels = connect_mesh(name, order, listener, addresses, session_id, timeout, tls=tls, guard=guard)
+    transport = TcpTransport(name, channels, on_close=guard.stop)
+    writer = None
+    try:
+        net = Network(transport, timeout=timeout)
+        if transcript_dir is not None:
+            peers = [p for p in order if p != name]
+            info = {"peers": peers, "session": session_id.hex(), "protocol": protocol, "tls": tls is not None}
+            writer = TranscriptWriter(transcript_dir, name, **info).attach(net)
+        with ring.wrapping():
+            yield Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
+    except BaseException as exc:
+        transport.abort(f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        transport.close(linger=timeout)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def _party_main(
     conn: Connection,
     name: str,
@@ -136,15 +200,19 @@ def _party_main(
     frac_bits: int,
     timeout: float,
     program_bytes: bytes,
+    certs: str | None,
+    transcript_dir: str | None,
 ) -> None:
     """Body of one party process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from covault.session import Session  # higher layer: imported in the party process only
-    from covault.transport.base import Network
-
     order = (*compute, dealer) if dealer else compute
-    try:  # import the program's module before the start signal, so that peers need not wait
+    try:  # import the program's module and load TLS material before the start signal
         program = pickle.loads(program_bytes)  # noqa: S301 - bytes produced by our own caller
+        tls = None
+        if certs is not None:
+            tls = TlsIdentity.from_dir(certs, name)
+            tls.context(True)
+            tls.context(False)
     except BaseException as exc:
         exc.add_note("while loading the program in the party process")
         conn.send(("error", _describe(exc)))
@@ -158,29 +226,21 @@ def _party_main(
         return
     threading.Thread(target=_watch_parent, args=(conn,), name="covault-watch-parent", daemon=True).start()
     tune_process(len(order))
-    transport = None
     try:
-        socks = connect_mesh(name, order, listener, addresses, session_id, timeout)
-        transport = TcpTransport(name, socks)
-        net = Network(transport, timeout=timeout)
-        with ring.wrapping():
-            session = Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
+        args = (name, compute, dealer, protocol, frac_bits, timeout, listener, addresses, session_id)
+        with party_session(*args, tls=tls, transcript_dir=transcript_dir) as session:
             result = program(session)
+            try:
+                conn.send(("result", result))
+            except Exception as exc:
+                err = CovaultError(f"the result of party {name!r} cannot be sent to the caller: {exc}")
+                with contextlib.suppress(Exception):
+                    conn.send(("error", _describe(err)))
     except BaseException as exc:
         with contextlib.suppress(Exception):
             conn.send(("error", _describe(exc)))
-        if transport is not None:
-            transport.abort(f"{type(exc).__name__}: {exc}")
-        listener.close()
-        return
-    try:
-        conn.send(("result", result))
-    except Exception as exc:
-        err = CovaultError(f"the result of party {name!r} cannot be sent to the caller: {exc}")
-        with contextlib.suppress(Exception):
-            conn.send(("error", _describe(err)))
     finally:
-        transport.close(linger=timeout)
+        listener.close()
 
 
 # -- caller side -------------------------------------------------------------------------------------
@@ -198,11 +258,32 @@ def run_processes(
     protocol: str,
     frac_bits: int,
     timeout: float,
+    *,
+    tls: bool = True,
+    transcript_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Run ``program(session)`` in one process per party over loopback TCP; ``{party: result}``."""
+    """Run ``program(session)`` in one process per party over loopback TCP; ``{party: result}``.
+
+    With ``tls`` (the default) parties talk mutual TLS 1.3 with throw-away certificates;
+    ``tls=False`` warns loudly and sends plaintext.
+    """
     program_bytes = _check_program(program)
     compute = tuple(compute)
     order = (*compute, dealer) if dealer else compute
+    if not tls:
+        warn_plaintext("covault.run(transport='tcp', tls=False)")
+        return _run_processes(
+            program_bytes, compute, dealer, order, protocol, frac_bits, timeout, None, transcript_dir
+        )
+    with throwaway_certificates(order) as certs:
+        return _run_processes(
+            program_bytes, compute, dealer, order, protocol, frac_bits, timeout, certs, transcript_dir
+        )
+
+
+def _run_processes(
+    program_bytes, compute, dealer, order, protocol, frac_bits, timeout, certs, transcript_dir
+):
     ctx = multiprocessing.get_context("spawn")
     parties: dict[str, _Party] = {}
     finished = False
@@ -210,6 +291,10 @@ def run_processes(
         for name in order:
             here, there = ctx.Pipe(duplex=True)
             args = (there, name, compute, dealer, protocol, frac_bits, float(timeout), program_bytes)
+            args += (
+                None if certs is None else str(certs),
+                None if transcript_dir is None else str(transcript_dir),
+            )
             proc = ctx.Process(target=_party_main, args=args, name=f"covault-{name}", daemon=True)
             parties[name] = _Party(name, proc, here)
             try:

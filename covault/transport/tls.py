@@ -1,0 +1,283 @@
+"""Mutual TLS 1.3 between parties: identities, the TLS channel, and readable TLS errors.
+
+Every party holds a key and a certificate signed by the consortium CA
+(:mod:`covault.deploy.certs`). Both ends of a connection present their certificate and require
+the other's (``CERT_REQUIRED``, TLS 1.3 only, no session tickets); OpenSSL checks the chain to
+the consortium CA and the validity dates. Host names are not checked: a peer is identified by
+the party name its certificate asserts, which the handshake in :mod:`covault.transport.tcp`
+compares with the name the peer claims in its hello frame.
+
+:class:`TlsChannel` runs OpenSSL over memory BIOs: the TLS state is touched only under a lock
+and never while blocked on the socket, so one thread can receive while another sends (OpenSSL
+forbids concurrent calls on one connection), and a large message goes to the kernel in
+chunk-sized writes instead of one system call per 16 KiB record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, cert_party_names, check_party_files
+from covault.errors import PeerError
+from covault.transport.channel import SocketChannel, send_buffers
+
+RAW_BUFFER = 1 << 18  # bytes read from the socket per system call
+WRITE_CHUNK = 1 << 20  # plaintext bytes encrypted per lock hold / written per system call
+COALESCE = 1 << 14  # messages up to this size go out as one TLS record
+
+
+class PlaintextWarning(UserWarning):
+    """TLS is switched off: messages between parties are neither encrypted nor authenticated."""
+
+
+class PeerCertificateError(PeerError, CertificateError):
+    """A peer's TLS identity was refused (or it refused ours); names the peer."""
+
+
+def warn_plaintext(where: str) -> None:
+    """Warn loudly (``warnings`` and a line on stderr) that ``where`` runs without TLS."""
+    msg = (
+        f"TLS is OFF for {where}: messages between parties travel unencrypted and unauthenticated "
+        "(plaintext was requested explicitly; use it only for experiments on trusted networks)"
+    )
+    warnings.warn(msg, PlaintextWarning, stacklevel=4)  # the caller of covault.run / config_session
+    print(f"covault: WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+class TlsIdentity:
+    """One party's TLS material: the consortium CA certificate, its certificate and its key."""
+
+    def __init__(self, party: str, ca: str | Path, cert: str | Path, key: str | Path):
+        self.party = party
+        self.ca, self.cert, self.key = Path(ca), Path(cert), Path(key)
+        self._contexts: dict[bool, ssl.SSLContext] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, party: str) -> TlsIdentity:
+        """``DIR/ca.pem``, ``DIR/NAME.pem`` and ``DIR/NAME.key``, checked first (CertificateError
+        naming the party if missing, expired, not from the CA or for another name)."""
+        d = Path(directory)
+        check_party_files(d, party)
+        return cls(party, d / CA_CERT, d / f"{party}.pem", d / f"{party}.key")
+
+    def context(self, server_side: bool) -> ssl.SSLContext:
+        """The (cached) TLS 1.3 context of this party for accepting or for connecting."""
+        with self._lock:
+            ctx = self._contexts.get(server_side)
+            if ctx is None:
+                ctx = self._contexts[server_side] = self._make_context(server_side)
+            return ctx
+
+    def _make_context(self, server_side: bool) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.check_hostname = False  # peers are identified by party name (checked by the handshake)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+        if server_side:
+            ctx.num_tickets = 0  # no resumption, and nothing sent after the handshake
+        try:
+            ctx.load_verify_locations(cafile=str(self.ca))
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise CertificateError(
+                f"party {self.party!r}: cannot load TLS material ({self.cert}, {self.key}, CA {self.ca}): {exc}"
+            ) from None
+        return ctx
+
+
+@contextlib.contextmanager
+def throwaway_certificates(parties: Sequence[str], days: int = 1) -> Iterator[Path]:
+    """A temporary directory with a fresh CA and a certificate per party, deleted afterwards.
+
+    The CA key is removed as soon as the party certificates are issued.
+    """
+    from covault.deploy.certs import init_ca, issue
+
+    with tempfile.TemporaryDirectory(prefix="covault-certs-") as tmp:
+        d = Path(tmp)
+        init_ca(d, days=days, name="covault throw-away CA")
+        for name in parties:
+            issue(d, name, days=days)
+        (d / CA_KEY).unlink()
+        yield d
+
+
+# -- errors ------------------------------------------------------------------------------------------
+_UNKNOWN_CA = {2, 18, 19, 20, 21, 24, 27, 28, 30, 32}  # X509_V_ERR_* meaning "not from our CA"
+_VERIFY = {
+    9: "its certificate is not valid yet",
+    10: "its certificate has expired",
+    26: "its certificate is not meant for TLS client/server use",
+}
+_ALERTS = {
+    "TLSV1_ALERT_UNKNOWN_CA": "it refused our certificate: not signed by its consortium CA (unknown CA)",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "it refused our certificate: expired (or not yet valid)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "it refused our certificate (bad certificate)",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "it refused our certificate (certificate unknown)",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "it refused our certificate (unsupported certificate)",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "it requires a client certificate and got none",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "it presented no certificate",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "TLS version mismatch (covault requires TLS 1.3)",
+    "UNSUPPORTED_PROTOCOL": "TLS version mismatch (covault requires TLS 1.3)",
+    "NO_PROTOCOLS_AVAILABLE": "TLS version mismatch (covault requires TLS 1.3)",
+    "DECRYPTION_FAILED_OR_BAD_RECORD_MAC": "a TLS record failed authentication (corrupted or tampered stream)",
+}
+_NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"}
+_CERT_ALERTS = {k for k in _ALERTS if "CERTIFICATE" in k or k.endswith("_CA")}
+
+
+def describe_tls_error(exc: ssl.SSLError) -> tuple[str, bool]:
+    """``(readable reason, whether it is about certificates)`` for a TLS failure with a peer."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        if code in _UNKNOWN_CA:
+            text = "its certificate is not signed by the consortium CA (unknown CA)"
+        else:
+            text = _VERIFY.get(code) or f"its certificate failed verification ({exc.verify_message})"
+        return text, True
+    reason = exc.reason or ""
+    if reason in _ALERTS:
+        return _ALERTS[reason], reason in _CERT_ALERTS
+    if reason in _NOT_TLS:
+        return "it does not speak TLS (is TLS off on its side? plaintext must be set for every party)", False
+    return f"TLS failure ({reason or exc})", False
+
+
+def tls_peer_error(peer: str, exc: ssl.SSLError, during: str = "TLS handshake") -> PeerError:
+    """A PeerError (PeerCertificateError for certificate problems) naming ``peer``."""
+    text, is_cert = describe_tls_error(exc)
+    cls = PeerCertificateError if is_cert else PeerError
+    return cls(peer, f"{during} failed: {text}")
+
+
+# -- channel -----------------------------------------------------------------------------------------
+class TlsChannel(SocketChannel):
+    """TLS over a connected socket, with OpenSSL driven through memory BIOs (see module doc).
+
+    Construct, then call :meth:`handshake` (the socket's timeout bounds it).
+    """
+
+    tls = True
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_side: bool):
+        super().__init__(sock)
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._obj = context.wrap_bio(self._in, self._out, server_side=server_side)
+        self._lock = threading.Lock()  # guards _obj and both BIOs
+        self._raw = bytearray(RAW_BUFFER)
+        self._rawv = memoryview(self._raw)
+        self._eof: str | None = None
+        self._partial = False  # the last read filled its view: the record may hold more
+
+    # -- handshake ------------------------------------------------------------------------------------
+    def handshake(self) -> None:
+        """Run the TLS handshake; ssl.SSLError on refusal, OSError/EOFError on a dead socket."""
+        try:
+            while True:
+                try:
+                    self._obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    if not self._fill():
+                        raise EOFError("connection closed during the TLS handshake") from None
+        except ssl.SSLError:
+            with contextlib.suppress(OSError):
+                self._flush()  # the alert tells the peer why
+            raise
+        self._flush()
+        der = self._obj.getpeercert(binary_form=True)
+        self.peer_names = frozenset(cert_party_names(x509.load_der_x509_certificate(der)))
+
+    @property
+    def version(self) -> str | None:
+        return self._obj.version()
+
+    # -- I/O -----------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        with self._lock:
+            data = self._out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        n = self.sock.recv_into(self._rawv)
+        if not n:
+            return False
+        with self._lock:
+            self._in.write(self._rawv[:n])
+        return True
+
+    def recv_into(self, view: memoryview) -> int:
+        while True:
+            # Decrypt only when there is something to decrypt: ciphertext in the BIO, or the rest
+            # of a record that filled the last view (SSL_pending() would release the GIL and cost
+            # a thread switch per message).
+            if self._in.pending or self._partial:
+                with self._lock:
+                    try:
+                        n = self._obj.read(len(view), view)  # at most one TLS record
+                    except ssl.SSLWantReadError:
+                        n = -1
+                    except ssl.SSLZeroReturnError:
+                        n = 0
+                self._partial = n == len(view)
+                if n >= 0:
+                    if n == 0:  # the peer's close_notify
+                        self._eof = "clean"
+                    return n
+            if not self._fill():
+                self._eof = self._eof or "abrupt"
+                return 0
+
+    def send_buffers(self, buffers: Sequence[memoryview | bytes]) -> int:
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        total = sum(v.nbytes for v in views)
+        if total <= COALESCE:  # one record, one system call
+            with self._lock:
+                self._obj.write(b"".join(views))
+                data = self._out.read()
+            self.sock.sendall(data)
+            return total
+        pending: list[bytes] = []
+        size = 0
+        for v in views:
+            for i in range(0, v.nbytes, WRITE_CHUNK):
+                with self._lock:
+                    self._obj.write(v[i : i + WRITE_CHUNK])
+                    data = self._out.read()
+                pending.append(data)
+                size += len(data)
+                if size >= WRITE_CHUNK:
+                    send_buffers(self.sock, pending)
+                    pending, size = [], 0
+        if pending:
+            send_buffers(self.sock, pending)
+        return total
+
+    def eof_note(self) -> str:
+        if self._eof == "abrupt":
+            return " abruptly (no TLS close_notify: the peer crashed, was killed or lost its network)"
+        return ""
+
+    def close_write(self) -> None:
+        with self._lock:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self._obj.unwrap()  # queues close_notify; the peer's arrives later
+            data = self._out.read()
+        with contextlib.suppress(OSError):
+            if data:
+                self.sock.sendall(data)
+        super().close_write()
