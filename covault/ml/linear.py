@@ -22,6 +22,8 @@ public copies.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
@@ -215,12 +217,19 @@ class _SecureLinear:
         self.secret_intercept_: SecretTensor | None = None
         self.scaler_: StandardScaler | None = None
         self.n_features_in_: int | None = None
+        self.loss_curve_: SecretTensor | None = None
 
     def _loss(self):
         raise NotImplementedError
 
-    def fit(self, x: SecretTensor, y: SecretTensor):
-        """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1)."""
+    def fit(self, x: SecretTensor, y: SecretTensor, *, track_loss: bool = False):
+        """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1).
+
+        ``track_loss``: keep the secret mean training loss after every epoch in ``loss_curve_``
+        (shape ``(epochs,)``; None otherwise): the model's outputs on every training row are
+        computed after each epoch (one matmul), the loss values (standardised units, no penalty
+        term) in one batched call at the end.
+        """
         _check_xy(x, y)
         n, d = x.shape
         session = x.session
@@ -248,6 +257,7 @@ class _SecureLinear:
         opt = SGD(
             model.parameters(), lr=self.learning_rate, momentum=self.momentum, weight_decay=self._penalty(n)
         )
+        outputs = []
         for epoch in range(self.epochs):
             if self.shuffle == "epoch":
                 x, y = shuffle_together([x, y])
@@ -262,6 +272,9 @@ class _SecureLinear:
                 model.backward(grad, scale=loss.scale, input_grad=False)
                 opt.step()
                 opt.zero_grad()
+            if track_loss:
+                outputs.append(eval_outputs(model, x, y))
+        self.loss_curve_ = epoch_losses(loss, outputs) if track_loss else None
         model.eval()
         w, b = model.weight.value, model.bias.value
         if self.scaler_ is not None:
@@ -304,6 +317,25 @@ class _SecureLinear:
         public = self._reference(**self.get_params())
         public.coef_, public.intercept_ = coef, float(icpt)
         return public
+
+
+def eval_outputs(model, x: SecretTensor, target: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
+    """``(model(x), target)`` in evaluation mode (no caches kept); training mode is restored."""
+    model.eval()
+    try:
+        return model(x), target
+    finally:
+        model.train()
+
+
+def epoch_losses(loss, outputs: list[tuple[SecretTensor, SecretTensor]]) -> SecretTensor:
+    """Secret mean ``loss`` of each ``(output, target)`` pair, shape ``(len(outputs),)``: one
+    batched ``forward`` over every pair (the loss's rounds once, not once per epoch)."""
+    per_row = copy.copy(loss)
+    per_row.reduction = "none"
+    out = concatenate([o for o, _ in outputs])
+    tgt = concatenate([t for _, t in outputs])
+    return per_row.forward(out, tgt).reshape(len(outputs), -1).mean(axis=1)
 
 
 def _hstack(x: SecretTensor, y: SecretTensor) -> SecretTensor:

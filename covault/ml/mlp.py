@@ -20,7 +20,7 @@ import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
 from covault.ml import batching
-from covault.ml.linear import SHUFFLES, _check_xy, standardise
+from covault.ml.linear import SHUFFLES, _check_xy, epoch_losses, eval_outputs, standardise
 from covault.ml.preprocessing import StandardScaler
 from covault.nn import Linear, ReLU, Sequential, SoftmaxCrossEntropyLoss, glorot_uniform
 from covault.nn.layers import softmax
@@ -209,6 +209,7 @@ class MLPClassifier(_MLPParams):
         self.secret_coefs_: list[SecretTensor] | None = None
         self.secret_intercepts_: list[SecretTensor] | None = None
         self.n_features_in_: int | None = None
+        self.loss_curve_: SecretTensor | None = None
 
     def _build(self, d: int) -> Sequential:
         ws = self._init_weights(d)
@@ -219,8 +220,10 @@ class MLPClassifier(_MLPParams):
                 layers.append(ReLU())
         return Sequential(*layers)
 
-    def fit(self, x: SecretTensor, y: SecretTensor):
-        """Train on secret rows ``x`` (n, d) and integer class labels ``y`` (n,) or (n, 1)."""
+    def fit(self, x: SecretTensor, y: SecretTensor, *, track_loss: bool = False):
+        """Train on secret rows ``x`` (n, d) and integer class labels ``y`` (n,) or (n, 1).
+        ``track_loss``: keep the secret mean training cross-entropy after every epoch in
+        ``loss_curve_`` (as :meth:`covault.ml.LogisticRegression.fit`)."""
         _check_xy(x, y)
         n, d = x.shape
         self.n_features_in_ = d
@@ -245,6 +248,7 @@ class MLPClassifier(_MLPParams):
                 eps=self.eps,
                 weight_decay=self.alpha,
             )
+        outputs = []
         for epoch in range(self.epochs):
             if self.shuffle == "epoch":
                 x, target = shuffle_together([x, target])
@@ -258,6 +262,9 @@ class MLPClassifier(_MLPParams):
                 model.backward(grad, scale=loss.scale, input_grad=False)
                 opt.step()
                 opt.zero_grad()
+            if track_loss:
+                outputs.append(eval_outputs(model, x, target))
+        self.loss_curve_ = epoch_losses(loss, outputs) if track_loss else None
         model.eval()
         linears = [m for m in model.modules if isinstance(m, Linear)]
         ws = [m.weight.value for m in linears]

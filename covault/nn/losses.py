@@ -2,10 +2,10 @@
 
 ``backward(output, target)`` returns the gradient of the SUMMED batch loss (cheap, exact
 formulas) and sets :attr:`Loss.scale` to the public factor of the chosen reduction (``1/B``
-for ``"mean"`` over ``B`` rows, 1 for ``"sum"``); pass it on with
+for ``"mean"`` over ``B`` rows, 1 for ``"sum"`` and ``"none"``); pass it on with
 ``model.backward(grad, scale=loss.scale)``. ``forward(output, target)`` (or calling the loss)
-computes the secret loss value itself, which needs logarithms and costs far more than the
-gradient; training does not need it.
+computes the secret loss value itself (``"none"``: one value per row), which needs logarithms
+and costs far more than the gradient; training does not need it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from covault.nn.layers import SIGMOIDS, softmax
 from covault.protocols import compare, nonlinear
 from covault.tensor import SecretTensor
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class Loss:
@@ -43,6 +43,8 @@ class Loss:
         return 1.0 / output.shape[0] if self.reduction == "mean" else 1.0
 
     def _reduce(self, per_row: SecretTensor) -> SecretTensor:
+        if self.reduction == "none":
+            return per_row.reshape(per_row.shape[0])
         total = per_row.sum()
         return total * self._factor(per_row) if self.reduction == "mean" else total
 

@@ -1,0 +1,115 @@
+"""Run every party of a job on this machine (``covault train``): :func:`run_local`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from covault.jobs.program import job_program
+from covault.jobs.spec import Job, load_job
+from covault.runtime import DEFAULT_DEALER
+
+TRANSPORTS = ("tcp", "local")
+
+
+def run_local(
+    path: str | Path | Job,
+    *,
+    transport: str = "tcp",
+    compare_plaintext: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the job at ``path`` with every party on this machine; the result dict.
+
+    ``transport="tcp"``: one OS process per party over loopback TCP with mutual TLS
+    (throw-away certificates; ``[tls] plaintext = true`` turns TLS off); ``"local"``: threads.
+    Addresses and certificates in the job file are ignored. ``compare_plaintext`` also trains
+    the same model centrally on the pooled plaintext rows (:mod:`covault.jobs.plaintext`).
+    ``progress`` prints steps to stderr.
+
+    Result keys: ``job``, ``task``, ``protocol``, ``transport``, ``label``, ``features``,
+    ``parties`` (roles and row counts), ``compute``, ``dealer``, ``reveal_model_to``,
+    ``metrics``, ``loss_curve``, ``model``, ``model_out``, ``seconds`` (the slowest party's
+    program), ``wall_seconds`` (including process start-up), ``phases`` (per step: the slowest
+    compute party's seconds — the others mostly wait —, bytes sent and rounds per party), ``bytes_sent``, ``bytes_received`` and
+    ``rounds`` per party, and ``plaintext`` with ``compare_plaintext``.
+    """
+    from covault.runtime import run
+
+    job = path if isinstance(path, Job) else load_job(path)
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be 'tcp' or 'local', got {transport!r}")
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    say(
+        f"covault: {job.task} on {len(job.data_parties)} data parties, protocol {job.protocol}, "
+        f"compute {', '.join(job.compute)}, transport {transport}"
+    )
+    program = job_program(job, progress=(job.compute[0],) if progress else False)
+    t0 = time.perf_counter()
+    res = run(
+        program,
+        parties=list(job.compute),
+        protocol=job.protocol,
+        transport=transport,
+        frac_bits=job.config.frac_bits,
+        timeout=job.config.timeout,
+        tls=not job.config.plaintext,
+        data_parties=list(job.data_only),
+    )
+    wall = time.perf_counter() - t0
+    if job.dealer and DEFAULT_DEALER in res and job.dealer != DEFAULT_DEALER:
+        res[job.dealer] = res.pop(DEFAULT_DEALER)
+        res[job.dealer]["party"] = job.dealer
+    result = assemble(job, res, transport, wall)
+    if compare_plaintext:
+        from covault.jobs.plaintext import centralised
+
+        say("covault: training the centralised plaintext baseline")
+        result["plaintext"] = centralised(job)
+    return result
+
+
+def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: float) -> dict[str, Any]:
+    """The result dict (see :func:`run_local`) from every party's program result."""
+    first = res[job.reveal_model_to[0]]
+    schema = first["schema"]
+    parties = {}
+    for name, r in res.items():
+        rows = schema["rows"].get(name, {"train": 0, "test": 0})
+        parties[name] = {"roles": r["roles"], "train_rows": rows["train"], "test_rows": rows["test"]}
+    steps = list(dict.fromkeys(s for r in res.values() for s in r["phases"]))
+    phases = {
+        s: {
+            "seconds": max(res[c]["phases"].get(s, {}).get("seconds", 0.0) for c in job.compute),
+            "bytes_sent": {n: r["phases"].get(s, {}).get("bytes_sent", 0) for n, r in res.items()},
+            "rounds": {n: r["phases"].get(s, {}).get("rounds", 0) for n, r in res.items()},
+        }
+        for s in steps
+    }
+    return {
+        "job": str(job.path) if job.path else None,
+        "task": job.task,
+        "protocol": job.protocol,
+        "transport": transport,
+        "label": job.label,
+        "features": schema["features"],
+        "parties": parties,
+        "compute": list(job.compute),
+        "dealer": job.dealer,
+        "reveal_model_to": list(job.reveal_model_to),
+        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in job.model.items()},
+        "train_rows": sum(r["train"] for r in schema["rows"].values()),
+        "test_rows": sum(r["test"] for r in schema["rows"].values()),
+        "metrics": first["metrics"],
+        "loss_curve": first["loss_curve"],
+        "model": first["model"],
+        "model_out": first["model_path"],
+        "seconds": max(r["seconds"] for r in res.values()),
+        "wall_seconds": wall,
+        "phases": phases,
+        "bytes_sent": {n: r["stats"]["bytes_sent"] for n, r in res.items()},
+        "bytes_received": {n: r["stats"]["bytes_received"] for n, r in res.items()},
+        "rounds": {n: r["stats"]["rounds"] for n, r in res.items()},
+    }

@@ -1,0 +1,151 @@
+"""Centralised plaintext baseline of a job: what pooling every party's rows in one place gives.
+
+Only for local runs, where every data file is on this host. Rows are loaded and split exactly
+as the parties do (:mod:`covault.jobs.data`), pooled in job order, and the task's float64
+reference trainer (``covault.ml.Reference*``, identical algorithm and hyper-parameters) is
+trained on them; scikit-learn's counterpart is added when it is installed. Differences to the
+secure run come from fixed-point arithmetic, the piecewise sigmoid of training (also used by
+the reference) and the oblivious shuffle (the secure run visits the rows in another order).
+
+The loss curve is the mean training loss after each epoch with the same definition as the
+secure one (cross-entropy; regression: mean squared error of the standardised target), from
+refitting the deterministic reference for ``1 .. epochs`` epochs.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from covault.jobs.data import load_party_rows
+
+
+def pooled_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)`` of every data party, pooled in job order."""
+    parts = [load_party_rows(job, p) for p in job.data_parties]
+    return (
+        np.concatenate([r.x_train for r in parts]),
+        np.concatenate([r.y_train for r in parts]),
+        np.concatenate([r.x_test for r in parts]),
+        np.concatenate([r.y_test for r in parts]),
+    )
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney AUC with ties counted one half (as :func:`covault.ml.roc_auc_score`)."""
+    y = np.asarray(y).reshape(-1) > 0.5
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    pos, neg = score[y], score[~y]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(len(allv))
+    sorted_v = allv[order]
+    # average ranks over ties
+    _, start, counts = np.unique(sorted_v, return_index=True, return_counts=True)
+    avg = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def metrics(job, model, x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """The job's metrics for a plaintext model with ``decision_function`` / ``predict``."""
+    if job.kind == "regression":
+        pred = np.asarray(model.predict(x)).reshape(-1)
+        err = y - pred
+        return {
+            "r2": float(1 - np.sum(err**2) / np.sum((y - y.mean()) ** 2)),
+            "rmse": float(np.sqrt(np.mean(err**2))),
+        }
+    pred = np.asarray(model.predict(x)).reshape(-1)
+    out: dict[str, float | None] = {"accuracy": float(np.mean(pred == y)), "auc": None}
+    if job.n_classes == 2:
+        if hasattr(model, "predict_proba"):
+            score = np.asarray(model.predict_proba(x))[:, 1]
+        else:
+            score = model.decision_function(x)
+        out["auc"] = roc_auc(y, score)
+    return out
+
+
+def training_loss(job, model, x: np.ndarray, y: np.ndarray) -> float:
+    """Mean training loss as the secure run defines it (no penalty term)."""
+    if job.task == "logistic_regression":
+        z = model.decision_function(x)
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+    if job.task == "linear_regression":
+        return float(np.mean((model.predict(x) - y) ** 2) / y.var())
+    z = model.decision_function(x)
+    top = z.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    return float(np.mean(lse - z[np.arange(len(y)), y.astype(np.int64)]))
+
+
+def centralised(job) -> dict[str, Any]:
+    """Train the job's model on the pooled plaintext rows: ``metrics``, ``loss_curve``,
+    ``seconds`` and ``sklearn`` (None without scikit-learn)."""
+    x_tr, y_tr, x_te, y_te = pooled_rows(job)
+    t0 = time.perf_counter()
+    ref = job.reference().fit(x_tr, y_tr)
+    seconds = time.perf_counter() - t0
+    epochs = int(job.model["epochs"])
+    curve = [
+        training_loss(job, job.reference(epochs=e).fit(x_tr, y_tr), x_tr, y_tr) for e in range(1, epochs)
+    ]
+    curve.append(training_loss(job, ref, x_tr, y_tr))
+    return {
+        "metrics": metrics(job, ref, x_te, y_te),
+        "loss_curve": curve,
+        "seconds": seconds,
+        "train_rows": len(y_tr),
+        "test_rows": len(y_te),
+        "sklearn": sklearn_baseline(job, x_tr, y_tr, x_te, y_te),
+    }
+
+
+def sklearn_baseline(job, x_tr, y_tr, x_te, y_te) -> dict[str, Any] | None:
+    """scikit-learn's model for the task (standardised features) on the same rows."""
+    try:
+        from sklearn import linear_model, neural_network
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        return None
+    p = job.model
+    n = len(y_tr)
+    if job.task == "logistic_regression":
+        if p.get("penalty", "l2") is None:
+            c = np.inf  # no penalty
+        else:
+            c = 1.0 / (p["alpha"] * n) if p.get("alpha") else p.get("C", 1.0)
+        est = linear_model.LogisticRegression(C=c, max_iter=5000)
+        name = "LogisticRegression(lbfgs)"
+    elif job.task == "linear_regression":
+        alpha = p.get("alpha", 0.0)
+        est = linear_model.Ridge(alpha=alpha * n) if alpha else linear_model.LinearRegression()
+        name = type(est).__name__
+    else:
+        est = neural_network.MLPClassifier(
+            hidden_layer_sizes=tuple(p["hidden"]),
+            solver="adam" if p.get("optimizer") == "adam" else "sgd",
+            learning_rate_init=p["learning_rate"],
+            momentum=p.get("momentum", 0.9),
+            alpha=p.get("alpha", 0.0),
+            batch_size=min(p["batch_size"], n),
+            max_iter=p["epochs"],
+            random_state=job.seed,
+        )
+        name = f"MLPClassifier({tuple(p['hidden'])})"
+    pipe = make_pipeline(StandardScaler(), est)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipe.fit(x_tr, y_tr)
+    seconds = time.perf_counter() - t0
+    return {"model": name, "metrics": metrics(job, pipe, x_te, y_te), "seconds": seconds}

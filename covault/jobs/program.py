@@ -1,0 +1,302 @@
+"""The program every party of a job runs (SPMD): :func:`job_program`.
+
+1. **Prepare** (local, nothing sent): a data party loads and validates its rows and splits off
+   its held-out rows (:mod:`covault.jobs.data`); a model receiver checks that it can write
+   ``model_out`` (``onnx`` installed, folder writable).
+2. **Agree** (one round, :mod:`covault.jobs.schema`): column names, row counts and the job's
+   fingerprint are exchanged in the clear; every party raises the same error on a mismatch.
+3. **Input**: each data party secret-shares ``[features | label]`` of all its rows (one
+   ``session.input``); the row blocks are concatenated (``ml.concat_rows``) into the pooled
+   training and held-out sets.
+4. **Class check** (classification): the per-class counts of the pooled labels stay secret;
+   one bit per set, "every class is present", is opened to every party (training rows, and
+   for binary tasks the held-out rows too, since AUC needs both classes).
+5. **Train** the task's estimator with the job's hyper-parameters, keeping the mean training
+   loss after every epoch (secret).
+6. **Evaluate** on the pooled held-out rows (accuracy and AUC, or R² and RMSE) and **reveal**
+   the metrics, the loss curve and the model to ``reveal_model_to`` only; receivers write the
+   ONNX model to ``model_out``.
+
+Public: the metadata of step 2, the bits of step 4, and (to the receivers only) the metrics,
+the per-epoch losses and the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from covault.jobs.data import PartyRows, load_party_rows
+from covault.jobs.errors import JobError
+from covault.jobs.model import model_to_dict
+from covault.jobs.schema import Schema, agree, announce
+
+AUC_MAX_ROWS = 4000  # AUC compares all pairs of held-out rows; skipped above this
+
+
+def job_program(job, *, progress: bool | Iterable[str] = False) -> Callable[[Any], dict[str, Any]]:
+    """The picklable program ``program(session) -> dict`` of ``job`` (module docstring).
+
+    ``progress``: print one line per step to stderr (True: at every party; a list of party
+    names: at those only). Returns, at every party: ``party``, ``roles``, ``schema``,
+    ``metrics``, ``loss_curve``, ``model`` (JSON-ready weights) and ``model_path`` (None except
+    at receivers), ``seconds``, ``phases`` (seconds, bytes sent, rounds per step) and ``stats``.
+    """
+    if not isinstance(progress, bool):
+        progress = tuple(progress)
+    return functools.partial(run_job_party, job, progress=progress)
+
+
+def roles(job, party: str, dealer: str | None = None) -> list[str]:
+    """The job roles of ``party``: compute, dealer, data, receiver. ``dealer``: the session's
+    name for the 2pc dealer, where it differs from the job's (``covault.run`` names it
+    ``"dealer"``)."""
+    out = []
+    if party in job.compute:
+        out.append("compute")
+    if job.dealer is not None and party in (job.dealer, dealer):
+        out.append("dealer")
+    if party in job.data:
+        out.append("data")
+    if party in job.reveal_model_to:
+        out.append("receiver")
+    return out
+
+
+class _Steps:
+    """Wall time, bytes sent and rounds of each step of this party."""
+
+    def __init__(self, session):
+        self.session, self.out = session, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        with self.session.scope() as cost:
+            yield
+        self.out[name] = {
+            "seconds": time.perf_counter() - t0,
+            "bytes_sent": cost.bytes_sent,
+            "rounds": cost.rounds,
+        }
+
+
+def _speaker(party: str, progress: bool | tuple[str, ...]) -> Callable[[str], None]:
+    on = progress is True or (not isinstance(progress, bool) and party in progress)
+
+    def say(msg: str) -> None:
+        if on:
+            print(f"[{party}] {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _check_session(job, session) -> None:
+    if session.protocol_name != job.protocol:
+        raise JobError(
+            f"the session runs {session.protocol_name!r} but the job says protocol = {job.protocol!r}"
+        )
+    if tuple(session.compute_parties) != tuple(job.compute):
+        raise JobError(
+            f"the session's compute parties {list(session.compute_parties)} are not the job's "
+            f"compute parties {list(job.compute)}"
+        )
+    if session.frac_bits != job.config.frac_bits:
+        raise JobError(
+            f"the session uses {session.frac_bits} fractional bits, the job {job.config.frac_bits}"
+        )
+    missing = [p for p in job.data_parties if p not in session.parties]
+    if missing:
+        raise JobError(f"data parties {missing} of the job are not part of this session")
+
+
+def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> dict[str, Any]:
+    """Party ``session.party``'s side of ``job`` (see :func:`job_program`)."""
+    start = time.perf_counter()
+    me = session.party
+    say = _speaker(me, progress)
+    steps = _Steps(session)
+    _check_session(job, session)
+    receiver = me in job.reveal_model_to
+    to = list(job.reveal_model_to)
+
+    # 1. prepare
+    rows: PartyRows | None = None
+    status: dict[str, Any] = {"job": job.fingerprint()}
+    local_error: JobError | None = None
+    with steps("prepare"):
+        try:
+            if me in job.data:
+                rows = load_party_rows(job, me)
+                status.update(columns=rows.columns, train_rows=len(rows.y_train), test_rows=len(rows.y_test))
+            if receiver and job.model_out is not None:
+                from covault.jobs.onnx_export import require_onnx
+
+                require_onnx()
+                _check_writable(job.model_out)
+        except JobError as exc:
+            local_error = exc
+            status["error"] = str(exc) if str(exc).startswith("party ") else f"party {me!r}: {exc}"
+            status["error_type"] = type(exc).__name__
+
+    # 2. agree
+    with steps("schema"):
+        statuses = announce(session, status)
+    if local_error is not None:  # the same message every other party raises
+        raise type(local_error)(status["error"]) from None
+    schema = agree(job, statuses, me)
+    d = len(schema.features)
+    say(
+        f"schema agreed: {len(job.data_parties)} data parties, {schema.n_train} training and "
+        f"{schema.n_test} held-out rows, {d} features"
+    )
+
+    # 3. input
+    with steps("input"):
+        x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, rows)
+    say(f"rows secret-shared ({steps.out['input']['seconds']:.2f} s)")
+
+    # 4. class check
+    if job.kind == "classification":
+        with steps("class_check"):
+            _check_classes(job, session, y_tr, y_te)
+
+    # 5. train
+    est = job.estimator()
+    with steps("train"):
+        est.fit(x_tr, y_tr, track_loss=True)
+    say(f"trained {est.epochs} epochs ({steps.out['train']['seconds']:.2f} s)")
+
+    # 6. evaluate, reveal, export
+    with steps("evaluate"):
+        metrics = secure_metrics(job, est, x_te, y_te, to)
+    with steps("reveal"):
+        curve = est.loss_curve_.reveal(to)
+        public = est.reveal(to)
+    weights = model_to_dict(public) if public is not None else None
+    model_path = None
+    if weights is not None and job.model_out is not None:
+        with steps("export"):
+            from covault.jobs.onnx_export import write_onnx
+
+            model_path = str(write_onnx(job.task, weights, schema.features, job.label, job.model_out))
+        say(f"model written to {model_path}")
+    if metrics is not None:
+        say("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
+    return {
+        "party": me,
+        "roles": roles(job, me, session.dealer),
+        "schema": {
+            "features": schema.features,
+            "label": schema.label,
+            "rows": {
+                p: {"train": schema.train_rows[p], "test": schema.test_rows[p]} for p in job.data_parties
+            },
+        },
+        "metrics": metrics,
+        "loss_curve": None if curve is None else [float(v) for v in np.asarray(curve).reshape(-1)],
+        "model": weights,
+        "model_path": model_path,
+        "seconds": time.perf_counter() - start,
+        "phases": steps.out,
+        "stats": session.stats.as_dict(),
+    }
+
+
+def _check_writable(path) -> None:
+    """Fail before the computation if ``model_out`` cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"model_out {path}: cannot create its folder: {exc.strerror}") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise JobError(f"model_out {path} is not a writable file path")
+
+
+def _share_rows(job, session, schema: Schema, rows: PartyRows | None):
+    from covault import ml
+
+    d = len(schema.features)
+    parts: dict[str, list] = {"x_tr": [], "y_tr": [], "x_te": [], "y_te": []}
+    for p in job.data_parties:
+        m = session.input(rows.matrix() if p == session.party else None, owner=p)
+        ntr, nte = schema.train_rows[p], schema.test_rows[p]
+        if m.shape != (ntr + nte, d + 1):
+            raise JobError(f"party {p!r} shared a table of shape {m.shape}, announced {(ntr + nte, d + 1)}")
+        if ntr:
+            parts["x_tr"].append(m[:ntr, :d])
+            parts["y_tr"].append(m[:ntr, d])
+        if nte:
+            parts["x_te"].append(m[ntr:, :d])
+            parts["y_te"].append(m[ntr:, d])
+    return tuple(ml.concat_rows(parts[k]) for k in ("x_tr", "y_tr", "x_te", "y_te"))
+
+
+def _check_classes(job, session, y_tr, y_te) -> None:
+    """Open one bit per set to every party: does every class occur (module docstring)?"""
+    from covault.ml import one_hot
+    from covault.ml.metrics import as_integer
+    from covault.protocols import compare
+    from covault.tensor import concatenate, stack
+
+    k = job.n_classes
+    sets = [("training", y_tr)] + ([("held-out", y_te)] if k == 2 else [])
+    counts = []
+    for _, y in sets:
+        yi = as_integer(y)
+        if k == 2:
+            pos = yi.sum()
+            counts.append(stack([len(yi) - pos, pos]))
+        else:
+            counts.append(one_hot(yi, k).sum(axis=0))
+    present = compare.greater_than(concatenate(counts), 0).reshape(len(sets), k).sum(axis=1)
+    ok = compare.equal(present, k).reveal(list(session.parties))
+    for (what, _), good in zip(sets, np.asarray(ok).reshape(-1)):
+        if not good:
+            need = "both classes 0 and 1" if k == 2 else f"every class 0 .. {k - 1}"
+            raise JobError(
+                f"label {job.label!r}: the pooled {what} rows of the data parties {list(job.data_parties)} "
+                f"do not contain {need}"
+            )
+
+
+def secure_metrics(job, est, x_te, y_te, to) -> dict[str, float | None] | None:
+    """Held-out metrics computed securely and opened to ``to``; None at other parties.
+    Classification: ``accuracy``, ``auc`` (binary; None above AUC_MAX_ROWS rows); regression:
+    ``r2``, ``rmse``."""
+    from covault import ml
+    from covault.protocols import compare
+
+    n = x_te.shape[0]
+    if job.kind == "regression":
+        pred = est.predict(x_te)
+        return _collect(
+            {"r2": ml.r2_score(y_te, pred, to=to), "rmse": ml.root_mean_squared_error(y_te, pred, to=to)}
+        )
+    if job.task == "mlp":
+        logits = est.decision_function(x_te)
+        k = job.n_classes
+        pred = (logits.argmax(axis=1) * np.arange(k)).sum(axis=1)
+        score = logits[:, 1] - logits[:, 0] if k == 2 else None
+    else:
+        score = est.decision_function(x_te)
+        pred = compare.greater_than(score, 0)
+    acc = ml.accuracy_score(y_te, pred, to=to)
+    auc = ml.roc_auc_score(y_te, score, to=to) if score is not None and n <= AUC_MAX_ROWS else None
+    return _collect({"accuracy": acc, "auc": auc}, optional=("auc",))
+
+
+def _collect(
+    values: dict[str, float | None], optional: tuple[str, ...] = ()
+) -> dict[str, float | None] | None:
+    required = [k for k in values if k not in optional]
+    if any(values[k] is None for k in required):
+        return None
+    return values

@@ -1,0 +1,114 @@
+"""Schema agreement: what the parties tell each other in the clear before any secret computation.
+
+One round: every party sends every other party a short JSON status. A data party's status
+holds its column names (label included, file order) and its numbers of training and held-out
+rows; every party's status holds the job's fingerprint (:meth:`Job.fingerprint`: task, label,
+parties, seed, hyper-parameters) and, if it could not prepare (unreadable data, a bad value,
+``onnx`` missing at a model receiver), the error message and its type (the message names
+files, columns and rows but never a value). That is the complete public metadata of a job; label classes and values
+stay secret (the class check in :mod:`covault.jobs.program` opens a single bit).
+
+Every party then runs the same checks on the same statuses and raises the same
+:class:`~covault.jobs.errors.JobError`: a party's preparation error, a different job file,
+columns that differ from the first data party's (naming the party and the column), or no
+held-out rows at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from covault.errors import ProtocolError
+from covault.jobs.errors import DataError, JobError
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The agreed public metadata: feature names, label and each data party's row counts."""
+
+    features: list[str]
+    label: str
+    train_rows: dict[str, int]
+    test_rows: dict[str, int]
+
+    @property
+    def n_train(self) -> int:
+        return sum(self.train_rows.values())
+
+    @property
+    def n_test(self) -> int:
+        return sum(self.test_rows.values())
+
+
+def announce(session, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Send ``status`` to every other party and receive theirs (one round): ``{party: status}``."""
+    blob = np.frombuffer(json.dumps(status, sort_keys=True).encode(), dtype=np.uint8)
+    others = [p for p in session.parties if p != session.party]
+    got = session.net.exchange({p: [blob] for p in others}, recv_from=others)
+    out = {}
+    for p in session.parties:
+        if p == session.party:
+            out[p] = status
+            continue
+        try:
+            msg = json.loads(np.asarray(got[p][0], dtype=np.uint8).tobytes().decode())
+        except (ValueError, UnicodeDecodeError, IndexError) as exc:
+            raise ProtocolError(f"party {p!r} sent a malformed job status: {exc}") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError(f"party {p!r} sent a malformed job status")
+        out[p] = msg
+    return out
+
+
+def agree(job, statuses: dict[str, dict[str, Any]], me: str) -> Schema:
+    """Check every party's status (module docstring); the agreed :class:`Schema`."""
+    failed = [s for s in statuses.values() if s.get("error")]
+    if failed:
+        data = all(s.get("error_type") == DataError.__name__ for s in failed)
+        raise (DataError if data else JobError)("; ".join(str(s["error"]) for s in failed))
+    mine = job.fingerprint()
+    for p, s in statuses.items():
+        if s.get("job") != mine:
+            raise JobError(
+                f"party {p!r} runs a different job (task, label, parties, seed or hyper-parameters "
+                f"differ from those of party {me!r}); every party must use the same job file"
+            )
+    data = job.data_parties
+    for p in data:
+        s = statuses.get(p, {})
+        if not isinstance(s.get("columns"), list) or "train_rows" not in s or "test_rows" not in s:
+            raise JobError(f"data party {p!r} did not announce its columns and row counts")
+    ref = data[0]
+    want = statuses[ref]["columns"]
+    for p in data[1:]:
+        _same_columns(ref, want, p, statuses[p]["columns"])
+    train = {p: int(statuses[p]["train_rows"]) for p in data}
+    test = {p: int(statuses[p]["test_rows"]) for p in data}
+    if sum(train.values()) < 2:
+        raise JobError(
+            f"the data parties hold {sum(train.values())} training rows in all; training needs more"
+        )
+    if sum(test.values()) < 1:
+        raise JobError("no held-out rows at any party: give some party a test file or set test_fraction > 0")
+    features = [c for c in want if c != job.label]
+    return Schema(features, job.label, train, test)
+
+
+def _same_columns(ref: str, want: list[str], party: str, got: list[str]) -> None:
+    if got == want:
+        return
+    missing = [c for c in want if c not in got]
+    if missing:
+        raise JobError(f"party {party!r} has no column {missing[0]!r} (party {ref!r} has it)")
+    extra = [c for c in got if c not in want]
+    if extra:
+        raise JobError(f"party {party!r} has a column {extra[0]!r} that party {ref!r} does not have")
+    i = next(i for i, (a, b) in enumerate(zip(want, got)) if a != b)
+    raise JobError(
+        f"party {party!r} has column {got[i]!r} at position {i + 1} where party {ref!r} has "
+        f"{want[i]!r}; every party must give the columns in the same order"
+    )

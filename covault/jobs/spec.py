@@ -1,0 +1,302 @@
+"""The job file: a consortium config plus what to train on which data.
+
+```toml
+protocol = "rep3"
+task = "logistic_regression"      # | "linear_regression" | "mlp"
+label = "is_fraud"
+partition = "horizontal"          # "vertical" is not supported yet
+compute = ["bank_a", "bank_b", "bank_c"]
+reveal_model_to = ["bank_a"]      # default: every data party
+test_fraction = 0.2               # where a party gives no `test` file
+seed = 7
+model_out = "model.onnx"          # ONNX file written at every party that receives the model
+[model]                           # hyper-parameters (defaults: TASKS)
+epochs = 10
+[parties.bank_a]
+data = "bank_a.csv"               # training rows (CSV or Parquet)
+test = "bank_a_test.csv"          # optional held-out rows
+```
+
+:func:`load_job` validates everything that can be checked without the data (keys, values,
+party roles, hyper-parameters) and raises :class:`~covault.jobs.errors.JobError` naming the
+key or party. Data files are checked by their owners when the job runs (another party's file
+is not on this host). A ``2pc`` job without ``dealer`` gets a dealer party named ``"dealer"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from covault.deploy.config import ConfigError, ConsortiumConfig, parse_config
+from covault.jobs.errors import JobError
+from covault.runtime import DEFAULT_DEALER
+
+JOB_KEYS = {"task", "label", "partition", "reveal_model_to", "test_fraction", "seed", "model_out", "model"}
+PARTY_DATA_KEYS = {"data", "test"}
+PARTITIONS = ("horizontal", "vertical")
+
+_COMMON = {"epochs", "learning_rate", "batch_size", "momentum", "alpha", "standardize", "shuffle"}
+TASKS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {
+        "kind": "classification",
+        "defaults": {"epochs": 10, "learning_rate": 0.1, "batch_size": 64},
+        "keys": _COMMON | {"penalty", "C", "sigmoid"},
+    },
+    "linear_regression": {
+        "kind": "regression",
+        "defaults": {"epochs": 10, "learning_rate": 0.05, "batch_size": 64},
+        "keys": set(_COMMON),
+    },
+    "mlp": {
+        "kind": "classification",
+        "defaults": {"hidden": (32,), "epochs": 10, "learning_rate": 0.05, "batch_size": 64, "momentum": 0.9},
+        "keys": _COMMON | {"hidden", "n_classes", "optimizer", "betas", "eps"},
+    },
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """A validated job. Party roles: ``compute`` (hold shares), ``dealer`` (2pc only),
+    ``data_parties`` (own rows; may also compute), ``reveal_model_to`` (receive the model,
+    metrics and loss curve)."""
+
+    path: Path | None
+    config: ConsortiumConfig
+    task: str
+    label: str
+    partition: str
+    data: dict[str, Path]
+    test: dict[str, Path]
+    reveal_model_to: tuple[str, ...]
+    test_fraction: float
+    seed: int
+    model_out: Path | None
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path is not None else "job"
+
+    @property
+    def protocol(self) -> str:
+        return self.config.protocol
+
+    @property
+    def compute(self) -> tuple[str, ...]:
+        return self.config.compute
+
+    @property
+    def dealer(self) -> str | None:
+        return self.config.dealer
+
+    @property
+    def data_parties(self) -> tuple[str, ...]:
+        """Parties that own rows, in the order of the job file."""
+        return tuple(self.data)
+
+    @property
+    def data_only(self) -> tuple[str, ...]:
+        """Data parties that are not compute parties (they hold no shares)."""
+        return tuple(p for p in self.data if p not in self.compute)
+
+    @property
+    def kind(self) -> str:
+        return TASKS[self.task]["kind"]
+
+    @property
+    def n_classes(self) -> int | None:
+        if self.kind != "classification":
+            return None
+        return int(self.model.get("n_classes", 2))
+
+    def estimator(self):
+        """A fresh secure estimator with the job's hyper-parameters."""
+        from covault import ml
+
+        cls = {
+            "logistic_regression": ml.LogisticRegression,
+            "linear_regression": ml.LinearRegression,
+            "mlp": ml.MLPClassifier,
+        }[self.task]
+        return cls(**self.model, seed=self.seed)
+
+    def reference(self, **override: Any):
+        """The float64 plaintext twin of :meth:`estimator` (same hyper-parameters)."""
+        from covault import ml
+
+        cls = {
+            "logistic_regression": ml.ReferenceLogisticRegression,
+            "linear_regression": ml.ReferenceLinearRegression,
+            "mlp": ml.ReferenceMLPClassifier,
+        }[self.task]
+        return cls(**{**self.model, **override}, seed=self.seed)
+
+    def fingerprint(self) -> str:
+        """Hex digest of everything every party must agree on (checked before any computation)."""
+        agreed = {
+            "task": self.task,
+            "label": self.label,
+            "partition": self.partition,
+            "protocol": self.protocol,
+            "compute": list(self.compute),
+            "data": list(self.data_parties),
+            "reveal_model_to": list(self.reveal_model_to),
+            "test_fraction": self.test_fraction,
+            "seed": self.seed,
+            "frac_bits": self.config.frac_bits,
+            "model": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.model.items())},
+        }
+        blob = json.dumps(agreed, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(b"covault job v1\0" + blob).hexdigest()
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate the job file at ``path`` (module docstring)."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise JobError(f"job file {p} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise JobError(f"{p}: invalid TOML: {exc}") from None
+    return parse_job(raw, p)
+
+
+def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
+    """Validate a parsed job document; relative paths are taken from ``path``'s folder."""
+    raw = dict(raw)
+    parties_raw = raw.get("parties")
+    if raw.get("protocol") == "2pc" and "dealer" not in raw and isinstance(parties_raw, dict):
+        if DEFAULT_DEALER in parties_raw and PARTY_DATA_KEYS & set(parties_raw[DEFAULT_DEALER] or {}):
+            raise JobError(f"party {DEFAULT_DEALER!r} owns data; name the 2pc dealer with dealer = 'NAME'")
+        raw["dealer"] = DEFAULT_DEALER
+        raw["parties"] = {**parties_raw, DEFAULT_DEALER: parties_raw.get(DEFAULT_DEALER, {})}
+    try:
+        config = parse_config(raw, path, extra_keys=JOB_KEYS, extra_party_keys=PARTY_DATA_KEYS)
+    except JobError:
+        raise
+    except ConfigError as exc:
+        raise JobError(str(exc)) from None
+    base = path.absolute().parent if path is not None else Path.cwd()
+
+    task = raw.get("task")
+    if task not in TASKS:
+        raise JobError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    label = raw.get("label")
+    if not isinstance(label, str) or not label:
+        raise JobError(f"label must name the label column, got {label!r}")
+    partition = raw.get("partition", "horizontal")
+    if partition not in PARTITIONS:
+        raise JobError(f"partition must be 'horizontal' or 'vertical', got {partition!r}")
+    if partition == "vertical":
+        raise JobError(
+            "partition = 'vertical' (parties holding different columns of the same rows) is not "
+            "supported yet; use partition = 'horizontal' (every party holds full rows)"
+        )
+
+    data, test = _data_files(config, base)
+    reveal = _reveal_to(raw.get("reveal_model_to"), config, data)
+    test_fraction = raw.get("test_fraction", 0.2)
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, int | float)
+        or not 0 <= test_fraction < 1
+    ):
+        raise JobError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise JobError(f"seed must be a non-negative integer, got {seed!r}")
+    model_out = raw.get("model_out")
+    if model_out is not None:
+        if not isinstance(model_out, str) or not model_out:
+            raise JobError(f"model_out must be a file path, got {model_out!r}")
+        model_out = Path(model_out)
+        if not model_out.is_absolute():
+            model_out = base / model_out
+    model = _model_params(task, raw.get("model", {}), seed)
+    return Job(
+        path, config, task, label, partition, data, test, reveal, float(test_fraction), seed, model_out, model
+    )
+
+
+def _data_files(config: ConsortiumConfig, base: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    data: dict[str, Path] = {}
+    test: dict[str, Path] = {}
+    for name, party in config.parties.items():
+        opts = party.options
+        for key in PARTY_DATA_KEYS & set(opts):
+            if not isinstance(opts[key], str) or not opts[key]:
+                raise JobError(f"party {name!r}: {key} must be a file path, got {opts[key]!r}")
+        if "test" in opts and "data" not in opts:
+            raise JobError(f"party {name!r} has a test file but no data file (add data = 'FILE')")
+        if "data" not in opts:
+            continue
+        if name == config.dealer:
+            raise JobError(f"party {name!r} is the 2pc dealer and cannot own data (the dealer must see none)")
+        data[name] = _resolve(base, opts["data"])
+        if "test" in opts:
+            test[name] = _resolve(base, opts["test"])
+    if not data:
+        raise JobError("no party owns data: give at least one party data = 'FILE' in [parties.NAME]")
+    for name in config.parties:
+        if name not in data and name not in config.compute and name != config.dealer:
+            raise JobError(
+                f"party {name!r} is neither a compute party, the dealer nor a data owner "
+                f"(give it data = 'FILE' or remove it)"
+            )
+    return data, test
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _reveal_to(value: Any, config: ConsortiumConfig, data: dict[str, Path]) -> tuple[str, ...]:
+    if value is None:
+        return tuple(data)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or any(not isinstance(v, str) for v in value):
+        raise JobError(f"reveal_model_to must be a non-empty list of party names, got {value!r}")
+    for v in value:
+        if v not in config.parties:
+            raise JobError(f"reveal_model_to: {v!r} is not one of the parties {sorted(config.parties)}")
+        if v == config.dealer:
+            raise JobError(f"reveal_model_to: {v!r} is the 2pc dealer, which must learn nothing")
+    if len(set(value)) != len(value):
+        raise JobError(f"reveal_model_to lists a party twice: {value!r}")
+    return tuple(value)
+
+
+def _model_params(task: str, raw: Any, seed: int) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise JobError("[model] must be a table of hyper-parameters")
+    spec = TASKS[task]
+    bad = sorted(set(raw) - spec["keys"])
+    if bad:
+        raise JobError(
+            f"unknown key {bad[0]!r} in [model] for task {task!r} (allowed: {', '.join(sorted(spec['keys']))})"
+        )
+    params = {**spec["defaults"], **raw}
+    if params.get("penalty") == "none":
+        params["penalty"] = None
+    for key in ("hidden", "betas"):
+        if key in params:
+            if not isinstance(params[key], list | tuple) or any(
+                isinstance(v, bool) or not isinstance(v, int | float) for v in params[key]
+            ):
+                raise JobError(f"[model] {key} must be a list of numbers, got {params[key]!r}")
+            params[key] = tuple(params[key])
+    probe = Job(None, None, task, "", "horizontal", {}, {}, (), 0.0, seed, None, params)  # type: ignore[arg-type]
+    try:
+        probe.estimator()
+    except (ValueError, TypeError) as exc:
+        raise JobError(f"[model]: {exc}") from None
+    return params
