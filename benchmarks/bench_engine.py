@@ -1,6 +1,6 @@
 """Engine benchmarks over real processes: secure op time vs plaintext, bytes and rounds.
 
-Usage: python benchmarks/bench_engine.py [--transport tcp|local] [--quick] [--only NAME ...]
+Usage: python benchmarks/bench_engine.py [--transport tcp|local] [--tls] [--quick] [--only NAME ...]
 
 For each protocol, every party runs the same program in its own OS process. Inputs are shared
 first; each timed operation starts after a barrier that includes the dealer (so 2pc dealer work
@@ -113,6 +113,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", default=None, help="write JSON results here")
+    ap.add_argument("--tls", action="store_true", help="mutual TLS between parties (default: plain loopback)")
     args = ap.parse_args()
     rows = []
     for case, (size, target) in CASES.items():
@@ -122,7 +123,12 @@ def main() -> int:
         plain = plaintext(case, n)
         for protocol, parties in (("2pc", 2), ("rep3", 3)):
             res = covault.run(
-                _Program(case, n, REPS), parties, protocol, transport=args.transport, timeout=120
+                _Program(case, n, REPS),
+                parties,
+                protocol,
+                transport=args.transport,
+                timeout=120,
+                **({"tls": args.tls} if args.transport == "tcp" else {}),
             )
             compute = [p for p in res if p != "dealer"]
             per_rep = [max(res[p]["times"][i] for p in compute) for i in range(REPS)]
