@@ -188,13 +188,17 @@ def parse_config(
     )
 
 
-def load_config(path: str | Path, **kw: Any) -> ConsortiumConfig:
-    """Read and validate a consortium TOML file."""
+def read_toml(path: str | Path, what: str = "config file", error: type[Exception] = ConfigError) -> dict:
+    """Parse a TOML file; a missing file or bad syntax raises ``error`` naming the file."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {p} not found") from None
+        raise error(f"{what} {p} not found") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
-    return parse_config(raw, p, **kw)
+        raise error(f"{p}: invalid TOML: {e}") from None
+
+
+def load_config(path: str | Path, **kw: Any) -> ConsortiumConfig:
+    """Read and validate a consortium TOML file."""
+    return parse_config(read_toml(path), Path(path), **kw)

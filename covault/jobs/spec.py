@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covault.deploy.config import ConfigError, ConsortiumConfig, parse_config
+from covault.deploy.config import ConfigError, ConsortiumConfig, parse_config, read_toml
 from covault.jobs.errors import JobError
 from covault.runtime import DEFAULT_DEALER
 
@@ -158,14 +157,7 @@ class Job:
 
 def load_job(path: str | Path) -> Job:
     """Read and validate the job file at ``path`` (module docstring)."""
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise JobError(f"job file {p} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise JobError(f"{p}: invalid TOML: {exc}") from None
-    return parse_job(raw, p)
+    return parse_job(read_toml(path, "job file", JobError), Path(path))
 
 
 def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
