@@ -9,11 +9,12 @@ Each party is a separate ``covault party`` OS process, as on separate hosts, exc
   directory, deleted afterwards) instead of ``[tls] certs``; ``[tls] plaintext = true`` is kept;
 - a random job name isolates the run from any other.
 
-Protocol, dealer, compute parties, fractional bits and timeout come from the config. Every line a
-party writes goes to the launcher's stdout/stderr prefixed with ``[NAME]``. The launcher returns
-1 if any party failed; once one has, the others get ``timeout + 5`` s to stop on their own before
-they are terminated. On Ctrl-C (SIGINT) or SIGTERM every party is terminated (SIGTERM, then
-SIGKILL after 3 s) and the launcher returns 130. Parties run in their own process groups and exit
+Protocol, dealer, compute parties, data parties (config parties that are neither compute parties
+nor the dealer: one process each, like every party), fractional bits and timeout come from the
+config. Every line a party writes goes to the launcher's stdout/stderr prefixed with ``[NAME]``.
+The launcher returns 1 if any party failed; once one has, the others get ``timeout + 5`` s to
+stop on their own before they are terminated. On Ctrl-C (SIGINT) or SIGTERM every party is
+terminated (SIGTERM, then SIGKILL after 3 s) and the launcher returns 130. Parties run in their own process groups and exit
 by themselves if the launcher dies (their stdin pipe closes), so none is left behind.
 """
 
@@ -50,7 +51,8 @@ def _raise_interrupted(signum, frame) -> None:
 
 
 def generated_config(config: ConsortiumConfig, ports: dict[str, int], certs: Path | None) -> str:
-    """TOML text of ``config`` with loopback addresses and the given certificate directory."""
+    """TOML text of ``config`` with loopback addresses and the given certificate directory; the
+    parties are written in ``config.names`` order, so the data parties keep their order."""
     q = json.dumps  # a JSON string is a valid TOML basic string
     lines = [
         f"protocol = {q(config.protocol)}",
@@ -62,8 +64,8 @@ def generated_config(config: ConsortiumConfig, ports: dict[str, int], certs: Pat
         lines.append(f"dealer = {q(config.dealer)}")
     lines.append("[tls]")
     lines.append("plaintext = true" if certs is None else f"certs = {q(str(certs))}")
-    for name, port in ports.items():
-        lines += [f"[parties.{q(name)}]", f"address = {q(f'{HOST}:{port}')}"]
+    for name in config.names:
+        lines += [f"[parties.{q(name)}]", f"address = {q(f'{HOST}:{ports[name]}')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -97,10 +99,7 @@ def run_consortium(
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         config = load_config(config_path)
-        order = (*config.compute, config.dealer) if config.dealer else tuple(config.compute)
-        extra = [p for p in config.parties if p not in order]
-        if extra:
-            raise ConfigError(f"parties {extra} are neither compute parties nor the dealer")
+        order = config.names
         if not Path(script).is_file():
             raise ConfigError(f"script {script} not found")
     except ConfigError as exc:
@@ -129,9 +128,11 @@ def _launch(config, order, script, certs, tmp, transcript, job, out, err) -> int
         cfg_path = tmp / "consortium.toml"
         cfg_path.write_text(generated_config(config, ports, certs))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(order))))
+        busy = len(order) - len(config.data)  # data parties hold no shares: they barely compute
         job = job or secrets.token_hex(8)
         for name in order:
+            threads = 1 if name in config.data else max(1, (os.cpu_count() or 1) // busy)
+            env = dict(env, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(threads)))
             fd = listeners[name].fileno()
             cmd = [sys.executable, "-m", "covault", "party", str(cfg_path), "--as", name, str(script)]
             cmd += ["--job", job, "--listen-fd", str(fd), "--exit-with-stdin"]

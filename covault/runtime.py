@@ -63,9 +63,10 @@ def run(
 
     ``parties`` counts (or names) the compute parties; for ``2pc`` a dealer party named
     ``"dealer"`` is added. ``data_parties`` names further parties that own inputs and may receive
-    revealed values but hold no shares (see :mod:`covault.protocols.bystander`).
-    ``transport="local"`` runs parties as threads of this process;
-    ``"tcp"`` runs each in its own OS process over loopback sockets, with mutual TLS 1.3 and
+    revealed values but hold no shares (see :mod:`covault.protocols.bystander`); every party
+    sees the parties in the order compute parties, dealer, data parties.
+    ``transport="local"`` runs parties as threads of this process; ``"tcp"`` runs each party
+    (data parties too) in its own OS process over loopback sockets, with mutual TLS 1.3 and
     throw-away certificates unless ``tls=False`` (plaintext, with a loud warning; ``tls`` does
     not apply to ``"local"``, where nothing leaves the process). ``transcript_dir`` (default:
     ``$COVAULT_TRANSCRIPT_DIR`` if set) records every message each party sends in
@@ -87,11 +88,8 @@ def run(
     if transport == "tcp":
         from covault.transport.launch import run_processes
 
-        if data:
-            raise CovaultError("data parties over transport='tcp' are not supported yet; use 'local'")
-
         return run_processes(
-            program, compute, dealer, protocol, frac_bits, timeout, tls=tls, transcript_dir=record
+            program, compute, dealer, protocol, frac_bits, timeout, tls=tls, transcript_dir=record, data=data
         )
     raise CovaultError(f"unknown transport {transport!r}; choose 'local' or 'tcp'")
 
@@ -148,13 +146,15 @@ def raise_first(errors: dict[str, BaseException], order: list[str]) -> None:
 # -- one party of a consortium -----------------------------------------------------------------------
 def config_session_id(config, job: str = "") -> bytes:
     """The 16-byte session id of a consortium job: SHA-256 of what every party must agree on
-    (protocol, dealer, compute parties, fractional bits, every party's address, TLS on/off) and
-    the job name. Parties started from different configs, or for different jobs, refuse each other.
+    (protocol, dealer, compute parties, data parties in order, fractional bits, every party's
+    address, TLS on/off) and the job name. Parties started from different configs, or for
+    different jobs, refuse each other.
     """
     agreed = {
         "protocol": config.protocol,
         "dealer": config.dealer,
         "compute": list(config.compute),
+        "data": list(config.data),
         "frac_bits": config.frac_bits,
         "parties": {n: p.address for n, p in sorted(config.parties.items())},
         "tls": not config.plaintext,
@@ -177,6 +177,10 @@ def config_session(
     """Party ``name`` of a consortium (a :class:`~covault.deploy.config.ConsortiumConfig`), as a
     context manager yielding its connected Session.
 
+    ``name`` may be a compute party, the dealer or a data party (a config party that is neither:
+    it inputs and receives reveals, see :mod:`covault.protocols.bystander`). Every session has
+    the parties in the order ``config.names``: compute parties, dealer, data parties.
+
     It checks its own certificate (unless ``[tls] plaintext = true``, which warns loudly),
     listens on its configured address (or ``bind`` host / a given ``listener``), connects to
     every peer at its configured address over mutual TLS, retrying until the configured
@@ -187,15 +191,9 @@ def config_session(
     from covault.transport.tcp import open_listener
     from covault.transport.tls import TlsIdentity, warn_plaintext
 
-    order = (*config.compute, config.dealer) if config.dealer else tuple(config.compute)
+    order = config.names
     if name not in config.parties:
         raise ConfigError(f"party {name!r} is not in the config (parties: {sorted(config.parties)})")
-    extra = [p for p in config.parties if p not in order]
-    if extra:
-        raise ConfigError(
-            f"parties {extra} are neither compute parties nor the dealer; a consortium run has "
-            f"exactly the parties {list(order)}"
-        )
     config.require_addresses()
     if config.plaintext:
         warn_plaintext(f"party {name!r} (config {config.path}: [tls] plaintext = true)")
@@ -231,6 +229,7 @@ def config_session(
             session_id,
             tls=tls,
             transcript_dir=transcript_dir,
+            data=config.data,
         ) as session:
             yield session
     finally:

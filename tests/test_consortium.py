@@ -170,6 +170,36 @@ def test_covault_run_launcher_prefixes_output_records_transcripts_and_reports_fa
     assert "covault run: party 'b' failed (exit code 1)" in e
 
 
+DATA_SCRIPT = """
+import numpy as np
+
+def main(session):
+    a, (d,) = session.compute_parties[0], session.data_parties
+    x = session.input(np.array([1.5, -2.0, 3.25]) if session.party == a else None, owner=a)
+    y = session.input(np.array([2.0, 0.5, -1.0]) if session.party == d else None, owner=d)
+    out = (x * y + x).reveal(to=d)
+    shown = "none" if out is None else " ".join(f"{v:.4f}" for v in out)
+    return f"{','.join(session.parties)} {shown}"
+"""
+
+
+def test_covault_run_starts_the_data_parties_of_the_config(tmp_path):
+    # 'd' is neither a compute party nor the dealer: a data party, one more process
+    cfg = consortium(tmp_path, "2pc", names=("a", "b", "c", "d"), dealer="c")
+    p = covault_cmd("run", str(cfg), str(script(tmp_path, DATA_SCRIPT)))
+    o, e = p.communicate(timeout=WAIT)
+    assert p.returncode == 0, e
+    lines = dict(line.split(" ", 1) for line in o.splitlines())
+    assert sorted(lines) == ["[a]", "[b]", "[c]", "[d]"]
+    for n, line in lines.items():
+        order, shown = line.split(" ", 1)
+        assert order == "a,b,c,d"  # compute parties, dealer, data parties
+        if n == "[d]":
+            np.testing.assert_allclose([float(v) for v in shown.split()], EXPECTED, atol=1e-3)
+        else:
+            assert shown == "none"
+
+
 # -- failures -----------------------------------------------------------------------------------------
 KILL_SCRIPT = """
 import os, signal, time

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from covault.deploy import certs
 from covault.deploy.config import ConfigError, load_config, parse_config
+from covault.runtime import config_session, config_session_id
 
 BASE = """
 protocol = "rep3"
@@ -131,3 +136,87 @@ def test_ca_is_not_overwritten_and_keys_are_private(tmp_path):
     certs.issue(tmp_path, "a")
     assert (tmp_path / "a.key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "ca.key").stat().st_mode & 0o077 == 0
+
+
+DATA_CONFIG = """
+protocol = "rep3"
+compute = ["a", "b", "c"]
+timeout = 10
+[tls]
+certs = "certs"
+[parties.bank]
+{bank}
+[parties.a]
+address = "127.0.0.1:{0}"
+[parties.b]
+address = "127.0.0.1:{1}"
+[parties.c]
+address = "127.0.0.1:{2}"
+[parties.zed]
+address = "127.0.0.1:{4}"
+"""
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def data_config(tmp_path, bank_line=None):
+    ports = free_ports(5)
+    bank = bank_line if bank_line is not None else f'address = "127.0.0.1:{ports[3]}"'
+    return load_config(write(tmp_path, DATA_CONFIG.format(*ports, bank=bank)))
+
+
+def test_config_parties_outside_compute_and_dealer_are_data_parties(tmp_path):
+    cfg = data_config(tmp_path)
+    assert cfg.compute == ("a", "b", "c") and cfg.data == ("bank", "zed")  # file order
+    assert cfg.names == ("a", "b", "c", "bank", "zed")
+    two = parse_config({"protocol": "2pc", "dealer": "x", "parties": {"d": {}, "a": {}, "x": {}, "b": {}}})
+    assert two.compute == ("d", "a") and two.data == ("b",) and two.names == ("d", "a", "x", "b")
+    # the data parties, and their order, are part of the session id
+    swapped = replace(cfg, parties={n: cfg.parties[n] for n in ("a", "b", "c", "zed", "bank")})
+    fewer = replace(cfg, parties={n: cfg.parties[n] for n in ("a", "b", "c", "bank")})
+    ids = {config_session_id(c) for c in (cfg, swapped, fewer)}
+    assert len(ids) == 3
+    with pytest.raises(ConfigError, match="party 'bank' has no address"):
+        with config_session(data_config(tmp_path, bank_line=""), "bank"):
+            pass
+
+
+def test_data_party_of_a_config_inputs_and_receives_over_mutual_tls(tmp_path):
+    certs.init_ca(tmp_path / "certs")
+    cfg = data_config(tmp_path)
+    for n in cfg.names:
+        certs.issue(tmp_path / "certs", n)
+    rows = np.array([[1.5, -2.0], [3.25, 4.0]])
+    out, errors = {}, {}
+
+    def party(name):
+        try:
+            with config_session(cfg, name, job="data-test") as s:
+                x = s.input(rows if s.party == "bank" else None, owner="bank")
+                y = s.input(np.array([2.0, -1.0]) if s.party == "a" else None, owner="a")
+                out[name] = (s.parties, (x * y).sum(axis=0).reveal(to="bank"), x.shares.shape[0])
+        except Exception as exc:
+            errors[name] = exc
+
+    threads = [threading.Thread(target=party, args=(n,)) for n in cfg.names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(out) == sorted(cfg.names)
+    for name, (parties, got, ncomp) in out.items():
+        assert parties == ("a", "b", "c", "bank", "zed")
+        assert ncomp == (0 if name in ("bank", "zed") else 2)
+        if name == "bank":
+            np.testing.assert_allclose(got, (rows * [2.0, -1.0]).sum(axis=0), atol=1e-3)
+        else:
+            assert got is None

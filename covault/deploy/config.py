@@ -12,7 +12,9 @@ certs = "certs"              # holds ca.pem and NAME.pem / NAME.key (relative to
 address = "127.0.0.1:7001"
 ```
 
-Unknown keys, bad values, a party without an address (where one is needed) and missing
+Parties that are neither compute parties nor the dealer are *data parties*
+(:mod:`covault.protocols.bystander`): they own inputs and may receive revealed values, but hold
+no shares. Unknown keys, bad values, a party without an address (where one is needed) and missing
 certificates raise :class:`ConfigError` naming the key or party. Later layers (jobs) extend the
 accepted keys through ``extra_keys`` / ``extra_party_keys``.
 """
@@ -64,10 +66,14 @@ class ConsortiumConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def data(self) -> tuple[str, ...]:
+        """The data parties: neither compute parties nor the dealer, in file order."""
+        return tuple(p for p in self.parties if p not in self.compute and p != self.dealer)
+
+    @property
     def names(self) -> tuple[str, ...]:
-        """Every party: compute parties first, then the dealer, then the others."""
-        rest = [p for p in self.parties if p not in self.compute and p != self.dealer]
-        return (*self.compute, *([self.dealer] if self.dealer else []), *rest)
+        """Every party in session order: compute parties, then the dealer, then the data parties."""
+        return (*self.compute, *([self.dealer] if self.dealer else []), *self.data)
 
     def require_addresses(self) -> None:
         for p in self.parties.values():

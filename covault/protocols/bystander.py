@@ -4,7 +4,14 @@ A data owner (a fifth bank, say, when three banks compute) runs the same program
 else, but holds no shares: its share arrays have shape ``(0, *S)``, so every linear step is
 free, and every interactive step returns an empty result without sending anything. It talks
 to the compute parties only to secret-share its own inputs and to receive values revealed to
-it.
+it: the client-server setting of SecureML (Mohassel-Zhang 2017) and ABY3 (Mohassel-Rindal
+2018), where clients secret-share their data to the servers.
+
+Data parties come last in every party's order (compute parties, dealer, data parties). Like
+everyone, they agree on a pairwise PRG seed with every peer (:meth:`Protocol.setup`) and receive
+each input's shape header, so they run over any transport: ``covault.run(...,
+data_parties=[...])`` (threads, or one process each with ``transport="tcp"``) and consortium
+configs, where every party that is neither a compute party nor the dealer is a data party.
 
 - **Input** (owner D): 2pc: P0's share is drawn from the D-P0 pairwise PRG, P1 receives
   ``x - x0`` (1 element). rep3: components ``c0``, ``c1`` come from the D-P0 and D-P1 PRGs;

@@ -6,13 +6,13 @@ Steps of :func:`run_processes`:
 2. unless TLS is switched off, create throw-away certificates: a fresh CA and one certificate
    per party in a temporary directory (a few milliseconds; the CA key is deleted at once, the
    directory when the run ends);
-3. start one process per party (``spawn``: forking after numpy/OpenMP threads is unsafe); each
-   loads the program and its TLS identity, binds a loopback listener on port 0 and reports the
-   port over its pipe;
+3. start one process per party, data parties included (``spawn``: forking after numpy/OpenMP
+   threads is unsafe); each loads the program and its TLS identity, binds a loopback listener on
+   port 0 and reports the port over its pipe;
 4. draw a random 16-byte session id with :mod:`secrets` and send it with the address map to
-   every process; the processes connect pairwise over mutual TLS
-   (:func:`covault.transport.tcp.connect_mesh`) and run ``program(session)``
-   (:func:`party_session`);
+   every process; the processes connect pairwise over mutual TLS in the party order (compute
+   parties, dealer, data parties: :func:`covault.transport.tcp.connect_mesh`) and run
+   ``program(session)`` (:func:`party_session`);
 5. collect each party's return value or error (type, message, traceback: exceptions are never
    pickled), make sure every process has exited (join, then terminate, then kill; also when the
    caller is interrupted), and re-raise the root cause as :func:`covault.runtime.raise_first` does.
@@ -119,21 +119,23 @@ def _watch_parent(conn: Connection) -> None:
 
 
 def tune_process(parties_on_host: int) -> None:
-    """Settings for a party process sharing this host with ``parties_on_host - 1`` others.
+    """Settings for a party process sharing this host with ``parties_on_host - 1`` busy others
+    (compute parties and dealer; a data party, which holds no shares, counts as no one).
 
     - torch gets ``cores // parties`` threads: the int8 matmul engine is multi-threaded, and
-      oversubscribed cores made a 3-party matmul twice slower (0.81 s vs 0.31 s, 1000^3).
+      oversubscribed cores made a 3-party matmul twice slower (0.81 s vs 0.31 s, 1000^3). If
+      torch is not imported yet, ``OMP_NUM_THREADS`` is set for when it is (importing it here
+      cost each process ~1 s of CPU, even for programs without a matmul).
     - glibc keeps freed buffers of up to 32 MiB in the heap instead of returning them to the
       kernel, so the many same-sized temporaries of a protocol step do not page-fault afresh
       (cold 1M-value comparisons spent 0.3-0.45 s of 0.55 s CPU in page faults).
     """
-    cores = os.cpu_count() or 1
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, cores // max(1, parties_on_host)))
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    threads = max(1, (os.cpu_count() or 1) // max(1, parties_on_host))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
@@ -155,9 +157,12 @@ def party_session(
     *,
     tls: TlsIdentity | None = None,
     transcript_dir: str | os.PathLike | None = None,
+    data: Sequence[str] = (),
 ) -> Iterator[Any]:
     """Connect party ``name`` to its peers and yield its Session; every party runs this.
 
+    The parties are ``compute``, ``dealer`` (if any) and the data parties ``data``, in this
+    order; every party must be given the same names in the same order, and ``addresses`` for all.
     On an exception in the body the peers are told that this party stops (they fail at once
     with a PeerError naming it); on success the connections are closed after the peers finish
     (up to ``timeout`` s). ``transcript_dir`` records every message sent
@@ -167,8 +172,8 @@ def party_session(
     from covault.transport.base import Network
     from covault.transport.transcript import TranscriptWriter
 
-    compute = tuple(compute)
-    order = (*compute, dealer) if dealer else compute
+    compute, data = tuple(compute), tuple(data)
+    order = (*compute, *((dealer,) if dealer else ()), *data)
     guard = LateJoinGuard()
     channels = connect_mesh(name, order, listener, addresses, session_id, timeout, tls=tls, guard=guard)
     transport = TcpTransport(name, channels, on_close=guard.stop)
@@ -180,7 +185,7 @@ def party_session(
             info = {"peers": peers, "session": session_id.hex(), "protocol": protocol, "tls": tls is not None}
             writer = TranscriptWriter(transcript_dir, name, **info).attach(net)
         with ring.wrapping():
-            yield Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits)
+            yield Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits, data_parties=data)
     except BaseException as exc:
         transport.abort(f"{type(exc).__name__}: {exc}")
         raise
@@ -202,10 +207,11 @@ def _party_main(
     program_bytes: bytes,
     certs: str | None,
     transcript_dir: str | None,
+    data: tuple[str, ...] = (),
 ) -> None:
     """Body of one party process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    order = (*compute, dealer) if dealer else compute
+    busy = (*compute, dealer) if dealer else compute
     try:  # import the program's module and load TLS material before the start signal
         program = pickle.loads(program_bytes)  # noqa: S301 - bytes produced by our own caller
         tls = None
@@ -225,10 +231,10 @@ def _party_main(
         listener.close()
         return
     threading.Thread(target=_watch_parent, args=(conn,), name="covault-watch-parent", daemon=True).start()
-    tune_process(len(order))
+    tune_process(len(busy) if name in busy else (os.cpu_count() or 1))  # a data party: 1 thread
     try:
         args = (name, compute, dealer, protocol, frac_bits, timeout, listener, addresses, session_id)
-        with party_session(*args, tls=tls, transcript_dir=transcript_dir) as session:
+        with party_session(*args, tls=tls, transcript_dir=transcript_dir, data=data) as session:
             result = program(session)
             try:
                 conn.send(("result", result))
@@ -261,28 +267,30 @@ def run_processes(
     *,
     tls: bool = True,
     transcript_dir: str | os.PathLike | None = None,
+    data: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run ``program(session)`` in one process per party over loopback TCP; ``{party: result}``.
 
-    With ``tls`` (the default) parties talk mutual TLS 1.3 with throw-away certificates;
+    ``data`` names the data parties (one process each, like every other party). With ``tls``
+    (the default) parties talk mutual TLS 1.3 with throw-away certificates (one per party);
     ``tls=False`` warns loudly and sends plaintext.
     """
     program_bytes = _check_program(program)
-    compute = tuple(compute)
-    order = (*compute, dealer) if dealer else compute
+    compute, data = tuple(compute), tuple(data)
+    order = (*compute, *((dealer,) if dealer else ()), *data)
     if not tls:
         warn_plaintext("covault.run(transport='tcp', tls=False)")
         return _run_processes(
-            program_bytes, compute, dealer, order, protocol, frac_bits, timeout, None, transcript_dir
+            program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, None, transcript_dir
         )
     with throwaway_certificates(order) as certs:
         return _run_processes(
-            program_bytes, compute, dealer, order, protocol, frac_bits, timeout, certs, transcript_dir
+            program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, certs, transcript_dir
         )
 
 
 def _run_processes(
-    program_bytes, compute, dealer, order, protocol, frac_bits, timeout, certs, transcript_dir
+    program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, certs, transcript_dir
 ):
     ctx = multiprocessing.get_context("spawn")
     parties: dict[str, _Party] = {}
@@ -294,6 +302,7 @@ def _run_processes(
             args += (
                 None if certs is None else str(certs),
                 None if transcript_dir is None else str(transcript_dir),
+                data,
             )
             proc = ctx.Process(target=_party_main, args=args, name=f"covault-{name}", daemon=True)
             parties[name] = _Party(name, proc, here)
