@@ -29,3 +29,8 @@ class PeerError(CovaultError, ConnectionError):
     def __init__(self, party: str, message: str):
         self.party = party
         super().__init__(f"party {party!r}: {message}")
+
+
+class PsiError(CovaultError, ValueError):
+    """Private set intersection cannot go on: bad, duplicate or missing ids at some party, or an
+    empty intersection. Raised alike at every party taking part."""
