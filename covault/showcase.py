@@ -4,7 +4,7 @@ Each compute party holds its own patients' (age, systolic pressure, cholesterol)
 they compute, under MPC, the pooled mean and standard deviation of every column, the correlation
 of age and pressure, the highest pressure, how many patients are above 140 mmHg, and the mean of
 a public logistic risk score — and compare each figure with the same computation on the pooled
-plaintext rows.
+plaintext rows. Run it with ``covault showcase`` (``covault demo`` is the joint-training demo).
 """
 
 from __future__ import annotations

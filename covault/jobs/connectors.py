@@ -1,8 +1,10 @@
 """Read a party's table: CSV (``.csv``, ``.tsv``, ``.txt``) or Parquet (``.parquet``, ``.pq``).
 
 :func:`load_table` returns the column names and a float64 matrix. Every cell must be a finite
-number: errors name the file, the column and the (1-based) data row, never the cell's content
-(the message may be shown to the other parties of a job). Parquet needs ``pyarrow``.
+number, except in the row-identifier column of vertically partitioned data (``id_column``), read
+as text (integers as their decimal digits). Errors name the file, the column and the (1-based)
+data row, never the cell's content (the message may be shown to the other parties of a job).
+Parquet needs ``pyarrow``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 def load_table(path: str | Path) -> tuple[list[str], np.ndarray]:
     """``(columns, values)`` of the table at ``path``; ``values`` is float64 ``(rows, columns)``."""
+    columns, values, _ = load_table_with_ids(path, None)
+    return columns, values
+
+
+def load_table_with_ids(path: str | Path, id_column: str | None) -> tuple[list[str], np.ndarray, list[str]]:
+    """``(columns, values, ids)``: as :func:`load_table` without the column ``id_column``, whose
+    cells are returned as non-empty strings (``[]`` when ``id_column`` is None)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in CSV_SUFFIXES and suffix not in PARQUET_SUFFIXES:
@@ -28,8 +37,16 @@ def load_table(path: str | Path) -> tuple[list[str], np.ndarray]:
     if not p.is_file():
         raise DataError(f"data file {p} not found")
     if suffix in PARQUET_SUFFIXES:
-        return _load_parquet(p)
-    return _load_csv(p, CSV_SUFFIXES[suffix])
+        return _load_parquet(p, id_column)
+    return _load_csv(p, CSV_SUFFIXES[suffix], id_column)
+
+
+def _id_index(p: Path, columns: list[str], id_column: str | None) -> int | None:
+    if id_column is None:
+        return None
+    if id_column not in columns:
+        raise DataError(f"data file {p}: id column {id_column!r} is missing (columns: {', '.join(columns)})")
+    return columns.index(id_column)
 
 
 def _check_columns(p: Path, columns: list[str]) -> None:
@@ -42,7 +59,7 @@ def _check_columns(p: Path, columns: list[str]) -> None:
         seen.add(c)
 
 
-def _load_csv(p: Path, delimiter: str) -> tuple[list[str], np.ndarray]:
+def _load_csv(p: Path, delimiter: str, id_column: str | None) -> tuple[list[str], np.ndarray, list[str]]:
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh, delimiter=delimiter))
@@ -61,6 +78,12 @@ def _load_csv(p: Path, delimiter: str) -> tuple[list[str], np.ndarray]:
         if len(r) != width:
             raise DataError(f"data file {p}: row {i + 1} has {len(r)} fields, the header has {width}")
     cells = np.array(body, dtype=str)
+    ic = _id_index(p, columns, id_column)
+    ids: list[str] = []
+    if ic is not None:
+        ids = [cell.strip() for cell in cells[:, ic].tolist()]
+        cells = np.delete(cells, ic, axis=1)
+        columns = columns[:ic] + columns[ic + 1 :]
     values = np.empty(cells.shape, dtype=np.float64)
     for j, name in enumerate(columns):
         col = np.char.strip(cells[:, j])
@@ -73,7 +96,14 @@ def _load_csv(p: Path, delimiter: str) -> tuple[list[str], np.ndarray]:
             row = next(i for i, v in enumerate(col) if not _is_number(v))
             raise DataError(f"data file {p}: column {name!r} is not numeric (row {row + 1})") from None
         _check_finite(p, name, values[:, j])
-    return columns, values
+    _check_ids(p, id_column, ids)
+    return columns, values, ids
+
+
+def _check_ids(p: Path, id_column: str | None, ids: list[str]) -> None:
+    empty = [i for i, v in enumerate(ids) if not v]
+    if empty:
+        raise DataError(f"data file {p}: id column {id_column!r}, row {empty[0] + 1}: empty id")
 
 
 def _is_number(text: str) -> bool:
@@ -91,7 +121,7 @@ def _check_finite(p: Path, name: str, col: np.ndarray) -> None:
         raise DataError(f"data file {p}: column {name!r}, row {bad[0] + 1}: {what} value")
 
 
-def _load_parquet(p: Path) -> tuple[list[str], np.ndarray]:
+def _load_parquet(p: Path, id_column: str | None) -> tuple[list[str], np.ndarray, list[str]]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -105,6 +135,21 @@ def _load_parquet(p: Path) -> tuple[list[str], np.ndarray]:
     _check_columns(p, columns)
     if not columns or table.num_rows == 0:
         raise DataError(f"data file {p} is empty (no columns or no rows)")
+    ic = _id_index(p, columns, id_column)
+    ids: list[str] = []
+    if ic is not None:
+        col = table.column(ic)
+        t = col.type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise DataError(
+                f"data file {p}: id column {id_column!r} must hold strings or integers (type {t})"
+            )
+        if col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"data file {p}: id column {id_column!r}, row {row + 1}: empty (null) id")
+        ids = [str(v).strip() for v in col.to_pylist()]
+        table = table.remove_column(ic)
+        columns = columns[:ic] + columns[ic + 1 :]
     values = np.empty((table.num_rows, len(columns)), dtype=np.float64)
     for j, name in enumerate(columns):
         col = table.column(j)
@@ -116,4 +161,5 @@ def _load_parquet(p: Path) -> tuple[list[str], np.ndarray]:
             raise DataError(f"data file {p}: column {name!r}, row {row + 1}: empty (null) value")
         values[:, j] = col.to_numpy(zero_copy_only=False).astype(np.float64)
         _check_finite(p, name, values[:, j])
-    return columns, values
+    _check_ids(p, id_column, ids)
+    return columns, values, ids

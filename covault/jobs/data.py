@@ -6,6 +6,10 @@ column and row, never a value): the file reads as a numeric table
 columns as the training file, class labels are integers ``0 .. n_classes - 1``, and every
 value lies in the fixed-point range of the ML layer (``|x| < 2^15``).
 
+Vertically partitioned jobs (:func:`load_vertical_rows`) also read the row ids; which rows take
+part, and which are held out, is decided after the private set intersection
+(:mod:`covault.jobs.align`).
+
 Without a ``test`` file, ``test_fraction`` of the rows are held out: a split stratified by
 class for classification, drawn from the public ``seed`` and the party's name (AES-CTR,
 :func:`covault.nn.functional.public_permutation`), so a plaintext comparison can replay it.
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covault.jobs.connectors import load_table
+from covault.jobs.connectors import load_table, load_table_with_ids
 from covault.jobs.errors import DataError, JobError
 from covault.ml.preprocessing import DATA_BOUND
 from covault.nn.functional import public_permutation
@@ -94,7 +98,9 @@ def _load(job, party: str) -> PartyRows:
     )
 
 
-def _check_values(job, party: str, path: Path, columns: list[str], values: np.ndarray) -> None:
+def _check_values(
+    job, party: str, path: Path, columns: list[str], values: np.ndarray, *, label: bool = True
+) -> None:
     big = np.abs(values) >= DATA_BOUND
     if big.any():
         r, c = np.argwhere(big)[0]
@@ -102,7 +108,7 @@ def _check_values(job, party: str, path: Path, columns: list[str], values: np.nd
             f"party {party!r}: data file {path}: column {columns[c]!r}, row {r + 1}: |value| >= "
             f"{DATA_BOUND:.0f} is outside the fixed-point range; rescale the column"
         )
-    if job.kind != "classification":
+    if job.kind != "classification" or not label:
         return
     k = job.n_classes
     y = values[:, columns.index(job.label)]
@@ -127,3 +133,59 @@ def split_rows(
     mask = np.zeros(n, dtype=bool)
     mask[test] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+@dataclass(frozen=True)
+class VerticalRows:
+    """A data party's validated columns of a vertically partitioned job: ``columns`` (file order,
+    id removed, label included where this party holds it), ``features`` (label removed), the
+    row ids and values of the training file and, if given, of the test file (else None)."""
+
+    columns: list[str]
+    features: list[str]
+    has_label: bool
+    train_ids: list[str]
+    train: np.ndarray
+    test_ids: list[str] | None
+    test: np.ndarray | None
+
+    def tagged_ids(self) -> list[str]:
+        """Ids for the intersection: ``train:ID`` for every training row, ``test:ID`` for every
+        test row, so that both files are aligned by one intersection."""
+        return [f"train:{i}" for i in self.train_ids] + [f"test:{i}" for i in self.test_ids or ()]
+
+    def rows(self, tagged_index: np.ndarray) -> np.ndarray:
+        """Values of the rows at ``tagged_index`` (positions in :meth:`tagged_ids`)."""
+        table = self.train if self.test is None else np.concatenate([self.train, self.test])
+        return table[np.asarray(tagged_index, dtype=np.int64)]
+
+
+def load_vertical_rows(job, party: str) -> VerticalRows:
+    """Load and validate ``party``'s columns of a vertical job; raises DataError naming the party."""
+    try:
+        return _load_vertical(job, party)
+    except JobError as exc:
+        msg = str(exc)
+        raise DataError(msg if msg.startswith(f"party {party!r}") else f"party {party!r}: {msg}") from None
+    except OSError as exc:
+        raise DataError(f"party {party!r}: cannot read its data: {exc}") from None
+
+
+def _load_vertical(job, party: str) -> VerticalRows:
+    path = job.data[party]
+    columns, values, ids = load_table_with_ids(path, job.id_column)
+    has_label = job.label in columns
+    if not columns:
+        raise DataError(f"party {party!r}: {path} has no columns besides the id {job.id_column!r}")
+    _check_values(job, party, path, columns, values, label=has_label)
+    test_ids = test = None
+    if party in job.test:
+        tpath = job.test[party]
+        tcols, test, test_ids = load_table_with_ids(tpath, job.id_column)
+        if tcols != columns:
+            raise DataError(
+                f"party {party!r}: test file {tpath} has the columns {tcols}, the data file {path} {columns}"
+            )
+        _check_values(job, party, tpath, tcols, test, label=has_label)
+    features = [c for c in columns if c != job.label]
+    return VerticalRows(columns, features, has_label, ids, values, test_ids, test)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from covault.jobs.program import job_program
+from covault.jobs.progress import BASELINE, progress_display, resolve_mode
 from covault.jobs.spec import Job, load_job
 from covault.runtime import DEFAULT_DEALER
 
@@ -19,7 +19,7 @@ def run_local(
     *,
     transport: str = "tcp",
     compare_plaintext: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> dict[str, Any]:
     """Run the job at ``path`` with every party on this machine; the result dict.
 
@@ -27,47 +27,58 @@ def run_local(
     (throw-away certificates; ``[tls] plaintext = true`` turns TLS off); ``"local"``: threads.
     Addresses and certificates in the job file are ignored. ``compare_plaintext`` also trains
     the same model centrally on the pooled plaintext rows (:mod:`covault.jobs.plaintext`).
-    ``progress`` prints steps to stderr.
+    ``progress``: True (= ``"auto"``: a bar when stderr is a terminal, else step lines on
+    stderr), ``"bar"``, ``"lines"`` or False (:mod:`covault.jobs.progress`).
 
-    Result keys: ``job``, ``task``, ``protocol``, ``transport``, ``label``, ``features``,
-    ``parties`` (roles and row counts), ``compute``, ``dealer``, ``reveal_model_to``,
-    ``metrics``, ``loss_curve``, ``model``, ``model_out``, ``seconds`` (the slowest party's
-    program), ``wall_seconds`` (including process start-up), ``phases`` (per step: the slowest
-    compute party's seconds — the others mostly wait —, bytes sent and rounds per party), ``bytes_sent``, ``bytes_received`` and
-    ``rounds`` per party, and ``plaintext`` with ``compare_plaintext``.
+    Result keys: ``job``, ``task``, ``protocol``, ``partition``, ``transport``, ``label``,
+    ``features``, ``parties`` (roles and row counts), ``compute``, ``dealer``,
+    ``reveal_model_to``, ``hyperparameters``, ``train_rows``, ``test_rows``, ``metrics``,
+    ``loss_curve``, ``model``, ``model_out``, ``seconds`` (the slowest party's program),
+    ``wall_seconds`` (including process start-up), ``phases`` (per step: the slowest compute
+    party's seconds (the others mostly wait), bytes sent and rounds per party),
+    ``bytes_sent``, ``bytes_received`` and ``rounds`` per party; ``psi`` for vertical jobs
+    (``intersection``, ``sizes`` per party, ``seconds``, ``bytes_sent`` per party of the
+    alignment); ``plaintext`` with ``compare_plaintext``.
     """
     from covault.runtime import run
 
     job = path if isinstance(path, Job) else load_job(path)
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be 'tcp' or 'local', got {transport!r}")
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    say(
-        f"covault: {job.task} on {len(job.data_parties)} data parties, protocol {job.protocol}, "
-        f"compute {', '.join(job.compute)}, transport {transport}"
+    mode = resolve_mode(progress)
+    watch = job.compute[0]
+    program = job_program(job, progress=(watch,) if mode != "off" else False)
+    kind = (
+        "threads" if transport == "local" else "processes, " + ("no TLS" if job.config.plaintext else "TLS")
     )
-    program = job_program(job, progress=(job.compute[0],) if progress else False)
-    t0 = time.perf_counter()
-    res = run(
-        program,
-        parties=list(job.compute),
-        protocol=job.protocol,
-        transport=transport,
-        frac_bits=job.config.frac_bits,
-        timeout=job.config.timeout,
-        tls=not job.config.plaintext,
-        data_parties=list(job.data_only),
+    title = (
+        f"{job.task} on {len(job.data_parties)} data parties, protocol {job.protocol}, compute "
+        f"{', '.join(job.compute)}, transport {transport}"
     )
-    wall = time.perf_counter() - t0
-    if job.dealer and DEFAULT_DEALER in res and job.dealer != DEFAULT_DEALER:
-        res[job.dealer] = res.pop(DEFAULT_DEALER)
-        res[job.dealer]["party"] = job.dealer
-    result = assemble(job, res, transport, wall)
-    if compare_plaintext:
-        from covault.jobs.plaintext import centralised
+    start = f"starting {len(job.config.names)} parties ({kind})"
+    epochs = job.model.get("epochs")
+    with progress_display(mode, watch, title=title, start=start, epochs=epochs) as say:
+        t0 = time.perf_counter()
+        res = run(
+            program,
+            parties=list(job.compute),
+            protocol=job.protocol,
+            transport=transport,
+            frac_bits=job.config.frac_bits,
+            timeout=job.config.timeout,
+            tls=not job.config.plaintext,
+            data_parties=list(job.data_only),
+        )
+        wall = time.perf_counter() - t0
+        if job.dealer and DEFAULT_DEALER in res and job.dealer != DEFAULT_DEALER:
+            res[job.dealer] = res.pop(DEFAULT_DEALER)
+            res[job.dealer]["party"] = job.dealer
+        result = assemble(job, res, transport, wall)
+        if compare_plaintext:
+            from covault.jobs.plaintext import centralised
 
-        say("covault: training the centralised plaintext baseline")
-        result["plaintext"] = centralised(job)
+            say("training the centralised plaintext baseline", BASELINE)
+            result["plaintext"] = centralised(job)
     return result
 
 
@@ -92,6 +103,7 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "job": str(job.path) if job.path else None,
         "task": job.task,
         "protocol": job.protocol,
+        "partition": job.partition,
         "transport": transport,
         "label": job.label,
         "features": schema["features"],
@@ -100,8 +112,7 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "dealer": job.dealer,
         "reveal_model_to": list(job.reveal_model_to),
         "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in job.model.items()},
-        "train_rows": sum(r["train"] for r in schema["rows"].values()),
-        "test_rows": sum(r["test"] for r in schema["rows"].values()),
+        **_row_totals(job, schema, first.get("psi")),
         "metrics": first["metrics"],
         "loss_curve": first["loss_curve"],
         "model": first["model"],
@@ -112,4 +123,27 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "bytes_sent": {n: r["stats"]["bytes_sent"] for n, r in res.items()},
         "bytes_received": {n: r["stats"]["bytes_received"] for n, r in res.items()},
         "rounds": {n: r["stats"]["rounds"] for n, r in res.items()},
+        **_psi(first, phases),
+    }
+
+
+def _psi(first: dict[str, Any], phases: dict[str, Any]) -> dict[str, Any]:
+    """``{"psi": ...}`` for a vertical job (the alignment's sizes, time and traffic), else ``{}``."""
+    psi = first.get("psi")
+    if not psi:
+        return {}
+    align = phases.get("align", {})
+    return {"psi": {**psi, "seconds": align.get("seconds"), "bytes_sent": align.get("bytes_sent", {})}}
+
+
+def _row_totals(job, schema, psi) -> dict[str, Any]:
+    """``train_rows`` and ``test_rows`` of the pooled sets (vertical jobs: the aligned rows)."""
+    if job.partition != "vertical" or psi is None:
+        return {
+            "train_rows": sum(r["train"] for r in schema["rows"].values()),
+            "test_rows": sum(r["test"] for r in schema["rows"].values()),
+        }
+    return {
+        "train_rows": psi["train_rows"],
+        "test_rows": psi["test_rows"],
     }

@@ -24,7 +24,11 @@ from covault.jobs.data import load_party_rows
 
 
 def pooled_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)`` of every data party, pooled in job order."""
+    """``(x_train, y_train, x_test, y_test)`` of every data party, pooled in job order (vertical
+    jobs: the columns of the common rows joined in job order, rows aligned as the secure run
+    aligns them, :func:`covault.jobs.align.plaintext_alignment`)."""
+    if job.partition == "vertical":
+        return _joined_rows(job)
     parts = [load_party_rows(job, p) for p in job.data_parties]
     return (
         np.concatenate([r.x_train for r in parts]),
@@ -32,6 +36,26 @@ def pooled_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         np.concatenate([r.x_test for r in parts]),
         np.concatenate([r.y_test for r in parts]),
     )
+
+
+def _joined_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from covault.jobs.align import plaintext_alignment
+    from covault.jobs.data import load_vertical_rows
+
+    parts = {p: load_vertical_rows(job, p) for p in job.data_parties}
+    where = plaintext_alignment(job, {p: r.tagged_ids() for p, r in parts.items()})
+    out = []
+    for k in (0, 1):
+        xs, y = [], None
+        for p, r in parts.items():
+            block = r.rows(where[p][k])
+            if r.has_label:
+                li = r.columns.index(job.label)
+                y = block[:, li]
+                block = np.delete(block, li, axis=1)
+            xs.append(block)
+        out += [np.concatenate(xs, axis=1), y]
+    return out[0], out[1], out[2], out[3]
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:

@@ -7,7 +7,10 @@
    fingerprint are exchanged in the clear; every party raises the same error on a mismatch.
 3. **Input**: each data party secret-shares ``[features | label]`` of all its rows (one
    ``session.input``); the row blocks are concatenated (``ml.concat_rows``) into the pooled
-   training and held-out sets.
+   training and held-out sets. Vertical jobs (``partition = "vertical"``) first **align** the
+   rows by a private set intersection of the ids (:mod:`covault.jobs.align`); then each data
+   party shares its columns of the common rows and the column blocks are joined
+   (``ml.concat_cols``), the label coming from the one party that holds it.
 4. **Class check** (classification): the per-class counts of the pooled labels stay secret;
    one bit per set, "every class is present", is opened to every party (training rows, and
    for binary tasks the held-out rows too, since AUC needs both classes).
@@ -17,7 +20,8 @@
    the metrics, the loss curve and the model to ``reveal_model_to`` only; receivers write the
    ONNX model to ``model_out``.
 
-Public: the metadata of step 2, the bits of step 4, and (to the receivers only) the metrics,
+Public: the metadata of step 2 (for vertical jobs also every party's number of ids and the
+size of the intersection; the common ids are learned by the data parties only), the bits of step 4, and (to the receivers only) the metrics,
 the per-epoch losses and the model.
 """
 
@@ -33,10 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from covault.jobs.data import PartyRows, load_party_rows
+from covault.jobs.align import align
+from covault.jobs.data import PartyRows, VerticalRows, load_party_rows, load_vertical_rows
 from covault.jobs.errors import JobError
 from covault.jobs.model import model_to_dict
-from covault.jobs.schema import Schema, agree, announce
+from covault.jobs.schema import Schema, agree, agree_vertical, announce
 
 AUC_MAX_ROWS = 4000  # AUC compares all pairs of held-out rows; skipped above this
 
@@ -126,14 +131,20 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
     _check_session(job, session)
     receiver = me in job.reveal_model_to
     to = list(job.reveal_model_to)
+    vertical = job.partition == "vertical"
 
     # 1. prepare
-    rows: PartyRows | None = None
+    rows: PartyRows | VerticalRows | None = None
     status: dict[str, Any] = {"job": job.fingerprint()}
     local_error: JobError | None = None
     with steps("prepare"):
         try:
-            if me in job.data:
+            if me in job.data and vertical:
+                rows = load_vertical_rows(job, me)
+                status.update(
+                    columns=rows.columns, train_rows=len(rows.train_ids), test_rows=len(rows.test_ids or ())
+                )
+            elif me in job.data:
                 rows = load_party_rows(job, me)
                 status.update(columns=rows.columns, train_rows=len(rows.y_train), test_rows=len(rows.y_test))
             if receiver and job.model_out is not None:
@@ -151,16 +162,39 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
         statuses = announce(session, status)
     if local_error is not None:  # the same message every other party raises
         raise type(local_error)(status["error"]) from None
-    schema = agree(job, statuses, me)
-    d = len(schema.features)
-    say(
-        f"schema agreed: {len(job.data_parties)} data parties, {schema.n_train} training and "
-        f"{schema.n_test} held-out rows, {d} features"
-    )
-
-    # 3. input
-    with steps("input"):
-        x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, rows)
+    psi = None
+    if vertical:
+        vschema = agree_vertical(job, statuses, me)
+        say(
+            f"schema agreed: {len(job.data_parties)} data parties, {len(vschema.features)} features, "
+            f"label at {vschema.label_party!r}"
+        )
+        with steps("align"):
+            alignment = align(job, session, rows)
+        say(
+            f"rows aligned by private set intersection: {alignment.intersection} common ids "
+            f"(sets {alignment.sizes}; {steps.out['align']['seconds']:.2f} s)"
+        )
+        psi = {
+            "intersection": alignment.intersection,
+            "sizes": alignment.sizes,
+            "train_rows": alignment.train_rows,
+            "test_rows": alignment.test_rows,
+        }
+        counts = {p: alignment.train_rows for p in job.data_parties}
+        tcounts = {p: alignment.test_rows for p in job.data_parties}
+        schema = Schema(vschema.features, job.label, counts, tcounts)
+        with steps("input"):
+            x_tr, y_tr, x_te, y_te = _share_columns(job, session, vschema, alignment, rows)
+    else:
+        schema = agree(job, statuses, me)
+        say(
+            f"schema agreed: {len(job.data_parties)} data parties, {schema.n_train} training and "
+            f"{schema.n_test} held-out rows, {len(schema.features)} features"
+        )
+        # 3. input
+        with steps("input"):
+            x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, rows)
     say(f"rows secret-shared ({steps.out['input']['seconds']:.2f} s)")
 
     # 4. class check
@@ -171,7 +205,7 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
     # 5. train
     est = job.estimator()
     with steps("train"):
-        est.fit(x_tr, y_tr, track_loss=True)
+        est.fit(x_tr, y_tr, track_loss=True, on_epoch=lambda k: say(f"epoch {k}/{est.epochs}"))
     say(f"trained {est.epochs} epochs ({steps.out['train']['seconds']:.2f} s)")
 
     # 6. evaluate, reveal, export
@@ -196,10 +230,12 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
         "schema": {
             "features": schema.features,
             "label": schema.label,
+            "partition": job.partition,
             "rows": {
                 p: {"train": schema.train_rows[p], "test": schema.test_rows[p]} for p in job.data_parties
             },
         },
+        "psi": psi,
         "metrics": metrics,
         "loss_curve": None if curve is None else [float(v) for v in np.asarray(curve).reshape(-1)],
         "model": weights,
@@ -237,6 +273,33 @@ def _share_rows(job, session, schema: Schema, rows: PartyRows | None):
             parts["x_te"].append(m[ntr:, :d])
             parts["y_te"].append(m[ntr:, d])
     return tuple(ml.concat_rows(parts[k]) for k in ("x_tr", "y_tr", "x_te", "y_te"))
+
+
+def _share_columns(job, session, vschema, alignment, rows):
+    """Each data party secret-shares its aligned columns (training rows, then held-out rows);
+    the blocks are joined in job order (``ml.concat_cols``); the label comes from its owner."""
+    from covault import ml
+
+    ntr, nte = alignment.train_rows, alignment.test_rows
+    blocks, y = [], None
+    for p in job.data_parties:
+        width = len(vschema.owners[p]) + (p == vschema.label_party)
+        value = None
+        if p == session.party:
+            value = np.concatenate([rows.rows(alignment.train_index), rows.rows(alignment.test_index)])
+            if rows.has_label:  # label last, features in file order
+                li = rows.columns.index(job.label)
+                value = np.column_stack([np.delete(value, li, axis=1), value[:, li]])
+        m = session.input(value, owner=p)
+        if m.shape != (ntr + nte, width):
+            raise JobError(f"party {p!r} shared a table of shape {m.shape}, announced {(ntr + nte, width)}")
+        if p == vschema.label_party:
+            y = m[:, width - 1]
+            m = m[:, : width - 1]
+        if m.shape[1]:
+            blocks.append(m)
+    x = ml.concat_cols(blocks)
+    return x[:ntr], y[:ntr], x[ntr:], y[ntr:]
 
 
 def _check_classes(job, session, y_tr, y_te) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 METRIC_NAMES = {"accuracy": "accuracy", "auc": "AUC", "r2": "R²", "rmse": "RMSE"}
 
 
-def _fmt_metric(name: str, value: float | None) -> str:
+def format_metric(name: str, value: float | None) -> str:
     if value is None:
         return "-"
     if name == "accuracy":
@@ -45,19 +48,57 @@ def _metric_names(result: dict[str, Any]) -> list[str]:
     return list(names)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, tuples and paths turned into JSON types; NaN and
+    infinities become None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def psi_line(result: dict[str, Any]) -> str | None:
+    """One sentence on the private set intersection of a vertical job; None for other jobs."""
+    psi = result.get("psi")
+    if not psi:
+        return None
+    sizes = psi.get("sizes") or {}
+    held = ", ".join(f"{p} {n}" for p, n in sizes.items())
+    line = f"rows aligned by private set intersection: {psi['intersection']} ids held by every data party" + (
+        f" (ids per party: {held})" if held else ""
+    )
+    extra = []
+    if psi.get("seconds") is not None:
+        extra.append(f"{psi['seconds']:.2f} s")
+    if psi.get("bytes_sent"):
+        extra.append(f"{_mb(sum(psi['bytes_sent'].values()))} MB sent in all")
+    return line + (f"; {', '.join(extra)}" if extra else "")
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Metrics (secure vs centralised), time, and traffic per party as aligned text."""
     lines = [
         f"{result['task']} on label {result['label']!r}: protocol {result['protocol']}, "
         f"{result['train_rows']} training / {result['test_rows']} held-out rows, "
         f"{len(result['features'])} features",
-        "",
     ]
+    if psi_line(result):
+        lines.append(psi_line(result))
+    lines.append("")
     cols = _columns(result)
     w = 16
     lines.append(f"{'':<16}" + "".join(f"{t:>{w}}" for t, _, _ in cols))
     for m in _metric_names(result):
-        cells = "".join(f"{_fmt_metric(m, metrics.get(m)):>{w}}" for _, metrics, _ in cols)
+        cells = "".join(f"{format_metric(m, metrics.get(m)):>{w}}" for _, metrics, _ in cols)
         lines.append(f"{METRIC_NAMES.get(m, m):<16}" + cells)
     lines.append(f"{'training time':<16}" + "".join(f"{_seconds(s):>{w}}" for _, _, s in cols))
     if not result.get("metrics"):
@@ -153,7 +194,7 @@ def render_html(result: dict[str, Any]) -> str:
     head = "".join(f"<th>{e(t)}</th>" for t, _, _ in cols)
     rows = []
     for m in _metric_names(result):
-        cells = "".join(f"<td>{_fmt_metric(m, metrics.get(m))}</td>" for _, metrics, _ in cols)
+        cells = "".join(f"<td>{format_metric(m, metrics.get(m))}</td>" for _, metrics, _ in cols)
         rows.append(f"<tr><td>{e(METRIC_NAMES.get(m, m))}</td>{cells}</tr>")
     secs = "".join(f"<td>{_seconds(s)}</td>" for _, _, s in cols)
     rows.append(f"<tr><td>training time</td>{secs}</tr>")
@@ -187,6 +228,8 @@ def render_html(result: dict[str, Any]) -> str:
         if result.get("model_out")
         else ""
     )
+    psi = psi_line(result)
+    psi_html = f"<p>{e(psi[0].upper() + psi[1:])}.</p>\n" if psi else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>covault job report: {e(result["task"])}</title>
@@ -199,7 +242,7 @@ def render_html(result: dict[str, Any]) -> str:
 Protocol <code>{e(result["protocol"])}</code> with compute parties {e(", ".join(result["compute"]))}
 (transport <code>{e(result["transport"])}</code>). Model, metrics and loss curve revealed only to
 {e(", ".join(result["reveal_model_to"]))}.</p>
-<p class="note">Hyper-parameters: {e(hp)}.</p>
+{psi_html}<p class="note">Hyper-parameters: {e(hp)}.</p>
 <h2>Held-out metrics</h2>
 <table><tr><th>metric</th>{head}</tr>
 {"".join(rows)}

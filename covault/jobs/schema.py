@@ -66,22 +66,8 @@ def announce(session, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def agree(job, statuses: dict[str, dict[str, Any]], me: str) -> Schema:
     """Check every party's status (module docstring); the agreed :class:`Schema`."""
-    failed = [s for s in statuses.values() if s.get("error")]
-    if failed:
-        data = all(s.get("error_type") == DataError.__name__ for s in failed)
-        raise (DataError if data else JobError)("; ".join(str(s["error"]) for s in failed))
-    mine = job.fingerprint()
-    for p, s in statuses.items():
-        if s.get("job") != mine:
-            raise JobError(
-                f"party {p!r} runs a different job (task, label, parties, seed or hyper-parameters "
-                f"differ from those of party {me!r}); every party must use the same job file"
-            )
+    _common_checks(job, statuses, me)
     data = job.data_parties
-    for p in data:
-        s = statuses.get(p, {})
-        if not isinstance(s.get("columns"), list) or "train_rows" not in s or "test_rows" not in s:
-            raise JobError(f"data party {p!r} did not announce its columns and row counts")
     ref = data[0]
     want = statuses[ref]["columns"]
     for p in data[1:]:
@@ -98,6 +84,25 @@ def agree(job, statuses: dict[str, dict[str, Any]], me: str) -> Schema:
     return Schema(features, job.label, train, test)
 
 
+def _common_checks(job, statuses: dict[str, dict[str, Any]], me: str) -> None:
+    failed = [s for s in statuses.values() if s.get("error")]
+    if failed:
+        data = all(s.get("error_type") == DataError.__name__ for s in failed)
+        raise (DataError if data else JobError)("; ".join(str(s["error"]) for s in failed))
+    mine = job.fingerprint()
+    for p, s in statuses.items():
+        if s.get("job") != mine:
+            raise JobError(
+                f"party {p!r} runs a different job (task, label, parties, seed or hyper-parameters "
+                f"differ from those of party {me!r}); every party must use the same job file"
+            )
+    data = job.data_parties
+    for p in data:
+        s = statuses.get(p, {})
+        if not isinstance(s.get("columns"), list) or "train_rows" not in s or "test_rows" not in s:
+            raise JobError(f"data party {p!r} did not announce its columns and row counts")
+
+
 def _same_columns(ref: str, want: list[str], party: str, got: list[str]) -> None:
     if got == want:
         return
@@ -112,3 +117,53 @@ def _same_columns(ref: str, want: list[str], party: str, got: list[str]) -> None
         f"party {party!r} has column {got[i]!r} at position {i + 1} where party {ref!r} has "
         f"{want[i]!r}; every party must give the columns in the same order"
     )
+
+
+@dataclass(frozen=True)
+class VerticalSchema:
+    """Agreed metadata of a vertically partitioned job: each data party's feature columns (in
+    job order; together ``features``), the party holding the label, and each party's numbers of
+    training and test ids (set sizes, public in a private set intersection anyway)."""
+
+    features: list[str]
+    label: str
+    owners: dict[str, list[str]]
+    label_party: str
+    id_counts: dict[str, tuple[int, int]]
+
+
+def agree_vertical(job, statuses: dict[str, dict[str, Any]], me: str) -> VerticalSchema:
+    """The checks of :func:`agree` for a vertical job: same job everywhere, the label column at
+    exactly one data party, no feature column at two parties."""
+    _common_checks(job, statuses, me)
+    owners: dict[str, list[str]] = {}
+    holders = []
+    seen: dict[str, str] = {}
+    for p in job.data_parties:
+        cols = statuses[p]["columns"]
+        if job.label in cols:
+            holders.append(p)
+        feats = [c for c in cols if c != job.label]
+        for c in feats:
+            if c in seen:
+                raise JobError(
+                    f"column {c!r} is held by parties {seen[c]!r} and {p!r}; in a vertical job every "
+                    "column has one owner (rename or drop one of them)"
+                )
+            seen[c] = p
+        owners[p] = feats
+    if not holders:
+        raise JobError(
+            f"label column {job.label!r} is in no data party's data (parties: {list(job.data_parties)}); "
+            "in a vertical job exactly one party holds it"
+        )
+    if len(holders) > 1:
+        raise JobError(
+            f"label column {job.label!r} is held by parties {holders}; in a vertical job exactly one "
+            "party holds it"
+        )
+    features = [c for p in job.data_parties for c in owners[p]]
+    if not features:
+        raise JobError("no feature columns at any data party (only ids and the label)")
+    counts = {p: (int(statuses[p]["train_rows"]), int(statuses[p]["test_rows"])) for p in job.data_parties}
+    return VerticalSchema(features, job.label, owners, holders[0], counts)

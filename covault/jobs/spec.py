@@ -4,7 +4,8 @@
 protocol = "rep3"
 task = "logistic_regression"      # | "linear_regression" | "mlp"
 label = "is_fraud"
-partition = "horizontal"          # "vertical" is not supported yet
+partition = "horizontal"          # | "vertical": parties hold different columns of the same rows
+id = "patient_id"                 # vertical only: the row identifier, in every party's data
 compute = ["bank_a", "bank_b", "bank_c"]
 reveal_model_to = ["bank_a"]      # default: every data party
 test_fraction = 0.2               # where a party gives no `test` file
@@ -35,7 +36,17 @@ from covault.deploy.config import ConfigError, ConsortiumConfig, parse_config, r
 from covault.jobs.errors import JobError
 from covault.runtime import DEFAULT_DEALER
 
-JOB_KEYS = {"task", "label", "partition", "reveal_model_to", "test_fraction", "seed", "model_out", "model"}
+JOB_KEYS = {
+    "task",
+    "label",
+    "partition",
+    "id",
+    "reveal_model_to",
+    "test_fraction",
+    "seed",
+    "model_out",
+    "model",
+}
 PARTY_DATA_KEYS = {"data", "test"}
 PARTITIONS = ("horizontal", "vertical")
 
@@ -70,6 +81,7 @@ class Job:
     task: str
     label: str
     partition: str
+    id_column: str | None
     data: dict[str, Path]
     test: dict[str, Path]
     reveal_model_to: tuple[str, ...]
@@ -142,6 +154,7 @@ class Job:
             "task": self.task,
             "label": self.label,
             "partition": self.partition,
+            "id": self.id_column,
             "protocol": self.protocol,
             "compute": list(self.compute),
             "data": list(self.data_parties),
@@ -186,13 +199,31 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
     partition = raw.get("partition", "horizontal")
     if partition not in PARTITIONS:
         raise JobError(f"partition must be 'horizontal' or 'vertical', got {partition!r}")
+    id_column = raw.get("id")
     if partition == "vertical":
-        raise JobError(
-            "partition = 'vertical' (parties holding different columns of the same rows) is not "
-            "supported yet; use partition = 'horizontal' (every party holds full rows)"
-        )
+        if not isinstance(id_column, str) or not id_column:
+            raise JobError(
+                "partition = 'vertical' needs id = 'COLUMN': the column that identifies a row in every "
+                f"party's data (rows are matched on it by private set intersection), got {id_column!r}"
+            )
+        if id_column == label:
+            raise JobError(f"id and label name the same column {label!r}")
+    elif id_column is not None:
+        raise JobError("id is only used with partition = 'vertical' (drop it, or set the partition)")
 
     data, test = _data_files(config, base)
+    if partition == "vertical":
+        if len(data) < 2:
+            raise JobError(
+                f"partition = 'vertical' needs at least two data parties (got {list(data)}); "
+                "a single owner of every column is a horizontal job"
+            )
+        if test and len(test) != len(data):
+            missing = [p for p in data if p not in test]
+            raise JobError(
+                f"partition = 'vertical': either every data party gives a test file or none does "
+                f"(missing at {missing}); held-out rows are matched across parties like training rows"
+            )
     reveal = _reveal_to(raw.get("reveal_model_to"), config, data)
     test_fraction = raw.get("test_fraction", 0.2)
     if (
@@ -213,8 +244,9 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
             model_out = base / model_out
     model = _model_params(task, raw.get("model", {}), seed)
     return Job(
-        path, config, task, label, partition, data, test, reveal, float(test_fraction), seed, model_out, model
-    )
+        path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
+        model_out, model,
+    )  # fmt: skip
 
 
 def _data_files(config: ConsortiumConfig, base: Path) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -286,7 +318,7 @@ def _model_params(task: str, raw: Any, seed: int) -> dict[str, Any]:
             ):
                 raise JobError(f"[model] {key} must be a list of numbers, got {params[key]!r}")
             params[key] = tuple(params[key])
-    probe = Job(None, None, task, "", "horizontal", {}, {}, (), 0.0, seed, None, params)  # type: ignore[arg-type]
+    probe = Job(None, None, task, "", "horizontal", None, {}, {}, (), 0.0, seed, None, params)  # type: ignore[arg-type]
     try:
         probe.estimator()
     except (ValueError, TypeError) as exc:

@@ -1,7 +1,7 @@
 """Machine learning on secret-shared data with a scikit-learn-like API.
 
 Estimators take :class:`~covault.tensor.SecretTensor` features ``X`` (rows of every data owner,
-see :func:`concat_rows`) and targets ``y``; they train inside MPC, keep the model secret and
+see :func:`concat_rows`; columns of owners of the same rows: :func:`concat_cols`) and targets ``y``; they train inside MPC, keep the model secret and
 predict secretly. ``reveal(to=...)`` opens the coefficients to named parties only and returns
 a plaintext copy there. Metrics open a single number to named parties. ``Reference*`` classes
 run the same algorithms in float64 numpy for comparison. Details: ``docs/ml.md``.
@@ -20,7 +20,7 @@ from covault.ml.metrics import (
     root_mean_squared_error,
 )
 from covault.ml.mlp import MLPClassifier, ReferenceMLPClassifier, one_hot
-from covault.ml.preprocessing import StandardScaler, concat_rows
+from covault.ml.preprocessing import StandardScaler, concat_cols, concat_rows
 from covault.protocols.shuffle import shuffle_rows, shuffle_together
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ReferenceMLPClassifier",
     "StandardScaler",
     "accuracy_score",
+    "concat_cols",
     "concat_rows",
     "one_hot",
     "r2_score",

@@ -23,12 +23,13 @@ public copies.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
 from covault.ml import batching
-from covault.ml.preprocessing import StandardScaler, mul_to
+from covault.ml.preprocessing import StandardScaler, concat_cols, mul_to
 from covault.nn import BCEWithLogitsLoss, Linear, MSELoss
 from covault.nn import functional as F
 from covault.nn.layers import SIGMOIDS
@@ -190,10 +191,15 @@ class ReferenceLinearRegression(_LinearParams, _ReferenceLinear):
 
 
 # -- secure --------------------------------------------------------------------------------------
-def _check_xy(x: SecretTensor, y: SecretTensor | None = None) -> None:
+def _check_xy(x, y: SecretTensor | None = None) -> SecretTensor:
+    """``x`` as one (n, d) SecretTensor: a list of column blocks (vertically partitioned data,
+    one block per owner) is concatenated in order (:func:`covault.ml.concat_cols`)."""
+    if isinstance(x, list | tuple):
+        x = concat_cols(x)
     if not isinstance(x, SecretTensor):
         raise TypeError(
-            f"X must be a SecretTensor (use session.input / ml.concat_rows), got {type(x).__name__}"
+            f"X must be a SecretTensor or a list of column blocks (use session.input / ml.concat_rows "
+            f"/ ml.concat_cols), got {type(x).__name__}"
         )
     if x.ndim != 2:
         raise ShapeError(f"X must be 2-D (rows x features), got shape {x.shape}")
@@ -202,6 +208,7 @@ def _check_xy(x: SecretTensor, y: SecretTensor | None = None) -> None:
             raise TypeError(f"y must be a SecretTensor, got {type(y).__name__}")
         if y.shape not in ((x.shape[0],), (x.shape[0], 1)):
             raise ShapeError(f"y of shape {y.shape} does not match X of shape {x.shape}")
+    return x
 
 
 class _SecureLinear:
@@ -222,15 +229,23 @@ class _SecureLinear:
     def _loss(self):
         raise NotImplementedError
 
-    def fit(self, x: SecretTensor, y: SecretTensor, *, track_loss: bool = False):
+    def fit(
+        self,
+        x: SecretTensor,
+        y: SecretTensor,
+        *,
+        track_loss: bool = False,
+        on_epoch: Callable[[int], None] | None = None,
+    ):
         """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1).
 
         ``track_loss``: keep the secret mean training loss after every epoch in ``loss_curve_``
         (shape ``(epochs,)``; None otherwise): the model's outputs on every training row are
         computed after each epoch (one matmul), the loss values (standardised units, no penalty
-        term) in one batched call at the end.
+        term) in one batched call at the end. ``on_epoch(k)`` is called after epoch ``k``
+        (1-based; progress reporting).
         """
-        _check_xy(x, y)
+        x = _check_xy(x, y)
         n, d = x.shape
         session = x.session
         f = session.frac_bits
@@ -274,6 +289,8 @@ class _SecureLinear:
                 opt.zero_grad()
             if track_loss:
                 outputs.append(eval_outputs(model, x, y))
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
         self.loss_curve_ = epoch_losses(loss, outputs) if track_loss else None
         model.eval()
         w, b = model.weight.value, model.bias.value
@@ -289,16 +306,17 @@ class _SecureLinear:
         self.coef_ = self.intercept_ = None
         return self
 
-    def _check_fitted(self, x: SecretTensor) -> None:
+    def _check_fitted(self, x) -> SecretTensor:
         if self.secret_coef_ is None:
             raise ProtocolError(f"{type(self).__name__} is not fitted; call fit() first")
-        _check_xy(x)
+        x = _check_xy(x)
         if x.shape[1] != self.n_features_in_:
             raise ShapeError(f"model fitted on {self.n_features_in_} features got X of shape {x.shape}")
+        return x
 
     def decision_function(self, x: SecretTensor) -> SecretTensor:
         """Secret ``x @ coef + intercept`` (one fixed-point matmul, 2 rounds)."""
-        self._check_fitted(x)
+        x = self._check_fitted(x)
         return x @ self.secret_coef_ + self.secret_intercept_
 
     def reveal(self, to=None):

@@ -15,6 +15,7 @@ the public copy returned by :meth:`MLPClassifier.reveal`.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -220,11 +221,19 @@ class MLPClassifier(_MLPParams):
                 layers.append(ReLU())
         return Sequential(*layers)
 
-    def fit(self, x: SecretTensor, y: SecretTensor, *, track_loss: bool = False):
+    def fit(
+        self,
+        x: SecretTensor,
+        y: SecretTensor,
+        *,
+        track_loss: bool = False,
+        on_epoch: Callable[[int], None] | None = None,
+    ):
         """Train on secret rows ``x`` (n, d) and integer class labels ``y`` (n,) or (n, 1).
         ``track_loss``: keep the secret mean training cross-entropy after every epoch in
-        ``loss_curve_`` (as :meth:`covault.ml.LogisticRegression.fit`)."""
-        _check_xy(x, y)
+        ``loss_curve_`` (as :meth:`covault.ml.LogisticRegression.fit`); ``on_epoch(k)`` is
+        called after epoch ``k``."""
+        x = _check_xy(x, y)
         n, d = x.shape
         self.n_features_in_ = d
         target = one_hot(y, self.n_classes)
@@ -264,6 +273,8 @@ class MLPClassifier(_MLPParams):
                 opt.zero_grad()
             if track_loss:
                 outputs.append(eval_outputs(model, x, target))
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
         self.loss_curve_ = epoch_losses(loss, outputs) if track_loss else None
         model.eval()
         linears = [m for m in model.modules if isinstance(m, Linear)]
@@ -275,17 +286,17 @@ class MLPClassifier(_MLPParams):
         self.coefs_ = self.intercepts_ = None
         return self
 
-    def _check_fitted(self, x: SecretTensor) -> None:
+    def _check_fitted(self, x) -> SecretTensor:
         if self.secret_coefs_ is None:
             raise ProtocolError("MLPClassifier is not fitted; call fit() first")
-        _check_xy(x)
+        x = _check_xy(x)
         if x.shape[1] != self.n_features_in_:
             raise ShapeError(f"model fitted on {self.n_features_in_} features got X of shape {x.shape}")
+        return x
 
     def decision_function(self, x: SecretTensor) -> SecretTensor:
         """Secret logits (n, n_classes)."""
-        self._check_fitted(x)
-        h = x
+        h = self._check_fitted(x)
         last = len(self.secret_coefs_) - 1
         for i, (w, b) in enumerate(zip(self.secret_coefs_, self.secret_intercepts_)):
             h = h @ w + b

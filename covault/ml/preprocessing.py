@@ -50,6 +50,22 @@ def concat_rows(tensors: Sequence[SecretTensor]) -> SecretTensor:
     return concatenate(list(tensors), axis=0)
 
 
+def concat_cols(tensors: Sequence[SecretTensor]) -> SecretTensor:
+    """Join the column blocks of several data owners (the same rows, aligned by private set
+    intersection: :func:`covault.protocols.psi.intersect`) into one secret (n, d) tensor."""
+    if not tensors:
+        raise ShapeError("concat_cols needs at least one tensor")
+    if any(not isinstance(t, SecretTensor) for t in tensors):
+        raise TypeError(f"concat_cols takes SecretTensors, got {[type(t).__name__ for t in tensors]}")
+    blocks = [t.reshape(-1, 1) if t.ndim == 1 else t for t in tensors]
+    rows = {t.shape[0] for t in blocks}
+    if len(rows) != 1 or any(t.ndim != 2 for t in blocks):
+        raise ShapeError(
+            f"concat_cols needs 1-D or 2-D blocks with the same number of rows, got {[t.shape for t in tensors]}"
+        )
+    return blocks[0] if len(blocks) == 1 else concatenate(blocks, axis=1)
+
+
 def mul_to(a: SecretTensor, b: SecretTensor, frac: int) -> SecretTensor:
     """Elementwise (broadcasting) fixed-point product kept at ``frac`` bits (fused truncation)."""
     full = a.frac + b.frac
