@@ -7,8 +7,8 @@ Cases (``--only`` picks some): ``lr10k`` logistic regression on synthetic 10,000
 an MLP 30 -> 64 -> 2 with softmax cross-entropy on a batch of 128 (median of 5).
 
 Every party runs in its own OS process over loopback TLS 1.3 (``--plain``: without TLS). The
-data owner secret-shares the rows, the rows are shuffled obliviously, then the timed part
-starts after a barrier that includes the dealer and ends when the last party is done; the
+data owner secret-shares the rows, the rows are shuffled obliviously, one warm-up step runs
+(imports, first-use checks), then the timed part starts after a barrier that includes the dealer and ends when the last party is done; the
 reported time is the slowest party's. The plaintext baseline runs the same algorithm (same
 batches, same piecewise sigmoid for LR) in float64 numpy in one process.
 """
@@ -50,8 +50,12 @@ def lr_epoch(n: int, d: int, s):
     x = s.input(x_np if s.party == a else None, owner=a)
     t = s.input(y_np.reshape(-1, 1) if s.party == a else None, owner=a)
     x, t = ml.shuffle_together([x, t])
-    model = nn.Linear(d, 1, weight=np.zeros((d, 1)))
     loss = nn.BCEWithLogitsLoss(sigmoid="piecewise")
+    for _ in range(2):  # warm-up on a throw-away model: imports and first-use checks
+        warm = nn.Linear(d, 1, weight=np.zeros((d, 1)))
+        warm.backward(loss.backward(warm(x[:B]), t[:B]), scale=loss.scale, input_grad=False)
+        optim.SGD(warm.parameters(), lr=0.1).step()
+    model = nn.Linear(d, 1, weight=np.zeros((d, 1)))
     opt = optim.SGD(model.parameters(), lr=0.1)
     _barrier(s)
     t0 = time.perf_counter()
