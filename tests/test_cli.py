@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from covault.jobs import format_table, render_html
 from covault.jobs.demo import ID_COLUMN, LABEL, breast_cancer, make_breast_cancer_job
 from covault.jobs.progress import Bar, progress_display, resolve_mode, step_position
 from covault.jobs.report import json_safe
+from tests.test_consortium import free_ports
 
 pytest.importorskip("sklearn")
 
@@ -152,35 +152,27 @@ def test_demo_end_to_end_over_tls(tmp_path, capsys):
 
 
 # -- covault party JOB --as NAME ---------------------------------------------------------------------
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def test_party_runs_its_side_of_a_job_without_a_script(tmp_path, capsys):
-    """Three ``covault party JOB --as NAME`` processes (as on three hosts), mutual TLS."""
-    path = tiny_job(tmp_path)
-    certs = tmp_path / "certs"
+def deploy_job(path: Path, names: list[str], edit) -> None:
+    """Give the job at ``path`` a consortium CA, a certificate and a loopback address per party
+    (``edit`` changes the job text first)."""
+    certs = path.parent / "certs"
     assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
-    for n in HOSPITALS:
+    for n in names:
         assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
-    capsys.readouterr()
-    text = path.read_text().replace("[model]", 'reveal_model_to = ["hospital_c"]\ntimeout = 10\n[model]')
-    text += '[tls]\ncerts = "certs"\n'
-    for n, port in zip(HOSPITALS, free_ports(3)):
-        text = text.replace(f'[parties."{n}"]\n', f'[parties."{n}"]\naddress = "127.0.0.1:{port}"\n')
+    text = edit(path.read_text()) + '[tls]\ncerts = "certs"\n'
+    for n, port in zip(names, free_ports(len(names))):
+        for head in (f'[parties."{n}"]\n', f"[parties.{n}]\n"):
+            text = text.replace(head, f'{head}address = "127.0.0.1:{port}"\n')
     path.write_text(text)
+
+
+def run_parties(path: Path, options: dict[str, list[str]]) -> dict[str, tuple[str, str, int]]:
+    """``covault party PATH --as NAME OPTIONS`` for every party at once (as on separate hosts);
+    ``{name: (stdout, stderr, exit code)}``."""
     cmd = [sys.executable, "-m", "covault", "party", str(path), "--as"]
-    extra = {"hospital_a": [], "hospital_b": ["--quiet"], "hospital_c": ["--json"]}
     procs = {
-        n: subprocess.Popen([*cmd, n, *extra[n]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n in HOSPITALS
+        n: subprocess.Popen([*cmd, n, *opts], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n, opts in options.items()
     }
     done = {}
     try:
@@ -191,6 +183,19 @@ def test_party_runs_its_side_of_a_job_without_a_script(tmp_path, capsys):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    return done
+
+
+def test_party_runs_its_side_of_a_job_without_a_script(tmp_path, capsys):
+    """Three ``covault party JOB --as NAME`` processes (as on three hosts), mutual TLS."""
+    path = tiny_job(tmp_path)
+    deploy_job(
+        path,
+        list(HOSPITALS),
+        lambda t: t.replace("[model]", 'reveal_model_to = ["hospital_c"]\ntimeout = 10\n[model]'),
+    )
+    capsys.readouterr()
+    done = run_parties(path, {"hospital_a": [], "hospital_b": ["--quiet"], "hospital_c": ["--json"]})
     for n, (_, err, code) in done.items():
         assert code == 0, f"{n}: {err}"
     res = strict_json(done["hospital_c"][0].strip().splitlines()[-1])
@@ -208,32 +213,15 @@ def test_party_2pc_with_a_dealer_and_a_data_only_party(tmp_path, capsys):
     ``covault party`` processes over mutual TLS."""
     path = tiny_job(tmp_path)
     names = [*HOSPITALS, "dealer"]
-    certs = tmp_path / "certs"
-    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
-    for n in names:
-        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
+
+    def edit(text: str) -> str:
+        text = text.replace('protocol = "rep3"', 'protocol = "2pc"\ndealer = "dealer"')
+        text = text.replace("[model]", 'reveal_model_to = ["hospital_c"]\ntimeout = 10\n[model]')
+        return text + "[parties.dealer]\n"
+
+    deploy_job(path, names, edit)
     capsys.readouterr()
-    text = path.read_text().replace('protocol = "rep3"', 'protocol = "2pc"\ndealer = "dealer"')
-    text = text.replace("[model]", 'reveal_model_to = ["hospital_c"]\ntimeout = 10\n[model]')
-    text += '[parties.dealer]\n[tls]\ncerts = "certs"\n'
-    for n, port in zip(names, free_ports(4)):
-        text = text.replace(f'[parties."{n}"]\n', f'[parties."{n}"]\naddress = "127.0.0.1:{port}"\n')
-        text = text.replace(f"[parties.{n}]\n", f'[parties.{n}]\naddress = "127.0.0.1:{port}"\n')
-    path.write_text(text)
-    cmd = [sys.executable, "-m", "covault", "party", str(path), "--as"]
-    procs = {
-        n: subprocess.Popen([*cmd, n, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n in names
-    }
-    done = {}
-    try:
-        for n, p in procs.items():
-            done[n] = (*p.communicate(timeout=90), p.returncode)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    done = run_parties(path, {n: ["--json"] for n in names})
     for n, (_, err, code) in done.items():
         assert code == 0, f"{n}: {err}"
     res = {n: strict_json(out.strip().splitlines()[-1]) for n, (out, _, _) in done.items()}

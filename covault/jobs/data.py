@@ -49,8 +49,14 @@ class PartyRows:
 
 def load_party_rows(job, party: str) -> PartyRows:
     """Load and validate the rows of ``party`` (a data party of ``job``); raises DataError."""
+    return _as_party_error(party, _load, job)
+
+
+def _as_party_error(party: str, load, job):
+    """``load(job, party)``, with every JobError or OSError re-raised as a DataError that
+    starts with the party's name."""
     try:
-        return _load(job, party)
+        return load(job, party)
     except JobError as exc:
         msg = str(exc)
         raise DataError(msg if msg.startswith(f"party {party!r}") else f"party {party!r}: {msg}") from None
@@ -162,13 +168,7 @@ class VerticalRows:
 
 def load_vertical_rows(job, party: str) -> VerticalRows:
     """Load and validate ``party``'s columns of a vertical job; raises DataError naming the party."""
-    try:
-        return _load_vertical(job, party)
-    except JobError as exc:
-        msg = str(exc)
-        raise DataError(msg if msg.startswith(f"party {party!r}") else f"party {party!r}: {msg}") from None
-    except OSError as exc:
-        raise DataError(f"party {party!r}: cannot read its data: {exc}") from None
+    return _as_party_error(party, _load_vertical, job)
 
 
 def _load_vertical(job, party: str) -> VerticalRows:

@@ -272,26 +272,7 @@ class _SecureLinear:
         opt = SGD(
             model.parameters(), lr=self.learning_rate, momentum=self.momentum, weight_decay=self._penalty(n)
         )
-        outputs = []
-        for epoch in range(self.epochs):
-            if self.shuffle == "epoch":
-                x, y = shuffle_together([x, y])
-            if self.shuffle != "none":
-                order = batching.epoch_order(n, epoch, self.seed)
-                xe, ye = x[order], y[order]
-            else:
-                xe, ye = x, y
-            for sl in batching.batch_slices(n, self.batch_size):
-                xb, yb = xe[sl], ye[sl]
-                grad = loss.backward(model(xb), yb)
-                model.backward(grad, scale=loss.scale, input_grad=False)
-                opt.step()
-                opt.zero_grad()
-            if track_loss:
-                outputs.append(eval_outputs(model, x, y))
-            if on_epoch is not None:
-                on_epoch(epoch + 1)
-        self.loss_curve_ = epoch_losses(loss, outputs) if track_loss else None
+        self.loss_curve_ = train_epochs(self, model, loss, opt, x, y, track_loss, on_epoch)
         model.eval()
         w, b = model.weight.value, model.bias.value
         if self.scaler_ is not None:
@@ -335,6 +316,32 @@ class _SecureLinear:
         public = self._reference(**self.get_params())
         public.coef_, public.intercept_ = coef, float(icpt)
         return public
+
+
+def train_epochs(est, model, loss, opt, x, y, track_loss, on_epoch) -> SecretTensor | None:
+    """Mini-batch training of ``model`` for ``est.epochs`` epochs (``est.shuffle``: reshuffle
+    obliviously every epoch, or visit the rows in a public per-epoch order, or not at all);
+    the secret per-epoch losses with ``track_loss``, else None."""
+    n = x.shape[0]
+    outputs = []
+    for epoch in range(est.epochs):
+        if est.shuffle == "epoch":
+            x, y = shuffle_together([x, y])
+        if est.shuffle != "none":
+            order = batching.epoch_order(n, epoch, est.seed)
+            xe, ye = x[order], y[order]
+        else:
+            xe, ye = x, y
+        for sl in batching.batch_slices(n, est.batch_size):
+            grad = loss.backward(model(xe[sl]), ye[sl])
+            model.backward(grad, scale=loss.scale, input_grad=False)
+            opt.step()
+            opt.zero_grad()
+        if track_loss:
+            outputs.append(eval_outputs(model, x, y))
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+    return epoch_losses(loss, outputs) if track_loss else None
 
 
 def eval_outputs(model, x: SecretTensor, target: SecretTensor) -> tuple[SecretTensor, SecretTensor]:

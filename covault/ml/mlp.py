@@ -21,7 +21,7 @@ import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
 from covault.ml import batching
-from covault.ml.linear import SHUFFLES, _check_xy, epoch_losses, eval_outputs, standardise
+from covault.ml.linear import SHUFFLES, _check_xy, standardise, train_epochs
 from covault.ml.preprocessing import StandardScaler
 from covault.nn import Linear, ReLU, Sequential, SoftmaxCrossEntropyLoss, glorot_uniform
 from covault.nn.layers import softmax
@@ -234,7 +234,7 @@ class MLPClassifier(_MLPParams):
         ``loss_curve_`` (as :meth:`covault.ml.LogisticRegression.fit`); ``on_epoch(k)`` is
         called after epoch ``k``."""
         x = _check_xy(x, y)
-        n, d = x.shape
+        d = x.shape[1]
         self.n_features_in_ = d
         target = one_hot(y, self.n_classes)
         scaler = None
@@ -257,25 +257,7 @@ class MLPClassifier(_MLPParams):
                 eps=self.eps,
                 weight_decay=self.alpha,
             )
-        outputs = []
-        for epoch in range(self.epochs):
-            if self.shuffle == "epoch":
-                x, target = shuffle_together([x, target])
-            if self.shuffle != "none":
-                order = batching.epoch_order(n, epoch, self.seed)
-                xe, te = x[order], target[order]
-            else:
-                xe, te = x, target
-            for sl in batching.batch_slices(n, self.batch_size):
-                grad = loss.backward(model(xe[sl]), te[sl])
-                model.backward(grad, scale=loss.scale, input_grad=False)
-                opt.step()
-                opt.zero_grad()
-            if track_loss:
-                outputs.append(eval_outputs(model, x, target))
-            if on_epoch is not None:
-                on_epoch(epoch + 1)
-        self.loss_curve_ = epoch_losses(loss, outputs) if track_loss else None
+        self.loss_curve_ = train_epochs(self, model, loss, opt, x, target, track_loss, on_epoch)
         model.eval()
         linears = [m for m in model.modules if isinstance(m, Linear)]
         ws = [m.weight.value for m in linears]
