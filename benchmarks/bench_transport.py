@@ -8,7 +8,7 @@ only) both sides sending the large message at once and then receiving. Modes:
   any framing adds to;
 - ``raw-tls``: the same over Python's ``ssl.SSLSocket`` (mutual TLS 1.3, same certificates and
   settings as covault): what Python's ssl allows;
-- ``covault``: :class:`TcpTransport` over plain TCP (framing, receiver thread, queue);
+- ``covault``: :class:`TcpTransport` over plain TCP (framing, event loop, inbox per peer);
 - ``covault-tls``: :class:`TcpTransport` over :class:`TlsChannel`, as parties run by default.
 
     python benchmarks/bench_transport.py [--mib 64] [--pings 5000] [--repeat 5] [--modes ...]

@@ -23,6 +23,7 @@ from covault.transport.framing import (
     NO_TAG,
     VERSION,
     FrameError,
+    FrameParser,
     FrameReader,
     encode_frame,
     read_frame,
@@ -48,6 +49,60 @@ def _arrays():
         np.arange(4, dtype=">i8"),  # big-endian
         np.frombuffer(b"abc", np.uint8),
     ]
+
+
+def _check_arrays(sent, got):
+    assert len(got) == len(sent)
+    for x, y in zip(sent, got):
+        assert y.shape == x.shape
+        assert y.dtype == x.dtype.newbyteorder("=") or y.dtype == x.dtype
+        np.testing.assert_array_equal(y, x)
+        assert y.flags.c_contiguous and y.flags.writeable
+
+
+def _wire(msgs) -> bytes:
+    out = bytearray()
+    for m in msgs:
+        header, bufs = encode_frame(m)
+        out += header + b"".join(bytes(b) for b in bufs)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096, 1 << 20])
+def test_frame_parser_any_chunking(chunk):
+    """The non-blocking parser yields the same frames however the stream is cut, including
+    several frames in one read and large arrays received straight into their buffers."""
+    big = np.arange(50_000, dtype=np.int64)  # 400 kB: received directly once the buffer is empty
+    msgs = [_arrays(), [], [np.array(1.5)], [big, np.ones(3)], _arrays()[::-1], [big[::2].copy()]]
+    wire = _wire(msgs)
+    parser = FrameParser(bufsize=1024)
+    frames, pos = [], 0
+    while pos < len(wire):
+        dst = parser.target()
+        assert len(dst) > 0
+        n = min(chunk, len(dst), len(wire) - pos)
+        dst[:n] = wire[pos : pos + n]
+        pos += n
+        frames += parser.advance(n)
+    assert not parser.mid_frame
+    assert sum(f[2] for f in frames) == len(wire)
+    assert [f[0] for f in frames] == [KIND_DATA] * len(msgs)
+    for m, (_, arrays, _) in zip(msgs, frames):
+        _check_arrays(m, arrays)
+
+
+def test_frame_parser_checks_the_header_before_allocating():
+    parser = FrameParser(max_bytes=4096)
+    desc = _desc(INT64, (1000,))
+    head = HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(desc), 8000, NO_TAG) + desc
+    dst = parser.target()
+    dst[: len(head)] = head
+    with pytest.raises(FrameError, match="limit of 4096"):
+        parser.advance(len(head))
+    half = FrameParser()
+    dst = half.target()
+    dst[:10] = _wire([[np.arange(3)]])[:10]
+    assert half.advance(10) == [] and half.mid_frame
 
 
 def test_framing_round_trip_many_frames_in_one_stream():
@@ -177,6 +232,57 @@ def test_both_sides_send_large_messages_then_receive():
     finally:
         ta.close()
         tb.close()
+
+
+def test_a_peer_that_reads_nothing_fails_a_send_after_the_timeout():
+    a, b = socket.socketpair()
+    t = TcpTransport("a", {"b": a}, send_timeout=0.3)
+    try:
+        start = time.monotonic()
+        with pytest.raises(PeerError, match=r"party 'b': could not send for 0\.3 s: the peer reads nothing"):
+            t.send("b", [np.zeros(4_000_000)])  # 32 MB: far more than the socket buffers hold
+        assert time.monotonic() - start < 10
+    finally:
+        t.close()
+        b.close()
+
+
+def test_three_parties_exchange_large_messages_in_one_round():
+    """Every party sends 8 MB to both others and receives from both, all at once (a rep3-like
+    round with large messages): one exchange call each, no deadlock, exact contents."""
+    pairs = {
+        ("x", "y"): socket.socketpair(),
+        ("x", "z"): socket.socketpair(),
+        ("y", "z"): socket.socketpair(),
+    }
+    chans = {p: {} for p in "xyz"}
+    for (p, q), (sp, sq) in pairs.items():
+        chans[p][q], chans[q][p] = sp, sq
+    ts = {p: TcpTransport(p, chans[p]) for p in "xyz"}
+    msg = {p: np.full(1_000_000, ord(p), np.int64) for p in "xyz"}
+    out, errors = {}, []
+
+    def body(p):
+        try:
+            others = [q for q in "xyz" if q != p]
+            out[p] = ts[p].exchange({q: [msg[p], np.array([i])] for i, q in enumerate(others)}, others, 20.0)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(p,)) for p in "xyz"]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30.0)
+    try:
+        assert not errors
+        for p in "xyz":
+            for q, got in out[p].items():
+                np.testing.assert_array_equal(got[0], msg[q])
+                assert int(got[1][0]) == [r for r in "xyz" if r != q].index(p)
+    finally:
+        for t in ts.values():
+            t.close()
 
 
 def test_timeout_close_and_abort_name_the_peer():

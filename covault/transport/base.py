@@ -35,6 +35,15 @@ class Transport(ABC):
     def recv(self, frm: str, timeout: float) -> Message:
         """Next message from ``frm``; raise PeerError after ``timeout`` seconds of silence."""
 
+    def exchange(
+        self, sends: Mapping[str, Message], recv_from: Sequence[str], timeout: float
+    ) -> dict[str, Message]:
+        """Send every message of ``sends``, then receive one message from each of ``recv_from``
+        (transports that can overlap the two override this)."""
+        for to, msg in sends.items():
+            self.send(to, msg)
+        return {frm: self.recv(frm, timeout) for frm in recv_from}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; further use is an error."""
 
@@ -96,44 +105,49 @@ class Network:
             raise PartyError(f"party {self.party!r} has no peer {peer!r} (peers: {list(self.peers)})")
 
     # -- messaging ------------------------------------------------------------------------
-    def _send(self, to: str, message: Message) -> None:
-        self._check_peer(to)
-        msg = [_contiguous(a) for a in message]
-        for rec in self._recorders:
-            rec("sent", to, msg)
-        self.transport.send(to, msg)
-        self.stats.messages_sent += 1
-        self.stats.bytes_sent += sum(a.nbytes for a in msg)
-
-    def _recv(self, frm: str) -> Message:
-        self._check_peer(frm)
-        msg = self.transport.recv(frm, self.timeout)
-        for rec in self._recorders:
-            rec("received", frm, msg)
-        self.stats.messages_received += 1
-        self.stats.bytes_received += sum(a.nbytes for a in msg)
-        return msg
-
     def exchange(
         self, sends: Mapping[str, Message] | None = None, recv_from: Sequence[str] = ()
     ) -> dict[str, Message]:
         """One communication round: send every message in ``sends``, then receive one
         message from each party in ``recv_from``."""
-        sends = sends or {}
-        for to, msg in sends.items():
-            self._send(to, msg)
-        out = {frm: self._recv(frm) for frm in recv_from}
+        return self._move(sends, recv_from, rounds=1)
+
+    def _move(self, sends: Mapping[str, Message] | None, recv_from: Sequence[str], rounds: int):
+        peers, stats, recorders = self.peers, self.stats, self._recorders
+        out: dict[str, Message] = {}
+        if sends:
+            prepared = {}
+            for to, message in sends.items():
+                if to not in peers:
+                    self._check_peer(to)
+                msg = [_contiguous(a) for a in message]
+                for rec in recorders:
+                    rec("sent", to, msg)
+                prepared[to] = msg
+                stats.messages_sent += 1
+                stats.bytes_sent += sum(a.nbytes for a in msg)
+            sends = prepared
+        for frm in recv_from:
+            if frm not in peers:
+                self._check_peer(frm)
         if sends or recv_from:
-            self.stats.rounds += 1
+            out = self.transport.exchange(sends or {}, recv_from, self.timeout)
+            stats.rounds += rounds
+        for frm in recv_from:
+            msg = out[frm]
+            for rec in recorders:
+                rec("received", frm, msg)
+            stats.messages_received += 1
+            stats.bytes_received += sum(a.nbytes for a in msg)
         return out
 
     def send_offline(self, to: str, message: Message) -> None:
         """Send input-independent material (dealer tuples); counted in bytes, not in rounds."""
-        self._send(to, message)
+        self._move({to: message}, (), rounds=0)
 
     def recv_offline(self, frm: str) -> Message:
         """Receive input-independent material sent with :meth:`send_offline`."""
-        return self._recv(frm)
+        return self._move(None, (frm,), rounds=0)[frm]
 
     def close(self) -> None:
         self.transport.close()
@@ -141,5 +155,5 @@ class Network:
 
 def _contiguous(a) -> np.ndarray:
     """C-contiguous array view of ``a`` (unlike ``np.ascontiguousarray``, keeps 0-d arrays 0-d)."""
-    arr = np.asarray(a)
+    arr = a if type(a) is np.ndarray else np.asarray(a)
     return arr if arr.flags.c_contiguous else arr.copy(order="C")

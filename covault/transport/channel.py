@@ -1,9 +1,10 @@
 """A connected byte stream to one peer: plain TCP here, TLS in :mod:`covault.transport.tls`.
 
-The transport talks to a peer only through its channel: one receiver thread calls
-:meth:`SocketChannel.recv_into`; senders call :meth:`SocketChannel.send_buffers` one at a time
-(the transport holds a lock per peer); ``close_write``, ``shutdown`` and ``close`` may come from
-any thread.
+Two ways to use a channel. Blocking (the connection handshake): :meth:`SocketChannel.recv_into`
+and :meth:`SocketChannel.send_buffers`. Non-blocking (the transport, after :meth:`SocketChannel.
+set_nonblocking`): :meth:`SocketChannel.read_nb` returns None instead of waiting,
+:meth:`SocketChannel.queue` takes the buffers of a message and :meth:`SocketChannel.flush`
+writes as much of them as the kernel accepts. One thread uses a channel at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import contextlib
 import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 
 from covault.transport.framing import NO_TAG
 
@@ -55,6 +58,75 @@ class SocketChannel:
         self.sock = sock
         self.tag = NO_TAG
         self.peer_names: frozenset[str] | None = None
+        self._pending: deque[memoryview] = deque()  # queued bytes not yet written
+        self.written = 0  # bytes written by flush (counts progress)
+        self.more = False  # the last read_nb may have left data behind: read again
+        self._shut_after_flush = False
+
+    # -- non-blocking use (the transport) ---------------------------------------------------------
+    def set_nonblocking(self) -> None:
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_nb(self, view: memoryview) -> int | None:
+        """Receive into ``view``: the byte count, 0 at the end of the stream, None if nothing
+        has arrived."""
+        try:
+            n = self.sock.recv_into(view)
+        except BlockingIOError:
+            self.more = False
+            return None
+        self.more = n == len(view)
+        return n
+
+    def queue(self, buffers: Sequence[memoryview | bytes]) -> None:
+        """Append a message's buffers to the output (referenced, not copied: keep them intact
+        until :meth:`flush` returns True). Byte-format memoryviews or bytes."""
+        for b in buffers:
+            if len(b):
+                self._pending.append(b if type(b) is memoryview else memoryview(b).cast("B"))
+
+    @property
+    def has_output(self) -> bool:
+        """Whether queued bytes (or a queued end of stream) are still to be written."""
+        return bool(self._pending) or self._shut_after_flush
+
+    def flush(self) -> bool:
+        """Write queued bytes until done (True) or the kernel's buffer is full (False)."""
+        if not self._write_pending():
+            return False
+        self._finish_close_write()
+        return True
+
+    def _finish_close_write(self) -> None:
+        if self._shut_after_flush:
+            self._shut_after_flush = False
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def _write_pending(self) -> bool:
+        q = self._pending
+        while q:
+            try:
+                sent = self.sock.sendmsg(list(islice(q, _IOV_MAX)))
+            except BlockingIOError:
+                return False
+            self.written += sent
+            while sent:
+                n = q[0].nbytes
+                if sent >= n:
+                    sent -= n
+                    q.popleft()
+                else:
+                    q[0] = q[0][sent:]
+                    sent = 0
+        return True
+
+    def queue_close_write(self) -> None:
+        """End the stream after the queued bytes (written by :meth:`flush`)."""
+        self._shut_after_flush = True
 
     def recv_into(self, view: memoryview) -> int:
         """Read at least one byte into ``view`` (0 at the end of the stream)."""

@@ -13,14 +13,16 @@ parties' incarnation nonces, and the reader rejects a frame whose tag differs (h
 sent before the tag exists, carry :data:`NO_TAG`).
 
 :func:`encode_frame` returns the header and memoryviews of the arrays, which the sender writes
-as they are (``socket.sendmsg``, or record by record over TLS); :func:`read_frame` checks every
-field before allocating and receives each array straight into a fresh numpy buffer.
+as they are (``socket.sendmsg``, or record by record over TLS). :class:`FrameParser` (the
+transport's non-blocking receive path) and :func:`read_frame` (blocking, for handshakes) check
+every field before allocating; large arrays are received straight into fresh numpy buffers.
 Anything wrong raises :class:`FrameError` (the transport turns it into a PeerError).
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -78,36 +80,61 @@ def byte_view(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1).view(np.uint8))
 
 
+def _desc_struct(ndim: int) -> struct.Struct:
+    st = _DESC_BY_NDIM.get(ndim)
+    if st is None:
+        st = _DESC_BY_NDIM[ndim] = struct.Struct(f"<BB{ndim}Q")
+    return st
+
+
+_DESC_BY_NDIM: dict[int, struct.Struct] = {}
+_NATIVE_CODES = CODE_OF_DTYPE if sys.byteorder == "little" else {}  # dtypes sent as they are
+
+
 def encode_frame(
     arrays: Sequence[np.ndarray], kind: int = KIND_DATA, tag: bytes = NO_TAG
 ) -> tuple[bytes, list[memoryview]]:
     """Header bytes (fixed header + descriptors) and the non-empty array buffers of one frame."""
+    header, bufs, _ = encode_frame_sized(arrays, kind, tag)
+    return header, bufs
+
+
+def encode_frame_sized(
+    arrays: Sequence[np.ndarray], kind: int = KIND_DATA, tag: bytes = NO_TAG
+) -> tuple[bytes, list[memoryview], int]:
+    """:func:`encode_frame` plus the frame's size on the wire."""
     if len(arrays) > MAX_ARRAYS:
         raise ProtocolError(f"a message holds at most {MAX_ARRAYS} arrays, got {len(arrays)}")
-    meta = bytearray()
+    descs = []
     bufs: list[memoryview] = []
     body = 0
     for a in arrays:
-        a = np.asarray(a)
-        wire = a.dtype.newbyteorder("<")
-        code = CODE_OF_DTYPE.get(wire)
+        if type(a) is not np.ndarray:
+            a = np.asarray(a)
+        code = _NATIVE_CODES.get(a.dtype)
         if code is None:
-            raise ProtocolError(
-                f"cannot send arrays of dtype {a.dtype} over tcp; supported: "
-                + ", ".join(str(np.dtype(t)) for t in _WIRE_DTYPES)
-            )
-        if a.ndim > MAX_NDIM:
-            raise ProtocolError(f"cannot send a {a.ndim}-dimensional array (at most {MAX_NDIM})")
-        meta += _DESC.pack(code, a.ndim)
-        meta += struct.pack(f"<{a.ndim}Q", *a.shape)
+            wire = a.dtype.newbyteorder("<")
+            code = CODE_OF_DTYPE.get(wire)
+            if code is None:
+                raise ProtocolError(
+                    f"cannot send arrays of dtype {a.dtype} over tcp; supported: "
+                    + ", ".join(str(np.dtype(t)) for t in _WIRE_DTYPES)
+                )
+            a = a.astype(wire)
+        ndim = a.ndim
+        if ndim > MAX_NDIM:
+            raise ProtocolError(f"cannot send a {ndim}-dimensional array (at most {MAX_NDIM})")
+        descs.append(_desc_struct(ndim).pack(code, ndim, *a.shape))
         if a.nbytes:
-            if wire != a.dtype:
-                a = a.astype(wire)
-            bufs.append(byte_view(np.ascontiguousarray(a)))
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            bufs.append(memoryview(a).cast("B"))
             body += a.nbytes
     if body > MAX_FRAME_BYTES:
         raise ProtocolError(f"message of {body} bytes exceeds the frame limit of {MAX_FRAME_BYTES} bytes")
-    return HEADER.pack(MAGIC, VERSION, kind, len(arrays), len(meta), body, tag) + bytes(meta), bufs
+    meta = b"".join(descs)
+    header = HEADER.pack(MAGIC, VERSION, kind, len(arrays), len(meta), body, tag) + meta
+    return header, bufs, len(header) + body
 
 
 class _Eof(Exception):
@@ -185,35 +212,9 @@ def read_frame(
         if not started:
             reader._fill(1)
         started = True
-        magic, version, kind, narrays, meta_len, body_len, got_tag = HEADER.unpack(
-            reader.read_exact(HEADER.size)
-        )
-        if magic != MAGIC:
-            hint = (
-                " (the peer speaks TLS: is TLS off on this side only?)" if magic[:2] in _TLS_RECORDS else ""
-            )
-            raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r}){hint}")
-        if version != VERSION:
-            raise FrameError(f"unsupported frame version {version} (this side speaks {VERSION})")
-        if kind not in KINDS:
-            raise FrameError(f"unknown frame kind {kind}")
-        if got_tag != tag:
-            raise FrameError(
-                f"frame tagged {got_tag.hex()} but this connection's tag is {tag.hex()}: it belongs to "
-                "another session or to an earlier incarnation of the peer"
-            )
-        if narrays > MAX_ARRAYS:
-            raise FrameError(f"frame claims {narrays} arrays (at most {MAX_ARRAYS})")
-        if meta_len > narrays * (_DESC.size + 8 * MAX_NDIM):
-            raise FrameError(f"descriptor length {meta_len} is impossible for {narrays} arrays")
-        if body_len > max_bytes:
-            raise FrameError(f"frame body of {body_len} bytes exceeds the limit of {max_bytes} bytes")
+        kind, narrays, meta_len, body_len = check_header(reader.read_exact(HEADER.size), max_bytes, tag)
         meta = reader.read_exact(meta_len)
-        specs = _parse_descriptors(meta, narrays, body_len)
-        try:
-            arrays = [np.empty(shape, dtype) for dtype, shape in specs]
-        except (ValueError, MemoryError) as exc:
-            raise FrameError(f"cannot allocate the frame's arrays: {exc}") from None
+        arrays = _allocate(_parse_descriptors(meta, narrays, body_len))
         for a in arrays:
             if a.nbytes:
                 reader.read_into(byte_view(a))
@@ -222,6 +223,164 @@ def read_frame(
             raise EOFError("stream closed") from None
         raise FrameError("truncated frame: the connection closed in the middle of a frame") from None
     return kind, arrays, HEADER.size + meta_len + body_len
+
+
+def check_header(raw: bytes | memoryview, max_bytes: int, tag: bytes) -> tuple[int, int, int, int]:
+    """Validate a fixed header: ``(kind, narrays, meta_len, body_len)``, or FrameError."""
+    magic, version, kind, narrays, meta_len, body_len, got_tag = HEADER.unpack(raw)
+    if magic != MAGIC:
+        hint = " (the peer speaks TLS: is TLS off on this side only?)" if magic[:2] in _TLS_RECORDS else ""
+        raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r}){hint}")
+    if version != VERSION:
+        raise FrameError(f"unsupported frame version {version} (this side speaks {VERSION})")
+    if kind not in KINDS:
+        raise FrameError(f"unknown frame kind {kind}")
+    if got_tag != tag:
+        raise FrameError(
+            f"frame tagged {got_tag.hex()} but this connection's tag is {tag.hex()}: it belongs to "
+            "another session or to an earlier incarnation of the peer"
+        )
+    if narrays > MAX_ARRAYS:
+        raise FrameError(f"frame claims {narrays} arrays (at most {MAX_ARRAYS})")
+    if meta_len > narrays * (_DESC.size + 8 * MAX_NDIM):
+        raise FrameError(f"descriptor length {meta_len} is impossible for {narrays} arrays")
+    if body_len > max_bytes:
+        raise FrameError(f"frame body of {body_len} bytes exceeds the limit of {max_bytes} bytes")
+    return kind, narrays, meta_len, body_len
+
+
+def _allocate(specs: list[tuple[np.dtype, tuple[int, ...]]]) -> list[np.ndarray]:
+    try:
+        return [np.empty(shape, dtype) for dtype, shape in specs]
+    except (ValueError, MemoryError) as exc:
+        raise FrameError(f"cannot allocate the frame's arrays: {exc}") from None
+
+
+DIRECT_MIN = 1 << 16  # the rest of an array at least this large is received straight into it
+
+
+class FrameParser:
+    """Push parser of frames for a non-blocking stream (the transport's receive path).
+
+    The owner receives into :meth:`target` and reports the byte count to :meth:`advance`, which
+    returns every frame completed by those bytes as ``(kind, arrays, wire bytes)``. Headers and
+    small arrays are received into an internal buffer and copied out; the rest of a large array
+    is received straight into the array. Fields are checked as in :func:`read_frame`, before
+    anything is allocated; a bad frame raises FrameError.
+    """
+
+    def __init__(self, max_bytes: int = MAX_FRAME_BYTES, tag: bytes = NO_TAG, bufsize: int = 1 << 18):
+        self._max, self._tag = max_bytes, tag
+        self._buf = bytearray(max(bufsize, 2 * HEADER.size))
+        self._view = memoryview(self._buf)
+        self._lo = self._hi = 0
+        self._head: tuple[int, int, int, int] | None = None  # header of the frame in progress
+        self._meta: bytearray | None = None  # its descriptors, until parsed
+        self._arrays: list[np.ndarray] = []
+        self._dests: list[memoryview] = []  # buffers still to fill, in order
+        self._ai = self._pos = 0  # current destination and bytes already in it
+        self._direct = False
+
+    @property
+    def mid_frame(self) -> bool:
+        """Whether bytes of an unfinished frame have arrived (the stream must not end here)."""
+        return self._head is not None or self._hi > self._lo
+
+    def target(self) -> memoryview:
+        """Where the next received bytes must go (never empty)."""
+        if self._ai < len(self._dests) and self._lo == self._hi:
+            rest = len(self._dests[self._ai]) - self._pos
+            if rest >= DIRECT_MIN:
+                self._direct = True
+                return self._dests[self._ai][self._pos :]
+        self._direct = False
+        if self._lo == self._hi:
+            self._lo = self._hi = 0
+        elif len(self._buf) - self._hi < HEADER.size:  # only a header's head can be left over
+            n = self._hi - self._lo
+            self._view[:n] = self._view[self._lo : self._hi]
+            self._lo, self._hi = 0, n
+        return self._view[self._hi :]
+
+    def advance(self, n: int) -> list[tuple[int, list[np.ndarray], int]]:
+        """Account for ``n`` bytes received into the last :meth:`target`; the completed frames."""
+        if self._direct:
+            self._pos += n
+            if self._pos == len(self._dests[self._ai]):
+                self._ai, self._pos = self._ai + 1, 0
+        else:
+            self._hi += n
+        done = []
+        while True:
+            if self._head is None:
+                avail = self._hi - self._lo
+                if avail < HEADER.size:
+                    return done
+                self._head = check_header(self._view[self._lo : self._lo + HEADER.size], self._max, self._tag)
+                kind, narrays, meta_len, body_len = self._head
+                total = HEADER.size + meta_len + body_len
+                if avail >= total and body_len <= DIRECT_MIN:  # a whole small frame: one copy
+                    lo = self._lo + HEADER.size
+                    specs = _cached_specs(bytes(self._view[lo : lo + meta_len]), narrays, body_len)
+                    body = self._buf[lo + meta_len : lo + meta_len + body_len]
+                    done.append((kind, _from_body(body, specs), total))
+                    self._lo += total
+                    self._head = None
+                    continue
+                self._lo += HEADER.size
+                self._meta = bytearray(self._head[2])
+                self._dests = [memoryview(self._meta)] if self._meta else []
+                self._ai = self._pos = 0
+            while self._ai < len(self._dests) and self._lo < self._hi:
+                dst = self._dests[self._ai]
+                take = min(len(dst) - self._pos, self._hi - self._lo)
+                dst[self._pos : self._pos + take] = self._view[self._lo : self._lo + take]
+                self._lo += take
+                self._pos += take
+                if self._pos == len(dst):
+                    self._ai, self._pos = self._ai + 1, 0
+            if self._ai < len(self._dests):
+                return done
+            kind, narrays, meta_len, body_len = self._head
+            if self._meta is not None:  # descriptors complete: allocate the arrays
+                self._arrays = _allocate(_parse_descriptors(bytes(self._meta), narrays, body_len))
+                self._meta = None
+                self._dests = [byte_view(a) for a in self._arrays if a.nbytes]
+                self._ai = self._pos = 0
+                continue
+            done.append((kind, self._arrays, HEADER.size + meta_len + body_len))
+            self._head, self._arrays, self._dests = None, [], []
+            self._ai = self._pos = 0
+
+
+_SPECS: dict[tuple[bytes, int, int], list[tuple[np.dtype, tuple[int, ...]]]] = {}
+
+
+def _cached_specs(meta: bytes, narrays: int, body_len: int) -> list[tuple[np.dtype, tuple[int, ...]]]:
+    """:func:`_parse_descriptors`, remembered (protocols send the same shapes over and over)."""
+    key = (meta, narrays, body_len)
+    specs = _SPECS.get(key)
+    if specs is None:
+        specs = _parse_descriptors(meta, narrays, body_len)
+        if len(_SPECS) >= 1024:
+            _SPECS.clear()
+        _SPECS[key] = specs
+    return specs
+
+
+def _from_body(body: bytearray, specs: list[tuple[np.dtype, tuple[int, ...]]]) -> list[np.ndarray]:
+    """The arrays of a frame whose body was copied out in one piece (views of that copy)."""
+    out, off = [], 0
+    for dtype, shape in specs:
+        count = 1
+        for d in shape:
+            count *= d
+        if count:
+            out.append(np.frombuffer(body, dtype, count, off).reshape(shape))
+            off += count * dtype.itemsize
+        else:
+            out.append(np.empty(shape, dtype))
+    return out
 
 
 def _parse_descriptors(meta: bytes, narrays: int, body_len: int) -> list[tuple[np.dtype, tuple[int, ...]]]:

@@ -1,4 +1,4 @@
-"""TCP transport: one connection per pair of parties, framed messages, a receiver thread per peer.
+"""TCP transport: one connection per pair of parties, framed messages, one event loop per party.
 
 Connection set-up (:func:`connect_mesh`): every party listens on its own socket; for each pair
 the party earlier in the party order connects to the later one. All of a party's connections
@@ -27,12 +27,20 @@ abort frame giving the reason, logged on logger ``covault.transport``, and does 
 session. After set-up the listener stays open (:class:`LateJoinGuard`) only to refuse late or
 restarted parties with a clear reason; a restarted party cannot rejoin a running session.
 
-Messages (:class:`TcpTransport`): ``send`` writes one frame straight from the arrays' memory. A
-background thread per peer reads frames into a queue as they arrive, so a party blocked in a
-large send always makes progress even if its peer is sending too; ``recv`` takes from that
-queue. A closed connection, an abort notice or a malformed frame ends the peer's queue with a
-failure, and ``recv`` raises PeerError naming the peer (preferring a peer whose connection was
-lost over one that merely reported stopping because of it).
+Messages (:class:`TcpTransport`): the party's own thread does all I/O, on non-blocking sockets,
+with no thread hand-off per message. ``exchange`` (one round) queues one frame per destination
+(referencing the arrays' memory; over TLS, encrypted chunk by chunk), writes what the kernel
+takes, and then polls every connection, writing the rest and reading whatever arrives from ANY
+peer into that peer's inbox (:class:`~covault.transport.framing.FrameParser` receives large
+arrays straight into their buffers), until everything is written and one message from each
+awaited peer is there. It returns only when every queued byte is written, so callers may reuse
+their arrays at once. Since a party inside the transport always drains every connection, two
+parties sending large messages to each other at the same time never deadlock. A closed
+connection, an abort notice or a malformed frame ends the peer's stream: its queued messages are
+still delivered, then the next receive from it raises PeerError naming it (preferring a peer
+whose connection was lost over one that merely reported stopping because of it). The timeout is
+one of silence: an exchange fails when no byte from an awaited peer, or to a destination, moved
+for that long.
 """
 
 from __future__ import annotations
@@ -41,12 +49,14 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import queue
+import math
 import secrets
+import select
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -60,8 +70,10 @@ from covault.transport.framing import (
     KIND_HELLO,
     MAX_FRAME_BYTES,
     FrameError,
+    FrameParser,
     FrameReader,
     encode_frame,
+    encode_frame_sized,
     read_frame,
 )
 from covault.transport.tls import (
@@ -528,7 +540,7 @@ def _raise_setup_error(me, order, outcomes, acceptor, channels, timeout) -> None
 
 # -- transport -----------------------------------------------------------------------------------
 class _Failure:
-    """End-of-queue marker: the connection is gone, for ``reason``; ``lost``: it broke (not an
+    """End of a peer's stream: the connection is gone, for ``reason``; ``lost``: it broke (not an
     abort notice, and not a clean close by a peer that finished)."""
 
     def __init__(self, reason: str, lost: bool):
@@ -536,11 +548,31 @@ class _Failure:
         self.lost = lost
 
 
+class _Peer:
+    """One connection's state inside :class:`TcpTransport`."""
+
+    __slots__ = ("activity", "ch", "events", "failure", "fd", "inbox", "name", "parser", "received", "sent")
+
+    def __init__(self, name: str, ch: SocketChannel, max_frame_bytes: int):
+        self.name, self.ch, self.fd = name, ch, ch.fileno()
+        self.parser = FrameParser(max_frame_bytes, ch.tag)
+        self.inbox: deque[Message] = deque()
+        self.failure: _Failure | None = None
+        self.sent = self.received = 0  # framed bytes
+        self.activity = 0  # bytes read so far (progress, for the stall timeout)
+        self.events = 0  # what the poller watches for (0: unregistered)
+
+
+_IN = select.POLLIN
+_OUT = select.POLLOUT
+
+
 class TcpTransport(Transport):
     """Framed messages over one connected channel (or socket) per peer (see the module docstring).
 
     ``wire_bytes_sent`` / ``wire_bytes_received`` count framed bytes (headers included, TLS
     record overhead not); :class:`~covault.transport.base.Network` counts payload bytes.
+    ``send_timeout``: how long :meth:`send` may wait for a peer that reads nothing.
     ``on_close`` runs once when the transport closes (e.g. :meth:`LateJoinGuard.stop`).
     """
 
@@ -550,137 +582,264 @@ class TcpTransport(Transport):
         channels: Mapping[str, SocketChannel | socket.socket],
         *,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        send_timeout: float = 60.0,
         on_close: Callable[[], None] | None = None,
     ):
         self.party = party
         self.peers = tuple(channels)
         self.max_frame_bytes = int(max_frame_bytes)
-        self._chans = {
-            p: c if isinstance(c, SocketChannel) else SocketChannel(c) for p, c in channels.items()
-        }
+        self.send_timeout = float(send_timeout)
         self._on_close = on_close
-        self._queues: dict[str, queue.SimpleQueue] = {p: queue.SimpleQueue() for p in self.peers}
-        self._send_locks = {p: threading.Lock() for p in self.peers}
-        self._sent = dict.fromkeys(self.peers, 0)
-        self._received = dict.fromkeys(self.peers, 0)
-        self._failed: dict[str, _Failure] = {}
         self._closed = False
-        self._threads = {
-            p: threading.Thread(target=self._receive_loop, args=(p,), name=f"covault-recv-{party}<-{p}")
-            for p in self.peers
-        }
-        for t in self._threads.values():
-            t.daemon = True
-            t.start()
+        self._poller = select.poll()
+        self._peers: dict[str, _Peer] = {}
+        self._by_fd: dict[int, _Peer] = {}
+        for name, c in channels.items():
+            ch = c if isinstance(c, SocketChannel) else SocketChannel(c)
+            ch.set_nonblocking()
+            p = _Peer(name, ch, self.max_frame_bytes)
+            self._peers[name] = self._by_fd[p.fd] = p
+            self._watch(p)
 
     @property
     def tls(self) -> bool:
         """Whether every connection runs TLS."""
-        return bool(self._chans) and all(c.tls for c in self._chans.values())
+        return bool(self._peers) and all(p.ch.tls for p in self._peers.values())
 
     @property
     def wire_bytes_sent(self) -> int:
-        return sum(self._sent.values())
+        return sum(p.sent for p in self._peers.values())
 
     @property
     def wire_bytes_received(self) -> int:
-        return sum(self._received.values())
+        return sum(p.received for p in self._peers.values())
 
-    def _peer(self, name: str) -> SocketChannel:
-        ch = self._chans.get(name)
-        if ch is None:
+    def _peer(self, name: str) -> _Peer:
+        p = self._peers.get(name)
+        if p is None:
             raise PartyError(f"party {self.party!r} has no peer {name!r} (peers: {list(self.peers)})")
-        return ch
+        return p
 
-    def _receive_loop(self, peer: str) -> None:
-        ch = self._chans[peer]
-        reader = FrameReader(ch.recv_into)
-        q = self._queues[peer]
-        reason, lost = "receiver stopped", True
-        try:
-            while True:
-                kind, arrays, nbytes = read_frame(reader, self.max_frame_bytes, ch.tag)
-                self._received[peer] += nbytes
-                if kind == KIND_DATA:
-                    q.put(arrays)
-                    continue
-                if kind == KIND_ABORT and len(arrays) == 1:
-                    text = arrays[0].tobytes().decode(errors="replace")
-                    reason, lost = f"peer stopped: {text}", False
-                else:
-                    reason = f"malformed frame: unexpected frame kind {kind} after the handshake"
-                    ch.shutdown()
-                break
-        except EOFError:
-            note = ch.eof_note()
-            reason, lost = "connection closed by the peer" + note, bool(note)  # a clean close: it finished
-        except FrameError as exc:
-            reason = f"malformed frame: {exc}"
-            ch.shutdown()
-        except ssl.SSLError as exc:
-            reason = f"TLS failure: {describe_tls_error(exc)[0]}"
-            ch.shutdown()
-        except ConnectionResetError:
-            reason = "connection reset by the peer (it crashed, was killed or lost its network)"
-        except OSError as exc:
-            reason = "transport closed" if self._closed else f"connection lost: {exc}"
-        except BaseException as exc:  # never die silently: the waiting party must hear of it
-            reason = f"receiver failed: {type(exc).__name__}: {exc}"
-            ch.shutdown()
-        finally:
-            failure = _Failure(reason, lost)
-            self._failed.setdefault(peer, failure)
-            if lost and not self._closed:
-                log.info("party %r: connection with %r ended: %s", self.party, peer, reason)
-            q.put(failure)
-
+    # -- messages ---------------------------------------------------------------------------------
     def send(self, to: str, message: Message) -> None:
-        ch = self._peer(to)
-        if self._closed:
-            raise PeerError(to, "cannot send: the transport is closed")
-        header, bufs = encode_frame(message, KIND_DATA, ch.tag)
-        with self._send_locks[to]:
-            try:
-                self._sent[to] += ch.send_buffers([header, *bufs])
-            except OSError as exc:  # includes ssl.SSLError
-                self._threads[to].join(0.5)  # the receiver usually knows why (closed, reset, aborted)
-                failure = self._failed.get(to)
-                if failure is None and isinstance(exc, (BrokenPipeError, ConnectionResetError)):
-                    why = "connection lost while sending: the peer closed or reset it (crashed or killed?)"
-                else:
-                    why = failure.reason if failure else f"connection lost while sending ({exc})"
-                raise PeerError(to, why) from None
+        self.exchange({to: message}, (), self.send_timeout)
 
     def recv(self, frm: str, timeout: float) -> Message:
-        self._peer(frm)
-        q = self._queues[frm]
-        try:
-            item = q.get(timeout=timeout)
-        except queue.Empty:
-            raise PeerError(frm, f"no message within {timeout:g} s (peer stalled)") from None
-        if isinstance(item, _Failure):
-            q.put(item)
-            if not item.lost:  # it stopped; if another connection was lost, that party is the cause
-                for other, f in list(self._failed.items()):
-                    if other != frm and f.lost:
-                        why = "because of it" if f"party {other!r}" in item.reason else item.reason
-                        raise PeerError(other, f"{f.reason} ({frm!r} stopped too: {why})")
-            raise PeerError(frm, item.reason)
-        return item
+        return self.exchange(None, (frm,), timeout)[frm]
 
+    def exchange(
+        self, sends: Mapping[str, Message] | None, recv_from: Sequence[str], timeout: float
+    ) -> dict[str, Message]:
+        """Queue every message of ``sends``, then write and read until all of them are written and
+        one message from each of ``recv_from`` has arrived. Raises PeerError naming the peer when a
+        connection fails or nothing moves for ``timeout`` seconds."""
+        got: dict[str, Message] = {}
+        targets: list[_Peer] = []
+        if self._closed:
+            names = [*(sends or ()), *recv_from]
+            if names:
+                raise PeerError(self._peer(names[0]).name, "the transport is closed")
+        peers = self._peers
+        if sends:
+            for to, msg in sends.items():
+                p = peers.get(to) or self._peer(to)
+                if p.failure is not None:
+                    self._raise_failure(p)
+                header, bufs, size = encode_frame_sized(msg, KIND_DATA, p.ch.tag)
+                bufs.insert(0, header)
+                p.ch.queue(bufs)
+                p.sent += size
+                targets.append(p)
+                self._flush(p)
+        waiting = []
+        for frm in recv_from:
+            p = peers.get(frm) or self._peer(frm)
+            if p.inbox:
+                got[frm] = p.inbox.popleft()
+            else:
+                if p.failure is not None:
+                    self._raise_failure(p)
+                waiting.append(p)
+        if not waiting and not any(p.events & _OUT for p in targets):
+            return got
+        deadline = time.monotonic() + timeout
+        mark = self._progress(waiting, targets)
+        while True:
+            if waiting:  # the answer is often there already: no poll system call then
+                self._read(waiting[0])
+                waiting = [p for p in waiting if not self._take(p, got)]
+            if not waiting and not any(p.events & _OUT for p in targets):
+                return got
+            self._wait(deadline)
+            waiting = [p for p in waiting if not self._take(p, got)]
+            now = self._progress(waiting, targets)
+            if now != mark:
+                mark, deadline = now, time.monotonic() + timeout
+            elif time.monotonic() >= deadline:
+                self._stalled(waiting, targets, timeout)
+
+    @staticmethod
+    def _progress(waiting: list[_Peer], targets: list[_Peer]) -> tuple[int, int, int]:
+        """Changes whenever this exchange moves: bytes from the awaited peers or to the targets."""
+        return len(waiting), sum(p.activity for p in waiting), sum(p.ch.written for p in targets)
+
+    def _take(self, p: _Peer, got: dict[str, Message]) -> bool:
+        """Move ``p``'s next message into ``got`` (True), raise if its stream ended, else False."""
+        if p.inbox:
+            got[p.name] = p.inbox.popleft()
+            return True
+        if p.failure is not None:
+            self._raise_failure(p)
+        return False
+
+    def _raise_failure(self, p: _Peer) -> None:
+        f = p.failure
+        if not f.lost:  # it stopped; if another connection was lost, that party is the cause
+            self._wait(None)
+            for other in self._peers.values():
+                g = other.failure
+                if other is not p and g is not None and g.lost:
+                    why = "because of it" if f"party {other.name!r}" in f.reason else f.reason
+                    raise PeerError(other.name, f"{g.reason} ({p.name!r} stopped too: {why})")
+        raise PeerError(p.name, f.reason)
+
+    def _stalled(self, waiting: list[_Peer], targets: list[_Peer], timeout: float) -> None:
+        if waiting:
+            raise PeerError(waiting[0].name, f"no message within {timeout:g} s (peer stalled)")
+        p = next(p for p in targets if p.events & _OUT)
+        raise PeerError(p.name, f"could not send for {timeout:g} s: the peer reads nothing (stalled)")
+
+    # -- the event loop ---------------------------------------------------------------------------
+    def _watch(self, p: _Peer) -> None:
+        """Register what to wait for on ``p``: input unless its stream ended, output if queued."""
+        want = (0 if p.failure is not None else _IN) | (_OUT if p.ch.has_output else 0)
+        if want == p.events:
+            return
+        if p.events and want:
+            self._poller.modify(p.fd, want)
+        elif want:
+            self._poller.register(p.fd, want)
+        else:
+            self._poller.unregister(p.fd)
+        p.events = want
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait for readable or writable connections until ``deadline`` (None: just look), and
+        serve them; True if any was served."""
+        ms = 0 if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        events = self._poller.poll(ms)
+        for fd, ev in events:
+            p = self._by_fd.get(fd)
+            if p is None:
+                continue
+            if ev & _OUT:
+                self._flush(p)
+            if ev & ~_OUT:
+                self._read(p)
+        return bool(events)
+
+    def _flush(self, p: _Peer) -> None:
+        """Write what ``p``'s channel holds; watch for writability while some is left."""
+        try:
+            done = p.ch.flush()
+        except OSError as exc:  # includes ssl.SSLError
+            self._read(p)  # the peer may have said why (an abort frame) before closing
+            f = p.failure
+            if f is None and isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                why = "connection lost while sending: the peer closed or reset it (crashed or killed?)"
+            else:
+                why = f.reason if f else f"connection lost while sending ({exc})"
+            self._end(p, why, True)
+            raise PeerError(p.name, why) from None
+        if not done or p.events & _OUT:
+            self._watch(p)
+
+    def _read(self, p: _Peer) -> None:
+        """Receive everything ``p`` has sent so far (until the socket would block)."""
+        if p.failure is not None:
+            return
+        ch, parser = p.ch, p.parser
+        try:
+            while True:
+                n = ch.read_nb(parser.target())
+                if not n:
+                    if n is None:
+                        return
+                    if parser.mid_frame:
+                        raise FrameError("truncated frame: the connection closed in the middle of a frame")
+                    note = ch.eof_note()
+                    self._end(p, "connection closed by the peer" + note, bool(note))  # clean: it finished
+                    return
+                p.activity += n
+                for kind, arrays, nbytes in parser.advance(n):
+                    p.received += nbytes
+                    if kind == KIND_DATA:
+                        p.inbox.append(arrays)
+                    elif kind == KIND_ABORT and len(arrays) == 1:
+                        text = arrays[0].tobytes().decode(errors="replace")
+                        self._end(p, f"peer stopped: {text}", False)
+                        return
+                    else:
+                        ch.shutdown()
+                        self._end(
+                            p, f"malformed frame: unexpected frame kind {kind} after the handshake", True
+                        )
+                        return
+                if not ch.more:
+                    return
+        except FrameError as exc:
+            ch.shutdown()
+            self._end(p, f"malformed frame: {exc}", True)
+        except ssl.SSLError as exc:
+            ch.shutdown()
+            self._end(p, f"TLS failure: {describe_tls_error(exc)[0]}", True)
+        except ConnectionResetError:
+            self._end(p, "connection reset by the peer (it crashed, was killed or lost its network)", True)
+        except OSError as exc:
+            self._end(p, "transport closed" if self._closed else f"connection lost: {exc}", True)
+
+    def _end(self, p: _Peer, reason: str, lost: bool) -> None:
+        """Record the end of ``p``'s stream (the first reason wins) and stop watching its input."""
+        if p.failure is None:
+            p.failure = _Failure(reason, lost)
+            if lost and not self._closed:
+                log.info("party %r: connection with %r ended: %s", self.party, p.name, reason)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self._watch(p)
+
+    def _drain(self, seconds: float, until_eof: bool) -> None:
+        """Serve connections for up to ``seconds``: until every output is written and, with
+        ``until_eof``, every peer's stream has ended. Failures are recorded, not raised."""
+        deadline = time.monotonic() + seconds
+        while True:
+            pending = [
+                p for p in self._peers.values() if p.ch.has_output and not (p.failure and p.failure.lost)
+            ]
+            for p in pending:
+                with contextlib.suppress(PeerError):
+                    self._flush(p)
+            busy = any(p.ch.has_output and not (p.failure and p.failure.lost) for p in self._peers.values())
+            if until_eof:
+                busy = busy or any(p.failure is None for p in self._peers.values())
+            if not busy or time.monotonic() >= deadline:
+                return
+            try:
+                self._wait(deadline)
+            except PeerError:
+                continue
+
+    # -- ending -----------------------------------------------------------------------------------
     def abort(self, reason: str) -> None:
         """Tell every peer that this party stops (best effort, ~1 s at most), then close."""
-        for peer, ch in self._chans.items():
-            if peer in self._failed and self._failed[peer].lost:
+        if self._closed:
+            return
+        text = np.frombuffer(reason.encode()[:4096], np.uint8)
+        for p in self._peers.values():
+            if p.failure is not None and p.failure.lost:
                 continue
-            header, bufs = encode_frame([np.frombuffer(reason.encode()[:4096], np.uint8)], KIND_ABORT, ch.tag)
-            with contextlib.suppress(OSError):
-                ch.set_send_timeout(1)
-                if self._send_locks[peer].acquire(timeout=1.0):
-                    try:
-                        ch.send_buffers([header, *bufs])
-                    finally:
-                        self._send_locks[peer].release()
+            header, bufs = encode_frame([text], KIND_ABORT, p.ch.tag)
+            p.ch.queue([header, *bufs])
+        self._drain(1.0, until_eof=False)
         self.close(linger=0.0)
 
     def close(self, linger: float = 0.0) -> None:
@@ -688,24 +847,14 @@ class TcpTransport(Transport):
         if self._closed:
             return
         try:
-            for peer, ch in self._chans.items():
-                ch.set_send_timeout(1)
-                if self._send_locks[peer].acquire(timeout=1.0):
-                    try:
-                        ch.close_write()
-                    finally:
-                        self._send_locks[peer].release()
-            deadline = time.monotonic() + linger
-            for t in self._threads.values():
-                t.join(max(0.0, deadline - time.monotonic()))
-            self._closed = True
-            for ch in self._chans.values():
-                ch.shutdown()
-            for t in self._threads.values():
-                t.join(1.0)
-            for ch in self._chans.values():
-                ch.close()
+            for p in self._peers.values():
+                if not (p.failure and p.failure.lost):
+                    p.ch.queue_close_write()
+            self._drain(max(linger, 0.0), until_eof=True)
         finally:
             self._closed = True
+            for p in self._peers.values():
+                p.ch.shutdown()
+                p.ch.close()
             if self._on_close is not None:
                 self._on_close()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -180,6 +181,8 @@ class TlsChannel(SocketChannel):
         self._rawv = memoryview(self._raw)
         self._eof: str | None = None
         self._partial = False  # the last read filled its view: the record may hold more
+        self._plain: deque[memoryview] = deque()  # queued plaintext not yet encrypted
+        self._notify_after_flush = False  # send close_notify once the plaintext is out
 
     # -- handshake ------------------------------------------------------------------------------------
     def handshake(self) -> None:
@@ -266,6 +269,100 @@ class TlsChannel(SocketChannel):
         if pending:
             send_buffers(self.sock, pending)
         return total
+
+    # -- non-blocking use (the transport) -------------------------------------------------------------
+    def read_nb(self, view: memoryview) -> int | None:
+        """As :meth:`recv_into`, but None instead of waiting for ciphertext; ``more`` tells
+        whether plaintext or ciphertext may be left behind."""
+        filled = False
+        while True:
+            if self._in.pending or self._partial:
+                with self._lock:
+                    try:
+                        n = self._obj.read(len(view), view)  # at most one TLS record
+                    except ssl.SSLWantReadError:
+                        n = -1
+                    except ssl.SSLZeroReturnError:
+                        n = 0
+                self._partial = n == len(view)
+                if n >= 0:
+                    if n == 0:
+                        self._eof = "clean"
+                    self.more = self._partial or filled or self._in.pending > 0
+                    return n
+                if filled is None:  # the socket had no more: wait for the rest of the record
+                    self.more = False
+                    return None
+            try:
+                got = self.sock.recv_into(self._rawv)
+            except BlockingIOError:
+                self.more = False
+                return None
+            if not got:
+                self._eof = self._eof or "abrupt"
+                self.more = False
+                return 0
+            filled = True if got == len(self._raw) else None
+            with self._lock:
+                self._in.write(self._rawv[:got])
+
+    def queue(self, buffers: Sequence[memoryview | bytes]) -> None:
+        """Small messages are encrypted at once into one record; larger ones chunk by chunk
+        as :meth:`flush` writes them (the buffers are referenced until then)."""
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        if not self._plain and sum(v.nbytes for v in views) <= COALESCE:
+            with self._lock:
+                self._obj.write(b"".join(views))
+                self._pending.append(memoryview(self._out.read()))
+        else:
+            self._plain.extend(views)
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._pending or self._plain) or self._notify_after_flush or self._shut_after_flush
+
+    def flush(self) -> bool:
+        while True:
+            if not self._write_pending():
+                return False
+            if self._plain:
+                self._encrypt_chunk()
+            elif self._notify_after_flush:
+                self._notify_after_flush = False
+                with self._lock:
+                    with contextlib.suppress(ssl.SSLError, ValueError):
+                        self._obj.unwrap()  # queues close_notify; the peer's arrives later
+                    data = self._out.read()
+                if data:
+                    self._pending.append(memoryview(data))
+            else:
+                break
+        self._finish_close_write()
+        return True
+
+    def _encrypt_chunk(self) -> None:
+        """Encrypt up to WRITE_CHUNK bytes of queued plaintext (small buffers joined)."""
+        q = self._plain
+        first = q[0]
+        if first.nbytes >= WRITE_CHUNK:
+            chunk = first[:WRITE_CHUNK]
+            if first.nbytes > WRITE_CHUNK:
+                q[0] = first[WRITE_CHUNK:]
+            else:
+                q.popleft()
+        else:
+            parts, size = [], 0
+            while q and size + q[0].nbytes <= WRITE_CHUNK:
+                size += q[0].nbytes
+                parts.append(q.popleft())
+            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        with self._lock:
+            self._obj.write(chunk)
+            self._pending.append(memoryview(self._out.read()))
+
+    def queue_close_write(self) -> None:
+        self._notify_after_flush = True
+        self._shut_after_flush = True
 
     def eof_note(self) -> str:
         if self._eof == "abrupt":
