@@ -119,12 +119,7 @@ def test_framing_round_trip_many_frames_in_one_stream():
             kind, arrays, n = read_frame(reader)
             got_wire += n
             assert kind == KIND_DATA
-            assert len(arrays) == len(m)
-            for x, y in zip(m, arrays):
-                assert y.shape == x.shape
-                assert y.dtype == x.dtype.newbyteorder("=") or y.dtype == x.dtype
-                np.testing.assert_array_equal(y, x)
-                assert y.flags.c_contiguous and y.flags.writeable
+            _check_arrays(m, arrays)
         assert got_wire == wire
         a.close()
         with pytest.raises(EOFError):

@@ -224,26 +224,10 @@ class TlsChannel(SocketChannel):
         return True
 
     def recv_into(self, view: memoryview) -> int:
-        while True:
-            # Decrypt only when there is something to decrypt: ciphertext in the BIO, or the rest
-            # of a record that filled the last view (SSL_pending() would release the GIL and cost
-            # a thread switch per message).
-            if self._in.pending or self._partial:
-                with self._lock:
-                    try:
-                        n = self._obj.read(len(view), view)  # at most one TLS record
-                    except ssl.SSLWantReadError:
-                        n = -1
-                    except ssl.SSLZeroReturnError:
-                        n = 0
-                self._partial = n == len(view)
-                if n >= 0:
-                    if n == 0:  # the peer's close_notify
-                        self._eof = "clean"
-                    return n
-            if not self._fill():
-                self._eof = self._eof or "abrupt"
-                return 0
+        while True:  # on a blocking socket read_nb waits in the socket read
+            n = self.read_nb(view)
+            if n is not None:
+                return n
 
     def send_buffers(self, buffers: Sequence[memoryview | bytes]) -> int:
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
@@ -272,21 +256,24 @@ class TlsChannel(SocketChannel):
 
     # -- non-blocking use (the transport) -------------------------------------------------------------
     def read_nb(self, view: memoryview) -> int | None:
-        """As :meth:`recv_into`, but None instead of waiting for ciphertext; ``more`` tells
-        whether plaintext or ciphertext may be left behind."""
+        """Receive plaintext (at most one TLS record) into ``view``: the count, 0 at the end of the
+        stream, None if a whole record has not arrived; ``more`` tells whether plaintext or
+        ciphertext may be left behind."""
         filled = False
         while True:
+            # Decrypt only when there is something to decrypt: ciphertext in the BIO, or the rest
+            # of a record that filled the last view (SSL_pending() would cost a system call).
             if self._in.pending or self._partial:
                 with self._lock:
                     try:
-                        n = self._obj.read(len(view), view)  # at most one TLS record
+                        n = self._obj.read(len(view), view)
                     except ssl.SSLWantReadError:
                         n = -1
                     except ssl.SSLZeroReturnError:
                         n = 0
                 self._partial = n == len(view)
                 if n >= 0:
-                    if n == 0:
+                    if n == 0:  # the peer's close_notify
                         self._eof = "clean"
                     self.more = self._partial or filled or self._in.pending > 0
                     return n
