@@ -288,10 +288,14 @@ def test_cost_matches_the_documented_formula(proto, n):
             assert bits["bytes_sent"] == 2 * msb_and and bits["rounds"] == 7
             assert lt["bytes_sent"] == 2 * msb_and + math.ceil(n / 8) and lt["rounds"] == 8
             assert eq["bytes_sent"] == 2 * eqz_and + math.ceil(n / 8) and eq["rounds"] == 8
-        else:  # msb_addends: one 8-byte AND; a rep3 AND reshares one word; b2a_bit: 2 products
+        else:  # msb_addends: one 8-byte AND; a rep3 AND reshares one word; daBits: 1 element,
+            # plus 1 for the party's third, carried by the first two AND rounds; then one round
+            # opening 1 bit per element
+            i = int(p[1])
+            dabits = 8 * (n + n // 3 + (i < n % 3)) + math.ceil(n / 8)
             assert bits["bytes_sent"] == 8 * n + msb_and and bits["rounds"] == 8
-            assert lt["bytes_sent"] == 8 * n + msb_and + 16 * n and lt["rounds"] == 10
-            assert eq["bytes_sent"] == 8 * n + eqz_and + 16 * n and eq["rounds"] == 10
+            assert lt["bytes_sent"] == 8 * n + msb_and + dabits and lt["rounds"] == 9
+            assert eq["bytes_sent"] == 8 * n + eqz_and + dabits and eq["rounds"] == 9
 
 
 # -- properties ------------------------------------------------------------------------------------------

@@ -141,7 +141,10 @@ def test_tcp_run_matches_local(tmp_path):
     tcp = run_quiet(path, transport="tcp")
     local = run_quiet(path)
     assert tcp["transport"] == "tcp"
-    assert abs(tcp["metrics"]["accuracy"] - local["metrics"]["accuracy"]) <= 0.02
+    # fresh shares and a fresh oblivious shuffle per run: the two models differ slightly
+    # (a few held-out rows of ~114 after 2 epochs), both must be good
+    assert min(tcp["metrics"]["accuracy"], local["metrics"]["accuracy"]) >= 0.9
+    assert abs(tcp["metrics"]["accuracy"] - local["metrics"]["accuracy"]) <= 0.05
     assert len(tcp["loss_curve"]) == 2
     assert set(tcp["bytes_sent"]) == set(HOSPITALS)
 

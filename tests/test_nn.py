@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from covault import nn, optim
@@ -96,6 +96,22 @@ def test_sigmoids(layers):
     s, back = layers["piecewise"]
     np.testing.assert_allclose(s, np.clip(0.5 + Z / 4, 0, 1), atol=TOL)
     np.testing.assert_allclose(back, Z * (np.abs(Z) <= 2) / 4, atol=TOL)
+
+
+def prog_activation_rounds(s):
+    z = inp(s, Z)
+    with s.scope() as piecewise:
+        F.sigmoid_piecewise(z, with_mask=True)
+    with s.scope() as relu:
+        nn.ReLU()(z)
+    return piecewise.rounds, relu.rounds
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+def test_activation_rounds(proto):
+    """The comparison's boolean msb (7 rounds in 2pc, 8 in rep3), then ONE bit-injection round
+    that converts the bits and multiplies (rep3's daBits ride along the msb's rounds)."""
+    assert run_both(prog_activation_rounds, proto) == ({"2pc": (8, 8), "rep3": (9, 9)}[proto[0]])
 
 
 def test_softmax(layers):
@@ -297,6 +313,7 @@ def test_train_eval_and_parameters():
     st.floats(1e-4, 3.0),
     st.floats(-2.0, 2.0),
 )
+@example(vals=[1.9767174118987478, -3.84146916827585, 1.9767174118987478], c1=2.766880868454474e-4, c2=0.0562)
 def test_combine(vals, c1, c2):
     a = np.array(vals)
 
@@ -309,10 +326,19 @@ def test_combine(vals, c1, c2):
     u, v, frac = run_both(prog, ("2pc", 2))
     enc = np.round(a * 2**16) / 2**16
     assert frac == 24
-    # coefficients carry ~2^-18 relative error, outputs one truncation
-    scale = abs(c1) * float((enc**2).max()) + abs(c2) * float(abs(enc).max())
-    np.testing.assert_allclose(u, c1 * enc**2 + c2 * enc, atol=3e-5 + 4e-6 * scale)
-    np.testing.assert_allclose(v, c1 * enc, atol=1e-7 + 2e-6 * c1)
+    # The documented contract: every coefficient gets 20 significant bits unless the bounds
+    # leave fewer (a shared shift of at most cap = min(61 - log2(bound) - frac) bits), then one
+    # probabilistic truncation (< 2 units in the last place).
+    cap = min(61 - 6 - 16, 61 - 4 - 24)
+
+    def coef_err(c, out_frac, t_frac):
+        return 0.5 * max(abs(c) * 2.0**-19, 2.0 ** -(out_frac + cap - t_frac))
+
+    big = float(np.abs(enc).max())
+    err_u = coef_err(c1, 16, 32) * big**2 + coef_err(c2, 16, 16) * big + 2 * 2.0**-16
+    err_v = coef_err(c1, 24, 16) * big + 2 * 2.0**-24
+    np.testing.assert_allclose(u, c1 * enc**2 + c2 * enc, rtol=0, atol=err_u)
+    np.testing.assert_allclose(v, c1 * enc, rtol=0, atol=err_v)
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])

@@ -195,11 +195,13 @@ def prog_cost(s):
 def test_sigmoid_rounds(proto):
     """One batched comparison and the documented product/truncation chain (no hidden rounds)."""
     name, k = proto
-    rounds = max(covault.run(prog_cost, k, name).values())
-    # 2pc: comparison 8 + bit product 1 + 6 x (product 1 + truncation 1);
-    # rep3: comparison 10 + bit product 1 + 6 fused products (2 rounds each) + 2 more for the
-    # two products whose truncation follows a local addition (Horner steps)
-    assert rounds <= {"2pc": 21, "rep3": 25}[name]
+    res = covault.run(prog_cost, k, name)
+    # 2pc: boolean msb 7 + bit injection 1 + 6 x (product 1 + truncation 1);
+    # rep3: boolean msb 8 + bit injection 1 + 6 fused products (2 rounds each; the Horner steps
+    # add their block before the fused truncation); below 4096 elements P0 deals every
+    # truncation and takes no part in their second rounds
+    want = {"2pc": {"p0": 20, "p1": 20, "dealer": 0}, "rep3": {"p0": 15, "p1": 21, "p2": 21}}[name]
+    assert res == want
 
 
 # -- fixed-point helpers ---------------------------------------------------------------------------

@@ -120,3 +120,49 @@ def test_prg_streams_are_independent_per_seed():
     assert not np.array_equal(x, y)
     np.testing.assert_array_equal(PRG(a).ring(1000), x)
     assert bit_balance_z(x) < 6
+
+
+# -- bit injection: the opened c = b ^ r is uniform, whatever the bits ------------------------------
+def ones_fraction(packed: np.ndarray, n: int) -> float:
+    return float(np.unpackbits(packed, count=n).mean())
+
+
+def test_ones_fraction_rejects_raw_bits():
+    """Negative control: the bits themselves (all ones here) fail the uniformity bound below."""
+    raw = np.packbits(np.ones(N, dtype=np.uint8))
+    assert abs(ones_fraction(raw, N) - 0.5) > 0.05
+
+
+def prog_inject_wire(s):
+    sent: list[np.ndarray] = []
+    proto = s.protocol
+    ones = s.input(
+        np.ones(N, dtype=np.int64) if s.party == s.compute_parties[0] else None,
+        s.compute_parties[0],
+        integer=True,
+    )
+    x = s.input(np.full(N, 3.25) if s.party == s.compute_parties[1] else None, s.compute_parties[1])
+    bits = ones.to_boolean().shares  # bit 0: all ones
+    proto.prepare_b2a(N)
+    x * x  # a fused product; in rep3 its rounds do not carry the daBits
+    x.relu()  # resharing rounds: they do
+    s.net.add_recorder(lambda d, peer, msg: sent.extend(msg) if d == "sent" else None)
+    proto.b2a_mul(bits, x.shares)
+    return sent
+
+
+@pytest.mark.parametrize("proto", [("2pc", 2), ("rep3", 3)], ids=["2pc", "rep3"])
+def test_bit_injection_opens_only_uniform_bits(proto):
+    name, n = proto
+    res = covault.run(prog_inject_wire, n, name)
+    packed = [res[p][0] for p in res if p != "dealer"]  # each compute party's part of c
+    for part in packed:  # no party's message is the raw bits (all ones)
+        assert part.dtype == np.uint8 and part.size == N // 8
+        assert abs(ones_fraction(part, N) - 0.5) < 0.05
+    opened = np.bitwise_xor.reduce(np.stack(packed))  # c = b ^ r, as every compute party sees it
+    assert abs(ones_fraction(opened, N) - 0.5) < 0.05  # 6 sigma for N = 4000
+    for p in res:
+        # 2pc: x - a; rep3: the reshared term of r x; the dealer: P1's corrections (offline)
+        masked = res[p] if p == "dealer" else res[p][1:]
+        for m in masked:
+            assert m.dtype == np.int64 and bit_balance_z(m) < 5.5 and byte_chi2(m) < 385

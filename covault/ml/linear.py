@@ -6,11 +6,11 @@ StandardScaler`; the target too for regression), an oblivious shuffle of the row
 (:mod:`covault.ml.batching`). One batch of logistic regression with the piecewise sigmoid:
 
 1. ``z = X_b w + b`` (fixed-point matmul: 2 rounds);
-2. ``p = clip(1/2 + z/4, 0, 1)`` (one comparison on ``2B`` elements + one bit product:
-   9 rounds in 2pc, 11 in rep3) or the exact sigmoid (21 / 25 rounds);
+2. ``p = clip(1/2 + z/4, 0, 1)`` (one comparison on ``2B`` elements whose bits select in its
+   conversion round: 8 rounds in 2pc, 9 in rep3) or the exact sigmoid (20 / 21 rounds);
 3. ``grad_w = X_b^T (p - y)`` untruncated (1 round), ``grad_b = sum(p - y)`` (local);
 4. SGD step, with ``lr / B``, the L2 penalty and momentum folded into ONE truncation.
-In all 13 rounds per batch in 2pc, 16 in rep3 (measured figures: ``docs/ml.md``).
+In all 12 rounds per batch in 2pc, 14 in rep3 (measured figures: ``docs/ml.md``).
 
 The model stays secret: ``coef_``/``intercept_`` exist only after :meth:`reveal` (at the
 receivers, as plaintext for raw features), which also returns a public copy usable for
@@ -379,7 +379,7 @@ class LogisticRegression(_LogisticParams, _SecureLinear):
     Parameters (scikit-learn names where they exist): ``penalty`` ("l2" or None), ``C``
     (inverse strength; L2 weight ``1/(C n)`` on the mean loss) or ``alpha`` (that weight
     directly), ``epochs``, ``learning_rate``, ``batch_size``, ``momentum``, ``standardize``,
-    ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 9 rounds; "exact": 21 rounds),
+    ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 8 rounds; "exact": 20 rounds),
     ``shuffle`` ("once": one oblivious shuffle before training, "epoch": one per epoch,
     "none"), ``seed`` (public: epoch orders). Labels are 0/1.
     """
@@ -401,7 +401,7 @@ class LogisticRegression(_LogisticParams, _SecureLinear):
         return BCEWithLogitsLoss(sigmoid=self.sigmoid)
 
     def predict_proba(self, x: SecretTensor) -> SecretTensor:
-        """Secret ``[1 - p, p]`` rows with the exact sigmoid (2 + 21 rounds in 2pc)."""
+        """Secret ``[1 - p, p]`` rows with the exact sigmoid (2 + 20 rounds in 2pc)."""
         p = nonlinear.sigmoid(self.decision_function(x))
         return stack([1 - p, p], axis=1)
 

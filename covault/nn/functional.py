@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
+from covault.protocols import compare
 from covault.protocols.nonlinear import fixed, scaling
 from covault.protocols.nonlinear.coefficients import INV_SQRT
 from covault.protocols.shuffle import random_permutation
@@ -154,21 +155,23 @@ def _multiplier(c: float, shift: int) -> np.int64:
 def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     """``clip(1/2 + z/4, 0, 1)``: the tangent of the sigmoid at 0, saturated at ``|z| = 2``.
 
-    One batched comparison of ``[2 - z, 2 + z] < 0`` (2n elements, one call) and one product
-    with the integer bit ``mid = 1 - hi - lo`` (no truncation): ``s = hi + mid (1/2 + z/4)``.
-    ``z/4`` is exact (the shares read with 2 more fractional bits), so the result has
-    ``z.frac + 2`` fractional bits. Maximum error against the sigmoid: 0.119 at ``|z| = 2``.
-    Rounds: 9 in 2pc, 11 in rep3. With ``with_mask`` also returns the bit ``mid = [|z| <= 2]``
-    (the derivative is ``mid / 4``).
+    One batched comparison of ``[2 - z, 2 + z] < 0`` (2n elements, one call) gives boolean
+    ``hi`` and ``lo``; ``mid = 1 - hi - lo = hi ^ lo ^ 1`` (local) is injected into
+    ``1/2 + z/4`` and ``hi`` converted in the same round (``Protocol.b2a_mul``, no truncation):
+    ``s = hi + mid (1/2 + z/4)``. ``z/4`` is exact (the shares read with 2 more fractional bits),
+    so the result has ``z.frac + 2`` fractional bits. Maximum error against the sigmoid: 0.119
+    at ``|z| = 2``. Rounds: 8 in 2pc, 9 in rep3 (the comparison's). With ``with_mask`` also
+    returns the bit ``mid = [|z| <= 2]`` (the derivative is ``mid / 4``).
     """
     f = z.frac
-    both = fixed.stack([fixed.add_const(-z, 2.0), fixed.add_const(z, 2.0)])
-    hi, lo = fixed.unstack(fixed.lt_zero(both))
-    mid = hi._new(z.proto.add_public(-(hi.shares + lo.shares), np.int64(1)), 0)
+    proto = z.proto
+    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(z, 2.0)))  # boolean [hi, lo]
+    hi_b = hl[:, 0]
+    mid_b = proto.xor_public(hi_b ^ hl[:, 1], np.uint8(1))  # hi and lo are never both 1
     t = fixed.add_const(reinterpret(z, f + 2), 0.5)
-    s = raw_mul(mid, t)
-    s = s._new(s.shares + (hi.shares << np.int64(f + 2)), f + 2)
-    return (s, mid) if with_mask else s
+    mid, mt, hi = proto.b2a_mul(mid_b, t.shares, extra=hi_b)
+    s = t._new(mt + (hi << np.int64(f + 2)), f + 2)
+    return (s, z._new(mid, 0)) if with_mask else s
 
 
 # -- inverse square roots over chosen ranges ----------------------------------------------------
@@ -197,23 +200,25 @@ def inv_sqrt_wide(v: SecretTensor, out_frac: int) -> SecretTensor:
     with ``F`` fractional bits (even, ``F <= 50``), every ``v`` in ``[2^-24, 2^(62 - F))``
     (``F = 36``: up to ``2^26``).
 
-    1. ``small = [v < 2^-4]`` (one comparison).
-    2. Both candidates in one call of :func:`inv_sqrt_range` on ``[2^-24, 2^8)``, read with 54
+    1. Both candidates in one call of :func:`inv_sqrt_range` on ``[2^-24, 2^8)``, read with 54
        bits: ``v`` itself (shares shifted up by ``54 - F``) and ``v 2^-(54 - F)`` (the same
        shares).
-    3. ``small ? r_0 : r_1 2^-(27 - F/2)`` (one product by the bit; the other candidate, maybe
-       out of range, is multiplied by 0 exactly in the ring), truncated to ``out_frac`` bits.
-    Rounds: about 58 in 2pc, 72 in rep3 (one comparison plus one range-limited inv_sqrt).
+    2. ``small = [v < 2^-4]`` (one comparison) selects ``small ? r_0 : r_1 2^-(27 - F/2)`` in its
+       conversion round (bit injection; the other candidate, maybe out of range, is multiplied
+       by 0 exactly in the ring), truncated to ``out_frac`` bits.
+    Rounds: 53 in 2pc, 61 in rep3 for ``F = 36`` (one range-limited inv_sqrt plus one
+    comparison).
     """
     shift = WIDE_FRAC - v.frac
     if v.frac % 2 or shift < 4:
         raise ProtocolError(f"inv_sqrt_wide needs an even number of fractional bits <= 50, got {v.frac}")
-    small = fixed.lt_zero(fixed.add_const(v, -WIDE_SPLIT))
     both = fixed.stack([v._new(v.shares << np.int64(shift), WIDE_FRAC), v._new(v.shares, WIDE_FRAC)])
     r_small, r_large = fixed.unstack(inv_sqrt_range(both, -24, 8, WORK))
     half = shift // 2
     w = WORK + half
-    picked = fixed.select_raw(
-        small, r_small._new(r_small.shares << np.int64(half), w), reinterpret(r_large, w)
+    _, picked = fixed.select_lt_zero(
+        fixed.add_const(v, -WIDE_SPLIT),
+        r_small._new(r_small.shares << np.int64(half), w),
+        reinterpret(r_large, w),
     )
     return at_frac(picked, out_frac)

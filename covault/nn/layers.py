@@ -100,18 +100,19 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """``max(x, 0)``: one comparison and one product by the 0/1 mask (no truncation); the mask
-    is kept for backward (one more product). Rounds: forward 9 (2pc) / 11 (rep3), backward 1."""
+    """``max(x, 0)``: one comparison whose 0/1 mask is injected into ``x`` in its conversion
+    round (:func:`covault.protocols.compare.relu`, no truncation); the mask is kept for
+    backward (one more product). Rounds: forward 8 (2pc) / 9 (rep3), backward 1."""
 
     def __init__(self) -> None:
         super().__init__()
         self._mask: SecretTensor | None = None
 
     def forward(self, x: SecretTensor) -> SecretTensor:
-        mask = compare.greater_than(x, 0)
+        out, mask = compare.relu(x, with_mask=True)
         if self.training:
             self._mask = mask
-        return x * mask
+        return out
 
     def backward(self, grad: SecretTensor, *, scale: float = 1.0, input_grad: bool = True) -> Any:
         if self._mask is None:
@@ -125,8 +126,8 @@ class ReLU(Module):
 
 class Sigmoid(Module):
     """Logistic sigmoid, ``"exact"`` (:func:`covault.protocols.nonlinear.sigmoid`, error
-    2e-4, 21/25 rounds) or ``"piecewise"`` (:func:`covault.nn.functional.sigmoid_piecewise`,
-    ``clip(1/2 + x/4, 0, 1)``, 9/11 rounds). Backward: ``g s (1 - s)`` (two products) for
+    2e-4, 20/21 rounds) or ``"piecewise"`` (:func:`covault.nn.functional.sigmoid_piecewise`,
+    ``clip(1/2 + x/4, 0, 1)``, 8/9 rounds). Backward: ``g s (1 - s)`` (two products) for
     the exact one, ``g [|x| < 2] / 4`` (one product by the kept bit) for the piecewise one."""
 
     def __init__(self, kind: str = "exact"):

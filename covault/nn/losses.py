@@ -58,8 +58,8 @@ class Loss:
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits ``z`` with 0/1 targets ``y`` (same shape).
 
-    Gradient: ``sigmoid(z) - y`` with the ``"exact"`` sigmoid (21 / 25 rounds) or the
-    ``"piecewise"`` ``clip(1/2 + z/4, 0, 1)`` (9 / 11 rounds; the gradient then has ``f + 2``
+    Gradient: ``sigmoid(z) - y`` with the ``"exact"`` sigmoid (20 / 21 rounds) or the
+    ``"piecewise"`` ``clip(1/2 + z/4, 0, 1)`` (8 / 9 rounds; the gradient then has ``f + 2``
     fractional bits). Value: ``mean(softplus(z) - y z)``, ``softplus(z) = relu(z) +
     log(1 + exp(-|z|))``.
     """
@@ -80,8 +80,7 @@ class BCEWithLogitsLoss(Loss):
 
     def forward(self, output: SecretTensor, target: SecretTensor) -> SecretTensor:
         self._check(output, target)
-        sign = compare.sign(output)
-        absz = output * sign
+        absz = compare.abs_(output)
         relu = (absz + output) * 0.5
         soft = relu + nonlinear.log(1 + nonlinear.exp(-absz))
         return self._reduce(soft - output * target)
@@ -90,7 +89,7 @@ class BCEWithLogitsLoss(Loss):
 class SoftmaxCrossEntropyLoss(Loss):
     """Cross-entropy of ``softmax(z)`` (rows of logits) against one-hot targets (same shape).
 
-    Gradient: ``softmax(z) - onehot`` (two classes: one sigmoid of the logit difference, 21 / 25
+    Gradient: ``softmax(z) - onehot`` (two classes: one sigmoid of the logit difference, 20 / 21
     rounds; more: :func:`covault.protocols.nonlinear.softmax`). Value:
     ``mean(logsumexp(z) - sum(onehot z))``.
     """

@@ -19,7 +19,7 @@ import numpy as np
 
 from covault import ring
 from covault.errors import ProtocolError
-from covault.protocols.base import Protocol
+from covault.protocols.base import Protocol, b2a_mul_shape
 from covault.randomness.provider import CorrelationProvider, DealerProvider
 
 BIAS_BITS = 62  # truncation is exact for |x| < 2^62
@@ -148,10 +148,12 @@ class Additive2PC(Protocol):
         if self.index == 0:
             m = m + np.int64(1 << BIAS_BITS)
         c = m + self.net.exchange({self._other(): [m]}, [self._other()])[self._other()][0]
-        top = ring.msb(c)
-        y = (1 - 2 * top) * u - v
-        if self.index == 0:
-            y += ((c & ring.MASK63) >> np.int64(bits)) + (top << np.int64(63 - bits))
+        neg = c >> np.int64(63)  # -msb(c): (1 - 2 msb) u = (u ^ neg) - neg
+        y = u ^ neg
+        y -= neg
+        y -= v
+        if self.index == 0:  # (c mod 2^63) >> bits + msb(c) 2^(63-bits) is the logical shift
+            y += ring.lshr(c, bits)
             y -= np.int64(1 << (BIAS_BITS - bits))
         return y[None]
 
@@ -189,6 +191,53 @@ class Additive2PC(Protocol):
         if self.index == 0:
             out += c
         return out[None]
+
+    def b2a_mul(self, b, x, extra=None):
+        """Bit injection in one round: a dealt daBit ``r`` (Rotaru-Wood, INDOCRYPT 2019) whose
+        arithmetic part is the first factor of a Beaver pair ``(a, r a)`` (Beaver, CRYPTO 1991).
+
+        1. Dealer: uniform bit ``r`` (XOR and arithmetic shares), uniform ``a``, ``c = r a``
+           (seed-compressed: P1 receives the corrections of ``[r]`` and ``[r a]``); one plain
+           daBit per ``extra`` bit.
+        2. One exchange: P_i sends its bits of ``b ^ r`` (packed, with those of ``extra``) and
+           ``e_i = x_i - a_i``; both open ``c = b ^ r`` and ``e = x - a``.
+        3. Locally: ``[b] = c + (1 - 2c)[r]``, ``[r x] = e [r] + [r a]``,
+           ``[b x] = c x + (1 - 2c)[r x]``.
+        ``c`` and ``e`` are uniform (one-time pads ``r`` and ``a``). Cost: 1 round; each compute
+        party sends 1 bit per bit and 1 element per element of ``x``; the dealer sends P1 one
+        element per bit and one per product element (offline).
+        """
+        sz = b2a_mul_shape(b, x)
+        sb = b.shape[1:]
+        se = extra.shape[1:] if extra is not None else None
+        parts = self.provider.dabit_beaver(sb, x.shape[1:])
+        eparts = self.provider.dabit(se) if extra is not None else None
+        if parts is None:
+            out = (self.empty(sb), self.empty(sz))
+            return out if extra is None else (*out, self.empty(se))
+        rb, ra, a, rab = parts
+        mine = (b[0, ...].astype(np.uint8) ^ rb) & 1
+        flat = mine.reshape(-1)
+        if extra is not None:
+            emine = (extra[0, ...].astype(np.uint8) ^ eparts[0]) & 1
+            flat = np.concatenate([flat, emine.reshape(-1)])
+        e = x[0, ...] - a
+        other = self.net.exchange({self._other(): [np.packbits(flat), e]}, [self._other()])[self._other()]
+        c_all = (flat ^ np.unpackbits(other[0], count=flat.size)).astype(np.int64)
+        c = c_all[: mine.size].reshape(sb)
+        flip = 1 - 2 * c
+        bits = flip * ra
+        prod = flip * ((e + other[1]) * ra + rab)  # (sent arrays are never modified in place)
+        prod += c * x[0, ...]
+        if self.index == 0:
+            bits += c
+        if extra is None:
+            return bits[None], prod[None]
+        ce = c_all[mine.size :].reshape(se)
+        ebits = (1 - 2 * ce) * eparts[1]
+        if self.index == 0:
+            ebits += ce
+        return bits[None], prod[None], ebits[None]
 
     def msb_addends(self, x):
         """P0's and P1's components are the two addends; each is a boolean sharing with the

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from covault.errors import PartyError
+from covault.errors import PartyError, ShapeError
 from covault.randomness.prg import PRG, new_seed
 from covault.transport.base import Network
 
@@ -24,6 +24,17 @@ def _align(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     trailing axes of ``shape`` (never against the component axis)."""
     extra = len(shape) - (x.ndim - 1)
     return x.reshape((x.shape[0],) + (1,) * extra + x.shape[1:]) if extra > 0 else x
+
+
+def b2a_mul_shape(b: np.ndarray, x: np.ndarray) -> tuple[int, ...]:
+    """Shape of ``b * x`` for share arrays ``b`` (bits) and ``x`` (values); ShapeError if the
+    element shapes do not broadcast."""
+    try:
+        return tuple(np.broadcast_shapes(b.shape[1:], x.shape[1:]))
+    except ValueError:
+        raise ShapeError(
+            f"bits of shape {b.shape[1:]} and values of shape {x.shape[1:]} do not broadcast"
+        ) from None
 
 
 class Protocol(ABC):
@@ -134,6 +145,11 @@ class Protocol(ABC):
         z = self.matmul(x, y) if matmul else self.mul(x, y)
         return self.trunc(z, bits)
 
+    def mul_add_trunc(self, x: np.ndarray, y: np.ndarray, add: np.ndarray, bits: int) -> np.ndarray:
+        """Shares of ``(x * y + add) / 2^bits`` (elementwise; ``add`` has the product's shape);
+        protocols may fuse the steps."""
+        return self.trunc(self.mul(x, y) + add, bits)
+
     @abstractmethod
     def and_(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Boolean shares of ``x & y`` (same shape and word dtype)."""
@@ -141,6 +157,42 @@ class Protocol(ABC):
     @abstractmethod
     def b2a_bit(self, b: np.ndarray) -> np.ndarray:
         """Arithmetic shares of bits given boolean shares of 0/1 values (int64)."""
+
+    def prepare_b2a(self, n: int) -> None:  # noqa: B027 - optional hook
+        """Announce that ``n`` bits, not yet computed, will be converted by :meth:`b2a` or
+        :meth:`b2a_mul` after further interactive steps. rep3 then makes their daBits
+        along those steps' rounds (see :class:`~covault.protocols.replicated.Replicated3PC`);
+        the default does nothing."""
+
+    def b2a(self, b: np.ndarray) -> np.ndarray:
+        """As :meth:`b2a_bit`; protocols with prepared daBits convert in one round."""
+        return self.b2a_bit(b)
+
+    def b2a_mul(
+        self, b: np.ndarray, x: np.ndarray, extra: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Bit injection: arithmetic shares of bits ``b`` (boolean shares of 0/1, bit 0 of each
+        word, shape ``Sb``) and of the ring products ``b * x`` (``x`` arithmetic, shape ``Sx``;
+        ``Sb`` and ``Sx`` broadcast as in numpy, the product has the broadcast shape). With
+        ``extra`` (boolean bits of any shape), also their arithmetic shares, in the same round:
+        returns ``(bits, products)``, or ``(bits, products, extra_bits)``.
+
+        Default: :meth:`b2a_bit`, then :meth:`mul`. Both protocols override it with a one-round
+        protocol (daBits, Rotaru-Wood 2019, with a Beaver-style product, Beaver 1991).
+        """
+        sz = b2a_mul_shape(b, x)
+        sb, k = b.shape[1:], b.shape[0]
+        n = int(np.prod(sb, dtype=np.int64))
+        flat = b.reshape(k, n)
+        if extra is not None:
+            ne = int(np.prod(extra.shape[1:], dtype=np.int64))
+            flat = np.concatenate([flat, extra.reshape(k, ne).astype(b.dtype)], axis=1)
+        conv = self.b2a_bit(flat)
+        bits = np.ascontiguousarray(conv[:, :n]).reshape(k, *sb)
+        prods = self.mul(_align(bits, sz), _align(x, sz))
+        if extra is None:
+            return bits, prods
+        return bits, prods, np.ascontiguousarray(conv[:, n:]).reshape(k, *extra.shape[1:])
 
     @abstractmethod
     def msb_addends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
 """Secure comparison: most significant bit, zero test, and the functions built on them.
 
-Written once on top of the protocol primitives (``msb_addends``, ``and_``, ``b2a_bit``,
-``mul``), so the same code runs under every protocol, at the 2pc dealer too (its ``(0, n)``
-arrays make every local step free while it deals exactly the tuples the compute parties use).
+Written once on top of the protocol primitives (``msb_addends``, ``and_``, ``prepare_b2a``,
+``b2a``, ``b2a_mul``), so the same code runs under every protocol, at the 2pc dealer too (its
+``(0, n)`` arrays make every local step free while it deals exactly the tuples the compute
+parties use).
 
 **Most significant bit** (:func:`msb_bits`). ``msb_addends`` gives XOR-shared words ``a, b``
 with ``a + b = x`` (mod 2^64), so ``msb(x) = a_63 ^ b_63 ^ c_63``, where ``c_63`` is the carry
@@ -22,7 +23,10 @@ evaluated as a tree that keeps only the top prefix:
    always sits in word ``e >> level`` (no permutation to undo).
 3. Last level ``d = 32``: ``carry = G_hi ^ P_hi & G_lo`` on 32-bit words, 32 elements per word
    (no propagate needed).
-4. ``msb = a_63 ^ b_63 ^ carry`` (local), then ``b2a_bit`` for an arithmetic 0/1.
+4. ``msb = a_63 ^ b_63 ^ carry`` (local). The conversions are announced before step 1
+   (``prepare_b2a``: rep3 makes their daBits along the first two AND rounds), then ``b2a``
+   gives an arithmetic 0/1 in one round, or ``b2a_mul`` the bit and its product with values
+   (bit injection, :func:`msb_mul`) in that same round.
 
 **Zero test** (:func:`eqz_bits`). ``a + b = 0 (mod 2^64)`` exactly when
 ``w = (a ^ b) ^ ((a | b) << 1)`` is all zeros (if the sum vanishes up to bit i, the carry into
@@ -30,16 +34,26 @@ bit i+1 is ``a_i | b_i``). ``a | b = a ^ b ^ (a & b)`` costs one AND round; then
 ``~w`` are AND-reduced by the same packed tree (one AND per pair, packed before sending).
 
 Cost per element (bytes SENT by each compute party; the 2pc dealer's bytes go offline and
-count no rounds). Exact for ``n`` a multiple of 32; otherwise every level rounds its word
-count up (level ``l`` of the msb tree ANDs ``ceil(n / 2^(l-1))`` words):
+count no rounds). Exact for ``n`` a multiple of 96; otherwise every level rounds its word
+count up (level ``l`` of the msb tree ANDs ``ceil(n / 2^(l-1))`` words) and a rep3 party's
+daBit traffic is ``8 (n + n_i)`` bytes, ``n_i`` the size of its third of the batch:
 
-==============  =======================  =================================  ==================
-operation       2pc online / dealer      rep3                               rounds 2pc / rep3
-==============  =======================  =================================  ==================
-msb_bits        47.25 / 23.625           8 (addends) + 23.625 = 31.625      7 / 8
-less_than etc.  47.375 / 31.625          31.625 + 16 (b2a_bit) = 47.625     8 / 10
-equal (eqz)     31.875 / 23.875          8 + 15.875 + 16 = 39.875           8 / 10
-==============  =======================  =================================  ==================
+==============  =======================  =========================================  =============
+operation       2pc online / dealer      rep3                                       rounds
+                                                                                    2pc / rep3
+==============  =======================  =========================================  =============
+msb_bits        47.25 / 23.625           8 (addends) + 23.625 = 31.625              7 / 8
+less_than etc.  47.375 / 31.625          31.625 + 10.667 (daBits) + 0.125 = 42.417  8 / 9
+equal (eqz)     31.875 / 23.875          8 + 15.875 + 10.667 + 0.125 = 34.667       8 / 9
+relu, abs_      55.375 / 39.625          42.417 + 8 (the product) = 50.417          8 / 9
+==============  =======================  =========================================  =============
+
+The conversion opens 1 bit per element (0.125 bytes) in both protocols; 2pc uses a dealt daBit
+(8 bytes from the dealer), rep3 the daBits carried by the AND rounds (8 bytes per element and 8
+for the party's third: 10.667 on average, no round of their own). Bit injection (relu, abs_,
+the selections of max_ and of the non-linear functions) adds 8 bytes per product element: 2pc
+opens ``x - a`` (the dealer sends 8 bytes for ``[r]`` and 8 per product element), rep3 reshares
+``r x``; in both, the round is the conversion's own.
 
 AND operand bits per element, levels 0..6: 64, 64, 32, 16, 8, 4, 1 (msb: 189 bits = 23.625
 bytes; a 2pc AND opens two words per operand word, a rep3 AND reshares one) and 64, 32, 16, 8,
@@ -51,10 +65,11 @@ in :mod:`covault.protocols.convert`). Comparing two msbs for ``equal`` would cos
 (2pc), three times the zero test, in the same number of rounds.
 
 **Derived functions.** ``less_than``/``greater_than``: one msb of ``x - y``; ``equal``: one
-zero test; ``sign = 1 - 2 msb(x)`` (local after the msb); ``abs_``, ``relu``: msb plus one
-product with the integer bit (no truncation); ``max_`` over ``m`` candidates: ``ceil(log2 m)``
-tournament levels, each one batched comparison plus one product; ``argmax``: the tournament
-(without the last product) plus ``ceil(log2 m) - 1`` product rounds to expand the one-hot.
+zero test; ``sign = 1 - 2 msb(x)`` (local after the msb); ``abs_``, ``relu``: the msb injected
+into ``x`` (:func:`msb_mul`, no truncation, no round beyond the conversion's); ``max_`` over
+``m`` candidates: ``ceil(log2 m)`` tournament levels, each one batched comparison whose bits
+select the winners in the conversion's round; ``argmax``: the tournament (the last level
+without values) plus ``ceil(log2 m) - 1`` product rounds to expand the one-hot.
 
 **Range.** Comparisons of fixed-point values compute ``msb(x - y)``: exact whenever
 ``|x - y| < 2^63`` in ring units, i.e. ``|x - y| < 2^(63 - f)`` for ``f`` fractional bits, far
@@ -218,13 +233,26 @@ def _is_public_zero(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and v == 0
 
 
-def _bit(x: SecretTensor, bits: np.ndarray) -> SecretTensor:
-    return x._new(x.proto.b2a_bit(bits), 0)
+def prepared_msb_bits(x: SecretTensor) -> np.ndarray:
+    """Boolean shares (uint8 0/1) of ``msb(x)``, with ``x.size`` bit conversions announced
+    first (``Protocol.prepare_b2a``: rep3 makes the daBits along the msb's own rounds), for
+    ``Protocol.b2a`` / ``Protocol.b2a_mul`` right after."""
+    x.proto.prepare_b2a(x.size)
+    return msb_bits(x.proto, x.shares)
 
 
 def msb(x: SecretTensor) -> SecretTensor:
     """``[x < 0]`` as an integer 0/1 secret tensor (the top bit of the ring encoding)."""
-    return _bit(x, msb_bits(x.proto, x.shares))
+    return x._new(x.proto.b2a(prepared_msb_bits(x)), 0)
+
+
+def msb_mul(x: SecretTensor, values: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
+    """``b = [x < 0]`` (0/1, frac 0) and the exact product ``b * values`` (frac of ``values``;
+    shapes broadcast, the product has the broadcast shape) in the msb's rounds plus ONE: the
+    boolean msb goes straight into the protocol's bit injection (``Protocol.b2a_mul``)."""
+    x._same_session(values)
+    b, prod = x.proto.b2a_mul(prepared_msb_bits(x), values.shares)
+    return x._new(b, 0), values._new(prod, values.frac)
 
 
 def less_than(x: Any, y: Any) -> SecretTensor:
@@ -241,7 +269,8 @@ def greater_than(x: Any, y: Any) -> SecretTensor:
 def equal(x: Any, y: Any) -> SecretTensor:
     """``[x == y]`` (0/1, frac 0) by a zero test of ``x - y`` (cheaper than two msbs)."""
     d = _diff(x, y)
-    return _bit(d, eqz_bits(d.proto, d.shares))
+    d.proto.prepare_b2a(d.size)
+    return d._new(d.proto.b2a(eqz_bits(d.proto, d.shares)), 0)
 
 
 def sign(x: SecretTensor) -> SecretTensor:
@@ -250,13 +279,16 @@ def sign(x: SecretTensor) -> SecretTensor:
 
 
 def abs_(x: SecretTensor) -> SecretTensor:
-    """``|x| = x * sign(x)`` (the sign is an integer: no truncation)."""
-    return x * sign(x)
+    """``|x| = x - 2 [x < 0] x`` (:func:`msb_mul`: no truncation, no extra round)."""
+    _, neg = msb_mul(x, x)
+    return x - neg * 2
 
 
-def relu(x: SecretTensor) -> SecretTensor:
-    """``max(x, 0) = x * [x > 0]`` (the bit is an integer: no truncation)."""
-    return x * msb(-x)
+def relu(x: SecretTensor, with_mask: bool = False) -> Any:
+    """``max(x, 0) = [x > 0] x`` (:func:`msb_mul` of ``-x``: no truncation, no extra round).
+    With ``with_mask`` returns ``(relu, mask)``, the mask being the integer 0/1 ``[x > 0]``."""
+    mask, out = msb_mul(-x, x)
+    return (out, mask) if with_mask else out
 
 
 # -- reductions ---------------------------------------------------------------------------------
@@ -282,11 +314,12 @@ def _tournament(v: SecretTensor, values: bool) -> tuple[SecretTensor | None, lis
     while m > 1:
         h = m // 2
         a, b = v[..., 0 : 2 * h : 2], v[..., 1 : 2 * h : 2]
-        c = less_than(a, b)
-        levels.append((m, c))
         if m == 2 and not values:
+            levels.append((m, less_than(a, b)))
             return None, levels
-        best = a + c * (b - a)
+        c, pick = msb_mul(a - b, b - a)  # c = [a < b], pick = c (b - a)
+        levels.append((m, c))
+        best = a + pick
         if m % 2:
             best = best._new(np.concatenate([best.shares, v.shares[..., 2 * h :]], axis=-1))
         v, m = best, best.shape[-1]

@@ -1,8 +1,8 @@
 """Correlated randomness for two-party additive sharing, behind one interface.
 
 Protocols ask for named correlations (Beaver triples, matrix triples, AND triples, truncation
-masks, daBits) and never see how they are produced, so a dealer-free provider (OT- or HE-based)
-can replace :class:`DealerProvider` without touching protocol code.
+masks, daBits, daBits with a Beaver pair) and never see how they are produced, so a dealer-free
+provider (OT- or HE-based) can replace :class:`DealerProvider` without touching protocol code.
 
 Every method returns this party's parts, or None at a party that holds none (the dealer).
 Arithmetic parts are int64 ring elements; boolean parts are words of the requested dtype.
@@ -50,6 +50,11 @@ class CorrelationProvider(ABC):
     @abstractmethod
     def dabit(self, shape: Shape) -> list[np.ndarray] | None:
         """A uniform bit ``r`` as XOR shares (uint8, bit 0) and as arithmetic shares."""
+
+    @abstractmethod
+    def dabit_beaver(self, sr: Shape, sa: Shape) -> list[np.ndarray] | None:
+        """A daBit ``r`` (shape sr, as :meth:`dabit`) with a Beaver pair for it: shares of a
+        uniform ``a`` (shape sa) and of ``r * a`` (numpy broadcasting of sr against sa)."""
 
 
 class DealerProvider(CorrelationProvider):
@@ -108,3 +113,13 @@ class DealerProvider(CorrelationProvider):
     def dabit(self, shape):
         spec = [(shape, np.uint8, True), (shape, np.int64, False)]
         return self._deal(spec, lambda p0, p1: [((p0[0] ^ p1[0]) & 1).astype(np.int64) - p0[1]])
+
+    def dabit_beaver(self, sr, sa):
+        sc = np.broadcast_shapes(sr, sa)
+        spec = [(sr, np.uint8, True), (sr, np.int64, False), (sa, np.int64, True), (sc, np.int64, False)]
+
+        def make(p0, p1):
+            r = ((p0[0] ^ p1[0]) & 1).astype(np.int64)
+            return [r - p0[1], r * (p0[2] + p1[2]) - p0[3]]
+
+        return self._deal(spec, make)

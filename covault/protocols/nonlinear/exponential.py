@@ -38,15 +38,11 @@ def exp_core(x: Any, work: int, out_frac: int, ceiling: float | None = None) -> 
     """
     zero = fixed.wrap(x, np.zeros_like(x.shares), x.frac)
     if ceiling is None:
-        below = fixed.lt_zero(fixed.add_const(x, -EXP_FLOOR))
-        xc = fixed.select_raw(below, fixed.add_const(zero, EXP_FLOOR), x)
+        _, xc = fixed.select_lt_zero(fixed.add_const(x, -EXP_FLOOR), fixed.add_const(zero, EXP_FLOOR), x)
     else:
         tests = fixed.stack([fixed.add_const(x, -EXP_FLOOR), fixed.add_const(-x, ceiling)])
-        below, above = fixed.unstack(fixed.lt_zero(tests))
         bounds = fixed.stack([fixed.add_const(zero, EXP_FLOOR), fixed.add_const(zero, ceiling)])
-        picked = fixed.mul(
-            fixed.stack([below, above]), fixed.wrap(x, bounds.shares - x.shares[:, None], x.frac)
-        )
+        _, picked = fixed.lt_zero_mul(tests, fixed.wrap(x, bounds.shares - x.shares[:, None], x.frac))
         lo_part, hi_part = fixed.unstack(picked)
         xc = fixed.wrap(x, x.shares + lo_part.shares + hi_part.shares, x.frac)
     y = fixed.as_frac(fixed.reinterpret(xc, xc.frac + SQUARINGS), POLY_WORK)
@@ -60,8 +56,8 @@ def exp_core(x: Any, work: int, out_frac: int, ceiling: float | None = None) -> 
 def exp(x: Any) -> Any:
     """``e^x``, elementwise.
 
-    Method: (1) clamp ``x`` to ``[-16, ln(2^(31 - f))]`` (one batched comparison, one bit
-    product); (2) ``y = x / 16`` (exact: the same shares read with 4 more fractional bits, kept
+    Method: (1) clamp ``x`` to ``[-16, ln(2^(31 - f))]`` (one batched comparison whose bits
+    select the bounds in its conversion round); (2) ``y = x / 16`` (exact: the same shares read with 4 more fractional bits, kept
     at 20); (3) ``p(y)``, degree-6 minimax fit of ``e^y`` on ``[-1, 0.7]`` (relative error
     9.5e-7), Paterson-Stockmeyer, 3 products; (4) square 4 times at ``W = (31 + f) // 2`` bits
     (23 for f = 16).
@@ -70,9 +66,9 @@ def exp(x: Any) -> Any:
     ``exp(-16)``, i.e. 0 at 16 fractional bits.
     Error: relative ``<= 2e-5`` plus one final truncation (``< 2^-f`` absolute): for f = 16 at
     most 0.23% at x = -5, almost all of it the last bit (measured: ``docs/precision.md``).
-    Cost: one comparison on ``2n`` elements (the clamp at both ends, one call), one bit product
-    on ``2n``, 7 products, each truncated (3 for the polynomial, 4 squarings). Rounds: 23 in 2pc,
-    27 in rep3.
+    Cost: one comparison on ``2n`` elements (the clamp at both ends, one call) with the
+    selecting product in its conversion round, 7 products, each truncated (3 for the
+    polynomial, 4 squarings). Rounds: 22 in 2pc, 23 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
@@ -91,8 +87,8 @@ def log(x: Any) -> Any:
     Domain: every positive representable input. ``x <= 0`` gives garbage (no error can be
     raised on secret data).
     Error: absolute ``<= 4e-6 + 2^-f`` (measured: ``docs/precision.md``).
-    Cost: 4 comparisons and 4 bit-product rounds on ``n`` elements (sequential), 4 products,
-    6 truncations. Rounds: 46 in 2pc, 58 in rep3.
+    Cost: 4 comparisons on ``n`` elements (sequential, each selecting in its conversion
+    round), 4 products, 6 truncations. Rounds: 42 in 2pc, 48 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from covault.errors import ProtocolError
+from covault.protocols import compare
 
 RAW_LIMIT = 2.0**62  # truncation is exact below this magnitude (see Protocol.trunc)
 
@@ -91,6 +92,19 @@ def stack(ts: Sequence[Any]) -> Any:
     return wrap(ts[0], np.stack(parts, axis=1), ts[0].frac)
 
 
+def two_sided(t: Any, bound: float) -> Any:
+    """``[bound - t, bound + t]`` stacked along a new leading axis (the operands of the clamp
+    tests ``t > bound`` and ``t < -bound``), in one pass."""
+    k = t.shares.shape[0]
+    out = np.empty((k, 2, *t.shape), dtype=np.int64)
+    np.negative(t.shares, out=out[:, 0])
+    out[:, 1] = t.shares
+    slot = proto(t).public_slot
+    if slot is not None and k:
+        out[slot] += encode(bound, t.frac)
+    return wrap(t, out, t.frac)
+
+
 def unstack(t: Any) -> list[Any]:
     return [wrap(t, np.ascontiguousarray(t.shares[:, i]), t.frac) for i in range(t.shares.shape[1])]
 
@@ -114,6 +128,13 @@ def lt_zero(t: Any) -> Any:
     return as_int(t) < 0
 
 
+def lt_zero_mul(t: Any, values: Any) -> tuple[Any, Any]:
+    """``b = [raw(t) < 0]`` (0/1 integer tensor) and the exact product ``b * values``
+    (``values.frac``; shapes broadcast), in the comparison's rounds with the product in its
+    last one (:func:`covault.protocols.compare.msb_mul`)."""
+    return compare.msb_mul(as_int(t), values)
+
+
 def select_raw(bit: Any, if_one: Any, if_zero: Any) -> Any:
     """``bit ? if_one : if_zero`` for a secret 0/1 integer tensor ``bit`` (one product, no
     truncation); both branches must have the same frac."""
@@ -122,13 +143,23 @@ def select_raw(bit: Any, if_one: Any, if_zero: Any) -> Any:
     return wrap(if_zero, if_zero.shares + picked.shares, if_zero.frac)
 
 
+def select_lt_zero(t: Any, if_one: Any, if_zero: Any) -> tuple[Any, Any]:
+    """``([raw(t) < 0], [raw(t) < 0] ? if_one : if_zero)``: the comparison's bit feeds the
+    selecting product directly (:func:`lt_zero_mul`, no round of its own); both branches must
+    have the same frac."""
+    diff = wrap(if_one, if_one.shares - if_zero.shares, if_one.frac)
+    bit, picked = lt_zero_mul(t, diff)
+    return bit, wrap(if_zero, if_zero.shares + picked.shares, if_zero.frac)
+
+
 def poly(v: Any, coeffs: Sequence[float], vmax: float, out_frac: int) -> Any:
     """``sum_i coeffs[i] v^i`` for ``v`` at ``W = v.frac`` bits with ``|v| <= vmax``.
 
     Paterson-Stockmeyer evaluation (SIAM J. Comput. 1973): baby powers ``v^2..v^s`` in
     ``ceil(log2 s)`` batched rounds, blocks ``B_j`` of ``s`` coefficients combined locally with
     integer-encoded coefficients, then Horner in ``v^s``: each product and the next block are
-    added before one truncation. Products: ``s - 1 + ceil(n/s) - 1`` for degree ``n``.
+    added before one truncation (``Protocol.mul_add_trunc``: fused in rep3, 2 rounds per step
+    in both protocols). Products: ``s - 1 + ceil(n/s) - 1`` for degree ``n``.
 
     Every partial sum is below ``bound = sum |c_i| vmax^i``. When ``2W + log2(bound)`` leaves
     ``K >= 18`` spare bits, the top block is kept at ``W + K`` bits and the others at
@@ -154,18 +185,28 @@ def poly(v: Any, coeffs: Sequence[float], vmax: float, out_frac: int) -> Any:
 
     def block(j: int, frac: int) -> Any:
         top = n if j == nblocks - 1 else j * s + s - 1
-        raw = np.zeros_like(v.shares)
+        raw = None
         for i in range(1, top - j * s + 1):
-            raw = raw + powers[i].shares * encode(coeffs[j * s + i], frac - w)
-        return wrap(v, proto(v).add_public(raw, encode(coeffs[j * s], frac)), frac)
+            term = powers[i].shares * encode(coeffs[j * s + i], frac - w)
+            raw = term if raw is None else np.add(raw, term, out=raw)
+        if raw is None:
+            return wrap(v, proto(v).add_public(np.zeros_like(v.shares), encode(coeffs[j * s], frac)), frac)
+        slot = proto(v).public_slot
+        if slot is not None and raw.shape[0]:
+            raw[slot] += encode(coeffs[j * s], frac)
+        return wrap(v, raw, frac)
 
     if nblocks == 1:
         return as_frac(block(0, low_frac), out_frac)
     acc = block(nblocks - 1, low_frac - w) if fused else as_frac(block(nblocks - 1, low_frac), w)
     for j in range(nblocks - 2, -1, -1):
-        prod = mul(acc, powers[s])
-        acc = wrap(v, prod.shares + block(j, low_frac).shares, low_frac)
-        acc = as_frac(acc, (low_frac - w) if j else out_frac)
+        target = (low_frac - w) if j else out_frac
+        add = block(j, low_frac)
+        if target < low_frac:  # product, block and truncation in one protocol call
+            shares = proto(v).mul_add_trunc(acc.shares, powers[s].shares, add.shares, low_frac - target)
+            acc = wrap(v, shares, target)
+        else:
+            acc = as_frac(wrap(v, mul(acc, powers[s]).shares + add.shares, low_frac), target)
     return acc
 
 

@@ -3,8 +3,9 @@
 Method (both functions share it; ``tanh(x) = 2 sigmoid(2x) - 1``):
 
 1. Clamp. One batched comparison of ``[T - x, T + x] < 0`` (``2n`` elements, one call)
-   gives the bits ``hi = [x > T]`` and ``lo = [x < -T]``; then
-   ``xc = x - (hi + lo) x + T (hi - lo)`` (one product by an integer bit, no truncation).
+   gives boolean shares of ``hi = [x > T]`` and ``lo = [x < -T]``; ``out = hi ^ lo``
+   (``= hi + lo``: never both) is injected into ``x`` and ``hi`` converted in the same round
+   (``Protocol.b2a_mul``, no truncation): ``xc = x - out x + T (2 hi - out)``.
    ``T = 8`` for sigmoid and ``T = 4`` for tanh (``T`` is a power of two, so
    ``t = xc / T`` in ``[-1, 1]`` is the same shares read with ``log2 T`` more fractional bits).
 2. ``u = t^2`` (one product), ``w = 2u - 1`` (local): ``w`` in ``[-1, 1]``.
@@ -12,7 +13,8 @@ Method (both functions share it; ``tanh(x) = 2 sigmoid(2x) - 1``):
    on ``[-1, 1]`` that also balances the clamp: ``|t q - 1/2| <= E`` at ``t = 1`` so that every
    ``|x| > T`` is within ``E`` of 0 or 1 (``T' = 8``; fit error ``E = 2.0e-4``).
    ``t^2`` and the powers of ``w`` are kept at 20 fractional bits, ``q`` at 30; Paterson-
-   Stockmeyer evaluation (baby steps ``w^2, w^3``, two Horner steps in ``w^3``): 4 products.
+   Stockmeyer evaluation (baby steps ``w^2, w^3``, two Horner steps in ``w^3``, each adding
+   its block before the product's truncation, fused in rep3): 4 products.
 4. ``t q`` (one product) truncated to ``f`` bits, plus ``1/2`` (sigmoid) or doubled (tanh).
 
 Sources: the clamp follows SecureML's piecewise sigmoid (Mohassel-Zhang, S&P 2017), with the
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from covault.protocols import compare
 from covault.protocols.nonlinear import fixed
 from covault.protocols.nonlinear.coefficients import SIGMOID_W
 
@@ -40,13 +43,11 @@ def _odd_part(x: Any, texp: int, double: bool) -> Any:
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
     bound = float(1 << texp)
-    both = fixed.stack([x, -x])
-    over = fixed.unstack(fixed.lt_zero(fixed.add_const(-both, bound)))
-    hi, lo = over
-    out = fixed.wrap(hi, hi.shares + lo.shares, 0)
-    sgn = hi.shares - lo.shares
-    shift = fixed.mul(out, x)
-    xc = fixed.wrap(x, x.shares - shift.shares + sgn * fixed.encode(bound, f), f)
+    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(x, bound)))  # boolean [hi, lo]
+    hi_b = hl[:, 0]
+    out, ox, hi = fixed.proto(x).b2a_mul(hi_b ^ hl[:, 1], x.shares, extra=hi_b)  # out = hi + lo
+    sgn = hi * 2 - out  # hi - lo
+    xc = fixed.wrap(x, x.shares - ox + sgn * fixed.encode(bound, f), f)
     t = fixed.reinterpret(xc, f + texp)
     u = fixed.mul(t, t, WORK)
     w = fixed.add_const(fixed.wrap(u, u.shares << np.int64(1), WORK), -1.0)
@@ -65,8 +66,9 @@ def sigmoid(x: Any) -> Any:
     Domain: every representable input; ``|x| >= 8`` saturates (within the bound below).
     Error: ``|err| <= 2.0e-4 + 2^-f`` for every input (fit error plus one probabilistic
     truncation); measured in ``docs/precision.md``.
-    Cost: one comparison on ``2n`` elements (one call), one bit product (no truncation),
-    6 products, each truncated. Rounds: 21 in 2pc, 25 in rep3 (8 / 10 of them the comparison).
+    Cost: one comparison on ``2n`` elements (one call) whose conversion round also makes the
+    clamp's product, 6 products, each truncated. Rounds: 20 in 2pc, 21 in rep3 (8 / 9 of them
+    the comparison with the clamp).
     """
     return fixed.add_const(_odd_part(x, 3, False), 0.5)
 

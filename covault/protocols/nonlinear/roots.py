@@ -55,8 +55,8 @@ def reciprocal(x: Any) -> Any:
     garbage.
     Error: relative ``<= 1e-6 + 2^-(f+1) / (1/x)`` (the last term: correct rounding; 0.076% at
     x = 100 for f = 16); measured in ``docs/precision.md``.
-    Cost: 5 comparisons (4 scaling stages, 1 rounding) on ``n`` elements, 4 bit-product rounds,
-    6 products, 7 truncations. Rounds: 57 in 2pc, 71 in rep3.
+    Cost: 5 comparisons (4 scaling stages, each selecting in its conversion round, 1 rounding)
+    on ``n`` elements, 6 products, 7 truncations. Rounds: 53 in 2pc, 60 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
@@ -73,8 +73,8 @@ def sqrt(x: Any) -> Any:
     then), times the tracked ``2^(e/2)`` (one product), one truncation to ``f`` bits.
     Domain: every non-negative representable ``x``; negative inputs give garbage.
     Error: relative ``<= 7e-6`` plus one truncation (``2^-f`` absolute); 0 at ``x = 0``.
-    Cost: 4 comparisons, 4 bit-product rounds, 6 products, 7 truncations. Rounds: 49 in 2pc,
-    60 in rep3.
+    Cost: 4 comparisons (each selecting in its conversion round), 6 products, 7 truncations.
+    Rounds: 45 in 2pc, 50 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
@@ -92,8 +92,8 @@ def inv_sqrt(x: Any) -> Any:
     6.3e-6) and the tracked factor ``2^(-e/2)``.
     Domain: every positive representable ``x``; ``x <= 0`` gives garbage.
     Error: relative ``<= 7e-6`` plus one truncation (``2^-f`` absolute).
-    Cost: 4 comparisons, 4 bit-product rounds, 5 products, 6 truncations. Rounds: 47 in 2pc,
-    58 in rep3.
+    Cost: 4 comparisons (each selecting in its conversion round), 5 products, 6 truncations.
+    Rounds: 43 in 2pc, 48 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
