@@ -39,7 +39,7 @@ class Optimizer:
             p.grad, p.grad_scale = None, 1.0
 
     def _active(self) -> list[Parameter]:
-        return [p for p in self.params if p.grad is not None]
+        return [p for p in self.params if p.has_grad]
 
     def step(self) -> None:
         raise NotImplementedError
@@ -75,12 +75,12 @@ class SGD(Optimizer):
         active = self._active()
         if not active:
             return
-        session = active[0].grad.session
+        session = active[0].grad_term().session
         f = session.frac_bits
         outputs = []
         for p in active:
             w = p.secret(session)
-            terms = [(self.lr * p.grad_scale, p.grad)]
+            terms = [(self.lr * p.grad_scale, p.grad_term())]
             if self.weight_decay and p.decay:
                 terms.append((self.lr * self.weight_decay, w))
             if self.momentum and id(p) in self.velocity:

@@ -199,7 +199,9 @@ def test_linear_regression_job(tmp_path, protocol):
     res = run_quiet(path, compare_plaintext=True)
     r2, ref = res["metrics"]["r2"], res["plaintext"]["metrics"]["r2"]
     assert r2 > 0.9 and abs(r2 - ref) < 0.01
-    assert abs(res["metrics"]["rmse"] - res["plaintext"]["metrics"]["rmse"]) < 0.05
+    # the oblivious shuffle differs from the reference's order: SGD noise of a few percent (the
+    # noise std is 1, a wrong model's rmse would be several times larger)
+    assert abs(res["metrics"]["rmse"] - res["plaintext"]["metrics"]["rmse"]) < 0.08
     assert res["plaintext"]["sklearn"]["metrics"]["r2"] > 0.9
     assert res["test_rows"] == round(0.25 * 150) + round(0.25 * 200)
     np.testing.assert_allclose(res["model"]["coef"], w, atol=0.25)

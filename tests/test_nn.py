@@ -7,6 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import covault
 from covault import nn, optim
 from covault.errors import ProtocolError, ShapeError
 from covault.nn import functional as F
@@ -104,14 +105,29 @@ def prog_activation_rounds(s):
         F.sigmoid_piecewise(z, with_mask=True)
     with s.scope() as relu:
         nn.ReLU()(z)
-    return piecewise.rounds, relu.rounds
+    return piecewise.as_dict(), relu.rounds
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
 def test_activation_rounds(proto):
-    """The comparison's boolean msb (7 rounds in 2pc, 8 in rep3), then ONE bit-injection round
-    that converts the bits and multiplies (rep3's daBits ride along the msb's rounds)."""
-    assert run_both(prog_activation_rounds, proto) == ({"2pc": (8, 8), "rep3": (9, 9)}[proto[0]])
+    """ReLU: the comparison's boolean msb (7 rounds in 2pc, 8 in rep3), then ONE bit-injection
+    round that converts the bits and multiplies (rep3's daBits ride along the msb's rounds).
+    Piecewise sigmoid: the msb on the low 32 bits (6 rounds) and the bit injection; rep3 runs
+    both in its dealt view (P1, P2 compute, P0 only deals: it receives nothing) and returns to
+    replicated shares in one more round."""
+    name, n = proto
+    res = covault.run(prog_activation_rounds, n, name)
+    for p, (piecewise, relu) in res.items():
+        if p == "dealer":
+            continue
+        assert relu == {"2pc": 8, "rep3": 9}[name]
+        if name == "2pc":
+            assert piecewise["rounds"] == 7
+        elif p == "p0":
+            assert piecewise["rounds"] == 0 and piecewise["bytes_received"] == 0
+            assert piecewise["bytes_sent"] > 0  # the tuples it deals
+        else:
+            assert piecewise["rounds"] == 8
 
 
 def test_softmax(layers):
@@ -231,13 +247,15 @@ def test_optimizers(proto, opt):
         costs = []
         for t in range(1, 4):
             lin(x)
-            lin.backward(g * t, scale=1 / 12, input_grad=False)
+            gt = g * t
             with s.scope() as c:
+                lin.backward(gt, scale=1 / 12, input_grad=False)
                 o.step()
             o.zero_grad()
             costs.append(c.rounds)
-        # ONE truncation for every parameter together: 1 round in 2pc, at most 2 in rep3
-        one_trunc = max(costs) <= (1 if s.protocol.name == "2pc" else 2)
+        # the weight gradient's product and ONE truncation for every parameter together: 2 rounds
+        # in 2pc (product, truncation); 2 in rep3 (the product feeds the fused truncation)
+        one_trunc = max(costs) <= 2
         return lin.weight.value.reveal(), lin.bias.value.reveal(), one_trunc
 
     w, b, one_trunc = run_both(prog, proto)

@@ -83,7 +83,39 @@ def at_frac(t: SecretTensor, frac: int) -> SecretTensor:
 
 
 # -- public linear combinations with one truncation ----------------------------------------------
-Term = tuple[float, "SecretTensor"]
+class Product:
+    """A secret matrix product ``a @ b`` (2-D) not computed yet, with ``a.frac + b.frac``
+    fractional bits: a parameter's gradient waiting for the optimizer, which folds it into its
+    truncation (:func:`combine`; in rep3 the product then costs no round of its own)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: SecretTensor, b: SecretTensor):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ShapeError(
+                f"Product needs 2-D operands with matching inner sizes, got {a.shape} @ {b.shape}"
+            )
+        a._same_session(b)
+        self.a, self.b = a, b
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.a.shape[0], self.b.shape[1])
+
+    @property
+    def frac(self) -> int:
+        return self.a.frac + self.b.frac
+
+    @property
+    def session(self):
+        return self.a.session
+
+    def compute(self) -> SecretTensor:
+        """The product as a secret tensor (one round)."""
+        return raw_matmul(self.a, self.b)
+
+
+Term = tuple[float, "SecretTensor | Product"]
 Output = tuple[Sequence[Term], int, float]
 
 
@@ -91,14 +123,17 @@ def combine(outputs: Sequence[Output]) -> list[SecretTensor]:
     """Public linear combinations of secret tensors, all truncated in ONE round.
 
     Each output is ``(terms, frac, bound)``: ``terms`` lists ``(c, t)`` pairs (public real ``c``,
-    secret ``t``, shapes broadcasting), ``frac`` the fractional bits of the result and
-    ``bound`` a public bound on its magnitude. Every term is scaled by an exact integer
-    ``round(c 2^(F - t.frac))`` to ``F = frac + T`` bits and the stacked sums are truncated by
-    ``T`` bits together. ``T`` gives every coefficient ``COEF_BITS`` (20) significant bits
-    where the bounds allow it (``|value| 2^F < 2^61``), and fewer otherwise. Results are exact up to the
-    coefficients' rounding and one probabilistic truncation, PROVIDED every output stays below
-    its bound (beyond, the ring wraps and the result is meaningless).
-    Cost: one truncation of all output elements (none when ``T = 0``).
+    secret ``t``, shapes broadcasting; ``t`` may be a :class:`Product`), ``frac`` the fractional
+    bits of the result and ``bound`` a public bound on its magnitude. Every term is scaled by an
+    exact integer ``round(c 2^(F - t.frac))`` to ``F = frac + T`` bits and the stacked sums are
+    truncated by ``T`` bits together. ``T`` gives every coefficient ``COEF_BITS`` (20)
+    significant bits where the bounds allow it (``|value| 2^F < 2^61``), and fewer otherwise.
+    Results are exact up to the coefficients' rounding and one probabilistic truncation,
+    PROVIDED every output stays below its bound (beyond, the ring wraps and the result is
+    meaningless). Products are formed in the protocol's additive terms
+    (``Protocol.product_terms``) and join the sums before the truncation.
+    Cost: one truncation of all output elements (none when ``T = 0``), plus in 2pc one round
+    per distinct product (rep3: none).
     """
     if not outputs or any(not terms for terms, _, _ in outputs):
         raise ShapeError("combine needs at least one term per output")
@@ -117,24 +152,42 @@ def combine(outputs: Sequence[Output]) -> list[SecretTensor]:
     if T > cap:
         raise ProtocolError(f"combine: bounds leave {cap} bits but the terms need {floor_}")
     first = outputs[0][0][0][1]
-    k = first.shares.shape[0]
+    proto = first.session.protocol
+    as_terms = any(isinstance(t, Product) for terms, _, _ in outputs for _, t in terms)
+    products: dict[int, np.ndarray] = {}
+
+    def part(t) -> np.ndarray:
+        if isinstance(t, Product):
+            key = id(t)
+            if key not in products:
+                products[key] = proto.product_terms(t.a.shares, t.b.shares)
+            return products[key]
+        return proto.to_terms(t.shares) if as_terms else t.shares
+
     sums, shapes = [], []
     for terms, frac, _ in outputs:
         shape = np.broadcast_shapes(*(t.shape for _, t in terms))
-        acc = np.zeros((k, *shape), dtype=np.int64)
+        acc = None
         for c, t in terms:
             if c != 0:
-                acc = acc + _lift(t.shares, len(shape)) * _multiplier(c, frac + T - t.frac)
-        sums.append(acc.reshape(k, int(np.prod(shape, dtype=np.int64))))
+                term = _lift(part(t), len(shape)) * _multiplier(c, frac + T - t.frac)
+                acc = term if acc is None else acc + term
+        if acc is None:
+            acc = np.zeros_like(_lift(part(terms[0][1]), len(shape)))
+        acc = np.broadcast_to(acc, (acc.shape[0], *shape))
+        sums.append(acc.reshape(acc.shape[0], int(np.prod(shape, dtype=np.int64))))
         shapes.append((shape, frac))
     flat = np.concatenate(sums, axis=1)
-    if T:
-        flat = first.proto.trunc(flat, T)
+    if as_terms:
+        flat = proto.from_terms(flat, T)
+    elif T:
+        flat = proto.trunc(flat, T)
     out, pos = [], 0
+    k = flat.shape[0]
     for shape, frac in shapes:
         size = int(np.prod(shape, dtype=np.int64))
-        part = np.ascontiguousarray(flat[:, pos : pos + size]).reshape((k, *shape))
-        out.append(first._new(part, frac))
+        part_ = np.ascontiguousarray(flat[:, pos : pos + size]).reshape((k, *shape))
+        out.append(first.a._new(part_, frac) if isinstance(first, Product) else first._new(part_, frac))
         pos += size
     return out
 
@@ -160,18 +213,49 @@ def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     ``1/2 + z/4`` and ``hi`` converted in the same round (``Protocol.b2a_mul``, no truncation):
     ``s = hi + mid (1/2 + z/4)``. ``z/4`` is exact (the shares read with 2 more fractional bits),
     so the result has ``z.frac + 2`` fractional bits. Maximum error against the sigmoid: 0.119
-    at ``|z| = 2``. Rounds: 8 in 2pc, 9 in rep3 (the comparison's). With ``with_mask`` also
-    returns the bit ``mid = [|z| <= 2]`` (the derivative is ``mid / 4``).
+    at ``|z| = 2``. With ``with_mask`` also returns the bit ``mid = [|z| <= 2]`` (the derivative
+    is ``mid / 4``).
+
+    Range: for ``z.frac <= 16`` the comparison reads the low 32 bits of the shares
+    (:func:`~covault.protocols.compare.msb_bits`), exact for ``|z| < 2^(31 - z.frac) - 2``
+    (32766 at 16 bits: the encodable range); it saves a round. Rounds: 7 in 2pc (8 with more
+    fractional bits, where the comparison takes all 64).
+
+    rep3 runs the comparison and the bit injection in its dealt two-party view
+    (``Replicated3PC.dealt_view``: P1 and P2 compute, P0 only deals), then returns to replicated
+    shares: 6 + 1 + 1 = 8 rounds, with two busy processes instead of three.
     """
     f = z.frac
     proto = z.proto
-    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(z, 2.0)))  # boolean [hi, lo]
+    bits = 32 if f <= 16 else 64
+    view = getattr(proto, "dealt_view", None)
+    if view is not None:
+        return _sigmoid_piecewise_dealt(z, proto, view(), bits, with_mask)
+    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(z, 2.0)), bits)  # boolean [hi, lo]
     hi_b = hl[:, 0]
     mid_b = proto.xor_public(hi_b ^ hl[:, 1], np.uint8(1))  # hi and lo are never both 1
     t = fixed.add_const(reinterpret(z, f + 2), 0.5)
     mid, mt, hi = proto.b2a_mul(mid_b, t.shares, extra=hi_b)
     s = t._new(mt + (hi << np.int64(f + 2)), f + 2)
     return (s, z._new(mid, 0)) if with_mask else s
+
+
+def _sigmoid_piecewise_dealt(z, proto, view, bits: int, with_mask: bool) -> Any:
+    """:func:`sigmoid_piecewise` on the shares of ``view`` (a dealt 2pc protocol), back to
+    ``proto``'s shares at the end (one round for both outputs)."""
+    f = z.frac
+    u = proto.to_view(z.shares)
+    two = np.int64(2 << f)
+    both = np.stack([view.add_public(-u, two), view.add_public(u, two)], axis=1)  # [2 - z, 2 + z]
+    hl = compare.msb_bits(view, both, bits)
+    hi_b = hl[:, 0]
+    mid_b = view.xor_public(hi_b ^ hl[:, 1], np.uint8(1))
+    t = view.add_public(u, np.int64(1 << (f + 1)))  # 1/2 + z/4 at f + 2 bits
+    mid, mt, hi = view.b2a_mul(mid_b, t, extra=hi_b)
+    mt += hi << np.int64(f + 2)
+    back = proto.from_view(np.stack([mt, mid], axis=1))
+    s = z._new(np.ascontiguousarray(back[:, 0]), f + 2)
+    return (s, z._new(np.ascontiguousarray(back[:, 1]), 0)) if with_mask else s
 
 
 # -- inverse square roots over chosen ranges ----------------------------------------------------

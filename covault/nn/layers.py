@@ -87,7 +87,7 @@ class Linear(Module):
         if self._x is None:
             raise ProtocolError("Linear.backward needs a forward pass in training mode first")
         x = self._x
-        self.weight.accumulate(F.raw_matmul(x.T, grad), scale)
+        self.weight.accumulate(F.Product(x.T, grad), scale)  # computed inside the optimizer's truncation
         if self.bias is not None:
             self.bias.accumulate(grad.sum(axis=0), scale)
         self._x = None

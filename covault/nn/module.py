@@ -33,7 +33,8 @@ class Parameter:
         self.value = value
         self.name = name
         self.decay = decay  # whether optimizers apply weight decay (not to biases)
-        self.grad: SecretTensor | None = None
+        self._grad: SecretTensor | None = None
+        self._pending: Any = None  # a gradient product not computed yet (nn.functional.Product)
         self.grad_scale = 1.0
 
     def __repr__(self) -> str:
@@ -54,18 +55,43 @@ class Parameter:
             self.value = session.constant(self.value)
         return self.value
 
-    def accumulate(self, grad: SecretTensor, scale: float) -> None:
-        """Add ``scale * grad`` to the stored gradient (same scale required)."""
+    @property
+    def grad(self) -> SecretTensor | None:
+        """The accumulated gradient (a pending product is computed now: one round)."""
+        if self._pending is not None:
+            self._grad, self._pending = self._pending.compute(), None
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: SecretTensor | None) -> None:
+        self._grad, self._pending = value, None
+
+    @property
+    def has_grad(self) -> bool:
+        return self._grad is not None or self._pending is not None
+
+    def grad_term(self) -> Any:
+        """The gradient as the optimizer's truncation can take it: a pending product as it is
+        (:class:`covault.nn.functional.Product`), else the secret tensor; None without one."""
+        return self._pending if self._pending is not None else self._grad
+
+    def accumulate(self, grad: SecretTensor | Any, scale: float) -> None:
+        """Add ``scale * grad`` to the stored gradient (same scale required). ``grad`` may be a
+        :class:`~covault.nn.functional.Product`: the first one is kept pending for the optimizer."""
         if tuple(grad.shape) != self.shape:
             raise ShapeError(
                 f"gradient of shape {grad.shape} for parameter {self.name!r} of shape {self.shape}"
             )
-        if self.grad is None:
-            self.grad, self.grad_scale = grad, float(scale)
+        if not self.has_grad:
+            if isinstance(grad, SecretTensor):
+                self._grad = grad
+            else:
+                self._pending = grad
+            self.grad_scale = float(scale)
         elif float(scale) != self.grad_scale:
             raise ProtocolError(f"gradients of {self.name!r} accumulated with different scales")
         else:
-            self.grad = self.grad + grad
+            self.grad = self.grad + (grad if isinstance(grad, SecretTensor) else grad.compute())
 
 
 class Module:

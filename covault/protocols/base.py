@@ -150,6 +150,21 @@ class Protocol(ABC):
         protocols may fuse the steps."""
         return self.trunc(self.mul(x, y) + add, bits)
 
+    # -- sums of products with one truncation (an n-out-of-n additive "terms" form) -------------
+    def to_terms(self, x: np.ndarray) -> np.ndarray:
+        """This party's term of an additive sharing of ``x`` among the compute parties, shaped
+        ``(k', *S)``; sums of terms scaled by public integers stay terms. Here: the shares."""
+        return x
+
+    def product_terms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Terms of the matrix product ``x @ y`` (2-D operands). Here: the product's shares (one
+        round); a protocol may stop before the round that turns terms into shares."""
+        return self.matmul(x, y)
+
+    def from_terms(self, z: np.ndarray, bits: int) -> np.ndarray:
+        """Shares of ``sum_parties(z) / 2^bits`` (``bits = 0``: of the sum itself)."""
+        return self.trunc(z, bits) if bits else z
+
     @abstractmethod
     def and_(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Boolean shares of ``x & y`` (same shape and word dtype)."""

@@ -79,7 +79,6 @@ fractional bits) before comparing.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,53 +112,57 @@ def _merge(a: np.ndarray, lo_shift: int, hi_shift: int) -> np.ndarray:
     """
     count = a.shape[1]
     half = count // 2
+    word = a.dtype.type
     out = np.empty((a.shape[0], half + count % 2), dtype=a.dtype)
     lo, hi = a[:, 0 : 2 * half : 2], a[:, 1 : 2 * half : 2]
     body = out[:, :half]
     if lo_shift:
-        np.right_shift(lo, U64(lo_shift), out=body)
+        np.right_shift(lo, word(lo_shift), out=body)
     else:
         body[...] = lo
-    body |= hi << U64(hi_shift) if hi_shift else hi
+    body |= hi << word(hi_shift) if hi_shift else hi
     if count % 2:
-        out[:, half] = a[:, -1] >> U64(lo_shift)
+        out[:, half] = a[:, -1] >> word(lo_shift)
     return out
 
 
 def _bits_of(words: np.ndarray, n: int) -> np.ndarray:
-    """Per-element bits (uint8 0/1, shape ``(k, n)``) of 32-bit words, element ``e`` being bit
-    ``e mod 32`` of word ``e // 32``."""
+    """Per-element bits (uint8 0/1, shape ``(k, n)``) of ``W``-bit words, element ``e`` being bit
+    ``e mod W`` of word ``e // W``."""
     k = words.shape[0]
     if k == 0:
         return np.zeros((0, n), dtype=np.uint8)
-    raw = np.ascontiguousarray(words, dtype="<u4").view(np.uint8)
+    raw = np.ascontiguousarray(words, dtype=words.dtype.newbyteorder("<")).view(np.uint8)
     return np.unpackbits(raw, axis=-1, count=n, bitorder="little")
 
 
 def _addends(proto: Protocol, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = proto.msb_addends(x)
-    return a.view(U64), b.view(U64)
+    return a.view(np.dtype(f"u{x.dtype.itemsize}")), b.view(np.dtype(f"u{x.dtype.itemsize}"))
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
 
-def _low32(w: np.ndarray) -> np.ndarray:
-    return (w & _LOW32).astype(np.uint32)
+_HALF = {64: np.uint32, 32: np.uint16}
 
 
 def _carry_tree(proto: Protocol, g: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Carry out of the 64 (generate, propagate) groups of each element (levels d = 1 .. 32).
+    """Carry out of the ``W`` (generate, propagate) groups of each element, ``W`` the word size
+    (64: levels d = 1 .. 32; 32: d = 1 .. 16).
 
     Layout at level ``d``: fields of ``2d`` bits, low half = the lower groups, high half = the
     upper groups of the same ``d`` elements. The AND operands are ``p`` itself (``P_lo | P_hi``)
     and ``v = P_hi | G_lo`` (halves swapped), so the product holds ``P_lo & P_hi`` (the merged
-    propagate) low and ``P_hi & G_lo`` high. ``g`` is consumed.
+    propagate) low and ``P_hi & G_lo`` high. ``g`` is consumed. Returns ``W/2``-bit words of
+    ``W/2`` carries each.
     """
-    for lvl in range(5):
-        d = U64(1 << lvl)
-        m = _MASKS[lvl]
+    width = 8 * g.dtype.itemsize
+    word = g.dtype.type
+    for lvl in range(width.bit_length() - 2):
+        d = word(1 << lvl)
+        m = word(int(_MASKS[lvl]) & ((1 << width) - 1))
         v = g << d
         v &= ~m
         t = p >> d
@@ -171,23 +174,30 @@ def _carry_tree(proto: Protocol, g: np.ndarray, p: np.ndarray) -> np.ndarray:
         r &= m  # low halves: P_hi & P_lo
         g = _merge(g, 1 << lvl, 0)
         p = _merge(r, 0, 1 << lvl)
-    return (g >> U64(32)).astype(np.uint32) ^ proto.and_((p >> U64(32)).astype(np.uint32), _low32(g))
+    half, h = _HALF[width], word(width // 2)
+    low = word((1 << (width // 2)) - 1)
+    return (g >> h).astype(half) ^ proto.and_((p >> h).astype(half), (g & low).astype(half))
 
 
-_TOP_BYTE = 7 if sys.byteorder == "little" else 0
+def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:
+    """Boolean shares (uint8 0/1, same layout as ``x``) of the top bit of ring shares ``x``.
 
-
-def msb_bits(proto: Protocol, x: np.ndarray) -> np.ndarray:
-    """Boolean shares (uint8 0/1, same layout as ``x``) of the top bit of ring shares ``x``."""
+    ``bits=32`` works on the low 32 bits of the shares: the sign of ``x`` exactly when
+    ``-2^31 <= x < 2^31`` in ring units (one AND round fewer, half the traffic)."""
+    if bits not in _HALF:
+        raise ValueError(f"msb_bits works on 64 or 32 bits, got {bits}")
     k, shape = x.shape[0], x.shape[1:]
     flat = _flat(x)
+    if bits == 32:
+        flat = flat.astype(np.uint32)  # the low halves: additive shares of x mod 2^32
     n = flat.shape[1]
     a, b = _addends(proto, flat)
     p = a ^ b
-    top = p.view(np.uint8)[:, _TOP_BYTE::8] >> np.uint8(7)  # bit 63
+    word = p.dtype.type
+    top = (p >> word(bits - 1)).astype(np.uint8)
     g = proto.and_(a, b)
-    g <<= U64(1)
-    p <<= U64(1)
+    g <<= word(1)
+    p <<= word(1)
     carry = _bits_of(_carry_tree(proto, g, p), n)
     carry ^= top
     return carry.reshape(k, *shape)
@@ -209,7 +219,7 @@ def eqz_bits(proto: Protocol, x: np.ndarray) -> np.ndarray:
         hi &= m
         z &= m
         z = proto.and_(_merge(hi, 0, 1 << lvl), _merge(z, 0, 1 << lvl))
-    z = proto.and_((z >> U64(32)).astype(np.uint32), _low32(z))
+    z = proto.and_((z >> U64(32)).astype(np.uint32), (z & _LOW32).astype(np.uint32))
     return _bits_of(z, n).reshape(k, *shape)
 
 
@@ -233,12 +243,12 @@ def _is_public_zero(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and v == 0
 
 
-def prepared_msb_bits(x: SecretTensor) -> np.ndarray:
+def prepared_msb_bits(x: SecretTensor, bits: int = 64) -> np.ndarray:
     """Boolean shares (uint8 0/1) of ``msb(x)``, with ``x.size`` bit conversions announced
     first (``Protocol.prepare_b2a``: rep3 makes the daBits along the msb's own rounds), for
-    ``Protocol.b2a`` / ``Protocol.b2a_mul`` right after."""
+    ``Protocol.b2a`` / ``Protocol.b2a_mul`` right after. ``bits``: as :func:`msb_bits`."""
     x.proto.prepare_b2a(x.size)
-    return msb_bits(x.proto, x.shares)
+    return msb_bits(x.proto, x.shares, bits)
 
 
 def msb(x: SecretTensor) -> SecretTensor:

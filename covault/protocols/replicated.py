@@ -13,8 +13,10 @@ import numpy as np
 
 from covault import ring
 from covault.errors import ProtocolError
+from covault.protocols.additive import Additive2PC
 from covault.protocols.base import Protocol, _align, b2a_mul_shape
 from covault.randomness.prg import PRG, new_seed
+from covault.randomness.provider import DealerProvider
 
 BIAS_BITS = 62
 ROTATE_MIN = 4096  # truncations of this many elements or more rotate the dealer over thirds
@@ -46,6 +48,7 @@ class Replicated3PC(Protocol):
         self._riders: list[list] = []  # [generator, its next message] of daBit batches in progress
         self._pending = 0  # daBits still in progress
         self._own = PRG(new_seed())  # private randomness (masks only this party knows)
+        self._view: Additive2PC | None = None
 
     @property
     def public_slot(self) -> int | None:
@@ -326,6 +329,68 @@ class Replicated3PC(Protocol):
         """
         return self._trunc_open(self._cross(x, y, matmul), bits, fused=True)
 
+    # -- the dealt two-party view ----------------------------------------------------------
+    def dealt_view(self) -> Additive2PC:
+        """The ``2pc`` protocol in which P1 and P2 compute and P0 deals, over this party's
+        network and pairwise keys (no set-up traffic).
+
+        With :meth:`to_view` and :meth:`from_view`, a step can run there instead: P0 then only
+        deals (seed-compressed tuples, sent without waiting for anyone), so on a shared host two
+        processes, not three, compete for the cores. The trust is the one P0 already has in
+        :meth:`trunc`: P0 knows the masks of the tuples it deals but receives nothing of P1's and
+        P2's openings; a semi-honest P0 not colluding with P1 or P2 (honest majority) learns
+        nothing."""
+        if self._view is None:
+            p0, p1, p2 = self.compute
+            view = Additive2PC(self.party, (p1, p2), p0, self.net)
+            view.prg = self.prg
+            view.provider = DealerProvider(self.party, p1, p2, p0, self.prg, self.net)
+            self._view = view
+        return self._view
+
+    def to_view(self, x):
+        """Shares of :meth:`dealt_view` for replicated ``x``, free: P1 ``x1 + x2``, P2 ``x0``, P0
+        none (shape ``(0, *S)``, as a dealer's)."""
+        if self.index == 0:
+            return x[:0]
+        if self.index == 1:
+            return (x[0] + x[1])[None]
+        return x[1:2].copy()
+
+    def from_view(self, u):
+        """Replicated shares of the value of :meth:`dealt_view` shares ``u`` (1 round): ``y0``
+        from key(P0,P2), ``y1`` from key(P0,P1); P1 sends P2 ``u_P1 - y1``, P2 sends P1
+        ``u_P2 - y0`` (each masked by a key the receiver lacks), and both set ``y2`` to the sum
+        (as the last step of :meth:`trunc`). P0 receives nothing."""
+        p0, p1, p2 = self.compute
+        shape = u.shape[1:]
+        if self.index == 0:
+            y0 = self.prg[p2].ring(shape)
+            return _pair(y0, self.prg[p1].ring(shape))
+        mine = self.prg[p0].ring(shape)  # y1 at P1, y0 at P2
+        h = u[0] - mine
+        other = p2 if self.index == 1 else p1
+        y2 = h + self.net.exchange({other: [h]}, [other])[other][0]
+        return _pair(mine, y2) if self.index == 1 else _pair(y2, mine)
+
+    def to_terms(self, x):
+        """Component ``x_i``: P_i's term of the 3-out-of-3 sharing ``x = x0 + x1 + x2``."""
+        return x[:1]
+
+    def product_terms(self, x, y):
+        """P_i's term ``x_i y_i + x_i y_{i+1} + x_{i+1} y_i`` of ``x @ y`` (as :meth:`matmul`,
+        without its resharing round: no traffic)."""
+        return self._cross(x, y, matmul=True)[None]
+
+    def from_terms(self, z, bits):
+        """Terms to replicated shares: with ``bits``, the fused truncation of :meth:`mul_trunc`
+        (2 rounds; the dealer's term is masked there); without, the resharing of :meth:`mul`
+        (PRSS zero share, 1 round). So a product feeding a truncation costs no round of its own
+        (Araki et al. 2016; Escudero et al. 2020)."""
+        if bits:
+            return self._trunc_open(np.ascontiguousarray(z[0]), bits, fused=True)
+        return self._reshare(np.array(z[0]))
+
     def mul_add_trunc(self, x, y, add, bits):
         """``(x * y + add) / 2^bits`` in 2 rounds: ``add``'s component ``i`` (3-out-of-3 for free)
         joins this party's product term before the fused truncation of :meth:`mul_trunc`."""
@@ -522,5 +587,5 @@ class Replicated3PC(Protocol):
         ``x0 ^ x1 ^ x2`` are the arithmetic ones; ``maj = x0 x1 ^ x1 x2 ^ x2 x0``, and P_i holds
         both factors of ``x_i x_{i+1}``: its term of a 3-out-of-3 sharing, reshared."""
         maj = self._reshare(x[0, ...] & x[1, ...], xor=True)
-        maj <<= np.int64(1)
+        maj <<= maj.dtype.type(1)
         return x, maj

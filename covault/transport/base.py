@@ -114,31 +114,35 @@ class Network:
 
     def _move(self, sends: Mapping[str, Message] | None, recv_from: Sequence[str], rounds: int):
         peers, stats, recorders = self.peers, self.stats, self._recorders
-        out: dict[str, Message] = {}
         if sends:
             prepared = {}
             for to, message in sends.items():
                 if to not in peers:
                     self._check_peer(to)
-                msg = [_contiguous(a) for a in message]
+                msg = [
+                    a if type(a) is np.ndarray and a.flags.c_contiguous else _contiguous(a) for a in message
+                ]
                 for rec in recorders:
                     rec("sent", to, msg)
                 prepared[to] = msg
                 stats.messages_sent += 1
-                stats.bytes_sent += sum(a.nbytes for a in msg)
+                for a in msg:
+                    stats.bytes_sent += a.nbytes
             sends = prepared
         for frm in recv_from:
             if frm not in peers:
                 self._check_peer(frm)
-        if sends or recv_from:
-            out = self.transport.exchange(sends or {}, recv_from, self.timeout)
-            stats.rounds += rounds
+        if not sends and not recv_from:
+            return {}
+        out = self.transport.exchange(sends or {}, recv_from, self.timeout)
+        stats.rounds += rounds
         for frm in recv_from:
             msg = out[frm]
             for rec in recorders:
                 rec("received", frm, msg)
             stats.messages_received += 1
-            stats.bytes_received += sum(a.nbytes for a in msg)
+            for a in msg:
+                stats.bytes_received += a.nbytes
         return out
 
     def send_offline(self, to: str, message: Message) -> None:

@@ -33,16 +33,16 @@ no thread hand-off per message. ``exchange`` (one round) queues one frame per de
 and then polls every connection, writing the rest and reading whatever arrives from ANY peer into
 that peer's inbox (:class:`~covault.transport.framing.FrameParser` receives large arrays straight
 into their buffers), until everything is written and one message from each awaited peer is there;
-before sleeping in ``poll`` it tries a few reads, yielding the core in between (on loopback this cut
-a 2-party round from about 23 to 20 us and a 3-party round on 2 cores from about 105 to 77 us:
-waking from ``poll`` costs more than a short wait). It returns only when every queued byte is
-written, so callers may reuse their arrays at once. Since a party inside the transport always drains
-every connection, two parties sending large messages to each other at the same time never deadlock.
-A closed connection, an abort notice or a malformed frame ends the peer's stream: its queued
-messages are still delivered, then the next receive from it raises PeerError naming it (preferring a
-peer whose connection was lost over one that merely reported stopping because of it). The timeout is
-one of silence: an exchange fails when no byte from an awaited peer, or to a destination, moved for
-that long.
+before sleeping in ``poll`` it looks a few times (poll without waiting), yielding the core (on
+loopback this cut a 2-party round from about 23 to 20 us and a 3-party round on 2 cores from about
+105 to 77 us: waking from ``poll`` costs more than a short wait). It returns only when every queued
+byte is written, so callers may reuse their arrays at once. Since a party inside the transport
+always drains every connection, two parties sending large messages to each other at the same time
+never deadlock. A closed connection, an abort notice or a malformed frame ends the peer's stream:
+its queued messages are still delivered, then the next receive from it raises PeerError naming it
+(preferring a peer whose connection was lost over one that merely reported stopping because of it).
+The timeout is one of silence: an exchange fails when no byte from an awaited peer, or to a
+destination, moved for that long.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-SPIN = 10  # reads tried (yielding the core in between) before an exchange sleeps in poll
+SPIN = 10  # looks (poll without waiting, yielding the core in between) before an exchange sleeps
 HANDSHAKE_MAX_BYTES = 1 << 12
 HANDSHAKE_TIMEOUT = 10.0  # at most this long for one incoming connection's TLS handshake and hello
 MAX_PENDING = 16  # incoming connections handshaken at once; more are refused
@@ -275,6 +275,8 @@ def _connect(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
             raise
         if isinstance(exc, (FrameError, EOFError, OSError)):
             err = PeerError(peer, f"handshake failed: {exc or 'connection closed'}")
+            # a peer that hangs up mid-handshake usually gave up because of another peer
+            err.collateral = isinstance(exc, (EOFError, BrokenPipeError, ConnectionResetError))
             log.warning("party %r: connection to %r failed: %s", hs.me, peer, err)
             raise err from None
         raise
@@ -529,10 +531,16 @@ def _raise_setup_error(me, order, outcomes, acceptor, channels, timeout) -> None
             )
         errors.append(_down(absent[0], text))
 
-    def rank(e: BaseException) -> int:  # root causes first, then parties that never came, 'abandoned' last
+    def rank(e: BaseException) -> int:
+        """Root causes first; then peers that hung up mid-handshake (usually because of another
+        failure), parties that never came, and 'abandoned' last."""
         if getattr(e, "abandoned", False):
+            return 4
+        if getattr(e, "down", False):
             return 3
-        return 2 if getattr(e, "down", False) else (0 if not isinstance(e, PeerError) else 1)
+        if getattr(e, "collateral", False):
+            return 2
+        return 1 if isinstance(e, PeerError) else 0
 
     errors.sort(key=rank)
     first = errors[0]
@@ -664,20 +672,19 @@ class TcpTransport(Transport):
                 if p.failure is not None:
                     self._raise_failure(p)
                 waiting.append(p)
-        if not waiting and not any(p.events & _OUT for p in targets):
-            return got
-        deadline = time.monotonic() + timeout
-        mark = self._progress(waiting, targets)
+        spins, deadline, mark = 0, 0.0, None
         while True:
-            for _ in range(SPIN):  # the answer is often (nearly) there: no sleep in poll then
-                if not waiting:
-                    break
-                self._read(waiting[0])
+            if waiting:
                 waiting = [p for p in waiting if not self._take(p, got)]
-                if waiting:
-                    os.sched_yield()
             if not waiting and not any(p.events & _OUT for p in targets):
                 return got
+            if spins < SPIN:  # the answer is often (nearly) there: look, yielding the core
+                spins += 1
+                if not self._wait(None):
+                    os.sched_yield()
+                continue
+            if mark is None:
+                deadline, mark = time.monotonic() + timeout, self._progress(waiting, targets)
             self._wait(deadline)
             waiting = [p for p in waiting if not self._take(p, got)]
             now = self._progress(waiting, targets)
