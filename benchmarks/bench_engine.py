@@ -79,13 +79,13 @@ def theory(case: str, protocol: str, n: int) -> str:
         return (
             f"2pc: E,F {2 * m * EL / 1e6:.0f} MB + trunc {m * EL / 1e6:.0f} MB, 2 rounds"
             if protocol == "2pc"
-            else f"rep3 fused: P1,P2 {2 * m * EL / 1e6:.0f} MB, P0 {4 * m * EL / 1e6:.0f} MB, 2 rounds"
+            else f"rep3 fused, dealer rotated over thirds: {8 / 3 * m * EL / 1e6:.1f} MB each, 2 rounds"
         )
     if case == "mul":
         return (
             f"2pc: {3 * n * EL / 1e6:.0f} MB, 2 rounds"
             if protocol == "2pc"
-            else f"rep3: P1,P2 {2 * n * EL / 1e6:.0f} MB, P0 {4 * n * EL / 1e6:.0f} MB, 2 rounds"
+            else f"rep3 fused, dealer rotated over thirds: {8 / 3 * n * EL / 1e6:.1f} MB each, 2 rounds"
         )
     return "see docs/protocols.md"
 

@@ -47,6 +47,14 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ringmm.matmul(a, b)
 
 
+def load_matmul_engine() -> None:
+    """Import the matmul engine (torch) now rather than at the first product: it costs about a
+    second of CPU, which would otherwise land inside whatever step multiplies first."""
+    from covault import ringmm
+
+    ringmm.choose(2, 2, 2)
+
+
 def matmul_shape(sx: tuple[int, ...], sy: tuple[int, ...]) -> tuple[int, ...]:
     """Result shape of ``x @ y`` under numpy rules; ShapeError if the shapes do not fit."""
     from covault.errors import ShapeError

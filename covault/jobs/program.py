@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from covault import ring
 from covault.jobs.align import align
 from covault.jobs.data import PartyRows, VerticalRows, load_party_rows, load_vertical_rows
 from covault.jobs.errors import JobError
@@ -147,6 +148,8 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
             elif me in job.data:
                 rows = load_party_rows(job, me)
                 status.update(columns=rows.columns, train_rows=len(rows.y_train), test_rows=len(rows.y_test))
+            if me in job.compute or me == job.dealer:
+                ring.load_matmul_engine()  # its import would otherwise count as training time
             if receiver and job.model_out is not None:
                 from covault.jobs.onnx_export import require_onnx
 

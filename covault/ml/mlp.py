@@ -4,8 +4,9 @@
 of the logit difference), trained by mini-batch SGD (momentum) or Adam with the same data
 pipeline as the linear models (secure standardisation folded into the first layer afterwards,
 oblivious shuffle, public epoch orders). One training step of 30 -> 64 -> 2 (rounds, 2pc):
-first matmul 2, ReLU 9, second matmul 2, loss gradient 21, weight gradients 1 + 1, input
-gradient of the second layer 2, ReLU backward 1, SGD 1: 40 in all (Adam: about 55 more).
+first matmul 2, ReLU 8, second matmul 2, loss gradient 20, input gradient of the second layer
+2, ReLU backward 1, weight gradients (formed inside the SGD truncation) 2, SGD 1: 38 in all;
+rep3: 39 for P1 and P2, the weight gradients costing no round (Adam: about 50 more).
 
 :class:`ReferenceMLPClassifier` runs the same algorithm in float64 numpy (same Glorot
 initialisation from the public seed, same batches, same update formulas) and is the type of

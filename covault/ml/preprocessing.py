@@ -16,7 +16,7 @@
 The scaler stays secret; models trained on standardised data are folded back into
 coefficients for the raw features (:meth:`StandardScaler.fold`), so prediction never
 standardises. Population statistics (divide by ``n``), as scikit-learn's ``StandardScaler``.
-Cost: 69 rounds in 2pc (87 in rep3) once, independent of ``n``; bytes grow with
+Cost: 64 rounds in 2pc (74 in rep3) once, independent of ``n``; bytes grow with
 ``n x d`` (three products or truncations of the data).
 """
 
