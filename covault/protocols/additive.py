@@ -107,19 +107,23 @@ class Additive2PC(Protocol):
 
         1. Dealer: ``a, b`` uniform, ``c = op(a, b)``; P1 gets ``c - c0`` (seed-compressed).
         2. P_i sends ``e_i = x_i - a_i`` and ``f_i = y_i - b_i``; both open ``E, F`` (1 round).
-        3. ``z_i = c_i + op(E, y_i) + op(a_i, F)``; then ``z0 + z1 = op(x, y)``.
+        3. ``z_i = c_i + op(E, y_i) + op(a_i, F)``; then ``z0 + z1 = op(x, y)``. P1 takes the
+           dealer's correction of ``c`` only here, so the dealer's product overlaps steps 2-3.
         Cost: 1 round; each compute party sends 2 ring elements per operand element.
         """
         sx, sy = x.shape[1:], y.shape[1:]
         sz = np.broadcast_shapes(sx, sy) if op is np.multiply else ring.matmul_shape(sx, sy)
-        parts = self.provider.beaver(sx, sy, sz, op)
+        parts = self.provider.beaver_late(sx, sy, sz, op)
         if parts is None:
             return self.empty(sz)
-        a, b, c = parts
+        a, b, get_c = parts
         e, f = x[0, ...] - a, y[0, ...] - b
         other = self.net.exchange({self._other(): [e, f]}, [self._other()])[self._other()]
         E, F = e + other[0], f + other[1]
-        return (c + op(E, y[0, ...]) + op(a, F))[None]
+        z = op(E, y[0, ...])
+        z += op(a, F)
+        z += get_c()  # P1: the dealer's correction, taken only now (it computed meanwhile)
+        return z[None]
 
     def mul(self, x, y):
         return self._beaver(x, y, np.multiply)

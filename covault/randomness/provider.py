@@ -39,6 +39,17 @@ class CorrelationProvider(ABC):
     ) -> list[np.ndarray] | None:
         """Shares of ``a`` (shape sx), ``b`` (sy) and ``c = op(a, b)`` (sz), a and b uniform."""
 
+    def beaver_late(
+        self, sx: Shape, sy: Shape, sz: Shape, op: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray]] | None:
+        """As :meth:`beaver`, with ``c`` behind a function: a provider whose ``c`` arrives over
+        the network lets the caller open its masked inputs (and compute) first."""
+        parts = self.beaver(sx, sy, sz, op)
+        if parts is None:
+            return None
+        a, b, c = parts
+        return a, b, lambda: c
+
     @abstractmethod
     def and_triple(self, shape: Shape, dtype: Any) -> list[np.ndarray] | None:
         """XOR shares of uniform words ``a, b`` and ``c = a & b``."""
@@ -94,6 +105,15 @@ class DealerProvider(CorrelationProvider):
     def beaver(self, sx, sy, sz, op):
         spec = [(sx, np.int64, True), (sy, np.int64, True), (sz, np.int64, False)]
         return self._deal(spec, lambda p0, p1: [op(p0[0] + p1[0], p0[1] + p1[1]) - p0[2]])
+
+    def beaver_late(self, sx, sy, sz, op):
+        """P1 draws ``a1, b1`` now and receives the correction of ``c`` when the function is
+        called (the dealer's message waits in the transport meanwhile)."""
+        if self.party != self.p1:
+            return super().beaver_late(sx, sy, sz, op)
+        g = self.prg[self.dealer]
+        a, b = g.words(sx, np.int64), g.words(sy, np.int64)
+        return a, b, lambda: self.channel.recv_offline(self.dealer)[0]
 
     def and_triple(self, shape, dtype):
         spec = [(shape, dtype, True), (shape, dtype, True), (shape, dtype, False)]
