@@ -245,8 +245,7 @@ def _sigmoid_piecewise_dealt(z, proto, view, bits: int, with_mask: bool) -> Any:
     ``proto``'s shares at the end (one round for both outputs)."""
     f = z.frac
     u = proto.to_view(z.shares)
-    two = np.int64(2 << f)
-    both = np.stack([view.add_public(-u, two), view.add_public(u, two)], axis=1)  # [2 - z, 2 + z]
+    both = fixed.two_sided_shares(view, u, np.int64(2 << f))  # [2 - z, 2 + z]
     hl = compare.msb_bits(view, both, bits)
     hi_b = hl[:, 0]
     mid_b = view.xor_public(hi_b ^ hl[:, 1], np.uint8(1))

@@ -95,14 +95,19 @@ def stack(ts: Sequence[Any]) -> Any:
 def two_sided(t: Any, bound: float) -> Any:
     """``[bound - t, bound + t]`` stacked along a new leading axis (the operands of the clamp
     tests ``t > bound`` and ``t < -bound``), in one pass."""
-    k = t.shares.shape[0]
-    out = np.empty((k, 2, *t.shape), dtype=np.int64)
-    np.negative(t.shares, out=out[:, 0])
-    out[:, 1] = t.shares
-    slot = proto(t).public_slot
+    return wrap(t, two_sided_shares(proto(t), t.shares, encode(bound, t.frac)), t.frac)
+
+
+def two_sided_shares(p: Any, xs: np.ndarray, enc: np.ndarray) -> np.ndarray:
+    """Shares of ``[enc - x, enc + x]`` (axis 1) for protocol ``p``'s shares ``xs`` of ``x``."""
+    k = xs.shape[0]
+    out = np.empty((k, 2, *xs.shape[1:]), dtype=np.int64)
+    np.negative(xs, out=out[:, 0])
+    out[:, 1] = xs
+    slot = p.public_slot
     if slot is not None and k:
-        out[slot] += encode(bound, t.frac)
-    return wrap(t, out, t.frac)
+        out[slot] += enc
+    return out
 
 
 def unstack(t: Any) -> list[Any]:

@@ -8,6 +8,9 @@ Method (both functions share it; ``tanh(x) = 2 sigmoid(2x) - 1``):
    (``Protocol.b2a_mul``, no truncation): ``xc = x - out x + T (2 hi - out)``.
    ``T = 8`` for sigmoid and ``T = 4`` for tanh (``T`` is a power of two, so
    ``t = xc / T`` in ``[-1, 1]`` is the same shares read with ``log2 T`` more fractional bits).
+   rep3 computes the clamp in its dealt two-party view (``Replicated3PC.dealt_view``: P1 and P2
+   with tuples P0 deals; msb 7 rounds, injection 1, back to replicated 1), so P0 is free for
+   the 2n-element comparison: 1M sigmoids 0.97 -> 0.77 s on 2 cores.
 2. ``u = t^2`` (one product), ``w = 2u - 1`` (local): ``w`` in ``[-1, 1]``.
 3. ``sigmoid(T' t) - 1/2 = t q(w)``, ``q`` of degree 9 (odd degree 19 in ``t``), a minimax fit
    on ``[-1, 1]`` that also balances the clamp: ``|t q - 1/2| <= E`` at ``t = 1`` so that every
@@ -38,16 +41,30 @@ WORK = 20  # fractional bits of t^2 and of the polynomial's powers
 Q_FRAC = 30  # fractional bits of q
 
 
+def _clamp(proto: Any, xs: np.ndarray, bound: float, f: int) -> np.ndarray:
+    """Shares of ``clip(x, -bound, bound)`` for shares ``xs`` of ``x`` (``f`` fractional bits):
+    one batched comparison of ``[bound - x, bound + x] < 0`` whose conversion round also makes
+    the product ``(hi + lo) x`` (``Protocol.b2a_mul``)."""
+    enc = fixed.encode(bound, f)
+    both = fixed.two_sided_shares(proto, xs, enc)
+    proto.prepare_b2a(int(np.prod(both.shape[1:], dtype=np.int64)))
+    hl = compare.msb_bits(proto, both)  # boolean [hi, lo]
+    hi_b = hl[:, 0]
+    out, ox, hi = proto.b2a_mul(hi_b ^ hl[:, 1], xs, extra=hi_b)  # out = hi + lo
+    return xs - ox + (hi * 2 - out) * enc  # hi - lo is the sign of the clamp
+
+
 def _odd_part(x: Any, texp: int, double: bool) -> Any:
     """``sigmoid(8 x / 2^texp) - 1/2`` (times 2 when ``double``) at the session's bits."""
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
     bound = float(1 << texp)
-    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(x, bound)))  # boolean [hi, lo]
-    hi_b = hl[:, 0]
-    out, ox, hi = fixed.proto(x).b2a_mul(hi_b ^ hl[:, 1], x.shares, extra=hi_b)  # out = hi + lo
-    sgn = hi * 2 - out  # hi - lo
-    xc = fixed.wrap(x, x.shares - ox + sgn * fixed.encode(bound, f), f)
+    proto = fixed.proto(x)
+    view = getattr(proto, "dealt_view", None)
+    if view is not None:  # rep3: the clamp in the dealt two-party view (P0 only deals)
+        xc = fixed.wrap(x, proto.from_view(_clamp(view(), proto.to_view(x.shares), bound, f)), f)
+    else:
+        xc = fixed.wrap(x, _clamp(proto, x.shares, bound, f), f)
     t = fixed.reinterpret(xc, f + texp)
     u = fixed.mul(t, t, WORK)
     w = fixed.add_const(fixed.wrap(u, u.shares << np.int64(1), WORK), -1.0)
@@ -68,7 +85,8 @@ def sigmoid(x: Any) -> Any:
     truncation); measured in ``docs/precision.md``.
     Cost: one comparison on ``2n`` elements (one call) whose conversion round also makes the
     clamp's product, 6 products, each truncated. Rounds: 20 in 2pc, 21 in rep3 (8 / 9 of them
-    the comparison with the clamp).
+    the comparison with the clamp; rep3 runs the clamp in its dealt two-party view, where P0
+    only deals, and returns in one round).
     """
     return fixed.add_const(_odd_part(x, 3, False), 0.5)
 
