@@ -112,9 +112,9 @@ def prog_activation_rounds(s):
 def test_activation_rounds(proto):
     """ReLU: the comparison's boolean msb (7 rounds in 2pc, 8 in rep3), then ONE bit-injection
     round that converts the bits and multiplies (rep3's daBits ride along the msb's rounds).
-    Piecewise sigmoid: the msb on the low 32 bits (6 rounds) and the bit injection; rep3 runs
-    both in its dealt view (P1, P2 compute, P0 only deals: it receives nothing) and returns to
-    replicated shares in one more round."""
+    Piecewise sigmoid: the msb (7 rounds) and the bit injection; rep3 runs both in its dealt
+    view (P1, P2 compute, P0 only deals: it receives nothing) and returns to replicated shares
+    in one more round."""
     name, n = proto
     res = covault.run(prog_activation_rounds, n, name)
     for p, (piecewise, relu) in res.items():
@@ -122,12 +122,29 @@ def test_activation_rounds(proto):
             continue
         assert relu == {"2pc": 8, "rep3": 9}[name]
         if name == "2pc":
-            assert piecewise["rounds"] == 7
+            assert piecewise["rounds"] == 8
         elif p == "p0":
             assert piecewise["rounds"] == 0 and piecewise["bytes_received"] == 0
             assert piecewise["bytes_sent"] > 0  # the tuples it deals
         else:
-            assert piecewise["rounds"] == 8
+            assert piecewise["rounds"] == 9
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+def test_piecewise_sigmoid_saturates_beyond_the_input_range(proto):
+    """Computed logits may exceed what an input can encode (|x| < 2^15): the clamp still holds."""
+    big = np.array([20000.0, -20000.0, 32767.0, -32767.5, 1.0, 16383.0])
+
+    def prog(s):
+        x = inp(s, big)
+        z = x + x  # up to 65534 in magnitude
+        s_, mid = F.sigmoid_piecewise(z, with_mask=True)
+        return s_.reveal(), mid.reveal()
+
+    got, mid = run_both(prog, proto)
+    z = 2 * np.round(big * 2**16) / 2**16
+    np.testing.assert_allclose(got, np.clip(0.5 + z / 4, 0, 1), atol=1e-4)
+    np.testing.assert_array_equal(mid, (np.abs(z) <= 2).astype(np.int64))
 
 
 def test_softmax(layers):

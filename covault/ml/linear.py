@@ -6,14 +6,14 @@ StandardScaler`; the target too for regression), an oblivious shuffle of the row
 (:mod:`covault.ml.batching`). One batch of logistic regression with the piecewise sigmoid:
 
 1. ``z = X_b w + b`` (fixed-point matmul: 2 rounds);
-2. ``p = clip(1/2 + z/4, 0, 1)`` (one comparison on ``2B`` elements, on the low 32 bits of the
-   shares, whose bits select in its conversion round: 7 rounds in 2pc; 8 in rep3, run by P1 and
-   P2 in the dealt two-party view while P0 only deals) or the exact sigmoid (20 / 21 rounds);
+2. ``p = clip(1/2 + z/4, 0, 1)`` (one comparison on ``2B`` elements whose bits select in its
+   conversion round: 8 rounds in 2pc; 9 in rep3, run by P1 and P2 in the dealt two-party view
+   while P0 only deals) or the exact sigmoid (20 / 21 rounds);
 3. ``grad_w = X_b^T (p - y)`` untruncated, ``grad_b = sum(p - y)`` (local);
 4. SGD step, with ``lr / B``, the L2 penalty and momentum folded into ONE truncation that also
    takes the gradient product (2pc: 1 round for the product, 1 for the truncation; rep3: the
    product costs no round of its own).
-In all 11 rounds per batch in 2pc, 12 in rep3 for P1 and P2 (2 for P0) (measured figures:
+In all 12 rounds per batch in 2pc, 13 in rep3 for P1 and P2 (2 for P0) (measured figures:
 ``docs/ml.md``).
 
 The model stays secret: ``coef_``/``intercept_`` exist only after :meth:`reveal` (at the
@@ -383,7 +383,7 @@ class LogisticRegression(_LogisticParams, _SecureLinear):
     Parameters (scikit-learn names where they exist): ``penalty`` ("l2" or None), ``C``
     (inverse strength; L2 weight ``1/(C n)`` on the mean loss) or ``alpha`` (that weight
     directly), ``epochs``, ``learning_rate``, ``batch_size``, ``momentum``, ``standardize``,
-    ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 7 rounds; "exact": 20 rounds),
+    ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 8 rounds; "exact": 20 rounds),
     ``shuffle`` ("once": one oblivious shuffle before training, "epoch": one per epoch,
     "none"), ``seed`` (public: epoch orders). Labels are 0/1.
     """

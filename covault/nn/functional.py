@@ -216,22 +216,19 @@ def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     at ``|z| = 2``. With ``with_mask`` also returns the bit ``mid = [|z| <= 2]`` (the derivative
     is ``mid / 4``).
 
-    Range: for ``z.frac <= 16`` the comparison reads the low 32 bits of the shares
-    (:func:`~covault.protocols.compare.msb_bits`), exact for ``|z| < 2^(31 - z.frac) - 2``
-    (32766 at 16 bits: the encodable range); it saves a round. Rounds: 7 in 2pc (8 with more
-    fractional bits, where the comparison takes all 64).
-
-    rep3 runs the comparison and the bit injection in its dealt two-party view
-    (``Replicated3PC.dealt_view``: P1 and P2 compute, P0 only deals), then returns to replicated
-    shares: 6 + 1 + 1 = 8 rounds, with two busy processes instead of three.
+    Exact for every ``z`` the ring represents (the comparison takes all 64 bits: a 32-bit one
+    would save a round but fail for ``|z| >= 2^(31 - z.frac) - 2``, which computed logits can
+    reach). Rounds: 8 in 2pc. rep3 runs the comparison and the bit injection in its dealt
+    two-party view (``Replicated3PC.dealt_view``: P1 and P2 compute, P0 only deals), then
+    returns to replicated shares: 7 + 1 + 1 = 9 rounds, with two busy processes instead of
+    three.
     """
     f = z.frac
     proto = z.proto
-    bits = 32 if f <= 16 else 64
     view = getattr(proto, "dealt_view", None)
     if view is not None:
-        return _sigmoid_piecewise_dealt(z, proto, view(), bits, with_mask)
-    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(z, 2.0)), bits)  # boolean [hi, lo]
+        return _sigmoid_piecewise_dealt(z, proto, view(), with_mask)
+    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(z, 2.0)))  # boolean [hi, lo]
     hi_b = hl[:, 0]
     mid_b = proto.xor_public(hi_b ^ hl[:, 1], np.uint8(1))  # hi and lo are never both 1
     t = fixed.add_const(reinterpret(z, f + 2), 0.5)
@@ -240,13 +237,13 @@ def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     return (s, z._new(mid, 0)) if with_mask else s
 
 
-def _sigmoid_piecewise_dealt(z, proto, view, bits: int, with_mask: bool) -> Any:
+def _sigmoid_piecewise_dealt(z, proto, view, with_mask: bool) -> Any:
     """:func:`sigmoid_piecewise` on the shares of ``view`` (a dealt 2pc protocol), back to
     ``proto``'s shares at the end (one round for both outputs)."""
     f = z.frac
     u = proto.to_view(z.shares)
     both = fixed.two_sided_shares(view, u, np.int64(2 << f))  # [2 - z, 2 + z]
-    hl = compare.msb_bits(view, both, bits)
+    hl = compare.msb_bits(view, both)
     hi_b = hl[:, 0]
     mid_b = view.xor_public(hi_b ^ hl[:, 1], np.uint8(1))
     t = view.add_public(u, np.int64(1 << (f + 1)))  # 1/2 + z/4 at f + 2 bits

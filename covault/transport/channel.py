@@ -128,6 +128,11 @@ class SocketChannel:
         """End the stream after the queued bytes (written by :meth:`flush`)."""
         self._shut_after_flush = True
 
+    def discard_output(self) -> None:
+        """Drop everything queued (the connection can take no more)."""
+        self._pending.clear()
+        self._shut_after_flush = False
+
     def recv_into(self, view: memoryview) -> int:
         """Read at least one byte into ``view`` (0 at the end of the stream)."""
         return self.sock.recv_into(view)

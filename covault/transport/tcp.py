@@ -765,6 +765,10 @@ class TcpTransport(Transport):
             else:
                 why = f.reason if f else f"connection lost while sending ({exc})"
             self._end(p, why, True)
+            p.failure.lost = True  # even after a clean end: nothing more can be written
+            p.ch.discard_output()
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self._watch(p)
             raise PeerError(p.name, why) from None
         if not done or p.events & _OUT:
             self._watch(p)

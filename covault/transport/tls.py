@@ -351,6 +351,11 @@ class TlsChannel(SocketChannel):
         self._notify_after_flush = True
         self._shut_after_flush = True
 
+    def discard_output(self) -> None:
+        super().discard_output()
+        self._plain.clear()
+        self._notify_after_flush = False
+
     def eof_note(self) -> str:
         if self._eof == "abrupt":
             return " abruptly (no TLS close_notify: the peer crashed, was killed or lost its network)"
