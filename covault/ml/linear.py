@@ -215,6 +215,16 @@ def _check_xy(x, y: SecretTensor | None = None) -> SecretTensor:
     return x
 
 
+def fitted_input(est, fitted: bool, x) -> SecretTensor:
+    """``x`` checked as the input of the fitted estimator ``est`` (ProtocolError if not fitted)."""
+    if not fitted:
+        raise ProtocolError(f"{type(est).__name__} is not fitted; call fit() first")
+    x = _check_xy(x)
+    if x.shape[1] != est.n_features_in_:
+        raise ShapeError(f"model fitted on {est.n_features_in_} features got X of shape {x.shape}")
+    return x
+
+
 class _SecureLinear:
     """Fitting and secure prediction shared by the secure linear estimators."""
 
@@ -292,12 +302,7 @@ class _SecureLinear:
         return self
 
     def _check_fitted(self, x) -> SecretTensor:
-        if self.secret_coef_ is None:
-            raise ProtocolError(f"{type(self).__name__} is not fitted; call fit() first")
-        x = _check_xy(x)
-        if x.shape[1] != self.n_features_in_:
-            raise ShapeError(f"model fitted on {self.n_features_in_} features got X of shape {x.shape}")
-        return x
+        return fitted_input(self, self.secret_coef_ is not None, x)
 
     def decision_function(self, x: SecretTensor) -> SecretTensor:
         """Secret ``x @ coef + intercept`` (one fixed-point matmul, 2 rounds)."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
 from covault.ml import batching
-from covault.ml.linear import SHUFFLES, _check_xy, standardise, train_epochs
+from covault.ml.linear import SHUFFLES, _check_xy, fitted_input, standardise, train_epochs
 from covault.ml.preprocessing import StandardScaler
 from covault.nn import Linear, ReLU, Sequential, SoftmaxCrossEntropyLoss, glorot_uniform
 from covault.nn.layers import softmax
@@ -270,12 +270,7 @@ class MLPClassifier(_MLPParams):
         return self
 
     def _check_fitted(self, x) -> SecretTensor:
-        if self.secret_coefs_ is None:
-            raise ProtocolError("MLPClassifier is not fitted; call fit() first")
-        x = _check_xy(x)
-        if x.shape[1] != self.n_features_in_:
-            raise ShapeError(f"model fitted on {self.n_features_in_} features got X of shape {x.shape}")
-        return x
+        return fitted_input(self, self.secret_coefs_ is not None, x)
 
     def decision_function(self, x: SecretTensor) -> SecretTensor:
         """Secret logits (n, n_classes)."""

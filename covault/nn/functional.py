@@ -152,7 +152,8 @@ def combine(outputs: Sequence[Output]) -> list[SecretTensor]:
     if T > cap:
         raise ProtocolError(f"combine: bounds leave {cap} bits but the terms need {floor_}")
     first = outputs[0][0][0][1]
-    proto = first.session.protocol
+    like = first.a if isinstance(first, Product) else first  # a secret tensor to build outputs from
+    proto = like.proto
     as_terms = any(isinstance(t, Product) for terms, _, _ in outputs for _, t in terms)
     products: dict[int, np.ndarray] = {}
 
@@ -187,7 +188,7 @@ def combine(outputs: Sequence[Output]) -> list[SecretTensor]:
     for shape, frac in shapes:
         size = int(np.prod(shape, dtype=np.int64))
         part_ = np.ascontiguousarray(flat[:, pos : pos + size]).reshape((k, *shape))
-        out.append(first.a._new(part_, frac) if isinstance(first, Product) else first._new(part_, frac))
+        out.append(like._new(part_, frac))
         pos += size
     return out
 
@@ -224,34 +225,23 @@ def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     three.
     """
     f = z.frac
-    proto = z.proto
-    view = getattr(proto, "dealt_view", None)
-    if view is not None:
-        return _sigmoid_piecewise_dealt(z, proto, view(), with_mask)
-    hl = compare.prepared_msb_bits(fixed.as_int(fixed.two_sided(z, 2.0)))  # boolean [hi, lo]
-    hi_b = hl[:, 0]
-    mid_b = proto.xor_public(hi_b ^ hl[:, 1], np.uint8(1))  # hi and lo are never both 1
-    t = fixed.add_const(reinterpret(z, f + 2), 0.5)
-    mid, mt, hi = proto.b2a_mul(mid_b, t.shares, extra=hi_b)
-    s = t._new(mt + (hi << np.int64(f + 2)), f + 2)
-    return (s, z._new(mid, 0)) if with_mask else s
+    out = z.proto.dealt(lambda p, xs: np.stack(_piecewise(p, xs, f), axis=1), z.shares)
+    s = z._new(np.ascontiguousarray(out[:, 0]), f + 2)
+    return (s, z._new(np.ascontiguousarray(out[:, 1]), 0)) if with_mask else s
 
 
-def _sigmoid_piecewise_dealt(z, proto, view, with_mask: bool) -> Any:
-    """:func:`sigmoid_piecewise` on the shares of ``view`` (a dealt 2pc protocol), back to
-    ``proto``'s shares at the end (one round for both outputs)."""
-    f = z.frac
-    u = proto.to_view(z.shares)
-    both = fixed.two_sided_shares(view, u, np.int64(2 << f))  # [2 - z, 2 + z]
-    hl = compare.msb_bits(view, both)
+def _piecewise(p, xs: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Protocol ``p``'s shares of ``clip(1/2 + x/4, 0, 1)`` (``f + 2`` fractional bits) and of
+    ``[|x| <= 2]`` for its shares ``xs`` of ``x`` (``f`` bits)."""
+    both = fixed.two_sided_shares(p, xs, np.int64(2 << f))  # [2 - x, 2 + x]
+    p.prepare_b2a(int(np.prod(both.shape[1:], dtype=np.int64)))
+    hl = compare.msb_bits(p, both)  # boolean [hi, lo]
     hi_b = hl[:, 0]
-    mid_b = view.xor_public(hi_b ^ hl[:, 1], np.uint8(1))
-    t = view.add_public(u, np.int64(1 << (f + 1)))  # 1/2 + z/4 at f + 2 bits
-    mid, mt, hi = view.b2a_mul(mid_b, t, extra=hi_b)
+    mid_b = p.xor_public(hi_b ^ hl[:, 1], np.uint8(1))  # hi and lo are never both 1
+    t = p.add_public(xs, np.int64(1 << (f + 1)))  # 1/2 + x/4 at f + 2 bits
+    mid, mt, hi = p.b2a_mul(mid_b, t, extra=hi_b)
     mt += hi << np.int64(f + 2)
-    back = proto.from_view(np.stack([mt, mid], axis=1))
-    s = z._new(np.ascontiguousarray(back[:, 0]), f + 2)
-    return (s, z._new(np.ascontiguousarray(back[:, 1]), 0)) if with_mask else s
+    return mt, mid
 
 
 # -- inverse square roots over chosen ranges ----------------------------------------------------

@@ -10,7 +10,7 @@ is a method here. Boolean (XOR) shares use the same layout with any integer word
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -149,6 +149,12 @@ class Protocol(ABC):
         """Shares of ``(x * y + add) / 2^bits`` (elementwise; ``add`` has the product's shape);
         protocols may fuse the steps."""
         return self.trunc(self.mul(x, y) + add, bits)
+
+    def dealt(self, fn: Callable[[Protocol, np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+        """Shares of ``fn(protocol, shares)`` computed on ``x``, where a protocol has a cheaper place
+        for it: here ``fn(self, x)``; rep3 runs it in its dealt two-party view
+        (:meth:`~covault.protocols.replicated.Replicated3PC.dealt_view`)."""
+        return fn(self, x)
 
     # -- sums of products with one truncation (an n-out-of-n additive "terms" form) -------------
     def to_terms(self, x: np.ndarray) -> np.ndarray:

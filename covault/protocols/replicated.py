@@ -348,6 +348,11 @@ class Replicated3PC(Protocol):
             self._view = view
         return self._view
 
+    def dealt(self, fn, x):
+        """``fn`` on the shares of :meth:`dealt_view` (P0 only deals), back to replicated shares
+        in one round (:meth:`from_view`)."""
+        return self.from_view(fn(self.dealt_view(), self.to_view(x)))
+
     def to_view(self, x):
         """Shares of :meth:`dealt_view` for replicated ``x``, free: P1 ``x1 + x2``, P2 ``x0``, P0
         none (shape ``(0, *S)``, as a dealer's)."""

@@ -59,12 +59,8 @@ def _odd_part(x: Any, texp: int, double: bool) -> Any:
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
     bound = float(1 << texp)
-    proto = fixed.proto(x)
-    view = getattr(proto, "dealt_view", None)
-    if view is not None:  # rep3: the clamp in the dealt two-party view (P0 only deals)
-        xc = fixed.wrap(x, proto.from_view(_clamp(view(), proto.to_view(x.shares), bound, f)), f)
-    else:
-        xc = fixed.wrap(x, _clamp(proto, x.shares, bound, f), f)
+    # rep3: the clamp in the dealt two-party view (P0 only deals)
+    xc = fixed.wrap(x, fixed.proto(x).dealt(lambda p, xs: _clamp(p, xs, bound, f), x.shares), f)
     t = fixed.reinterpret(xc, f + texp)
     u = fixed.mul(t, t, WORK)
     w = fixed.add_const(fixed.wrap(u, u.shares << np.int64(1), WORK), -1.0)
