@@ -12,9 +12,11 @@ Each party is a separate ``covault party`` OS process, as on separate hosts, exc
 Protocol, dealer, compute parties, data parties (config parties that are neither compute parties
 nor the dealer: one process each, like every party), fractional bits and timeout come from the
 config. Every line a party writes goes to the launcher's stdout/stderr prefixed with ``[NAME]``.
-The launcher returns 1 if any party failed; once one has, the others get ``timeout + 5`` s to
-stop on their own before they are terminated. On Ctrl-C (SIGINT) or SIGTERM every party is
-terminated (SIGTERM, then SIGKILL after 3 s) and the launcher returns 130. Parties run in their own process groups and exit
+The launcher returns 1 if any party failed; once one has, the others get :data:`FAILURE_GRACE` s
+to stop on their own (a failing party tells its peers at once), a party left running alone only
+:data:`ALONE_GRACE` s (all its peers have stopped: it is stalled, or stopping too); then they are
+terminated and named. On Ctrl-C (SIGINT) or SIGTERM every party is terminated (SIGTERM, then
+SIGKILL after 3 s) and the launcher returns 130. Parties run in their own process groups and exit
 by themselves if the launcher dies (their stdin pipe closes), so none is left behind.
 """
 
@@ -39,6 +41,8 @@ from covault.transport.tcp import HOST, open_listener
 from covault.transport.tls import throwaway_certificates
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+FAILURE_GRACE = 3.0  # after the first failure, how long the other parties get to stop
+ALONE_GRACE = 1.5  # ... for a party left running alone (a failing party aborts in <= 1 s)
 PROG = "covault run"
 
 
@@ -154,7 +158,7 @@ def _launch(config, order, script, certs, tmp, transcript, job, out, err) -> int
                 party.pumps.append(t)
         for s in listeners.values():
             s.close()
-        return _supervise(parties, config.timeout, err, lock)
+        return _supervise(parties, err, lock)
     except _Interrupted:
         with lock:
             err.write(f"{PROG}: interrupted: stopping every party\n")
@@ -168,27 +172,36 @@ def _launch(config, order, script, certs, tmp, transcript, job, out, err) -> int
         _stop_all(parties)
 
 
-def _supervise(parties: dict[str, _Party], timeout: float, err: IO[str], lock: threading.Lock) -> int:
-    failed_at: float | None = None
+def _supervise(parties: dict[str, _Party], err: IO[str], lock: threading.Lock) -> int:
+    grace_until: float | None = None
+    alone = False
+    stalled: list[str] = []
     while True:
         codes = {n: p.proc.poll() for n, p in parties.items()}
-        failed = {n: c for n, c in codes.items() if c not in (None, 0)}
-        if failed and failed_at is None:
-            failed_at = time.monotonic()
         running = [n for n, c in codes.items() if c is None]
         if not running:
             break
-        if failed_at is not None and time.monotonic() - failed_at > timeout + 5.0:
-            with lock:
-                err.write(f"{PROG}: parties {running} still running after a failure; terminating them\n")
-            break
+        if any(c not in (None, 0) for c in codes.values()):
+            now = time.monotonic()
+            if grace_until is None:
+                grace_until = now + FAILURE_GRACE
+            if len(running) == 1 and not alone:
+                alone = True
+                grace_until = min(grace_until, now + ALONE_GRACE)
+            if now >= grace_until:
+                stalled = running
+                who = f"party {running[0]!r}" if len(running) == 1 else f"parties {running}"
+                with lock:
+                    err.write(f"{PROG}: {who} still running after the failure (stalled?): terminating\n")
+                break
         time.sleep(0.05)
     _stop_all(parties)
     codes = {n: p.proc.returncode for n, p in parties.items()}
     bad = {n: c for n, c in codes.items() if c != 0}
     with lock:
         for n, c in bad.items():
-            err.write(f"{PROG}: party {n!r} failed (exit code {c})\n")
+            why = "was still running: terminated" if n in stalled else "failed"
+            err.write(f"{PROG}: party {n!r} {why} (exit code {c})\n")
         err.flush()
     return EXIT_FAILED if bad else EXIT_OK
 

@@ -14,8 +14,13 @@ Steps of :func:`run_processes`:
    parties, dealer, data parties: :func:`covault.transport.tcp.connect_mesh`) and run
    ``program(session)`` (:func:`party_session`);
 5. collect each party's return value or error (type, message, traceback: exceptions are never
-   pickled), make sure every process has exited (join, then terminate, then kill; also when the
-   caller is interrupted), and re-raise the root cause as :func:`covault.runtime.raise_first` does.
+   pickled); after the first error the others get :data:`FAILURE_GRACE` s to report, or only
+   :data:`BLAMED_GRACE` s once every party still silent is one the reported errors name (a
+   stalled party never reports);
+6. make sure every process has exited: a party that never reported is terminated at once (so
+   its peers stop waiting for it), the others get time to close their connections; then
+   terminate, then kill (also when the caller is interrupted); re-raise the root cause as
+   :func:`covault.runtime.raise_first` does, with a note naming the parties that were stopped.
 
 Party processes ignore SIGINT (the caller's process handles Ctrl-C and stops them) and exit on
 their own if the caller's process disappears.
@@ -54,7 +59,8 @@ from covault.transport.tcp import (
 from covault.transport.tls import TlsIdentity, throwaway_certificates, warn_plaintext
 
 START_TIMEOUT = 60.0  # seconds for every process to start and report its port
-FAILURE_GRACE = 10.0  # after a failure, how long the other parties get to stop on their own
+FAILURE_GRACE = 3.0  # after the first error, how long the other parties get to report
+BLAMED_GRACE = 1.5  # ... once every silent party is named by a reported error (abort takes <= 1 s)
 EXIT_GRACE = 5.0  # after the last result, how long processes get to exit
 
 
@@ -94,6 +100,7 @@ def _check_program(program: Callable) -> bytes:
 
 # -- party process ----------------------------------------------------------------------------------
 def _describe(exc: BaseException) -> dict[str, Any]:
+    failed_at = getattr(exc, "_covault_failed_at", None)
     try:
         message = str(exc)
     except Exception:
@@ -106,7 +113,7 @@ def _describe(exc: BaseException) -> dict[str, Any]:
         "is_peer_error": isinstance(exc, PeerError),
         "notes": [str(n) for n in getattr(exc, "__notes__", [])],
         "traceback": "".join(traceback.format_exception(exc)),
-        "time": time.time(),
+        "time": failed_at if isinstance(failed_at, float) else time.time(),
     }
 
 
@@ -187,6 +194,8 @@ def party_session(
         with ring.wrapping():
             yield Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits, data_parties=data)
     except BaseException as exc:
+        with contextlib.suppress(Exception):  # when it failed, not when the abort was done
+            exc._covault_failed_at = time.time()
         transport.abort(f"{type(exc).__name__}: {exc}")
         raise
     else:
@@ -294,7 +303,9 @@ def _run_processes(
 ):
     ctx = multiprocessing.get_context("spawn")
     parties: dict[str, _Party] = {}
-    finished = False
+    results: dict[str, Any] = {}
+    errors: dict[str, dict] = {}
+    patience = 0.0  # interrupted or failed to start: stop every process at once
     try:
         for name in order:
             here, there = ctx.Pipe(duplex=True)
@@ -315,12 +326,12 @@ def _run_processes(
         for p in parties.values():
             with contextlib.suppress(OSError):  # a process that died is reported by _collect
                 p.conn.send(("start", addresses, session_id))
-        results, errors = _collect(parties, timeout)
-        finished = True
+        _collect(parties, results, errors)
+        patience = EXIT_GRACE + float(timeout)
     finally:
-        _reap(parties, EXIT_GRACE + float(timeout) if finished else 0.0)
+        stopped = _reap(parties, {*results, *errors}, patience)
     if errors:
-        _raise_root(errors)
+        _raise_root(errors, stopped)
     return {n: results.get(n) for n in order}
 
 
@@ -352,12 +363,12 @@ def _gather_ports(parties: dict[str, _Party]) -> dict[str, int]:
     return ports
 
 
-def _collect(parties: dict[str, _Party], timeout: float) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Every party's result or error; after the first error the rest get FAILURE_GRACE s."""
-    results: dict[str, Any] = {}
-    errors: dict[str, dict] = {}
+def _collect(parties: dict[str, _Party], results: dict[str, Any], errors: dict[str, dict]) -> None:
+    """Fill ``results`` and ``errors`` as the parties report; after the first error the others get
+    FAILURE_GRACE s, or BLAMED_GRACE s once every party still silent is named by an error."""
     pending = dict(parties)
     grace_until: float | None = None
+    blamed_grace = False
     while pending:
         left = None if grace_until is None else grace_until - time.monotonic()
         if left is not None and left <= 0:
@@ -386,18 +397,35 @@ def _collect(parties: dict[str, _Party], timeout: float) -> tuple[dict[str, Any]
                 results[name] = msg[1]
             else:
                 errors[name] = msg[1]
-            if errors and grace_until is None:
-                grace_until = time.monotonic() + min(FAILURE_GRACE, max(1.0, float(timeout)))
-    return results, errors
+        if not errors:
+            continue
+        now = time.monotonic()
+        if grace_until is None:
+            grace_until = now + FAILURE_GRACE
+        blamed = {e["peer"] for e in errors.values()}
+        if not blamed_grace and pending and blamed.issuperset(pending):
+            blamed_grace = True
+            grace_until = min(grace_until, now + BLAMED_GRACE)
 
 
-def _reap(parties: dict[str, _Party], patience: float) -> None:
-    """Make sure no party process outlives the run: join, terminate, kill."""
-    deadline = time.monotonic() + patience
+def _reap(parties: dict[str, _Party], reported: set[str], patience: float) -> list[str]:
+    """Make sure no party process outlives the run; the parties stopped without having reported.
+
+    A party that never reported (stalled, or the run was interrupted) is terminated at once, which
+    also ends its peers' wait for it; the others get up to ``patience`` s to close their
+    connections and exit; then terminate, then kill.
+    """
     started = [p for p in parties.values() if p.process.pid is not None]
+    stopped: list[str] = []
     try:
         for p in started:
-            p.process.join(max(0.0, deadline - time.monotonic()))
+            if p.name not in reported and p.process.is_alive():
+                p.process.terminate()
+                stopped.append(p.name)
+        deadline = time.monotonic() + patience
+        for p in started:
+            if p.name in reported:
+                p.process.join(max(0.0, deadline - time.monotonic()))
     finally:
         for p in started:
             if p.process.is_alive():
@@ -409,6 +437,7 @@ def _reap(parties: dict[str, _Party], patience: float) -> None:
                 p.process.join()
         for p in parties.values():
             p.conn.close()
+    return stopped
 
 
 def _rebuild(info: dict, party: str) -> BaseException:
@@ -436,10 +465,13 @@ def _rebuild(info: dict, party: str) -> BaseException:
     return exc
 
 
-def _raise_root(errors: dict[str, dict]) -> None:
+def _raise_root(errors: dict[str, dict], stopped: Sequence[str] = ()) -> None:
     order = sorted(errors, key=lambda n: errors[n]["time"])
     root = next((n for n in order if not errors[n]["is_peer_error"]), order[0])
     exc = _rebuild(errors[root], root)
     if not any(f"at party {root!r}" in n for n in getattr(exc, "__notes__", [])):
         exc.add_note(f"raised at party {root!r}")
+    if stopped:
+        who = f"party {stopped[0]!r} was" if len(stopped) == 1 else f"parties {list(stopped)} were"
+        exc.add_note(f"{who} still running without reporting after the failure: stopped (stalled?)")
     raise exc
