@@ -486,3 +486,24 @@ def test_transcript_dir_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("COVAULT_TRANSCRIPT_DIR", str(tmp_path / "env"))
     covault.run(audited_program, 3, "rep3")
     assert sorted(f.stem for f in (tmp_path / "env").glob("*.transcript")) == ["p0", "p1", "p2"]
+
+
+def test_transcripts_are_private_files_in_private_directories(tmp_path):
+    d = tmp_path / "audit" / "run1"
+    stale = tmp_path / "stale"
+    stale.mkdir(mode=0o755)
+    (stale / "p0.transcript").write_text("left by an earlier run\n")
+    (stale / "p0.transcript").chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        covault.run(audited_program, 3, "rep3", transcript_dir=d)
+        covault.run(audited_program, 3, "rep3", transcript_dir=stale)
+    finally:
+        os.umask(previous)
+    assert (d.parent.stat().st_mode & 0o777, d.stat().st_mode & 0o777) == (0o700, 0o700)
+    assert stale.stat().st_mode & 0o777 == 0o755  # a directory covault did not create is left alone
+    for f in [*d.glob("*.transcript"), *stale.glob("*.transcript")]:
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    assert len(list(d.glob("*.transcript"))) == len(list(stale.glob("*.transcript"))) == 3
+    header, _ = read_transcript(stale / "p0.transcript")
+    assert header["party"] == "p0"

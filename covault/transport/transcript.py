@@ -23,8 +23,10 @@ To read one without covault::
             arrays = [np.frombuffer(base64.b64decode(a["data"]), np.dtype(a["dtype"])).reshape(a["shape"])
                       for a in m["arrays"]]
 
-(:func:`read_transcript` does the same.) A transcript holds shares and masked values only, but
-also every value the program opens; keep it as confidential as the outputs.
+(:func:`read_transcript` does the same.) A transcript holds shares and masked values, but also
+every value the program opens and the pairwise PRG seeds; keep it as confidential as the keys.
+Files are created with mode 0600 (an existing one is made 0600 before anything is written), and
+directories covault creates for them with mode 0700.
 """
 
 from __future__ import annotations
@@ -55,15 +57,44 @@ def transcript_dir(explicit: str | os.PathLike | None) -> Path | None:
     return Path(env) if env else None
 
 
+def _private_dir(d: Path) -> None:
+    """Create ``d`` and any missing parent with mode 0700 (existing ones are left as they are)."""
+    missing = []
+    while not d.is_dir():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for m in reversed(missing):
+        try:
+            os.mkdir(m, 0o700)
+        except FileExistsError:  # another party of this run created it first
+            if not m.is_dir():
+                raise
+
+
+def _private_file(path: Path):
+    """``path`` opened for writing text, created with mode 0600 (or made 0600 while still empty)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:  # a file left by an earlier run: truncated, nothing written
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="ascii")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class TranscriptWriter:
     """Records the messages one party sends through a :class:`Network` (see module docstring)."""
 
     def __init__(self, directory: str | os.PathLike, party: str, **header: Any):
         d = Path(directory)
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            _private_dir(d)
             self.path = d / f"{party}{SUFFIX}"
-            self._file = open(self.path, "w", encoding="ascii")
+            self._file = _private_file(self.path)
         except OSError as exc:
             raise CovaultError(f"party {party!r}: cannot write its transcript in {d}: {exc}") from None
         self._lock = threading.Lock()
