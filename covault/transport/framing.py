@@ -16,7 +16,13 @@ sent before the tag exists, carry :data:`NO_TAG`).
 as they are (``socket.sendmsg``, or record by record over TLS). :class:`FrameParser` (the
 transport's non-blocking receive path) and :func:`read_frame` (blocking, for handshakes) check
 every field before allocating; large arrays are received straight into fresh numpy buffers.
-Anything wrong raises :class:`FrameError` (the transport turns it into a PeerError).
+Checked: magic, version, kind, tag; at most :data:`MAX_ARRAYS` arrays; descriptor block and body
+within the reader's byte limit; known dtype codes; at most :data:`MAX_NDIM` dimensions (fewer if
+numpy supports fewer); every dimension at most :data:`MAX_DIM` and the product of the non-zero
+ones within numpy's limits (so even an empty array cannot claim an absurd shape); array sizes
+adding up to the body exactly; bool arrays holding only 0 and 1. Anything wrong (or a stream
+ending inside a frame) raises :class:`FrameError` and nothing else; the transport turns it into
+a PeerError naming the peer. A parser that raised must not be used again.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ HEADER = struct.Struct("<4sBBIIQ8s")
 TAG_BYTES = 8
 NO_TAG = bytes(TAG_BYTES)
 _DESC = struct.Struct("<BB")
+_Specs = list[tuple[np.dtype, tuple[int, ...]]]  # (dtype, shape) of each array of a frame
 
 KIND_DATA = 0  # a message of the program
 KIND_ABORT = 1  # the sender stops; one uint8 array holds the reason (UTF-8)
@@ -45,6 +52,8 @@ MAX_FRAME_BYTES = 4 << 30  # body cap: 4 GiB
 MAX_ARRAYS = 1 << 16
 MAX_NDIM = 64
 MAX_DIM = 1 << 40
+MAX_SPAN = 1 << 62  # bytes spanned by an array's non-zero dimensions (numpy's limit is 2^63 - 1)
+_RECV_NDIM = min(MAX_NDIM, 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32)
 
 _WIRE_DTYPES = (
     np.bool_,
@@ -213,11 +222,12 @@ def read_frame(
             reader._fill(1)
         started = True
         kind, narrays, meta_len, body_len = check_header(reader.read_exact(HEADER.size), max_bytes, tag)
-        meta = reader.read_exact(meta_len)
-        arrays = _allocate(_parse_descriptors(meta, narrays, body_len))
+        specs = _parse_descriptors(reader.read_exact(meta_len), narrays, body_len)
+        arrays = _allocate(specs)
         for a in arrays:
             if a.nbytes:
                 reader.read_into(byte_view(a))
+        _check_bools(arrays, _bool_indices(specs))
     except _Eof:
         if not started:
             raise EOFError("stream closed") from None
@@ -244,12 +254,14 @@ def check_header(raw: bytes | memoryview, max_bytes: int, tag: bytes) -> tuple[i
         raise FrameError(f"frame claims {narrays} arrays (at most {MAX_ARRAYS})")
     if meta_len > narrays * (_DESC.size + 8 * MAX_NDIM):
         raise FrameError(f"descriptor length {meta_len} is impossible for {narrays} arrays")
+    if meta_len > max_bytes:
+        raise FrameError(f"descriptor block of {meta_len} bytes exceeds the limit of {max_bytes} bytes")
     if body_len > max_bytes:
         raise FrameError(f"frame body of {body_len} bytes exceeds the limit of {max_bytes} bytes")
     return kind, narrays, meta_len, body_len
 
 
-def _allocate(specs: list[tuple[np.dtype, tuple[int, ...]]]) -> list[np.ndarray]:
+def _allocate(specs: _Specs) -> list[np.ndarray]:
     try:
         return [np.empty(shape, dtype) for dtype, shape in specs]
     except (ValueError, MemoryError) as exc:
@@ -277,6 +289,7 @@ class FrameParser:
         self._head: tuple[int, int, int, int] | None = None  # header of the frame in progress
         self._meta: bytearray | None = None  # its descriptors, until parsed
         self._arrays: list[np.ndarray] = []
+        self._bools: tuple[int, ...] = ()  # indices of its bool arrays (checked once filled)
         self._dests: list[memoryview] = []  # buffers still to fill, in order
         self._ai = self._pos = 0  # current destination and bytes already in it
         self._direct = False
@@ -321,9 +334,11 @@ class FrameParser:
                 total = HEADER.size + meta_len + body_len
                 if avail >= total and body_len <= DIRECT_MIN:  # a whole small frame: one copy
                     lo = self._lo + HEADER.size
-                    specs = _cached_specs(bytes(self._view[lo : lo + meta_len]), narrays, body_len)
-                    body = self._buf[lo + meta_len : lo + meta_len + body_len]
-                    done.append((kind, _from_body(body, specs), total))
+                    specs, bools = _cached_specs(bytes(self._view[lo : lo + meta_len]), narrays, body_len)
+                    arrays = _from_body(self._buf[lo + meta_len : lo + meta_len + body_len], specs)
+                    if bools:
+                        _check_bools(arrays, bools)
+                    done.append((kind, arrays, total))
                     self._lo += total
                     self._head = None
                     continue
@@ -343,47 +358,69 @@ class FrameParser:
                 return done
             kind, narrays, meta_len, body_len = self._head
             if self._meta is not None:  # descriptors complete: allocate the arrays
-                self._arrays = _allocate(_parse_descriptors(bytes(self._meta), narrays, body_len))
+                specs = _parse_descriptors(bytes(self._meta), narrays, body_len)
+                self._bools = _bool_indices(specs)
+                self._arrays = _allocate(specs)
                 self._meta = None
                 self._dests = [byte_view(a) for a in self._arrays if a.nbytes]
                 self._ai = self._pos = 0
                 continue
+            if self._bools:
+                _check_bools(self._arrays, self._bools)
             done.append((kind, self._arrays, HEADER.size + meta_len + body_len))
             self._head, self._arrays, self._dests = None, [], []
             self._ai = self._pos = 0
 
 
-_SPECS: dict[tuple[bytes, int, int], list[tuple[np.dtype, tuple[int, ...]]]] = {}
+_SPECS: dict[tuple[bytes, int, int], tuple[_Specs, tuple[int, ...]]] = {}
+_BOOL = np.dtype(np.bool_)
 
 
-def _cached_specs(meta: bytes, narrays: int, body_len: int) -> list[tuple[np.dtype, tuple[int, ...]]]:
-    """:func:`_parse_descriptors`, remembered (protocols send the same shapes over and over)."""
+def _cached_specs(meta: bytes, narrays: int, body_len: int) -> tuple[_Specs, tuple[int, ...]]:
+    """:func:`_parse_descriptors` and the indices of its bool arrays, remembered (protocols send
+    the same shapes over and over)."""
     key = (meta, narrays, body_len)
-    specs = _SPECS.get(key)
-    if specs is None:
+    got = _SPECS.get(key)
+    if got is None:
         specs = _parse_descriptors(meta, narrays, body_len)
+        got = specs, _bool_indices(specs)
         if len(_SPECS) >= 1024:
             _SPECS.clear()
-        _SPECS[key] = specs
-    return specs
+        _SPECS[key] = got
+    return got
 
 
-def _from_body(body: bytearray, specs: list[tuple[np.dtype, tuple[int, ...]]]) -> list[np.ndarray]:
+def _bool_indices(specs: _Specs) -> tuple[int, ...]:
+    return tuple(i for i, (dtype, _) in enumerate(specs) if dtype == _BOOL)
+
+
+def _check_bools(arrays: list[np.ndarray], bools: tuple[int, ...]) -> None:
+    """Bool arrays must hold 0 or 1 in every byte (numpy misbehaves on other values)."""
+    for i in bools:
+        a = arrays[i]
+        if a.size and int(a.view(np.uint8).max()) > 1:
+            raise FrameError(f"bool array {i} holds bytes other than 0 and 1")
+
+
+def _from_body(body: bytearray, specs: _Specs) -> list[np.ndarray]:
     """The arrays of a frame whose body was copied out in one piece (views of that copy)."""
     out, off = [], 0
-    for dtype, shape in specs:
-        count = 1
-        for d in shape:
-            count *= d
-        if count:
-            out.append(np.frombuffer(body, dtype, count, off).reshape(shape))
-            off += count * dtype.itemsize
-        else:
-            out.append(np.empty(shape, dtype))
+    try:
+        for dtype, shape in specs:
+            count = 1
+            for d in shape:
+                count *= d
+            if count:
+                out.append(np.frombuffer(body, dtype, count, off).reshape(shape))
+                off += count * dtype.itemsize
+            else:
+                out.append(np.empty(shape, dtype))
+    except (ValueError, MemoryError) as exc:  # not expected after _parse_descriptors
+        raise FrameError(f"cannot build the frame's arrays: {exc}") from None
     return out
 
 
-def _parse_descriptors(meta: bytes, narrays: int, body_len: int) -> list[tuple[np.dtype, tuple[int, ...]]]:
+def _parse_descriptors(meta: bytes, narrays: int, body_len: int) -> _Specs:
     specs = []
     off = 0
     total = 0
@@ -395,17 +432,20 @@ def _parse_descriptors(meta: bytes, narrays: int, body_len: int) -> list[tuple[n
         dtype = DTYPE_OF_CODE.get(code)
         if dtype is None:
             raise FrameError(f"array {i} has unknown dtype code {code}")
-        if ndim > MAX_NDIM:
-            raise FrameError(f"array {i} claims {ndim} dimensions (at most {MAX_NDIM})")
+        if ndim > _RECV_NDIM:
+            raise FrameError(f"array {i} claims {ndim} dimensions (at most {_RECV_NDIM})")
         if off + 8 * ndim > len(meta):
             raise FrameError(f"shape of array {i} runs past the descriptor block")
         shape = struct.unpack_from(f"<{ndim}Q", meta, off)
         off += 8 * ndim
-        if any(d > MAX_DIM for d in shape):
-            raise FrameError(f"array {i} has an absurd shape {shape}")
-        count = 1
+        count = span = 1
         for d in shape:
+            if d > MAX_DIM:
+                raise FrameError(f"array {i} has an absurd shape {shape} (a dimension above {MAX_DIM})")
             count *= d
+            span *= d or 1
+        if span * dtype.itemsize > MAX_SPAN:
+            raise FrameError(f"array {i} has an absurd shape {shape} (beyond what an array can index)")
         total += count * dtype.itemsize
         if total > body_len:
             raise FrameError(f"arrays need more than the {body_len} body bytes the header announces")
