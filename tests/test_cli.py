@@ -128,6 +128,51 @@ def test_train_bad_job_file(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def covault(*args: str, timeout: float = 90) -> tuple[str, str, int]:
+    """``python -m covault ARGS`` in a subprocess: ``(stdout, stderr, exit code)``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "covault", *args], capture_output=True, text=True, timeout=timeout
+    )
+    return done.stdout, done.stderr, done.returncode
+
+
+def one_error_line(err: str, prog: str, pattern: str) -> None:
+    """``err`` is exactly one line ``PROG: error: ...`` matching ``pattern`` (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.fullmatch(f"{re.escape(prog)}: error: {pattern}", lines[0]), lines[0]
+
+
+def test_train_job_file_that_is_not_utf8_or_a_directory(tmp_path):
+    path = tiny_job(tmp_path)
+    text = path.read_text().replace('label = "y"', '# label of the caf\u00e9 data\nlabel = "y"')
+    path.write_bytes(text.encode("latin-1"))
+    out, err, code = covault("train", str(path), "--transport", "local")
+    assert code == 2 and out == ""
+    one_error_line(
+        err,
+        "covault train",
+        r"JobError: job file .*job\.toml is not UTF-8 text \(byte 0xe9 at line 3\); TOML files must be "
+        r"saved as UTF-8",
+    )
+    out, err, code = covault("train", str(tmp_path), "--transport", "local")
+    assert code == 2
+    one_error_line(err, "covault train", r"JobError: job file .* is a directory, not a file")
+
+
+def test_consortium_config_that_is_not_utf8(tmp_path):
+    cfg = tmp_path / "consortium.toml"
+    cfg.write_bytes(('# consortium of the caf\u00e9s\nprotocol = "rep3"\n').encode("latin-1"))
+    script = tmp_path / "script.py"
+    script.write_text("def main(session):\n    return 1\n")
+    out, err, code = covault("run", str(cfg), str(script))
+    assert code == 2
+    one_error_line(err, "covault run", r".*consortium\.toml is not UTF-8 text \(byte 0xe9 at line 1\).*")
+    out, err, code = covault("party", str(cfg), "--as", "a", str(script))
+    assert code == 2
+    one_error_line(err, "covault party a", r"ConfigError: config file .*consortium\.toml is not UTF-8 text.*")
+
+
 # -- covault demo ------------------------------------------------------------------------------------
 def test_demo_end_to_end_over_tls(tmp_path, capsys):
     """The main job, once: three hospital processes over mutual TLS, table and report."""

@@ -6,6 +6,7 @@ import datetime as dt
 import socket
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,6 +78,38 @@ def test_config_errors_name_the_problem(tmp_path, edit, fragment):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, edit(BASE)))
     assert fragment in str(info.value)
+
+
+def test_unreadable_config_files_raise_config_errors_naming_the_file(tmp_path, monkeypatch):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(BASE.replace("timeout = 12", "# caf\u00e9\ntimeout = 12").encode("latin-1"))
+    with pytest.raises(
+        ConfigError, match=r"config file .*latin1\.toml is not UTF-8 text \(byte 0xe9 at line 3\)"
+    ):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"config file .* is a directory, not a file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"config file .*none\.toml not found"):
+        load_config(tmp_path / "none.toml")
+    denied = write(tmp_path, BASE)
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(
+        ConfigError, match=r"config file .*consortium\.toml cannot be read: permission denied"
+    ):
+        load_config(denied)
+
+
+def test_config_with_a_byte_order_mark_loads(tmp_path):
+    p = tmp_path / "bom.toml"
+    p.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    assert load_config(p).timeout == 12
 
 
 def test_missing_address_and_certificates_name_the_party(tmp_path):

@@ -195,12 +195,29 @@ def parse_config(
 
 
 def read_toml(path: str | Path, what: str = "config file", error: type[Exception] = ConfigError) -> dict:
-    """Parse a TOML file; a missing file or bad syntax raises ``error`` naming the file."""
+    """Parse a UTF-8 TOML file (a leading byte-order mark is allowed). A missing, unreadable or
+    non-UTF-8 file, a directory, or bad syntax raises ``error`` naming the file."""
     p = Path(path)
     try:
-        return tomllib.loads(p.read_text())
+        data = p.read_bytes()
     except FileNotFoundError:
         raise error(f"{what} {p} not found") from None
+    except IsADirectoryError:
+        raise error(f"{what} {p} is a directory, not a file") from None
+    except PermissionError:
+        raise error(f"{what} {p} cannot be read: permission denied") from None
+    except OSError as e:
+        raise error(f"{what} {p} cannot be read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise error(
+            f"{what} {p} is not UTF-8 text (byte 0x{data[e.start]:02x} at line {line}); "
+            "TOML files must be saved as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise error(f"{p}: invalid TOML: {e}") from None
 
