@@ -160,6 +160,19 @@ def test_train_job_file_that_is_not_utf8_or_a_directory(tmp_path):
     one_error_line(err, "covault train", r"JobError: job file .* is a directory, not a file")
 
 
+def test_train_data_path_that_is_a_directory(tmp_path):
+    path = tiny_job(tmp_path)
+    (tmp_path / "hospital_b.csv").unlink()
+    (tmp_path / "hospital_b.csv").mkdir()
+    out, err, code = covault("train", str(path), "--transport", "local", "--json")
+    assert code == 2 and out == ""
+    one_error_line(
+        err,
+        "covault train",
+        r"DataError: party 'hospital_b': data file .*hospital_b\.csv is a directory, not a file",
+    )
+
+
 def test_consortium_config_that_is_not_utf8(tmp_path):
     cfg = tmp_path / "consortium.toml"
     cfg.write_bytes(('# consortium of the caf\u00e9s\nprotocol = "rep3"\n').encode("latin-1"))

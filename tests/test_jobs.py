@@ -374,6 +374,39 @@ def test_missing_data_file(bc_job, no_computation):
         run_quiet(bc_job)
 
 
+def test_data_path_that_is_a_directory(bc_job, no_computation):
+    (bc_job.parent / "hospital_b.csv").unlink()
+    (bc_job.parent / "hospital_b.csv").mkdir()
+    with pytest.raises(
+        DataError, match=r"^party 'hospital_b': data file .*hospital_b\.csv is a directory, not a file"
+    ):
+        run_quiet(bc_job)
+
+
+def test_unreadable_data_file_says_why(bc_job, no_computation, monkeypatch):
+    denied = bc_job.parent / "hospital_c_test.csv"
+    real = Path.open
+
+    def fake_open(self, *args, **kwargs):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", fake_open)
+    with pytest.raises(
+        DataError,
+        match=r"^party 'hospital_c': data file .*hospital_c_test\.csv cannot be read: permission denied(\n|$)",
+    ):
+        run_quiet(bc_job)
+
+
+def test_job_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_bytes('task = "mlp"\nlabel = "r\u00e9ponse"\n'.encode("latin-1"))
+    with pytest.raises(JobError, match=r"job file .*job\.toml is not UTF-8 text \(byte 0xe9 at line 2\)"):
+        load_job(path)
+
+
 def test_single_class_label(bc_job, monkeypatch):
     import covault.ml as ml
 

@@ -31,14 +31,34 @@ def load_table_with_ids(path: str | Path, id_column: str | None) -> tuple[list[s
     """``(columns, values, ids)``: as :func:`load_table` without the column ``id_column``, whose
     cells are returned as non-empty strings (``[]`` when ``id_column`` is None)."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"data file {p} is a directory, not a file")
     suffix = p.suffix.lower()
     if suffix not in CSV_SUFFIXES and suffix not in PARQUET_SUFFIXES:
         raise DataError(f"data file {p}: unsupported type {suffix or '(no suffix)'!r}; use .csv or .parquet")
-    if not p.is_file():
-        raise DataError(f"data file {p} not found")
+    _check_readable(p)
     if suffix in PARQUET_SUFFIXES:
         return _load_parquet(p, id_column)
     return _load_csv(p, CSV_SUFFIXES[suffix], id_column)
+
+
+def _check_readable(p: Path) -> None:
+    """DataError unless ``p`` is a regular file this process may read (missing, not a regular
+    file, permission denied or another system error, each named)."""
+    try:
+        if not p.exists():
+            raise DataError(f"data file {p} not found")
+        if not p.is_file():
+            raise DataError(f"data file {p} is not a regular file")
+        with p.open("rb"):
+            pass
+    except OSError as exc:
+        raise DataError(f"data file {p} cannot be read: {_reason(exc)}") from None
+
+
+def _reason(exc: OSError) -> str:
+    """The system's reason for ``exc`` (``permission denied``, ``input/output error``)."""
+    return exc.strerror.lower() if exc.strerror else str(exc)
 
 
 def _id_index(p: Path, columns: list[str], id_column: str | None) -> int | None:
@@ -65,6 +85,8 @@ def _load_csv(p: Path, delimiter: str, id_column: str | None) -> tuple[list[str]
             rows = list(csv.reader(fh, delimiter=delimiter))
     except UnicodeDecodeError as exc:
         raise DataError(f"data file {p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise DataError(f"data file {p} cannot be read: {_reason(exc)}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]  # blank lines
     if not rows:
         raise DataError(f"data file {p} is empty (expected a header line and data rows)")

@@ -61,7 +61,8 @@ def _as_party_error(party: str, load, job):
         msg = str(exc)
         raise DataError(msg if msg.startswith(f"party {party!r}") else f"party {party!r}: {msg}") from None
     except OSError as exc:
-        raise DataError(f"party {party!r}: cannot read its data: {exc}") from None
+        where = f" {exc.filename}" if exc.filename else ""
+        raise DataError(f"party {party!r}: cannot read its data{where}: {exc.strerror or exc}") from None
 
 
 def _load(job, party: str) -> PartyRows:
