@@ -2,6 +2,7 @@
 
 from covault.encoding import FixedPoint
 from covault.errors import (
+    BoundError,
     CovaultError,
     EncodingError,
     PartyError,
@@ -11,9 +12,10 @@ from covault.errors import (
 )
 from covault.runtime import run
 from covault.session import Session
-from covault.tensor import SecretTensor, concatenate, stack, where
+from covault.tensor import SecretTensor, concatenate, maximum, minimum, stack, where
 
 __all__ = [
+    "BoundError",
     "CovaultError",
     "EncodingError",
     "FixedPoint",
@@ -24,6 +26,8 @@ __all__ = [
     "Session",
     "ShapeError",
     "concatenate",
+    "maximum",
+    "minimum",
     "run",
     "stack",
     "where",

@@ -34,3 +34,18 @@ class PeerError(CovaultError, ConnectionError):
 class PsiError(CovaultError, ValueError):
     """Private set intersection cannot go on: bad, duplicate or missing ids at some party, or an
     empty intersection. Raised alike at every party taking part."""
+
+
+class BoundError(CovaultError, OverflowError):
+    """A result may leave the ring's exact range: the public bound of an operand (its declared or
+    derived magnitude) says the operation could wrap around. Names the operation and the bound."""
+
+
+class CovaultWarning(UserWarning):
+    """Base class of every warning covault issues on purpose."""
+
+
+class TrainingDivergedWarning(CovaultWarning):
+    """The revealed training loss shows that training diverged (a loss that is not finite, below
+    zero, or far above the trivial model's); the message gives the epoch, the loss and the
+    learning rate to lower."""

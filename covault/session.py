@@ -84,27 +84,33 @@ class Session:
             self.check_party(n, "reveal receiver")
         return names
 
-    def input(self, value, owner: str, *, integer: bool = False):
+    def input(self, value, owner: str, *, integer: bool = False, bound: float | None = None):
         """Secret-share ``value`` held by ``owner``; every other party passes None.
 
         The owner validates and encodes before anything is sent (NaN/inf and values outside
-        the fixed-point range raise :class:`~covault.errors.EncodingError`); the shape is then
-        announced to every party, and the protocol shares the encoded values. With
-        ``integer=True`` the values are shared as exact integers (no fractional bits).
+        the range raise :class:`~covault.errors.EncodingError`); the shape is then announced to
+        every party, and the protocol shares the encoded values. With ``integer=True`` the
+        values are shared as exact integers (no fractional bits).
+
+        ``bound``: a public magnitude bound ``|v| < bound`` that every party passes alike
+        (default: the fixed-point range ``2^(31 - f)`` for reals, ``2^31`` for integers). It
+        is checked at the owner and becomes the tensor's ``bound``, from which later steps
+        choose their scales (:mod:`covault.bounds`): a tight bound lets sums, means and
+        products of large tables stay exact where the default would refuse them.
         """
         from covault.tensor import SecretTensor
 
         self.check_party(owner, "input owner")
+        what = f"input of party {owner!r}"
+        if bound is not None:
+            self.fxp.check_bound(bound, what, 0 if integer else None)
         if self.party == owner:
             if value is None:
                 raise ShapeError(f"party {owner!r} owns this input but passed None")
             if integer:
-                arr = np.asarray(value)
-                if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
-                    raise ShapeError(f"integer input at {owner!r} has dtype {arr.dtype}")
-                enc = arr.astype(np.int64)
+                enc = self.fxp.encode_int(value, what=what, bound=bound)
             else:
-                enc = self.fxp.encode(value, what=f"input of party {owner!r}")
+                enc = self.fxp.encode(value, what=what, bound=bound)
             shape = enc.shape
             header = np.array([len(shape), *shape], dtype=np.int64)
             self.net.exchange({p: [header] for p in self.parties if p != owner})
@@ -118,13 +124,21 @@ class Session:
             shape = tuple(int(v) for v in header[1 : 1 + int(header[0])])
             enc = None
         shares = self.protocol.share(enc, owner, tuple(shape))
-        return SecretTensor(self, shares, 0 if integer else self.frac_bits)
+        if bound is None:
+            bound = 2.0**31 if integer else self.fxp.max_abs
+        return SecretTensor(self, shares, 0 if integer else self.frac_bits, bound)
 
     def constant(self, value, *, integer: bool = False):
-        """A public value as a (trivially shared) secret tensor."""
+        """A public value as a (trivially shared) secret tensor (range-checked like inputs;
+        its bound is its largest magnitude)."""
         from covault.tensor import SecretTensor
 
-        arr = np.asarray(value)
-        enc = arr.astype(np.int64) if integer else self.fxp.encode(arr, what="constant")
+        enc = (
+            self.fxp.encode_int(value, what="constant")
+            if integer
+            else self.fxp.encode(value, what="constant")
+        )
         shares = self.protocol.add_public(self.protocol.empty(enc.shape), enc)
-        return SecretTensor(self, shares, 0 if integer else self.frac_bits)
+        frac = 0 if integer else self.frac_bits
+        peak = float(np.abs(enc.astype(np.float64)).max(initial=0.0)) / 2.0**frac
+        return SecretTensor(self, shares, frac, peak + 2.0**-frac)

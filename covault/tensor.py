@@ -5,16 +5,23 @@
 (``frac``: the session's ``f`` for reals, 0 for exact integers such as comparison results).
 Linear operations are local; products call the protocol and truncate back to ``f``
 fractional bits. Integer-valued operands (bits, counts) multiply without truncation.
+
+Every tensor also carries ``bound``, a public real with ``|value| < bound`` (inputs: the encoding
+range or a declared bound; see :mod:`covault.bounds`). Operations derive the result's bound,
+choose the scale of public multipliers from it, and raise :class:`~covault.errors.BoundError`
+naming the operation when a result could leave the ring's exact range, instead of wrapping.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from covault import ring
+from covault import bounds, ring
+from covault.bounds import EXACT_LIMIT
 from covault.errors import CovaultError, ShapeError
 
 if TYPE_CHECKING:
@@ -32,10 +39,11 @@ class SecretTensor:
 
     __array_priority__ = 1000  # make ``ndarray (op) SecretTensor`` defer to us
 
-    def __init__(self, session: Session, shares: np.ndarray, frac: int):
+    def __init__(self, session: Session, shares: np.ndarray, frac: int, bound: float | None = None):
         self.session = session
         self.shares = shares
         self.frac = frac
+        self.bound = None if bound is None else float(bound)
 
     # -- basics -----------------------------------------------------------------------------
     @property
@@ -57,14 +65,29 @@ class SecretTensor:
 
     def __repr__(self) -> str:
         kind = "int" if self.frac == 0 else f"fixed{self.frac}"
-        return f"SecretTensor(shape={self.shape}, {kind}, party={self.session.party!r})"
+        return (
+            f"SecretTensor(shape={self.shape}, {kind}, "
+            + ("bound untracked, " if self.bound is None else f"|x| < {self.bound:.6g}, ")
+            + f"party={self.session.party!r})"
+            f"party={self.session.party!r})"
+        )
 
     @property
     def proto(self):
         return self.session.protocol
 
-    def _new(self, shares: np.ndarray, frac: int | None = None) -> SecretTensor:
-        return SecretTensor(self.session, shares, self.frac if frac is None else frac)
+    def _new(self, shares: np.ndarray, frac: int | None = None, bound: float | None = None) -> SecretTensor:
+        """A tensor of this session; the bound defaults to this one's when ``frac`` is kept (the
+        same values rearranged), else to untracked (None)."""
+        if bound is None and (frac is None or frac == self.frac):
+            bound = self.bound
+        return SecretTensor(self.session, shares, self.frac if frac is None else frac, bound)
+
+    def with_bound(self, bound: float) -> SecretTensor:
+        """The same shares with a tighter public bound ``|value| < bound``, which the caller
+        guarantees (e.g. a function's range); a looser one is ignored."""
+        b = float(bound) if self.bound is None else min(self.bound, float(bound))
+        return SecretTensor(self.session, self.shares, self.frac, b)
 
     def _same_session(self, other: SecretTensor) -> None:
         if other.session is not self.session:
@@ -75,47 +98,93 @@ class SecretTensor:
         """The same value with ``frac >= self.frac`` fractional bits (exact, local)."""
         if frac == self.frac:
             return self
-        return self._new(self.shares << np.int64(frac - self.frac), frac)
+        bounds.check(self.bound, frac, "rescale")
+        return self._new(self.shares << np.int64(frac - self.frac), frac, self.bound)
+
+    def _plan_bound(self) -> float:
+        """The tracked bound, or the one assumed for an untracked tensor."""
+        if self.bound is not None:
+            return self.bound
+        return bounds.default_bound(self.session.frac_bits, self.frac)
+
+    def _public_range(self, integer: bool) -> float:
+        """Magnitude limit of public operands: the encoding range of this tensor's kind."""
+        return bounds.INT_RANGE if integer and self.frac == 0 else self.session.fxp.max_abs
 
     def _public(self, value: Any, frac: int) -> np.ndarray:
-        """Encode a public operand with ``frac`` fractional bits."""
+        """Encode a public operand with ``frac`` fractional bits (range-checked like inputs)."""
         if isinstance(value, SecretTensor):
             raise TypeError("expected a public value")
         if _is_int_public(value):
-            return np.asarray(value, dtype=np.int64) << np.int64(frac)
+            what = "public integer operand"
+            enc = self.session.fxp.encode_int(value, what=what, bound=self._public_range(True))
+            return enc << np.int64(frac)
         enc = self.session.fxp.encode(value, what="public operand")
         return enc << np.int64(frac - self.session.frac_bits)
 
-    def _public_multiplier(self, value: Any) -> tuple[np.ndarray, int]:
-        """Encode a public real multiplier with about 24 significant bits: ``(c, s)`` with
-        ``value ~= c / 2^s``, ``|c| < 2^24`` (so products of encodable values stay below 2^56).
-        Small constants such as ``1/n`` keep their relative precision (6e-8) instead of the
-        ``2^-f`` absolute precision of plain encoding."""
-        arr = np.asarray(value, dtype=np.float64)
+    def _int_multiplier(self, value: Any) -> np.ndarray:
+        return self.session.fxp.encode_int(
+            value, what="public integer multiplier", bound=self._public_range(True)
+        )
+
+    def _scaled(self, c: Any, apply, gain, terms: int, op: str) -> SecretTensor:
+        """``apply(shares, C)`` for a public real multiplier or matrix ``c`` encoded as the
+        integer ``C = round(c 2^s)``, with ``s`` chosen from this tensor's bound so that the raw
+        product stays below 2^62 (exactly truncatable), then truncated to ``f`` bits.
+
+        When that leaves ``c`` too few bits for the result to be exact to 2 ulp at the bound,
+        ``c`` is split in two limbs, ``c = C_hi 2^-s + C_lo 2^-(s+u)``: the low product is
+        truncated by ``u`` bits first and added (one more truncation round, no precision lost).
+        ``gain(|C|)`` is the largest sum of magnitudes one output collects; ``terms``: how many
+        operand elements one output sums (1 elementwise, the inner size for a matmul)."""
+        arr = np.asarray(c, dtype=np.float64)
         self.session.fxp.encode(arr, what="public operand")  # NaN/inf/range checks
-        peak = float(np.abs(arr).max()) if arr.size else 0.0
-        f = self.session.frac_bits
-        scale = f if peak == 0.0 else int(np.clip(23 - np.floor(np.log2(peak)), 0, 46))
-        return np.round(arr * 2.0**scale).astype(np.int64), scale
+        f, fx = self.session.frac_bits, self.frac
+        known = self.bound if self.bound is not None else bounds.default_bound(f, fx)
+        x_enc = known * 2.0**fx
+        result = bounds.check(bounds.add(bounds.scale(self.bound, gain(np.abs(arr))), terms * 2.0**-f), f, op)
+        if not arr.size or not np.any(arr):
+            zero = apply(self.shares, np.zeros(arr.shape, np.int64))
+            return self._new(zero, f, 2.0**-f)
+        s = bounds.multiplier_scale(x_enc, arr, gain, terms + 1.0)
+        hi = np.round(arr * 2.0**s)
+        z = apply(self.shares, hi.astype(np.int64))
+        rest = arr * 2.0**s - hi  # |rest| <= 1/2, in units of 2^-s
+        worst = known * terms * float(np.abs(rest).max()) * 2.0**-s
+        if worst > 2.0 ** (1 - f) and fx + s > f:
+            u = bounds.multiplier_scale(x_enc, rest, gain, 1.0)
+            lo = apply(self.shares, np.round(rest * 2.0**u).astype(np.int64))
+            if u > 0:
+                lo = self.proto.trunc(lo, u)
+            elif u < 0:
+                lo = lo << np.int64(-u)
+            z = z + lo
+        return self._fix(z, fx + s, result)
 
-    def _fix(self, shares: np.ndarray, frac: int) -> SecretTensor:
-        """Truncate a product back to the session's fractional bits when it exceeds them."""
+    def _fix(self, shares: np.ndarray, frac: int, bound: float | None) -> SecretTensor:
+        """Truncate a product of bound ``bound`` back to the session's fractional bits when
+        it exceeds them."""
         f = self.session.frac_bits
         if frac > f:
-            return self._new(self.proto.trunc(shares, frac - f), f)
-        return self._new(shares, frac)
+            return self._new(self.proto.trunc(shares, frac - f), f, bounds.add(bound, 2.0**-f))
+        return self._new(shares, frac, bound)
 
-    def _product(self, x: np.ndarray, y: np.ndarray, other_frac: int, matmul: bool) -> SecretTensor:
+    def _product(
+        self, x: np.ndarray, y: np.ndarray, other: SecretTensor, matmul: bool, terms: int
+    ) -> SecretTensor:
         """Secret-secret product; fused with truncation when the result needs it."""
-        frac, f = self.frac + other_frac, self.session.frac_bits
+        frac, f = self.frac + other.frac, self.session.frac_bits
+        bound = bounds.product(self.bound, other.bound, terms, frac)
         if frac > f:
-            return self._new(self.proto.mul_trunc(x, y, frac - f, matmul), f)
+            return self._new(self.proto.mul_trunc(x, y, frac - f, matmul), f, bounds.add(bound, 2.0**-f))
         z = self.proto.matmul(x, y) if matmul else self.proto.mul(x, y)
-        return self._new(z, frac)
+        return self._new(z, frac, bound)
 
     def truncate(self, bits: int) -> SecretTensor:
         """Divide by ``2^bits`` with the protocol's probabilistic truncation (frac unchanged)."""
-        return self._new(self.proto.trunc(self.shares, bits))
+        bounds.check(self.bound, self.frac, "truncate", EXACT_LIMIT)
+        b = bounds.add(bounds.scale(self.bound, 2.0**-bits), 2.0**-self.frac)
+        return self._new(self.proto.trunc(self.shares, bits), self.frac, b)
 
     # -- arithmetic -----------------------------------------------------------------------
     def _add(self, other: Any, sign: int) -> SecretTensor:
@@ -124,12 +193,15 @@ class SecretTensor:
             frac = max(self.frac, other.frac)
             a, b = self._rescale(frac), other._rescale(frac)
             nd = len(_broadcast(a.shape, b.shape, "+"))
-            return self._new(_lift(a.shares, nd) + sign * _lift(b.shares, nd), frac)
+            bound = bounds.check(bounds.add(a.bound, b.bound), frac, "addition")
+            return self._new(_lift(a.shares, nd) + sign * _lift(b.shares, nd), frac, bound)
         frac = self.frac if _is_int_public(other) else max(self.frac, self.session.frac_bits)
         a = self._rescale(frac)
         c = self._public(other, frac)
         _broadcast(a.shape, np.shape(c), "+")
-        return self._new(self.proto.add_public(a.shares, sign * c), frac)
+        peak = float(np.abs(c).max()) / 2.0**frac if np.size(c) else 0.0
+        bound = bounds.check(bounds.add(a.bound, peak), frac, "addition of a public value")
+        return self._new(self.proto.add_public(a.shares, sign * c), frac, bound)
 
     def __add__(self, other: Any) -> SecretTensor:
         return self._add(other, 1)
@@ -145,18 +217,23 @@ class SecretTensor:
     def __neg__(self) -> SecretTensor:
         return self._new(-self.shares)
 
+    def __pos__(self) -> SecretTensor:
+        return self
+
     def __mul__(self, other: Any) -> SecretTensor:
         if isinstance(other, SecretTensor):
             self._same_session(other)
             nd = len(_broadcast(self.shape, other.shape, "*"))
-            return self._product(_lift(self.shares, nd), _lift(other.shares, nd), other.frac, False)
+            return self._product(_lift(self.shares, nd), _lift(other.shares, nd), other, False, 1)
         if _is_int_public(other):
-            c = np.asarray(other, dtype=np.int64)
+            c = self._int_multiplier(other)
             _broadcast(self.shape, c.shape, "*")
-            return self._new(self.shares * c)
-        c, scale = self._public_multiplier(other)
+            peak = float(np.abs(c.astype(np.float64)).max()) if c.size else 0.0
+            bound = bounds.check(bounds.scale(self.bound, peak), self.frac, "product with a public integer")
+            return self._new(self.shares * c, self.frac, bound)
+        c = np.asarray(other, dtype=np.float64)
         _broadcast(self.shape, c.shape, "*")
-        return self._fix(self.shares * c, self.frac + scale)
+        return self._scaled(c, _elementwise, _peak, 1, "product with a public value")
 
     __rmul__ = __mul__
 
@@ -175,42 +252,90 @@ class SecretTensor:
         if isinstance(other, SecretTensor):
             self._same_session(other)
             ring.matmul_shape(self.shape, other.shape)
-            return self._product(self.shares, other.shares, other.frac, True)
-        integer = _is_int_public(other)
-        c = np.asarray(other, dtype=np.int64) if integer else self._public(other, self.session.frac_bits)
-        ring.matmul_shape(self.shape, c.shape)
-        z = (
-            np.stack([ring.matmul(s, c) for s in self.shares])
-            if self.shares.shape[0]
-            else np.zeros((0, *ring.matmul_shape(self.shape, c.shape)), np.int64)
-        )
-        return self._fix(z, self.frac + (0 if integer else self.session.frac_bits))
+            return self._product(self.shares, other.shares, other, True, _inner(self.shape))
+        return self._public_matmul(other, right=True)
 
     def __rmatmul__(self, other: Any) -> SecretTensor:
-        integer = _is_int_public(other)
-        c = np.asarray(other, dtype=np.int64) if integer else self._public(other, self.session.frac_bits)
-        out_shape = ring.matmul_shape(c.shape, self.shape)
-        z = (
-            np.stack([ring.matmul(c, s) for s in self.shares])
-            if self.shares.shape[0]
-            else np.zeros((0, *out_shape), np.int64)
+        return self._public_matmul(other, right=False)
+
+    def _public_matmul(self, other: Any, right: bool) -> SecretTensor:
+        """``self @ c`` (``right``) or ``c @ self`` for a public matrix ``c``."""
+        c = np.asarray(other)
+        out_shape = (
+            ring.matmul_shape(self.shape, c.shape) if right else ring.matmul_shape(c.shape, self.shape)
         )
-        return self._fix(z, self.frac + (0 if integer else self.session.frac_bits))
+        terms = self.shape[-1] if right else self.shape[0]
+        side = "right" if right else "left"
+
+        def apply(shares: np.ndarray, ci: np.ndarray) -> np.ndarray:
+            if not shares.shape[0]:
+                return np.zeros((0, *out_shape), np.int64)
+            prods = [ring.matmul(s, ci) if right else ring.matmul(ci, s) for s in shares]
+            return np.stack(prods)
+
+        def gain(a: np.ndarray) -> float:
+            return bounds.column_gain(a, side)
+
+        if _is_int_public(other):
+            ci = self._int_multiplier(c)
+            bound = bounds.check(
+                bounds.scale(self.bound, gain(ci)), self.frac, "matmul with a public integer matrix"
+            )
+            return self._new(apply(self.shares, ci), self.frac, bound)
+        return self._scaled(c.astype(np.float64), apply, gain, terms, "matmul with a public matrix")
 
     def square(self) -> SecretTensor:
         return self * self
 
+    def __pow__(self, k: Any) -> SecretTensor:
+        """``x ** k`` for a small non-negative integer ``k`` (square-and-multiply:
+        ``ceil(log2 k)`` product rounds plus one per further set bit)."""
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 0 <= k <= MAX_POWER:
+            raise TypeError(
+                f"x ** k needs an integer 0 <= k <= {MAX_POWER}, got {k!r}; "
+                "use exp()/log() for real exponents and reciprocal() for negative ones"
+            )
+        if k == 0:
+            ones = self.proto.add_public(self.proto.empty(self.shape), self._public(1, self.frac))
+            return self._new(ones, self.frac, 1.0)
+        result, base, k = None, self, int(k)
+        while True:
+            if k & 1:
+                result = base if result is None else result * base
+            k >>= 1
+            if not k:
+                return result
+            base = base * base
+
     # -- reductions -----------------------------------------------------------------------
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> SecretTensor:
         ax = _shift_axes(axis, self.ndim)
-        return self._new(self.shares.sum(axis=ax, keepdims=keepdims))
+        count = _count(self.shape, axis)
+        bound = bounds.check(bounds.scale(self.bound, count), self.frac, f"sum of {count} elements")
+        return self._new(self.shares.sum(axis=ax, keepdims=keepdims), self.frac, bound)
 
     def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> SecretTensor:
-        total = self.sum(axis, keepdims)
-        n = self.size // max(total.size, 1) if self.size else 0
+        n = _count(self.shape, axis)
         if n == 0:
             raise ShapeError("mean of an empty secret tensor")
-        return total / n
+        return self.sum(axis, keepdims) / n
+
+    def var(
+        self, axis: int | Sequence[int] | None = None, ddof: int = 0, keepdims: bool = False
+    ) -> SecretTensor:
+        """Variance ``sum((x - mean)^2) / (n - ddof)`` (two passes: the mean, then the
+        squared deviations; one product round and two scalings)."""
+        n = _count(self.shape, axis)
+        if n - ddof <= 0:
+            raise ShapeError(f"var of {n} elements with ddof={ddof}")
+        centred = self - self.mean(axis, keepdims=True)
+        return (centred * centred).sum(axis, keepdims) / (n - ddof)
+
+    def std(
+        self, axis: int | Sequence[int] | None = None, ddof: int = 0, keepdims: bool = False
+    ) -> SecretTensor:
+        """Standard deviation: ``sqrt`` of :meth:`var` (see docs/precision.md for sqrt)."""
+        return self.var(axis, ddof, keepdims).sqrt()
 
     # -- shape manipulation -------------------------------------------------------------------
     def reshape(self, *shape: Any) -> SecretTensor:
@@ -323,6 +448,23 @@ class SecretTensor:
     def min(self, axis: int | None = None, keepdims: bool = False) -> SecretTensor:
         return -self._cmp().max_(-self, axis, keepdims)
 
+    # -- numpy interoperability (covault/tensor_numpy.py) -------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from covault import tensor_numpy
+
+        return tensor_numpy.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from covault import tensor_numpy
+
+        return tensor_numpy.array_function(func, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "a secret tensor cannot become a numpy array; reveal() it (every compute party "
+            "learns it) or keep computing on it"
+        )
+
     def argmax(self, axis: int | None = None, keepdims: bool = False) -> SecretTensor:
         """One-hot indicator (integer 0/1) of the first maximum along ``axis``."""
         return self._cmp().argmax(self, axis, keepdims)
@@ -332,29 +474,40 @@ class SecretTensor:
 
         return nonlinear
 
+    # Each function's result gets the bound of its range (docs/precision.md, "Domains"), with
+    # 1% + 2 ulp for the approximation error.
+    def _ranged(self, out: SecretTensor, top: float) -> SecretTensor:
+        return out.with_bound(top * 1.01 + 2.0 ** (1 - self.session.frac_bits))
+
     def exp(self) -> SecretTensor:
-        return self._nl().exp(self)
+        top = min(math.exp(min(self._plan_bound(), 700.0)), self.session.fxp.max_abs)
+        return self._ranged(self._nl().exp(self), top)
 
     def log(self) -> SecretTensor:
-        return self._nl().log(self)
+        """Natural log for ``x > 0`` (see docs/precision.md for the domain)."""
+        f = self.session.frac_bits
+        return self._ranged(
+            self._nl().log(self), max(f * math.log(2), math.log(max(self._plan_bound(), 1.0)))
+        )
 
     def reciprocal(self) -> SecretTensor:
-        return self._nl().reciprocal(self)
+        """``1/x`` for ``x > 0`` (the smallest positive value, 2^-f, gives 2^f)."""
+        return self._ranged(self._nl().reciprocal(self), 2.0**self.session.frac_bits)
 
     def sqrt(self) -> SecretTensor:
-        return self._nl().sqrt(self)
+        return self._ranged(self._nl().sqrt(self), math.sqrt(self._plan_bound()))
 
     def inv_sqrt(self) -> SecretTensor:
-        return self._nl().inv_sqrt(self)
+        return self._ranged(self._nl().inv_sqrt(self), 2.0 ** (self.session.frac_bits / 2))
 
     def sigmoid(self) -> SecretTensor:
-        return self._nl().sigmoid(self)
+        return self._ranged(self._nl().sigmoid(self), 1.0)
 
     def tanh(self) -> SecretTensor:
-        return self._nl().tanh(self)
+        return self._ranged(self._nl().tanh(self), 1.0)
 
     def softmax(self, axis: int = -1) -> SecretTensor:
-        return self._nl().softmax(self, axis)
+        return self._ranged(self._nl().softmax(self, axis), 1.0)
 
     # -- conversions -----------------------------------------------------------------------
     def to_boolean(self):
@@ -362,6 +515,32 @@ class SecretTensor:
         from covault.protocols import convert
 
         return convert.a2b(self)
+
+
+MAX_POWER = 64
+
+
+def _elementwise(shares: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return shares * c
+
+
+def _peak(a: np.ndarray) -> float:
+    return float(a.max()) if a.size else 0.0
+
+
+def _inner(shape: tuple[int, ...]) -> int:
+    return int(shape[-1]) if shape else 1
+
+
+def _count(shape: tuple[int, ...], axis) -> int:
+    """How many elements one output of a reduction over ``axis`` sums."""
+    if axis is None:
+        return int(np.prod(shape, dtype=np.int64))
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    try:
+        return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    except IndexError:
+        raise ShapeError(f"axis {axis!r} is out of range for shape {shape}") from None
 
 
 def _shift_axes(axis, ndim):
@@ -397,8 +576,37 @@ def where(cond: SecretTensor, a: Any, b: Any) -> SecretTensor:
         diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
         if _is_int_public(np.asarray(a)) and _is_int_public(np.asarray(b)):
             diff = diff.astype(np.int64)
-    picked = cond * diff
-    return picked + b
+    out = cond * diff + b
+    if isinstance(cond, SecretTensor) and cond.frac == 0 and cond.bound is not None and cond.bound <= 1:
+        out = _tighter(out, _bound_of(a, cond), _bound_of(b, cond))
+    return out
+
+
+def _tighter(out: SecretTensor, a: float | None, b: float | None) -> SecretTensor:
+    """``out`` bounded by the larger of two operand bounds (when both are tracked)."""
+    return out if a is None or b is None else out.with_bound(max(a, b))
+
+
+def _bound_of(v: Any, like: SecretTensor) -> float | None:
+    if isinstance(v, SecretTensor):
+        return v.bound
+    return float(np.abs(np.asarray(v, dtype=np.float64)).max(initial=0.0)) + 2.0**-like.session.frac_bits
+
+
+def maximum(a: Any, b: Any) -> SecretTensor:
+    """Elementwise maximum of two tensors (either may be public): ``b + relu(a - b)``."""
+    if not isinstance(a, SecretTensor):
+        a, b = b, a
+    return _tighter((a - b).relu() + b, _bound_of(a, a), _bound_of(b, a))
+
+
+def minimum(a: Any, b: Any) -> SecretTensor:
+    """Elementwise minimum: ``-maximum(-a, -b)``."""
+    return -maximum(_negate(a), _negate(b))
+
+
+def _negate(v: Any) -> Any:
+    return -v if isinstance(v, SecretTensor) else -np.asarray(v)
 
 
 def concatenate(tensors: Sequence[SecretTensor], axis: int = 0) -> SecretTensor:
@@ -407,8 +615,9 @@ def concatenate(tensors: Sequence[SecretTensor], axis: int = 0) -> SecretTensor:
     first = tensors[0]
     frac = max(t.frac for t in tensors)
     parts = [t._rescale(frac).shares for t in tensors]
+    bound = None if any(t.bound is None for t in tensors) else max(t.bound for t in tensors)
     try:
-        return first._new(np.concatenate(parts, axis=axis % first.ndim + 1), frac)
+        return first._new(np.concatenate(parts, axis=axis % first.ndim + 1), frac, bound)
     except ValueError as e:
         raise ShapeError(f"cannot concatenate shapes {[t.shape for t in tensors]}: {e}") from None
 
@@ -419,7 +628,8 @@ def stack(tensors: Sequence[SecretTensor], axis: int = 0) -> SecretTensor:
     first = tensors[0]
     frac = max(t.frac for t in tensors)
     parts = [t._rescale(frac).shares for t in tensors]
+    bound = None if any(t.bound is None for t in tensors) else max(t.bound for t in tensors)
     try:
-        return first._new(np.stack(parts, axis=axis % (first.ndim + 1) + 1), frac)
+        return first._new(np.stack(parts, axis=axis % (first.ndim + 1) + 1), frac, bound)
     except ValueError as e:
         raise ShapeError(f"cannot stack shapes {[t.shape for t in tensors]}: {e}") from None

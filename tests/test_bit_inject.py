@@ -31,7 +31,10 @@ def _bool_bits(s, bits):
 
 def _ints(s, values, owner=1):
     return s.input(
-        owner_value(s, np.asarray(values), s.compute_parties[owner]), s.compute_parties[owner], integer=True
+        owner_value(s, np.asarray(values), s.compute_parties[owner]),
+        s.compute_parties[owner],
+        integer=True,
+        bound=2**63,  # raw ring elements
     )
 
 

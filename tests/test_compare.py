@@ -108,7 +108,7 @@ EXTREME = np.array(
 
 def prog_ring_extremes(s):
     p = s.compute_parties[0]
-    x = s.input(owner_value(s, EXTREME, p), owner=p, integer=True)
+    x = s.input(owner_value(s, EXTREME, p), owner=p, integer=True, bound=2**63)
     return compare.msb(x).reveal(), (x == 0).reveal(), (x == -1).reveal()
 
 

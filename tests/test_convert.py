@@ -13,6 +13,7 @@ import covault
 from covault.booltensor import BooleanTensor
 from covault.errors import CovaultError, ShapeError
 from covault.protocols import convert
+from covault.tensor import SecretTensor
 from tests.conftest import owner_value, run_both
 
 RNG = np.random.default_rng(777)  # test data only; never secrets
@@ -24,9 +25,14 @@ U = np.uint64
 
 def _words(s):
     p, q = s.compute_parties[0], s.compute_parties[-1]
-    x = s.input(owner_value(s, W1, p), owner=p, integer=True)
-    y = s.input(owner_value(s, W2, q), owner=q, integer=True)
+    x = s.input(owner_value(s, W1, p), owner=p, integer=True, bound=2**63)
+    y = s.input(owner_value(s, W2, q), owner=q, integer=True, bound=2**63)
     return x, y
+
+
+def _ring(t):
+    """``t`` for deliberate arithmetic modulo 2^64: its bound dropped, so a sum may wrap."""
+    return SecretTensor(t.session, t.shares, t.frac, 0.0)
 
 
 def prog_a2b_b2a(s):
@@ -38,7 +44,7 @@ def prog_a2b_b2a(s):
     return (
         bx.reveal(),
         convert.b2a(bx).reveal(),
-        convert.a2b(x + y).reveal(),
+        convert.a2b(_ring(x) + _ring(y)).reveal(),
         bf.reveal(),
         (bf.frac, back.frac),
         back.reveal(),
@@ -197,8 +203,8 @@ def test_property_round_trip(proto, shape, seed, bits):
 
     def prog(s):
         p, q = s.compute_parties[0], s.compute_parties[-1]
-        x = s.input(owner_value(s, a, p), owner=p, integer=True)
-        y = s.input(owner_value(s, b, q), owner=q, integer=True)
+        x = s.input(owner_value(s, a, p), owner=p, integer=True, bound=2**63)
+        y = s.input(owner_value(s, b, q), owner=q, integer=True, bound=2**63)
         bx, by = x.to_boolean(), y.to_boolean()
         return (bx & by).reveal(), (bx ^ by).to_arithmetic().reveal(), (bx >> shift).reveal()
 

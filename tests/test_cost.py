@@ -115,8 +115,8 @@ def test_rep3_truncation_rotates_the_dealer():
     def prog(s):
         out = []
         for n in sizes:
-            x = s.input(np.resize(big, n) if s.party == "p0" else None, owner="p0", integer=True)
-            c = s.input(np.resize(mult, n) if s.party == "p1" else None, owner="p1", integer=True)
+            x = s.input(np.resize(big, n) if s.party == "p0" else None, owner="p0", integer=True, bound=2**62)
+            c = s.input(np.resize(mult, n) if s.party == "p1" else None, owner="p1", integer=True, bound=10)
             with s.scope() as tr:
                 y = x.truncate(20)
             with s.scope() as mt:

@@ -239,6 +239,11 @@ def _diff(x: Any, y: Any) -> SecretTensor:
     raise TypeError("compare needs at least one secret tensor operand")
 
 
+def _modular(v: Any) -> Any:
+    """A secret operand with its bound dropped (for tests that are exact modulo 2^64)."""
+    return type(v)(v.session, v.shares, v.frac, 0.0) if _is_secret(v) else v
+
+
 def _is_public_zero(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and v == 0
 
@@ -253,7 +258,7 @@ def prepared_msb_bits(x: SecretTensor, bits: int = 64) -> np.ndarray:
 
 def msb(x: SecretTensor) -> SecretTensor:
     """``[x < 0]`` as an integer 0/1 secret tensor (the top bit of the ring encoding)."""
-    return x._new(x.proto.b2a(prepared_msb_bits(x)), 0)
+    return x._new(x.proto.b2a(prepared_msb_bits(x)), 0, 1.0)
 
 
 def msb_mul(x: SecretTensor, values: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
@@ -262,7 +267,7 @@ def msb_mul(x: SecretTensor, values: SecretTensor) -> tuple[SecretTensor, Secret
     boolean msb goes straight into the protocol's bit injection (``Protocol.b2a_mul``)."""
     x._same_session(values)
     b, prod = x.proto.b2a_mul(prepared_msb_bits(x), values.shares)
-    return x._new(b, 0), values._new(prod, values.frac)
+    return x._new(b, 0, 1.0), values._new(prod, values.frac)
 
 
 def less_than(x: Any, y: Any) -> SecretTensor:
@@ -277,10 +282,11 @@ def greater_than(x: Any, y: Any) -> SecretTensor:
 
 
 def equal(x: Any, y: Any) -> SecretTensor:
-    """``[x == y]`` (0/1, frac 0) by a zero test of ``x - y`` (cheaper than two msbs)."""
-    d = _diff(x, y)
+    """``[x == y]`` (0/1, frac 0) by a zero test of ``x - y`` (cheaper than two msbs). The
+    test is exact modulo 2^64, so the difference may wrap: it takes no bound."""
+    d = _diff(_modular(x), _modular(y))
     d.proto.prepare_b2a(d.size)
-    return d._new(d.proto.b2a(eqz_bits(d.proto, d.shares)), 0)
+    return d._new(d.proto.b2a(eqz_bits(d.proto, d.shares)), 0, 1.0)
 
 
 def sign(x: SecretTensor) -> SecretTensor:
@@ -291,7 +297,8 @@ def sign(x: SecretTensor) -> SecretTensor:
 def abs_(x: SecretTensor) -> SecretTensor:
     """``|x| = x - 2 [x < 0] x`` (:func:`msb_mul`: no truncation, no extra round)."""
     _, neg = msb_mul(x, x)
-    return x - neg * 2
+    out = x - neg * 2
+    return out if x.bound is None else out.with_bound(x.bound)
 
 
 def relu(x: SecretTensor, with_mask: bool = False) -> Any:
@@ -329,7 +336,7 @@ def _tournament(v: SecretTensor, values: bool) -> tuple[SecretTensor | None, lis
             return None, levels
         c, pick = msb_mul(a - b, b - a)  # c = [a < b], pick = c (b - a)
         levels.append((m, c))
-        best = a + pick
+        best = a + pick if v.bound is None else (a + pick).with_bound(v.bound)  # one of a, b
         if m % 2:
             best = best._new(np.concatenate([best.shares, v.shares[..., 2 * h :]], axis=-1))
         v, m = best, best.shape[-1]
@@ -368,7 +375,7 @@ def argmax(x: SecretTensor, axis: int | None = None, keepdims: bool = False) -> 
     m = v.shape[-1]
     if m == 1:
         proto = x.proto
-        return x._new(proto.add_public(proto.empty(x.shape), np.ones(x.shape, np.int64)), 0)
+        return x._new(proto.add_public(proto.empty(x.shape), np.ones(x.shape, np.int64)), 0, 1.0)
     _, levels = _tournament(v, values=False)
     ind = None
     for m, c in reversed(levels):
@@ -384,7 +391,7 @@ def argmax(x: SecretTensor, axis: int | None = None, keepdims: bool = False) -> 
         shares = pairs.reshape(*pairs.shape[:-2], 2 * h)
         if m % 2:
             shares = np.concatenate([shares, ind_rest], axis=-1)
-        ind = c._new(shares, 0)
+        ind = c._new(shares, 0, 1.0)
     if ax is None:
         return ind.reshape(x.shape)
     return ind._new(np.moveaxis(ind.shares, -1, ax + 1))

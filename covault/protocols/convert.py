@@ -99,7 +99,9 @@ def a2b(x: SecretTensor) -> BooleanTensor:
 
 
 def b2a(b: BooleanTensor) -> SecretTensor:
-    """Arithmetic shares of the 64-bit words of ``b`` (fixed point with ``b.frac`` bits)."""
+    """Arithmetic shares of the 64-bit words of ``b`` (fixed point with ``b.frac`` bits). The
+    words may be anything, so the result's bound is untracked: set it with ``with_bound``
+    where the caller knows one."""
     from covault.tensor import SecretTensor
 
     _check(b)
@@ -112,4 +114,4 @@ def bit_to_arith(b: BooleanTensor) -> SecretTensor:
 
     _check(b)
     low = (b.shares & np.int64(1)).astype(np.uint8)
-    return SecretTensor(b.session, b.proto.b2a_bit(low), 0)
+    return SecretTensor(b.session, b.proto.b2a_bit(low), 0, 1.0)

@@ -1,0 +1,103 @@
+"""Public magnitude bounds of secret values, and the scales chosen from them.
+
+Every :class:`~covault.tensor.SecretTensor` carries ``bound``: a public real ``B`` with
+``|value| < B`` for every element. Its ring encoding then has magnitude below ``B 2^frac``, and
+the two limits of the 64-bit ring are:
+
+- :data:`RING_LIMIT` (2^63): a value must stay below it to be represented at all (wrap-around);
+- :data:`EXACT_LIMIT` (2^62): a value must stay below it to be truncated exactly
+  (:meth:`covault.protocols.base.Protocol.trunc`) or compared.
+
+A bound of ``None`` means *not tracked*: tensors that the ML layer's fused fixed-point steps
+(:mod:`covault.nn.functional`, the optimizers) build at their own documented ranges, and
+everything computed from them, until a function with a known range (a comparison, sigmoid,
+...) gives a bound again. Those values are kept in range by the scaling the ML layer documents
+(``docs/ml.md``), not checked here.
+
+Bounds are computed from public information only (shapes, fractional bits, public operands and
+declared input bounds), identically at every party; they never depend on a secret. The functions
+here are pure arithmetic on those bounds; ``docs/precision.md`` states what is guaranteed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from covault.errors import BoundError
+
+RING_LIMIT = 2.0**63
+EXACT_LIMIT = 2.0**62
+INT_RANGE = 2.0**31  # default bound of integer inputs and publics: products of two stay exact
+
+
+def log2_str(v: float) -> str:
+    """``v`` as ``2^k`` for messages."""
+    return "0" if v <= 0 else f"2^{math.log2(v):.1f}"
+
+
+def add(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
+
+
+def scale(a: float | None, k: float) -> float | None:
+    return None if a is None else a * k
+
+
+def check(bound: float | None, frac: int, op: str, limit: float = RING_LIMIT) -> float | None:
+    """``bound`` itself, or BoundError when ``bound * 2^frac`` exceeds ``limit`` (bounds are
+    strict: values stay below them). An untracked bound (None) passes unchecked."""
+    if bound is not None and not bound * 2.0**frac <= limit:
+        what = "exact range" if limit == EXACT_LIMIT else "range"
+        raise BoundError(
+            f"{op}: the result may be as large as |x| = {bound:.6g} ({log2_str(bound)}), beyond the {what} "
+            f"|x| < {limit / 2.0**frac:.6g} ({log2_str(limit / 2.0**frac)}) of the ring at {frac} "
+            "fractional bits; declare tighter input bounds (session.input(..., bound=B)) or "
+            "scale the data down"
+        )
+    return bound
+
+
+def product(a: float | None, b: float | None, terms: int, frac: int) -> float | None:
+    """Bound of a secret product (``terms`` summed products, e.g. a matmul's inner size) whose
+    raw result has ``frac`` fractional bits. When the operands' bounds cannot prove that the
+    raw product stays below :data:`EXACT_LIMIT`, covault assumes it does (its truncation would
+    be wrong otherwise) and returns the largest such bound: the one assumption left to the
+    user (``docs/precision.md``). Untracked if either operand is."""
+    if a is None or b is None:
+        return None
+    return min(a * b * terms, EXACT_LIMIT / 2.0**frac)
+
+
+def default_bound(frac_bits: int, frac: int) -> float:
+    """Bound that steps choosing a scale assume for an untracked tensor: the range of an exact
+    product of two inputs, capped by the exact range at ``frac`` fractional bits."""
+    return min(2.0 ** (62 - 2 * frac_bits), EXACT_LIMIT / 2.0**frac)
+
+
+def column_gain(c: np.ndarray, side: str) -> float:
+    """Largest sum of magnitudes that one output of a public matmul collects: for ``x @ c``
+    (``side="right"``) the columns of ``c``, for ``c @ x`` the rows."""
+    a = np.abs(c.astype(np.float64))
+    if a.size == 0:
+        return 0.0
+    if a.ndim == 1:
+        return float(a.sum())
+    return float(a.sum(axis=-2 if side == "right" else -1).max())
+
+
+def multiplier_scale(x_enc: float, c: np.ndarray, gain, spare: float) -> int:
+    """Largest scale ``s`` for a public real multiplier ``c`` (encoded ``round(c 2^s)``) such
+    that ``x_enc * (gain(encoded) + spare) <= EXACT_LIMIT`` for a secret operand of encoded
+    bound ``x_enc``; the encoding also stays below 2^62. ``gain`` maps encoded magnitudes
+    (float array) to the largest sum an output collects."""
+    peak = float(np.abs(c).max()) if c.size else 0.0
+    if peak == 0.0:
+        return 0
+    s = min(61 - math.ceil(math.log2(peak)), 60)
+    est = math.floor(math.log2(EXACT_LIMIT / x_enc / gain(np.abs(c)))) + 1
+    s = min(s, est)
+    while s > -62 and not x_enc * (gain(np.abs(np.round(c * 2.0**s))) + spare) <= EXACT_LIMIT:
+        s -= 1
+    return s

@@ -1,0 +1,204 @@
+"""Public magnitude bounds: every result is right or a named error, never a wrap-around.
+
+Each secure result is compared with the same computation in plaintext, for both protocols.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import covault
+from covault import bounds
+from covault.errors import BoundError, EncodingError
+from tests.conftest import owner_value, run_both
+
+F = 16
+ULP = 2.0**-F
+
+
+def _mean_of(n: int, value: float):
+    def prog(s):
+        x = s.input(owner_value(s, np.full(n, value)), owner=s.compute_parties[0])
+        return x.mean().reveal()
+
+    return prog
+
+
+@pytest.mark.parametrize(
+    ("n", "value"),
+    [(1_000, 30_000.0), (100_000, 200.0), (1_000_000, 20.0), (10_000, 600.0), (7, -32_767.5)],
+)
+def test_mean_of_large_tables_is_exact(proto, n, value):
+    """Sums far beyond the input range, then a small public multiplier: the scale is chosen
+    from the sum's bound (two limbs where one would lose bits), so the mean is exact."""
+    got = run_both(_mean_of(n, value), proto)
+    assert abs(float(got) - value) < 4 * ULP
+
+
+def test_mean_of_large_tables_is_exact_every_time(proto):
+    """Probabilistic truncation must not make it right only most of the time."""
+    for _ in range(4):
+        assert abs(float(run_both(_mean_of(10_000, 600.0), proto)) - 600.0) < 4 * ULP
+
+
+def test_mean_over_tcp():
+    res = covault.run(_mean_of(1_000, 30_000.0), 3, "rep3", transport="tcp")
+    assert abs(float(res["p0"]) - 30_000.0) < 4 * ULP
+
+
+def prog_public_scaling(s):
+    a = s.compute_parties[0]
+    big = s.input(owner_value(s, np.full(4_096, 31_000.0)), owner=a).sum()  # 1.27e8
+    x = s.input(owner_value(s, np.array([1.5, -2.25, 3.0])), owner=a)
+    c = np.array([[0.1, -0.7], [1e-3, 0.25], [2.0, -1e-4]])
+    return (
+        (big * 1e-4).reveal(),
+        (big / 3.0).reveal(),
+        (big / 4096).reveal(),
+        (x * 1e-5).reveal(),
+        (x @ c).reveal(),
+        (c.T @ x).reveal(),
+        (big.reshape(1) @ np.array([[1e-3, -2e-4]])).reveal(),
+    )
+
+
+def test_public_multipliers_and_matrices_against_plaintext(proto):
+    got = run_both(prog_public_scaling, proto)
+    big = 4_096 * 31_000.0
+    x = np.array([1.5, -2.25, 3.0])
+    c = np.array([[0.1, -0.7], [1e-3, 0.25], [2.0, -1e-4]])
+    want = [big * 1e-4, big / 3.0, 31_000.0, x * 1e-5, x @ c, c.T @ x, np.array([big * 1e-3, -big * 2e-4])]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=4 * ULP)
+
+
+def prog_declared_bound(s):
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, np.full(1_000_000, 20.0)), owner=a, bound=32.0)
+    return x.bound, x.sum().bound, x.mean().reveal()
+
+
+def test_declared_bounds_are_checked_and_followed(proto):
+    b, total, mean = run_both(prog_declared_bound, proto)
+    assert b == 32.0 and total == 32.0 * 1_000_000
+    assert abs(float(mean) - 20.0) < 4 * ULP
+
+
+def test_values_beyond_a_declared_bound_are_refused_at_the_owner(proto):
+    def prog(s):
+        a = s.compute_parties[0]
+        s.input(owner_value(s, np.array([1.0, 150.0])), owner=a, bound=100.0)
+
+    with pytest.raises(EncodingError, match=r"input of party 'p0'.*150.*declared bound"):
+        run_both(prog, proto)
+
+
+def prog_bounds_follow(s):
+    a, b = s.compute_parties[:2]
+    x = s.input(owner_value(s, np.ones((4, 3))), owner=a, bound=2.0)
+    y = s.input(owner_value(s, np.ones((3, 5)), b), owner=b, bound=3.0)
+    return {
+        "add": (x + x).bound,
+        "sum": x.sum(axis=0).bound,
+        "matmul": (x @ y).bound,
+        "mul": (x * x).bound,
+        "public": (x * 4).bound,
+        "sigmoid": x.sigmoid().bound,
+        "cmp": (x > 0).bound,
+        "max": x.max(axis=1).bound,
+        "where": covault.where(x > 0, x, -x).bound,
+    }
+
+
+def test_bounds_follow_the_computation(proto):
+    got = run_both(prog_bounds_follow, proto)
+    assert got["add"] == 4.0 and got["sum"] == 8.0 and got["public"] == 8.0
+    assert 18.0 <= got["matmul"] <= 18.0 + 1e-4  # inner size 3 x 2 x 3
+    assert 4.0 <= got["mul"] <= 4.0 + 1e-4
+    assert 1.0 <= got["sigmoid"] <= 1.02
+    assert got["cmp"] == 1.0 and got["max"] == 2.0 and got["where"] == 2.0
+
+
+def test_a_result_that_may_not_fit_is_a_named_error(proto):
+    def sum_too_big(s):
+        x = s.input(owner_value(s, np.ones(1 << 20)), owner=s.compute_parties[0])
+        (x.sum() * 30_000.0).reveal()
+
+    with pytest.raises(BoundError, match=r"product with a public value.*2\^49.9.*fractional bits"):
+        run_both(sum_too_big, proto)
+
+    def add_too_big(s):
+        x = s.input(owner_value(s, np.ones(3)), owner=s.compute_parties[0], bound=2.0**46)
+        (x + x + x).reveal()
+
+    with pytest.raises(BoundError, match="addition"):
+        run_both(add_too_big, proto)
+
+
+def test_products_beyond_the_bound_rely_on_the_documented_assumption(proto):
+    """x^3 of inputs at the default range cannot be proven to fit: the bound is capped at
+    what an exact truncation allows (docs/precision.md), and small values come out right."""
+
+    def prog(s):
+        x = s.input(owner_value(s, np.array([1.5, -2.0, 3.0])), owner=s.compute_parties[0])
+        cube = x * x * x
+        return cube.bound, cube.reveal(), (x**3).reveal()
+
+    bound, cube, power = run_both(prog, proto)
+    assert bound <= bounds.EXACT_LIMIT / 2.0 ** (2 * F) + ULP
+    np.testing.assert_allclose(cube, [3.375, -8.0, 27.0], atol=4 * ULP)
+    np.testing.assert_allclose(power, [3.375, -8.0, 27.0], atol=4 * ULP)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x: x + 2**50,
+        lambda x: x * 2**50,
+        lambda x: x + 40_000,
+        lambda x: x + 40_000.0,
+        lambda x: x - np.array([1, 2**40, 3]),
+        lambda x: x @ np.full((3, 2), 2**40),
+    ],
+    ids=["add-2^50", "mul-2^50", "add-40000", "add-40000.0", "sub-array", "matmul-int"],
+)
+def test_public_integers_are_range_checked_like_reals(proto, op):
+    def prog(s):
+        x = s.input(owner_value(s, np.array([1.0, 2.0, 3.0])), owner=s.compute_parties[0])
+        op(x).reveal()
+
+    with pytest.raises(EncodingError, match="outside the"):
+        run_both(prog, proto)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.array([1, 2**64 - 1], dtype=np.uint64), np.array([2**40]), np.array([-(2**63)])],
+    ids=["uint64-max", "2^40", "int64-min"],
+)
+def test_integer_inputs_are_range_checked(proto, values):
+    def prog(s):
+        s.input(owner_value(s, values), owner=s.compute_parties[0], integer=True)
+
+    with pytest.raises(EncodingError, match=r"input of party 'p0': integer .* outside the range"):
+        run_both(prog, proto)
+
+
+def test_integer_inputs_accept_a_declared_bound(proto):
+    def prog(s):
+        x = s.input(
+            owner_value(s, np.array([2**40, -(2**40)])), owner=s.compute_parties[0], integer=True, bound=2**41
+        )
+        return (x + 1).reveal()
+
+    np.testing.assert_array_equal(run_both(prog, proto), [2**40 + 1, -(2**40) + 1])
+
+
+def test_truncation_refuses_values_beyond_its_exact_range(proto):
+    def prog(s):
+        x = s.input(owner_value(s, np.array([1, 2])), owner=s.compute_parties[0], integer=True, bound=2**63)
+        x.truncate(3)
+
+    with pytest.raises(BoundError, match="truncate"):
+        run_both(prog, proto)
