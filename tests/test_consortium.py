@@ -424,6 +424,31 @@ def test_config_certificate_and_script_errors_exit_2_naming_the_problem(tmp_path
         assert code == 2 and expected in err, err
 
 
+def test_malformed_pem_files_exit_2_with_one_line_naming_the_party_and_the_file(tmp_path):
+    cfg = consortium(tmp_path)
+    prog = script(tmp_path, RESULT_SCRIPT)
+    certs = tmp_path / "certs"
+    (certs / "a.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+    (certs / "b.key").write_text("not a key\n")
+    out = finish({n: party(cfg, n, prog) for n in "ab"})
+    expected = {
+        "a": f"covault party a: error: CertificateError: party 'a': {certs / 'a.pem'} is not a valid PEM certificate: ",
+        "b": f"covault party b: error: CertificateError: party 'b': {certs / 'b.key'} is not a valid PEM private key: "
+        "no '-----BEGIN PRIVATE KEY-----' block",
+    }
+    for n, text in expected.items():
+        code, _, err = out[n]
+        assert code == 2 and err.startswith(text) and len(err.splitlines()) == 1, err
+    (certs / "ca.key").write_text("garbage\n")
+    p = covault_cmd("certs", "issue", str(certs), "d")
+    _, err = p.communicate(timeout=WAIT)
+    assert p.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(
+        f"covault certs issue: error: CertificateError: the consortium CA: {certs / 'ca.key'} is not a valid PEM "
+        "private key"
+    ), err
+
+
 # -- transcripts ---------------------------------------------------------------------------------------
 def _input_values(party: str, compute: tuple[str, ...]) -> np.ndarray:
     i = compute.index(party)

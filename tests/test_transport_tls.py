@@ -12,6 +12,10 @@ import threading
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 import covault
 from covault.deploy import certs
@@ -23,11 +27,42 @@ from covault.transport.tls import PeerCertificateError, PlaintextWarning, TlsCha
 SID = b"s" * 16
 
 
+def issue_naming(ca_dir, cn, dns_names, out_dir, file_name):
+    """A certificate signed by the CA in ``ca_dir`` with subject CN ``cn`` and the given DNS
+    subject-alternative names, written with its key as ``out_dir/file_name.pem`` / ``.key``."""
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (out_dir / f"{file_name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out_dir / f"{file_name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """good/: the consortium (x, y, z); other/: another CA (x, y); expired/: good CA, y expired."""
+    """good/: the consortium (x, y, z); other/: another CA (x, y); expired/: good CA, y expired;
+    multi/: good CA, x's and y's files hold one certificate naming x, y and z (CN x)."""
     root = tmp_path_factory.mktemp("pki")
-    good, other, expired = root / "good", root / "other", root / "expired"
+    good, other, expired, multi = root / "good", root / "other", root / "expired", root / "multi"
     certs.init_ca(good)
     certs.init_ca(other)
     for n in "xyz":
@@ -36,6 +71,11 @@ def pki(tmp_path_factory):
         certs.issue(other, n)
     shutil.copytree(good, expired)
     certs.issue(expired, "y", days=1, not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    multi.mkdir()
+    shutil.copy(good / "ca.pem", multi / "ca.pem")
+    issue_naming(good, "x", ["x", "y", "z"], multi, "x")
+    for ext in ("pem", "key"):
+        shutil.copy(multi / f"x.{ext}", multi / f"y.{ext}")
     return root
 
 
@@ -135,6 +175,22 @@ REFUSALS = {
         (PeerError, r"party 'y': handshake failed: it refused the connection: its certificate names \['z'\]"),
         "claiming to be 'x': its certificate names ['z'], not 'x'",
     ),
+    "y's certificate names x, y and z": (
+        ("good", "x", None),
+        ("multi", "y", None),
+        (
+            PeerCertificateError,
+            r"party 'y': TLS handshake failed: its certificate names 3 parties \['x', 'y', 'z'\] "
+            r"\(subject CN and DNS subject-alternative names\); a party certificate must name exactly one party",
+        ),
+        "bad hello",  # x hung up on it
+    ),
+    "x's certificate names x, y and z": (
+        ("multi", "x", None),
+        ("good", "y", None),
+        (PeerError, r"party 'y': handshake failed: "),  # y hung up on it
+        "TLS handshake: its certificate names 3 parties ['x', 'y', 'z']",
+    ),
 }
 
 
@@ -153,6 +209,62 @@ def test_bad_certificates_are_refused_with_clear_errors_and_logged(pki, case, ca
     assert "refused 1 connection(s)" in str(got["y"]) and logged in str(got["y"])
     refusals = [r.getMessage() for r in caplog.records if "party 'y' refused a connection" in r.getMessage()]
     assert len(refusals) == 1 and logged in refusals[0]
+
+
+def test_own_certificate_must_name_exactly_one_party(pki, tmp_path):
+    for party in "xy":
+        with pytest.raises(certs.CertificateError) as info:
+            TlsIdentity.from_dir(pki / "multi", party)
+        assert str(info.value) == (
+            f"party {party!r}: {pki / 'multi' / f'{party}.pem'}: certificate names 3 parties ['x', 'y', 'z'] "
+            "(subject CN and DNS subject-alternative names); a party certificate must name exactly one party"
+        )
+    issue_naming(pki / "good", "x", ["w"], tmp_path, "x")  # CN and SAN disagree
+    shutil.copy(pki / "good" / "ca.pem", tmp_path / "ca.pem")
+    with pytest.raises(certs.CertificateError, match=r"names 2 parties \['w', 'x'\]"):
+        TlsIdentity.from_dir(tmp_path, "x")
+    # what 'covault certs issue' writes names its party once, as CN and as the only DNS name
+    cert = certs.check_party_files(pki / "good", "x")
+    assert certs.party_name(cert) == "x"
+    assert [a.value for a in cert.subject] == ["x"]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [n.value for n in san] == ["x"]
+
+
+def test_malformed_pem_files_raise_a_certificate_error_naming_the_party_and_the_file(pki, tmp_path):
+    good = pki / "good"
+    d = tmp_path / "certs"
+    block = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n"
+    cases = {
+        (
+            "x.pem",
+            "garbage\n",
+        ): "x.pem is not a valid PEM certificate: no '-----BEGIN CERTIFICATE-----' block",
+        ("x.pem", block): "x.pem is not a valid PEM certificate: ",
+        (
+            "ca.pem",
+            "garbage\n",
+        ): "ca.pem is not a valid PEM certificate: no '-----BEGIN CERTIFICATE-----' block",
+        (
+            "x.key",
+            "garbage\n",
+        ): "x.key is not a valid PEM private key: no '-----BEGIN PRIVATE KEY-----' block",
+        ("x.key", block.replace("CERTIFICATE", "PRIVATE KEY")): "x.key is not a valid PEM private key: ",
+        ("x.key", (good / "y.key").read_text()): f"{d / 'x.key'} is not the key of {d / 'x.pem'}",
+    }
+    for (name, text), expected in cases.items():
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(good, d)
+        (d / name).write_text(text)
+        with pytest.raises(certs.CertificateError) as info:
+            TlsIdentity.from_dir(d, "x")
+        assert str(info.value).startswith("party 'x': ") and expected in str(info.value), (name, text)
+    for name in ("ca.pem", "ca.key"):  # issuing with a broken CA
+        shutil.rmtree(d)
+        shutil.copytree(good, d)
+        (d / name).write_text("garbage\n")
+        with pytest.raises(certs.CertificateError, match=f"the consortium CA: {d / name} is not a valid PEM"):
+            certs.issue(d, "w")
 
 
 def test_plaintext_and_tls_parties_refuse_each_other(pki):

@@ -1,8 +1,11 @@
 """Consortium certificates: a CA, and a key and certificate per party (mutual TLS).
 
 Each party's certificate is signed by the consortium CA and names the party twice: as subject
-common name and as a DNS subject-alternative name, which is what peers check. Keys are ECDSA
-P-256 from the ``cryptography`` package (keys come from the OS CSPRNG). Validity is explicit.
+common name and as a DNS subject-alternative name. A party certificate must name exactly one
+party (:func:`party_name`, the one check of the name that both ends of a connection and a
+party loading its own identity use). Keys are ECDSA P-256 from the ``cryptography`` package
+(keys come from the OS CSPRNG). Validity is explicit. Files that are missing, unreadable or not
+valid PEM raise :class:`CertificateError` naming the file and the party.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import re
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from covault.errors import CovaultError
@@ -36,6 +41,48 @@ def check_name(name: str) -> str:
             f"invalid party name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting alphanumeric"
         )
     return name
+
+
+def _read(path: Path, who: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CertificateError(f"{who}: missing certificate file {path}") from None
+    except OSError as e:
+        raise CertificateError(f"{who}: cannot read {path}: {e.strerror or e}") from None
+
+
+def load_certificate(path: str | Path, who: str) -> x509.Certificate:
+    """The PEM certificate in ``path``; CertificateError naming ``who`` and the file otherwise."""
+    path = Path(path)
+    data = _read(path, who)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise CertificateError(
+            f"{who}: {path} is not a valid PEM certificate: no '-----BEGIN CERTIFICATE-----' block"
+        )
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as e:
+        raise CertificateError(f"{who}: {path} is not a valid PEM certificate: {e}") from None
+
+
+def load_private_key(path: str | Path, who: str) -> PrivateKeyTypes:
+    """The unencrypted PEM private key in ``path``; CertificateError naming ``who`` and the file
+    otherwise."""
+    path = Path(path)
+    data = _read(path, who)
+    if b"PRIVATE KEY-----" not in data:
+        raise CertificateError(
+            f"{who}: {path} is not a valid PEM private key: no '-----BEGIN PRIVATE KEY-----' block"
+        )
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise CertificateError(
+            f"{who}: {path} is an encrypted private key; covault needs it unencrypted (protect it by mode 0600)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise CertificateError(f"{who}: {path} is not a valid PEM private key: {e}") from None
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -101,11 +148,13 @@ def issue(
     d = Path(directory)
     if party in ("ca",):
         raise CertificateError("'ca' is reserved for the consortium CA")
-    try:
-        ca_cert = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
-        ca_key = serialization.load_pem_private_key((d / CA_KEY).read_bytes(), password=None)
-    except FileNotFoundError as e:
-        raise CertificateError(f"no consortium CA in {d} (run 'covault certs init {d}' first): {e}") from None
+    for f in (d / CA_CERT, d / CA_KEY):
+        if not f.exists():
+            raise CertificateError(
+                f"no consortium CA in {d} (run 'covault certs init {d}' first): {f} is missing"
+            )
+    ca_cert = load_certificate(d / CA_CERT, "the consortium CA")
+    ca_key = load_private_key(d / CA_KEY, "the consortium CA")
     if days <= 0:
         raise CertificateError(f"validity must be a positive number of days, got {days}")
     key = ec.generate_private_key(ec.SECP256R1())
@@ -137,26 +186,35 @@ def issue(
 def check_party_files(
     directory: str | Path, party: str, *, now: dt.datetime | None = None
 ) -> x509.Certificate:
-    """Load and check ``DIR/NAME.pem`` (and that ``NAME.key`` exists): it must name the party,
-    be signed by ``DIR/ca.pem`` and be valid now. Raises CertificateError naming the party."""
+    """Load and check ``DIR/NAME.pem`` and ``DIR/NAME.key``: valid PEM, the key matches the
+    certificate, which names exactly the party, is signed by ``DIR/ca.pem`` and is valid now.
+    Raises CertificateError naming the party (and the file)."""
     d = Path(directory)
+    who = f"party {party!r}"
     for f in (d / CA_CERT, d / f"{party}.pem", d / f"{party}.key"):
         if not f.exists():
-            raise CertificateError(f"party {party!r}: missing certificate file {f}")
-    cert = x509.load_pem_x509_certificate((d / f"{party}.pem").read_bytes())
-    ca = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
+            raise CertificateError(f"{who}: missing certificate file {f}")
+    ca = load_certificate(d / CA_CERT, who)
+    cert = load_certificate(d / f"{party}.pem", who)
+    key = load_private_key(d / f"{party}.key", who)
     check_validity(ca, "the consortium CA", now)
-    check_validity(cert, f"party {party!r}", now)
+    check_validity(cert, who, now)
     try:
         cert.verify_directly_issued_by(ca)
     except Exception as e:  # InvalidSignature, ValueError, TypeError
-        raise CertificateError(
-            f"party {party!r}: certificate is not signed by the consortium CA ({e})"
-        ) from None
-    names = cert_party_names(cert)
-    if party not in names:
-        raise CertificateError(f"party {party!r}: certificate names {sorted(names)}, not {party!r}")
+        raise CertificateError(f"{who}: certificate is not signed by the consortium CA ({e})") from None
+    name = party_name(cert, f"{who}: {d / f'{party}.pem'}")
+    if name != party:
+        raise CertificateError(f"{who}: certificate names [{name!r}], not {party!r}")
+    if _public_der(key.public_key()) != _public_der(cert.public_key()):
+        raise CertificateError(f"{who}: {d / f'{party}.key'} is not the key of {d / f'{party}.pem'}")
     return cert
+
+
+def _public_der(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def check_validity(cert: x509.Certificate, who: str, now: dt.datetime | None = None) -> None:
@@ -171,12 +229,23 @@ def check_validity(cert: x509.Certificate, who: str, now: dt.datetime | None = N
         )
 
 
-def cert_party_names(cert: x509.Certificate) -> set[str]:
-    """Party names a certificate asserts: its DNS subject-alternative names (and CN)."""
+def party_name(cert: x509.Certificate, who: str = "") -> str:
+    """The one party name ``cert`` asserts: its subject CN and DNS subject-alternative names must
+    all be that name. CertificateError (message led by ``who``, if given) otherwise."""
     names = {a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names |= set(san.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         pass
-    return {str(n) for n in names}
+    found = sorted(str(n) for n in names)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        problem = (
+            f"certificate names {len(found)} parties {found} (subject CN and DNS subject-alternative "
+            "names); a party certificate must name exactly one party"
+        )
+    else:
+        problem = "certificate names no party (no subject CN or DNS subject-alternative name)"
+    raise CertificateError(f"{who}: {problem}" if who else problem)

@@ -4,8 +4,10 @@ Every party holds a key and a certificate signed by the consortium CA
 (:mod:`covault.deploy.certs`). Both ends of a connection present their certificate and require
 the other's (``CERT_REQUIRED``, TLS 1.3 only, no session tickets); OpenSSL checks the chain to
 the consortium CA and the validity dates. Host names are not checked: a peer is identified by
-the party name its certificate asserts, which the handshake in :mod:`covault.transport.tcp`
-compares with the name the peer claims in its hello frame.
+the one party name its certificate asserts (:func:`covault.deploy.certs.party_name`; a
+certificate naming several parties is refused by the handshake, at both ends, with
+:class:`PeerIdentityError`), which :mod:`covault.transport.tcp` compares with the party it
+dialled and with the name the peer claims in its hello frame.
 
 :class:`TlsChannel` runs OpenSSL over memory BIOs: the TLS state is touched only under a lock
 and never while blocked on the socket, so one thread can receive while another sends (OpenSSL
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, cert_party_names, check_party_files
+from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, check_party_files, party_name
 from covault.errors import PeerError
 from covault.transport.channel import SocketChannel, send_buffers
 
@@ -45,6 +47,18 @@ class PeerCertificateError(PeerError, CertificateError):
     """A peer's TLS identity was refused (or it refused ours); names the peer."""
 
 
+class PeerIdentityError(ssl.SSLError):
+    """The peer's certificate chains to the consortium CA but does not name exactly one party;
+    raised by :meth:`TlsChannel.handshake` like any other TLS refusal."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def warn_plaintext(where: str) -> None:
     """Warn loudly (``warnings`` and a line on stderr) that ``where`` runs without TLS."""
     msg = (
@@ -59,6 +73,7 @@ class TlsIdentity:
     """One party's TLS material: the consortium CA certificate, its certificate and its key."""
 
     def __init__(self, party: str, ca: str | Path, cert: str | Path, key: str | Path):
+        """The files as given, unchecked; :meth:`from_dir` checks them first."""
         self.party = party
         self.ca, self.cert, self.key = Path(ca), Path(cert), Path(key)
         self._contexts: dict[bool, ssl.SSLContext] = {}
@@ -67,7 +82,9 @@ class TlsIdentity:
     @classmethod
     def from_dir(cls, directory: str | Path, party: str) -> TlsIdentity:
         """``DIR/ca.pem``, ``DIR/NAME.pem`` and ``DIR/NAME.key``, checked first (CertificateError
-        naming the party if missing, expired, not from the CA or for another name)."""
+        naming the party and the file if one is missing or not valid PEM, if the key does not
+        match, or if the certificate is expired, not from the CA, or does not name exactly the
+        party: :func:`~covault.deploy.certs.check_party_files`)."""
         d = Path(directory)
         check_party_files(d, party)
         return cls(party, d / CA_CERT, d / f"{party}.pem", d / f"{party}.key")
@@ -141,6 +158,8 @@ _CERT_ALERTS = {k for k in _ALERTS if "CERTIFICATE" in k or k.endswith("_CA")}
 
 def describe_tls_error(exc: ssl.SSLError) -> tuple[str, bool]:
     """``(readable reason, whether it is about certificates)`` for a TLS failure with a peer."""
+    if isinstance(exc, PeerIdentityError):
+        return exc.text, True
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         if code in _UNKNOWN_CA:
@@ -186,7 +205,9 @@ class TlsChannel(SocketChannel):
 
     # -- handshake ------------------------------------------------------------------------------------
     def handshake(self) -> None:
-        """Run the TLS handshake; ssl.SSLError on refusal, OSError/EOFError on a dead socket."""
+        """Run the TLS handshake and set ``peer_names`` to the peer's one party name; ssl.SSLError
+        on refusal (:class:`PeerIdentityError` for a certificate that does not name exactly one
+        party), OSError/EOFError on a dead socket."""
         try:
             while True:
                 try:
@@ -202,7 +223,13 @@ class TlsChannel(SocketChannel):
             raise
         self._flush()
         der = self._obj.getpeercert(binary_form=True)
-        self.peer_names = frozenset(cert_party_names(x509.load_der_x509_certificate(der)))
+        try:
+            name = party_name(x509.load_der_x509_certificate(der))
+        except CertificateError as exc:
+            raise PeerIdentityError(f"its {exc}") from None
+        except ValueError as exc:
+            raise PeerIdentityError(f"its certificate cannot be parsed ({exc})") from None
+        self.peer_names = frozenset({name})
 
     @property
     def version(self) -> str | None:
