@@ -16,6 +16,25 @@ connection:
 3. both derive the connection tag ``SHA-256(session id, both names, both nonces)[:8]``, which
    every later frame carries and the reader checks (:mod:`covault.transport.framing`).
 
+The connecting side retries until the set-up timeout while an attempt is cut short before the
+hello completes (connection refused, reset, closed, or a handshake timing out: the peer is not
+up yet, restarting, or busy), pausing 5 ms, then twice as long each time, up to
+:data:`RETRY_DELAY`. A verdict fails at once: a refusal frame with its reason (another session,
+a certificate for another name, an unexpected party), a TLS refusal, a malformed hello.
+
+Denial of service: anyone who can reach a party's port can open connections to it. Accepted
+connections wait, without a thread each, for their first bytes; one that sends nothing within
+:data:`FIRST_BYTE_TIMEOUT` (3 s, or the session timeout if shorter) is closed, and so is the
+oldest silent one when more than :data:`MAX_WAITING_PER_SOURCE` (32) connections from one
+source address (IPv6: one /64), or more than :data:`MAX_WAITING` (256) in all, are waiting. A
+connection whose bytes arrived gets one of :data:`MAX_HANDSHAKES` (32) handshake slots, at most
+:data:`MAX_HANDSHAKES_PER_SOURCE` (4) per source address (more wait their turn), and must finish
+its TLS handshake and hello within :data:`HANDSHAKE_TIMEOUT` (5 s, or the session timeout if
+shorter). A party speaks as soon as it is connected, so idle connections, however many and
+from however many addresses, cannot keep it out (an attempt dropped all the same is retried);
+strangers that start a handshake and stall hold their address's slots for 5 s at most. Dropped connections are counted in the set-up error and logged
+once; refusals are logged each (logger ``covault.transport``).
+
 Session ids: ``covault.run`` draws a random 16-byte id per run; ``covault party`` derives it
 from the consortium config and the job name (see :func:`covault.runtime.config_session_id`).
 The incarnation nonce is random per party process. The id is checked once per connection and
@@ -48,8 +67,10 @@ destination, moved for that long.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import os
@@ -81,6 +102,7 @@ from covault.transport.framing import (
 )
 from covault.transport.tls import (
     PeerCertificateError,
+    PeerIdentityError,
     TlsChannel,
     TlsIdentity,
     describe_tls_error,
@@ -101,10 +123,20 @@ __all__ = [
 HOST = "127.0.0.1"
 SPIN = 10  # looks (poll without waiting, yielding the core in between) before an exchange sleeps
 HANDSHAKE_MAX_BYTES = 1 << 12
-HANDSHAKE_TIMEOUT = 10.0  # at most this long for one incoming connection's TLS handshake and hello
-MAX_PENDING = 16  # incoming connections handshaken at once; more are refused
 SESSION_ID_BYTES = 16
 NONCE_BYTES = 16
+
+# Limits on incoming connections (module docstring, "Denial of service").
+BACKLOG = 128  # listen queue of a party's socket
+FIRST_BYTE_TIMEOUT = 3.0  # an accepted connection must start its handshake within this (capped)
+HANDSHAKE_TIMEOUT = 5.0  # then its TLS handshake and hello must be done within this (capped)
+MAX_WAITING = 256  # accepted connections that sent nothing yet; the oldest is dropped for a new one
+MAX_WAITING_PER_SOURCE = 32  # the same, per source address (IPv6: per /64)
+MAX_HANDSHAKES = 32  # handshakes in progress at once; more wait for a slot
+MAX_HANDSHAKES_PER_SOURCE = 4  # the same, per source address
+ACCEPT_BATCH = 8  # connections accepted per turn of the acceptor's loop
+RETRY_DELAY = 0.25  # longest pause between two attempts of a dialling party
+MAX_LISTED_REFUSALS = 20  # refusals quoted in a set-up error
 
 log = logging.getLogger("covault.transport")
 
@@ -115,18 +147,24 @@ def prepare_socket(
     """Set up a freshly connected socket and return the channel to use from then on.
 
     Every connection passes through here before its hello: TCP_NODELAY, then with ``tls`` the
-    mutual TLS 1.3 handshake (bounded by the socket's timeout; raises ssl.SSLError on refusal).
+    mutual TLS 1.3 handshake (bounded by the socket's timeout; raises ssl.SSLError on refusal;
+    an accepted peer whose certificate names no single party gets a refusal frame first).
     """
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
         return SocketChannel(sock)
     channel = TlsChannel(sock, tls.context(server_side), server_side)
-    channel.handshake()
+    try:
+        channel.handshake()
+    except PeerIdentityError as exc:
+        if server_side:  # TLS is up: tell the dialling party why, so that it stops at once
+            _send_refusal(channel, f"TLS handshake: {describe_tls_error(exc)[0]}")
+        raise
     return channel
 
 
-def open_listener(host: str = HOST, port: int = 0, backlog: int = 16) -> socket.socket:
+def open_listener(host: str = HOST, port: int = 0, backlog: int = BACKLOG) -> socket.socket:
     """A listening socket on ``host``:``port`` (0: a free port chosen by the kernel)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -151,6 +189,10 @@ def connection_tag(session_id: bytes, connector: tuple[str, bytes], acceptor: tu
 
 
 # -- hello frames --------------------------------------------------------------------------------
+class _Refused(FrameError):
+    """The peer answered the hello with a refusal (its reason is the message)."""
+
+
 def _send_hello(ch: SocketChannel, name: str, session_id: bytes, nonce: bytes) -> None:
     parts = [np.frombuffer(b, dtype=np.uint8) for b in (session_id, name.encode(), nonce)]
     header, bufs = encode_frame(parts, KIND_HELLO)
@@ -164,17 +206,21 @@ def _send_refusal(ch: SocketChannel, reason: str) -> None:
 
 
 def _read_hello(ch: SocketChannel) -> tuple[bytes, str, bytes]:
-    """(session id, name, nonce) from a hello frame; FrameError/EOFError/OSError otherwise."""
+    """(session id, name, nonce) from a hello frame; _Refused, FrameError, EOFError or OSError
+    otherwise."""
     kind, arrays, _ = read_frame(FrameReader(ch.recv_into, 1 << 13, greedy=False), HANDSHAKE_MAX_BYTES)
     if kind == KIND_ABORT and len(arrays) == 1:
-        raise FrameError(f"it refused the connection: {arrays[0].tobytes().decode(errors='replace')}")
+        raise _Refused(arrays[0].tobytes().decode(errors="replace"))
     if kind != KIND_HELLO or len(arrays) != 3 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
         raise FrameError("expected a hello frame")
+    sid, raw_name, nonce = (a.tobytes() for a in arrays)
+    if len(sid) != SESSION_ID_BYTES or len(nonce) != NONCE_BYTES or not 0 < len(raw_name) <= 255:
+        raise FrameError("hello frame with a session id, party name or nonce of the wrong length")
     try:
-        name = arrays[1].tobytes().decode()
+        name = raw_name.decode()
     except UnicodeDecodeError:
         raise FrameError("party name in hello frame is not UTF-8") from None
-    return arrays[0].tobytes(), name, arrays[2].tobytes()
+    return sid, name, nonce
 
 
 class _Handshake:
@@ -186,17 +232,6 @@ class _Handshake:
         self.tls = tls
         self.nonce = nonce or secrets.token_bytes(NONCE_BYTES)
         self.failed = threading.Event()  # set when set-up is abandoned: stops retry loops
-
-
-def _refuse(hs: _Handshake, ch: SocketChannel | None, sock: socket.socket, addr, reason: str, claim=None):
-    who = f" claiming to be {claim!r}" if claim else ""
-    log.warning("party %r refused a connection from %s%s: %s", hs.me, _fmt_addr(addr), who, reason)
-    if ch is not None:
-        _send_refusal(ch, reason)
-        ch.close()
-    else:
-        sock.close()
-    return f"{_fmt_addr(addr)}{who}: {reason}"
 
 
 def _fmt_addr(addr) -> str:
@@ -213,58 +248,98 @@ def _down(peer: str, message: str) -> PeerError:
     return err
 
 
+class _Retry(Exception):
+    """An attempt to connect failed in a way that another attempt may not (refused, reset, closed
+    or timed out before the hello completed)."""
+
+    def __init__(self, reason: str, connected: bool):
+        super().__init__(reason)
+        self.connected = connected  # the TCP connection itself was made
+
+
+def _cut_short(exc: ssl.SSLError) -> bool:
+    """Whether a TLS failure is a connection closed or reset mid-handshake (no TLS verdict)."""
+    return isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)) or exc.errno in (
+        errno.ECONNRESET,
+        errno.EPIPE,
+    )
+
+
 def _connect(hs: _Handshake, peer: str, address: tuple[str, int], deadline: float, timeout: float):
-    """Connect to ``peer`` (retrying until ``deadline``), handshake, and check its identity."""
-    delay = 0.005
+    """Connect to ``peer`` and handshake, retrying until ``deadline`` while attempts are cut short
+    (refused, reset, closed or timed out before the hello completes); a refusal with a reason, a
+    TLS verdict or a wrong identity fails at once."""
+    delay, last = 0.005, None
+    where = f"{address[0]}:{address[1]}"
     while True:
-        left = deadline - time.monotonic()
         if hs.failed.is_set():
             err = PeerError(peer, "connection set-up abandoned (another peer failed)")
             err.abandoned = True
             raise err
-        if left <= 0:
-            raise _down(
-                peer,
-                f"did not come up: could not connect to {address[0]}:{address[1]} within {timeout:g} s "
-                "(is it running, and is its port reachable?)",
-            )
+        if time.monotonic() >= deadline:
+            if last is None or not last.connected:
+                text = f"could not connect to {where} within {timeout:g} s (is it running, and is its port reachable?)"
+            else:
+                text = f"connected to {where} but no handshake completed within {timeout:g} s"
+            raise _down(peer, f"did not come up: {text}" + (f"; last attempt: {last}" if last else ""))
         try:
-            sock = socket.create_connection(address, timeout=max(0.001, min(left, HANDSHAKE_TIMEOUT)))
-            break
-        except OSError:
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.2)
+            return _attempt(hs, peer, address, deadline)
+        except _Retry as exc:
+            last = exc
+            log.debug("party %r: connection to %r at %s cut short (retrying): %s", hs.me, peer, where, exc)
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(delay * 2, RETRY_DELAY)
+
+
+def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: float) -> SocketChannel:
+    """One attempt of :func:`_connect`: raises _Retry, or PeerError for a verdict."""
+    where = f"{address[0]}:{address[1]}"
+    limit = max(0.001, min(deadline - time.monotonic(), HANDSHAKE_TIMEOUT))
+    try:
+        sock = socket.create_connection(address, timeout=limit)
+    except OSError as exc:
+        raise _Retry(f"could not connect ({exc})", False) from None
     ch: SocketChannel | None = None
     try:
         sock.settimeout(max(0.001, min(deadline - time.monotonic(), HANDSHAKE_TIMEOUT)))
         try:
             ch = prepare_socket(sock, hs.tls, server_side=False)
         except ssl.SSLError as exc:
+            if _cut_short(exc):
+                raise _Retry("the TLS handshake was cut short", True) from None
             raise tls_peer_error(peer, exc) from None
+        except (EOFError, OSError) as exc:
+            raise _Retry(f"the TLS handshake was cut short ({exc or 'connection closed'})", True) from None
         if ch.peer_names is not None and peer not in ch.peer_names:
             names = sorted(ch.peer_names)
             _send_refusal(ch, f"{hs.me!r} dialled {peer!r} but your certificate names {names}")
             raise PeerCertificateError(
-                peer,
-                f"refused: the server at {address[0]}:{address[1]} presented a certificate for "
-                f"{names}, not for {peer!r}",
+                peer, f"refused: the server at {where} presented a certificate for {names}, not for {peer!r}"
             )
-        _send_hello(ch, hs.me, hs.session_id, hs.nonce)
         try:
+            _send_hello(ch, hs.me, hs.session_id, hs.nonce)
             sid, name, nonce = _read_hello(ch)
+        except _Refused as exc:
+            err = PeerError(peer, f"handshake failed: it refused the connection: {exc}")
+            err.collateral = str(exc) == _SET_UP_OVER  # it stopped: usually because of another peer
+            raise err from None
+        except FrameError as exc:
+            raise PeerError(peer, f"handshake failed: malformed hello from {where}: {exc}") from None
         except ssl.SSLError as exc:  # TLS 1.3: a refusal of our certificate arrives here
+            if _cut_short(exc):
+                raise _Retry("the connection was cut short during the hello", True) from None
             raise tls_peer_error(peer, exc) from None
         except EOFError:
             hint = (
                 " (does it expect TLS? plaintext must be set for every party or none)" if not hs.tls else ""
             )
-            raise PeerError(
-                peer, f"handshake failed: it closed the connection during the hello{hint}"
-            ) from None
+            raise _Retry(f"it closed the connection during the hello{hint}", True) from None
+        except OSError as exc:
+            raise _Retry(f"the connection was cut short during the hello ({exc})", True) from None
         if not hmac.compare_digest(sid, hs.session_id):
             raise PeerError(peer, _SESSION_MISMATCH)
         if name != peer:
-            raise PeerError(peer, f"the server at {address[0]}:{address[1]} introduced itself as {name!r}")
+            raise PeerError(peer, f"the server at {where} introduced itself as {name!r}")
         ch.tag = connection_tag(hs.session_id, (hs.me, hs.nonce), (peer, nonce))
         ch.settimeout(None)
         return ch
@@ -272,100 +347,284 @@ def _connect(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
         (ch or sock).close()
         if isinstance(exc, PeerError):
             log.warning("party %r: connection to %r failed: %s", hs.me, peer, exc)
-            raise
-        if isinstance(exc, (FrameError, EOFError, OSError)):
-            err = PeerError(peer, f"handshake failed: {exc or 'connection closed'}")
-            # a peer that hangs up mid-handshake usually gave up because of another peer
-            err.collateral = isinstance(exc, (EOFError, BrokenPipeError, ConnectionResetError))
-            log.warning("party %r: connection to %r failed: %s", hs.me, peer, err)
-            raise err from None
         raise
 
 
+_SET_UP_OVER = "connection set-up is over"
 _SESSION_MISMATCH = (
     "session id mismatch: it runs another session (another job, a different consortium config, "
     "or a different job name)"
 )
 
 
+def _source(addr) -> str:
+    """The source a connection counts against for the per-source limits (IPv6: its /64)."""
+    try:
+        ip = ipaddress.ip_address(addr[0].split("%", 1)[0])
+    except (TypeError, IndexError, ValueError):
+        return str(addr)
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class _Waiting:
+    """An accepted connection that has not started its handshake yet."""
+
+    __slots__ = ("addr", "ready", "since", "sock", "source")
+
+    def __init__(self, sock: socket.socket, addr, now: float):
+        self.sock, self.addr, self.source, self.since = sock, addr, _source(addr), now
+        self.ready = False  # bytes arrived: waits only for a handshake slot
+
+
 class _Acceptor(threading.Thread):
     """Accepts one connection from each expected party; refuses (and logs) everything else.
 
-    Each incoming connection is handshaken in its own thread (at most :data:`MAX_PENDING` at
-    once), so a stalling stranger cannot hold up the parties. With ``guard`` it keeps listening
-    after set-up, refusing late or restarted parties, until :meth:`stop`.
+    One thread accepts and watches connections until they send their first bytes (without a
+    thread each, with the limits of the module docstring); then each is handshaken in a thread
+    of its own, so a stalling stranger cannot hold up the parties. With ``guard`` it keeps
+    listening after set-up, refusing late or restarted parties, until :meth:`stop`.
     """
 
-    def __init__(self, listener: socket.socket, expected: Sequence[str], hs: _Handshake, deadline: float):
+    def __init__(
+        self,
+        listener: socket.socket,
+        expected: Sequence[str],
+        hs: _Handshake,
+        deadline: float,
+        timeout: float = HANDSHAKE_TIMEOUT,
+    ):
         super().__init__(name=f"covault-accept-{hs.me}", daemon=True)
         self.listener = listener
         self.expected = tuple(expected)
         self.hs = hs
         self.deadline = deadline
+        self.first_byte_timeout = min(FIRST_BYTE_TIMEOUT, timeout)
+        self.handshake_timeout = min(HANDSHAKE_TIMEOUT, timeout)
         self.got: dict[str, SocketChannel] = {}
         self.nonces: dict[str, bytes] = {}
         self.refused: list[str] = []
+        self.refusals = 0
+        self.dropped = 0  # connections closed for sending nothing in time, or to make room
         self.error: BaseException | None = None
         self.done = threading.Event()
         self.guard = False
         self._stopped = False
-        self._lock = threading.Lock()  # guards got, nonces, refused, _stopped, _pending
-        self._pending: set[socket.socket] = set()
+        self._lock = threading.Lock()  # guards got, nonces, refused, _stopped, _pending, _busy
+        self._pending: set[socket.socket] = set()  # in their handshake
+        self._busy: dict[str, int] = {}  # handshakes in progress per source
+        self._waiting: dict[int, _Waiting] = {}  # by file descriptor, oldest first (acceptor only)
+        self._by_source: dict[str, dict[int, None]] = {}
+        self._ready = 0
+        self._poller = select.poll()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
         if not self.expected:
             self.done.set()
 
+    # -- the accepting loop (this thread only) ----------------------------------------------------
     def run(self) -> None:
+        lfd = wfd = -1
         try:
+            self.listener.setblocking(False)
+            lfd, wfd = self.listener.fileno(), self._wake_r.fileno()
+            self._poller.register(lfd, select.POLLIN)
+            self._poller.register(wfd, select.POLLIN)
             while True:
                 with self._lock:
                     if self._stopped or (self.done.is_set() and not self.guard):
                         return
                     setting_up = len(self.got) < len(self.expected)
-                timeout = self.deadline - time.monotonic() if setting_up else None
-                if timeout is not None and timeout <= 0:
+                wait = 0.25  # bounds how late idle connections are dropped
+                if setting_up:
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    wait = min(wait, left)
+                accept = False
+                for fd, ev in self._poller.poll(math.ceil(wait * 1000)):
+                    if fd == lfd:
+                        if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                            return  # listener shut down or closed
+                        accept = True
+                    elif fd == wfd:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    elif fd in self._waiting:
+                        self._look(self._waiting[fd])
+                if self._ready:
+                    self._start_handshakes()
+                if accept and not self._accept():
                     return
-                self.listener.settimeout(None if timeout is None else min(timeout, 0.25))
-                try:
-                    sock, addr = self.listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return  # listener closed by stop()
-                with self._lock:
-                    busy = len(self._pending) >= MAX_PENDING or self._stopped
-                    if not busy:
-                        self._pending.add(sock)
-                if busy:
-                    self._refuse(None, sock, addr, "too many connections in progress")
-                    continue
-                threading.Thread(
-                    target=self._serve, args=(sock, addr), name=f"covault-hello-{self.hs.me}", daemon=True
-                ).start()
+                self._expire()
         except BaseException as exc:  # reported by connect_mesh
             self.error = exc
+            self.hs.failed.set()
         finally:
+            for w in list(self._waiting.values()):
+                w.sock.close()
+            self._waiting.clear()
+            self._by_source.clear()
+            self._wake_r.close()
             self.done.set()
 
-    def _refuse(self, ch, sock, addr, reason: str, claim: str | None = None) -> None:
-        entry = _refuse(self.hs, ch, sock, addr, reason, claim)
-        with self._lock:
-            self.refused.append(entry)
+    def _accept(self) -> bool:
+        """Accept up to ACCEPT_BATCH connections; False once the listener is gone."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if self._waiting:  # out of descriptors: make room
+                        self._drop(next(iter(self._waiting.values())))
+                        continue
+                    time.sleep(0.01)
+                    return True
+                return False  # listener closed by stop()
+            w = _Waiting(sock, addr, time.monotonic())
+            sock.setblocking(False)
+            fd = sock.fileno()
+            self._waiting[fd] = w
+            same = self._by_source.setdefault(w.source, {})
+            same[fd] = None
+            self._poller.register(fd, select.POLLIN)
+            if len(same) > MAX_WAITING_PER_SOURCE:
+                self._make_room(same)
+            if len(self._waiting) > MAX_WAITING:
+                self._make_room(self._waiting)
+        return True
 
-    def _serve(self, sock: socket.socket, addr) -> None:
+    def _make_room(self, fds: Mapping[int, object]) -> None:
+        """Drop the oldest of ``fds`` that sent nothing (else the oldest waiting for a slot)."""
+        oldest_ready = None
+        for fd in list(fds):
+            w = self._waiting[fd]
+            if w.ready or self._look(w):
+                oldest_ready = oldest_ready or w
+                continue
+            if w.sock.fileno() in self._waiting:  # still open, nothing sent: make room with it
+                self._drop(w)
+            return
+        if oldest_ready is not None:
+            self._drop(oldest_ready)
+
+    def _look(self, w: _Waiting) -> bool:
+        """Whether a waiting connection's first bytes are there (it then waits only for a
+        handshake slot); one that closed without sending anything is dropped."""
         try:
-            self._handle(sock, addr)
+            first = w.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            first = b""
+        if not first:
+            self._drop(w)
+            return False
+        if not w.ready:
+            self._poller.unregister(w.sock.fileno())
+            w.ready = True
+            self._ready += 1
+        return True
+
+    def _drop(self, w: _Waiting) -> None:
+        self._forget(w)
+        w.sock.close()
+        self.dropped += 1
+        if self.dropped == 1:
+            log.warning(
+                "party %r: dropping connections that send nothing (the first from %s); limits: %g s, "
+                "%d per source address, %d in all",
+                self.hs.me,
+                _fmt_addr(w.addr),
+                self.first_byte_timeout,
+                MAX_WAITING_PER_SOURCE,
+                MAX_WAITING,
+            )
+
+    def _forget(self, w: _Waiting) -> None:
+        fd = w.sock.fileno()
+        del self._waiting[fd]
+        same = self._by_source[w.source]
+        del same[fd]
+        if not same:
+            del self._by_source[w.source]
+        if w.ready:
+            self._ready -= 1
+        else:
+            self._poller.unregister(fd)
+
+    def _expire(self) -> None:
+        """Drop connections that sent nothing within the first-byte timeout."""
+        limit = time.monotonic() - self.first_byte_timeout
+        for w in list(self._waiting.values()):
+            if w.since > limit:
+                return
+            if not w.ready and not self._look(w) and w.sock.fileno() in self._waiting:
+                self._drop(w)  # still open, and nothing came in time
+
+    def _start_handshakes(self) -> None:
+        """Hand connections whose first bytes arrived to handshake threads, oldest first, as
+        slots allow."""
+        for w in list(self._waiting.values()):
+            if not w.ready:
+                continue
+            with self._lock:
+                if self._stopped:
+                    return
+                busy = self._busy.get(w.source, 0)
+                if len(self._pending) >= MAX_HANDSHAKES:
+                    return
+                if busy >= MAX_HANDSHAKES_PER_SOURCE:
+                    continue
+                self._pending.add(w.sock)
+                self._busy[w.source] = busy + 1
+            self._forget(w)
+            threading.Thread(
+                target=self._serve, args=(w,), name=f"covault-hello-{self.hs.me}", daemon=True
+            ).start()
+
+    # -- one handshake (its own thread) -----------------------------------------------------------
+    def _refuse(self, ch, sock, addr, reason: str, claim: str | None = None) -> None:
+        who = f" claiming to be {claim!r}" if claim else ""
+        log.warning("party %r refused a connection from %s%s: %s", self.hs.me, _fmt_addr(addr), who, reason)
+        if ch is not None:
+            _send_refusal(ch, reason)
+            ch.close()
+        else:
+            sock.close()
+        with self._lock:
+            self.refusals += 1
+            if len(self.refused) < MAX_LISTED_REFUSALS:
+                self.refused.append(f"{_fmt_addr(addr)}{who}: {reason}")
+
+    def _serve(self, w: _Waiting) -> None:
+        try:
+            self._handle(w.sock, w.addr)
         except BaseException as exc:  # never die silently
-            self._refuse(None, sock, addr, f"internal error: {type(exc).__name__}: {exc}")
+            self._refuse(None, w.sock, w.addr, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
-                self._pending.discard(sock)
+                self._pending.discard(w.sock)
+                self._busy[w.source] -= 1
+                if not self._busy[w.source]:
+                    del self._busy[w.source]
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")  # a slot is free
 
     def _handle(self, sock: socket.socket, addr) -> None:
         hs = self.hs
         ch = None
-        left = self.deadline - time.monotonic() if not self.done.is_set() else HANDSHAKE_TIMEOUT
+        left = self.deadline - time.monotonic() if not self.done.is_set() else self.handshake_timeout
         try:
-            sock.settimeout(max(0.001, min(left, HANDSHAKE_TIMEOUT)))
+            sock.setblocking(True)
+            sock.settimeout(max(0.001, min(left, self.handshake_timeout)))
             try:
                 ch = prepare_socket(sock, hs.tls, server_side=True)
             except ssl.SSLError as exc:
@@ -377,10 +636,10 @@ class _Acceptor(threading.Thread):
             return
         with self._lock:
             reason = None
-            if not hmac.compare_digest(sid, hs.session_id):
-                reason = "session id mismatch (another job, a different consortium config, or a different job name)"
-            elif ch.peer_names is not None and name not in ch.peer_names:
+            if ch.peer_names is not None and name not in ch.peer_names:
                 reason = f"its certificate names {sorted(ch.peer_names)}, not {name!r}"
+            elif not hmac.compare_digest(sid, hs.session_id):
+                reason = "session id mismatch (another job, a different consortium config, or a different job name)"
             elif name in self.got:
                 if self.nonces[name] != nonce:
                     reason = (
@@ -392,16 +651,19 @@ class _Acceptor(threading.Thread):
             elif name not in self.expected:
                 reason = f"{name!r} is not a party expected to connect to {hs.me!r}"
             elif self._stopped:
-                reason = "connection set-up is over"
+                reason = _SET_UP_OVER
             if not reason:
                 try:
                     _send_hello(ch, hs.me, hs.session_id, hs.nonce)
                     ch.settimeout(None)
                 except (OSError, ssl.SSLError) as exc:
                     ch.close()
-                    self.refused.append(f"{_fmt_addr(addr)} ({name!r}): handshake failed: {exc}")
+                    self.refusals += 1
+                    if len(self.refused) < MAX_LISTED_REFUSALS:
+                        self.refused.append(f"{_fmt_addr(addr)} ({name!r}): handshake failed: {exc}")
                     return
                 ch.tag = connection_tag(hs.session_id, (name, nonce), (hs.me, hs.nonce))
+                self._pending.discard(sock)  # a party's connection now: stop() must not cut it
                 self.nonces[name] = nonce
                 self.got[name] = ch
                 if len(self.got) == len(self.expected):
@@ -410,18 +672,21 @@ class _Acceptor(threading.Thread):
         self._refuse(ch, sock, addr, reason, claim=name)
 
     def stop(self) -> None:
-        """Stop accepting; connections still in their handshake are cut."""
+        """Stop accepting and close the listener; connections still in their handshake are cut."""
         with self._lock:
             self._stopped = True
             pending = list(self._pending)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        if self is not threading.current_thread() and self.is_alive():
+            self.join(2.0)
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for sock in pending:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        if self is not threading.current_thread() and self.is_alive():
-            self.join(2.0)
+        self._wake_w.close()
 
 
 class LateJoinGuard:
@@ -469,7 +734,7 @@ def connect_mesh(
     hs = _Handshake(me, session_id, tls, nonce)
     deadline = time.monotonic() + timeout
     mine = order.index(me)
-    acceptor = _Acceptor(listener, order[:mine], hs, deadline)
+    acceptor = _Acceptor(listener, order[:mine], hs, deadline, timeout)
     acceptor.guard = guard is not None
     outcomes: dict[str, SocketChannel | BaseException] = {}
 
@@ -520,15 +785,19 @@ def _raise_setup_error(me, order, outcomes, acceptor, channels, timeout) -> None
     absent = [p for p in order if p != me and p not in channels and p not in outcomes]
     if absent:
         if acceptor.refused:
+            more = acceptor.refusals - len(acceptor.refused)
             text = (
                 f"no acceptable connection from it within {timeout:g} s; refused "
-                f"{len(acceptor.refused)} connection(s): {'; '.join(acceptor.refused)}"
+                f"{acceptor.refusals} connection(s): {'; '.join(acceptor.refused)}"
+                + (f"; and {more} more" if more else "")
             )
         else:
             text = (
                 f"did not come up: no connection from it within {timeout:g} s (is it running, and can "
                 "it reach this party's address?)"
             )
+        if acceptor.dropped:
+            text += f" ({acceptor.dropped} connection(s) that sent nothing in time were dropped)"
         errors.append(_down(absent[0], text))
 
     def rank(e: BaseException) -> int:
