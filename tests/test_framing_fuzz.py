@@ -4,13 +4,17 @@ exception, never a hang."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from covault.errors import PeerError
@@ -28,7 +32,7 @@ from covault.transport.framing import (
     encode_frame,
     read_frame,
 )
-from covault.transport.tcp import TcpTransport, connect_mesh, open_listener
+from covault.transport.tcp import LateJoinGuard, TcpTransport, connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
 MAX_BYTES = 1 << 20  # the parsers' body limit in these tests
@@ -37,14 +41,17 @@ LIVE = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 
 DIMS = st.one_of(
     st.integers(0, 5),
-    st.sampled_from([0, 1 << 16, 1 << 31, 1 << 32, 1 << 40, (1 << 40) + 1, 1 << 62, (1 << 64) - 1]),
+    st.sampled_from(
+        [0, 0, 1 << 16, 1 << 31, 1 << 32, 1 << 40, 1 << 40, (1 << 40) + 1, 1 << 62, (1 << 64) - 1]
+    ),
 )
+BOOL = 1  # wire dtype code of bool
 
 
 @st.composite
 def descriptor(draw) -> bytes:
-    code = draw(st.one_of(st.sampled_from(sorted(DTYPE_OF_CODE)), st.integers(0, 255)))
-    ndim = draw(st.one_of(st.integers(0, 4), st.sampled_from([32, 33, 63, 64, 65, 255])))
+    code = draw(st.one_of(st.sampled_from([BOOL, *sorted(DTYPE_OF_CODE)]), st.integers(0, 255)))
+    ndim = draw(st.one_of(st.integers(0, 4), st.integers(1, 3), st.sampled_from([32, 33, 63, 64, 65, 255])))
     pattern = draw(st.lists(DIMS, min_size=1, max_size=4))
     dims = (pattern * (ndim // len(pattern) + 1))[:ndim]
     if draw(st.booleans()) and dims:  # a descriptor cut short
@@ -78,12 +85,37 @@ def crafted_frame(draw) -> bytes:
     need = min(_needed(meta), (1 << 64) - 1)
     body_len = draw(st.one_of(st.just(need), st.integers(0, (1 << 64) - 1), st.integers(0, 64)))
     kind = draw(st.one_of(st.sampled_from(KINDS), st.integers(0, 255)))
-    magic = draw(st.sampled_from([MAGIC, MAGIC, MAGIC, b"\x16\x03\x01\x00", b"CVLX"]))
-    version = draw(st.sampled_from([VERSION, VERSION, VERSION, 0, 255]))
+    magic = draw(st.sampled_from([MAGIC] * 6 + [b"\x16\x03\x01\x00", b"CVLX"]))
+    version = draw(st.sampled_from([VERSION] * 6 + [0, 255]))
     head = HEADER.pack(magic, version, kind, narrays, meta_len, body_len, NO_TAG)
     body = draw(st.one_of(st.just(b"\x00"), st.just(b"\x02"), st.binary(max_size=1)))
     body = body * min(body_len, 8192) if len(body) else b""
     return head + meta + body
+
+
+_EMPTY_HUGE = struct.pack("<BB3Q", 8, 3, 0, 1 << 40, 1 << 40)  # int64, shape (0, 2^40, 2^40)
+_BAD_BOOL = struct.pack("<BBQ", BOOL, 1, 2)  # bool, shape (2,)
+KNOWN = {  # what the fuzzers found first: (frame, expected error)
+    "empty array with absurd dimensions": (
+        HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(_EMPTY_HUGE), 0, NO_TAG) + _EMPTY_HUGE,
+        "absurd shape",
+    ),
+    "bool byte 2": (
+        HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(_BAD_BOOL), 2, NO_TAG) + _BAD_BOOL + b"\x01\x02",
+        "other than 0 and 1",
+    ),
+    "descriptor block over the limit": (
+        HEADER.pack(MAGIC, VERSION, KIND_DATA, 1 << 10, 1 << 14, 0, NO_TAG),
+        "descriptor block of",
+    ),
+}
+
+
+def known_examples(test):
+    """Run ``test`` on every KNOWN frame before the generated ones."""
+    for frame, _ in KNOWN.values():
+        test = example(data=frame)(test)
+    return test
 
 
 def _valid_frames(draw) -> bytes:
@@ -156,6 +188,8 @@ def _push(data: bytes, chunks: list[int]) -> None:
 
 @FAST
 @given(STREAMS, st.lists(st.integers(1, 5000), min_size=1, max_size=5))
+@example(KNOWN["empty array with absurd dimensions"][0], [1 << 12])
+@example(KNOWN["bool byte 2"][0], [7])
 def test_push_parser_raises_only_frame_errors(data, chunks):
     _push(data, chunks)
 
@@ -175,6 +209,8 @@ class _Source:
 
 @FAST
 @given(STREAMS, st.integers(1, 5000), st.sampled_from([64, 1 << 13]))
+@example(KNOWN["empty array with absurd dimensions"][0], 1 << 12, 64)
+@example(KNOWN["bool byte 2"][0], 7, 1 << 13)
 def test_blocking_reader_raises_only_frame_or_eof_errors(data, step, bufsize):
     reader = FrameReader(_Source(data, step).recv_into, bufsize, greedy=step % 2 == 0)
     for _ in range(len(data) + 1):
@@ -186,26 +222,16 @@ def test_blocking_reader_raises_only_frame_or_eof_errors(data, step, bufsize):
     pytest.fail("the reader never reached the end of the stream")
 
 
-def test_known_cases():
-    """The cases the fuzzers found first: an empty array with huge other dimensions, bool bytes
-    other than 0/1, a descriptor block larger than the reader's limit."""
-    empty_huge = struct.pack("<BB3Q", 8, 3, 0, 1 << 40, 1 << 40)
-    bad_bool = struct.pack("<BBQ", 1, 1, 2)
-    cases = {
-        "absurd shape": HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(empty_huge), 0, NO_TAG) + empty_huge,
-        "other than 0 and 1": HEADER.pack(MAGIC, VERSION, KIND_DATA, 1, len(bad_bool), 2, NO_TAG)
-        + bad_bool
-        + b"\x01\x02",
-        "descriptor block of": HEADER.pack(MAGIC, VERSION, KIND_DATA, 1 << 10, 1 << 14, 0, NO_TAG),
-    }
-    for why, frame in cases.items():
-        parser = FrameParser(4096)
-        dst = parser.target()
-        dst[: len(frame)] = frame
-        with pytest.raises(FrameError, match=why):
-            parser.advance(len(frame))
-        with pytest.raises(FrameError, match=why):
-            read_frame(FrameReader(_Source(frame + bytes(1 << 14), 1 << 20).recv_into), 4096)
+@pytest.mark.parametrize("case", list(KNOWN))
+def test_known_cases(case):
+    frame, why = KNOWN[case]
+    parser = FrameParser(4096)
+    dst = parser.target()
+    dst[: len(frame)] = frame
+    with pytest.raises(FrameError, match=why):
+        parser.advance(len(frame))
+    with pytest.raises(FrameError, match=why):
+        read_frame(FrameReader(_Source(frame + bytes(1 << 14), 1 << 20).recv_into), 4096)
 
 
 # -- a live connection -----------------------------------------------------------------------------
@@ -221,7 +247,8 @@ def _drain_until_error(t: TcpTransport, peer: str) -> PeerError:
 
 
 @LIVE
-@given(STREAMS)
+@given(data=STREAMS)
+@known_examples
 def test_connected_peer_sending_garbage_fails_with_peer_error(data):
     ours, theirs = socket.socketpair()
     t = TcpTransport("me", {"evil": ours})
@@ -260,6 +287,7 @@ def _tls_pair(ids):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(crafted_frame(), mutated_stream()))
+@known_examples
 def test_garbage_after_a_tls_handshake_fails_with_peer_error_naming_the_peer(tls_ids, data):
     """Bytes written by an authenticated peer (inside TLS records, with the connection's tag
     where the frame has the tag field) end the stream with a PeerError naming it."""
@@ -276,3 +304,96 @@ def test_garbage_after_a_tls_handshake_fails_with_peer_error_naming_the_peer(tls
     finally:
         t.close()
         to_y.close()
+
+
+# -- hellos ---------------------------------------------------------------------------------------
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    """Parties x and y after set-up; y's listener stays open (late joiners are refused)."""
+    listeners = {p: open_listener() for p in "xy"}
+    addresses = {p: listeners[p].getsockname() for p in "xy"}
+    guard = LateJoinGuard()
+    out: dict = {}
+
+    def body(p):
+        out[p] = connect_mesh(
+            p, "xy", listeners[p], addresses, b"h" * 16, 10.0, guard=guard if p == "y" else None
+        )
+
+    threads = [threading.Thread(target=body, args=(p,)) for p in "xy"]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(15.0)
+    yield addresses["y"]
+    guard.stop()
+    for chans in out.values():
+        for ch in chans.values():
+            ch.close()
+    for sock in listeners.values():
+        sock.close()
+
+
+HELLOS = st.one_of(crafted_frame(), mutated_stream(), st.binary(min_size=1, max_size=200)).filter(len)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=HELLOS)
+@known_examples
+def test_malformed_hellos_are_refused_naming_the_address(guarded, data):
+    """Garbage instead of a hello: the accepting party refuses it (logged with the address, no
+    internal error), and a dialling party that gets it back fails with a PeerError naming the
+    peer and its address, at once."""
+    records = _Records()
+    logging.getLogger("covault.transport").addHandler(records)
+    try:
+        with socket.create_connection(guarded, timeout=5.0) as s:
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError, OSError):  # refused early
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(4096):  # the refusal, then the end of the stream (never a hang)
+                    pass
+        deadline = time.monotonic() + 5.0
+        while not records.messages and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        logging.getLogger("covault.transport").removeHandler(records)
+    assert len(records.messages) == 1, records.messages
+    assert re.match(
+        r"party 'y' refused a connection from 127\.0\.0\.1:\d+: bad hello \(", records.messages[0]
+    )
+
+    fake = open_listener()
+    where = "{}:{}".format(*fake.getsockname())
+
+    def answer():
+        c, _ = fake.accept()
+        with c:
+            c.settimeout(5.0)
+            c.recv(4096)  # x's hello
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                while c.recv(4096):
+                    pass
+
+    th = threading.Thread(target=answer)
+    th.start()
+    t0 = time.monotonic()
+    try:
+        connect_mesh("x", "xy", open_listener(), {"y": fake.getsockname()}, b"h" * 16, 5.0)
+        pytest.fail("a malformed hello was accepted")
+    except PeerError as exc:
+        assert exc.party == "y" and where in str(exc), str(exc)
+    assert time.monotonic() - t0 < 2.0
+    th.join(5.0)
+    fake.close()
