@@ -194,12 +194,16 @@ def _progress(args: argparse.Namespace) -> bool:
 def _run_job(prog: str, body) -> int:
     """``body()`` with job errors as one line on stderr: 2 for a bad job or data, 1 for a failed
     computation, 130 on Ctrl-C; a bug (not a covault error) also prints its traceback."""
+    import warnings
+
     from covault.deploy.certs import CertificateError
     from covault.deploy.config import ConfigError
-    from covault.errors import CovaultError
+    from covault.errors import CovaultError, CovaultWarning
 
     try:
-        return body()
+        with warnings.catch_warnings():  # the result's warnings are printed as one line each
+            warnings.simplefilter("ignore", CovaultWarning)
+            return body()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -227,6 +231,7 @@ def _print_result(result: dict, args: argparse.Namespace, prog: str, extra: list
         if report is not None:
             print(f"{prog}: report written to {report}", file=sys.stderr, flush=True)
         print(json.dumps(json_safe(result), allow_nan=False), flush=True)
+        _print_warnings(prog, result)
         return
     print()
     print(format_table(result))
@@ -235,6 +240,13 @@ def _print_result(result: dict, args: argparse.Namespace, prog: str, extra: list
     if report is not None:
         print(f"report: {report.resolve()}")
     sys.stdout.flush()
+    _print_warnings(prog, result)
+
+
+def _print_warnings(prog: str, result: dict) -> None:
+    """One line on stderr per warning of a job result (``TrainingDivergedWarning``)."""
+    for w in result.get("warnings") or []:
+        print(f"{prog}: warning: {w['type']}: {w['message']}", file=sys.stderr, flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -485,6 +497,7 @@ def _print_party_result(result: dict, job, args: argparse.Namespace) -> None:
         import json
 
         print(json.dumps(json_safe(result), allow_nan=False), flush=True)
+        _print_warnings(f"covault party {args.name}", result)
         return
     stats = result["stats"]
     lines = [
@@ -503,6 +516,7 @@ def _print_party_result(result: dict, job, args: argparse.Namespace) -> None:
     if result.get("model_path"):
         lines.append(f"model written to {result['model_path']} (ONNX)")
     print("\n".join(lines), flush=True)
+    _print_warnings(f"covault party {args.name}", result)
 
 
 def _is_peer(exc: BaseException) -> bool:

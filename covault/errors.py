@@ -41,6 +41,11 @@ class BoundError(CovaultError, OverflowError):
     derived magnitude) says the operation could wrap around. Names the operation and the bound."""
 
 
+class ResourceError(CovaultError, MemoryError):
+    """The computation would need more memory than this host has available; raised before it
+    starts, with the estimate, what it grows with, and what the host has."""
+
+
 class CovaultWarning(UserWarning):
     """Base class of every warning covault issues on purpose."""
 

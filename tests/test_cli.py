@@ -173,6 +173,44 @@ def test_train_data_path_that_is_a_directory(tmp_path):
     )
 
 
+def test_train_refuses_an_mlp_larger_than_memory(tmp_path):
+    path = tiny_job(tmp_path)
+    text = path.read_text().replace('task = "logistic_regression"', 'task = "mlp"')
+    path.write_text(text.replace("epochs = 2", "epochs = 2\nhidden = [100000000]"))
+    out, err, code = covault("train", str(path), "--transport", "local", "--quiet")
+    assert code == 2 and out == ""
+    one_error_line(
+        err,
+        "covault train",
+        r"JobError: the job needs about \d+ GB of memory per compute party \(hidden layer of 100000000 units, "
+        r"4 features, 105 rows at once\), \d+ GB for the 3 parties holding shares on this host \(hospital_a, "
+        r"hospital_b, hospital_c\); this host has [\d.]+ [GM]B available( \(raised at party '\w+'\))?",
+    )
+
+
+def test_train_learning_rate_limit_and_divergence_warning(tmp_path):
+    path = tiny_job(tmp_path, "linear_regression")
+    path.write_text(path.read_text().replace("epochs = 2", "epochs = 2\nlearning_rate = 1e9"))
+    out, err, code = covault("train", str(path), "--transport", "local", "--json")
+    assert code == 2 and out == ""
+    one_error_line(
+        err, "covault train", r"JobError: \[model\]: learning_rate must be at most 10 .*, got 1000000000\.0"
+    )
+    path.write_text(path.read_text().replace("learning_rate = 1e9", "learning_rate = 10"))
+    out, err, code = covault("train", str(path), "--transport", "local", "--json")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # no Python warning text, no traceback
+    assert re.fullmatch(
+        r"covault train: warning: TrainingDivergedWarning: training diverged: the loss after epoch [12] is "
+        r".*; lower learning_rate \(now 10\)",
+        lines[0],
+    )
+    res = strict_json(out.strip().splitlines()[-1])
+    assert res["diverged"] is True
+    assert res["warnings"] == [{"type": "TrainingDivergedWarning", "message": lines[0].split(": ", 3)[3]}]
+
+
 def test_consortium_config_that_is_not_utf8(tmp_path):
     cfg = tmp_path / "consortium.toml"
     cfg.write_bytes(('# consortium of the caf\u00e9s\nprotocol = "rep3"\n').encode("latin-1"))
@@ -258,6 +296,7 @@ def test_party_runs_its_side_of_a_job_without_a_script(tmp_path, capsys):
         assert code == 0, f"{n}: {err}"
     res = strict_json(done["hospital_c"][0].strip().splitlines()[-1])
     assert res["party"] == "hospital_c" and res["roles"] == ["compute", "data", "receiver"]
+    assert res["diverged"] is False and res["warnings"] == []
     assert 0.75 <= res["metrics"]["accuracy"] <= 1.0 and len(res["loss_curve"]) == 2
     a_out, a_err, _ = done["hospital_a"]
     assert "party hospital_a (compute, data)" in a_out

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import covault
 from covault import jobs
+from covault.errors import TrainingDivergedWarning
 from covault.jobs import DataError, JobError, load_job, run_local
 from covault.jobs import program as job_program_module
 from covault.jobs.connectors import load_table
@@ -20,6 +25,8 @@ from covault.jobs.model import model_from_dict, predict_scores
 from covault.jobs.onnx_export import build_onnx, run_onnx
 from covault.jobs.plaintext import pooled_rows, roc_auc
 from covault.jobs.schema import agree
+from covault.ml import mlp
+from tests.test_cli import tiny_job
 
 pytest.importorskip("sklearn")
 
@@ -310,6 +317,74 @@ def test_missing_onnx_is_reported_by_the_receiver_before_computation(bc_job, mon
         run_quiet(bc_job)
 
 
+# -- limits: memory, learning rate, divergence -------------------------------------------------------
+def as_mlp(path: Path, hidden: int) -> Path:
+    """The demo job at ``path`` turned into an MLP job with one hidden layer of ``hidden`` units."""
+    text = path.read_text().replace('task = "logistic_regression"', 'task = "mlp"')
+    path.write_text(text.replace("learning_rate = 0.1", f"learning_rate = 0.1\nhidden = [{hidden}]"))
+    return path
+
+
+def test_mlp_job_larger_than_memory_is_refused_before_computation(bc_job, no_computation):
+    with pytest.raises(
+        JobError,
+        match=r"^the job needs about \d+ GB of memory per compute party \(hidden layer of 100000000 units, "
+        r"30 features, 398 rows at once\), \d+ GB for the 3 parties holding shares on this host "
+        r"\(hospital_a, hospital_b, hospital_c\); this host has [\d.]+ [GM]B available",
+    ):
+        run_quiet(as_mlp(bc_job, 100_000_000))
+
+
+@pytest.mark.parametrize("protocol", ["rep3", "2pc"])
+def test_memory_check_names_the_short_host_at_every_party(bc_job, monkeypatch, no_computation, protocol):
+    """Parties on separate hosts: each announces its memory; every party refuses alike."""
+    short = "hospital_b" if protocol == "rep3" else "dealer"
+    if protocol == "2pc":
+        bc_job.write_text(bc_job.read_text().replace('protocol = "rep3"', 'protocol = "2pc"').replace(
+            'compute = ["hospital_a", "hospital_b", "hospital_c"]', 'compute = ["hospital_a", "hospital_b"]'
+        ))  # fmt: skip
+
+    def memory():
+        return int(1e8) if threading.current_thread().name == f"covault-{short}" else int(1e12)
+
+    monkeypatch.setattr(mlp, "available_memory", memory)
+    job = load_job(as_mlp(bc_job, 5000))
+    program = jobs.job_program(job)
+
+    def refused(session):
+        try:
+            return program(session)
+        except JobError as exc:
+            return str(exc)
+
+    got = covault.run(refused, list(job.compute), job.protocol, data_parties=list(job.data_only))
+    assert len(got) == (3 if protocol == "rep3" else 4) and len(set(got.values())) == 1, got
+    assert re.fullmatch(
+        r"the job needs about 6\d\d MB of memory per compute party \(hidden layer of 5000 units, 30 "
+        rf"features, 398 rows at once\); the host of party '{short}' has 100 MB available",
+        got["hospital_a"],
+    )
+
+
+def test_diverging_training_warns_and_says_so_in_the_result(tmp_path):
+    path = tiny_job(tmp_path, "linear_regression")
+    path.write_text(path.read_text().replace("epochs = 2", "epochs = 2\nlearning_rate = 10"))
+    with pytest.warns(TrainingDivergedWarning) as caught:
+        res = run_quiet(path)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert re.fullmatch(
+        r"training diverged: the loss after epoch [12] is .*; lower learning_rate \(now 10\)", message
+    )
+    assert res["diverged"] is True
+    assert res["warnings"] == [{"type": "TrainingDivergedWarning", "message": message}]
+    path.write_text(path.read_text().replace("learning_rate = 10", "learning_rate = 0.05"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingDivergedWarning)
+        res = run_quiet(path)
+    assert res["diverged"] is False and res["warnings"] == []
+
+
 # -- bad input: clear errors before any secret computation -------------------------------------------
 def test_mismatched_columns(bc_job, no_computation):
     rewrite_csv(bc_job.parent / "hospital_b.csv", lambda c, r: (c[1:], [x[1:] for x in r]))
@@ -490,6 +565,8 @@ def test_bad_job_keys(tmp_path, edit, message):
         ({"learning_rate": "fast"}, r"\[model\]"),
         ({"hidden": [8]}, r"unknown key 'hidden' in \[model\] for task 'logistic_regression'"),
         ({"sigmoid": "tanh"}, r"\[model\]: sigmoid must be one of"),
+        ({"learning_rate": 1e9}, r"\[model\]: learning_rate must be at most 10 .*, got 1000000000\.0"),
+        ({"learning_rate": 10.5}, r"\[model\]: learning_rate must be at most 10 "),
     ],
 )
 def test_bad_model_keys(tmp_path, model, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ def run_local(
     Result keys: ``job``, ``task``, ``protocol``, ``partition``, ``transport``, ``label``,
     ``features``, ``parties`` (roles and row counts), ``compute``, ``dealer``,
     ``reveal_model_to``, ``hyperparameters``, ``train_rows``, ``test_rows``, ``metrics``,
-    ``loss_curve``, ``model``, ``model_out``, ``seconds`` (the slowest party's program),
+    ``loss_curve``, ``diverged``, ``warnings`` (:func:`~covault.jobs.program.job_program`;
+    each is also issued as a Python warning here, e.g. ``TrainingDivergedWarning``),
+    ``model``, ``model_out``, ``seconds`` (the slowest party's program),
     ``wall_seconds`` (including process start-up), ``phases`` (per step: the slowest compute
     party's seconds (the others mostly wait), bytes sent and rounds per party),
     ``bytes_sent``, ``bytes_received`` and ``rounds`` per party; ``psi`` for vertical jobs
@@ -47,7 +50,7 @@ def run_local(
         raise ValueError(f"transport must be 'tcp' or 'local', got {transport!r}")
     mode = resolve_mode(progress)
     watch = job.compute[0]
-    program = job_program(job, progress=(watch,) if mode != "off" else False)
+    program = job_program(job, progress=(watch,) if mode != "off" else False, shared_host=True)
     kind = (
         "threads" if transport == "local" else "processes, " + ("no TLS" if job.config.plaintext else "TLS")
     )
@@ -79,6 +82,7 @@ def run_local(
 
             say("training the centralised plaintext baseline", BASELINE)
             result["plaintext"] = centralised(job)
+    _warn(result)
     return result
 
 
@@ -115,6 +119,8 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         **_row_totals(job, schema, first.get("psi")),
         "metrics": first["metrics"],
         "loss_curve": first["loss_curve"],
+        "diverged": first.get("diverged"),
+        "warnings": first.get("warnings", []),
         "model": first["model"],
         "model_out": first["model_path"],
         "seconds": max(r["seconds"] for r in res.values()),
@@ -125,6 +131,15 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "rounds": {n: r["stats"]["rounds"] for n, r in res.items()},
         **_psi(first, phases),
     }
+
+
+def _warn(result: dict[str, Any]) -> None:
+    """Issue the warnings of the result (``TrainingDivergedWarning``) in this process."""
+    from covault import errors
+
+    for w in result["warnings"]:
+        cls = getattr(errors, w["type"], errors.CovaultWarning)
+        warnings.warn(w["message"], cls, stacklevel=3)
 
 
 def _psi(first: dict[str, Any], phases: dict[str, Any]) -> dict[str, Any]:

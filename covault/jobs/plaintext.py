@@ -114,16 +114,18 @@ def centralised(job) -> dict[str, Any]:
     """Train the job's model on the pooled plaintext rows: ``metrics``, ``loss_curve``,
     ``seconds`` and ``sklearn`` (None without scikit-learn)."""
     x_tr, y_tr, x_te, y_te = pooled_rows(job)
-    t0 = time.perf_counter()
-    ref = job.reference().fit(x_tr, y_tr)
-    seconds = time.perf_counter() - t0
-    epochs = int(job.model["epochs"])
-    curve = [
-        training_loss(job, job.reference(epochs=e).fit(x_tr, y_tr), x_tr, y_tr) for e in range(1, epochs)
-    ]
-    curve.append(training_loss(job, ref, x_tr, y_tr))
+    with np.errstate(all="ignore"):  # a diverging run overflows; its losses become inf / NaN
+        t0 = time.perf_counter()
+        ref = job.reference().fit(x_tr, y_tr)
+        seconds = time.perf_counter() - t0
+        epochs = int(job.model["epochs"])
+        curve = [
+            training_loss(job, job.reference(epochs=e).fit(x_tr, y_tr), x_tr, y_tr) for e in range(1, epochs)
+        ]
+        curve.append(training_loss(job, ref, x_tr, y_tr))
+        plain_metrics = metrics(job, ref, x_te, y_te)
     return {
-        "metrics": metrics(job, ref, x_te, y_te),
+        "metrics": plain_metrics,
         "loss_curve": curve,
         "seconds": seconds,
         "train_rows": len(y_tr),
@@ -133,7 +135,8 @@ def centralised(job) -> dict[str, Any]:
 
 
 def sklearn_baseline(job, x_tr, y_tr, x_te, y_te) -> dict[str, Any] | None:
-    """scikit-learn's model for the task (standardised features) on the same rows."""
+    """scikit-learn's model for the task (standardised features) on the same rows; where it
+    fails (a diverging learning rate), ``metrics`` is empty and ``error`` says why."""
     try:
         from sklearn import linear_model, neural_network
         from sklearn.exceptions import ConvergenceWarning
@@ -168,8 +171,11 @@ def sklearn_baseline(job, x_tr, y_tr, x_te, y_te) -> dict[str, Any] | None:
         name = f"MLPClassifier({tuple(p['hidden'])})"
     pipe = make_pipeline(StandardScaler(), est)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pipe.fit(x_tr, y_tr)
-    seconds = time.perf_counter() - t0
-    return {"model": name, "metrics": metrics(job, pipe, x_te, y_te), "seconds": seconds}
+        try:
+            pipe.fit(x_tr, y_tr)
+        except (ValueError, FloatingPointError) as exc:
+            return {"model": name, "metrics": {}, "seconds": None, "error": str(exc)}
+        seconds = time.perf_counter() - t0
+        return {"model": name, "metrics": metrics(job, pipe, x_te, y_te), "seconds": seconds}

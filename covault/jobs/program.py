@@ -41,23 +41,31 @@ from covault import ring
 from covault.jobs.align import align
 from covault.jobs.data import PartyRows, VerticalRows, load_party_rows, load_vertical_rows
 from covault.jobs.errors import JobError
+from covault.jobs.memory import check_memory, memory_status
 from covault.jobs.model import model_to_dict
 from covault.jobs.schema import Schema, agree, agree_vertical, announce
 
 AUC_MAX_ROWS = 4000  # AUC compares all pairs of held-out rows; skipped above this
 
 
-def job_program(job, *, progress: bool | Iterable[str] = False) -> Callable[[Any], dict[str, Any]]:
+def job_program(
+    job, *, progress: bool | Iterable[str] = False, shared_host: bool = False
+) -> Callable[[Any], dict[str, Any]]:
     """The picklable program ``program(session) -> dict`` of ``job`` (module docstring).
 
     ``progress``: print one line per step to stderr (True: at every party; a list of party
     names: at those only). Returns, at every party: ``party``, ``roles``, ``schema``,
     ``metrics``, ``loss_curve``, ``model`` (JSON-ready weights) and ``model_path`` (None except
-    at receivers), ``seconds``, ``phases`` (seconds, bytes sent, rounds per step) and ``stats``.
+    at receivers), ``diverged`` (whether the revealed loss curve shows that training diverged,
+    :func:`covault.ml.linear.loss_divergence`; None except at receivers), ``warnings`` (a list
+    of ``{"type", "message"}``: ``TrainingDivergedWarning`` when diverged), ``seconds``,
+    ``phases`` (seconds, bytes sent, rounds per step) and ``stats``. ``shared_host``: every
+    party runs on this host (:func:`covault.jobs.run_local`), so the memory check of MLP jobs
+    (:mod:`covault.jobs.memory`) counts the parties holding shares together.
     """
     if not isinstance(progress, bool):
         progress = tuple(progress)
-    return functools.partial(run_job_party, job, progress=progress)
+    return functools.partial(run_job_party, job, progress=progress, shared_host=shared_host)
 
 
 def roles(job, party: str, dealer: str | None = None) -> list[str]:
@@ -123,7 +131,9 @@ def _check_session(job, session) -> None:
         raise JobError(f"data parties {missing} of the job are not part of this session")
 
 
-def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> dict[str, Any]:
+def run_job_party(
+    job, session, *, progress: bool | tuple[str, ...] = False, shared_host: bool = False
+) -> dict[str, Any]:
     """Party ``session.party``'s side of ``job`` (see :func:`job_program`)."""
     start = time.perf_counter()
     me = session.party
@@ -159,6 +169,7 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
             local_error = exc
             status["error"] = str(exc) if str(exc).startswith("party ") else f"party {me!r}: {exc}"
             status["error_type"] = type(exc).__name__
+        status.update(memory_status(job, session))
 
     # 2. agree
     with steps("schema"):
@@ -168,6 +179,8 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
     psi = None
     if vertical:
         vschema = agree_vertical(job, statuses, me)
+        most = min(sum(vschema.id_counts[p]) for p in job.data_parties)  # rows after the intersection
+        check_memory(job, session, statuses, len(vschema.features), most, most, shared_host=shared_host)
         say(
             f"schema agreed: {len(job.data_parties)} data parties, {len(vschema.features)} features, "
             f"label at {vschema.label_party!r}"
@@ -191,6 +204,8 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
             x_tr, y_tr, x_te, y_te = _share_columns(job, session, vschema, alignment, rows)
     else:
         schema = agree(job, statuses, me)
+        n_rows, at_once = schema.n_train + schema.n_test, max(schema.n_train, schema.n_test)
+        check_memory(job, session, statuses, len(schema.features), n_rows, at_once, shared_host=shared_host)
         say(
             f"schema agreed: {len(job.data_parties)} data parties, {schema.n_train} training and "
             f"{schema.n_test} held-out rows, {len(schema.features)} features"
@@ -217,6 +232,13 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
     with steps("reveal"):
         curve = est.loss_curve_.reveal(to)
         public = est.reveal(to)
+    warned = []
+    if curve is not None:
+        from covault.ml.linear import loss_divergence
+
+        reason = loss_divergence(est, curve)
+        if reason is not None:
+            warned.append({"type": "TrainingDivergedWarning", "message": reason})
     weights = model_to_dict(public) if public is not None else None
     model_path = None
     if weights is not None and job.model_out is not None:
@@ -241,6 +263,8 @@ def run_job_party(job, session, *, progress: bool | tuple[str, ...] = False) -> 
         "psi": psi,
         "metrics": metrics,
         "loss_curve": None if curve is None else [float(v) for v in np.asarray(curve).reshape(-1)],
+        "diverged": None if curve is None else bool(warned),
+        "warnings": warned,
         "model": weights,
         "model_path": model_path,
         "seconds": time.perf_counter() - start,

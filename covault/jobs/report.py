@@ -105,7 +105,9 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("(metrics are revealed only to " + ", ".join(result["reveal_model_to"]) + ")")
     plain = result.get("plaintext") or {}
     if plain.get("sklearn"):
-        lines.append(f"(scikit-learn: {plain['sklearn']['model']} on standardised features)")
+        sk = plain["sklearn"]
+        failed = f" failed: {sk['error']}" if sk.get("error") else ""
+        lines.append(f"(scikit-learn: {sk['model']} on standardised features{failed})")
     lines += ["", f"{'party':<16}{'roles':<26}{'rows':>12}{'MB sent':>10}{'MB recv':>10}{'rounds':>8}"]
     for name, info in result["parties"].items():
         rows = f"{info['train_rows']}/{info['test_rows']}" if "data" in info["roles"] else "-"
@@ -183,6 +185,7 @@ table { border-collapse: collapse; margin: .5em 0; }
 th, td { border-bottom: 1px solid #ddd; padding: .35em .8em; text-align: right; }
 th:first-child, td:first-child, .l { text-align: left; }
 .note { color: #666; font-size: .9em; }
+.warn { color: #b00020; font-weight: 600; }
 code { background: #f3f3f3; padding: 0 .25em; }
 """
 
@@ -230,6 +233,10 @@ def render_html(result: dict[str, Any]) -> str:
     )
     psi = psi_line(result)
     psi_html = f"<p>{e(psi[0].upper() + psi[1:])}.</p>\n" if psi else ""
+    warn_html = "".join(
+        f'<p class="warn">Warning ({e(w["type"])}): {e(w["message"])}.</p>\n'
+        for w in result.get("warnings") or []
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>covault job report: {e(result["task"])}</title>
@@ -251,7 +258,7 @@ Protocol <code>{e(result["protocol"])}</code> with compute parties {e(", ".join(
 baseline trains the same algorithm on the same rows pooled in one place (possible only in a local
 run).{sk_note}</p>
 <h2>Training loss per epoch</h2>
-{_svg_curves(curves)}
+{warn_html}{_svg_curves(curves)}
 <p class="note">Mean loss on all training rows after each epoch (cross-entropy; regression: mean squared
 error of the standardised target), without the penalty term.</p>
 <h2>Parties</h2>

@@ -3,8 +3,9 @@
 One round: every party sends every other party a short JSON status. A data party's status
 holds its column names (label included, file order) and its numbers of training and held-out
 rows; every party's status holds the job's fingerprint (:meth:`Job.fingerprint`: task, label,
-parties, seed, hyper-parameters) and, if it could not prepare (unreadable data, a bad value,
-``onnx`` missing at a model receiver), the error message and its type (the message names
+parties, seed, hyper-parameters), for MLP jobs at the compute parties and the dealer the
+memory available on its host (:mod:`covault.jobs.memory`) and, if it could not prepare
+(unreadable data, a bad value, ``onnx`` missing at a model receiver), the error message and its type (the message names
 files, columns and rows but never a value). That is the complete public metadata of a job; label classes and values
 stay secret (the class check in :mod:`covault.jobs.program` opens a single bit).
 

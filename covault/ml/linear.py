@@ -27,11 +27,13 @@ public copies.
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
-from covault.errors import ProtocolError, ShapeError
+from covault.errors import ProtocolError, ShapeError, TrainingDivergedWarning
 from covault.ml import batching
 from covault.ml.preprocessing import StandardScaler, concat_cols, mul_to
 from covault.nn import BCEWithLogitsLoss, Linear, MSELoss
@@ -44,6 +46,19 @@ from covault.tensor import SecretTensor, concatenate, stack
 
 SHUFFLES = ("once", "epoch", "none")
 PENALTIES = ("l2", None)
+MAX_LEARNING_RATE = 10.0  # a larger step overflows the fixed-point update bound (SGD 16, Adam 64)
+DIVERGENCE_FACTOR = 2.0  # last loss above this multiple of the trivial model's: diverged
+NEGATIVE_LOSS = -0.05  # a mean loss below this is impossible: fixed-point values wrapped around
+
+
+def check_learning_rate(learning_rate: float) -> None:
+    """ValueError unless ``0 < learning_rate <= MAX_LEARNING_RATE``."""
+    if not learning_rate <= MAX_LEARNING_RATE:
+        raise ValueError(
+            f"learning_rate must be at most {MAX_LEARNING_RATE:g} (with standardised features a "
+            f"larger step overflows the fixed-point weight update; usual values are 0.001 to 1), "
+            f"got {learning_rate!r}"
+        )
 
 
 class _LinearParams:
@@ -62,6 +77,7 @@ class _LinearParams:
         seed: int = 0,
     ):
         batching.check_hyper(epochs, batch_size, learning_rate)
+        check_learning_rate(learning_rate)
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
         if shuffle not in SHUFFLES:
@@ -72,6 +88,11 @@ class _LinearParams:
 
     def _penalty(self, n: int) -> float:
         return self.alpha
+
+    def _trivial_loss(self) -> float | None:
+        """Training loss of the zero model (the mean): 1 on the standardised target; unknown
+        (None) without standardisation."""
+        return 1.0 if self.standardize else None
 
 
 class _LogisticParams(_LinearParams):
@@ -91,6 +112,10 @@ class _LogisticParams(_LinearParams):
         if self.penalty is None:
             return 0.0
         return self.alpha if self.alpha else 1.0 / (self.C * n)
+
+    def _trivial_loss(self) -> float | None:
+        """Cross-entropy of the zero model (probability 1/2 everywhere): ln 2."""
+        return math.log(2.0)
 
 
 # -- plaintext -----------------------------------------------------------------------------------
@@ -351,6 +376,48 @@ def train_epochs(est, model, loss, opt, x, y, track_loss, on_epoch) -> SecretTen
         if on_epoch is not None:
             on_epoch(epoch + 1)
     return epoch_losses(loss, outputs) if track_loss else None
+
+
+def loss_divergence(est, curve) -> str | None:
+    """Why the revealed per-epoch training losses ``curve`` of ``est`` show that training
+    diverged, or None.
+
+    Diverged: a loss is not finite or below ``NEGATIVE_LOSS`` (a mean of non-negative losses:
+    the fixed-point values wrapped around), or the last epoch's loss exceeds
+    ``DIVERGENCE_FACTOR`` times the trivial model's (ln 2 for logistic regression, 1 for
+    linear regression on the standardised target, ln(n_classes) for the MLP; the first
+    epoch's loss where that is unknown)."""
+    values = np.asarray(curve, dtype=np.float64).reshape(-1)
+    if not values.size:
+        return None
+    hint = f"; lower learning_rate (now {est.learning_rate:g})"
+    for epoch, v in enumerate(values, 1):
+        if not math.isfinite(v):
+            return f"training diverged: the loss after epoch {epoch} is {v}{hint}"
+        if v < NEGATIVE_LOSS:
+            return (
+                f"training diverged: the loss after epoch {epoch} is {v:.4g}, below 0 "
+                f"(the fixed-point values overflowed){hint}"
+            )
+    ref, what = est._trivial_loss(), "the trivial model's loss"
+    if ref is None:
+        ref, what = values[0], "the loss after epoch 1"
+    if values[-1] > DIVERGENCE_FACTOR * ref:
+        return (
+            f"training diverged: the loss after epoch {len(values)} is {values[-1]:.4g}, more than "
+            f"{DIVERGENCE_FACTOR:g} times {what} ({ref:.4g}){hint}"
+        )
+    return None
+
+
+def check_loss_curve(est, curve) -> str | None:
+    """Warn :class:`~covault.errors.TrainingDivergedWarning` if the revealed per-epoch losses
+    ``curve`` of ``est`` (``est.loss_curve_.reveal(...)``) show that training diverged
+    (:func:`loss_divergence`); the warning's message, or None."""
+    reason = loss_divergence(est, curve)
+    if reason is not None:
+        warnings.warn(reason, TrainingDivergedWarning, stacklevel=2)
+    return reason
 
 
 def eval_outputs(model, x: SecretTensor, target: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
