@@ -335,6 +335,20 @@ def test_mlp_job_larger_than_memory_is_refused_before_computation(bc_job, no_com
         run_quiet(as_mlp(bc_job, 100_000_000))
 
 
+def test_vertical_mlp_job_larger_than_memory_is_refused_before_the_intersection(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the intersection started before the memory check")
+
+    monkeypatch.setattr(job_program_module, "align", boom)
+    path = as_mlp(make_breast_cancer_job(tmp_path, vertical=True), 100_000_000)
+    with pytest.raises(
+        JobError,
+        match=r"^the job needs about \d+ GB of memory per compute party \(hidden layer of 100000000 units, "
+        r"30 features, 512 rows at once\), \d+ GB for the 3 parties holding shares on this host",
+    ):
+        run_quiet(path)
+
+
 @pytest.mark.parametrize("protocol", ["rep3", "2pc"])
 def test_memory_check_names_the_short_host_at_every_party(bc_job, monkeypatch, no_computation, protocol):
     """Parties on separate hosts: each announces its memory; every party refuses alike."""
