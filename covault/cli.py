@@ -440,7 +440,7 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
     listener = None if args.listen_fd is None else socket.socket(fileno=args.listen_fd)
     session_job = args.job or ""
     if job is not None and args.script is None and not args.job:
-        session_job = f"job {job.fingerprint()}"  # parties of other jobs (or files) refuse this one
+        session_job = job.fingerprint_parts()  # parties of other jobs refuse this one, naming the keys
     kw = {"job": session_job, "transcript_dir": transcript_dir(args.transcript), "listener": listener}
     try:
         if job is not None and args.script is None:

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from covault import ring
@@ -144,24 +144,40 @@ def raise_first(errors: dict[str, BaseException], order: list[str]) -> None:
 
 
 # -- one party of a consortium -----------------------------------------------------------------------
-def config_session_id(config, job: str = "") -> bytes:
-    """The 16-byte session id of a consortium job: SHA-256 of what every party must agree on
-    (protocol, dealer, compute parties, data parties in order, fractional bits, every party's
-    address, TLS on/off) and the job name. Parties started from different configs, or for
-    different jobs, refuse each other.
+def agreement_digests(fields: Mapping[str, Any]) -> dict[str, str]:
+    """Hex SHA-256 of each field's canonical JSON, keyed by field name: what parties compare."""
+    out = {}
+    for key, value in fields.items():
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        out[key] = hashlib.sha256(b"covault agreed v1\0" + key.encode() + b"\0" + text.encode()).hexdigest()
+    return out
+
+
+def config_session_id(config, job: str | Mapping[str, Any] = "") -> bytes:
+    """The 16-byte session id of a consortium job (a :class:`~covault.transport.tcp.SessionId`):
+    SHA-256 of digests of what every party must agree on (protocol, dealer, compute parties, the
+    parties in session order, every party's address, fractional bits, TLS on/off) and of the
+    job: a name, or a mapping of the job's keys to values or digests
+    (:meth:`~covault.jobs.spec.Job.fingerprint_parts`; a key also in the list above replaces it).
+    Parties started from different configs, or for different jobs, refuse each other; the id
+    carries a short digest per key, so that both name the keys that differ.
     """
-    agreed = {
+    from covault.transport.tcp import DIGEST_BYTES, SessionId
+
+    agreed: dict[str, Any] = {
         "protocol": config.protocol,
         "dealer": config.dealer,
         "compute": list(config.compute),
-        "data": list(config.data),
+        "parties": list(config.names),
         "frac_bits": config.frac_bits,
-        "parties": {n: p.address for n, p in sorted(config.parties.items())},
         "tls": not config.plaintext,
-        "job": job,
     }
-    blob = json.dumps(agreed, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(b"covault session id v1\0" + blob).digest()[:16]
+    agreed.update({f"parties.{n}.address": p.address for n, p in config.parties.items()})
+    parts = agreement_digests(agreed)
+    parts.update(agreement_digests({"job": job} if isinstance(job, str) else job))
+    blob = json.dumps(sorted(parts.items()), separators=(",", ":")).encode()
+    digest = hashlib.sha256(b"covault session id v2\0" + blob).digest()[:16]
+    return SessionId(digest, {k: bytes.fromhex(v)[:DIGEST_BYTES] for k, v in parts.items()})
 
 
 @contextlib.contextmanager
@@ -169,7 +185,7 @@ def config_session(
     config,
     name: str,
     *,
-    job: str = "",
+    job: str | Mapping[str, Any] = "",
     transcript_dir: str | os.PathLike | None = None,
     listener: socket.socket | None = None,
     bind: str | None = None,

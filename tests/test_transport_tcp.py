@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import pickle
 import socket
 import struct
 import sys
@@ -15,7 +17,7 @@ import pytest
 
 import covault
 from covault.errors import CovaultError, PeerError
-from covault.transport import launch
+from covault.transport import launch, tcp
 from covault.transport.framing import (
     HEADER,
     KIND_DATA,
@@ -28,7 +30,14 @@ from covault.transport.framing import (
     encode_frame,
     read_frame,
 )
-from covault.transport.tcp import TcpTransport, connect_mesh, open_listener, send_buffers
+from covault.transport.tcp import (
+    SessionId,
+    SessionMismatchError,
+    TcpTransport,
+    connect_mesh,
+    open_listener,
+    send_buffers,
+)
 
 ULP = 2.0**-16
 
@@ -342,13 +351,41 @@ def test_mesh_connects_every_pair_and_checks_the_session_id():
         for t in transports.values():
             t.close()
 
-    got = _mesh(("x", "y"), {"x": sid, "y": b"o" * 16}, 0.5)
-    assert isinstance(got["x"], PeerError) and "party 'y'" in str(got["x"])
-    assert "session id mismatch" in str(got["x"])
-    assert isinstance(got["y"], PeerError) and "party 'x'" in str(got["y"])
-    assert "refused 1 connection(s)" in str(got["y"]) and "claiming to be 'x': session id mismatch" in str(
-        got["y"]
-    )
+    t0 = time.monotonic()
+    got = _mesh(("x", "y"), {"x": sid, "y": b"o" * 16}, 10.0)
+    assert time.monotonic() - t0 < 3.0  # both sides at once, not after the timeout
+    for me, peer in (("x", "y"), ("y", "x")):
+        assert type(got[me]) is SessionMismatchError and got[me].party == peer
+        assert "session id mismatch" in str(got[me]) and got[me].keys == ()
+
+
+def test_parties_of_different_jobs_name_the_keys_that_differ_at_once(caplog):
+    """Session ids with manifests (digests per key): both parties fail at once, naming the keys
+    that differ; a manifest too large for the hello goes per top-level key."""
+    digest = {
+        k: bytes([i]) * 8 for i, k in enumerate(["protocol", "model.epochs", "model.learning_rate", "seed"])
+    }
+    mine = SessionId(b"a" * 16, digest)
+    theirs = SessionId(b"b" * 16, {**digest, "model.epochs": b"\xee" * 8, "label": b"\1" * 8})
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="covault.transport"):
+        got = _mesh(("x", "y", "z"), {"x": mine, "y": mine, "z": theirs}, 10.0)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 3.0, elapsed
+    for me, peer in (("x", "z"), ("y", "z"), ("z", "x")):
+        err = got[me]
+        assert isinstance(err, SessionMismatchError) and err.keys == ("label", "model.epochs"), (me, err)
+        assert str(err) == (
+            f"party {peer!r}: session id mismatch: it runs another job or consortium config; "
+            "keys that differ: label, model.epochs"
+        )
+    assert any("keys that differ: label, model.epochs" in r.getMessage() for r in caplog.records)
+    big = {f"parties.p{i:03}.address": bytes([i]) * 8 for i in range(200)}
+    blob = tcp._encode_manifest({**big, "seed": b"s" * 8})
+    assert len(blob) <= tcp.MANIFEST_MAX_BYTES
+    assert sorted(tcp._decode_manifest(blob)) == ["parties", "seed"]
+    sid = pickle.loads(pickle.dumps(mine))
+    assert sid == mine and sid.manifest == mine.manifest
 
 
 # -- covault.run over tcp -----------------------------------------------------------------------

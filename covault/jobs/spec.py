@@ -148,9 +148,9 @@ class Job:
         }[self.task]
         return cls(**{**self.model, **override}, seed=self.seed)
 
-    def fingerprint(self) -> str:
-        """Hex digest of everything every party must agree on (checked before any computation)."""
-        agreed = {
+    def _agreed(self) -> dict[str, Any]:
+        """Everything every party must agree on, normalised (tuples as lists)."""
+        return {
             "task": self.task,
             "label": self.label,
             "partition": self.partition,
@@ -164,8 +164,21 @@ class Job:
             "frac_bits": self.config.frac_bits,
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.model.items())},
         }
-        blob = json.dumps(agreed, sort_keys=True, separators=(",", ":")).encode()
+
+    def fingerprint(self) -> str:
+        """Hex digest of everything every party must agree on (checked before any computation)."""
+        blob = json.dumps(self._agreed(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(b"covault job v1\0" + blob).hexdigest()
+
+    def fingerprint_parts(self) -> dict[str, str]:
+        """Hex digest per key of :meth:`fingerprint`'s content, ``model.NAME`` per hyper-parameter
+        (``data``: the data parties in order): the session id covers these, so that parties
+        started from different job files name the keys that differ."""
+        from covault.runtime import agreement_digests
+
+        agreed = self._agreed()
+        agreed.update({f"model.{k}": v for k, v in agreed.pop("model").items()})
+        return agreement_digests(agreed)
 
 
 def load_job(path: str | Path) -> Job:

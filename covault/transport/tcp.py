@@ -9,10 +9,10 @@ connection:
 1. :func:`prepare_socket` (the one place where sockets are set up): socket options, then, with
    TLS, the mutual TLS 1.3 handshake (:mod:`covault.transport.tls`); the connecting side
    requires the peer's certificate to name the party it dialled;
-2. hello frames both ways: ``[session id, party name, incarnation nonce]``. The accepting side
-   checks the session id, that the name is a party expected to connect, and (TLS) that the
-   peer's certificate names it; then answers, and the connecting side checks the answer the
-   same way;
+2. hello frames both ways: ``[session id, party name, incarnation nonce, manifest]``. The
+   accepting side checks (TLS) that the peer's certificate names the party it claims to be, the
+   session id, and that it is a party expected to connect; then answers, and the connecting
+   side checks the answer the same way;
 3. both derive the connection tag ``SHA-256(session id, both names, both nonces)[:8]``, which
    every later frame carries and the reader checks (:mod:`covault.transport.framing`).
 
@@ -36,15 +36,24 @@ strangers that start a handshake and stall hold their address's slots for 5 s at
 once; refusals are logged each (logger ``covault.transport``).
 
 Session ids: ``covault.run`` draws a random 16-byte id per run; ``covault party`` derives it
-from the consortium config and the job name (see :func:`covault.runtime.config_session_id`).
-The incarnation nonce is random per party process. The id is checked once per connection and
-then carried by every frame as the connection tag (8 bytes per frame, one comparison): TLS
-already binds a connection to two authenticated parties, and the tag also binds each frame to
-this session and to both parties' current incarnations, with or without TLS. A connection from another job (other id),
-an unexpected or already connected party, or a certificate for another name is refused with an
-abort frame giving the reason, logged on logger ``covault.transport``, and does not disturb the
-session. After set-up the listener stays open (:class:`LateJoinGuard`) only to refuse late or
-restarted parties with a clear reason; a restarted party cannot rejoin a running session.
+from the consortium config and the job (see :func:`covault.runtime.config_session_id`). The
+incarnation nonce is random per party process. The id is checked once per connection and then
+carried by every frame as the connection tag (8 bytes per frame, one comparison): TLS already
+binds a connection to two authenticated parties, and the tag also binds each frame to this
+session and to both parties' current incarnations, with or without TLS. A derived id is a
+:class:`SessionId` with a manifest, ``{key: 8-byte digest}`` of what it was derived from (the
+config's agreed fields, the job's keys), at most :data:`MANIFEST_MAX_BYTES` in the hello (one
+entry per top-level key beyond that); it reveals only digests of what every party of the job
+holds. When the ids differ, the accepting party refuses with its own manifest, and during
+set-up both parties raise :class:`SessionMismatchError` at once naming the other party and the
+keys that differ; each goes on dialling and answering its other parties for up to
+:data:`MISMATCH_GRACE` seconds, so that they learn it too (without TLS anyone can claim to be a
+party and stop the set-up this way, as in many others). An unexpected or already connected
+party, or a certificate for another name, is refused with an abort frame giving the reason,
+logged on logger ``covault.transport``, and does not disturb the session. After set-up the
+listener stays open (:class:`LateJoinGuard`) only to refuse late or restarted parties (and
+those of another session, with the keys that differ) with a clear reason; a restarted party
+cannot rejoin a running session.
 
 Messages (:class:`TcpTransport`): the party's own thread does all I/O, on non-blocking sockets, with
 no thread hand-off per message. ``exchange`` (one round) queues one frame per destination
@@ -113,6 +122,8 @@ __all__ = [
     "HOST",
     "SESSION_ID_BYTES",
     "LateJoinGuard",
+    "SessionId",
+    "SessionMismatchError",
     "TcpTransport",
     "connect_mesh",
     "open_listener",
@@ -125,6 +136,9 @@ SPIN = 10  # looks (poll without waiting, yielding the core in between) before a
 HANDSHAKE_MAX_BYTES = 1 << 12
 SESSION_ID_BYTES = 16
 NONCE_BYTES = 16
+DIGEST_BYTES = 8  # per key of a session manifest
+MANIFEST_MAX_BYTES = 2048  # a larger manifest is sent per top-level key (see _encode_manifest)
+MISMATCH_GRACE = 5.0  # after a session mismatch, how long a party goes on telling the others
 
 # Limits on incoming connections (module docstring, "Denial of service").
 BACKLOG = 128  # listen queue of a party's socket
@@ -188,50 +202,152 @@ def connection_tag(session_id: bytes, connector: tuple[str, bytes], acceptor: tu
     return h.digest()[:8]
 
 
+# -- session ids and their manifests -------------------------------------------------------------
+class SessionId(bytes):
+    """A session id with its manifest: ``{key: digest}`` of what the id was derived from (each
+    digest :data:`DIGEST_BYTES` long), so that parties whose ids differ can name the keys that
+    differ (:func:`covault.runtime.config_session_id`)."""
+
+    manifest: dict[str, bytes]
+
+    def __new__(cls, value: bytes, manifest: Mapping[str, bytes] | None = None) -> SessionId:
+        self = super().__new__(cls, value)
+        self.manifest = {str(k): bytes(v)[:DIGEST_BYTES] for k, v in (manifest or {}).items()}
+        return self
+
+    def __reduce__(self):
+        return (SessionId, (bytes(self), self.manifest))
+
+
+class SessionMismatchError(PeerError):
+    """A peer runs another session: another job or consortium config; ``keys`` names the keys
+    whose digests differ (empty when unknown)."""
+
+    def __init__(self, party: str, keys: Sequence[str] = ()):
+        self.keys = tuple(keys)
+        if self.keys:
+            text = f"{_SESSION_MISMATCH_HEAD}: it runs another job or consortium config; keys that differ: "
+            super().__init__(party, text + ", ".join(self.keys))
+        else:
+            super().__init__(party, _SESSION_MISMATCH)
+
+
+def _encode_manifest(manifest: Mapping[str, bytes]) -> bytes:
+    """Entries ``key length u8 | key | digest``, sorted by key; when that exceeds
+    :data:`MANIFEST_MAX_BYTES`, one entry per top-level key (the part before the first dot)."""
+
+    def entries(items) -> bytes:
+        out = bytearray()
+        for key, digest in sorted(items):
+            raw = key.encode()[:255]
+            out += bytes([len(raw)]) + raw + digest[:DIGEST_BYTES].ljust(DIGEST_BYTES, b"\0")
+        return bytes(out)
+
+    blob = entries(manifest.items())
+    if len(blob) <= MANIFEST_MAX_BYTES:
+        return blob
+    groups: dict[str, hashlib._Hash] = {}
+    for key, digest in sorted(manifest.items()):
+        h = groups.setdefault(key.split(".", 1)[0], hashlib.sha256(b"covault manifest group v1\0"))
+        h.update(len(key.encode()).to_bytes(2, "little") + key.encode() + digest)
+    blob = entries((k, h.digest()) for k, h in groups.items())
+    return blob if len(blob) <= MANIFEST_MAX_BYTES else b""
+
+
+def _decode_manifest(blob: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    i = 0
+    while i < len(blob):
+        n = blob[i]
+        if i + 1 + n + DIGEST_BYTES > len(blob):
+            raise FrameError("malformed session manifest in hello frame")
+        out[blob[i + 1 : i + 1 + n].decode(errors="replace")] = blob[i + 1 + n : i + 1 + n + DIGEST_BYTES]
+        i += 1 + n + DIGEST_BYTES
+    return out
+
+
+def _differing(mine: Mapping[str, bytes], theirs: Mapping[str, bytes] | None) -> list[str]:
+    """Keys whose digests differ, or that only one side has (none if either manifest is empty)."""
+    if not mine or not theirs:
+        return []
+    return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+
+
 # -- hello frames --------------------------------------------------------------------------------
 class _Refused(FrameError):
-    """The peer answered the hello with a refusal (its reason is the message)."""
+    """The peer answered the hello with a refusal (its reason is the message; ``manifest``: its
+    session manifest, sent with a session id mismatch)."""
+
+    def __init__(self, reason: str, manifest: dict[str, bytes] | None = None):
+        super().__init__(reason)
+        self.manifest = manifest
 
 
-def _send_hello(ch: SocketChannel, name: str, session_id: bytes, nonce: bytes) -> None:
-    parts = [np.frombuffer(b, dtype=np.uint8) for b in (session_id, name.encode(), nonce)]
+def _send_hello(ch: SocketChannel, name: str, session_id: bytes, nonce: bytes, manifest: bytes) -> None:
+    parts = [np.frombuffer(b, dtype=np.uint8) for b in (session_id, name.encode(), nonce, manifest)]
     header, bufs = encode_frame(parts, KIND_HELLO)
     ch.send_buffers([header, *bufs])
 
 
-def _send_refusal(ch: SocketChannel, reason: str) -> None:
+def _send_refusal(ch: SocketChannel, reason: str, manifest: bytes | None = None) -> None:
     with contextlib.suppress(OSError, ssl.SSLError):
-        header, bufs = encode_frame([np.frombuffer(reason.encode()[:1024], np.uint8)], KIND_ABORT)
+        parts = [np.frombuffer(reason.encode()[:1024], np.uint8)]
+        if manifest is not None:
+            parts.append(np.frombuffer(manifest, np.uint8))
+        header, bufs = encode_frame(parts, KIND_ABORT)
         ch.send_buffers([header, *bufs])
 
 
-def _read_hello(ch: SocketChannel) -> tuple[bytes, str, bytes]:
-    """(session id, name, nonce) from a hello frame; _Refused, FrameError, EOFError or OSError
-    otherwise."""
+def _read_hello(ch: SocketChannel) -> tuple[bytes, str, bytes, dict[str, bytes]]:
+    """(session id, name, nonce, manifest) from a hello frame; _Refused, FrameError, EOFError or
+    OSError otherwise."""
     kind, arrays, _ = read_frame(FrameReader(ch.recv_into, 1 << 13, greedy=False), HANDSHAKE_MAX_BYTES)
-    if kind == KIND_ABORT and len(arrays) == 1:
-        raise _Refused(arrays[0].tobytes().decode(errors="replace"))
-    if kind != KIND_HELLO or len(arrays) != 3 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
+    if kind == KIND_ABORT and len(arrays) in (1, 2) and all(a.dtype == np.uint8 for a in arrays):
+        manifest = _decode_manifest(arrays[1].tobytes()) if len(arrays) == 2 else None
+        raise _Refused(arrays[0].tobytes().decode(errors="replace"), manifest)
+    if kind != KIND_HELLO or len(arrays) != 4 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
         raise FrameError("expected a hello frame")
-    sid, raw_name, nonce = (a.tobytes() for a in arrays)
+    sid, raw_name, nonce, manifest = (a.tobytes() for a in arrays)
     if len(sid) != SESSION_ID_BYTES or len(nonce) != NONCE_BYTES or not 0 < len(raw_name) <= 255:
         raise FrameError("hello frame with a session id, party name or nonce of the wrong length")
     try:
         name = raw_name.decode()
     except UnicodeDecodeError:
         raise FrameError("party name in hello frame is not UTF-8") from None
-    return sid, name, nonce
+    return sid, name, nonce, _decode_manifest(manifest)
 
 
 class _Handshake:
     """What this party says and expects in every handshake of one session."""
 
-    def __init__(self, me: str, session_id: bytes, tls: TlsIdentity | None, nonce: bytes | None = None):
+    def __init__(
+        self,
+        me: str,
+        session_id: bytes,
+        tls: TlsIdentity | None,
+        nonce: bytes | None = None,
+        manifest: Mapping[str, bytes] | None = None,
+    ):
         self.me = me
-        self.session_id = session_id
+        self.session_id = bytes(session_id)
         self.tls = tls
         self.nonce = nonce or secrets.token_bytes(NONCE_BYTES)
+        if manifest is None:
+            manifest = getattr(session_id, "manifest", None) or {}
+        self.blob = _encode_manifest(manifest)  # as sent
+        self.manifest = _decode_manifest(self.blob)  # as the peers see it
         self.failed = threading.Event()  # set when set-up is abandoned: stops retry loops
+        self.grace_end: float | None = None  # a party runs another session: tell the rest until then
+
+    def mismatch(self) -> None:
+        """A party runs another session: keep dialling and answering the others (so that they
+        learn it too) for :data:`MISMATCH_GRACE` seconds at most, then stop."""
+        if self.grace_end is None:
+            self.grace_end = time.monotonic() + MISMATCH_GRACE
+
+    def stopping(self) -> bool:
+        """Whether retry loops must end (set-up abandoned, or the mismatch grace is over)."""
+        return self.failed.is_set() or (self.grace_end is not None and time.monotonic() >= self.grace_end)
 
 
 def _fmt_addr(addr) -> str:
@@ -272,7 +388,7 @@ def _connect(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
     delay, last = 0.005, None
     where = f"{address[0]}:{address[1]}"
     while True:
-        if hs.failed.is_set():
+        if hs.stopping():
             err = PeerError(peer, "connection set-up abandoned (another peer failed)")
             err.abandoned = True
             raise err
@@ -317,9 +433,11 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
                 peer, f"refused: the server at {where} presented a certificate for {names}, not for {peer!r}"
             )
         try:
-            _send_hello(ch, hs.me, hs.session_id, hs.nonce)
-            sid, name, nonce = _read_hello(ch)
+            _send_hello(ch, hs.me, hs.session_id, hs.nonce, hs.blob)
+            sid, name, nonce, theirs = _read_hello(ch)
         except _Refused as exc:
+            if exc.manifest is not None:  # another session: the keys that differ, at once
+                raise SessionMismatchError(peer, _differing(hs.manifest, exc.manifest)) from None
             err = PeerError(peer, f"handshake failed: it refused the connection: {exc}")
             err.collateral = str(exc) == _SET_UP_OVER  # it stopped: usually because of another peer
             raise err from None
@@ -337,7 +455,7 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
         except OSError as exc:
             raise _Retry(f"the connection was cut short during the hello ({exc})", True) from None
         if not hmac.compare_digest(sid, hs.session_id):
-            raise PeerError(peer, _SESSION_MISMATCH)
+            raise SessionMismatchError(peer, _differing(hs.manifest, theirs))
         if name != peer:
             raise PeerError(peer, f"the server at {where} introduced itself as {name!r}")
         ch.tag = connection_tag(hs.session_id, (hs.me, hs.nonce), (peer, nonce))
@@ -351,8 +469,9 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
 
 
 _SET_UP_OVER = "connection set-up is over"
+_SESSION_MISMATCH_HEAD = "session id mismatch"
 _SESSION_MISMATCH = (
-    "session id mismatch: it runs another session (another job, a different consortium config, "
+    f"{_SESSION_MISMATCH_HEAD}: it runs another session (another job, a different consortium config, "
     "or a different job name)"
 )
 
@@ -396,10 +515,12 @@ class _Acceptor(threading.Thread):
         hs: _Handshake,
         deadline: float,
         timeout: float = HANDSHAKE_TIMEOUT,
+        parties: Sequence[str] = (),
     ):
         super().__init__(name=f"covault-accept-{hs.me}", daemon=True)
         self.listener = listener
         self.expected = tuple(expected)
+        self.parties = frozenset(parties)  # the session's other parties
         self.hs = hs
         self.deadline = deadline
         self.first_byte_timeout = min(FIRST_BYTE_TIMEOUT, timeout)
@@ -410,6 +531,8 @@ class _Acceptor(threading.Thread):
         self.refusals = 0
         self.dropped = 0  # connections closed for sending nothing in time, or to make room
         self.error: BaseException | None = None
+        self.fatal: list[PeerError] = []  # a party of the session runs another one
+        self.heard: set[str] = set()  # parties answered (accepted, or told they run another session)
         self.done = threading.Event()
         self.guard = False
         self._stopped = False
@@ -591,11 +714,13 @@ class _Acceptor(threading.Thread):
             ).start()
 
     # -- one handshake (its own thread) -----------------------------------------------------------
-    def _refuse(self, ch, sock, addr, reason: str, claim: str | None = None) -> None:
+    def _refuse(
+        self, ch, sock, addr, reason: str, claim: str | None = None, manifest: bytes | None = None
+    ) -> None:
         who = f" claiming to be {claim!r}" if claim else ""
         log.warning("party %r refused a connection from %s%s: %s", self.hs.me, _fmt_addr(addr), who, reason)
         if ch is not None:
-            _send_refusal(ch, reason)
+            _send_refusal(ch, reason, manifest)
             ch.close()
         else:
             sock.close()
@@ -630,16 +755,24 @@ class _Acceptor(threading.Thread):
             except ssl.SSLError as exc:
                 self._refuse(None, sock, addr, f"TLS handshake: {describe_tls_error(exc)[0]}")
                 return
-            sid, name, nonce = _read_hello(ch)
+            sid, name, nonce, theirs = _read_hello(ch)
         except (FrameError, EOFError, OSError) as exc:
             self._refuse(ch, sock, addr, f"bad hello ({exc or 'connection closed'})")
             return
+        mismatch = None
         with self._lock:
             reason = None
             if ch.peer_names is not None and name not in ch.peer_names:
                 reason = f"its certificate names {sorted(ch.peer_names)}, not {name!r}"
             elif not hmac.compare_digest(sid, hs.session_id):
-                reason = "session id mismatch (another job, a different consortium config, or a different job name)"
+                mismatch = SessionMismatchError(name, _differing(hs.manifest, theirs))
+                if mismatch.keys:
+                    reason = f"{_SESSION_MISMATCH_HEAD}: keys that differ: {', '.join(mismatch.keys)}"
+                else:
+                    reason = f"{_SESSION_MISMATCH_HEAD} (another job, a different consortium config, or a different job name)"
+                if name in self.parties and not self.done.is_set():  # a party of ours: stop at once
+                    self.fatal.append(mismatch)
+                self.heard.add(name)
             elif name in self.got:
                 if self.nonces[name] != nonce:
                     reason = (
@@ -654,7 +787,7 @@ class _Acceptor(threading.Thread):
                 reason = _SET_UP_OVER
             if not reason:
                 try:
-                    _send_hello(ch, hs.me, hs.session_id, hs.nonce)
+                    _send_hello(ch, hs.me, hs.session_id, hs.nonce, hs.blob)
                     ch.settimeout(None)
                 except (OSError, ssl.SSLError) as exc:
                     ch.close()
@@ -666,10 +799,13 @@ class _Acceptor(threading.Thread):
                 self._pending.discard(sock)  # a party's connection now: stop() must not cut it
                 self.nonces[name] = nonce
                 self.got[name] = ch
+                self.heard.add(name)
                 if len(self.got) == len(self.expected):
                     self.done.set()
                 return
-        self._refuse(ch, sock, addr, reason, claim=name)
+        self._refuse(ch, sock, addr, reason, claim=name, manifest=None if mismatch is None else hs.blob)
+        if mismatch is not None and self.fatal:
+            hs.mismatch()
 
     def stop(self) -> None:
         """Stop accepting and close the listener; connections still in their handshake are cut."""
@@ -716,13 +852,16 @@ def connect_mesh(
     tls: TlsIdentity | None = None,
     nonce: bytes | None = None,
     guard: LateJoinGuard | None = None,
+    manifest: Mapping[str, bytes] | None = None,
 ) -> dict[str, SocketChannel]:
     """Connected, authenticated channels to every other party in ``order`` (by peer name).
 
     ``me`` connects to the parties after it and accepts the parties before it, all at once;
     see the module docstring for the checks. Raises PeerError naming the peer on failure
-    (PeerCertificateError for certificate problems), after at most ``timeout`` seconds. The
-    listener is closed when done, or handed to ``guard``.
+    (PeerCertificateError for certificate problems, SessionMismatchError when a party runs
+    another session), after at most ``timeout`` seconds. ``manifest`` (default: that of a
+    :class:`SessionId`) is sent in the hello. The listener is closed when done, or handed to
+    ``guard``.
     """
     if me not in order:
         raise PartyError(f"party {me!r} is not in the party order {list(order)}")
@@ -731,10 +870,10 @@ def connect_mesh(
     missing = [p for p in order if p != me and p not in addresses]
     if missing:
         raise PartyError(f"no address for {missing}")
-    hs = _Handshake(me, session_id, tls, nonce)
+    hs = _Handshake(me, session_id, tls, nonce, manifest)
     deadline = time.monotonic() + timeout
     mine = order.index(me)
-    acceptor = _Acceptor(listener, order[:mine], hs, deadline, timeout)
+    acceptor = _Acceptor(listener, order[:mine], hs, deadline, timeout, [p for p in order if p != me])
     acceptor.guard = guard is not None
     outcomes: dict[str, SocketChannel | BaseException] = {}
 
@@ -743,7 +882,9 @@ def connect_mesh(
             outcomes[peer] = _connect(hs, peer, tuple(addresses[peer]), deadline, timeout)
         except BaseException as exc:
             outcomes[peer] = exc
-            if not getattr(exc, "down", False):
+            if isinstance(exc, SessionMismatchError):
+                hs.mismatch()  # the other dials go on, to tell their parties too
+            elif not getattr(exc, "down", False):
                 hs.failed.set()
 
     dialers = [
@@ -758,7 +899,12 @@ def connect_mesh(
         for t in dialers:
             t.join()
         while not acceptor.done.wait(0.05):
-            if hs.failed.is_set() or any(isinstance(o, BaseException) for o in outcomes.values()):
+            if hs.failed.is_set() or any(
+                isinstance(o, BaseException) and not isinstance(o, SessionMismatchError)
+                for o in outcomes.values()
+            ):
+                break
+            if hs.grace_end is not None and (set(acceptor.expected) <= acceptor.heard or hs.stopping()):
                 break
         channels = {p: o for p, o in outcomes.items() if isinstance(o, SocketChannel)}
         channels.update(acceptor.got)
@@ -779,10 +925,11 @@ def connect_mesh(
 def _raise_setup_error(me, order, outcomes, acceptor, channels, timeout) -> None:
     if acceptor.error is not None:
         raise acceptor.error
-    errors = [o for o in outcomes.values() if isinstance(o, BaseException)]
+    errors = [*acceptor.fatal, *(o for o in outcomes.values() if isinstance(o, BaseException))]
     if not errors and len(channels) == len(order) - 1:
         return
-    absent = [p for p in order if p != me and p not in channels and p not in outcomes]
+    named = {e.party for e in errors if isinstance(e, PeerError)}
+    absent = [p for p in order if p != me and p not in channels and p not in outcomes and p not in named]
     if absent:
         if acceptor.refused:
             more = acceptor.refusals - len(acceptor.refused)
