@@ -399,6 +399,29 @@ def test_diverging_training_warns_and_says_so_in_the_result(tmp_path):
     assert res["diverged"] is False and res["warnings"] == []
 
 
+def test_failing_sklearn_baseline_is_reported_not_raised(bc_job, monkeypatch):
+    from sklearn.neural_network import MLPClassifier
+
+    from covault.jobs.plaintext import sklearn_baseline
+
+    def diverge(self, *a, **k):
+        raise ValueError("Solver produced non-finite parameter weights.")
+
+    monkeypatch.setattr(MLPClassifier, "fit", diverge)
+    job = load_job(as_mlp(bc_job, 8))
+    got = sklearn_baseline(job, *pooled_rows(job))
+    assert got == {
+        "model": "MLPClassifier((8,))",
+        "metrics": {},
+        "seconds": None,
+        "error": "Solver produced non-finite parameter weights.",
+    }
+    result = {"task": "mlp", "label": "y", "train_rows": 1, "test_rows": 1, "features": ["a"], "metrics": {}}
+    result |= {"plaintext": {"metrics": {}, "sklearn": got}, "parties": {}, "reveal_model_to": ["a"]}
+    result |= {"seconds": 1.0, "wall_seconds": 1.0, "protocol": "rep3"}
+    assert "MLPClassifier((8,)) on standardised features failed: Solver produced" in jobs.format_table(result)
+
+
 # -- bad input: clear errors before any secret computation -------------------------------------------
 def test_mismatched_columns(bc_job, no_computation):
     rewrite_csv(bc_job.parent / "hospital_b.csv", lambda c, r: (c[1:], [x[1:] for x in r]))

@@ -138,7 +138,9 @@ def _warn(result: dict[str, Any]) -> None:
     from covault import errors
 
     for w in result["warnings"]:
-        cls = getattr(errors, w["type"], errors.CovaultWarning)
+        cls = getattr(errors, w["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, errors.CovaultWarning)):
+            cls = errors.CovaultWarning
         warnings.warn(w["message"], cls, stacklevel=3)
 
 
