@@ -30,8 +30,10 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from covault.errors import ProtocolError, ShapeError, TrainingDivergedWarning
 from covault.ml import batching
@@ -378,7 +380,7 @@ def train_epochs(est, model, loss, opt, x, y, track_loss, on_epoch) -> SecretTen
     return epoch_losses(loss, outputs) if track_loss else None
 
 
-def loss_divergence(est, curve) -> str | None:
+def loss_divergence(est: Any, curve: ArrayLike) -> str | None:
     """Why the revealed per-epoch training losses ``curve`` of ``est`` show that training
     diverged, or None.
 
@@ -410,7 +412,7 @@ def loss_divergence(est, curve) -> str | None:
     return None
 
 
-def check_loss_curve(est, curve) -> str | None:
+def check_loss_curve(est: Any, curve: ArrayLike) -> str | None:
     """Warn :class:`~covault.errors.TrainingDivergedWarning` if the revealed per-epoch losses
     ``curve`` of ``est`` (``est.loss_curve_.reveal(...)``) show that training diverged
     (:func:`loss_divergence`); the warning's message, or None."""
