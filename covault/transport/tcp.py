@@ -552,6 +552,8 @@ class _Acceptor(threading.Thread):
     def run(self) -> None:
         lfd = wfd = -1
         try:
+            if self.listener.fileno() == -1:
+                return  # closed before set-up began
             self.listener.setblocking(False)
             lfd, wfd = self.listener.fileno(), self._wake_r.fileno()
             self._poller.register(lfd, select.POLLIN)
