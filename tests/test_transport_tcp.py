@@ -386,6 +386,11 @@ def test_parties_of_different_jobs_name_the_keys_that_differ_at_once(caplog):
     assert sorted(tcp._decode_manifest(blob)) == ["parties", "seed"]
     sid = pickle.loads(pickle.dumps(mine))
     assert sid == mine and sid.manifest == mine.manifest
+    with (
+        open_listener() as lst,
+        pytest.raises(covault.PartyError, match="1 to 255 bytes"),
+    ):  # a hello holds it
+        connect_mesh("x" * 256, ["x" * 256], lst, {}, mine, 1.0)
 
 
 # -- covault.run over tcp -----------------------------------------------------------------------

@@ -246,11 +246,13 @@ def _encode_manifest(manifest: Mapping[str, bytes]) -> bytes:
     blob = entries(manifest.items())
     if len(blob) <= MANIFEST_MAX_BYTES:
         return blob
-    groups: dict[str, hashlib._Hash] = {}
+    groups: dict[str, list[bytes]] = {}
     for key, digest in sorted(manifest.items()):
-        h = groups.setdefault(key.split(".", 1)[0], hashlib.sha256(b"covault manifest group v1\0"))
-        h.update(len(key.encode()).to_bytes(2, "little") + key.encode() + digest)
-    blob = entries((k, h.digest()) for k, h in groups.items())
+        raw = key.encode()
+        groups.setdefault(key.split(".", 1)[0], []).append(len(raw).to_bytes(2, "little") + raw + digest)
+    blob = entries(
+        (k, hashlib.sha256(b"covault manifest group v1\0" + b"".join(v)).digest()) for k, v in groups.items()
+    )
     return blob if len(blob) <= MANIFEST_MAX_BYTES else b""
 
 
@@ -867,6 +869,9 @@ def connect_mesh(
     """
     if me not in order:
         raise PartyError(f"party {me!r} is not in the party order {list(order)}")
+    long = [p for p in order if not 0 < len(p.encode()) <= 255]
+    if long:
+        raise PartyError(f"party names must have 1 to 255 bytes (UTF-8), got {long[0]!r}")
     if len(session_id) != SESSION_ID_BYTES:
         raise PartyError(f"session id must have {SESSION_ID_BYTES} bytes, got {len(session_id)}")
     missing = [p for p in order if p != me and p not in addresses]
