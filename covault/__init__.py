@@ -4,11 +4,14 @@ from covault.encoding import FixedPoint
 from covault.errors import (
     BoundError,
     CovaultError,
+    CovaultWarning,
     EncodingError,
     PartyError,
     PeerError,
     ProtocolError,
+    ResourceError,
     ShapeError,
+    TrainingDivergedWarning,
 )
 from covault.runtime import run
 from covault.session import Session
@@ -17,14 +20,17 @@ from covault.tensor import SecretTensor, concatenate, maximum, minimum, stack, w
 __all__ = [
     "BoundError",
     "CovaultError",
+    "CovaultWarning",
     "EncodingError",
     "FixedPoint",
     "PartyError",
     "PeerError",
     "ProtocolError",
+    "ResourceError",
     "SecretTensor",
     "Session",
     "ShapeError",
+    "TrainingDivergedWarning",
     "concatenate",
     "maximum",
     "minimum",

@@ -31,7 +31,7 @@ from pathlib import Path
 from cryptography import x509
 
 from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, check_party_files, party_name
-from covault.errors import PeerError
+from covault.errors import CovaultWarning, PeerError
 from covault.transport.channel import SocketChannel, send_buffers
 
 RAW_BUFFER = 1 << 18  # bytes read from the socket per system call
@@ -39,7 +39,7 @@ WRITE_CHUNK = 1 << 20  # plaintext bytes encrypted per lock hold / written per s
 COALESCE = 1 << 14  # messages up to this size go out as one TLS record
 
 
-class PlaintextWarning(UserWarning):
+class PlaintextWarning(CovaultWarning):
     """TLS is switched off: messages between parties are neither encrypted nor authenticated."""
 
 
