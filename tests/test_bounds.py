@@ -42,9 +42,17 @@ def test_mean_of_large_tables_is_exact_every_time(proto):
         assert abs(float(run_both(_mean_of(10_000, 600.0), proto)) - 600.0) < 4 * ULP
 
 
-def test_mean_over_tcp():
-    res = covault.run(_mean_of(1_000, 30_000.0), 3, "rep3", transport="tcp")
-    assert abs(float(res["p0"]) - 30_000.0) < 4 * ULP
+def prog_mean_tcp(s):
+    x = s.input(owner_value(s, np.full(1_000, 30_000.0)), owner=s.compute_parties[0])
+    return x.mean().reveal(), (x.sum() / 3.0).reveal()
+
+
+@pytest.mark.parametrize(("name", "n"), [("2pc", 2), ("rep3", 3)])
+def test_mean_over_tcp(name, n):
+    res = covault.run(prog_mean_tcp, n, name, transport="tcp")
+    mean, third = res["p0"]
+    assert abs(float(mean) - 30_000.0) < 4 * ULP
+    assert abs(float(third) - 1e7) < 4 * ULP
 
 
 def prog_public_scaling(s):

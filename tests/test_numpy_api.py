@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import covault
 from tests.conftest import owner_value, run_both
 
 ULP = 2.0**-16
@@ -115,3 +116,17 @@ def test_unsupported_numpy_calls_name_the_alternative(proto, name):
 
     with pytest.raises(TypeError, match=message):
         run_both(prog, proto)
+
+
+def prog_numpy_tcp(s):
+    x, y = _xy(s)
+    return np.mean(x).reveal(), np.maximum(x, y).reveal(), (x**3).reveal(), np.var(x, axis=0).reveal()
+
+
+@pytest.mark.parametrize(("name", "n"), [("2pc", 2), ("rep3", 3)])
+def test_numpy_calls_over_tcp(name, n):
+    mean, mx, cube, var = covault.run(prog_numpy_tcp, n, name, transport="tcp")["p0"]
+    np.testing.assert_allclose(mean, X.mean(), atol=8 * ULP)
+    np.testing.assert_allclose(mx, np.maximum(X, Y), atol=8 * ULP)
+    np.testing.assert_allclose(cube, X**3, atol=8 * ULP)
+    np.testing.assert_allclose(var, X.var(axis=0), atol=8 * ULP)
