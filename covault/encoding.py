@@ -47,7 +47,7 @@ class FixedPoint:
         if arr.size and np.abs(enc).max() >= limit * self.scale:
             idx = np.unravel_index(int(np.abs(enc).argmax()), arr.shape)
             raise EncodingError(
-                f"{what}: value {arr[idx]!r} at index {tuple(int(i) for i in idx)} is outside the "
+                f"{what}: value {float(arr[idx])!r} at index {tuple(int(i) for i in idx)} is outside the "
                 + (
                     f"fixed-point range |x| < {limit:g} (2^{31 - self.frac_bits}, "
                     f"{self.frac_bits} fractional bits)"
@@ -67,12 +67,22 @@ class FixedPoint:
         return float(bound)
 
     def encode_int(self, values, *, what: str = "input", bound: float | None = None) -> np.ndarray:
-        """Integers (any integer or bool dtype) as ring elements with no fractional bits;
+        """Integers (any integer or bool dtype, or whole numbers in floats) as ring elements
+        with no fractional bits;
         values with ``|v| >= bound`` (default 2^31, so that a product of two stays exact) are
         refused, never wrapped."""
         arr = _numeric(values, what)
-        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-            raise EncodingError(f"{what}: expected integers, got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.floating):  # whole numbers in a float array are fine
+            whole = np.isfinite(arr) & (arr == np.round(arr))
+            if not whole.all():
+                idx = tuple(int(i) for i in np.argwhere(~whole)[0])
+                raise EncodingError(f"{what}: expected integers, got {float(arr[idx])!r} at index {idx}")
+            if arr.size and np.abs(arr).max() >= 2.0**63:
+                idx = tuple(int(i) for i in np.unravel_index(int(np.abs(arr).argmax()), arr.shape))
+                raise EncodingError(
+                    f"{what}: integer {float(arr[idx]):.0f} at index {idx} is outside the ring"
+                )
+            arr = arr.astype(np.int64)
         limit = float(2**31) if bound is None else self.check_bound(bound, what, 0)
         if arr.size and arr.dtype != np.bool_:
             # compare as Python ints: uint64 values above 2^63 and -2^63 have no int64 magnitude

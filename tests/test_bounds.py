@@ -210,3 +210,18 @@ def test_truncation_refuses_values_beyond_its_exact_range(proto):
 
     with pytest.raises(BoundError, match="truncate"):
         run_both(prog, proto)
+
+
+def test_integer_inputs_take_whole_floats_and_refuse_fractions(proto):
+    def prog(s):
+        a = s.compute_parties[0]
+        x = s.input(owner_value(s, np.array([2.0, -3.0])), owner=a, integer=True)
+        return (x + s.constant(np.zeros(2), integer=True)).reveal()
+
+    np.testing.assert_array_equal(run_both(prog, proto), [2, -3])
+
+    def bad(s):
+        s.input(owner_value(s, np.array([2.0, 2.7])), owner=s.compute_parties[0], integer=True)
+
+    with pytest.raises(EncodingError, match=r"expected integers, got 2.7 at index \(1,\)"):
+        run_both(bad, proto)
