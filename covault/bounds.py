@@ -87,17 +87,82 @@ def column_gain(c: np.ndarray, side: str) -> float:
     return float(a.sum(axis=-2 if side == "right" else -1).max())
 
 
-def multiplier_scale(x_enc: float, c: np.ndarray, gain, spare: float) -> int:
-    """Largest scale ``s`` for a public real multiplier ``c`` (encoded ``round(c 2^s)``) such
-    that ``x_enc * (gain(encoded) + spare) <= EXACT_LIMIT`` for a secret operand of encoded
-    bound ``x_enc``; the encoding also stays below 2^62. ``gain`` maps encoded magnitudes
-    (float array) to the largest sum an output collects."""
+def multiplier_scale(x_enc: float, c: np.ndarray, gain, s_min: int) -> int | None:
+    """Largest scale ``s >= s_min`` for a public real multiplier ``c`` (encoded
+    ``round(c 2^s)``) such that ``x_enc * gain(|encoded|) <= EXACT_LIMIT`` for a secret operand
+    of encoded bound ``x_enc``; None when there is none. ``gain`` maps magnitudes (float array)
+    to the largest sum one output collects."""
     peak = float(np.abs(c).max()) if c.size else 0.0
     if peak == 0.0:
-        return 0
-    s = min(61 - math.ceil(math.log2(peak)), 60)
-    est = math.floor(math.log2(EXACT_LIMIT / x_enc / gain(np.abs(c)))) + 1
-    s = min(s, est)
-    while s > -62 and not x_enc * (gain(np.abs(np.round(c * 2.0**s))) + spare) <= EXACT_LIMIT:
+        return max(s_min, 0)
+    x_enc = max(x_enc, 1.0)
+    s = min(
+        61 - math.ceil(math.log2(peak)), 60, math.floor(math.log2(EXACT_LIMIT / x_enc / gain(np.abs(c)))) + 1
+    )
+    while s >= s_min:
+        if x_enc * gain(np.abs(np.round(c * 2.0**s))) <= EXACT_LIMIT:
+            return s
         s -= 1
-    return s
+    return None
+
+
+class MultiplierPlan:
+    """How to multiply a secret (bound ``known``, ``fx`` fractional bits) by a public real
+    ``c``, elementwise or as a matrix, so that the result truncated to ``f`` bits is within
+    ``error`` of the exact product at the bound and every raw product stays below
+    :data:`EXACT_LIMIT`:
+
+    1. when the operand's bits leave the constant too few, truncate the operand by ``t`` bits;
+    2. multiply by ``hi = round(c 2^s)`` (``s`` as large as the bound allows);
+    3. when ``hi`` alone leaves an error above the tolerance, add the product with a second limb
+       ``lo = round((c 2^s - hi) 2^u)``, truncated by ``u`` bits;
+    4. truncate to ``f`` bits.
+
+    The tolerance is 2 units in the last place, or 2^-24 of the result's bound if larger
+    (float32 precision). Steps 1 and 3 cost one truncation round each and are used only where
+    needed. :meth:`make` returns None when no plan meets the tolerance (the result may not fit
+    the exact range, or the bound leaves too few bits).
+    """
+
+    def __init__(self, t: int, s: int, hi: np.ndarray, u: int, lo: np.ndarray | None, error: float):
+        self.t, self.s, self.hi, self.u, self.lo, self.error = t, s, hi, u, lo, error
+
+    @staticmethod
+    def make(known: float, fx: int, f: int, c: np.ndarray, gain) -> MultiplierPlan | None:
+        g = gain(np.abs(c))
+        tol = max(2.0 ** (1 - f), 2.0**-24 * known * g)
+        for t in range(63):
+            if t and known * 2.0**fx > EXACT_LIMIT:
+                return None  # the operand cannot be truncated exactly
+            pre = 0.0 if t == 0 else g * 2.0 ** (t - fx)  # the operand's truncation error
+            if pre > tol:
+                return None
+            x_enc = known * 2.0**fx if t == 0 else known * 2.0 ** (fx - t) + 1.0
+            limbs = _limbs(x_enc, fx - t, f, c, gain, tol - pre)
+            if limbs is not None:
+                s, hi, u, lo, err = limbs
+                return MultiplierPlan(t, s, hi, u, lo, err + pre)
+        return None
+
+
+def _limbs(x_enc: float, fx: int, f: int, c: np.ndarray, gain, budget: float):
+    """``(s, hi, u, lo, error)`` for an operand of encoded bound ``x_enc`` at ``fx`` bits, or
+    None when one or two limbs cannot reach ``budget``."""
+    s = multiplier_scale(x_enc, c, gain, f - fx)
+    x_real = x_enc / 2.0**fx
+    while s is not None and s >= f - fx:
+        hi = np.round(c * 2.0**s)
+        rest = c * 2.0**s - hi  # |rest| <= 1/2, in units of 2^-s
+        err = x_real * gain(np.abs(rest)) * 2.0**-s
+        if err <= budget:
+            return s, hi.astype(np.int64), 0, None, err
+        u = multiplier_scale(x_enc, rest, gain, 1)
+        if u is None:
+            return None
+        lo = np.round(rest * 2.0**u)
+        if x_enc * (gain(np.abs(hi)) + gain(np.abs(rest))) + 1.0 > EXACT_LIMIT:
+            s -= 1  # the two products together need one bit more room
+            continue
+        err = x_real * gain(np.abs(rest - lo * 2.0**-u)) * 2.0**-s + 2.0 ** -(fx + s)
+        return (s, hi.astype(np.int64), u, lo.astype(np.int64), err) if err <= budget else None
+    return None

@@ -9,6 +9,7 @@ the caller declares (see :mod:`covault.bounds` for how bounds follow the computa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +94,7 @@ class FixedPoint:
                 idx = np.unravel_index(int(np.argmax(arr == worst)), arr.shape)
                 raise EncodingError(
                     f"{what}: integer {worst} at index {tuple(int(i) for i in idx)} is outside the "
-                    f"range |x| < {limit:.0f}" + (" (2^31)" if bound is None else " (declared bound)")
+                    f"range |x| < {limit:.0f} (2^{math.log2(limit):g})"
                 )
         return arr.astype(np.int64)
 

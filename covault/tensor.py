@@ -22,7 +22,7 @@ import numpy as np
 
 from covault import bounds, ring
 from covault.bounds import EXACT_LIMIT
-from covault.errors import CovaultError, ShapeError
+from covault.errors import BoundError, CovaultError, EncodingError, ShapeError
 
 if TYPE_CHECKING:
     from covault.session import Session
@@ -77,11 +77,14 @@ class SecretTensor:
         return self.session.protocol
 
     def _new(self, shares: np.ndarray, frac: int | None = None, bound: float | None = None) -> SecretTensor:
-        """A tensor of this session; the bound defaults to this one's when ``frac`` is kept (the
-        same values rearranged), else to untracked (None)."""
-        if bound is None and (frac is None or frac == self.frac):
-            bound = self.bound
+        """A tensor of this session with ``frac`` (default: this one's) and ``bound`` (default:
+        untracked): every caller that computes new values states their bound."""
         return SecretTensor(self.session, shares, self.frac if frac is None else frac, bound)
+
+    def _same(self, shares: np.ndarray) -> SecretTensor:
+        """This tensor's values rearranged (reshaped, indexed, negated, permuted): its frac and
+        bound."""
+        return SecretTensor(self.session, shares, self.frac, self.bound)
 
     def with_bound(self, bound: float) -> SecretTensor:
         """The same shares with a tighter public bound ``|value| < bound``, which the caller
@@ -107,59 +110,55 @@ class SecretTensor:
             return self.bound
         return bounds.default_bound(self.session.frac_bits, self.frac)
 
-    def _public_range(self, integer: bool) -> float:
-        """Magnitude limit of public operands: the encoding range of this tensor's kind."""
-        return bounds.INT_RANGE if integer and self.frac == 0 else self.session.fxp.max_abs
-
     def _public(self, value: Any, frac: int) -> np.ndarray:
         """Encode a public operand with ``frac`` fractional bits (range-checked like inputs)."""
         if isinstance(value, SecretTensor):
             raise TypeError("expected a public value")
-        if _is_int_public(value):
-            what = "public integer operand"
-            enc = self.session.fxp.encode_int(value, what=what, bound=self._public_range(True))
+        if _is_int_public(value) and self.frac == 0:
+            enc = self.session.fxp.encode_int(value, what="public operand", bound=bounds.INT_RANGE)
             return enc << np.int64(frac)
+        if _is_int_public(value):  # an integer added to reals: the reals' range
+            ints = self.session.fxp.encode_int(value, what="public operand", bound=2.0**63)
+            enc = self.session.fxp.encode(ints, what="public operand")
+            return enc << np.int64(frac - self.session.frac_bits)
         enc = self.session.fxp.encode(value, what="public operand")
         return enc << np.int64(frac - self.session.frac_bits)
 
-    def _int_multiplier(self, value: Any) -> np.ndarray:
-        return self.session.fxp.encode_int(
-            value, what="public integer multiplier", bound=self._public_range(True)
-        )
+    def _int_product(self, value: Any, apply, gain, op: str) -> SecretTensor:
+        """``apply(shares, C)`` for a public integer multiplier or matrix (no truncation); the
+        result's bound must stay in the ring (for an untracked operand: its assumed bound)."""
+        ci = self.session.fxp.encode_int(value, what=op, bound=2.0**63)
+        g = gain(np.abs(ci.astype(np.float64)))
+        bounds.check(self._plan_bound() * g, self.frac, op)
+        return self._new(apply(self.shares, ci), self.frac, bounds.scale(self.bound, g))
 
-    def _scaled(self, c: Any, apply, gain, terms: int, op: str) -> SecretTensor:
-        """``apply(shares, C)`` for a public real multiplier or matrix ``c`` encoded as the
-        integer ``C = round(c 2^s)``, with ``s`` chosen from this tensor's bound so that the raw
-        product stays below 2^62 (exactly truncatable), then truncated to ``f`` bits.
-
-        When that leaves ``c`` too few bits for the result to be exact to 2 ulp at the bound,
-        ``c`` is split in two limbs, ``c = C_hi 2^-s + C_lo 2^-(s+u)``: the low product is
-        truncated by ``u`` bits first and added (one more truncation round, no precision lost).
-        ``gain(|C|)`` is the largest sum of magnitudes one output collects; ``terms``: how many
-        operand elements one output sums (1 elementwise, the inner size for a matmul)."""
+    def _scaled(self, c: Any, apply, gain, op: str) -> SecretTensor:
+        """``apply(shares, C)`` for a public real multiplier or matrix ``c``, encoded from this
+        tensor's bound (:class:`covault.bounds.MultiplierPlan`: every raw product below 2^62,
+        one truncation, up to two more where the bound leaves the constant too few bits),
+        truncated to ``f`` bits. ``gain(|C|)``: the largest sum of magnitudes one output
+        collects."""
         arr = np.asarray(c, dtype=np.float64)
-        self.session.fxp.encode(arr, what="public operand")  # NaN/inf/range checks
-        f, fx = self.session.frac_bits, self.frac
-        known = self.bound if self.bound is not None else bounds.default_bound(f, fx)
-        x_enc = known * 2.0**fx
-        result = bounds.check(bounds.add(bounds.scale(self.bound, gain(np.abs(arr))), terms * 2.0**-f), f, op)
+        if arr.size and not np.isfinite(arr).all():
+            raise EncodingError(f"{op}: NaN or infinite public value")
+        f = self.session.frac_bits
         if not arr.size or not np.any(arr):
-            zero = apply(self.shares, np.zeros(arr.shape, np.int64))
-            return self._new(zero, f, 2.0**-f)
-        s = bounds.multiplier_scale(x_enc, arr, gain, terms + 1.0)
-        hi = np.round(arr * 2.0**s)
-        z = apply(self.shares, hi.astype(np.int64))
-        rest = arr * 2.0**s - hi  # |rest| <= 1/2, in units of 2^-s
-        worst = known * terms * float(np.abs(rest).max()) * 2.0**-s
-        if worst > 2.0 ** (1 - f) and fx + s > f:
-            u = bounds.multiplier_scale(x_enc, rest, gain, 1.0)
-            lo = apply(self.shares, np.round(rest * 2.0**u).astype(np.int64))
-            if u > 0:
-                lo = self.proto.trunc(lo, u)
-            elif u < 0:
-                lo = lo << np.int64(-u)
-            z = z + lo
-        return self._fix(z, fx + s, result)
+            return self._new(apply(self.shares, np.zeros(arr.shape, np.int64)), f, 2.0**-f)
+        known = self._plan_bound()
+        plan = bounds.MultiplierPlan.make(known, self.frac, f, arr, gain)
+        if plan is None:
+            bounds.check(known * gain(np.abs(arr)), f, op, EXACT_LIMIT)
+            raise BoundError(
+                f"{op}: the operand's bound |x| <= {known:.6g} ({bounds.log2_str(known)}) leaves the "
+                "public value too few bits for a result exact to float32 precision; declare a "
+                "tighter bound (session.input(..., bound=B)) or scale the data down"
+            )
+        x = self.proto.trunc(self.shares, plan.t) if plan.t else self.shares
+        z = apply(x, plan.hi)
+        if plan.lo is not None:
+            z = z + self.proto.trunc(apply(x, plan.lo), plan.u)
+        bound = bounds.add(bounds.scale(self.bound, gain(np.abs(arr))), plan.error)
+        return self._fix(z, self.frac - plan.t + plan.s, bound)
 
     def _fix(self, shares: np.ndarray, frac: int, bound: float | None) -> SecretTensor:
         """Truncate a product of bound ``bound`` back to the session's fractional bits when
@@ -215,7 +214,7 @@ class SecretTensor:
         return (-self)._add(other, 1)
 
     def __neg__(self) -> SecretTensor:
-        return self._new(-self.shares)
+        return self._same(-self.shares)
 
     def __pos__(self) -> SecretTensor:
         return self
@@ -226,14 +225,11 @@ class SecretTensor:
             nd = len(_broadcast(self.shape, other.shape, "*"))
             return self._product(_lift(self.shares, nd), _lift(other.shares, nd), other, False, 1)
         if _is_int_public(other):
-            c = self._int_multiplier(other)
-            _broadcast(self.shape, c.shape, "*")
-            peak = float(np.abs(c.astype(np.float64)).max()) if c.size else 0.0
-            bound = bounds.check(bounds.scale(self.bound, peak), self.frac, "product with a public integer")
-            return self._new(self.shares * c, self.frac, bound)
+            _broadcast(self.shape, np.shape(other), "*")
+            return self._int_product(other, _elementwise, _peak, "product with a public integer")
         c = np.asarray(other, dtype=np.float64)
         _broadcast(self.shape, c.shape, "*")
-        return self._scaled(c, _elementwise, _peak, 1, "product with a public value")
+        return self._scaled(c, _elementwise, _peak, "product with a public value")
 
     __rmul__ = __mul__
 
@@ -264,7 +260,6 @@ class SecretTensor:
         out_shape = (
             ring.matmul_shape(self.shape, c.shape) if right else ring.matmul_shape(c.shape, self.shape)
         )
-        terms = self.shape[-1] if right else self.shape[0]
         side = "right" if right else "left"
 
         def apply(shares: np.ndarray, ci: np.ndarray) -> np.ndarray:
@@ -277,12 +272,8 @@ class SecretTensor:
             return bounds.column_gain(a, side)
 
         if _is_int_public(other):
-            ci = self._int_multiplier(c)
-            bound = bounds.check(
-                bounds.scale(self.bound, gain(ci)), self.frac, "matmul with a public integer matrix"
-            )
-            return self._new(apply(self.shares, ci), self.frac, bound)
-        return self._scaled(c.astype(np.float64), apply, gain, terms, "matmul with a public matrix")
+            return self._int_product(c, apply, gain, "matmul with a public integer matrix")
+        return self._scaled(c.astype(np.float64), apply, gain, "matmul with a public matrix")
 
     def square(self) -> SecretTensor:
         return self * self
@@ -343,7 +334,7 @@ class SecretTensor:
             shape = tuple(shape[0])
         k = self.shares.shape[0]
         try:
-            return self._new(
+            return self._same(
                 self.shares.reshape((k, *shape))
                 if k
                 else np.zeros((0, *np.empty(self.shape, np.int8).reshape(shape).shape), np.int64)
@@ -358,7 +349,7 @@ class SecretTensor:
         if len(axes) == 1 and isinstance(axes[0], tuple | list):
             axes = tuple(axes[0])
         axes = axes or tuple(reversed(range(self.ndim)))
-        return self._new(self.shares.transpose((0, *[a % self.ndim + 1 for a in axes])))
+        return self._same(self.shares.transpose((0, *[a % self.ndim + 1 for a in axes])))
 
     @property
     def T(self) -> SecretTensor:
@@ -369,24 +360,24 @@ class SecretTensor:
             raise TypeError("indexing with a secret tensor is not supported; use where()")
         idx = idx if isinstance(idx, tuple) else (idx,)
         try:
-            return self._new(np.ascontiguousarray(self.shares[(slice(None), *idx)]))
+            return self._same(np.ascontiguousarray(self.shares[(slice(None), *idx)]))
         except IndexError as e:
             raise ShapeError(f"bad index for shape {self.shape}: {e}") from None
 
     def expand_dims(self, axis: int) -> SecretTensor:
-        return self._new(np.expand_dims(self.shares, axis % (self.ndim + 1) + 1))
+        return self._same(np.expand_dims(self.shares, axis % (self.ndim + 1) + 1))
 
     def squeeze(self, axis: int | None = None) -> SecretTensor:
         ax = None if axis is None else axis % self.ndim + 1
         if ax is None:
             ax = tuple(i + 1 for i, s in enumerate(self.shape) if s == 1)
-        return self._new(np.squeeze(self.shares, axis=ax))
+        return self._same(np.squeeze(self.shares, axis=ax))
 
     def broadcast_to(self, shape: Sequence[int]) -> SecretTensor:
         k = self.shares.shape[0]
         lifted = _lift(self.shares, len(tuple(shape)))
         try:
-            return self._new(np.ascontiguousarray(np.broadcast_to(lifted, (k, *shape))))
+            return self._same(np.ascontiguousarray(np.broadcast_to(lifted, (k, *shape))))
         except ValueError:
             raise ShapeError(f"cannot broadcast shape {self.shape} to {tuple(shape)}") from None
 

@@ -160,24 +160,56 @@ def test_products_beyond_the_bound_rely_on_the_documented_assumption(proto):
 
 
 @pytest.mark.parametrize(
-    "op",
+    ("op", "error", "message"),
     [
-        lambda x: x + 2**50,
-        lambda x: x * 2**50,
-        lambda x: x + 40_000,
-        lambda x: x + 40_000.0,
-        lambda x: x - np.array([1, 2**40, 3]),
-        lambda x: x @ np.full((3, 2), 2**40),
+        (lambda x: x + 2**50, EncodingError, "outside the fixed-point range"),
+        (lambda x: x + 40_000, EncodingError, "outside the fixed-point range"),
+        (lambda x: x + 40_000.0, EncodingError, "outside the fixed-point range"),
+        (lambda x: x - np.array([1, 2**40, 3]), EncodingError, "outside the fixed-point range"),
+        (lambda x: x * 2**50, BoundError, r"product with a public integer.*2\^65"),
+        (lambda x: x * 2.0**50, BoundError, r"product with a public value.*2\^65"),
+        (lambda x: x @ np.full((3, 2), 2**40), BoundError, "matmul with a public integer matrix"),
+        (lambda x: x * np.array([1, 2**64 - 1, 3], dtype=np.uint64), EncodingError, "outside the range"),
     ],
-    ids=["add-2^50", "mul-2^50", "add-40000", "add-40000.0", "sub-array", "matmul-int"],
+    ids=[
+        "add-2^50",
+        "add-40000",
+        "add-40000.0",
+        "sub-array",
+        "mul-2^50",
+        "mul-2.0^50",
+        "matmul-int",
+        "mul-uint64",
+    ],
 )
-def test_public_integers_are_range_checked_like_reals(proto, op):
+def test_public_integers_are_checked_like_reals(proto, op, error, message):
+    """Public addends must lie in the encoding range (integers and reals alike); public
+    multipliers, integer or real, may be anything whose product's bound fits the ring."""
+
     def prog(s):
         x = s.input(owner_value(s, np.array([1.0, 2.0, 3.0])), owner=s.compute_parties[0])
         op(x).reveal()
 
-    with pytest.raises(EncodingError, match="outside the"):
+    with pytest.raises(error, match=message):
         run_both(prog, proto)
+
+
+def prog_large_multipliers(s):
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, np.array([1.5, -2.0, 3.0])), owner=a)
+    rows = s.input(owner_value(s, np.ones((40_000, 1))), owner=a)
+    return (x * 32_768).reveal(), (x * 40_000.5).reveal(), (x / 1e-4).reveal(), (rows * 40_000).sum().reveal()
+
+
+def test_large_public_multipliers_whose_products_fit(proto):
+    """``x * n`` for a row count above the encoding range (the secure standardisation of 40,000
+    rows does this) and real multipliers beyond it are exact when the product fits."""
+    small, real, inv, total = run_both(prog_large_multipliers, proto)
+    x = np.array([1.5, -2.0, 3.0])
+    np.testing.assert_array_equal(small, x * 32_768)
+    np.testing.assert_allclose(real, x * 40_000.5, atol=4 * ULP)
+    np.testing.assert_allclose(inv, x * 1e4, atol=4 * ULP)
+    assert float(total) == 40_000.0 * 40_000
 
 
 @pytest.mark.parametrize(
@@ -225,3 +257,77 @@ def test_integer_inputs_take_whole_floats_and_refuse_fractions(proto):
 
     with pytest.raises(EncodingError, match=r"expected integers, got 2.7 at index \(1,\)"):
         run_both(bad, proto)
+
+
+def prog_untracked(s):
+    """Tracked and untracked operands mixed: the result is untracked (its bound unknown), never
+    the tracked operand's bound."""
+    from covault.nn import functional as F
+    from covault.tensor import SecretTensor
+
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, np.array([1.0, -1.0])), owner=a, bound=2.0)
+    big = SecretTensor(s, x.shares * np.int64(1000), x.frac)  # untracked, values +-1000
+    y = x + big
+    w = s.constant(np.array([0.5, 0.5]))
+    g = s.constant(np.array([3000.0, 3000.0]))
+    (u,) = F.combine([([(1.0, w), (10.0, g)], s.frac_bits, 1e5)])
+    return y.bound, (y * 1e-6).reveal(), u.bound, (u * 0.1).reveal()
+
+
+def test_untracked_operands_give_untracked_results(proto):
+    bound, small, ubound, u = run_both(prog_untracked, proto)
+    assert bound is None and ubound is None
+    np.testing.assert_allclose(small, [1001e-6, -1001e-6], atol=2 * ULP)
+    np.testing.assert_allclose(u, [3000.05, 3000.05], atol=4 * ULP)
+
+
+def prog_review_cases(s):
+    a = s.compute_parties[0]
+    wide = s.input(owner_value(s, np.full((1, 64), 2.0**30)), owner=a, bound=2.0**40)
+    ones = s.input(owner_value(s, np.ones(1 << 20)), owner=a).sum()
+    x42 = s.input(owner_value(s, np.array([1000.0, -3.0])), owner=a, bound=2.0**42)
+    big = s.input(owner_value(s, np.full(65_536, 30_000.0)), owner=a).sum()
+    out = []
+    for fn in (
+        lambda: (wide @ np.full((64, 1), 1e-3)).reveal(),
+        lambda: (ones * 3000.7).reveal(),
+        lambda: (x42 * 15.0).reveal(),
+        lambda: (big * 3.7).reveal(),
+    ):
+        try:
+            out.append(fn())
+        except BoundError as e:
+            out.append(str(e))
+    return out
+
+
+def test_public_scalings_are_right_or_named_at_any_bound(proto):
+    """Large operand bounds leave a public constant few bits: the result is still right to
+    float32 precision of its bound, or a BoundError naming the operation."""
+    matmul, sum_times, declared, two_limbs = run_both(prog_review_cases, proto)
+    np.testing.assert_allclose(matmul, [[64 * 2.0**30 * 1e-3]], rtol=2.0**-24)
+    assert "product with a public value" in sum_times and "beyond the exact range" in sum_times
+    np.testing.assert_allclose(declared, [15_000.0, -45.0], atol=4 * ULP)
+    want = 65_536 * 30_000.0 * 3.7
+    assert abs(float(two_limbs) - want) <= 2.0**-24 * 65_536 * 2.0**15 * 3.7
+
+
+def prog_scaler_var(s):
+    from covault import ml
+
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, SMALL), owner=a, bound=0.01)
+    v = s.input(owner_value(s, SMALL * 1000), owner=a, bound=10.0)
+    return (ml.StandardScaler().fit_transform(x) * 0.3).reveal(), (
+        ml.StandardScaler().fit(v).var_ * 0.5
+    ).reveal()
+
+
+SMALL = np.array([[0.001, -0.002], [0.003, 0.004], [-0.005, 0.001]])
+
+
+def test_standardised_values_and_variances_scale_right(proto):
+    z, var = run_both(prog_scaler_var, proto)
+    np.testing.assert_allclose(z, 0.3 * (SMALL - SMALL.mean(0)) / SMALL.std(0), atol=2e-3)
+    np.testing.assert_allclose(var, 0.5 * (SMALL * 1000).var(0), atol=1e-3)

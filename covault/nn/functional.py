@@ -227,7 +227,7 @@ def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     f = z.frac
     out = z.proto.dealt(lambda p, xs: np.stack(_piecewise(p, xs, f), axis=1), z.shares)
     s = z._new(np.ascontiguousarray(out[:, 0]), f + 2)
-    return (s, z._new(np.ascontiguousarray(out[:, 1]), 0)) if with_mask else s
+    return (s, z._new(np.ascontiguousarray(out[:, 1]), 0, 1.0)) if with_mask else s
 
 
 def _piecewise(p, xs: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:

@@ -267,7 +267,7 @@ def msb_mul(x: SecretTensor, values: SecretTensor) -> tuple[SecretTensor, Secret
     boolean msb goes straight into the protocol's bit injection (``Protocol.b2a_mul``)."""
     x._same_session(values)
     b, prod = x.proto.b2a_mul(prepared_msb_bits(x), values.shares)
-    return x._new(b, 0, 1.0), values._new(prod, values.frac)
+    return x._new(b, 0, 1.0), values._new(prod, values.frac, values.bound)
 
 
 def less_than(x: Any, y: Any) -> SecretTensor:
@@ -317,7 +317,7 @@ def _to_last(x: SecretTensor, axis: int | None) -> tuple[SecretTensor, int | Non
     if not -x.ndim <= axis < x.ndim:
         raise ShapeError(f"axis {axis} is out of range for shape {x.shape}")
     ax = int(axis) % x.ndim
-    return x._new(np.moveaxis(x.shares, ax + 1, -1)), ax
+    return x._same(np.moveaxis(x.shares, ax + 1, -1)), ax
 
 
 def _tournament(v: SecretTensor, values: bool) -> tuple[SecretTensor | None, list]:
@@ -338,7 +338,7 @@ def _tournament(v: SecretTensor, values: bool) -> tuple[SecretTensor | None, lis
         levels.append((m, c))
         best = a + pick if v.bound is None else (a + pick).with_bound(v.bound)  # one of a, b
         if m % 2:
-            best = best._new(np.concatenate([best.shares, v.shares[..., 2 * h :]], axis=-1))
+            best = best._same(np.concatenate([best.shares, v.shares[..., 2 * h :]], axis=-1))
         v, m = best, best.shape[-1]
     return v, levels
 
@@ -394,4 +394,4 @@ def argmax(x: SecretTensor, axis: int | None = None, keepdims: bool = False) -> 
         ind = c._new(shares, 0, 1.0)
     if ax is None:
         return ind.reshape(x.shape)
-    return ind._new(np.moveaxis(ind.shares, -1, ax + 1))
+    return ind._same(np.moveaxis(ind.shares, -1, ax + 1))

@@ -70,7 +70,7 @@ def shuffle_rows(x: SecretTensor) -> SecretTensor:
     m = int(np.prod(x.shape[1:], dtype=np.int64))
     flat = x.shares.reshape(k, n, m)
     out = shuffle_share_rows(x.proto, flat)
-    return x._new(out.reshape(x.shares.shape))
+    return x._same(out.reshape(x.shares.shape))
 
 
 def shuffle_together(tensors: Sequence[SecretTensor]) -> list[SecretTensor]:
@@ -94,7 +94,7 @@ def shuffle_together(tensors: Sequence[SecretTensor]) -> list[SecretTensor]:
     res, pos = [], 0
     for t, w in zip(tensors, widths):
         part = np.ascontiguousarray(out[:, :, pos : pos + w]).reshape(t.shares.shape)
-        res.append(t._new(part))
+        res.append(t._same(part))
         pos += w
     return res
 
