@@ -113,15 +113,22 @@ class Session:
                 enc = self.fxp.encode(value, what=what, bound=bound)
             shape = enc.shape
             header = np.array([len(shape), *shape], dtype=np.int64)
-            self.net.exchange({p: [header] for p in self.parties if p != owner})
+            self.net.exchange({p: [header, _bound_word(bound)] for p in self.parties if p != owner})
         else:
             if value is not None:
                 raise ProtocolError(
                     f"party {self.party!r} passed a value to an input owned by {owner!r}; "
                     "only the owner passes data, the others pass None"
                 )
-            header = self.net.exchange(recv_from=[owner])[owner][0]
+            header, theirs = self.net.exchange(recv_from=[owner])[owner][:2]
             shape = tuple(int(v) for v in header[1 : 1 + int(header[0])])
+            if theirs[0] != _bound_word(bound)[0]:
+                owners = "the default" if theirs[0] == 0 else f"bound={theirs.view(np.float64)[0]:g}"
+                mine = "the default" if bound is None else f"bound={bound:g}"
+                raise ProtocolError(
+                    f"input of party {owner!r}: the owner declared {owners} but party {self.party!r} "
+                    f"{mine}; every party passes the same bound (scales are chosen from it)"
+                )
             enc = None
         shares = self.protocol.share(enc, owner, tuple(shape))
         if bound is None:
@@ -142,3 +149,8 @@ class Session:
         frac = 0 if integer else self.frac_bits
         peak = float(np.abs(enc.astype(np.float64)).max(initial=0.0)) / 2.0**frac
         return SecretTensor(self, shares, frac, peak + 2.0**-frac)
+
+
+def _bound_word(bound: float | None) -> np.ndarray:
+    """A declared input bound as one int64 word for the shape header (0: the default)."""
+    return np.array([0.0 if bound is None else float(bound)], dtype=np.float64).view(np.int64)

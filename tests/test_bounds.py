@@ -331,3 +331,17 @@ def test_standardised_values_and_variances_scale_right(proto):
     z, var = run_both(prog_scaler_var, proto)
     np.testing.assert_allclose(z, 0.3 * (SMALL - SMALL.mean(0)) / SMALL.std(0), atol=2e-3)
     np.testing.assert_allclose(var, 0.5 * (SMALL * 1000).var(0), atol=1e-3)
+
+
+def test_parties_that_declare_different_bounds_are_stopped(proto):
+    """Bounds choose scales, so every party must declare the same one: a mismatch is named."""
+
+    def prog(s):
+        a = s.compute_parties[0]
+        bound = 10.0 if s.party == s.compute_parties[-1] else None
+        s.input(owner_value(s, np.ones(3)), owner=a, bound=bound)
+
+    with pytest.raises(
+        covault.ProtocolError, match=r"the owner declared the default but party 'p\d' bound=10"
+    ):
+        run_both(prog, proto)
