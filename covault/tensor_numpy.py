@@ -65,14 +65,11 @@ def _reject(name: str) -> TypeError:
 
 def array_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
     name = getattr(ufunc, "__name__", str(ufunc))
+    if method == "reduce" and ufunc is np.add and len(inputs) == 1:
+        # numpy's defaults: axis=0 when not given; axis=None reduces over every axis
+        args = _no(kwargs, "add.reduce", "axis", "keepdims", keep_none=("axis",))
+        return inputs[0].sum(args.get("axis", 0), bool(args.get("keepdims", False)))
     extra = {k: v for k, v in kwargs.items() if v is not None}
-    if (
-        method == "reduce"
-        and ufunc is np.add
-        and len(inputs) == 1
-        and not extra.keys() - {"axis", "keepdims"}
-    ):
-        return inputs[0].sum(extra.get("axis", 0), bool(extra.get("keepdims", False)))
     if method != "__call__":
         raise _reject(f"{name}.{method}")
     if extra:
@@ -92,40 +89,69 @@ def array_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
     raise _reject(name)
 
 
-def _no(kwargs: dict, name: str, *allowed: str) -> dict:
-    """The keyword arguments of ``numpy.name`` covault honours; TypeError for any other."""
+def _no(kwargs: dict, name: str, *allowed: str, keep_none: tuple[str, ...] = ()) -> dict:
+    """The keyword arguments of ``numpy.name`` covault honours; TypeError for any other that is
+    set. ``keep_none``: arguments for which None is a value (numpy's ``axis``)."""
     bad = [k for k, v in kwargs.items() if k not in allowed and v is not None and v is not np._NoValue]
     if bad:
         raise TypeError(f"numpy.{name} on secret tensors takes no {sorted(bad)} argument")
-    return {k: v for k, v in kwargs.items() if k in allowed and v is not np._NoValue}
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if k in allowed and v is not np._NoValue and (v is not None or k in keep_none)
+    }
 
 
-def _method(name: str, method: str, *allowed: str) -> Callable[..., Any]:
+def _method(name: str, method: str, signature: tuple[str, ...], *allowed: str) -> Callable[..., Any]:
+    """``numpy.name(a, *args, **kwargs)`` as ``a.method(...)``: positional arguments are taken
+    by numpy's ``signature`` (the names after ``a``), then checked like keywords."""
+
     def run(a: Any, *args: Any, **kwargs: Any) -> Any:
-        if args:
-            kwargs = dict(zip(allowed, args)) | kwargs
-        return getattr(a, method)(**_no(kwargs, name, *allowed))
+        if len(args) > len(signature):
+            raise TypeError(f"numpy.{name} takes at most {len(signature) + 1} positional arguments")
+        given = dict(zip(signature, args))
+        if given.keys() & kwargs.keys():
+            raise TypeError(f"numpy.{name} got {sorted(given.keys() & kwargs.keys())} twice")
+        return getattr(a, method)(**_no(given | kwargs, name, *allowed, keep_none=("axis",)))
+
+    return run
+
+
+_SUM = ("axis", "dtype", "out", "keepdims")  # numpy.sum / numpy.mean after the array
+_VAR = ("axis", "dtype", "out", "ddof", "keepdims")  # numpy.var / numpy.std
+_MAX = ("axis", "out", "keepdims")  # numpy.max / numpy.min
+
+
+def _join(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """numpy.concatenate / numpy.stack over secret and public arrays: public ones become
+    constants of the first secret's session (range-checked like inputs)."""
+
+    def run(arrays: Any, axis: int = 0, **kwargs: Any) -> Any:
+        _no(kwargs, fn.__name__, "axis")
+        parts = list(arrays)
+        first = next(p for p in parts if isinstance(p, T.SecretTensor))
+        return fn([p if isinstance(p, T.SecretTensor) else first.session.constant(p) for p in parts], axis)
 
     return run
 
 
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
-    np.sum: _method("sum", "sum", "axis", "keepdims"),
-    np.mean: _method("mean", "mean", "axis", "keepdims"),
-    np.var: _method("var", "var", "axis", "ddof", "keepdims"),
-    np.std: _method("std", "std", "axis", "ddof", "keepdims"),
-    np.max: _method("max", "max", "axis", "keepdims"),
-    np.min: _method("min", "min", "axis", "keepdims"),
-    np.amax: _method("amax", "max", "axis", "keepdims"),
-    np.amin: _method("amin", "min", "axis", "keepdims"),
+    np.sum: _method("sum", "sum", _SUM, "axis", "keepdims"),
+    np.mean: _method("mean", "mean", _SUM, "axis", "keepdims"),
+    np.var: _method("var", "var", _VAR, "axis", "ddof", "keepdims"),
+    np.std: _method("std", "std", _VAR, "axis", "ddof", "keepdims"),
+    np.max: _method("max", "max", _MAX, "axis", "keepdims"),
+    np.min: _method("min", "min", _MAX, "axis", "keepdims"),
+    np.amax: _method("amax", "max", _MAX, "axis", "keepdims"),
+    np.amin: _method("amin", "min", _MAX, "axis", "keepdims"),
     np.transpose: lambda a, axes=None: a.transpose(*(() if axes is None else (tuple(axes),))),
     np.reshape: lambda a, shape=None, **kw: a.reshape(shape if shape is not None else kw.pop("newshape")),
     np.squeeze: lambda a, axis=None: a.squeeze(axis),
     np.expand_dims: lambda a, axis: a.expand_dims(axis),
     np.broadcast_to: lambda a, shape: a.broadcast_to(shape),
     np.ravel: lambda a: a.flatten(),
-    np.concatenate: lambda arrays, axis=0: T.concatenate(list(arrays), axis),
-    np.stack: lambda arrays, axis=0: T.stack(list(arrays), axis),
+    np.concatenate: _join(T.concatenate),
+    np.stack: _join(T.stack),
     np.where: lambda cond, a, b: T.where(cond, a, b),
     np.dot: lambda a, b: a @ b if isinstance(a, T.SecretTensor) else b.__rmatmul__(a),
     np.shape: lambda a: a.shape,

@@ -58,6 +58,20 @@ CASES = {
     "np-power": (lambda x, y: np.power(x, 2), lambda x, y: np.power(x, 2)),
     "exp": (lambda x, y: np.exp(x / 4), lambda x, y: np.exp(x / 4)),
     "add-reduce": (lambda x, y: np.add.reduce(x), lambda x, y: np.add.reduce(x)),
+    "add-reduce-all": (lambda x, y: np.add.reduce(x, axis=None), lambda x, y: np.add.reduce(x, axis=None)),
+    "mean-positional": (
+        lambda x, y: np.mean(x, 0, None, None, True),
+        lambda x, y: np.mean(x, 0, None, None, True),
+    ),
+    "std-positional": (
+        lambda x, y: np.std(x, None, None, None, 1),
+        lambda x, y: np.std(x, None, None, None, 1),
+    ),
+    "max-axis-none": (lambda x, y: np.max(x, None), lambda x, y: np.max(x, None)),
+    "concatenate-public": (
+        lambda x, y: np.concatenate([x, np.ones((1, 4))]),
+        lambda x, y: np.concatenate([x, np.ones((1, 4))]),
+    ),
     "concatenate": (lambda x, y: np.concatenate([x, y], axis=1), lambda x, y: np.concatenate([x, y], axis=1)),
     "stack": (lambda x, y: np.stack([x, y]), lambda x, y: np.stack([x, y])),
     "transpose": (lambda x, y: np.transpose(x), lambda x, y: np.transpose(x)),
@@ -76,7 +90,7 @@ def test_numpy_calls_match_plaintext(proto, name):
 
     got = run_both(prog, proto)
     want = plain(X, Y)
-    tol = 1e-3 if name in ("std", "method-std", "exp") else 8 * ULP
+    tol = 1e-3 if name in ("std", "method-std", "std-positional", "exp") else 8 * ULP
     np.testing.assert_allclose(got, want, atol=tol, rtol=1e-4 if name == "exp" else 0)
 
 
@@ -98,6 +112,10 @@ REFUSED = {
         r"numpy.mean on secret tensors takes no \['dtype'\]",
     ),
     "sum-out": (lambda x: np.sum(x, out=np.zeros(4)), r"takes no \['out'\]"),
+    "mean-positional-dtype": (
+        lambda x: np.mean(x, 0, np.float32),
+        r"numpy.mean on secret tensors takes no \['dtype'\]",
+    ),
     "asarray": (lambda x: np.asarray(x), "cannot become a numpy array"),
     "float-power": (lambda x: x**0.5, r"x \*\* k needs an integer"),
     "negative-power": (lambda x: x**-1, r"x \*\* k needs an integer"),
