@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -267,14 +268,51 @@ def test_malformed_pem_files_raise_a_certificate_error_naming_the_party_and_the_
             certs.issue(d, "w")
 
 
-def test_plaintext_and_tls_parties_refuse_each_other(pki):
-    good = pki / "good"
-    got, _ = mesh("xy", {"x": None, "y": ident(good, "y")}, 1.0)
-    assert "it closed the connection during the hello (does it expect TLS?" in str(got["x"])
-    assert "it does not speak TLS" in str(got["y"])
-    got, _ = mesh("xy", {"x": ident(good, "x"), "y": None}, 1.0)
-    assert "party 'y': TLS handshake failed: it does not speak TLS" in str(got["x"])
-    assert "the peer speaks TLS" in str(got["y"])
+def timed_mesh(ids, timeout):
+    """``mesh`` of x and y, with the seconds each party took to fail or connect."""
+    listeners = {p: open_listener() for p in "xy"}
+    addresses = {p: listeners[p].getsockname() for p in "xy"}
+    out, took = {}, {}
+
+    def body(p):
+        t0 = time.monotonic()
+        try:
+            out[p] = connect_mesh(p, "xy", listeners[p], addresses, SID, timeout, tls=ids[p])
+        except Exception as exc:
+            out[p] = exc
+        took[p] = time.monotonic() - t0
+
+    threads = [threading.Thread(target=body, args=(p,)) for p in "xy"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 15)
+    return out, took
+
+
+def test_plaintext_and_tls_parties_refuse_each_other_at_once(pki):
+    """A party without TLS against one with TLS is a verdict, not a retry: the party without
+    TLS fails at once whichever side dials; the party with TLS too when it dials (an accepting
+    party with TLS cannot trust a plaintext claim: it waits for the genuine party, then names it)."""
+    good, one_side = (
+        pki / "good",
+        "(one side runs without TLS: plaintext must be set for every party or none)",
+    )
+    got, took = timed_mesh({"x": None, "y": ident(good, "y")}, 4.0)  # x dials y
+    assert (
+        str(got["x"])
+        == f"party 'y': handshake failed: it requires TLS and this party runs without it {one_side}"
+    )
+    assert took["x"] < 1.0, took
+    assert (
+        got["y"].party == "x"
+        and f"claiming to be 'x': this party requires TLS and the caller runs without it {one_side}"
+        in str(got["y"])
+    )
+    got, took = timed_mesh({"x": ident(good, "x"), "y": None}, 10.0)
+    assert str(got["x"]) == f"party 'y': TLS handshake failed: it does not speak TLS {one_side}"
+    assert str(got["y"]) == f"party 'x': it runs TLS and this party runs without it {one_side}"
+    assert max(took.values()) < 1.5, took
 
 
 def test_restarted_party_and_other_sessions_are_refused_while_the_session_runs(pki, caplog):

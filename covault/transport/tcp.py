@@ -22,6 +22,14 @@ up yet, restarting, or busy), pausing 5 ms, then twice as long each time, up to
 :data:`RETRY_DELAY`. A verdict fails at once: a refusal frame with its reason (another session,
 a certificate for another name, an unexpected party), a TLS refusal, a malformed hello.
 
+One side without TLS is a verdict too. A party with TLS that receives a hello in plaintext
+reads it and refuses it in plaintext (the dialling party fails at once; the claim is
+unauthenticated, so this party goes on waiting for the genuine one and names it after the
+timeout). A party without TLS that receives a TLS record answers with a plaintext refusal (the
+dialling party's TLS library reports a record that is not TLS: it fails at once) and reads on to
+the plaintext notice that the dialling party then sends with its name: a party of the session
+stops the set-up at once, as any claim can without TLS.
+
 Denial of service: anyone who can reach a party's port can open connections to it. Accepted
 connections wait, without a thread each, for their first bytes; one that sends nothing within
 :data:`FIRST_BYTE_TIMEOUT` (3 s, or the session timeout if shorter) is closed, and so is the
@@ -32,8 +40,10 @@ connection whose bytes arrived gets one of :data:`MAX_HANDSHAKES` (32) handshake
 its TLS handshake and hello within :data:`HANDSHAKE_TIMEOUT` (5 s, or the session timeout if
 shorter). A party speaks as soon as it is connected, so idle connections, however many and
 from however many addresses, cannot keep it out (an attempt dropped all the same is retried);
-strangers that start a handshake and stall hold their address's slots for 5 s at most. Dropped connections are counted in the set-up error and logged
-once; refusals are logged each (logger ``covault.transport``).
+strangers that start a handshake and stall hold their address's slots for 5 s at most. Dropped
+connections are counted in the set-up error and logged once; refusals are counted and logged at
+most once per source address per :data:`REFUSAL_LOG_INTERVAL` (5 s; the next line counts those
+left out), on logger ``covault.transport``.
 
 Session ids: ``covault.run`` draws a random 16-byte id per run; ``covault party`` derives it
 from the consortium config and the job (see :func:`covault.runtime.config_session_id`). The
@@ -43,16 +53,21 @@ binds a connection to two authenticated parties, and the tag also binds each fra
 session and to both parties' current incarnations, with or without TLS. A derived id is a
 :class:`SessionId` with a manifest, ``{key: 8-byte digest}`` of what it was derived from (the
 config's agreed fields, the job's keys), at most :data:`MANIFEST_MAX_BYTES` in the hello (one
-entry per top-level key beyond that); it reveals only digests of what every party of the job
-holds. When the ids differ, the accepting party refuses with its own manifest, and during
-set-up both parties raise :class:`SessionMismatchError` at once naming the other party and the
-keys that differ; each goes on dialling and answering its other parties for up to
+entry per top-level key beyond that). On the wire each digest is keyed, HMAC-SHA256 with a key
+from the consortium CA certificates (:func:`_manifest_key`; a constant without TLS), so only
+who holds them can test guesses. The dialling party sends it in its hello (under TLS once the
+accepting party's certificate names the party it dialled). When the ids differ, the accepting
+party refuses a party of the session (under TLS: whose certificate names it) with its own
+manifest and the keys that differ, anyone else with a plain "session id mismatch"; peer-supplied
+keys are quoted as printable ASCII, at most :data:`MAX_KEY_CHARS` each and
+:data:`MAX_LISTED_KEYS` in a message. During set-up both parties raise
+:class:`SessionMismatchError` at once naming the other party and the keys that differ; each goes on dialling and answering its other parties for up to
 :data:`MISMATCH_GRACE` seconds, so that they learn it too (without TLS anyone can claim to be a
 party and stop the set-up this way, as in many others). An unexpected or already connected
 party, or a certificate for another name, is refused with an abort frame giving the reason,
 logged on logger ``covault.transport``, and does not disturb the session. After set-up the
 listener stays open (:class:`LateJoinGuard`) only to refuse late or restarted parties (and
-those of another session, with the keys that differ) with a clear reason; a restarted party
+those of another session) with a clear reason; a restarted party
 cannot rejoin a running session.
 
 Messages (:class:`TcpTransport`): the party's own thread does all I/O, on non-blocking sockets, with
@@ -93,6 +108,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from covault.errors import PartyError, PeerError
 from covault.transport.base import Message, Transport
@@ -101,6 +118,7 @@ from covault.transport.framing import (
     KIND_ABORT,
     KIND_DATA,
     KIND_HELLO,
+    MAGIC,
     MAX_FRAME_BYTES,
     FrameError,
     FrameParser,
@@ -110,6 +128,7 @@ from covault.transport.framing import (
     read_frame,
 )
 from covault.transport.tls import (
+    _NOT_TLS,
     PeerCertificateError,
     PeerIdentityError,
     TlsChannel,
@@ -139,6 +158,8 @@ NONCE_BYTES = 16
 DIGEST_BYTES = 8  # per key of a session manifest
 MANIFEST_MAX_BYTES = 2048  # a larger manifest is sent per top-level key (see _encode_manifest)
 MISMATCH_GRACE = 5.0  # after a session mismatch, how long a party goes on telling the others
+MAX_KEY_CHARS = 64  # a peer's manifest key as quoted in errors and logs (printable ASCII)
+MAX_LISTED_KEYS = 16  # keys that differ, as listed in an error
 
 # Limits on incoming connections (module docstring, "Denial of service").
 BACKLOG = 128  # listen queue of a party's socket
@@ -151,6 +172,8 @@ MAX_HANDSHAKES_PER_SOURCE = 4  # the same, per source address
 ACCEPT_BATCH = 8  # connections accepted per turn of the acceptor's loop
 RETRY_DELAY = 0.25  # longest pause between two attempts of a dialling party
 MAX_LISTED_REFUSALS = 20  # refusals quoted in a set-up error
+REFUSAL_LOG_INTERVAL = 5.0  # at most one refusal logged per source address in this many seconds
+MAX_TLS_SKIP = 1 << 16  # TLS bytes a party without TLS reads past, looking for a caller's notice
 
 log = logging.getLogger("covault.transport")
 
@@ -224,12 +247,46 @@ class SessionMismatchError(PeerError):
     whose digests differ (empty when unknown)."""
 
     def __init__(self, party: str, keys: Sequence[str] = ()):
-        self.keys = tuple(keys)
+        self.keys = tuple(_printable(k) for k in keys)
         if self.keys:
             text = f"{_SESSION_MISMATCH_HEAD}: it runs another job or consortium config; keys that differ: "
-            super().__init__(party, text + ", ".join(self.keys))
+            super().__init__(party, text + _list_keys(self.keys))
         else:
             super().__init__(party, _SESSION_MISMATCH)
+
+
+def _printable(text: str, limit: int = MAX_KEY_CHARS) -> str:
+    """``text`` with every character outside printable ASCII shown as ``?``, cut to ``limit``."""
+    out = "".join(c if " " <= c <= "~" else "?" for c in text[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def _list_keys(keys: Sequence[str]) -> str:
+    """``keys`` joined by commas, the first :data:`MAX_LISTED_KEYS` of them and a count of the rest."""
+    more = len(keys) - MAX_LISTED_KEYS
+    return ", ".join(keys[:MAX_LISTED_KEYS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _manifest_key(tls: TlsIdentity | None) -> bytes:
+    """The HMAC key of the digests a party sends: with TLS, SHA-256 of the consortium CA
+    certificates (every party holds them, none is sent on the wire); without, a constant."""
+    h = hashlib.sha256(b"covault manifest key v1\0")
+    if tls is not None:
+        with contextlib.suppress(OSError, ValueError):  # unreadable: the TLS handshake says why
+            ders = [
+                c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(tls.ca.read_bytes())
+            ]
+            for der in sorted(ders):
+                h.update(hashlib.sha256(der).digest())
+    return h.digest()
+
+
+def _keyed(manifest: Mapping[str, bytes], key: bytes) -> dict[str, bytes]:
+    """Each digest of ``manifest`` replaced by ``HMAC-SHA256(key, name | digest)``, cut short."""
+    return {
+        k: hmac.digest(key, k.encode() + b"\0" + bytes(d), "sha256")[:DIGEST_BYTES]
+        for k, d in manifest.items()
+    }
 
 
 def _encode_manifest(manifest: Mapping[str, bytes]) -> bytes:
@@ -257,6 +314,9 @@ def _encode_manifest(manifest: Mapping[str, bytes]) -> bytes:
 
 
 def _decode_manifest(blob: bytes) -> dict[str, bytes]:
+    """The manifest of a hello or refusal (at most :data:`MANIFEST_MAX_BYTES`, else FrameError)."""
+    if len(blob) > MANIFEST_MAX_BYTES:
+        raise FrameError(f"session manifest of {len(blob)} bytes (at most {MANIFEST_MAX_BYTES})")
     out: dict[str, bytes] = {}
     i = 0
     while i < len(blob):
@@ -300,13 +360,58 @@ def _send_refusal(ch: SocketChannel, reason: str, manifest: bytes | None = None)
         ch.send_buffers([header, *bufs])
 
 
+def _send_tls_notice(sock: socket.socket, name: str) -> None:
+    """Tell a party without TLS, in plaintext, which party dialled it with TLS (best effort)."""
+    with contextlib.suppress(OSError):
+        header, bufs = encode_frame(
+            [np.frombuffer(_TLS_NOTICE, np.uint8), np.frombuffer(name.encode(), np.uint8)]
+        )
+        send_buffers(sock, [header, *bufs])
+
+
+def _read_tls_notice(ch: SocketChannel) -> str | None:
+    """The party name of a notice from :func:`_send_tls_notice` (None if the frame is another)."""
+    kind, arrays, _ = read_frame(FrameReader(ch.recv_into, 1 << 10, greedy=False), HANDSHAKE_MAX_BYTES)
+    if kind != KIND_DATA or len(arrays) != 2 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
+        return None
+    if arrays[0].tobytes() != _TLS_NOTICE or not 0 < arrays[1].size <= 255:
+        return None
+    try:
+        return arrays[1].tobytes().decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _peek(sock: socket.socket, n: int) -> bytes:
+    """The first ``n`` bytes waiting on a blocking ``sock``, left unread (fewer at end of stream
+    or when its timeout passes first; OSError if none came)."""
+    end = time.monotonic() + (sock.gettimeout() or 0.0)
+    while True:
+        head = sock.recv(n, socket.MSG_PEEK)
+        if len(head) >= n or not head or time.monotonic() >= end:
+            return head
+        time.sleep(0.002)
+
+
+def _skip(sock: socket.socket, n: int) -> int:
+    """Read and discard ``n`` bytes of ``sock`` (EOFError if it ends first); returns ``n``."""
+    left = n
+    while left:
+        got = len(sock.recv(min(left, 1 << 14)))
+        if not got:
+            raise EOFError("connection closed")
+        left -= got
+    return n
+
+
 def _read_hello(ch: SocketChannel) -> tuple[bytes, str, bytes, dict[str, bytes]]:
     """(session id, name, nonce, manifest) from a hello frame; _Refused, FrameError, EOFError or
     OSError otherwise."""
     kind, arrays, _ = read_frame(FrameReader(ch.recv_into, 1 << 13, greedy=False), HANDSHAKE_MAX_BYTES)
     if kind == KIND_ABORT and len(arrays) in (1, 2) and all(a.dtype == np.uint8 for a in arrays):
         manifest = _decode_manifest(arrays[1].tobytes()) if len(arrays) == 2 else None
-        raise _Refused(arrays[0].tobytes().decode(errors="replace"), manifest)
+        text = arrays[0].tobytes().decode(errors="replace")
+        raise _Refused("".join(c if c.isprintable() else "?" for c in text), manifest)
     if kind != KIND_HELLO or len(arrays) != 4 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
         raise FrameError("expected a hello frame")
     sid, raw_name, nonce, manifest = (a.tobytes() for a in arrays)
@@ -336,7 +441,7 @@ class _Handshake:
         self.nonce = nonce or secrets.token_bytes(NONCE_BYTES)
         if manifest is None:
             manifest = getattr(session_id, "manifest", None) or {}
-        self.blob = _encode_manifest(manifest)  # as sent
+        self.blob = _encode_manifest(_keyed(manifest, _manifest_key(tls)))  # as sent (to parties only)
         self.manifest = _decode_manifest(self.blob)  # as the peers see it
         self.failed = threading.Event()  # set when set-up is abandoned: stops retry loops
         self.grace_end: float | None = None  # a party runs another session: tell the rest until then
@@ -425,6 +530,9 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
         except ssl.SSLError as exc:
             if _cut_short(exc):
                 raise _Retry("the TLS handshake was cut short", True) from None
+            if getattr(exc, "reason", None) in _NOT_TLS:  # it answered without TLS: say who called
+                _send_tls_notice(sock, hs.me)
+                raise PeerError(peer, f"TLS handshake failed: it does not speak TLS ({_ONE_SIDE})") from None
             raise tls_peer_error(peer, exc) from None
         except (EOFError, OSError) as exc:
             raise _Retry(f"the TLS handshake was cut short ({exc or 'connection closed'})", True) from None
@@ -440,6 +548,10 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
         except _Refused as exc:
             if exc.manifest is not None:  # another session: the keys that differ, at once
                 raise SessionMismatchError(peer, _differing(hs.manifest, exc.manifest)) from None
+            if str(exc) == _NEEDS_TLS:
+                raise PeerError(
+                    peer, f"handshake failed: it requires TLS and this party runs without it ({_ONE_SIDE})"
+                ) from None
             err = PeerError(peer, f"handshake failed: it refused the connection: {exc}")
             err.collateral = str(exc) == _SET_UP_OVER  # it stopped: usually because of another peer
             raise err from None
@@ -471,6 +583,10 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
 
 
 _SET_UP_OVER = "connection set-up is over"
+_ONE_SIDE = "one side runs without TLS: plaintext must be set for every party or none"
+_NEEDS_TLS = f"this party requires TLS and the caller runs without it ({_ONE_SIDE})"
+_RUNS_WITHOUT_TLS = f"this party runs without TLS ({_ONE_SIDE})"
+_TLS_NOTICE = b"covault: this party runs TLS"  # with its name, after a party without TLS answered
 _SESSION_MISMATCH_HEAD = "session id mismatch"
 _SESSION_MISMATCH = (
     f"{_SESSION_MISMATCH_HEAD}: it runs another session (another job, a different consortium config, "
@@ -541,6 +657,7 @@ class _Acceptor(threading.Thread):
         self._lock = threading.Lock()  # guards got, nonces, refused, _stopped, _pending, _busy
         self._pending: set[socket.socket] = set()  # in their handshake
         self._busy: dict[str, int] = {}  # handshakes in progress per source
+        self._logged: dict[str, tuple[float, int]] = {}  # per source: last refusal logged, not logged since
         self._waiting: dict[int, _Waiting] = {}  # by file descriptor, oldest first (acceptor only)
         self._by_source: dict[str, dict[int, None]] = {}
         self._ready = 0
@@ -721,8 +838,18 @@ class _Acceptor(threading.Thread):
     def _refuse(
         self, ch, sock, addr, reason: str, claim: str | None = None, manifest: bytes | None = None
     ) -> None:
-        who = f" claiming to be {claim!r}" if claim else ""
-        log.warning("party %r refused a connection from %s%s: %s", self.hs.me, _fmt_addr(addr), who, reason)
+        who = f" claiming to be {_printable(claim, 255)!r}" if claim else ""
+        quiet = self._quiet(_source(addr))
+        if quiet is not None:
+            also = f" ({quiet} more refused from this address since the last line)" if quiet else ""
+            log.warning(
+                "party %r refused a connection from %s%s: %s%s",
+                self.hs.me,
+                _fmt_addr(addr),
+                who,
+                reason,
+                also,
+            )
         if ch is not None:
             _send_refusal(ch, reason, manifest)
             ch.close()
@@ -732,6 +859,20 @@ class _Acceptor(threading.Thread):
             self.refusals += 1
             if len(self.refused) < MAX_LISTED_REFUSALS:
                 self.refused.append(f"{_fmt_addr(addr)}{who}: {reason}")
+
+    def _quiet(self, source: str) -> int | None:
+        """None if a refusal from ``source`` is not to be logged now (one line per source per
+        :data:`REFUSAL_LOG_INTERVAL`), else how many were not logged since its last line."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._logged.pop(source, None)
+            if last is not None and now - last[0] < REFUSAL_LOG_INTERVAL:
+                self._logged[source] = (last[0], last[1] + 1)
+                return None
+            self._logged[source] = (now, 0)
+            while len(self._logged) > MAX_WAITING:  # forget the sources heard from longest ago
+                del self._logged[next(iter(self._logged))]
+            return last[1] if last is not None else 0
 
     def _serve(self, w: _Waiting) -> None:
         try:
@@ -754,6 +895,13 @@ class _Acceptor(threading.Thread):
         try:
             sock.setblocking(True)
             sock.settimeout(max(0.001, min(left, self.handshake_timeout)))
+            head = _peek(sock, len(MAGIC))
+            if hs.tls is not None and head == MAGIC:
+                self._plaintext_caller(sock, addr)
+                return
+            if hs.tls is None and head[:1] == b"\x16" and head[1:2] == b"\x03":
+                self._tls_caller(sock, addr)
+                return
             try:
                 ch = prepare_socket(sock, hs.tls, server_side=True)
             except ssl.SSLError as exc:
@@ -769,14 +917,20 @@ class _Acceptor(threading.Thread):
             if ch.peer_names is not None and name not in ch.peer_names:
                 reason = f"its certificate names {sorted(ch.peer_names)}, not {name!r}"
             elif not hmac.compare_digest(sid, hs.session_id):
-                mismatch = SessionMismatchError(name, _differing(hs.manifest, theirs))
+                # only a party of this session (under TLS: its certificate, checked above) is
+                # told the manifest and the keys that differ; anyone else learns nothing more
+                party = name in self.parties
+                mismatch = SessionMismatchError(name, _differing(hs.manifest, theirs) if party else ())
                 if mismatch.keys:
-                    reason = f"{_SESSION_MISMATCH_HEAD}: keys that differ: {', '.join(mismatch.keys)}"
+                    reason = f"{_SESSION_MISMATCH_HEAD}: keys that differ: {_list_keys(mismatch.keys)}"
                 else:
                     reason = f"{_SESSION_MISMATCH_HEAD} (another job, a different consortium config, or a different job name)"
-                if name in self.parties and not self.done.is_set():  # a party of ours: stop at once
-                    self.fatal.append(mismatch)
-                self.heard.add(name)
+                if party:
+                    if not self.done.is_set():  # a party of ours: stop at once
+                        self.fatal.append(mismatch)
+                    self.heard.add(name)
+                else:
+                    mismatch = None
             elif name in self.got:
                 if self.nonces[name] != nonce:
                     reason = (
@@ -810,6 +964,43 @@ class _Acceptor(threading.Thread):
         self._refuse(ch, sock, addr, reason, claim=name, manifest=None if mismatch is None else hs.blob)
         if mismatch is not None and self.fatal:
             hs.mismatch()
+
+    def _plaintext_caller(self, sock: socket.socket, addr) -> None:
+        """A caller without TLS at a party with TLS: read its hello (for the log), refuse it in
+        plaintext. Its claim is unauthenticated, so this party goes on waiting for the genuine one."""
+        ch = SocketChannel(sock)
+        try:
+            name = _read_hello(ch)[1]
+        except (FrameError, EOFError, OSError):
+            name = None
+        self._refuse(ch, sock, addr, _NEEDS_TLS, claim=name)
+
+    def _tls_caller(self, sock: socket.socket, addr) -> None:
+        """A caller with TLS at a party without: refuse it in plaintext (its TLS library reports a
+        record that is not TLS), then read past its TLS records to the notice a covault party
+        sends with its name; a party of this session that runs TLS stops the set-up at once (as
+        any claim does without TLS)."""
+        ch = SocketChannel(sock)
+        _send_refusal(ch, _RUNS_WITHOUT_TLS)
+        name = None
+        with contextlib.suppress(FrameError, EOFError, OSError):
+            skipped = 0
+            while skipped <= MAX_TLS_SKIP:
+                head = _peek(sock, 5)
+                if head[:4] == MAGIC:
+                    name = _read_tls_notice(ch)
+                    break
+                if len(head) < 5 or head[0] not in (0x14, 0x15, 0x16, 0x17) or head[1] != 3:
+                    break
+                skipped += _skip(sock, 5 + int.from_bytes(head[3:5], "big"))
+        reason = f"the caller runs TLS and this party does not ({_ONE_SIDE})"
+        self._refuse(ch, sock, addr, reason, claim=name)
+        with self._lock:
+            if name is None or name not in self.parties or self.done.is_set() or name in self.heard:
+                return
+            self.fatal.append(PeerError(name, f"it runs TLS and this party runs without it ({_ONE_SIDE})"))
+            self.heard.add(name)
+        self.hs.mismatch()
 
     def stop(self) -> None:
         """Stop accepting and close the listener; connections still in their handshake are cut."""
