@@ -72,8 +72,9 @@ def product(a: float | None, b: float | None, terms: int, frac: int) -> float | 
 
 def default_bound(frac_bits: int, frac: int) -> float:
     """Bound that steps choosing a scale assume for an untracked tensor: the range of an exact
-    product of two inputs, capped by the exact range at ``frac`` fractional bits."""
-    return min(2.0 ** (62 - 2 * frac_bits), EXACT_LIMIT / 2.0**frac)
+    product of two inputs, capped by half the exact range at ``frac`` fractional bits (so that
+    it can be truncated)."""
+    return min(2.0 ** (62 - 2 * frac_bits), EXACT_LIMIT / 2.0 ** (frac + 1))
 
 
 def column_gain(c: np.ndarray, side: str) -> float:
@@ -89,18 +90,20 @@ def column_gain(c: np.ndarray, side: str) -> float:
 
 def multiplier_scale(x_enc: float, c: np.ndarray, gain, s_min: int) -> int | None:
     """Largest scale ``s >= s_min`` for a public real multiplier ``c`` (encoded
-    ``round(c 2^s)``) such that ``x_enc * gain(|encoded|) <= EXACT_LIMIT`` for a secret operand
+    ``round(c 2^s)``) such that ``x_enc * gain(|encoded|) < EXACT_LIMIT`` for a secret operand
     of encoded bound ``x_enc``; None when there is none. ``gain`` maps magnitudes (float array)
     to the largest sum one output collects."""
     peak = float(np.abs(c).max()) if c.size else 0.0
     if peak == 0.0:
         return max(s_min, 0)
+    g = gain(np.abs(c))
+    if not math.isfinite(g):
+        return None
     x_enc = max(x_enc, 1.0)
-    s = min(
-        61 - math.ceil(math.log2(peak)), 60, math.floor(math.log2(EXACT_LIMIT / x_enc / gain(np.abs(c)))) + 1
-    )
+    room = 62 - math.log2(x_enc) - math.log2(g)  # in logs: no overflow for huge or tiny c
+    s = min(61 - math.ceil(math.log2(peak)), 60, math.floor(room) + 1)
     while s >= s_min:
-        if x_enc * gain(np.abs(np.round(c * 2.0**s))) <= EXACT_LIMIT:
+        if x_enc * gain(np.abs(np.round(c * 2.0**s))) < EXACT_LIMIT:
             return s
         s -= 1
     return None
@@ -108,9 +111,9 @@ def multiplier_scale(x_enc: float, c: np.ndarray, gain, s_min: int) -> int | Non
 
 class MultiplierPlan:
     """How to multiply a secret (bound ``known``, ``fx`` fractional bits) by a public real
-    ``c``, elementwise or as a matrix, so that the result truncated to ``f`` bits is within
-    ``error`` of the exact product at the bound and every raw product stays below
-    :data:`EXACT_LIMIT`:
+    ``c``, elementwise or as a matrix, so that the result before its final truncation to ``f``
+    bits is within ``error`` of the exact product at the bound (the truncation adds at most one
+    unit) and every raw product stays below :data:`EXACT_LIMIT`:
 
     1. when the operand's bits leave the constant too few, truncate the operand by ``t`` bits;
     2. multiply by ``hi = round(c 2^s)`` (``s`` as large as the bound allows);
@@ -132,7 +135,7 @@ class MultiplierPlan:
         g = gain(np.abs(c))
         tol = max(2.0 ** (1 - f), 2.0**-24 * known * g)
         for t in range(63):
-            if t and known * 2.0**fx > EXACT_LIMIT:
+            if t and known * 2.0**fx >= EXACT_LIMIT:
                 return None  # the operand cannot be truncated exactly
             pre = 0.0 if t == 0 else g * 2.0 ** (t - fx)  # the operand's truncation error
             if pre > tol:
@@ -160,7 +163,7 @@ def _limbs(x_enc: float, fx: int, f: int, c: np.ndarray, gain, budget: float):
         if u is None:
             return None
         lo = np.round(rest * 2.0**u)
-        if x_enc * (gain(np.abs(hi)) + gain(np.abs(rest))) + 1.0 > EXACT_LIMIT:
+        if x_enc * (gain(np.abs(hi)) + gain(np.abs(rest))) + 1.0 >= EXACT_LIMIT:
             s -= 1  # the two products together need one bit more room
             continue
         err = x_real * gain(np.abs(rest - lo * 2.0**-u)) * 2.0**-s + 2.0 ** -(fx + s)

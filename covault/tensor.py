@@ -145,6 +145,8 @@ class SecretTensor:
         if not arr.size or not np.any(arr):
             return self._new(apply(self.shares, np.zeros(arr.shape, np.int64)), f, 2.0**-f)
         known = self._plan_bound()
+        if not math.isfinite(gain(np.abs(arr))):
+            raise BoundError(f"{op}: the public value's magnitudes add up beyond floating point")
         plan = bounds.MultiplierPlan.make(known, self.frac, f, arr, gain)
         if plan is None:
             bounds.check(known * gain(np.abs(arr)), f, op, EXACT_LIMIT)

@@ -129,8 +129,21 @@ def _join(fn: Callable[..., Any]) -> Callable[..., Any]:
     def run(arrays: Any, axis: int = 0, **kwargs: Any) -> Any:
         _no(kwargs, fn.__name__, "axis")
         parts = list(arrays)
-        first = next(p for p in parts if isinstance(p, T.SecretTensor))
-        return fn([p if isinstance(p, T.SecretTensor) else first.session.constant(p) for p in parts], axis)
+        secrets = [p for p in parts if isinstance(p, T.SecretTensor)]
+        if not secrets:
+            raise TypeError(
+                f"numpy.{fn.__name__} of secret tensors got none (a generator is consumed by numpy)"
+            )
+        session, integer = secrets[0].session, all(p.frac == 0 for p in secrets)
+
+        def lift(p: Any) -> Any:
+            if isinstance(p, T.SecretTensor):
+                return p
+            arr = np.asarray(p)
+            whole = integer and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_)
+            return session.constant(arr, integer=whole)
+
+        return fn([lift(p) for p in parts], axis)
 
     return run
 

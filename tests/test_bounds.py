@@ -345,3 +345,24 @@ def test_parties_that_declare_different_bounds_are_stopped(proto):
         covault.ProtocolError, match=r"the owner declared the default but party 'p\d' bound=10"
     ):
         run_both(prog, proto)
+
+
+def prog_extreme_multipliers(s):
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, np.array([1.5, -2.0])), owner=a)
+    n = s.input(owner_value(s, np.array([3, -4])), owner=a, integer=True)
+    out = [(x * 1e-300).reveal(), (x * 5e-324).reveal(), (n * 1e-300).reveal()]
+    for fn in (lambda: x @ np.array([[1e308], [1e308]]), lambda: x * 1e308):
+        try:
+            fn().reveal()
+            out.append("no error")
+        except BoundError as e:
+            out.append(type(e).__name__)
+    return out
+
+
+def test_extreme_public_multipliers_give_zero_or_a_named_error(proto):
+    tiny, denormal, int_tiny, huge_matrix, huge = run_both(prog_extreme_multipliers, proto)
+    for got in (tiny, denormal, int_tiny):
+        np.testing.assert_array_equal(got, [0.0, 0.0])
+    assert huge_matrix == huge == "BoundError"

@@ -148,3 +148,21 @@ def test_numpy_calls_over_tcp(name, n):
     np.testing.assert_allclose(mx, np.maximum(X, Y), atol=8 * ULP)
     np.testing.assert_allclose(cube, X**3, atol=8 * ULP)
     np.testing.assert_allclose(var, X.var(axis=0), atol=8 * ULP)
+
+
+def test_joining_integer_tensors_with_public_integers_keeps_them_integers(proto):
+    def prog(s):
+        a = s.compute_parties[0]
+        n = s.input(owner_value(s, np.array([3, -4])), owner=a, integer=True)
+        joined = np.concatenate([n, np.array([40_000])])
+        try:
+            np.concatenate(t for t in [n])
+            gen = "no error"
+        except TypeError as e:
+            gen = str(e)
+        return joined.frac, joined.reveal(), gen
+
+    frac, joined, gen = run_both(prog, proto)
+    assert frac == 0
+    np.testing.assert_array_equal(joined, [3, -4, 40_000])
+    assert "numpy.concatenate" in gen
