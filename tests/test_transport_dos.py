@@ -7,6 +7,7 @@ import contextlib
 import errno
 import select
 import socket
+import ssl
 import threading
 import time
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from covault.errors import PeerError
+from covault.transport import tcp
 from covault.transport.tcp import LateJoinGuard, TcpTransport, connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
@@ -281,3 +283,129 @@ def _refusal_is_not_retried() -> None:
     for me in "xy":
         assert isinstance(out[me], PeerError) and "session id mismatch" in str(out[me])
     assert time.monotonic() - t0 < 4.0
+
+
+def _client_hello() -> bytes:
+    """The first flight of a TLS client: a ClientHello record."""
+    ctx = ssl.create_default_context()
+    out = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname="p1")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+EMPTY_RECORD = b"\x17\x03\x03\x00\x00"  # a TLS record of no bytes
+
+
+class Drippers:
+    """Clients that connect to ``targets`` (``per_source`` from each of ``sources`` per target),
+    send ``prefix`` and then one chunk of ``drip`` every ``interval`` seconds, and reconnect
+    from the same address when cut; ``lifetimes`` holds how long each connection lasted (still
+    open ones counted at :meth:`stop`)."""
+
+    def __init__(self, targets, sources, per_source: int, prefix: bytes, drip: list[bytes], interval=0.5):
+        self.plan = [(t, s) for t in targets for s in sources for _ in range(per_source)]
+        self.prefix, self.drip, self.interval = prefix, drip, interval
+        self.lifetimes: list[float] = []
+        self._open: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(len(self.plan))
+        ]
+
+    def _run(self, i: int) -> None:
+        target, source = self.plan[i]
+        while not self._stop.is_set():
+            s = socket.socket()
+            try:
+                s.bind((source, 0))
+                s.settimeout(2.0)
+                s.connect(target)
+                t0 = time.monotonic()
+                with self._lock:
+                    self._open[i] = t0
+                s.sendall(self.prefix)
+                s.settimeout(self.interval)
+                for chunk in self.drip:
+                    s.sendall(chunk)
+                    try:
+                        while s.recv(4096):  # cut, perhaps after a refusal: read to the end
+                            pass
+                        break
+                    except TimeoutError:
+                        if self._stop.is_set():
+                            break
+            except OSError:
+                pass  # cut (reset), or connect refused
+            finally:
+                s.close()
+                with self._lock:
+                    t0 = self._open.pop(i, None)
+                    if t0 is not None:
+                        self.lifetimes.append(time.monotonic() - t0)
+
+    def __enter__(self) -> Drippers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.lifetimes += [now - t0 for t0 in self._open.values()]
+            self._open.clear()
+        self._stop.set()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        for t in self._threads:
+            t.join(5.0)
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["client-hello-at-tls", "empty-records-at-plaintext"])
+def test_handshakes_dripping_bytes_are_cut_at_the_handshake_timeout(ids, monkeypatch, tls):
+    """A handshake has one deadline, not one per read: connections that drip a byte of a TLS
+    ClientHello every 0.5 s (at parties with TLS), or an empty TLS record every 0.5 s (at parties
+    without), from 8 addresses x 4 per port (every handshake slot), are cut within the handshake
+    timeout (1 s here) of getting a slot, and the three parties connect meanwhile."""
+    monkeypatch.setattr(tcp, "HANDSHAKE_TIMEOUT", 1.0)
+    if tls:
+        hello = _client_hello()
+        prefix, drip = b"", [hello[i : i + 1] for i in range(len(hello))]
+    else:
+        prefix, drip = EMPTY_RECORD, [EMPTY_RECORD] * 1000
+    listeners = {p: open_listener() for p in ORDER}
+    addresses = {p: listeners[p].getsockname() for p in ORDER}
+    sources = [f"127.0.0.{i}" for i in range(2, 10)]
+    out: dict = {}
+
+    def body(p):
+        try:
+            identity = ids[p] if tls else None
+            out[p] = connect_mesh(p, ORDER, listeners[p], addresses, SID, 8.0, tls=identity)
+        except Exception as exc:
+            out[p] = exc
+
+    try:
+        with Drippers(list(addresses.values()), sources, 4, prefix, drip) as drippers:
+            time.sleep(0.3)  # every slot taken
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=body, args=(p,)) for p in ORDER]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(20.0)
+            seconds = time.monotonic() - t0
+            time.sleep(max(0.0, 3.0 - seconds))  # long enough for a dripper to outlast the bound
+            drippers.stop()
+        _check_mesh(out)
+        longest = max(drippers.lifetimes)
+        print(f"3 parties connected in {seconds:.2f} s with 32 dripping connections per port; "
+              f"{len(drippers.lifetimes)} cut, the longest after {longest:.2f} s")  # fmt: skip
+        assert longest < 2 * 1.0 + 0.25, longest  # a wait for a slot, then the handshake
+        assert seconds < 5.0
+    finally:
+        for sock in listeners.values():
+            sock.close()

@@ -38,7 +38,9 @@ source address (IPv6: one /64), or more than :data:`MAX_WAITING` (256) in all, a
 connection whose bytes arrived gets one of :data:`MAX_HANDSHAKES` (32) handshake slots, at most
 :data:`MAX_HANDSHAKES_PER_SOURCE` (4) per source address (more wait their turn), and must finish
 its TLS handshake and hello within :data:`HANDSHAKE_TIMEOUT` (5 s, or the session timeout if
-shorter). A party speaks as soon as it is connected, so idle connections, however many and
+shorter) of getting its slot, however slowly its bytes arrive: one deadline per handshake, not per
+read (:class:`_Deadlines` shuts the socket down when it passes); a dialling party gives each
+attempt twice that (a wait for a slot, then the handshake). A party speaks as soon as it is connected, so idle connections, however many and
 from however many addresses, cannot keep it out (an attempt dropped all the same is retried);
 strangers that start a handshake and stall hold their address's slots for 5 s at most. Dropped
 connections are counted in the set-up error and logged once; refusals are counted and logged at
@@ -54,8 +56,9 @@ session and to both parties' current incarnations, with or without TLS. A derive
 :class:`SessionId` with a manifest, ``{key: 8-byte digest}`` of what it was derived from (the
 config's agreed fields, the job's keys), at most :data:`MANIFEST_MAX_BYTES` in the hello (one
 entry per top-level key beyond that). On the wire each digest is keyed, HMAC-SHA256 with a key
-from the consortium CA certificates (:func:`_manifest_key`; a constant without TLS), so only
-who holds them can test guesses. The dialling party sends it in its hello (under TLS once the
+from the consortium CA certificates (:func:`_manifest_key`; a constant without TLS); CA
+certificates are not secret, so this only ties the digests to one consortium: what keeps a
+manifest from strangers is that it goes only to an authenticated party of the session. The dialling party sends it in its hello (under TLS once the
 accepting party's certificate names the party it dialled). When the ids differ, the accepting
 party refuses a party of the session (under TLS: whose certificate names it) with its own
 manifest and the keys that differ, anyone else with a plain "session id mismatch"; peer-supplied
@@ -93,6 +96,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import logging
@@ -160,6 +164,7 @@ MANIFEST_MAX_BYTES = 2048  # a larger manifest is sent per top-level key (see _e
 MISMATCH_GRACE = 5.0  # after a session mismatch, how long a party goes on telling the others
 MAX_KEY_CHARS = 64  # a peer's manifest key as quoted in errors and logs (printable ASCII)
 MAX_LISTED_KEYS = 16  # keys that differ, as listed in an error
+MAX_REASON_CHARS = 300  # a peer's refusal as quoted in errors and logs (printable ASCII)
 
 # Limits on incoming connections (module docstring, "Denial of service").
 BACKLOG = 128  # listen queue of a party's socket
@@ -382,21 +387,24 @@ def _read_tls_notice(ch: SocketChannel) -> str | None:
         return None
 
 
-def _peek(sock: socket.socket, n: int) -> bytes:
+def _peek(sock: socket.socket, n: int, end: float) -> bytes:
     """The first ``n`` bytes waiting on a blocking ``sock``, left unread (fewer at end of stream
-    or when its timeout passes first; OSError if none came)."""
-    end = time.monotonic() + (sock.gettimeout() or 0.0)
+    or when monotonic time ``end`` passes first; OSError if none came)."""
+    hangup = select.poll()  # whether the peer ended its stream after fewer bytes
+    hangup.register(sock, getattr(select, "POLLRDHUP", 0))
     while True:
+        sock.settimeout(max(0.001, end - time.monotonic()))
         head = sock.recv(n, socket.MSG_PEEK)
-        if len(head) >= n or not head or time.monotonic() >= end:
+        if len(head) >= n or not head or time.monotonic() >= end or hangup.poll(2):
             return head
-        time.sleep(0.002)
 
 
-def _skip(sock: socket.socket, n: int) -> int:
-    """Read and discard ``n`` bytes of ``sock`` (EOFError if it ends first); returns ``n``."""
+def _skip(sock: socket.socket, n: int, end: float) -> int:
+    """Read and discard ``n`` bytes of ``sock`` by monotonic time ``end`` (EOFError if it ends
+    first, TimeoutError if time runs out); returns ``n``."""
     left = n
     while left:
+        sock.settimeout(max(0.001, end - time.monotonic()))
         got = len(sock.recv(min(left, 1 << 14)))
         if not got:
             raise EOFError("connection closed")
@@ -411,7 +419,7 @@ def _read_hello(ch: SocketChannel) -> tuple[bytes, str, bytes, dict[str, bytes]]
     if kind == KIND_ABORT and len(arrays) in (1, 2) and all(a.dtype == np.uint8 for a in arrays):
         manifest = _decode_manifest(arrays[1].tobytes()) if len(arrays) == 2 else None
         text = arrays[0].tobytes().decode(errors="replace")
-        raise _Refused("".join(c if c.isprintable() else "?" for c in text), manifest)
+        raise _Refused(_printable(text, MAX_REASON_CHARS), manifest)
     if kind != KIND_HELLO or len(arrays) != 4 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
         raise FrameError("expected a hello frame")
     sid, raw_name, nonce, manifest = (a.tobytes() for a in arrays)
@@ -480,6 +488,73 @@ class _Retry(Exception):
         self.connected = connected  # the TCP connection itself was made
 
 
+class _Watch:
+    """One socket watched by :class:`_Deadlines`; ``cut``: its deadline passed and it was shut
+    down; ``done``: no longer watched (released or cut)."""
+
+    __slots__ = ("cut", "deadline", "done", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.deadline, self.cut, self.done = sock, deadline, False, False
+
+    def expired(self) -> bool:
+        """Whether its deadline has passed (cut or about to be)."""
+        return self.cut or time.monotonic() >= self.deadline
+
+    def __lt__(self, other: _Watch) -> bool:
+        return self.deadline < other.deadline
+
+
+class _Deadlines:
+    """Gives each handshake one absolute deadline: a socket still watched when its deadline
+    passes is shut down, which ends any read or write blocked on it. Socket timeouts apply per
+    call, so alone they would let a peer that trickles its bytes hold a handshake indefinitely.
+    One thread, running while sockets are watched."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[_Watch] = []
+        self._running = False
+
+    def watch(self, sock: socket.socket, deadline: float) -> _Watch:
+        """Shut ``sock`` down at monotonic time ``deadline`` unless released before."""
+        w = _Watch(sock, deadline)
+        with self._cond:
+            heapq.heappush(self._heap, w)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="covault-handshake-deadlines", daemon=True).start()
+            self._cond.notify()
+        return w
+
+    def release(self, w: _Watch) -> bool:
+        """Stop watching ``w``'s socket; False if it was already cut."""
+        with self._cond:
+            w.done = True
+            return not w.cut
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._running = False
+                    return
+                w = self._heap[0]
+                wait = w.deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                w.cut = w.done = True
+                with contextlib.suppress(OSError):
+                    w.sock.shutdown(socket.SHUT_RDWR)
+
+
+_DEADLINES = _Deadlines()
+
+
 def _cut_short(exc: ssl.SSLError) -> bool:
     """Whether a TLS failure is a connection closed or reset mid-handshake (no TLS verdict)."""
     return isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)) or exc.errno in (
@@ -517,14 +592,17 @@ def _connect(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
 def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: float) -> SocketChannel:
     """One attempt of :func:`_connect`: raises _Retry, or PeerError for a verdict."""
     where = f"{address[0]}:{address[1]}"
-    limit = max(0.001, min(deadline - time.monotonic(), HANDSHAKE_TIMEOUT))
+    # the whole attempt, however the peer trickles its bytes: a wait for a slot, then the handshake
+    limit = max(0.001, min(deadline - time.monotonic(), 2 * HANDSHAKE_TIMEOUT))
+    end = time.monotonic() + limit
     try:
         sock = socket.create_connection(address, timeout=limit)
     except OSError as exc:
         raise _Retry(f"could not connect ({exc})", False) from None
     ch: SocketChannel | None = None
+    watch = _DEADLINES.watch(sock, end)
     try:
-        sock.settimeout(max(0.001, min(deadline - time.monotonic(), HANDSHAKE_TIMEOUT)))
+        sock.settimeout(max(0.001, end - time.monotonic()))
         try:
             ch = prepare_socket(sock, hs.tls, server_side=False)
         except ssl.SSLError as exc:
@@ -568,6 +646,8 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
             raise _Retry(f"it closed the connection during the hello{hint}", True) from None
         except OSError as exc:
             raise _Retry(f"the connection was cut short during the hello ({exc})", True) from None
+        if not _DEADLINES.release(watch):
+            raise _Retry(f"no handshake within {limit:g} s", True)
         if not hmac.compare_digest(sid, hs.session_id):
             raise SessionMismatchError(peer, _differing(hs.manifest, theirs))
         if name != peer:
@@ -576,7 +656,10 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
         ch.settimeout(None)
         return ch
     except BaseException as exc:
+        cut = not _DEADLINES.release(watch)
         (ch or sock).close()
+        if cut and isinstance(exc, Exception):  # the deadline cut it: no verdict of the peer's
+            raise _Retry(f"no handshake within {limit:g} s", True) from None
         if isinstance(exc, PeerError):
             log.warning("party %r: connection to %r failed: %s", hs.me, peer, exc)
         raise
@@ -889,32 +972,48 @@ class _Acceptor(threading.Thread):
                 self._wake_w.send(b"\0")  # a slot is free
 
     def _handle(self, sock: socket.socket, addr) -> None:
+        """Handshake one accepted connection, all of it within the handshake timeout (capped by
+        what is left of set-up) from now."""
+        left = self.deadline - time.monotonic() if not self.done.is_set() else self.handshake_timeout
+        limit = max(0.001, min(left, self.handshake_timeout))
+        watch = _DEADLINES.watch(sock, time.monotonic() + limit)
+        try:
+            self._handshake(sock, addr, watch, f"handshake not done within {limit:g} s")
+        finally:
+            _DEADLINES.release(watch)
+
+    def _handshake(self, sock: socket.socket, addr, watch: _Watch, slow: str) -> None:
         hs = self.hs
         ch = None
-        left = self.deadline - time.monotonic() if not self.done.is_set() else self.handshake_timeout
         try:
             sock.setblocking(True)
-            sock.settimeout(max(0.001, min(left, self.handshake_timeout)))
-            head = _peek(sock, len(MAGIC))
+            sock.settimeout(max(0.001, watch.deadline - time.monotonic()))
+            head = _peek(sock, len(MAGIC), watch.deadline)
             if hs.tls is not None and head == MAGIC:
                 self._plaintext_caller(sock, addr)
                 return
             if hs.tls is None and head[:1] == b"\x16" and head[1:2] == b"\x03":
-                self._tls_caller(sock, addr)
+                self._tls_caller(sock, addr, watch, slow)
                 return
             try:
                 ch = prepare_socket(sock, hs.tls, server_side=True)
             except ssl.SSLError as exc:
-                self._refuse(None, sock, addr, f"TLS handshake: {describe_tls_error(exc)[0]}")
+                reason = slow if watch.expired() else f"TLS handshake: {describe_tls_error(exc)[0]}"
+                self._refuse(None, sock, addr, reason)
                 return
             sid, name, nonce, theirs = _read_hello(ch)
         except (FrameError, EOFError, OSError) as exc:
-            self._refuse(ch, sock, addr, f"bad hello ({exc or 'connection closed'})")
+            self._refuse(
+                ch, sock, addr, slow if watch.expired() else f"bad hello ({exc or 'connection closed'})"
+            )
             return
+        timely = _DEADLINES.release(watch)  # the rest only writes (bounded by the socket's timeout)
         mismatch = None
         with self._lock:
             reason = None
-            if ch.peer_names is not None and name not in ch.peer_names:
+            if not timely:
+                reason = slow
+            elif ch.peer_names is not None and name not in ch.peer_names:
                 reason = f"its certificate names {sorted(ch.peer_names)}, not {name!r}"
             elif not hmac.compare_digest(sid, hs.session_id):
                 # only a party of this session (under TLS: its certificate, checked above) is
@@ -975,7 +1074,7 @@ class _Acceptor(threading.Thread):
             name = None
         self._refuse(ch, sock, addr, _NEEDS_TLS, claim=name)
 
-    def _tls_caller(self, sock: socket.socket, addr) -> None:
+    def _tls_caller(self, sock: socket.socket, addr, watch: _Watch, slow: str) -> None:
         """A caller with TLS at a party without: refuse it in plaintext (its TLS library reports a
         record that is not TLS), then read past its TLS records to the notice a covault party
         sends with its name; a party of this session that runs TLS stops the set-up at once (as
@@ -986,14 +1085,16 @@ class _Acceptor(threading.Thread):
         with contextlib.suppress(FrameError, EOFError, OSError):
             skipped = 0
             while skipped <= MAX_TLS_SKIP:
-                head = _peek(sock, 5)
+                head = _peek(sock, 5, watch.deadline)
                 if head[:4] == MAGIC:
                     name = _read_tls_notice(ch)
                     break
                 if len(head) < 5 or head[0] not in (0x14, 0x15, 0x16, 0x17) or head[1] != 3:
                     break
-                skipped += _skip(sock, 5 + int.from_bytes(head[3:5], "big"))
+                skipped += _skip(sock, 5 + int.from_bytes(head[3:5], "big"), watch.deadline)
         reason = f"the caller runs TLS and this party does not ({_ONE_SIDE})"
+        if watch.expired():
+            reason += f"; {slow}"
         self._refuse(ch, sock, addr, reason, claim=name)
         with self._lock:
             if name is None or name not in self.parties or self.done.is_set() or name in self.heard:
