@@ -48,11 +48,12 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def load_matmul_engine() -> None:
-    """Import the matmul engine (torch) now rather than at the first product: it costs about a
-    second of CPU, which would otherwise land inside whatever step multiplies first."""
+    """Import the matmul engine (torch) now rather than at the first product that needs it: it
+    costs about a second of CPU, which would otherwise land inside whatever step multiplies
+    first. Programs whose products are all matrix-vector or tiny (numpy's) never need it."""
     from covault import ringmm
 
-    ringmm.choose(2, 2, 2)
+    ringmm.int8_available()
 
 
 def matmul_shape(sx: tuple[int, ...], sy: tuple[int, ...]) -> tuple[int, ...]:

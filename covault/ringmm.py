@@ -60,9 +60,9 @@ single-threaded: ~112 ms), with 2 threads each 120-330 ms.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
-import torch
 
 from covault.errors import EncodingError, ProtocolError, ShapeError
 
@@ -72,6 +72,16 @@ _OFFSET = -0x7F7F_7F7F_7F7F_7F80  # 0x8080_8080_8080_8080 as int64
 K_CHUNK = 8192  # largest inner size of one int8 pass; see the exactness bound above
 _TINY = 1 << 15  # M*K*N at or below which numpy's zero-overhead int64 matmul wins
 _TILE_ELEMS = 1 << 20  # elements per row tile / slab of the int8 engine (bounds scratch memory)
+INT8_FLOOR = 2e-4  # seconds: the int8 engine's fixed cost per product in the cost model
+
+
+@functools.cache
+def _torch() -> Any:
+    """torch, imported at the first product that needs it (about a second of CPU): products
+    that numpy serves best (tiny ones, matrix-vector) never import it."""
+    import torch
+
+    return torch
 
 
 def matmul(a: np.ndarray, b: np.ndarray, *, method: str = "auto") -> np.ndarray:
@@ -113,15 +123,17 @@ def choose(m: int, k: int, n: int) -> str:
     if m == 1 or n == 1:
         return "einsum"
     cost = {"int64": 0.115e-9 * m * k * max(n, 48) + 2e-5, "numpy": 0.45e-9 * work + 5e-6}
-    if int8_available():
-        gemm = 0.05e-9 / max(1, torch.get_num_threads())  # the GEMMs are the only threaded part
-        cost["int8"] = 2e-4 + gemm * work + 3.5e-9 * (m * k + k * n) + 4e-9 * m * n
+    # the int8 engine costs at least INT8_FLOOR: below that, neither torch nor its check is needed
+    if min(cost.values()) > INT8_FLOOR and int8_available():
+        gemm = 0.05e-9 / max(1, _torch().get_num_threads())  # the GEMMs are the only threaded part
+        cost["int8"] = INT8_FLOOR + gemm * work + 3.5e-9 * (m * k + k * n) + 4e-9 * m * n
     return min(cost, key=cost.__getitem__)
 
 
 @functools.cache
 def int8_available() -> bool:
     """Whether the int8 engine runs here and passes its exactness self-check (cached)."""
+    torch = _torch()
     if not hasattr(torch, "_int_mm") or torch.backends.cpu.get_cpu_capability() != "AVX512":
         return False
     try:
@@ -158,7 +170,7 @@ def _batched(a: np.ndarray, b: np.ndarray, batch: tuple[int, ...], method: str) 
     if engine == "einsum":
         return np.einsum("...mk,...kn->...mn", a, b)
     if engine == "int64":
-        return torch.matmul(_tensor(a), _tensor(b)).numpy()
+        return _torch().matmul(_tensor(a), _tensor(b)).numpy()
     out = np.empty((*batch, m, n), np.int64)
     ab = np.broadcast_to(a, (*batch, m, k))
     bb = np.broadcast_to(b, (*batch, k, n))
@@ -176,7 +188,7 @@ def _mm2d(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
     if engine == "einsum":
         return np.einsum("mk,kn->mn", a, b)
     if engine == "int64":
-        return torch.matmul(_tensor(a), _tensor(b)).numpy()
+        return _torch().matmul(_tensor(a), _tensor(b)).numpy()
     if not int8_available():
         raise ProtocolError("the int8 ring matmul engine is not available on this machine")
     if k <= K_CHUNK:
@@ -188,9 +200,9 @@ def _mm2d(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
-def _tensor(x: np.ndarray) -> torch.Tensor:
+def _tensor(x: np.ndarray) -> Any:
     """A torch view of ``x`` (a copy only when numpy's layout or flags do not allow a view)."""
-    return torch.from_numpy(np.require(x, np.int64, ["C", "W"]))
+    return _torch().from_numpy(np.require(x, np.int64, ["C", "W"]))
 
 
 def _recode(src: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -215,6 +227,7 @@ def _int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for k0 in range(0, k, slab):
         r = _recode(b[k0 : k0 + slab], scratch[: min(slab, k - k0)])
         np.copyto(planes_b[:, k0 : k0 + len(r)], r.view(np.int8).reshape(-1, n, 8).transpose(2, 0, 1))
+    torch = _torch()
     eb = torch.from_numpy(planes_b).view(8 * k, n)
     # Left operand, one row tile at a time: digit planes [D_7 | ... | D_0] along each row.
     tile = max(1, min(m, _TILE_ELEMS // max(k, n)))
@@ -254,6 +267,7 @@ def _self_check() -> bool:
     mixed = (idx * np.int64(-7046029254386353131)) ^ (idx << 29)  # fixed test pattern, not secret
     extremes = np.array([0x7F7F_7F7F_7F7F_7F7F, 0x7F7F_7F7F_7F7F_7F80, -1, -(1 << 63)], np.int64)
     pick = (mixed >> 40) & 3
+    torch = _torch()
     cases = [
         (np.full((5, K_CHUNK), extremes[1]), np.full((K_CHUNK, 3), extremes[1])),  # all -128 digits
         (np.full((5, K_CHUNK), extremes[0]), np.full((K_CHUNK, 3), extremes[1])),  # 127 x -128

@@ -192,3 +192,43 @@ def test_secure_matmul_over_tcp():
     assert res["dealer"] is None
     _check_secure(res["p0"])
     np.testing.assert_array_equal(res["p0"][0], res["p1"][0])
+
+
+NO_TORCH = """
+import sys
+import numpy as np
+from covault import ringmm
+from covault.jobs import run_local
+from covault.jobs.demo import make_breast_cancer_job
+
+a = np.arange(171 * 171, dtype=np.int64).reshape(171, 171)
+ringmm.matmul(a, a[:, :2])                                  # numpy's (AUC's product)
+ringmm.matmul(a[:, :30], np.ones((30, 1), np.int64))        # matrix-vector
+run_local(make_breast_cancer_job("job"), transport="local", progress=False)   # a linear job
+print("torch" in sys.modules)
+"""
+
+
+def test_products_numpy_serves_best_never_import_torch(tmp_path):
+    """A job of matrix-vector and small products (logistic regression) starts without torch:
+    its import and the int8 self-check (seconds of CPU per party) are paid only by products
+    where the int8 or torch int64 engine can win."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TORCH],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
+def test_large_products_still_choose_the_fastest_engine():
+    if ringmm.int8_available():
+        assert ringmm.choose(1000, 1000, 1000) == "int8"
+    assert ringmm.choose(171, 171, 2) == "numpy"
+    assert ringmm.choose(10_000, 30, 1) == "einsum"

@@ -13,6 +13,7 @@ Opset 17, IR version 8. Metadata: ``covault.task``, ``covault.label``, ``covault
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -28,14 +29,18 @@ IR_VERSION = 8
 OUTPUTS = {"logistic_regression": "probability", "linear_regression": "prediction", "mlp": "probabilities"}
 
 
-def require_onnx():
-    """The ``onnx`` module, or a JobError saying how to install it."""
+def require_onnx(load: bool = True):
+    """The ``onnx`` module (with ``load=False``: only a check that it is installed, without the
+    second its import takes), or a JobError saying how to install it."""
+    missing = JobError("writing the model as ONNX needs the onnx package: pip install 'covault[onnx]'")
+    if not load:
+        if importlib.util.find_spec("onnx") is None:
+            raise missing
+        return None
     try:
         import onnx
     except ImportError:
-        raise JobError(
-            "writing the model as ONNX needs the onnx package: pip install 'covault[onnx]'"
-        ) from None
+        raise missing from None
     return onnx
 
 

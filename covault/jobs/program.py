@@ -158,12 +158,12 @@ def run_job_party(
             elif me in job.data:
                 rows = load_party_rows(job, me)
                 status.update(columns=rows.columns, train_rows=len(rows.y_train), test_rows=len(rows.y_test))
-            if me in job.compute or me == job.dealer:
-                ring.load_matmul_engine()  # its import would otherwise count as training time
+            if (me in job.compute or me == job.dealer) and job.task == "mlp":
+                ring.load_matmul_engine()  # matrix products; linear models' are matrix-vector (numpy)
             if receiver and job.model_out is not None:
                 from covault.jobs.onnx_export import require_onnx
 
-                require_onnx()
+                require_onnx(load=False)  # imported when the model is written
                 _check_writable(job.model_out)
         except JobError as exc:
             local_error = exc
