@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from covault.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from covault.deploy.config import ConfigError, ConsortiumConfig, load_config
+from covault.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from covault.transport.tcp import HOST, open_listener
 from covault.transport.tls import throwaway_certificates
 

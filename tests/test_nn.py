@@ -11,6 +11,7 @@ import covault
 from covault import nn, optim
 from covault.errors import ProtocolError, ShapeError
 from covault.nn import functional as F
+from covault.randomness.public import public_permutation
 from covault.tensor import SecretTensor
 from tests.conftest import PROTOCOLS, owner_value, run_both
 
@@ -327,8 +328,8 @@ def test_public_initialisation_is_reproducible():
     assert not np.array_equal(a, nn.glorot_uniform(30, 64, seed=4))
     bound = np.sqrt(6 / 94)
     assert a.shape == (30, 64) and np.abs(a).max() < bound and np.abs(a).max() > 0.9 * bound
-    p = F.public_permutation(1, "x", 50)
-    assert sorted(p) == list(range(50)) and np.array_equal(p, F.public_permutation(1, "x", 50))
+    p = public_permutation(1, "x", 50)
+    assert sorted(p) == list(range(50)) and np.array_equal(p, public_permutation(1, "x", 50))
 
 
 def test_train_eval_and_parameters():

@@ -26,7 +26,7 @@ import numpy as np
 from covault.errors import CovaultError
 from covault.jobs.errors import JobError
 from covault.jobs.schema import announce
-from covault.nn.functional import public_permutation
+from covault.randomness.public import public_permutation
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ part, and which are held out, is decided after the private set intersection
 
 Without a ``test`` file, ``test_fraction`` of the rows are held out: a split stratified by
 class for classification, drawn from the public ``seed`` and the party's name (AES-CTR,
-:func:`covault.nn.functional.public_permutation`), so a plaintext comparison can replay it.
+:func:`covault.randomness.public.public_permutation`), so a plaintext comparison can replay it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from covault.jobs.connectors import load_table, load_table_with_ids
 from covault.jobs.errors import DataError, JobError
 from covault.ml.preprocessing import DATA_BOUND
-from covault.nn.functional import public_permutation
+from covault.randomness.public import public_permutation
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Rows are first put in a hidden random order by the oblivious shuffle
 (:mod:`covault.protocols.shuffle`); each epoch then visits them in a PUBLIC order drawn from
-the estimator's public ``seed`` (AES-CTR, :func:`covault.nn.functional.public_permutation`) and
+the estimator's public ``seed`` (AES-CTR, :func:`covault.randomness.public.public_permutation`) and
 cuts it into contiguous batches. A public reordering of obliviously shuffled rows reveals
 nothing (the map from positions to original rows stays hidden) and gives every epoch different
 batches at no cost; the plaintext reference trainers use the very same orders.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from covault.nn.functional import public_permutation
+from covault.randomness.public import public_permutation
 
 
 def epoch_order(n: int, epoch: int, seed: int) -> np.ndarray:

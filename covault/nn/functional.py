@@ -5,14 +5,13 @@ gradients stay untruncated (``2f`` bits and more) until an optimizer folds its p
 coefficients into ONE truncation (:func:`combine`), which saves a round per step.
 
 Public randomness (weight initialisation, the public epoch order of already obliviously
-shuffled rows) comes from AES-CTR keyed by a hash of a public seed (:func:`public_prg`), never
+shuffled rows) comes from AES-CTR keyed by a hash of a public seed (:func:`covault.randomness.public.public_prg`), never
 from a non-cryptographic generator; it is public by design and reproducible, so a plaintext
 reference run can use exactly the same values.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -24,35 +23,12 @@ from covault.errors import ProtocolError, ShapeError
 from covault.protocols import compare
 from covault.protocols.nonlinear import fixed, scaling
 from covault.protocols.nonlinear.coefficients import INV_SQRT
-from covault.protocols.shuffle import random_permutation
-from covault.randomness.prg import PRG
 
 if TYPE_CHECKING:
     from covault.tensor import SecretTensor
 
 WORK = 30  # fractional bits of the inverse-square-root polynomial
 COEF_BITS = 20  # significant bits wanted for every public coefficient in combine()
-
-
-# -- public randomness -------------------------------------------------------------------------
-def public_prg(seed: int, label: str) -> PRG:
-    """An AES-CTR stream determined by a PUBLIC ``seed`` and a ``label`` (not for secrets)."""
-    if not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    digest = hashlib.sha256(f"covault.public/{label}/{int(seed)}".encode()).digest()
-    return PRG(digest[:16])
-
-
-def public_uniform(seed: int, label: str, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
-    """Public float64 values uniform in ``[low, high)`` from :func:`public_prg`."""
-    words = public_prg(seed, label).words(shape, np.uint64)
-    u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return low + (high - low) * u
-
-
-def public_permutation(seed: int, label: str, n: int) -> np.ndarray:
-    """A public permutation of ``range(n)``: argsort of 64-bit AES-CTR keys."""
-    return random_permutation(public_prg(seed, label), n)
 
 
 # -- products without truncation -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from covault.errors import ProtocolError, ShapeError
 from covault.nn import functional as F
 from covault.nn.module import Module, Parameter
 from covault.protocols import compare, nonlinear
+from covault.randomness.public import public_uniform
 from covault.tensor import SecretTensor, stack
 
 SIGMOIDS = ("exact", "piecewise")
@@ -23,7 +24,7 @@ def glorot_uniform(fan_in: int, fan_out: int, seed: int, label: str = "linear") 
     """Public Glorot-uniform weights ``U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))``, shape
     ``(fan_in, fan_out)``, from the public ``seed`` (AES-CTR, reproducible in plaintext)."""
     bound = math.sqrt(6.0 / (fan_in + fan_out))
-    return F.public_uniform(seed, f"{label}/{fan_in}x{fan_out}", (fan_in, fan_out), -bound, bound)
+    return public_uniform(seed, f"{label}/{fan_in}x{fan_out}", (fan_in, fan_out), -bound, bound)
 
 
 class Linear(Module):

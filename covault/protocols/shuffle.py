@@ -49,16 +49,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
-from covault.randomness.prg import PRG
+from covault.randomness.prg import random_permutation
 
 if TYPE_CHECKING:
     from covault.protocols.base import Protocol
     from covault.tensor import SecretTensor
-
-
-def random_permutation(prg: PRG, n: int) -> np.ndarray:
-    """Argsort of ``n`` uniform 64-bit keys (uniform up to collisions, below ``n^2 / 2^65``)."""
-    return np.argsort(prg.words(n, np.uint64), kind="stable")
 
 
 def shuffle_rows(x: SecretTensor) -> SecretTensor:

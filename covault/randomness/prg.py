@@ -61,3 +61,9 @@ class PRG:
 def fresh_ring(shape: tuple[int, ...] | int) -> np.ndarray:
     """Uniform ring elements from a freshly seeded PRG (for one-off masks)."""
     return PRG(new_seed()).ring(shape)
+
+
+def random_permutation(prg: PRG, n: int) -> np.ndarray:
+    """Argsort of ``n`` uniform 64-bit keys from ``prg`` (uniform up to collisions, below
+    ``n^2 / 2^65``)."""
+    return np.argsort(prg.words(n, np.uint64), kind="stable")

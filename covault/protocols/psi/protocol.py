@@ -56,8 +56,7 @@ import numpy as np
 from covault.errors import PartyError, PeerError, ProtocolError, PsiError
 from covault.protocols.psi.group import POINT_BYTES, hash_and_power, new_key, power
 from covault.protocols.psi.ids import DUPLICATES, EMPTY, UNSUPPORTED, IdProblem, canonical_ids
-from covault.protocols.shuffle import random_permutation
-from covault.randomness.prg import PRG, new_seed
+from covault.randomness.prg import PRG, new_seed, random_permutation
 from covault.transport.base import Message, Network
 
 TAG_BYTES = 16
