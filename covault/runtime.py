@@ -86,7 +86,7 @@ def run(
     if transport == "local":
         return _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout, record, data)
     if transport == "tcp":
-        from covault.transport.launch import run_processes
+        from covault.launch import run_processes
 
         return run_processes(
             program, compute, dealer, protocol, frac_bits, timeout, tls=tls, transcript_dir=record, data=data
@@ -203,7 +203,7 @@ def config_session(
     timeout, and uses that timeout for every message. Errors name the key, party or peer.
     """
     from covault.deploy.config import ConfigError
-    from covault.transport.launch import party_session
+    from covault.launch import party_session
     from covault.transport.tcp import open_listener
     from covault.transport.tls import TlsIdentity, warn_plaintext
 

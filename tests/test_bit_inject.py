@@ -4,7 +4,6 @@ products with arithmetic values in one round; rep3's daBits made along earlier r
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -256,7 +255,6 @@ def prog_tcp(s):
     return _open(s, bits), _open(s, prods)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
 def test_b2a_mul_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp", timeout=60)

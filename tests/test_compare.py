@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -372,7 +371,6 @@ def prog_tcp(s):
     return (x > 0).reveal(), (x == 0.5).reveal(), x.argmax().reveal()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
 def test_compare_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp")

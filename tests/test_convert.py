@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -220,7 +217,6 @@ def prog_tcp(s):
     return (x.to_boolean() & y.to_boolean()).to_arithmetic().reveal()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
 def test_convert_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp")

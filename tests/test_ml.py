@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -248,6 +246,5 @@ def prog_tcp(s):
     return ml.LogisticRegression(epochs=1, batch_size=32).fit(x, y).score(x, y)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
 def test_tcp_logistic_regression():
     assert run_both(prog_tcp, ("2pc", 2), transport="tcp") > 0.8

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -245,7 +243,6 @@ def prog_tcp(s):
     return x.sigmoid().reveal(), (x * x + 0.5).reciprocal().reveal()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
 def test_nonlinear_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp")

@@ -3,7 +3,6 @@ no party sees anything but uniformly masked messages."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 
 import numpy as np
@@ -132,7 +131,6 @@ def prog_tcp(s):
     return shuffle_rows(x).reveal()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("covault.transport.launch") is None, reason="no tcp launcher")
 def test_tcp_shuffle():
     got = run_both(prog_tcp, ("2pc", 2), transport="tcp")
     assert sorted(map(tuple, got)) == sorted(map(tuple, ROWS))

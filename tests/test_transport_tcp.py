@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import covault
+from covault import launch
 from covault.errors import CovaultError, PeerError
-from covault.transport import launch, tcp
+from covault.transport import tcp
 from covault.transport.framing import (
     HEADER,
     KIND_DATA,

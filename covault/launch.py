@@ -175,7 +175,7 @@ def party_session(
     (up to ``timeout`` s). ``transcript_dir`` records every message sent
     (:mod:`covault.transport.transcript`).
     """
-    from covault.session import Session  # higher layer: imported in the party process only
+    from covault.session import Session
     from covault.transport.base import Network
     from covault.transport.transcript import TranscriptWriter
 
