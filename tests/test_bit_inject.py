@@ -12,7 +12,7 @@ import pytest
 import covault
 from covault.errors import ShapeError
 from covault.protocols import compare
-from tests.conftest import owner_value, run_both
+from tests.helpers import owner_value, run_both
 
 RNG = np.random.default_rng(11)  # test data
 N = 200
@@ -255,6 +255,7 @@ def prog_tcp(s):
     return _open(s, bits), _open(s, prods)
 
 
+@pytest.mark.processes
 def test_b2a_mul_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp", timeout=60)

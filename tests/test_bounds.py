@@ -11,7 +11,7 @@ import pytest
 import covault
 from covault import bounds
 from covault.errors import BoundError, EncodingError
-from tests.conftest import owner_value, run_both
+from tests.helpers import owner_value, run_both
 
 F = 16
 ULP = 2.0**-F
@@ -47,6 +47,7 @@ def prog_mean_tcp(s):
     return x.mean().reveal(), (x.sum() / 3.0).reveal()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("name", "n"), [("2pc", 2), ("rep3", 3)])
 def test_mean_over_tcp(name, n):
     res = covault.run(prog_mean_tcp, n, name, transport="tcp")

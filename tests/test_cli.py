@@ -21,6 +21,8 @@ from covault.jobs.progress import Bar, progress_display, resolve_mode, step_posi
 from covault.jobs.report import json_safe
 from tests.test_consortium import free_ports
 
+pytestmark = pytest.mark.processes
+
 pytest.importorskip("sklearn")
 
 HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import covault
 from covault.errors import ShapeError
 from covault.protocols import compare
-from tests.conftest import ULP, owner_value, run_both
+from tests.helpers import ULP, owner_value, run_both
 
 RNG = np.random.default_rng(4321)  # test data only; never secrets
 SCALE = 1 << 16
@@ -371,6 +371,7 @@ def prog_tcp(s):
     return (x > 0).reveal(), (x == 0.5).reveal(), x.argmax().reveal()
 
 
+@pytest.mark.processes
 def test_compare_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp")

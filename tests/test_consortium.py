@@ -26,6 +26,8 @@ from covault.transport.tcp import connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity
 from covault.transport.transcript import read_transcript
 
+pytestmark = pytest.mark.processes
+
 TIMEOUT = 3.0  # the consortium timeout of these tests (seconds)
 WAIT = TIMEOUT + 20.0  # how long a test waits for a process before declaring it hung
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +12,7 @@ from covault.booltensor import BooleanTensor
 from covault.errors import CovaultError, ShapeError
 from covault.protocols import convert
 from covault.tensor import SecretTensor
-from tests.conftest import owner_value, run_both
+from tests.helpers import owner_value, run_both
 
 RNG = np.random.default_rng(777)  # test data only; never secrets
 W1 = RNG.integers(-(2**63), 2**63 - 1, size=(3, 5), dtype=np.int64, endpoint=True)
@@ -217,6 +218,7 @@ def prog_tcp(s):
     return (x.to_boolean() & y.to_boolean()).to_arithmetic().reveal()
 
 
+@pytest.mark.processes
 def test_convert_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp")

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import covault
-from tests.conftest import ULP, run_both
+from tests.helpers import ULP, run_both
 
 RNG = np.random.default_rng(1234)  # test data only; never secrets
 X = RNG.uniform(-8, 8, size=(5, 4))
@@ -262,6 +262,7 @@ def prog_all_core(s):
     return prog_linear(s), prog_batched(s), prog_shapes(s), prog_where_and_ints(s)
 
 
+@pytest.mark.processes
 def test_core_ops_over_tcp(proto):
     """The same programs over real processes and sockets give the same answers."""
     name, n = proto

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import covault
-from tests.conftest import ULP
+from tests.helpers import ULP
 
 BANKS = ("bank_d", "bank_e")
 ROWS = {b: np.arange(6.0).reshape(3, 2) * (i + 1) - 2 for i, b in enumerate(BANKS)}
@@ -63,6 +63,7 @@ def dying_data_party(s):
         raise
 
 
+@pytest.mark.processes
 def test_data_party_process_dying_stops_everyone_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("COVAULT_TEST_OUT", str(tmp_path))  # inherited by the party processes
     with pytest.raises(covault.CovaultError, match=r"party 'bank_e': process exited \(code 3\)"):

@@ -7,7 +7,7 @@ import pytest
 
 import covault
 from covault.protocols import compare
-from tests.conftest import owner_value
+from tests.helpers import owner_value
 
 RNG = np.random.default_rng(77)  # test data only
 X = np.round(RNG.normal(size=(5, 7)) * 30, 4)

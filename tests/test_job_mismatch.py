@@ -14,6 +14,8 @@ from covault.jobs.spec import load_job
 from covault.runtime import config_session_id
 from tests.test_cli import HOSPITALS, deploy_job, tiny_job
 
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
 TIMEOUT = 20  # the consortium timeout: the error must come long before it
 
 

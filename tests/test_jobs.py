@@ -142,6 +142,7 @@ def test_breast_cancer_logistic_regression_matches_plaintext(tmp_path, protocol)
     json.dumps(res)  # the result is JSON-ready
 
 
+@pytest.mark.processes
 def test_tcp_run_matches_local(tmp_path):
     """tcp (one process per party, TLS) on a rep3 job; the result agrees with a local run."""
     path = make_breast_cancer_job(tmp_path, epochs=2, batch_size=64)

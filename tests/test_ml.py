@@ -13,7 +13,7 @@ import covault
 from covault import ml
 from covault.errors import ProtocolError, ShapeError
 from covault.ml.linear import standardise
-from tests.conftest import PROTOCOLS, owner_value, run_both
+from tests.helpers import PROTOCOLS, owner_value, run_both
 
 BC_X, BC_Y = load_breast_cancer(return_X_y=True)
 SPLIT = 400  # train on the first rows, test on the rest
@@ -246,5 +246,6 @@ def prog_tcp(s):
     return ml.LogisticRegression(epochs=1, batch_size=32).fit(x, y).score(x, y)
 
 
+@pytest.mark.processes
 def test_tcp_logistic_regression():
     assert run_both(prog_tcp, ("2pc", 2), transport="tcp") > 0.8

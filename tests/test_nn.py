@@ -13,7 +13,7 @@ from covault.errors import ProtocolError, ShapeError
 from covault.nn import functional as F
 from covault.randomness.public import public_permutation
 from covault.tensor import SecretTensor
-from tests.conftest import PROTOCOLS, owner_value, run_both
+from tests.helpers import PROTOCOLS, owner_value, run_both
 
 RNG = np.random.default_rng(11)  # test data only
 X = RNG.normal(size=(12, 5))

@@ -8,7 +8,7 @@ import pytest
 import covault
 from covault.protocols import nonlinear
 from covault.protocols.nonlinear import fixed
-from tests.conftest import PROTOCOLS, ULP, owner_value, run_both
+from tests.helpers import PROTOCOLS, ULP, owner_value, run_both
 
 N = 3001  # grid points per function, both range ends included
 
@@ -243,6 +243,7 @@ def prog_tcp(s):
     return x.sigmoid().reveal(), (x * x + 0.5).reciprocal().reveal()
 
 
+@pytest.mark.processes
 def test_nonlinear_over_tcp(proto):
     name, k = proto
     res = covault.run(prog_tcp, k, name, transport="tcp")

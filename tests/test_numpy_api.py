@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import covault
-from tests.conftest import owner_value, run_both
+from tests.helpers import owner_value, run_both
 
 ULP = 2.0**-16
 X = np.array([[1.5, -2.25, 3.0, 0.5], [4.0, -1.0, 0.25, -3.5], [2.0, 2.5, -0.75, 1.0]])
@@ -141,6 +141,7 @@ def prog_numpy_tcp(s):
     return np.mean(x).reveal(), np.maximum(x, y).reveal(), (x**3).reveal(), np.var(x, axis=0).reveal()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("name", "n"), [("2pc", 2), ("rep3", 3)])
 def test_numpy_calls_over_tcp(name, n):
     mean, mx, cube, var = covault.run(prog_numpy_tcp, n, name, transport="tcp")["p0"]

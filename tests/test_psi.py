@@ -442,6 +442,7 @@ def test_canonical_ids_rules():
 
 
 # -- over real processes ------------------------------------------------------------------------
+@pytest.mark.processes
 def test_two_parties_over_tcp():
     data = {"p0": [f"u{k}" for k in range(40)], "p1": [f"u{k}" for k in range(30, 90)] + [5]}
     res = run_psi(data, transport="tcp")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import covault
 from covault import ringmm
 from covault.errors import EncodingError, ProtocolError, ShapeError
-from tests.conftest import ULP, owner_value, run_both
+from tests.helpers import ULP, owner_value, run_both
 
 INT8 = ringmm.int8_available()
 ENGINES = [
@@ -187,6 +187,7 @@ def test_secure_matmul_on_the_fast_path(proto):
     _check_secure(run_both(_secure_program, proto))
 
 
+@pytest.mark.processes
 def test_secure_matmul_over_tcp():
     res = covault.run(_secure_program, 2, "2pc", transport="tcp")
     assert res["dealer"] is None

@@ -11,7 +11,7 @@ import pytest
 import covault
 from covault.errors import ShapeError
 from covault.protocols.shuffle import shuffle_rows, shuffle_together
-from tests.conftest import PROTOCOLS, owner_value, run_both
+from tests.helpers import PROTOCOLS, owner_value, run_both
 from tests.test_security import bit_balance_z
 
 ROWS = np.arange(60.0).reshape(20, 3) + 0.25  # distinct rows
@@ -131,6 +131,7 @@ def prog_tcp(s):
     return shuffle_rows(x).reveal()
 
 
+@pytest.mark.processes
 def test_tcp_shuffle():
     got = run_both(prog_tcp, ("2pc", 2), transport="tcp")
     assert sorted(map(tuple, got)) == sorted(map(tuple, ROWS))

@@ -12,6 +12,8 @@ import pytest
 
 import covault
 
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
 TIMEOUT = 3.0
 BOUND = TIMEOUT + 5.0  # a failure must be reported within this (generous: startup included)
 

@@ -19,6 +19,8 @@ from covault.transport import tcp
 from covault.transport.tcp import LateJoinGuard, TcpTransport, connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
 ORDER = ("p0", "p1", "p2")
 SID = b"d" * 16
 

@@ -18,6 +18,8 @@ from covault.transport.channel import SocketChannel
 from covault.transport.tcp import SessionId, SessionMismatchError, connect_mesh, open_listener, prepare_socket
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
+pytestmark = pytest.mark.processes
+
 VALUES = {"label": "hiv_status", "seed": 1234, "model.epochs": 5}
 SECRET_SID = SessionId(b"a" * 16, {k: bytes.fromhex(v)[:8] for k, v in agreement_digests(VALUES).items()})
 OTHER_SID = SessionId(b"b" * 16, {"label": b"\1" * 8, "seed": b"\2" * 8, "model.epochs": b"\3" * 8})

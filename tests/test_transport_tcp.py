@@ -40,6 +40,8 @@ from covault.transport.tcp import (
     send_buffers,
 )
 
+pytestmark = pytest.mark.processes
+
 ULP = 2.0**-16
 
 

@@ -25,6 +25,8 @@ from covault.transport.framing import encode_frame
 from covault.transport.tcp import LateJoinGuard, TcpTransport, connect_mesh, open_listener, prepare_socket
 from covault.transport.tls import PeerCertificateError, PlaintextWarning, TlsChannel, TlsIdentity
 
+pytestmark = pytest.mark.processes
+
 SID = b"s" * 16
 
 
