@@ -1,7 +1,7 @@
 """Public magnitude bounds of secret values, and the scales chosen from them.
 
 Every :class:`~covault.tensor.SecretTensor` carries ``bound``: a public real ``B`` with
-``|value| < B`` for every element. Its ring encoding then has magnitude below ``B 2^frac``, and
+``|value| <= B`` for every element. Its ring encoding then has magnitude at most ``B 2^frac``, and
 the two limits of the 64-bit ring are:
 
 - :data:`RING_LIMIT` (2^63): a value must stay below it to be represented at all (wrap-around);
@@ -29,7 +29,6 @@ from covault.errors import BoundError
 
 RING_LIMIT = 2.0**63
 EXACT_LIMIT = 2.0**62
-INT_RANGE = 2.0**31  # default bound of integer inputs and publics: products of two stay exact
 
 
 def log2_str(v: float) -> str:

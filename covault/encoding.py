@@ -16,6 +16,8 @@ import numpy as np
 
 from covault.errors import EncodingError
 
+INT_RANGE = 2.0**31  # integers (no fractional bits): |v| < 2^31, so a product of two stays exact
+
 
 @dataclass(frozen=True)
 class FixedPoint:
@@ -69,8 +71,7 @@ class FixedPoint:
 
     def encode_int(self, values, *, what: str = "input", bound: float | None = None) -> np.ndarray:
         """Integers (any integer or bool dtype, or whole numbers in floats) as ring elements
-        with no fractional bits;
-        values with ``|v| >= bound`` (default 2^31, so that a product of two stays exact) are
+        with no fractional bits; values with ``|v| >= bound`` (default :data:`INT_RANGE`) are
         refused, never wrapped."""
         arr = _numeric(values, what)
         if np.issubdtype(arr.dtype, np.floating):  # whole numbers in a float array are fine
@@ -84,7 +85,7 @@ class FixedPoint:
                     f"{what}: integer {float(arr[idx]):.0f} at index {idx} is outside the ring"
                 )
             arr = arr.astype(np.int64)
-        limit = float(2**31) if bound is None else self.check_bound(bound, what, 0)
+        limit = INT_RANGE if bound is None else self.check_bound(bound, what, 0)
         if arr.size and arr.dtype != np.bool_:
             # compare as Python ints: uint64 values above 2^63 and -2^63 have no int64 magnitude
             lo, hi = int(arr.min()), int(arr.max())

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from covault.encoding import FixedPoint
+from covault.encoding import INT_RANGE, FixedPoint
 from covault.errors import PartyError, ProtocolError, ShapeError
 from covault.protocols.additive import Additive2PC
 from covault.protocols.base import Protocol
@@ -132,7 +132,7 @@ class Session:
             enc = None
         shares = self.protocol.share(enc, owner, tuple(shape))
         if bound is None:
-            bound = 2.0**31 if integer else self.fxp.max_abs
+            bound = INT_RANGE if integer else self.fxp.max_abs
         return SecretTensor(self, shares, 0 if integer else self.frac_bits, bound)
 
     def constant(self, value, *, integer: bool = False):

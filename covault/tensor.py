@@ -6,7 +6,7 @@
 Linear operations are local; products call the protocol and truncate back to ``f``
 fractional bits. Integer-valued operands (bits, counts) multiply without truncation.
 
-Every tensor also carries ``bound``, a public real with ``|value| < bound`` (inputs: the encoding
+Every tensor also carries ``bound``, a public real with ``|value| <= bound`` (inputs: the encoding
 range or a declared bound; see :mod:`covault.bounds`). Operations derive the result's bound,
 choose the scale of public multipliers from it, and raise :class:`~covault.errors.BoundError`
 naming the operation when a result could leave the ring's exact range, instead of wrapping.
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covault import bounds, ring
-from covault.bounds import EXACT_LIMIT
+from covault.bounds import EXACT_LIMIT, RING_LIMIT
+from covault.encoding import INT_RANGE
 from covault.errors import BoundError, CovaultError, EncodingError, ShapeError
 
 if TYPE_CHECKING:
@@ -67,9 +68,8 @@ class SecretTensor:
         kind = "int" if self.frac == 0 else f"fixed{self.frac}"
         return (
             f"SecretTensor(shape={self.shape}, {kind}, "
-            + ("bound untracked, " if self.bound is None else f"|x| < {self.bound:.6g}, ")
+            + ("bound untracked, " if self.bound is None else f"|x| <= {self.bound:.6g}, ")
             + f"party={self.session.party!r})"
-            f"party={self.session.party!r})"
         )
 
     @property
@@ -87,7 +87,7 @@ class SecretTensor:
         return SecretTensor(self.session, shares, self.frac, self.bound)
 
     def with_bound(self, bound: float) -> SecretTensor:
-        """The same shares with a tighter public bound ``|value| < bound``, which the caller
+        """The same shares with a tighter public bound ``|value| <= bound``, which the caller
         guarantees (e.g. a function's range); a looser one is ignored."""
         b = float(bound) if self.bound is None else min(self.bound, float(bound))
         return SecretTensor(self.session, self.shares, self.frac, b)
@@ -115,10 +115,10 @@ class SecretTensor:
         if isinstance(value, SecretTensor):
             raise TypeError("expected a public value")
         if _is_int_public(value) and self.frac == 0:
-            enc = self.session.fxp.encode_int(value, what="public operand", bound=bounds.INT_RANGE)
+            enc = self.session.fxp.encode_int(value, what="public operand", bound=INT_RANGE)
             return enc << np.int64(frac)
         if _is_int_public(value):  # an integer added to reals: the reals' range
-            ints = self.session.fxp.encode_int(value, what="public operand", bound=2.0**63)
+            ints = self.session.fxp.encode_int(value, what="public operand", bound=RING_LIMIT)
             enc = self.session.fxp.encode(ints, what="public operand")
             return enc << np.int64(frac - self.session.frac_bits)
         enc = self.session.fxp.encode(value, what="public operand")
@@ -127,7 +127,7 @@ class SecretTensor:
     def _int_product(self, value: Any, apply, gain, op: str) -> SecretTensor:
         """``apply(shares, C)`` for a public integer multiplier or matrix (no truncation); the
         result's bound must stay in the ring (for an untracked operand: its assumed bound)."""
-        ci = self.session.fxp.encode_int(value, what=op, bound=2.0**63)
+        ci = self.session.fxp.encode_int(value, what=op, bound=RING_LIMIT)
         g = gain(np.abs(ci.astype(np.float64)))
         bounds.check(self._plan_bound() * g, self.frac, op)
         return self._new(apply(self.shares, ci), self.frac, bounds.scale(self.bound, g))
@@ -144,12 +144,12 @@ class SecretTensor:
         f = self.session.frac_bits
         if not arr.size or not np.any(arr):
             return self._new(apply(self.shares, np.zeros(arr.shape, np.int64)), f, 2.0**-f)
-        known = self._plan_bound()
-        if not math.isfinite(gain(np.abs(arr))):
+        known, g = self._plan_bound(), gain(np.abs(arr))
+        if not math.isfinite(g):
             raise BoundError(f"{op}: the public value's magnitudes add up beyond floating point")
         plan = bounds.MultiplierPlan.make(known, self.frac, f, arr, gain)
         if plan is None:
-            bounds.check(known * gain(np.abs(arr)), f, op, EXACT_LIMIT)
+            bounds.check(known * g, f, op, EXACT_LIMIT)
             raise BoundError(
                 f"{op}: the operand's bound |x| <= {known:.6g} ({bounds.log2_str(known)}) leaves the "
                 "public value too few bits for a result exact to float32 precision; declare a "
@@ -159,7 +159,7 @@ class SecretTensor:
         z = apply(x, plan.hi)
         if plan.lo is not None:
             z = z + self.proto.trunc(apply(x, plan.lo), plan.u)
-        bound = bounds.add(bounds.scale(self.bound, gain(np.abs(arr))), plan.error)
+        bound = bounds.add(bounds.scale(self.bound, g), plan.error)
         return self._fix(z, self.frac - plan.t + plan.s, bound)
 
     def _fix(self, shares: np.ndarray, frac: int, bound: float | None) -> SecretTensor:
