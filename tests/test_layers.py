@@ -12,7 +12,7 @@ PACKAGE = ROOT / "covault"
 
 # Bottom to top; a module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("covault.errors", "covault.exitcodes")),
+    ("foundation", ("covault.errors", "covault.exitcodes", "covault.schemes")),
     ("ring & encoding", ("covault.ring", "covault.ringmm", "covault.encoding", "covault.bounds")),
     ("randomness", ("covault.randomness",)),
     ("deployment files", ("covault.deploy",)),

@@ -4,8 +4,9 @@ Sharing: ``x = x0 + x1 (mod 2^64)`` arithmetic, ``x = x0 ^ x1`` boolean; P0 and 
 one component, the dealer none. Threat model: semi-honest parties; the dealer must not collude
 with a compute party.
 
-Correlated randomness comes from a :class:`~covault.randomness.provider.CorrelationProvider`;
-the default :class:`~covault.randomness.provider.DealerProvider` is seed-compressed: P0's whole
+Correlated randomness comes from a :class:`~covault.randomness.providers.base.CorrelationProvider`
+chosen by name (:mod:`covault.randomness.providers`); the default
+:class:`~covault.randomness.providers.dealer.DealerProvider` is seed-compressed: P0's whole
 tuple and the uniform parts of P1's are expanded from AES-CTR seeds each compute party shares
 with the dealer; only P1's correction terms are sent (``send_offline``: counted in bytes, not
 rounds, since they do not depend on inputs and the dealer streams them ahead).
@@ -20,7 +21,8 @@ import numpy as np
 from covault import ring
 from covault.errors import ProtocolError
 from covault.protocols.base import Protocol, b2a_mul_shape
-from covault.randomness.provider import CorrelationProvider, DealerProvider
+from covault.randomness.providers import choose
+from covault.randomness.providers.base import CorrelationProvider
 
 BIAS_BITS = 62  # truncation is exact for |x| < 2^62
 
@@ -30,10 +32,12 @@ class Additive2PC(Protocol):
 
     name = "2pc"
 
-    def __init__(self, party, compute, dealer, net, data=()):
-        if len(compute) != 2 or dealer is None:
+    def __init__(self, party, compute, dealer, net, data=(), provider: str | None = None):
+        entry = choose(self.name, provider)
+        if len(compute) != 2 or (dealer is None and entry.needs_dealer):
             raise ProtocolError("2pc needs exactly two compute parties and a dealer")
         super().__init__(party, compute, dealer, net, data)
+        self.provider_name = entry.name
         self.ncomp = 1 if self.is_compute else 0
         self.p0, self.p1 = self.compute
         self.is_dealer = party == dealer
@@ -42,7 +46,8 @@ class Additive2PC(Protocol):
     def setup(self) -> None:
         super().setup()
         if self.provider is None:
-            self.provider = DealerProvider(self.party, self.p0, self.p1, self.dealer, self.prg, self.net)
+            cls = choose(self.name, self.provider_name).load()
+            self.provider = cls(self.party, self.p0, self.p1, self.dealer, self.prg, self.net)
 
     @property
     def public_slot(self) -> int | None:

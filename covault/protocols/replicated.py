@@ -16,7 +16,7 @@ from covault.errors import ProtocolError
 from covault.protocols.additive import Additive2PC
 from covault.protocols.base import Protocol, _align, b2a_mul_shape
 from covault.randomness.prg import PRG, new_seed
-from covault.randomness.provider import DealerProvider
+from covault.randomness.providers.dealer import DealerProvider
 
 BIAS_BITS = 62
 ROTATE_MIN = 4096  # truncations of this many elements or more rotate the dealer over thirds

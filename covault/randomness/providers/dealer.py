@@ -1,71 +1,16 @@
-"""Correlated randomness for two-party additive sharing, behind one interface.
-
-Protocols ask for named correlations (Beaver triples, matrix triples, AND triples, truncation
-masks, daBits, daBits with a Beaver pair) and never see how they are produced, so a dealer-free
-provider (OT- or HE-based) can replace :class:`DealerProvider` without touching protocol code.
-
-Every method returns this party's parts, or None at a party that holds none (the dealer).
-Arithmetic parts are int64 ring elements; boolean parts are words of the requested dtype.
-"""
+"""``dealer``: correlated randomness dealt by a third party, seed-compressed."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from covault.randomness.prg import PRG
+from covault.randomness.providers.base import Channel, CorrelationProvider, Shape
 
-Shape = tuple[int, ...]
 MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
-
-
-class Channel(Protocol):
-    """What a provider needs from the network: input-independent messages to and from peers."""
-
-    def send_offline(self, to: str, message: list[np.ndarray]) -> None: ...
-
-    def recv_offline(self, frm: str) -> list[np.ndarray]: ...
-
-
-class CorrelationProvider(ABC):
-    """Source of correlated randomness for the 2pc protocol."""
-
-    @abstractmethod
-    def beaver(
-        self, sx: Shape, sy: Shape, sz: Shape, op: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    ) -> list[np.ndarray] | None:
-        """Shares of ``a`` (shape sx), ``b`` (sy) and ``c = op(a, b)`` (sz), a and b uniform."""
-
-    def beaver_late(
-        self, sx: Shape, sy: Shape, sz: Shape, op: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray]] | None:
-        """As :meth:`beaver`, with ``c`` behind a function: a provider whose ``c`` arrives over
-        the network lets the caller open its masked inputs (and compute) first."""
-        parts = self.beaver(sx, sy, sz, op)
-        if parts is None:
-            return None
-        a, b, c = parts
-        return a, b, lambda: c
-
-    @abstractmethod
-    def and_triple(self, shape: Shape, dtype: Any) -> list[np.ndarray] | None:
-        """XOR shares of uniform words ``a, b`` and ``c = a & b``."""
-
-    @abstractmethod
-    def trunc_mask(self, shape: Shape, bits: int) -> list[np.ndarray] | None:
-        """Shares of uniform ``r``, of ``u = msb(r) 2^(63-bits)`` and ``v = (r mod 2^63) >> bits``."""
-
-    @abstractmethod
-    def dabit(self, shape: Shape) -> list[np.ndarray] | None:
-        """A uniform bit ``r`` as XOR shares (uint8, bit 0) and as arithmetic shares."""
-
-    @abstractmethod
-    def dabit_beaver(self, sr: Shape, sa: Shape) -> list[np.ndarray] | None:
-        """A daBit ``r`` (shape sr, as :meth:`dabit`) with a Beaver pair for it: shares of a
-        uniform ``a`` (shape sa) and of ``r * a`` (numpy broadcasting of sr against sa)."""
 
 
 class DealerProvider(CorrelationProvider):
