@@ -28,6 +28,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from covault import schemes
 from covault.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
 
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "TLS; the result is compared with the same model trained centrally on the pooled rows, "
         "and an HTML report (loss curve, metrics, traffic) is written.",
     )
-    demo.add_argument("--protocol", choices=["rep3", "2pc"], default="rep3")
+    demo.add_argument("--protocol", choices=schemes.names(), default=schemes.DEFAULT)
     demo.add_argument("--transport", choices=["tcp", "local"], default="tcp")
     demo.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
     demo.add_argument(
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(demo)
 
     show = sub.add_parser("showcase", help="engine tour: hospitals pool statistics under MPC")
-    show.add_argument("--protocol", choices=["rep3", "2pc", "both"], default="both")
+    show.add_argument("--protocol", choices=[*schemes.names(), "both"], default="both")
     show.add_argument("--transport", choices=["tcp", "local"], default="tcp")
 
     train = sub.add_parser(
@@ -160,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "showcase":
         from covault import showcase
 
-        protocols = ("rep3", "2pc") if args.protocol == "both" else (args.protocol,)
-        return showcase.main(protocols, args.transport)
+        return showcase.main(None if args.protocol == "both" else (args.protocol,), args.transport)
     if args.command == "certs":
         return _certs(args)
     if args.command == "party":
@@ -297,10 +297,15 @@ def _demo(args: argparse.Namespace) -> int:
 def _demo_intro(args: argparse.Namespace) -> str:
     import textwrap
 
-    if args.protocol == "rep3":
-        proto = "rep3 secret sharing among the three hospitals"
-    else:
-        proto = "2pc secret sharing between hospital_a and hospital_b with a dealer (hospital_c brings data)"
+    from covault.randomness.providers import needs_dealer
+
+    hospitals = ["hospital_a", "hospital_b", "hospital_c"]
+    n = schemes.get(args.protocol).parties
+    proto = f"{args.protocol} secret sharing " + (
+        f"between {' and '.join(hospitals[:n])}" if hospitals[n:] else "among the three hospitals"
+    )
+    proto += " with a dealer" if needs_dealer(args.protocol) else ""
+    proto += f" ({', '.join(hospitals[n:])} brings data)" if hospitals[n:] else ""
     how = "one OS process each, over mutual TLS" if args.transport == "tcp" else "as threads of this process"
     if args.vertical:
         split = (

@@ -64,6 +64,8 @@ def generated_config(config: ConsortiumConfig, ports: dict[str, int], certs: Pat
         f"frac_bits = {config.frac_bits}",
         f"compute = [{', '.join(q(c) for c in config.compute)}]",
     ]
+    if config.provider:
+        lines.append(f"provider = {q(config.provider)}")
     if config.dealer:
         lines.append(f"dealer = {q(config.dealer)}")
     lines.append("[tls]")

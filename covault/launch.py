@@ -165,11 +165,13 @@ def party_session(
     tls: TlsIdentity | None = None,
     transcript_dir: str | os.PathLike | None = None,
     data: Sequence[str] = (),
+    provider: str | None = None,
 ) -> Iterator[Any]:
     """Connect party ``name`` to its peers and yield its Session; every party runs this.
 
     The parties are ``compute``, ``dealer`` (if any) and the data parties ``data``, in this
     order; every party must be given the same names in the same order, and ``addresses`` for all.
+    ``provider``: the correlated-randomness provider by name (:class:`~covault.session.Session`).
     On an exception in the body the peers are told that this party stops (they fail at once
     with a PeerError naming it); on success the connections are closed after the peers finish
     (up to ``timeout`` s). ``transcript_dir`` records every message sent
@@ -192,7 +194,16 @@ def party_session(
             info = {"peers": peers, "session": session_id.hex(), "protocol": protocol, "tls": tls is not None}
             writer = TranscriptWriter(transcript_dir, name, **info).attach(net)
         with ring.wrapping():
-            yield Session(name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits, data_parties=data)
+            yield Session(
+                name,
+                compute,
+                protocol,
+                net,
+                dealer=dealer,
+                frac_bits=frac_bits,
+                data_parties=data,
+                provider=provider,
+            )
     except BaseException as exc:
         with contextlib.suppress(Exception):  # when it failed, not when the abort was done
             exc._covault_failed_at = time.time()
@@ -217,6 +228,7 @@ def _party_main(
     certs: str | None,
     transcript_dir: str | None,
     data: tuple[str, ...] = (),
+    provider: str | None = None,
 ) -> None:
     """Body of one party process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -243,7 +255,8 @@ def _party_main(
     tune_process(len(busy) if name in busy else (os.cpu_count() or 1))  # a data party: 1 thread
     try:
         args = (name, compute, dealer, protocol, frac_bits, timeout, listener, addresses, session_id)
-        with party_session(*args, tls=tls, transcript_dir=transcript_dir, data=data) as session:
+        kw = {"tls": tls, "transcript_dir": transcript_dir, "data": data, "provider": provider}
+        with party_session(*args, **kw) as session:
             result = program(session)
             try:
                 conn.send(("result", result))
@@ -277,29 +290,28 @@ def run_processes(
     tls: bool = True,
     transcript_dir: str | os.PathLike | None = None,
     data: Sequence[str] = (),
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """Run ``program(session)`` in one process per party over loopback TCP; ``{party: result}``.
 
-    ``data`` names the data parties (one process each, like every other party). With ``tls``
+    ``data`` names the data parties (one process each, like every other party); ``provider``
+    the correlated-randomness provider every party's Session uses. With ``tls``
     (the default) parties talk mutual TLS 1.3 with throw-away certificates (one per party);
     ``tls=False`` warns loudly and sends plaintext.
     """
     program_bytes = _check_program(program)
     compute, data = tuple(compute), tuple(data)
     order = (*compute, *((dealer,) if dealer else ()), *data)
+    args = (program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout)
     if not tls:
         warn_plaintext("covault.run(transport='tcp', tls=False)")
-        return _run_processes(
-            program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, None, transcript_dir
-        )
+        return _run_processes(*args, None, transcript_dir, provider)
     with throwaway_certificates(order) as certs:
-        return _run_processes(
-            program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, certs, transcript_dir
-        )
+        return _run_processes(*args, certs, transcript_dir, provider)
 
 
 def _run_processes(
-    program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, certs, transcript_dir
+    program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, certs, transcript_dir, provider
 ):
     ctx = multiprocessing.get_context("spawn")
     parties: dict[str, _Party] = {}
@@ -314,6 +326,7 @@ def _run_processes(
                 None if certs is None else str(certs),
                 None if transcript_dir is None else str(transcript_dir),
                 data,
+                provider,
             )
             proc = ctx.Process(target=_party_main, args=args, name=f"covault-{name}", daemon=True)
             parties[name] = _Party(name, proc, here)

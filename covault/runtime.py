@@ -13,9 +13,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from covault import ring
-from covault.errors import CovaultError, PartyError, PeerError, ProtocolError
-from covault.session import PROTOCOLS, Session
+from covault import ring, schemes
+from covault.errors import CovaultError, PartyError, PeerError
+from covault.randomness.providers import needs_dealer
+from covault.session import Session
 from covault.transport.base import Network
 from covault.transport.local import LocalHub
 from covault.transport.transcript import TranscriptWriter
@@ -24,11 +25,13 @@ from covault.transport.transcript import transcript_dir as resolve_transcript_di
 DEFAULT_DEALER = "dealer"
 
 
-def party_names(parties: int | Sequence[str], protocol: str) -> tuple[tuple[str, ...], str | None]:
-    """Compute-party names and the dealer name (2pc only) for ``covault.run``."""
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
-    need = 2 if protocol == "2pc" else 3
+def party_names(
+    parties: int | Sequence[str], protocol: str, provider: str | None = None
+) -> tuple[tuple[str, ...], str | None]:
+    """Compute-party names and the dealer name (None where the provider needs no dealer) for
+    ``covault.run``; ProtocolError for an unknown protocol or provider."""
+    need = schemes.get(protocol).parties
+    dealer = DEFAULT_DEALER if needs_dealer(protocol, provider) else None
     if isinstance(parties, int):
         names = tuple(f"p{i}" for i in range(parties))
     else:
@@ -39,18 +42,15 @@ def party_names(parties: int | Sequence[str], protocol: str) -> tuple[tuple[str,
         raise PartyError(f"duplicate party names in {list(names)}")
     if len(names) != need:
         raise PartyError(f"protocol {protocol!r} needs {need} compute parties, got {len(names)}")
-    dealer = None
-    if protocol == "2pc":
-        dealer = DEFAULT_DEALER
-        if dealer in names:
-            raise PartyError(f"{dealer!r} is reserved for the 2pc dealer party")
+    if dealer in names:
+        raise PartyError(f"{dealer!r} is reserved for the {protocol} dealer party")
     return names, dealer
 
 
 def run(
     program: Callable[[Session], Any],
     parties: int | Sequence[str] = 3,
-    protocol: str = "rep3",
+    protocol: str = schemes.DEFAULT,
     transport: str = "local",
     *,
     frac_bits: int = 16,
@@ -58,13 +58,19 @@ def run(
     tls: bool = True,
     transcript_dir: str | os.PathLike | None = None,
     data_parties: Sequence[str] = (),
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """Run ``program(session)`` at every party (SPMD) and return ``{party: return value}``.
 
-    ``parties`` counts (or names) the compute parties; for ``2pc`` a dealer party named
-    ``"dealer"`` is added. ``data_parties`` names further parties that own inputs and may receive
-    revealed values but hold no shares (see :mod:`covault.protocols.bystander`); every party
-    sees the parties in the order compute parties, dealer, data parties.
+    ``protocol`` names a scheme of :mod:`covault.schemes` (``"rep3"``, ``"2pc"``); ``provider``
+    its correlated-randomness provider (:mod:`covault.randomness.providers`; default: the
+    scheme's own, ``"dealer"`` for ``2pc``; a scheme that takes none, like ``rep3``, refuses
+    one), seen by the program as ``session.provider_name``.
+    ``parties`` counts (or names) the compute parties; where the provider needs a dealer
+    (``2pc`` with ``"dealer"``) a dealer party named ``"dealer"`` is added. ``data_parties``
+    names further parties that own inputs and may receive revealed values but hold no shares
+    (see :mod:`covault.protocols.bystander`); every party sees the parties in the order compute
+    parties, dealer, data parties.
     ``transport="local"`` runs parties as threads of this process; ``"tcp"`` runs each party
     (data parties too) in its own OS process over loopback sockets, with mutual TLS 1.3 and
     throw-away certificates unless ``tls=False`` (plaintext, with a loud warning; ``tls`` does
@@ -74,7 +80,7 @@ def run(
     others stop with a :class:`~covault.errors.PeerError` and the first root-cause exception is
     re-raised here, annotated with the party that raised it.
     """
-    compute, dealer = party_names(parties, protocol)
+    compute, dealer = party_names(parties, protocol, provider)
     data = tuple(data_parties)
     for name in data:
         if not isinstance(name, str) or not name or name in compute or name == dealer or data.count(name) > 1:
@@ -84,18 +90,32 @@ def run(
         raise CovaultError(f"tls must be True or False, got {tls!r}")
     record = resolve_transcript_dir(transcript_dir)
     if transport == "local":
-        return _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout, record, data)
+        return _run_local(
+            program, compute, dealer, everyone, protocol, frac_bits, timeout, record, data, provider
+        )
     if transport == "tcp":
         from covault.launch import run_processes
 
         return run_processes(
-            program, compute, dealer, protocol, frac_bits, timeout, tls=tls, transcript_dir=record, data=data
+            program,
+            compute,
+            dealer,
+            protocol,
+            frac_bits,
+            timeout,
+            tls=tls,
+            transcript_dir=record,
+            data=data,
+            provider=provider,
         )
     raise CovaultError(f"unknown transport {transport!r}; choose 'local' or 'tcp'")
 
 
-def _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout, record=None, data=()):
+def _run_local(
+    program, compute, dealer, everyone, protocol, frac_bits, timeout, record=None, data=(), provider=None
+):
     hub = LocalHub(everyone)
+    options = {"dealer": dealer, "frac_bits": frac_bits, "data_parties": data, "provider": provider}
     session_hex = secrets.token_hex(16)
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
@@ -111,9 +131,7 @@ def _run_local(program, compute, dealer, everyone, protocol, frac_bits, timeout,
                     peers = [p for p in everyone if p != name]
                     info = {"peers": peers, "session": session_hex, "protocol": protocol, "tls": False}
                     writer = TranscriptWriter(record, name, **info).attach(net)
-                session = Session(
-                    name, compute, protocol, net, dealer=dealer, frac_bits=frac_bits, data_parties=data
-                )
+                session = Session(name, compute, protocol, net, **options)
                 results[name] = program(session)
         except BaseException as exc:  # reported to the caller below
             with lock:
@@ -155,8 +173,8 @@ def agreement_digests(fields: Mapping[str, Any]) -> dict[str, str]:
 
 def config_session_id(config, job: str | Mapping[str, Any] = "") -> bytes:
     """The 16-byte session id of a consortium job (a :class:`~covault.transport.tcp.SessionId`):
-    SHA-256 of digests of what every party must agree on (protocol, dealer, compute parties, the
-    parties in session order, every party's address, fractional bits, TLS on/off) and of the
+    SHA-256 of digests of what every party must agree on (protocol, correlation provider, dealer,
+    compute parties, the parties in session order, every party's address, fractional bits, TLS on/off) and of the
     job: a name, or a mapping of the job's keys to values or digests
     (:meth:`~covault.jobs.spec.Job.fingerprint_parts`; a key also in the list above replaces it).
     Parties started from different configs, or for different jobs, refuse each other; the id
@@ -166,6 +184,7 @@ def config_session_id(config, job: str | Mapping[str, Any] = "") -> bytes:
 
     agreed: dict[str, Any] = {
         "protocol": config.protocol,
+        "provider": config.provider,
         "dealer": config.dealer,
         "compute": list(config.compute),
         "parties": list(config.names),
@@ -246,6 +265,7 @@ def config_session(
             tls=tls,
             transcript_dir=transcript_dir,
             data=config.data,
+            provider=config.provider,
         ) as session:
             yield session
     finally:

@@ -7,8 +7,8 @@ facts without importing the protocols. Whether a scheme needs a dealer party is 
 correlation provider (:mod:`covault.randomness.providers`), not of the scheme.
 
 To add a scheme: implement :class:`covault.protocols.base.Protocol`, add a :class:`Scheme` to
-:data:`SCHEMES`, and give the operations that differ per scheme (the oblivious shuffle, data
-parties' inputs) their case.
+:data:`SCHEMES`, and give the oblivious shuffle (:mod:`covault.protocols.shuffle`) its case;
+data parties' inputs (:mod:`covault.protocols.bystander`) follow from the share layout.
 """
 
 from __future__ import annotations

@@ -6,15 +6,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from covault import schemes
 from covault.encoding import INT_RANGE, FixedPoint
 from covault.errors import PartyError, ProtocolError, ShapeError
-from covault.protocols.additive import Additive2PC
 from covault.protocols.base import Protocol
 from covault.protocols.bystander import Bystander
-from covault.protocols.replicated import Replicated3PC
+from covault.randomness.providers import choose
 from covault.transport.base import Network, Stats
-
-PROTOCOLS: dict[str, type[Protocol]] = {"2pc": Additive2PC, "rep3": Replicated3PC}
 
 
 class Session:
@@ -22,6 +20,9 @@ class Session:
 
     Programs receive a Session and use :meth:`input` to bring data in; secret tensors carry it.
     Nothing is global: several sessions (parties, or whole runs) can live in one process.
+    ``protocol`` names a scheme of :mod:`covault.schemes`; ``provider`` its correlated-randomness
+    provider (:mod:`covault.randomness.providers`; None: the scheme's default, or none for a
+    scheme that takes none), kept as :attr:`provider_name`.
     """
 
     def __init__(
@@ -34,9 +35,15 @@ class Session:
         dealer: str | None = None,
         frac_bits: int = 16,
         data_parties: Sequence[str] = (),
+        provider: str | None = None,
     ) -> None:
-        if protocol not in PROTOCOLS:
-            raise ProtocolError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+        scheme = schemes.get(protocol)
+        entry = choose(protocol, provider)
+        if (dealer is not None) != (entry is not None and entry.needs_dealer):
+            how = f"protocol {protocol!r}" + (f" with provider {entry.name!r}" if entry else "")
+            has = "needs a dealer party" if dealer is None else f"has no dealer party (got dealer={dealer!r})"
+            raise ProtocolError(f"{how} {has}")
+        self.provider_name = None if entry is None else entry.name
         self.party = party
         self.compute_parties = tuple(compute)
         self.dealer = dealer
@@ -44,19 +51,25 @@ class Session:
         self.parties = (*self.compute_parties, *((dealer,) if dealer else ()), *self.data_parties)
         self.fxp = FixedPoint(frac_bits)
         self.net = network
+        self.protocol: Protocol
         if party in self.data_parties:
             self.protocol = Bystander(
                 party, self.compute_parties, dealer, network, self.data_parties, scheme=protocol
             )
         else:
-            self.protocol = PROTOCOLS[protocol](
-                party, self.compute_parties, dealer, network, self.data_parties
+            chosen = {} if entry is None else {"provider": entry.name}
+            self.protocol = scheme.load()(
+                party, self.compute_parties, dealer, network, self.data_parties, **chosen
             )
         self.protocol_name = protocol
         self.protocol.setup()
 
     def __repr__(self) -> str:
-        return f"Session(party={self.party!r}, protocol={self.protocol_name!r}, parties={list(self.parties)})"
+        chosen = f", provider={self.provider_name!r}" if self.provider_name else ""
+        return (
+            f"Session(party={self.party!r}, protocol={self.protocol_name!r}{chosen}, "
+            f"parties={list(self.parties)})"
+        )
 
     @property
     def frac_bits(self) -> int:

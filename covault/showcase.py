@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from covault import schemes
+
 COLUMNS = ("age", "systolic", "cholesterol")
 RISK_WEIGHTS = np.array([0.04, 0.03, 0.01])
 RISK_BIAS = -8.5
@@ -81,11 +83,12 @@ def _fmt(v) -> str:
     return ", ".join(f"{x:.4g}" for x in a)
 
 
-def main(protocols: tuple[str, ...] = ("rep3", "2pc"), transport: str = "tcp") -> int:
+def main(protocols: tuple[str, ...] | None = None, transport: str = "tcp") -> int:
+    """Print the tour for each of ``protocols`` (default: every scheme of :mod:`covault.schemes`)."""
     import covault
 
-    for protocol in protocols:
-        n = 3 if protocol == "rep3" else 2
+    for protocol in schemes.names() if protocols is None else protocols:
+        n = schemes.get(protocol).parties
         parts = [hospital_rows(i) for i in range(n)]
         t0 = time.perf_counter()
         plain = plaintext_report(parts)

@@ -1,8 +1,9 @@
 """Consortium configuration: one TOML file, the same on every host.
 
 ```toml
-protocol = "rep3"            # or "2pc"
-dealer = "d"                 # 2pc only: the party that deals correlated randomness
+protocol = "rep3"            # or "2pc" (covault.schemes)
+provider = "dealer"          # 2pc only: correlated-randomness provider (default "dealer")
+dealer = "d"                 # 2pc with provider "dealer": the party that deals correlated randomness
 timeout = 30                 # seconds without progress from a peer before giving up
 frac_bits = 16               # optional
 [tls]
@@ -12,6 +13,8 @@ certs = "certs"              # holds ca.pem and NAME.pem / NAME.key (relative to
 address = "127.0.0.1:7001"
 ```
 
+Protocols and providers are looked up by name in :mod:`covault.schemes` and
+:mod:`covault.randomness.providers`; a dealer party is named exactly where the provider needs one.
 Parties that are neither compute parties nor the dealer are *data parties*
 (:mod:`covault.protocols.bystander`): they own inputs and may receive revealed values, but hold
 no shares. Unknown keys, bad values, a party without an address (where one is needed) and missing
@@ -27,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from covault import schemes
 from covault.deploy.certs import CertificateError, check_name, check_party_files
-from covault.errors import CovaultError
+from covault.errors import CovaultError, ProtocolError
+from covault.randomness.providers import choose, dealer_protocols
 
-TOP_KEYS = {"protocol", "dealer", "timeout", "frac_bits", "tls", "parties", "compute"}
+TOP_KEYS = {"protocol", "provider", "dealer", "timeout", "frac_bits", "tls", "parties", "compute"}
 TLS_KEYS = {"certs", "plaintext"}
 PARTY_KEYS = {"address"}
-PROTOCOL_PARTIES = {"rep3": 3, "2pc": 2}
 
 
 class ConfigError(CovaultError, ValueError):
@@ -64,6 +68,7 @@ class ConsortiumConfig:
     plaintext: bool
     parties: dict[str, PartyConfig]
     options: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None  # the correlated-randomness provider (None: the scheme takes none)
 
     @property
     def data(self) -> tuple[str, ...]:
@@ -124,9 +129,14 @@ def parse_config(
     """Validate a parsed TOML document (see module docstring)."""
     extra_keys, extra_party_keys = set(extra_keys), set(extra_party_keys)
     _unknown(raw, TOP_KEYS | extra_keys, "the top level")
-    protocol = raw.get("protocol", "rep3")
-    if protocol not in PROTOCOL_PARTIES:
-        raise ConfigError(f"protocol must be 'rep3' or '2pc', got {protocol!r}")
+    protocol = raw.get("protocol", schemes.DEFAULT)
+    if not isinstance(protocol, str) or protocol not in schemes.SCHEMES:
+        raise ConfigError(f"protocol must be one of {list(schemes.names())}, got {protocol!r}")
+    try:
+        entry = choose(protocol, raw.get("provider"))
+    except ProtocolError as exc:
+        raise ConfigError(f"provider: {exc}") from None
+    provider = None if entry is None else entry.name
     timeout = raw.get("timeout", 30)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -151,14 +161,20 @@ def parse_config(
         options = {k: v for k, v in table.items() if k != "address"}
         parties[name] = PartyConfig(name, host, port, options)
     dealer = raw.get("dealer")
-    if protocol == "2pc":
+    if entry is not None and entry.needs_dealer:
         if dealer is None:
-            raise ConfigError("protocol '2pc' needs dealer = 'NAME' naming one of the parties")
+            raise ConfigError(
+                f"protocol {protocol!r} with provider {provider!r} needs dealer = 'NAME' naming one of the parties"
+            )
         if dealer not in parties:
             raise ConfigError(f"dealer {dealer!r} is not one of the parties {sorted(parties)}")
     elif dealer is not None:
-        raise ConfigError("key 'dealer' is only used with protocol = '2pc'")
-    need = PROTOCOL_PARTIES[protocol]
+        if entry is None:
+            raise ConfigError(
+                f"key 'dealer' is only used with protocol = {' or '.join(map(repr, dealer_protocols()))}"
+            )
+        raise ConfigError(f"key 'dealer' is not used with provider {provider!r}, which needs no dealer")
+    need = schemes.get(protocol).parties
     candidates = [p for p in parties if p != dealer]
     compute = raw.get("compute")
     if compute is None:
@@ -190,8 +206,9 @@ def parse_config(
             certs = path.parent / certs
     options = {k: v for k, v in raw.items() if k in extra_keys}
     return ConsortiumConfig(
-        path, protocol, dealer, tuple(compute), float(timeout), frac_bits, certs, plaintext, parties, options
-    )
+        path, protocol, dealer, tuple(compute), float(timeout), frac_bits, certs, plaintext, parties, options,
+        provider,
+    )  # fmt: skip
 
 
 def read_toml(path: str | Path, what: str = "config file", error: type[Exception] = ConfigError) -> dict:

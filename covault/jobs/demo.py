@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from covault import schemes
+from covault.errors import ProtocolError
 from covault.jobs.errors import JobError
+from covault.randomness.providers import needs_dealer
 
 LABEL = "malignant"
 ID_COLUMN = "patient_id"
@@ -64,7 +67,7 @@ def _cells(x: np.ndarray) -> list[str]:
 def make_breast_cancer_job(
     directory: str | Path,
     parties: int | Sequence[str] = ("hospital_a", "hospital_b", "hospital_c"),
-    protocol: str = "rep3",
+    protocol: str = schemes.DEFAULT,
     *,
     vertical: bool = False,
     missing: float = 0.1,
@@ -76,15 +79,17 @@ def make_breast_cancer_job(
 ) -> Path:
     """Write per-party CSV files and ``job.toml`` into ``directory``; the job file's path.
 
-    ``parties``: names, or a number of hospitals (``hospital_a`` ...). ``rep3`` uses the first
-    three parties as compute parties, ``2pc`` the first two (plus a dealer party ``dealer``);
-    further parties are data owners only. ``vertical``: split the columns instead of the
+    ``parties``: names, or a number of hospitals (``hospital_a`` ...). The first parties are the
+    protocol's compute parties (:mod:`covault.schemes`: three for ``rep3``, two for ``2pc``, plus
+    a dealer party ``dealer`` where its provider needs one); further parties are data owners only. ``vertical``: split the columns instead of the
     patients (module docstring); ``missing``: the share of patients each hospital lacks then.
     """
     parties = hospital_names(parties) if isinstance(parties, int) else tuple(parties)
-    need = {"rep3": 3, "2pc": 2}.get(protocol)
-    if need is None:
-        raise JobError(f"protocol must be 'rep3' or '2pc', got {protocol!r}")
+    try:
+        need = schemes.get(protocol).parties
+        dealer = needs_dealer(protocol)
+    except ProtocolError:
+        raise JobError(f"protocol must be one of {list(schemes.names())}, got {protocol!r}") from None
     if len(parties) < need or len(set(parties)) != len(parties):
         raise JobError(f"protocol {protocol!r} needs at least {need} distinct parties, got {list(parties)}")
     if not 0 <= missing < 0.5:
@@ -112,7 +117,7 @@ def make_breast_cancer_job(
         f"seed = {int(seed)}",
         'model_out = "model.onnx"',
     ]
-    if protocol == "2pc":
+    if dealer:
         lines.append('dealer = "dealer"')
     lines += [
         "",
@@ -123,7 +128,7 @@ def make_breast_cancer_job(
     ]
     for name, (train_file, test_file) in files.items():
         lines += ["", f"[parties.{q(name)}]", f"data = {q(train_file)}", f"test = {q(test_file)}"]
-    if protocol == "2pc":
+    if dealer:
         lines += ["", '[parties."dealer"]']
     path = out / "job.toml"
     path.write_text("\n".join(lines) + "\n")

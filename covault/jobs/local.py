@@ -66,6 +66,7 @@ def run_local(
             program,
             parties=list(job.compute),
             protocol=job.protocol,
+            provider=job.provider,
             transport=transport,
             frac_bits=job.config.frac_bits,
             timeout=job.config.timeout,

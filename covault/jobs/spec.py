@@ -1,7 +1,7 @@
 """The job file: a consortium config plus what to train on which data.
 
 ```toml
-protocol = "rep3"
+protocol = "rep3"                 # or "2pc"; provider = "dealer" (2pc only, the default)
 task = "logistic_regression"      # | "linear_regression" | "mlp"
 label = "is_fraud"
 partition = "horizontal"          # | "vertical": parties hold different columns of the same rows
@@ -21,7 +21,8 @@ test = "bank_a_test.csv"          # optional held-out rows
 :func:`load_job` validates everything that can be checked without the data (keys, values,
 party roles, hyper-parameters) and raises :class:`~covault.jobs.errors.JobError` naming the
 key or party. Data files are checked by their owners when the job runs (another party's file
-is not on this host). A ``2pc`` job without ``dealer`` gets a dealer party named ``"dealer"``.
+is not on this host). A job whose correlation provider needs a dealer (``2pc`` with the default
+``provider = "dealer"``) and names none gets a dealer party named ``"dealer"``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from covault import schemes
 from covault.deploy.config import ConfigError, ConsortiumConfig, parse_config, read_toml
+from covault.errors import ProtocolError
 from covault.jobs.errors import JobError
+from covault.randomness.providers import needs_dealer
 from covault.runtime import DEFAULT_DEALER
 
 JOB_KEYS = {
@@ -97,6 +101,11 @@ class Job:
     @property
     def protocol(self) -> str:
         return self.config.protocol
+
+    @property
+    def provider(self) -> str | None:
+        """The correlated-randomness provider (None: the protocol takes none)."""
+        return self.config.provider
 
     @property
     def compute(self) -> tuple[str, ...]:
@@ -190,7 +199,7 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
     """Validate a parsed job document; relative paths are taken from ``path``'s folder."""
     raw = dict(raw)
     parties_raw = raw.get("parties")
-    if raw.get("protocol") == "2pc" and "dealer" not in raw and isinstance(parties_raw, dict):
+    if "dealer" not in raw and isinstance(parties_raw, dict) and _needs_dealer(raw):
         if DEFAULT_DEALER in parties_raw and PARTY_DATA_KEYS & set(parties_raw[DEFAULT_DEALER] or {}):
             raise JobError(f"party {DEFAULT_DEALER!r} owns data; name the 2pc dealer with dealer = 'NAME'")
         raw["dealer"] = DEFAULT_DEALER
@@ -260,6 +269,15 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
         model_out, model,
     )  # fmt: skip
+
+
+def _needs_dealer(raw: dict[str, Any]) -> bool:
+    """Whether the job's protocol and provider need a dealer party (False where they are
+    invalid: the config check names the problem)."""
+    try:
+        return needs_dealer(raw.get("protocol", schemes.DEFAULT), raw.get("provider"))
+    except ProtocolError:
+        return False
 
 
 def _data_files(config: ConsortiumConfig, base: Path) -> tuple[dict[str, Path], dict[str, Path]]:

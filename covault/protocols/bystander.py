@@ -13,9 +13,12 @@ each input's shape header, so they run over any transport: ``covault.run(...,
 data_parties=[...])`` (threads, or one process each with ``transport="tcp"``) and consortium
 configs, where every party that is neither a compute party nor the dealer is a data party.
 
-- **Input** (owner D): 2pc: P0's share is drawn from the D-P0 pairwise PRG, P1 receives
-  ``x - x0`` (1 element). rep3: components ``c0``, ``c1`` come from the D-P0 and D-P1 PRGs;
-  D sends ``c1`` to P0, ``c2 = x - c0 - c1`` to P1, and ``(c2, c0)`` to P2 (4 elements, 1 round).
+- **Input** (owner D), written once from the scheme's share layout (:mod:`covault.schemes`:
+  ``n`` compute parties, party ``i`` holding components ``i, i+1, ...`` mod ``n``): component
+  ``c_i`` of every compute party but the last comes from the D-P_i pairwise PRG, the last is
+  ``x - c_0 - ...``; D sends each party the components it holds but cannot draw. 2pc: P1
+  receives ``x - c0`` (1 element). rep3: P0 receives ``c1``, P1 ``c2 = x - c0 - c1``, P2
+  ``(c2, c0)`` (4 elements, 1 round).
 - **Reveal** to D: every compute party sends D one component (2pc: its share; rep3: its first
   component), 1 round.
 """
@@ -24,18 +27,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from covault import ring
+from covault import ring, schemes
 from covault.protocols.base import Protocol
 
 
 class Bystander(Protocol):
-    """Data party outside the compute set of a ``2pc`` or ``rep3`` protocol."""
+    """Data party outside the compute set of a scheme (``scheme``: its name in
+    :mod:`covault.schemes`)."""
 
     ncomp = 0
 
-    def __init__(self, party, compute, dealer, net, data=(), scheme: str = "rep3"):
+    def __init__(self, party, compute, dealer, net, data=(), scheme: str = schemes.DEFAULT):
         super().__init__(party, compute, dealer, net, data)
         self.name = scheme
+        self.components = schemes.get(scheme).components
 
     @property
     def public_slot(self) -> int | None:
@@ -44,15 +49,19 @@ class Bystander(Protocol):
     def share(self, value, owner, shape):
         if owner != self.party:
             return self.empty(shape)
-        if self.name == "2pc":
-            p0, p1 = self.compute
-            x0 = self.prg[p0].ring(shape)
-            self.net.exchange({p1: [value - x0]})
-        else:
-            p0, p1, p2 = self.compute
-            c0, c1 = self.prg[p0].ring(shape), self.prg[p1].ring(shape)
-            c2 = value - c0 - c1
-            self.net.exchange({p0: [c1], p1: [c2], p2: [c2, c0]})
+        n = len(self.compute)
+        comps = [self.prg[p].ring(shape) for p in self.compute[:-1]]  # drawn by P_i as well
+        last = value
+        for c in comps:
+            last = last - c
+        comps.append(last)
+        sends = {}
+        for i, p in enumerate(self.compute):
+            held = [(i + t) % n for t in range(self.components)]
+            missing = [comps[j] for j in held if j != i or i == n - 1]
+            if missing:
+                sends[p] = missing
+        self.net.exchange(sends)
         return self.empty(shape)
 
     def _receive(self, to, xor):

@@ -3,8 +3,8 @@
 Used before mini-batch training so that batches mix the data owners' rows (which were
 concatenated owner by owner) while nobody learns where any row went. The result is a fresh
 sharing of ``x[pi]`` for a uniformly random ``pi``; one implementation per protocol, chosen by
-``session.protocol.name``. Permutations come from AES-CTR streams (argsort of uniform 64-bit
-keys), never from a non-cryptographic generator.
+the protocol object's class (2pc: with a dealer party). Permutations come from AES-CTR streams
+(argsort of uniform 64-bit keys), never from a non-cryptographic generator.
 
 **rep3** (resharing-based shuffle, as in Laur-Willemson-Zhang, ISC 2011, and Araki, Furukawa,
 Ohara, Pinkas, Rosemarin, Tsuchida, "Secure graph analysis at scale", CCS 2021). The
@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
+from covault.protocols.additive import Additive2PC
+from covault.protocols.replicated import Replicated3PC
 from covault.randomness.prg import random_permutation
 
 if TYPE_CHECKING:
@@ -98,15 +100,16 @@ def shuffle_share_rows(proto: Protocol, x: np.ndarray) -> np.ndarray:
     """Shares ``(k, n, m)`` of a matrix -> shares of the same matrix with rows shuffled."""
     if not proto.is_compute and proto.party != proto.dealer:
         return x  # a data party outside the computation holds no shares and takes no part
-    if proto.name == "rep3":
+    if isinstance(proto, Replicated3PC):
         for t in range(3):
             x = _rep3_step(proto, x, t)
         return x
-    if proto.name == "2pc":
+    if isinstance(proto, Additive2PC) and proto.dealer is not None:
         p0, p1 = proto.compute
         x = _dealer_step(proto, x, holder=p0, other=p1)
         return _dealer_step(proto, x, holder=p1, other=p0)
-    raise ProtocolError(f"no oblivious shuffle for protocol {proto.name!r}")
+    without = " without a dealer party" if isinstance(proto, Additive2PC) else ""
+    raise ProtocolError(f"no oblivious shuffle for protocol {proto.name!r}{without}")
 
 
 def _rep3_step(proto: Protocol, x: np.ndarray, t: int) -> np.ndarray:
