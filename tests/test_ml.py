@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler as SkScaler
 import covault
 from covault import ml
 from covault.errors import ProtocolError, ShapeError
-from covault.ml.linear import standardise
+from covault.ml.reference import standardise
 from tests.helpers import PROTOCOLS, owner_value, run_both
 
 BC_X, BC_Y = load_breast_cancer(return_X_y=True)

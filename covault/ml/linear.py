@@ -18,10 +18,8 @@ In all 12 rounds per batch in 2pc, 13 in rep3 for P1 and P2 (2 for P0) (measured
 
 The model stays secret: ``coef_``/``intercept_`` exist only after :meth:`reveal` (at the
 receivers, as plaintext for raw features), which also returns a public copy usable for
-plaintext prediction. The ``Reference*`` classes run exactly the same algorithm in float64
-numpy (same standardisation, zero initialisation, public epoch orders, batches, sigmoid
-approximation and update formulas) for accuracy comparisons; they are also the type of the
-public copies.
+plaintext prediction: a plaintext twin of :mod:`covault.ml.reference`, which runs exactly the
+same algorithm in float64 numpy. Hyper-parameters: :mod:`covault.ml.params`.
 """
 
 from __future__ import annotations
@@ -30,195 +28,26 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from covault.errors import ProtocolError, ShapeError, TrainingDivergedWarning
+from covault.errors import ShapeError, TrainingDivergedWarning
 from covault.ml import batching
+from covault.ml.base import check_fitted, is_classifier
+from covault.ml.params import LinearParams, LogisticParams
 from covault.ml.preprocessing import StandardScaler, concat_cols, mul_to
+from covault.ml.reference import ReferenceLinearRegression, ReferenceLogisticRegression
 from covault.nn import BCEWithLogitsLoss, Linear, MSELoss
 from covault.nn import functional as F
-from covault.nn.layers import SIGMOIDS
 from covault.optim import SGD
 from covault.protocols import compare, nonlinear
 from covault.protocols.shuffle import shuffle_together
 from covault.tensor import SecretTensor, concatenate, stack
 
-SHUFFLES = ("once", "epoch", "none")
-PENALTIES = ("l2", None)
-MAX_LEARNING_RATE = 10.0  # a larger step overflows the fixed-point update bound (SGD 16, Adam 64)
 DIVERGENCE_FACTOR = 2.0  # last loss above this multiple of the trivial model's: diverged
 NEGATIVE_LOSS = -0.05  # a mean loss below this is impossible: fixed-point values wrapped around
-
-
-def check_learning_rate(learning_rate: float) -> None:
-    """ValueError unless ``0 < learning_rate <= MAX_LEARNING_RATE``."""
-    if not learning_rate <= MAX_LEARNING_RATE:
-        raise ValueError(
-            f"learning_rate must be at most {MAX_LEARNING_RATE:g} (with standardised features a "
-            f"larger step overflows the fixed-point weight update; usual values are 0.001 to 1), "
-            f"got {learning_rate!r}"
-        )
-
-
-class _LinearParams:
-    """Hyper-parameters shared by the secure estimators and their plaintext references."""
-
-    def __init__(
-        self,
-        *,
-        alpha: float = 0.0,
-        epochs: int = 10,
-        learning_rate: float = 0.1,
-        batch_size: int = 128,
-        momentum: float = 0.0,
-        standardize: bool = True,
-        shuffle: str = "once",
-        seed: int = 0,
-    ):
-        batching.check_hyper(epochs, batch_size, learning_rate)
-        check_learning_rate(learning_rate)
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
-        if shuffle not in SHUFFLES:
-            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
-        self.alpha, self.epochs, self.learning_rate = float(alpha), int(epochs), float(learning_rate)
-        self.batch_size, self.momentum, self.standardize = int(batch_size), float(momentum), bool(standardize)
-        self.shuffle, self.seed = shuffle, int(seed)
-
-    def _penalty(self, n: int) -> float:
-        return self.alpha
-
-    def _trivial_loss(self) -> float | None:
-        """Training loss of the zero model (the mean): 1 on the standardised target; unknown
-        (None) without standardisation."""
-        return 1.0 if self.standardize else None
-
-
-class _LogisticParams(_LinearParams):
-    def __init__(self, *, penalty: str | None = "l2", C: float = 1.0, sigmoid: str = "piecewise", **kw):
-        super().__init__(**kw)
-        if penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-        if sigmoid not in SIGMOIDS:
-            raise ValueError(f"sigmoid must be one of {SIGMOIDS}, got {sigmoid!r}")
-        if C is not None and not C > 0:
-            raise ValueError(f"C must be positive, got {C!r}")
-        self.penalty, self.C, self.sigmoid = penalty, C, sigmoid
-
-    def _penalty(self, n: int) -> float:
-        """L2 strength on the mean loss: ``alpha`` if given, else ``1 / (C n)`` (scikit-learn's
-        objective ``C sum(loss) + |w|^2 / 2`` divided by ``C n``)."""
-        if self.penalty is None:
-            return 0.0
-        return self.alpha if self.alpha else 1.0 / (self.C * n)
-
-    def _trivial_loss(self) -> float | None:
-        """Cross-entropy of the zero model (probability 1/2 everywhere): ln 2."""
-        return math.log(2.0)
-
-
-# -- plaintext -----------------------------------------------------------------------------------
-def _sigmoid(z: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "piecewise":
-        return np.clip(0.5 + z / 4.0, 0.0, 1.0)
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-class _PublicLinear:
-    """Plaintext prediction with ``coef_`` (features,) and ``intercept_`` (float)."""
-
-    coef_: np.ndarray
-    intercept_: float
-    _classifier = True
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        if getattr(self, "coef_", None) is None:
-            raise ProtocolError("model has no plaintext coefficients (fit a reference or reveal())")
-        return np.asarray(x, dtype=np.float64) @ self.coef_ + self.intercept_
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        z = self.decision_function(x)
-        return (z > 0).astype(np.int64) if self._classifier else z
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = _sigmoid(self.decision_function(x), "exact")
-        return np.stack([1 - p, p], axis=1)
-
-    def score(self, x: np.ndarray, y: np.ndarray) -> float:
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        if self._classifier:
-            return float(np.mean(self.predict(x) == y))
-        pred = self.predict(x)
-        return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
-
-
-def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Plaintext twin of :class:`~covault.ml.preprocessing.StandardScaler`: column means and
-    ``1/sqrt(var)`` (1 where ``var < 2^-24``)."""
-    mean, var = x.mean(axis=0), x.var(axis=0)
-    return mean, np.where(var < 2.0**-24, 1.0, 1.0 / np.sqrt(np.maximum(var, 2.0**-24)))
-
-
-def _reference_sgd(params: _LinearParams, xs, ys, grad_fn, alpha, perm):
-    """Mini-batch SGD on ``w`` (d,) and ``b`` exactly as the secure estimators run it."""
-    n, d = xs.shape
-    if perm is not None:
-        xs, ys = xs[perm], ys[perm]
-    w, b = np.zeros(d), 0.0
-    uw, ub = np.zeros(d), 0.0
-    lr, mu = params.learning_rate, params.momentum
-    for epoch in range(params.epochs):
-        order = batching.epoch_order(n, epoch, params.seed) if params.shuffle != "none" else np.arange(n)
-        xe, ye = xs[order], ys[order]
-        for sl in batching.batch_slices(n, params.batch_size):
-            xb, yb = xe[sl], ye[sl]
-            g = grad_fn(xb @ w + b, yb)
-            scale = 1.0 / len(yb)
-            uw = mu * uw + lr * (scale * (xb.T @ g) + alpha * w)
-            ub = mu * ub + lr * scale * g.sum()
-            w, b = w - uw, b - ub
-    return w, b
-
-
-class _ReferenceLinear(_PublicLinear):
-    def _fit_reference(self, x, y, grad_fn, perm, scale_target):
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        if x.ndim != 2 or len(y) != len(x):
-            raise ShapeError(f"X of shape {x.shape} and y of shape {y.shape} do not match")
-        mean, inv = standardise(x) if self.standardize else (np.zeros(x.shape[1]), np.ones(x.shape[1]))
-        ymean, ystd = 0.0, 1.0
-        if scale_target and self.standardize:
-            ymean = y.mean()
-            _, yinv = standardise(y[:, None])
-            ystd = float(y.var() * yinv[0])  # as the secure fold: var / sqrt(var)
-        xs = (x - mean) * inv
-        ys = (y - ymean) / ystd
-        w, b = _reference_sgd(self, xs, ys, grad_fn, self._penalty(len(y)), perm)
-        self.coef_ = inv * w * ystd
-        self.intercept_ = float(ymean + ystd * (b - mean @ (inv * w)))
-        return self
-
-
-class ReferenceLogisticRegression(_LogisticParams, _ReferenceLinear):
-    """Plaintext float64 twin of :class:`LogisticRegression` (same algorithm, same defaults).
-    ``fit(X, y, perm=None)``: ``perm`` replays an initial row permutation (as the oblivious
-    shuffle would have applied)."""
-
-    def fit(self, x: np.ndarray, y: np.ndarray, perm: np.ndarray | None = None):
-        return self._fit_reference(x, y, lambda z, t: _sigmoid(z, self.sigmoid) - t, perm, False)
-
-
-class ReferenceLinearRegression(_LinearParams, _ReferenceLinear):
-    """Plaintext float64 twin of :class:`LinearRegression`."""
-
-    _classifier = False
-
-    def fit(self, x: np.ndarray, y: np.ndarray, perm: np.ndarray | None = None):
-        return self._fit_reference(x, y, lambda z, t: 2.0 * (z - t), perm, True)
 
 
 # -- secure --------------------------------------------------------------------------------------
@@ -242,10 +71,10 @@ def _check_xy(x, y: SecretTensor | None = None) -> SecretTensor:
     return x
 
 
-def fitted_input(est, fitted: bool, x) -> SecretTensor:
-    """``x`` checked as the input of the fitted estimator ``est`` (ProtocolError if not fitted)."""
-    if not fitted:
-        raise ProtocolError(f"{type(est).__name__} is not fitted; call fit() first")
+def fitted_input(est, attribute: str, x) -> SecretTensor:
+    """``x`` checked as the input of the fitted estimator ``est`` (NotFittedError, a
+    ProtocolError, without the fitted ``attribute``)."""
+    check_fitted(est, attribute)
     x = _check_xy(x)
     if x.shape[1] != est.n_features_in_:
         raise ShapeError(f"model fitted on {est.n_features_in_} features got X of shape {x.shape}")
@@ -253,19 +82,12 @@ def fitted_input(est, fitted: bool, x) -> SecretTensor:
 
 
 class _SecureLinear:
-    """Fitting and secure prediction shared by the secure linear estimators."""
+    """Fitting and secure prediction shared by the secure linear estimators. Fitted:
+    ``secret_coef_`` (folded for raw features, 24 fractional bits), ``secret_intercept_``,
+    ``scaler_`` (None without standardisation), ``n_features_in_``, ``loss_curve_``;
+    ``coef_``/``intercept_`` after :meth:`reveal`, at the receivers."""
 
-    _classifier = True
     _reference: type
-
-    def _init_state(self) -> None:
-        self.coef_: np.ndarray | None = None
-        self.intercept_: float | None = None
-        self.secret_coef_: SecretTensor | None = None  # folded, raw features, 24 bits
-        self.secret_intercept_: SecretTensor | None = None
-        self.scaler_: StandardScaler | None = None
-        self.n_features_in_: int | None = None
-        self.loss_curve_: SecretTensor | None = None
 
     def _loss(self):
         raise NotImplementedError
@@ -277,8 +99,8 @@ class _SecureLinear:
         *,
         track_loss: bool = False,
         on_epoch: Callable[[int], None] | None = None,
-    ):
-        """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1).
+    ) -> Self:
+        """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1); returns the estimator.
 
         ``track_loss``: keep the secret mean training loss after every epoch in ``loss_curve_``
         (shape ``(epochs,)``; None otherwise): the model's outputs on every training row are
@@ -297,7 +119,7 @@ class _SecureLinear:
         self.scaler_ = None
         ymean = yinv = None
         if self.standardize:
-            if not self._classifier:
+            if not is_classifier(self):
                 both = StandardScaler().fit(_hstack(x, y))
                 self.scaler_ = _sub_scaler(both, slice(0, d))
                 ymean, yinv = both.mean_[d:], both.inv_scale_[d:]
@@ -311,7 +133,10 @@ class _SecureLinear:
         model = Linear(d, 1, weight=np.zeros((d, 1)), bias_value=np.zeros(1))
         loss = self._loss()
         opt = SGD(
-            model.parameters(), lr=self.learning_rate, momentum=self.momentum, weight_decay=self._penalty(n)
+            model.parameters(),
+            lr=float(self.learning_rate),
+            momentum=float(self.momentum),
+            weight_decay=self._penalty(n),
         )
         self.loss_curve_ = train_epochs(self, model, loss, opt, x, y, track_loss, on_epoch)
         model.eval()
@@ -325,11 +150,12 @@ class _SecureLinear:
             w = mul_to(w, sigma_y, 24)
             b = ymean + b * sigma_y
         self.secret_coef_, self.secret_intercept_ = w.reshape(d), b.reshape(())
-        self.coef_ = self.intercept_ = None
+        for stale in ("coef_", "intercept_"):  # a model revealed before: not this one
+            self.__dict__.pop(stale, None)
         return self
 
     def _check_fitted(self, x) -> SecretTensor:
-        return fitted_input(self, self.secret_coef_ is not None, x)
+        return fitted_input(self, "secret_coef_", x)
 
     def decision_function(self, x: SecretTensor) -> SecretTensor:
         """Secret ``x @ coef + intercept`` (one fixed-point matmul, 2 rounds)."""
@@ -342,15 +168,14 @@ class _SecureLinear:
         At the receivers sets ``coef_`` and ``intercept_`` (numpy) and returns a plaintext
         copy (the ``Reference*`` type) for plaintext prediction; None elsewhere.
         """
-        if self.secret_coef_ is None:
-            raise ProtocolError(f"{type(self).__name__} is not fitted; call fit() first")
+        check_fitted(self, "secret_coef_")
         coef = self.secret_coef_.reveal(to)
         icpt = self.secret_intercept_.reveal(to)
         if coef is None:
             return None
         self.coef_, self.intercept_ = coef, float(icpt)
         public = self._reference(**self.get_params())
-        public.coef_, public.intercept_ = coef, float(icpt)
+        public.coef_, public.intercept_, public.n_features_in_ = coef, float(icpt), self.n_features_in_
         return public
 
 
@@ -364,7 +189,7 @@ def train_epochs(est, model, loss, opt, x, y, track_loss, on_epoch) -> SecretTen
         if est.shuffle == "epoch":
             x, y = shuffle_together([x, y])
         if est.shuffle != "none":
-            order = batching.epoch_order(n, epoch, est.seed)
+            order = batching.epoch_order(n, epoch, int(est.seed))
             xe, ye = x[order], y[order]
         else:
             xe, ye = x, y
@@ -451,7 +276,7 @@ def _sub_scaler(sc: StandardScaler, cols: slice) -> StandardScaler:
     return out
 
 
-class LogisticRegression(_LogisticParams, _SecureLinear):
+class LogisticRegression(LogisticParams, _SecureLinear):
     """Binary logistic regression trained by mini-batch SGD on secret data.
 
     Parameters (scikit-learn names where they exist): ``penalty`` ("l2" or None), ``C``
@@ -463,17 +288,6 @@ class LogisticRegression(_LogisticParams, _SecureLinear):
     """
 
     _reference = ReferenceLogisticRegression
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self._init_state()
-
-    def get_params(self) -> dict:
-        return dict(
-            penalty=self.penalty, C=self.C, alpha=self.alpha, epochs=self.epochs, learning_rate=self.learning_rate,
-            batch_size=self.batch_size, momentum=self.momentum, standardize=self.standardize,
-            sigmoid=self.sigmoid, shuffle=self.shuffle, seed=self.seed,
-        )  # fmt: skip
 
     def _loss(self):
         return BCEWithLogitsLoss(sigmoid=self.sigmoid)
@@ -494,7 +308,7 @@ class LogisticRegression(_LogisticParams, _SecureLinear):
         return accuracy_score(y, self.predict(x), to=to)
 
 
-class LinearRegression(_LinearParams, _SecureLinear):
+class LinearRegression(LinearParams, _SecureLinear):
     """Least squares (``alpha > 0``: ridge) trained by mini-batch SGD on secret data.
 
     The target is standardised with the features (unless ``standardize=False``); the model is
@@ -502,19 +316,21 @@ class LinearRegression(_LinearParams, _SecureLinear):
     standardised problem: ``mean((y_std - X_std w - b)^2) + alpha |w|^2 / 2``.
     """
 
-    _classifier = False
     _reference = ReferenceLinearRegression
 
-    def __init__(self, **kw):
-        kw.setdefault("learning_rate", 0.05)
-        super().__init__(**kw)
-        self._init_state()
-
-    def get_params(self) -> dict:
-        return dict(
-            alpha=self.alpha, epochs=self.epochs, learning_rate=self.learning_rate, batch_size=self.batch_size,
-            momentum=self.momentum, standardize=self.standardize, shuffle=self.shuffle, seed=self.seed,
-        )  # fmt: skip
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.0,
+        epochs: int = 10,
+        learning_rate: float = 0.05,
+        batch_size: int = 128,
+        momentum: float = 0.0,
+        standardize: bool = True,
+        shuffle: str = "once",
+        seed: int = 0,
+    ):
+        self._store_params(locals())
 
     def _loss(self):
         return MSELoss()

@@ -8,40 +8,34 @@ first matmul 2, ReLU 8, second matmul 2, loss gradient 20, input gradient of the
 2, ReLU backward 1, weight gradients (formed inside the SGD truncation) 2, SGD 1: 38 in all;
 rep3: 39 for P1 and P2, the weight gradients costing no round (Adam: about 50 more).
 
-:class:`ReferenceMLPClassifier` runs the same algorithm in float64 numpy (same Glorot
-initialisation from the public seed, same batches, same update formulas) and is the type of
-the public copy returned by :meth:`MLPClassifier.reveal`.
+:class:`~covault.ml.reference.ReferenceMLPClassifier` runs the same algorithm in float64
+numpy (same Glorot initialisation from the public seed, same batches, same update formulas)
+and is the type of the public copy returned by :meth:`MLPClassifier.reveal`. Hyper-parameters:
+:mod:`covault.ml.params`.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
-from covault.errors import ProtocolError, ResourceError, ShapeError
-from covault.ml import batching
-from covault.ml.linear import (
-    SHUFFLES,
-    _check_xy,
-    check_learning_rate,
-    fitted_input,
-    standardise,
-    train_epochs,
-)
+from covault.errors import ResourceError
+from covault.ml.base import check_fitted
+from covault.ml.linear import _check_xy, fitted_input, train_epochs
+from covault.ml.params import MLPParams
 from covault.ml.preprocessing import StandardScaler
-from covault.nn import Linear, ReLU, Sequential, SoftmaxCrossEntropyLoss, glorot_uniform
+from covault.ml.reference import ReferenceMLPClassifier
+from covault.nn import Linear, ReLU, Sequential, SoftmaxCrossEntropyLoss
 from covault.nn.layers import softmax
 from covault.optim import SGD, Adam
 from covault.protocols import compare
 from covault.protocols.shuffle import shuffle_together
 from covault.tensor import SecretTensor
-
-OPTIMIZERS = ("sgd", "adam")
 
 # Peak memory of one party (a compute party or the 2pc dealer) training an MLP, in bytes: per
 # hidden unit of every row evaluated at once (the comparisons of a ReLU keep about 15 words
@@ -145,193 +139,31 @@ def _cgroup_room() -> int | None:
     return None
 
 
-class _MLPParams:
-    def __init__(
-        self,
-        *,
-        hidden: tuple[int, ...] = (64,),
-        n_classes: int = 2,
-        optimizer: str = "sgd",
-        learning_rate: float = 0.1,
-        momentum: float = 0.9,
-        alpha: float = 0.0,
-        epochs: int = 10,
-        batch_size: int = 128,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-3,
-        standardize: bool = True,
-        shuffle: str = "once",
-        seed: int = 0,
-    ):
-        batching.check_hyper(epochs, batch_size, learning_rate)
-        check_learning_rate(learning_rate)
-        hidden = tuple(int(h) for h in hidden)
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden layer sizes must be positive, got {hidden!r}")
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be at least 2, got {n_classes!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if shuffle not in SHUFFLES:
-            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
-        if alpha < 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need alpha >= 0 and 0 <= momentum < 1, got {alpha!r}, {momentum!r}")
-        self.hidden, self.n_classes, self.optimizer = hidden, int(n_classes), optimizer
-        self.learning_rate, self.momentum, self.alpha = float(learning_rate), float(momentum), float(alpha)
-        self.epochs, self.batch_size, self.betas, self.eps = (
-            int(epochs),
-            int(batch_size),
-            tuple(betas),
-            float(eps),
-        )
-        self.standardize, self.shuffle, self.seed = bool(standardize), shuffle, int(seed)
-
-    def get_params(self) -> dict:
-        return dict(
-            hidden=self.hidden, n_classes=self.n_classes, optimizer=self.optimizer,
-            learning_rate=self.learning_rate, momentum=self.momentum, alpha=self.alpha, epochs=self.epochs,
-            batch_size=self.batch_size, betas=self.betas, eps=self.eps, standardize=self.standardize,
-            shuffle=self.shuffle, seed=self.seed,
-        )  # fmt: skip
-
-    def memory_bytes(self, n_features: int, rows: int, rows_at_once: int) -> int:
-        """:func:`memory_estimate` for this network (per party)."""
-        return memory_estimate(n_features, self.hidden, self.n_classes, rows, rows_at_once, self.optimizer)
-
-    def _trivial_loss(self) -> float:
-        """Cross-entropy of uniform class probabilities: ln(n_classes)."""
-        return math.log(self.n_classes)
-
-    def _sizes(self, d: int) -> list[int]:
-        return [d, *self.hidden, self.n_classes]
-
-    def _init_weights(self, d: int) -> list[np.ndarray]:
-        sizes = self._sizes(d)
-        return [
-            glorot_uniform(a, b, self.seed, f"mlp/{i}") for i, (a, b) in enumerate(itertools.pairwise(sizes))
-        ]
-
-
-# -- plaintext -----------------------------------------------------------------------------------
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-class ReferenceMLPClassifier(_MLPParams):
-    """Plaintext float64 twin of :class:`MLPClassifier`; also the public copy after reveal().
-    ``fit(X, y, perm=None)``: ``perm`` replays an initial row permutation."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.coefs_: list[np.ndarray] | None = None
-        self.intercepts_: list[np.ndarray] | None = None
-
-    def fit(self, x: np.ndarray, y: np.ndarray, perm: np.ndarray | None = None):
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y).reshape(-1).astype(np.int64)
-        n, d = x.shape
-        if len(y) != n:
-            raise ShapeError(f"X of shape {x.shape} and y of shape {y.shape} do not match")
-        mean, inv = np.zeros(d), np.ones(d)
-        if self.standardize:
-            mean, inv = standardise(x)
-        xs = (x - mean) * inv
-        onehot = (y[:, None] == np.arange(self.n_classes)).astype(np.float64)
-        if perm is not None:
-            xs, onehot = xs[perm], onehot[perm]
-        ws = self._init_weights(d)
-        bs = [np.zeros(w.shape[1]) for w in ws]
-        opt = _PlainOptimizer(self, ws + bs, decay=[True] * len(ws) + [False] * len(bs))
-        for epoch in range(self.epochs):
-            order = batching.epoch_order(n, epoch, self.seed) if self.shuffle != "none" else np.arange(n)
-            xe, te = xs[order], onehot[order]
-            for sl in batching.batch_slices(n, self.batch_size):
-                acts = [xe[sl]]
-                for i, (w, b) in enumerate(zip(ws, bs)):
-                    z = acts[-1] @ w + b
-                    acts.append(np.maximum(z, 0) if i < len(ws) - 1 else z)
-                g = _softmax(acts[-1]) - te[sl]
-                gws, gbs = [None] * len(ws), [None] * len(ws)
-                for i in range(len(ws) - 1, -1, -1):
-                    gws[i], gbs[i] = acts[i].T @ g, g.sum(axis=0)
-                    if i:
-                        g = (g @ ws[i].T) * (acts[i] > 0)
-                opt.step(gws + gbs, 1.0 / len(g))
-        ws[0], bs[0] = inv[:, None] * ws[0], bs[0] - mean @ (inv[:, None] * ws[0])
-        self.coefs_, self.intercepts_ = ws, bs
-        return self
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        if self.coefs_ is None:
-            raise ProtocolError("model has no plaintext weights (fit a reference or reveal())")
-        h = np.asarray(x, dtype=np.float64)
-        for i, (w, b) in enumerate(zip(self.coefs_, self.intercepts_)):
-            h = h @ w + b
-            if i < len(self.coefs_) - 1:
-                h = np.maximum(h, 0)
-        return h
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return _softmax(self.decision_function(x))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.decision_function(x).argmax(axis=1)
-
-    def score(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(np.mean(self.predict(x) == np.asarray(y).reshape(-1)))
-
-
-class _PlainOptimizer:
-    """The update formulas of :class:`covault.optim.SGD` / :class:`covault.optim.Adam` in float64."""
-
-    def __init__(self, p: _MLPParams, params: list[np.ndarray], decay: list[bool]):
-        self.p, self.params, self.decay = p, params, decay
-        self.state = [np.zeros_like(w) for w in params]
-        self.v = [np.zeros_like(w) for w in params]
-        self.t = 0
-
-    def step(self, grads: list[np.ndarray], scale: float) -> None:
-        p = self.p
-        self.t += 1
-        t, (b1, b2) = self.t, p.betas
-        c1, c2 = (1 - b1) / (1 - b1**t), (1 - b2) / (1 - b2**t)
-        a1, a2 = b1 * (1 - b1 ** (t - 1)) / (1 - b1**t), b2 * (1 - b2 ** (t - 1)) / (1 - b2**t)
-        for i, (w, g) in enumerate(zip(self.params, grads)):
-            gm = scale * g + (p.alpha * w if self.decay[i] else 0.0)
-            if p.optimizer == "sgd":
-                self.state[i] = p.momentum * self.state[i] + p.learning_rate * gm
-                w -= self.state[i]
-            else:
-                self.state[i] = a1 * self.state[i] + c1 * gm
-                self.v[i] = a2 * self.v[i] + c2 * gm * gm
-                w -= p.learning_rate * self.state[i] / np.sqrt(self.v[i] + p.eps**2)
-
-
 # -- secure --------------------------------------------------------------------------------------
 def one_hot(y: SecretTensor, n_classes: int) -> SecretTensor:
     """Secret 0/1 integer matrix ``[y == k]`` (n, n_classes): one zero test per entry."""
     return compare.equal(y.reshape(y.shape[0], 1), np.arange(n_classes))
 
 
-class MLPClassifier(_MLPParams):
+class MLPClassifier(MLPParams):
     """Multi-layer perceptron classifier trained on secret data.
 
     Parameters: ``hidden`` (layer sizes), ``n_classes`` (labels are the integers
     ``0 .. n_classes - 1``; public), ``optimizer`` ("sgd" with ``momentum``, or "adam" with
     ``betas``, ``eps``), ``learning_rate``, ``alpha`` (L2 weight on the weights), ``epochs``,
     ``batch_size``, ``standardize``, ``shuffle`` ("once", "epoch", "none"), ``seed`` (public:
-    initial weights and epoch orders).
+    initial weights and epoch orders). Fitted: ``secret_coefs_``, ``secret_intercepts_``
+    (first layer folded for raw features), ``n_features_in_``, ``loss_curve_``;
+    ``coefs_``/``intercepts_`` after :meth:`reveal`, at the receivers.
     """
 
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.coefs_: list[np.ndarray] | None = None
-        self.intercepts_: list[np.ndarray] | None = None
-        self.secret_coefs_: list[SecretTensor] | None = None
-        self.secret_intercepts_: list[SecretTensor] | None = None
-        self.n_features_in_: int | None = None
-        self.loss_curve_: SecretTensor | None = None
+    _reference = ReferenceMLPClassifier
+
+    def memory_bytes(self, n_features: int, rows: int, rows_at_once: int) -> int:
+        """:func:`memory_estimate` for this network (per party)."""
+        return memory_estimate(
+            n_features, self._hidden(), int(self.n_classes), rows, rows_at_once, self.optimizer
+        )
 
     def _check_memory(self, party: str, n: int, d: int, rows_at_once: int) -> None:
         """ResourceError, before anything is allocated, if this host lacks the memory of
@@ -340,7 +172,7 @@ class MLPClassifier(_MLPParams):
         if free is not None and need > free:
             raise ResourceError(
                 f"party {party!r}: MLPClassifier.fit needs about {format_bytes(need)} of memory per "
-                f"party ({describe_network(d, self.hidden, rows_at_once)}); this host has "
+                f"party ({describe_network(d, self._hidden(), rows_at_once)}); this host has "
                 f"{format_bytes(free)} available"
             )
 
@@ -360,8 +192,9 @@ class MLPClassifier(_MLPParams):
         *,
         track_loss: bool = False,
         on_epoch: Callable[[int], None] | None = None,
-    ):
-        """Train on secret rows ``x`` (n, d) and integer class labels ``y`` (n,) or (n, 1).
+    ) -> Self:
+        """Train on secret rows ``x`` (n, d) and integer class labels ``y`` (n,) or (n, 1); returns
+        the estimator.
         ``track_loss``: keep the secret mean training cross-entropy after every epoch in
         ``loss_curve_`` (as :meth:`covault.ml.LogisticRegression.fit`); ``on_epoch(k)`` is
         called after epoch ``k``."""
@@ -369,7 +202,7 @@ class MLPClassifier(_MLPParams):
         n, d = x.shape
         self._check_memory(x.session.party, n, d, n if track_loss else min(self.batch_size, n))
         self.n_features_in_ = d
-        target = one_hot(y, self.n_classes)
+        target = one_hot(y, int(self.n_classes))
         scaler = None
         if self.standardize:
             scaler = StandardScaler()
@@ -378,17 +211,12 @@ class MLPClassifier(_MLPParams):
             x, target = shuffle_together([x, target])
         model = self._build(d)
         loss = SoftmaxCrossEntropyLoss()
+        lr, alpha = float(self.learning_rate), float(self.alpha)
         if self.optimizer == "sgd":
-            opt = SGD(
-                model.parameters(), lr=self.learning_rate, momentum=self.momentum, weight_decay=self.alpha
-            )
+            opt = SGD(model.parameters(), lr=lr, momentum=float(self.momentum), weight_decay=alpha)
         else:
             opt = Adam(
-                model.parameters(),
-                lr=self.learning_rate,
-                betas=self.betas,
-                eps=self.eps,
-                weight_decay=self.alpha,
+                model.parameters(), lr=lr, betas=tuple(self.betas), eps=float(self.eps), weight_decay=alpha
             )
         self.loss_curve_ = train_epochs(self, model, loss, opt, x, target, track_loss, on_epoch)
         model.eval()
@@ -398,11 +226,12 @@ class MLPClassifier(_MLPParams):
         if scaler is not None:
             ws[0], bs[0] = scaler.fold(ws[0], bs[0])
         self.secret_coefs_, self.secret_intercepts_ = ws, bs
-        self.coefs_ = self.intercepts_ = None
+        for stale in ("coefs_", "intercepts_"):  # a model revealed before: not this one
+            self.__dict__.pop(stale, None)
         return self
 
     def _check_fitted(self, x) -> SecretTensor:
-        return fitted_input(self, self.secret_coefs_ is not None, x)
+        return fitted_input(self, "secret_coefs_", x)
 
     def decision_function(self, x: SecretTensor) -> SecretTensor:
         """Secret logits (n, n_classes)."""
@@ -421,7 +250,7 @@ class MLPClassifier(_MLPParams):
     def predict(self, x: SecretTensor) -> SecretTensor:
         """Secret integer labels: the one-hot argmax of the logits times ``0 .. n_classes - 1``."""
         hot = self.decision_function(x).argmax(axis=1)
-        return (hot * np.arange(self.n_classes)).sum(axis=1)
+        return (hot * np.arange(int(self.n_classes))).sum(axis=1)
 
     def score(self, x: SecretTensor, y: SecretTensor, to=None) -> float | None:
         """Accuracy revealed to ``to`` (None: every compute party); None elsewhere."""
@@ -433,13 +262,12 @@ class MLPClassifier(_MLPParams):
         """Open the weights (first layer for raw features) to ``to``: sets ``coefs_`` and
         ``intercepts_`` (numpy, scikit-learn layout) at the receivers and returns a plaintext
         :class:`ReferenceMLPClassifier` copy there; None elsewhere."""
-        if self.secret_coefs_ is None:
-            raise ProtocolError("MLPClassifier is not fitted; call fit() first")
+        check_fitted(self, "secret_coefs_")
         ws = [w.reveal(to) for w in self.secret_coefs_]
         bs = [b.reveal(to) for b in self.secret_intercepts_]
         if ws[0] is None:
             return None
         self.coefs_, self.intercepts_ = ws, bs
-        public = ReferenceMLPClassifier(**self.get_params())
-        public.coefs_, public.intercepts_ = ws, bs
+        public = self._reference(**self.get_params())
+        public.coefs_, public.intercepts_, public.n_features_in_ = ws, bs, self.n_features_in_
         return public
