@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from covault.errors import PeerError
-from covault.transport import tcp
+from covault.transport import accept
 from covault.transport.framing import (
     DTYPE_OF_CODE,
     HEADER,
@@ -322,7 +322,7 @@ def guarded():
     """Parties x and y after set-up; y's listener stays open (late joiners are refused, each
     logged: no interval between refusal lines)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tcp, "REFUSAL_LOG_INTERVAL", 0.0)
+        mp.setattr(accept, "REFUSAL_LOG_INTERVAL", 0.0)
         yield from _guarded()
 
 

@@ -1,5 +1,5 @@
 """Denial of service at connection set-up: idle, stalling and reconnecting strangers on a
-party's port cannot keep the parties from connecting (covault.transport.tcp)."""
+party's port cannot keep the parties from connecting (covault.transport.accept)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from covault.errors import PeerError
-from covault.transport import tcp
+from covault.transport import handshake
 from covault.transport.tcp import LateJoinGuard, TcpTransport, connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
@@ -372,7 +372,7 @@ def test_handshakes_dripping_bytes_are_cut_at_the_handshake_timeout(ids, monkeyp
     ClientHello every 0.5 s (at parties with TLS), or an empty TLS record every 0.5 s (at parties
     without), from 8 addresses x 4 per port (every handshake slot), are cut within the handshake
     timeout (1 s here) of getting a slot, and the three parties connect meanwhile."""
-    monkeypatch.setattr(tcp, "HANDSHAKE_TIMEOUT", 1.0)
+    monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT", 1.0)
     if tls:
         hello = _client_hello()
         prefix, drip = b"", [hello[i : i + 1] for i in range(len(hello))]

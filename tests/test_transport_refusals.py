@@ -1,7 +1,7 @@
 """What a party of another session learns at set-up: only a party of this session (under TLS,
 one whose certificate names it) is sent the manifest and the keys that differ; peer-supplied
 keys are quoted printable and bounded; refusals are logged at most once per source address
-per interval (covault.transport.tcp)."""
+per interval (covault.transport.accept, covault.transport.sessionid)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import time
 import pytest
 
 from covault.runtime import agreement_digests
-from covault.transport import tcp
+from covault.transport import accept, handshake, sessionid
 from covault.transport.channel import SocketChannel
+from covault.transport.framing import FrameError
 from covault.transport.tcp import SessionId, SessionMismatchError, connect_mesh, open_listener, prepare_socket
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
@@ -54,15 +55,15 @@ class Acceptor:
         return self.result
 
 
-def call(address, name: str, sid: SessionId, tls: TlsIdentity | None = None) -> tcp._Refused:
+def call(address, name: str, sid: SessionId, tls: TlsIdentity | None = None) -> handshake._Refused:
     """Dial ``address`` claiming to be ``name`` with ``sid`` (and its manifest); the refusal."""
     sock = socket.create_connection(address, timeout=5.0)
     ch = prepare_socket(sock, tls) if tls is not None else SocketChannel(sock)
     try:
-        blob = tcp._encode_manifest(sid.manifest)
-        tcp._send_hello(ch, name, sid, b"n" * tcp.NONCE_BYTES, blob)
-        with pytest.raises(tcp._Refused) as info:
-            tcp._read_hello(ch)
+        blob = sessionid._encode_manifest(sid.manifest)
+        handshake._send_hello(ch, name, sid, b"n" * handshake.NONCE_BYTES, blob)
+        with pytest.raises(handshake._Refused) as info:
+            handshake._read_hello(ch)
         return info.value
     finally:
         ch.close()
@@ -111,8 +112,8 @@ def test_under_tls_a_consortium_member_of_another_session_gets_no_manifest(certs
     assert acceptor.thread.is_alive()
     refused = call(acceptor.address, "x", OTHER_SID, ids["x"])
     assert refused.manifest is not None and "keys that differ: label, model.epochs, seed" in str(refused)
-    mine = tcp._keyed(SECRET_SID.manifest, tcp._manifest_key(ids["y"]))
-    assert refused.manifest == mine != tcp._keyed(SECRET_SID.manifest, tcp._manifest_key(None))
+    mine = sessionid._keyed(SECRET_SID.manifest, sessionid._manifest_key(ids["y"]))
+    assert refused.manifest == mine != sessionid._keyed(SECRET_SID.manifest, sessionid._manifest_key(None))
     assert not guess(refused.manifest)
     assert isinstance(acceptor.join(), SessionMismatchError)
 
@@ -127,16 +128,16 @@ def test_peer_supplied_keys_are_quoted_printable_and_bounded():
     for text in (str(err), str(refused)):
         assert text.isascii() and text.isprintable(), text
         assert "?[2Jlabel" in text and "a?seed" in text and "k" * 61 + "..." in text and "k" * 62 not in text
-        assert text.endswith(f" and {len(keys) + 3 - tcp.MAX_LISTED_KEYS} more"), text
-    assert all(len(k) <= tcp.MAX_KEY_CHARS for k in err.keys) and len(err.keys) == len(keys) + 3
-    with pytest.raises(tcp.FrameError, match="session manifest of 2049 bytes"):
-        tcp._decode_manifest(b"\0" * 2049)
+        assert text.endswith(f" and {len(keys) + 3 - sessionid.MAX_LISTED_KEYS} more"), text
+    assert all(len(k) <= sessionid.MAX_KEY_CHARS for k in err.keys) and len(err.keys) == len(keys) + 3
+    with pytest.raises(FrameError, match="session manifest of 2049 bytes"):
+        sessionid._decode_manifest(b"\0" * 2049)
 
 
 def test_refusals_are_logged_once_per_source_per_interval(certs_dir, caplog, monkeypatch):
     """A caller without TLS retrying against a party with TLS (as one did before this was a
     verdict: 37 refusals in 8 s) is logged once per interval, then with the count left out."""
-    monkeypatch.setattr(tcp, "REFUSAL_LOG_INTERVAL", 1.0)
+    monkeypatch.setattr(accept, "REFUSAL_LOG_INTERVAL", 1.0)
     acceptor = Acceptor(TlsIdentity.from_dir(certs_dir, "y"), timeout=4.0)
     with caplog.at_level(logging.WARNING, logger="covault.transport"):
         t0 = time.monotonic()

@@ -18,7 +18,7 @@ import pytest
 import covault
 from covault import launch
 from covault.errors import CovaultError, PeerError
-from covault.transport import tcp
+from covault.transport import sessionid
 from covault.transport.framing import (
     HEADER,
     KIND_DATA,
@@ -384,9 +384,9 @@ def test_parties_of_different_jobs_name_the_keys_that_differ_at_once(caplog):
         )
     assert any("keys that differ: label, model.epochs" in r.getMessage() for r in caplog.records)
     big = {f"parties.p{i:03}.address": bytes([i]) * 8 for i in range(200)}
-    blob = tcp._encode_manifest({**big, "seed": b"s" * 8})
-    assert len(blob) <= tcp.MANIFEST_MAX_BYTES
-    assert sorted(tcp._decode_manifest(blob)) == ["parties", "seed"]
+    blob = sessionid._encode_manifest({**big, "seed": b"s" * 8})
+    assert len(blob) <= sessionid.MANIFEST_MAX_BYTES
+    assert sorted(sessionid._decode_manifest(blob)) == ["parties", "seed"]
     sid = pickle.loads(pickle.dumps(mine))
     assert sid == mine and sid.manifest == mine.manifest
     with (

@@ -8,8 +8,8 @@ A frame is a fixed header, one descriptor per array, then the raw array buffers 
     body        the arrays' bytes, C order, little-endian             (body_len bytes in all)
 
 All integers are little-endian. The tag binds every frame to its session and connection: the
-handshake (:mod:`covault.transport.tcp`) derives it from the run's session id and both
-parties' incarnation nonces, and the reader rejects a frame whose tag differs (hello frames,
+connection set-up derives it (:func:`covault.transport.sessionid.connection_tag`) from the
+run's session id and both parties' incarnation nonces, and the reader rejects a frame whose tag differs (hello frames,
 sent before the tag exists, carry :data:`NO_TAG`).
 
 :func:`encode_frame` returns the header and memoryviews of the arrays, which the sender writes

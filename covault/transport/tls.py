@@ -6,8 +6,9 @@ the other's (``CERT_REQUIRED``, TLS 1.3 only, no session tickets); OpenSSL check
 the consortium CA and the validity dates. Host names are not checked: a peer is identified by
 the one party name its certificate asserts (:func:`covault.deploy.certs.party_name`; a
 certificate naming several parties is refused by the handshake, at both ends, with
-:class:`PeerIdentityError`), which :mod:`covault.transport.tcp` compares with the party it
-dialled and with the name the peer claims in its hello frame.
+:class:`PeerIdentityError`), which the connection set-up compares with the party it dialled
+(:mod:`covault.transport.dial`) and with the name the peer claims in its hello frame
+(:mod:`covault.transport.accept`).
 
 :class:`TlsChannel` runs OpenSSL over memory BIOs: the TLS state is touched only under a lock
 and never while blocked on the socket, so one thread can receive while another sends (OpenSSL
