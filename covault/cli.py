@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "party":
         return _party(args)
     if args.command == "run":
-        from covault.consortium import run_consortium
+        from covault.launch.consortium import run_consortium
 
         return run_consortium(args.config, args.script, transcript=args.transcript, job=args.job)
     return EXIT_USAGE

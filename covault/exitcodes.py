@@ -1,5 +1,5 @@
 """Exit statuses of the ``covault`` commands (``covault.cli`` and the local launcher
-``covault.consortium`` share them)."""
+``covault.launch.consortium`` share them)."""
 
 EXIT_OK = 0  # success
 EXIT_FAILED = 1  # the computation failed here or at a peer (the error names it)

@@ -94,7 +94,7 @@ def run(
             program, compute, dealer, everyone, protocol, frac_bits, timeout, record, data, provider
         )
     if transport == "tcp":
-        from covault.launch import run_processes
+        from covault.launch.processes import run_processes
 
         return run_processes(
             program,
@@ -222,7 +222,7 @@ def config_session(
     timeout, and uses that timeout for every message. Errors name the key, party or peer.
     """
     from covault.deploy.config import ConfigError
-    from covault.launch import party_session
+    from covault.launch.processes import party_session
     from covault.transport.tcp import open_listener
     from covault.transport.tls import TlsIdentity, warn_plaintext
 

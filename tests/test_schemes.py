@@ -12,7 +12,7 @@ import pytest
 
 import covault
 from covault import schemes
-from covault.consortium import generated_config
+from covault.launch.consortium import generated_config
 from covault.deploy import certs
 from covault.deploy.config import ConfigError, parse_config
 from covault.errors import ProtocolError

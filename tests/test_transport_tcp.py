@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import covault
-from covault import launch
+from covault.launch import processes as launch
 from covault.errors import CovaultError, PeerError
 from covault.transport import sessionid
 from covault.transport.framing import (

@@ -12,10 +12,10 @@ Each party is a separate ``covault party`` OS process, as on separate hosts, exc
 Protocol, dealer, compute parties, data parties (config parties that are neither compute parties
 nor the dealer: one process each, like every party), fractional bits and timeout come from the
 config. Every line a party writes goes to the launcher's stdout/stderr prefixed with ``[NAME]``.
-The launcher returns 1 if any party failed; once one has, the others get :data:`FAILURE_GRACE` s
-to stop on their own (a failing party tells its peers at once), a party left running alone only
-:data:`ALONE_GRACE` s (all its peers have stopped: it is stalled, or stopping too); then they are
-terminated and named. On Ctrl-C (SIGINT) or SIGTERM every party is terminated (SIGTERM, then
+The launcher returns 1 if any party failed; once one has, the others get the supervisor's
+failure grace (:mod:`covault.launch.supervisor`) to stop on their own (a failing party tells its
+peers at once), a party left running alone only the short grace (all its peers have stopped: it
+is stalled, or stopping too); then they are terminated and named. On Ctrl-C (SIGINT) or SIGTERM every party is terminated (SIGTERM, then
 SIGKILL after 3 s) and the launcher returns 130. Parties run in their own process groups and exit
 by themselves if the launcher dies (their stdin pipe closes), so none is left behind.
 """
@@ -37,12 +37,10 @@ from typing import IO
 
 from covault.deploy.config import ConfigError, ConsortiumConfig, load_config
 from covault.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from covault.launch.supervisor import Child, FailureClock, stop
 from covault.transport.tcp import HOST, open_listener
 from covault.transport.tls import throwaway_certificates
 
-KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
-FAILURE_GRACE = 3.0  # after the first failure, how long the other parties get to stop
-ALONE_GRACE = 1.5  # ... for a party left running alone (a failing party aborts in <= 1 s)
 PROG = "covault run"
 
 
@@ -75,9 +73,9 @@ def generated_config(config: ConsortiumConfig, ports: dict[str, int], certs: Pat
     return "\n".join(lines) + "\n"
 
 
-class _Party:
+class _Party(Child):
     def __init__(self, name: str, proc: subprocess.Popen):
-        self.name = name
+        super().__init__(name, proc)
         self.proc = proc
         self.pumps: list[threading.Thread] = []
 
@@ -175,8 +173,7 @@ def _launch(config, order, script, certs, tmp, transcript, job, out, err) -> int
 
 
 def _supervise(parties: dict[str, _Party], err: IO[str], lock: threading.Lock) -> int:
-    grace_until: float | None = None
-    alone = False
+    clock = FailureClock()
     stalled: list[str] = []
     while True:
         codes = {n: p.proc.poll() for n, p in parties.items()}
@@ -184,13 +181,8 @@ def _supervise(parties: dict[str, _Party], err: IO[str], lock: threading.Lock) -
         if not running:
             break
         if any(c not in (None, 0) for c in codes.values()):
-            now = time.monotonic()
-            if grace_until is None:
-                grace_until = now + FAILURE_GRACE
-            if len(running) == 1 and not alone:
-                alone = True
-                grace_until = min(grace_until, now + ALONE_GRACE)
-            if now >= grace_until:
+            clock.failed(rest_stalled=len(running) == 1)
+            if clock.expired():
                 stalled = running
                 who = f"party {running[0]!r}" if len(running) == 1 else f"parties {running}"
                 with lock:
@@ -210,22 +202,12 @@ def _supervise(parties: dict[str, _Party], err: IO[str], lock: threading.Lock) -
 
 def _stop_all(parties: dict[str, _Party]) -> None:
     """Terminate what still runs (SIGTERM, then SIGKILL), reap every process, drain its output."""
-    alive = [p for p in parties.values() if p.proc.poll() is None]
-    for p in alive:
-        with contextlib.suppress(ProcessLookupError):
-            p.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE
-    for p in alive:
-        try:
-            p.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                p.proc.kill()
-    for p in parties.values():
-        with contextlib.suppress(Exception):
-            p.proc.wait()
-        if p.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                p.proc.stdin.close()
-        for t in p.pumps:
-            t.join(2.0)
+    try:
+        stop(parties.values(), done=parties)
+    finally:
+        for p in parties.values():
+            if p.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    p.proc.stdin.close()
+            for t in p.pumps:
+                t.join(2.0)

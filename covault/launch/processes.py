@@ -14,12 +14,14 @@ Steps of :func:`run_processes`:
    parties, dealer, data parties: :func:`covault.transport.tcp.connect_mesh`) and run
    ``program(session)`` (:func:`party_session`);
 5. collect each party's return value or error (type, message, traceback: exceptions are never
-   pickled); after the first error the others get :data:`FAILURE_GRACE` s to report, or only
-   :data:`BLAMED_GRACE` s once every party still silent is one the reported errors name (a
-   stalled party never reports);
+   pickled); after the first error the others get
+   :data:`~covault.launch.supervisor.FAILURE_GRACE` s to report, or only
+   :data:`~covault.launch.supervisor.SHORT_GRACE` s once every party still silent is one the
+   reported errors name (a stalled party never reports);
 6. make sure every process has exited: a party that never reported is terminated at once (so
    its peers stop waiting for it), the others get time to close their connections; then
-   terminate, then kill (also when the caller is interrupted); re-raise the root cause as
+   terminate, then kill (:func:`covault.launch.supervisor.stop`; also when the caller is
+   interrupted); re-raise the root cause as
    :func:`covault.runtime.raise_first` does, with a note naming the parties that were stopped.
 
 Party processes ignore SIGINT (the caller's process handles Ctrl-C and stops them) and exit on
@@ -48,6 +50,7 @@ from typing import Any
 
 from covault import ring
 from covault.errors import CovaultError, PeerError
+from covault.launch.supervisor import Child, FailureClock, stop
 from covault.transport.tcp import (
     HOST,
     SESSION_ID_BYTES,
@@ -59,8 +62,6 @@ from covault.transport.tcp import (
 from covault.transport.tls import TlsIdentity, throwaway_certificates, warn_plaintext
 
 START_TIMEOUT = 60.0  # seconds for every process to start and report its port
-FAILURE_GRACE = 3.0  # after the first error, how long the other parties get to report
-BLAMED_GRACE = 1.5  # ... once every silent party is named by a reported error (abort takes <= 1 s)
 EXIT_GRACE = 5.0  # after the last result, how long processes get to exit
 
 
@@ -272,10 +273,9 @@ def _party_main(
 
 
 # -- caller side -------------------------------------------------------------------------------------
-class _Party:
+class _Party(Child):
     def __init__(self, name: str, process: multiprocessing.process.BaseProcess, conn: Connection):
-        self.name = name
-        self.process = process
+        super().__init__(name, process)
         self.conn = conn
 
 
@@ -378,16 +378,12 @@ def _gather_ports(parties: dict[str, _Party]) -> dict[str, int]:
 
 def _collect(parties: dict[str, _Party], results: dict[str, Any], errors: dict[str, dict]) -> None:
     """Fill ``results`` and ``errors`` as the parties report; after the first error the others get
-    FAILURE_GRACE s, or BLAMED_GRACE s once every party still silent is named by an error."""
+    the supervisor's failure grace, shortened once every party still silent is named by an error."""
     pending = dict(parties)
-    grace_until: float | None = None
-    blamed_grace = False
-    while pending:
-        left = None if grace_until is None else grace_until - time.monotonic()
-        if left is not None and left <= 0:
-            break
+    clock = FailureClock()
+    while pending and not clock.expired():
         waitables = [p.conn for p in pending.values()] + [p.process.sentinel for p in pending.values()]
-        wait(waitables, timeout=left)
+        wait(waitables, timeout=clock.left())
         for name, p in list(pending.items()):
             msg = None
             try:
@@ -410,47 +406,19 @@ def _collect(parties: dict[str, _Party], results: dict[str, Any], errors: dict[s
                 results[name] = msg[1]
             else:
                 errors[name] = msg[1]
-        if not errors:
-            continue
-        now = time.monotonic()
-        if grace_until is None:
-            grace_until = now + FAILURE_GRACE
-        blamed = {e["peer"] for e in errors.values()}
-        if not blamed_grace and pending and blamed.issuperset(pending):
-            blamed_grace = True
-            grace_until = min(grace_until, now + BLAMED_GRACE)
+        if errors:
+            blamed = {e["peer"] for e in errors.values()}
+            clock.failed(rest_stalled=bool(pending) and blamed.issuperset(pending))
 
 
 def _reap(parties: dict[str, _Party], reported: set[str], patience: float) -> list[str]:
-    """Make sure no party process outlives the run; the parties stopped without having reported.
-
-    A party that never reported (stalled, or the run was interrupted) is terminated at once, which
-    also ends its peers' wait for it; the others get up to ``patience`` s to close their
-    connections and exit; then terminate, then kill.
-    """
-    started = [p for p in parties.values() if p.process.pid is not None]
-    stopped: list[str] = []
+    """Make sure no party process outlives the run (:func:`covault.launch.supervisor.stop`); the
+    parties stopped without having reported."""
     try:
-        for p in started:
-            if p.name not in reported and p.process.is_alive():
-                p.process.terminate()
-                stopped.append(p.name)
-        deadline = time.monotonic() + patience
-        for p in started:
-            if p.name in reported:
-                p.process.join(max(0.0, deadline - time.monotonic()))
+        return stop(parties.values(), done=reported, patience=patience, kill_grace=2.0)
     finally:
-        for p in started:
-            if p.process.is_alive():
-                p.process.terminate()
-        for p in started:
-            p.process.join(2.0)
-            if p.process.is_alive():
-                p.process.kill()
-                p.process.join()
         for p in parties.values():
             p.conn.close()
-    return stopped
 
 
 def _rebuild(info: dict, party: str) -> BaseException:
