@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime", ("covault.session", "covault.runtime", "covault.launch")),
     ("ML", ("covault.nn", "covault.optim", "covault.ml")),
     ("jobs", ("covault.jobs",)),
-    ("CLI", ("covault.cli", "covault.showcase", "covault.__main__", "covault")),
+    ("CLI", ("covault.cli", "covault.__main__", "covault")),
 ]
 
 # The seam: secret types offer the operations written against them as methods (x < y,

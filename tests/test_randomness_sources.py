@@ -13,7 +13,7 @@ FORBIDDEN = re.compile(
 )
 # Modules that synthesise or split public demo data (records of fictional or published
 # patients into per-hospital files), never shares, masks, seeds or keys.
-DEMO_DATA = {"showcase.py", "jobs/demo.py"}
+DEMO_DATA = {"cli/showcase.py", "jobs/demo.py"}
 
 
 def test_no_non_cryptographic_rng_in_package():

@@ -9,12 +9,15 @@ plaintext rows. Run it with ``covault showcase`` (``covault demo`` is the joint-
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
 
 from covault import schemes
 
+HELP = "engine tour: hospitals pool statistics under MPC"
+DESCRIPTION = None
 COLUMNS = ("age", "systolic", "cholesterol")
 RISK_WEIGHTS = np.array([0.04, 0.03, 0.01])
 RISK_BIAS = -8.5
@@ -83,7 +86,7 @@ def _fmt(v) -> str:
     return ", ".join(f"{x:.4g}" for x in a)
 
 
-def main(protocols: tuple[str, ...] | None = None, transport: str = "tcp") -> int:
+def tour(protocols: tuple[str, ...] | None = None, transport: str = "tcp") -> int:
     """Print the tour for each of ``protocols`` (default: every scheme of :mod:`covault.schemes`)."""
     import covault
 
@@ -110,3 +113,12 @@ def main(protocols: tuple[str, ...] | None = None, transport: str = "tcp") -> in
             )
         print(f"plaintext on pooled data: {plain_s:.4f} s")
     return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=[*schemes.names(), "both"], default="both")
+    p.add_argument("--transport", choices=["tcp", "local"], default="tcp")
+
+
+def main(args: argparse.Namespace) -> int:
+    return tour(None if args.protocol == "both" else (args.protocol,), args.transport)

@@ -1,0 +1,44 @@
+"""``covault train JOB.toml``: every party of a job on this machine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from covault.cli.common import output_options, print_result, progress, run_job
+from covault.exitcodes import EXIT_OK
+
+HELP = "run every party of a job on this machine and report the model's held-out metrics"
+DESCRIPTION = (
+    "Run every party of JOB.toml on this machine (one process per party over mutual TLS with "
+    "throw-away certificates, or threads with --transport local); addresses and certificates in "
+    "the file are ignored."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", type=Path, help="job TOML file (docs/jobs.md)")
+    p.add_argument("--transport", choices=["tcp", "local"], default="tcp")
+    p.add_argument(
+        "--compare-plaintext",
+        action="store_true",
+        help="also train the same model centrally on the pooled plaintext rows",
+    )
+    p.add_argument("--report", type=Path, metavar="FILE", help="write an HTML report to FILE")
+    output_options(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    from covault.jobs.local import run_local
+
+    def body() -> int:
+        result = run_local(
+            args.job,
+            transport=args.transport,
+            compare_plaintext=args.compare_plaintext,
+            progress=progress(args),
+        )
+        print_result(result, args, "covault train")
+        return EXIT_OK
+
+    return run_job("covault train", body)
