@@ -48,12 +48,13 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def load_matmul_engine() -> None:
-    """Import the matmul engine (torch) now rather than at the first product that needs it: it
-    costs about a second of CPU, which would otherwise land inside whatever step multiplies
-    first. Programs whose products are all matrix-vector or tiny (numpy's) never need it."""
+    """Import torch and load this machine's calibration of the matmul engines (measuring it, a
+    fraction of a second, if none is cached) now rather than at the first product that needs
+    them, where it would land inside whatever step multiplies first. Programs whose products
+    are all matrix-vector or small (numpy's) never need it."""
     from covault import ringmm
 
-    ringmm.int8_available()
+    ringmm.prepare()
 
 
 def matmul_shape(sx: tuple[int, ...], sy: tuple[int, ...]) -> tuple[int, ...]:

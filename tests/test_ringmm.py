@@ -22,8 +22,9 @@ ENGINES = [
     pytest.param("int8", marks=pytest.mark.skipif(not INT8, reason="no int8")),
 ]
 ALL = ["auto", *ENGINES]
+TORCH = ("int8", "int64") if INT8 else ("int64",)
 MIN, MAX = -(2**63), 2**63 - 1
-# digits (base 256, signed, see ringmm) all -128 / all 127, the two int64 extremes, -1
+# digits (base 256, signed, see covault/ringmm/int8.py) all -128 / all 127, the two int64 extremes, -1
 EXTREMES = [0x7F7F_7F7F_7F7F_7F80, 0x7F7F_7F7F_7F7F_7F7F, MIN, MAX, -1]
 
 
@@ -143,8 +144,7 @@ def test_choose_picks_a_known_engine():
     assert ringmm.choose(4, 8, 4) == "numpy"
     assert ringmm.choose(1, 1000, 1000) == "einsum"
     assert ringmm.choose(5000, 1000, 1) == "einsum"
-    big = ringmm.choose(1000, 1000, 1000)
-    assert big == ("int8" if INT8 else "int64")
+    assert ringmm.choose(1000, 1000, 1000) in TORCH  # whichever this machine measured faster
     assert isinstance(ringmm.int8_available(), bool)
 
 
@@ -182,8 +182,8 @@ def _check_secure(res):
 
 
 def test_secure_matmul_on_the_fast_path(proto):
-    """A fixed-point secure matmul large enough that ``auto`` uses the fastest engine."""
-    assert ringmm.choose(128, 400, 256) == ("int8" if INT8 else "int64")
+    """A fixed-point secure matmul large enough that ``auto`` uses a torch engine."""
+    assert ringmm.choose(128, 400, 256) in TORCH
     _check_secure(run_both(_secure_program, proto))
 
 
@@ -212,8 +212,8 @@ print("torch" in sys.modules)
 
 def test_products_numpy_serves_best_never_import_torch(tmp_path):
     """A job of matrix-vector and small products (logistic regression) starts without torch:
-    its import and the int8 self-check (seconds of CPU per party) are paid only by products
-    where the int8 or torch int64 engine can win."""
+    its import, the calibration and the int8 self-check (seconds of CPU per party) are paid only
+    by products where the int8 or torch int64 engine can win."""
     import subprocess
     import sys
 
@@ -228,8 +228,7 @@ def test_products_numpy_serves_best_never_import_torch(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
 
-def test_large_products_still_choose_the_fastest_engine():
-    if ringmm.int8_available():
-        assert ringmm.choose(1000, 1000, 1000) == "int8"
+def test_large_products_still_choose_a_torch_engine():
+    assert ringmm.choose(1000, 1000, 1000) in TORCH
     assert ringmm.choose(171, 171, 2) == "numpy"
     assert ringmm.choose(10_000, 30, 1) == "einsum"

@@ -1,21 +1,14 @@
-"""Exact matrix products modulo 2^64 for int64 arrays.
+"""Engine ``int8``: byte-sliced int8 GEMMs with int32 accumulation (``torch._int_mm``, oneDNN;
+AMX/VNNI on x86), exact modulo 2^64.
 
-Four engines, picked per product by a cost model (``method="auto"``):
+Where it wins, it wins big: about 3x faster than ``int64`` at 1000x1000x1000 on a Xeon with AMX
+(2 cores, torch 2.13: ~38 ms against ~118 ms). It does not win everywhere: on an AMD EPYC with
+AVX-512 VNNI and no AMX (2 cores) it takes 118 ms against torch int64's 79-87 ms, and its
+multi-threaded GEMMs stall when other processes share the cores. ``method="auto"`` uses it only
+where this machine's calibration measured it faster (``covault/ringmm/calibrate.py``).
 
-``numpy``
-    ``np.matmul`` on int64 (wraps modulo 2^64). No call overhead: best for tiny products and for
-    very skinny ones (few output columns).
-``einsum``
-    ``np.einsum`` on int64: best for matrix-vector products (``M == 1`` or ``N == 1``).
-``int64``
-    torch's CPU int64 matmul (wraps modulo 2^64): ~0.11 ns per multiply-add on this hardware
-    class, with a floor of about 48 output columns.
-``int8``
-    Byte-sliced int8 GEMMs with int32 accumulation (``torch._int_mm``, oneDNN; AMX/VNNI on
-    x86). About 3x faster than ``int64`` at 1000x1000x1000 (~38 ms against ~118 ms on 2 cores).
-
-The ``int8`` engine, and why it is exact
-----------------------------------------
+Why it is exact
+---------------
 Signed digits. Let ``C = 0x8080_8080_8080_8080``. For a ring element ``x`` let
 ``u = (x + C) mod 2^64`` with bytes ``u_i`` in ``[0, 255]`` and put ``d_i = u_i - 128`` in
 ``[-128, 127]``. Then ``sum_i d_i 2^(8i) = u - C = x (mod 2^64)``. The int8 view of the bytes of
@@ -60,80 +53,25 @@ single-threaded: ~112 ms), with 2 threads each 120-330 ms.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
-from covault.errors import EncodingError, ProtocolError, ShapeError
+from covault.ringmm import int64
 
-METHODS = ("auto", "int8", "int64", "numpy", "einsum")
-
-_OFFSET = -0x7F7F_7F7F_7F7F_7F80  # 0x8080_8080_8080_8080 as int64
+NAME = "int8"
+BLOCKS = int64.BLOCKS  # candidate (row, column) block sizes of the GEMMs, as for int64
 K_CHUNK = 8192  # largest inner size of one int8 pass; see the exactness bound above
-_TINY = 1 << 15  # M*K*N at or below which numpy's zero-overhead int64 matmul wins
-_TILE_ELEMS = 1 << 20  # elements per row tile / slab of the int8 engine (bounds scratch memory)
-INT8_FLOOR = 2e-4  # seconds: the int8 engine's fixed cost per product in the cost model
+_OFFSET = -0x7F7F_7F7F_7F7F_7F80  # 0x8080_8080_8080_8080 as int64
+_TILE_ELEMS = 1 << 20  # elements per row tile / slab (bounds scratch memory)
 
 
 @functools.cache
-def _torch() -> Any:
-    """torch, imported at the first product that needs it (about a second of CPU): products
-    that numpy serves best (tiny ones, matrix-vector) never import it."""
+def available() -> bool:
+    """Whether the engine runs here and passes its exactness self-check (once per process)."""
+    if not int64.available():
+        return False
     import torch
 
-    return torch
-
-
-def matmul(a: np.ndarray, b: np.ndarray, *, method: str = "auto") -> np.ndarray:
-    """``a @ b`` modulo 2^64 with numpy ``matmul`` semantics (1-D operands, broadcast batches).
-
-    Operands are integer arrays (converted to int64, wrapping); the result is a new int64
-    array, exact modulo 2^64 for all inputs. ``method`` forces one engine (see module doc);
-    ``"auto"`` picks the fastest by shape.
-    """
-    if method not in METHODS:
-        raise ProtocolError(f"unknown ring matmul method {method!r}; expected one of {METHODS}")
-    a = _as_ring(a, "left")
-    b = _as_ring(b, "right")
-    if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError("matmul needs operands with at least one dimension")
-    a2 = a[None, :] if a.ndim == 1 else a
-    b2 = b[:, None] if b.ndim == 1 else b
-    if a2.shape[-1] != b2.shape[-2]:
-        raise ShapeError(
-            f"matmul shape mismatch: {a.shape} @ {b.shape} (inner sizes {a2.shape[-1]} != {b2.shape[-2]})"
-        )
-    try:
-        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-    except ValueError:
-        raise ShapeError(f"matmul batch shapes do not broadcast: {a.shape} @ {b.shape}") from None
-    out = _batched(a2, b2, batch, method)
-    if a.ndim == 1:
-        out = out[..., 0, :]
-    if b.ndim == 1:
-        out = out[..., 0]
-    return np.asarray(out)
-
-
-def choose(m: int, k: int, n: int) -> str:
-    """The engine ``method="auto"`` uses for one ``(m, k) @ (k, n)`` product."""
-    work = m * k * n
-    if work <= _TINY:
-        return "numpy"
-    if m == 1 or n == 1:
-        return "einsum"
-    cost = {"int64": 0.115e-9 * m * k * max(n, 48) + 2e-5, "numpy": 0.45e-9 * work + 5e-6}
-    # the int8 engine costs at least INT8_FLOOR: below that, neither torch nor its check is needed
-    if min(cost.values()) > INT8_FLOOR and int8_available():
-        gemm = 0.05e-9 / max(1, _torch().get_num_threads())  # the GEMMs are the only threaded part
-        cost["int8"] = INT8_FLOOR + gemm * work + 3.5e-9 * (m * k + k * n) + 4e-9 * m * n
-    return min(cost, key=cost.__getitem__)
-
-
-@functools.cache
-def int8_available() -> bool:
-    """Whether the int8 engine runs here and passes its exactness self-check (cached)."""
-    torch = _torch()
     if not hasattr(torch, "_int_mm") or torch.backends.cpu.get_cpu_capability() != "AVX512":
         return False
     try:
@@ -142,67 +80,36 @@ def int8_available() -> bool:
         return False
 
 
-# -- engines -----------------------------------------------------------------------------------
+def terms(m: int, k: int, n: int, blocks: tuple[int, int]) -> tuple[float, ...]:
+    """Cost-model terms of one ``(m, k) @ (k, n)`` product: fixed, multiply-adds over padded
+    blocks (the GEMMs), operand elements (recoding), outputs (recombination)."""
+    gemm = int64.padded(m, blocks[0]) * k * int64.padded(n, blocks[1])
+    return (1.0, float(gemm), float(m * k + k * n), float(m * n))
 
 
-def _as_ring(x: np.ndarray, side: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype == np.int64:
-        return x
-    if x.dtype.kind not in "biu":
-        raise EncodingError(f"ring matmul needs integer arrays; the {side} operand has dtype {x.dtype}")
-    return x.astype(np.int64)
-
-
-def _batched(a: np.ndarray, b: np.ndarray, batch: tuple[int, ...], method: str) -> np.ndarray:
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    if m == 0 or n == 0 or k == 0 or 0 in batch:
-        return np.zeros((*batch, m, n), np.int64)
-    if not batch:
-        return _mm2d(a, b, method)
-    if b.ndim == 2:  # shared right operand: one tall product
-        rows = int(np.prod(batch)) * m
-        return _mm2d(a.reshape(rows, k), b, method).reshape(*batch, m, n)
-    engine = choose(m, k, n) if method == "auto" else method
-    if engine == "numpy":
-        return np.matmul(a, b)
-    if engine == "einsum":
-        return np.einsum("...mk,...kn->...mn", a, b)
-    if engine == "int64":
-        return _torch().matmul(_tensor(a), _tensor(b)).numpy()
-    out = np.empty((*batch, m, n), np.int64)
-    ab = np.broadcast_to(a, (*batch, m, k))
-    bb = np.broadcast_to(b, (*batch, k, n))
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` modulo 2^64 for non-empty int64 operands of two or more dimensions (one
+    product per batch element, inner sizes beyond ``K_CHUNK`` in equal chunks)."""
+    if a.ndim == 2 and b.ndim == 2:
+        return _chunked(a, b)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    ab = np.broadcast_to(a, (*batch, *a.shape[-2:]))
+    bb = np.broadcast_to(b, (*batch, *b.shape[-2:]))
+    out = np.empty((*batch, a.shape[-2], b.shape[-1]), np.int64)
     for idx in np.ndindex(*batch):
-        out[idx] = _mm2d(ab[idx], bb[idx], engine)
+        out[idx] = _chunked(ab[idx], bb[idx])
     return out
 
 
-def _mm2d(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
-    m, k = a.shape
-    n = b.shape[1]
-    engine = choose(m, k, n) if method == "auto" else method
-    if engine == "numpy":
-        return np.matmul(a, b)
-    if engine == "einsum":
-        return np.einsum("mk,kn->mn", a, b)
-    if engine == "int64":
-        return _torch().matmul(_tensor(a), _tensor(b)).numpy()
-    if not int8_available():
-        raise ProtocolError("the int8 ring matmul engine is not available on this machine")
+def _chunked(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    k = a.shape[1]
     if k <= K_CHUNK:
         return _int8(a, b)
     size = -(-k // -(-k // K_CHUNK))  # equal chunks of at most K_CHUNK
-    out = np.zeros((m, n), np.int64)
+    out = np.zeros((a.shape[0], b.shape[1]), np.int64)
     for k0 in range(0, k, size):
         out += _int8(a[:, k0 : k0 + size], b[k0 : k0 + size])
     return out
-
-
-def _tensor(x: np.ndarray) -> Any:
-    """A torch view of ``x`` (a copy only when numpy's layout or flags do not allow a view)."""
-    return _torch().from_numpy(np.require(x, np.int64, ["C", "W"]))
 
 
 def _recode(src: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -218,6 +125,8 @@ def _int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     (single-threaded): many short OpenMP regions stall badly when several party processes or
     threads share the cores, while long GEMM regions do not.
     """
+    import torch
+
     m, k = a.shape
     n = b.shape[1]
     # Right operand: digit planes [E_0; ...; E_7] as one (8K, N) int8 matrix, recoded in slabs.
@@ -227,7 +136,6 @@ def _int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for k0 in range(0, k, slab):
         r = _recode(b[k0 : k0 + slab], scratch[: min(slab, k - k0)])
         np.copyto(planes_b[:, k0 : k0 + len(r)], r.view(np.int8).reshape(-1, n, 8).transpose(2, 0, 1))
-    torch = _torch()
     eb = torch.from_numpy(planes_b).view(8 * k, n)
     # Left operand, one row tile at a time: digit planes [D_7 | ... | D_0] along each row.
     tile = max(1, min(m, _TILE_ELEMS // max(k, n)))
@@ -262,12 +170,11 @@ def _int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _self_check() -> bool:
-    """Compare the int8 engine with torch int64 on extreme digits and on mixed values."""
+    """Compare the engine with torch int64 on extreme digits and on mixed values."""
     idx = np.arange(40 * K_CHUNK, dtype=np.int64)
     mixed = (idx * np.int64(-7046029254386353131)) ^ (idx << 29)  # fixed test pattern, not secret
     extremes = np.array([0x7F7F_7F7F_7F7F_7F7F, 0x7F7F_7F7F_7F7F_7F80, -1, -(1 << 63)], np.int64)
     pick = (mixed >> 40) & 3
-    torch = _torch()
     cases = [
         (np.full((5, K_CHUNK), extremes[1]), np.full((K_CHUNK, 3), extremes[1])),  # all -128 digits
         (np.full((5, K_CHUNK), extremes[0]), np.full((K_CHUNK, 3), extremes[1])),  # 127 x -128
@@ -277,8 +184,4 @@ def _self_check() -> bool:
         ),
         (mixed[: 96 * 300].reshape(96, 300), mixed[-300 * 80 :].reshape(300, 80)),
     ]
-    for x, y in cases:
-        want = torch.matmul(torch.from_numpy(x.copy()), torch.from_numpy(y.copy())).numpy()
-        if not np.array_equal(_int8(x, y), want):
-            return False
-    return True
+    return all(np.array_equal(_int8(x, y), int64.matmul(x, y)) for x, y in cases)
