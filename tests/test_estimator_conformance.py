@@ -148,17 +148,7 @@ def test_secure_estimator_has_a_plaintext_twin_with_the_same_parameters(cls):
 
 @pytest.mark.parametrize(
     "cls",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                c is ml.LinearRegression,
-                reason="ReferenceLinearRegression defaults to learning_rate=0.1, LinearRegression to 0.05",
-                strict=True,
-            ),
-        )
-        for c in SECURE
-    ],
+    SECURE,
     ids=ids(SECURE),
 )
 def test_plaintext_twin_has_the_same_defaults(cls):

@@ -318,20 +318,6 @@ class LinearRegression(LinearParams, _SecureLinear):
 
     _reference = ReferenceLinearRegression
 
-    def __init__(
-        self,
-        *,
-        alpha: float = 0.0,
-        epochs: int = 10,
-        learning_rate: float = 0.05,
-        batch_size: int = 128,
-        momentum: float = 0.0,
-        standardize: bool = True,
-        shuffle: str = "once",
-        seed: int = 0,
-    ):
-        self._store_params(locals())
-
     def _loss(self):
         return MSELoss()
 

@@ -57,7 +57,7 @@ class LinearParams(Estimator):
         *,
         alpha: float = 0.0,
         epochs: int = 10,
-        learning_rate: float = 0.1,
+        learning_rate: float = 0.05,
         batch_size: int = 128,
         momentum: float = 0.0,
         standardize: bool = True,
