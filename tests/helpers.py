@@ -1,14 +1,22 @@
 """Test helpers shared by the test modules: run a program under each protocol and check that every
-compute party agrees; a value at its owner only."""
+compute party agrees; a value at its owner only; free loopback ports; bit balance of shares; small
+job files, CSV tables and their deployment (certificates, addresses)."""
 
 from __future__ import annotations
+
+import csv
+import json
+import socket
+from pathlib import Path
 
 import numpy as np
 
 import covault
+from covault.cli import main as cli
 
 PROTOCOLS = [("2pc", 2), ("rep3", 3)]
 ULP = 2.0**-16
+HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 
 
 def run_both(program, proto, **kw):
@@ -38,3 +46,88 @@ def owner_value(session, value, owner=None):
     """``value`` at the owner (default: first compute party), None elsewhere."""
     owner = owner or session.compute_parties[0]
     return value if session.party == owner else None
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free at the time of the call."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def bit_balance_z(words: np.ndarray) -> float:
+    """Largest |z-score| over the 64 bit positions of ``words`` against fair coins."""
+    u = words.reshape(-1).view(np.uint64)
+    bits = ((u[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.float64)
+    n = len(u)
+    return float(np.abs((bits.sum(0) - n / 2) / np.sqrt(n / 4)).max())
+
+
+def tiny_job(tmp_path: Path, task: str = "logistic_regression") -> Path:
+    """Three parties with 40-60 synthetic rows each, 4 features; 2 epochs."""
+    gen = np.random.default_rng(11)
+    w = np.array([1.5, -2.0, 0.5, 1.0])
+    label = "y" if task == "logistic_regression" else "price"
+    lines = [
+        'protocol = "rep3"',
+        f'task = "{task}"',
+        f'label = "{label}"',
+        "test_fraction = 0.3",
+        "seed = 2",
+        "[model]",
+        "epochs = 2",
+        "batch_size = 16",
+    ]
+    for i, name in enumerate(HOSPITALS):
+        x = gen.normal(0, 1, (40 + 10 * i, 4))
+        score = x @ w + gen.normal(0, 0.3, len(x))
+        y = (score > 0).astype(int) if task == "logistic_regression" else (score + 5).round(4)
+        with (tmp_path / f"{name}.csv").open("w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["x1", "x2", "x3", "x4", label])
+            out.writerows([*np.round(row, 5), t] for row, t in zip(x, y))
+        lines += [f'[parties."{name}"]', f'data = "{name}.csv"']
+    path = tmp_path / "job.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def deploy_job(path: Path, names: list[str], edit) -> None:
+    """Give the job at ``path`` a consortium CA, a certificate and a loopback address per party
+    (``edit`` changes the job text first)."""
+    certs = path.parent / "certs"
+    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
+    for n in names:
+        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
+    text = edit(path.read_text()) + '[tls]\ncerts = "certs"\n'
+    for n, port in zip(names, free_ports(len(names))):
+        for head in (f'[parties."{n}"]\n', f"[parties.{n}]\n"):
+            text = text.replace(head, f'{head}address = "127.0.0.1:{port}"\n')
+    path.write_text(text)
+
+
+def write_job(path: Path, top: dict, model: dict | None = None, parties: dict | None = None) -> Path:
+    """A job TOML file from plain values (strings, numbers, lists)."""
+    q = json.dumps
+    val = lambda v: q(v) if not isinstance(v, bool) else ("true" if v else "false")  # noqa: E731
+    lines = [f"{k} = {val(v)}" for k, v in top.items()]
+    if model:
+        lines += ["[model]", *(f"{k} = {val(v)}" for k, v in model.items())]
+    for name, table in (parties or {}).items():
+        lines += [f"[parties.{q(name)}]", *(f"{k} = {val(v)}" for k, v in table.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_csv(path: Path, columns: list[str], rows) -> Path:
+    """A CSV file with a header row."""
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        w.writerows(rows)
+    return path

@@ -19,13 +19,11 @@ from covault.jobs import format_table, render_html
 from covault.jobs.demo import ID_COLUMN, LABEL, breast_cancer, make_breast_cancer_job
 from covault.jobs.progress import Bar, progress_display, resolve_mode, step_position
 from covault.jobs.report import json_safe
-from tests.test_consortium import free_ports
+from tests.helpers import HOSPITALS, deploy_job, tiny_job
 
 pytestmark = pytest.mark.processes
 
 pytest.importorskip("sklearn")
-
-HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 
 
 def strict_json(line: str) -> dict:
@@ -35,35 +33,6 @@ def strict_json(line: str) -> dict:
         raise ValueError(f"not JSON: {name}")
 
     return json.loads(line, parse_constant=bad)
-
-
-def tiny_job(tmp_path: Path, task: str = "logistic_regression") -> Path:
-    """Three parties with 40-60 synthetic rows each, 4 features; 2 epochs."""
-    gen = np.random.default_rng(11)
-    w = np.array([1.5, -2.0, 0.5, 1.0])
-    label = "y" if task == "logistic_regression" else "price"
-    lines = [
-        'protocol = "rep3"',
-        f'task = "{task}"',
-        f'label = "{label}"',
-        "test_fraction = 0.3",
-        "seed = 2",
-        "[model]",
-        "epochs = 2",
-        "batch_size = 16",
-    ]
-    for i, name in enumerate(HOSPITALS):
-        x = gen.normal(0, 1, (40 + 10 * i, 4))
-        score = x @ w + gen.normal(0, 0.3, len(x))
-        y = (score > 0).astype(int) if task == "logistic_regression" else (score + 5).round(4)
-        with (tmp_path / f"{name}.csv").open("w", newline="") as fh:
-            out = csv.writer(fh)
-            out.writerow(["x1", "x2", "x3", "x4", label])
-            out.writerows([*np.round(row, 5), t] for row, t in zip(x, y))
-        lines += [f'[parties."{name}"]', f'data = "{name}.csv"']
-    path = tmp_path / "job.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 # -- covault train -----------------------------------------------------------------------------------
@@ -250,20 +219,6 @@ def test_demo_end_to_end_over_tls(tmp_path, capsys):
 
 
 # -- covault party JOB --as NAME ---------------------------------------------------------------------
-def deploy_job(path: Path, names: list[str], edit) -> None:
-    """Give the job at ``path`` a consortium CA, a certificate and a loopback address per party
-    (``edit`` changes the job text first)."""
-    certs = path.parent / "certs"
-    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
-    for n in names:
-        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
-    text = edit(path.read_text()) + '[tls]\ncerts = "certs"\n'
-    for n, port in zip(names, free_ports(len(names))):
-        for head in (f'[parties."{n}"]\n', f"[parties.{n}]\n"):
-            text = text.replace(head, f'{head}address = "127.0.0.1:{port}"\n')
-    path.write_text(text)
-
-
 def run_parties(path: Path, options: dict[str, list[str]]) -> dict[str, tuple[str, str, int]]:
     """``covault party PATH --as NAME OPTIONS`` for every party at once (as on separate hosts);
     ``{name: (stdout, stderr, exit code)}``."""

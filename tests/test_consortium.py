@@ -25,6 +25,7 @@ from covault.transport.framing import HEADER, KIND_DATA, MAGIC, VERSION
 from covault.transport.tcp import connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity
 from covault.transport.transcript import read_transcript
+from tests.helpers import free_ports
 
 pytestmark = pytest.mark.processes
 
@@ -42,17 +43,6 @@ def main(session):
     return "dealer" if out is None else "result " + " ".join(f"{v:.4f}" for v in out)
 """
 EXPECTED = np.array([1.5, -2.0, 3.25]) * np.array([2.0, 0.5, -1.0]) + np.array([1.5, -2.0, 3.25])
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def consortium(tmp_path: Path, protocol: str = "rep3", names=("a", "b", "c"), *, dealer=None) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from covault.deploy import certs
 from covault.deploy.config import ConfigError, load_config, parse_config
 from covault.runtime import config_session, config_session_id
+from tests.helpers import free_ports
 
 BASE = """
 protocol = "rep3"
@@ -188,16 +188,6 @@ address = "127.0.0.1:{2}"
 [parties.zed]
 address = "127.0.0.1:{4}"
 """
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def data_config(tmp_path, bank_line=None):

@@ -12,7 +12,7 @@ import pytest
 
 from covault.jobs.spec import load_job
 from covault.runtime import config_session_id
-from tests.test_cli import HOSPITALS, deploy_job, tiny_job
+from tests.helpers import HOSPITALS, deploy_job, tiny_job
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 

@@ -26,35 +26,12 @@ from covault.jobs.onnx_export import build_onnx, run_onnx
 from covault.jobs.plaintext import pooled_rows, roc_auc
 from covault.jobs.schema import agree
 from covault.ml import mlp
-from tests.test_cli import tiny_job
+from tests.helpers import HOSPITALS, tiny_job, write_csv, write_job
 
 pytest.importorskip("sklearn")
 
-HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
-
 
 # -- helpers -----------------------------------------------------------------------------------------
-def write_job(path: Path, top: dict, model: dict | None = None, parties: dict | None = None) -> Path:
-    """A job TOML file from plain values (strings, numbers, lists)."""
-    q = json.dumps
-    val = lambda v: q(v) if not isinstance(v, bool) else ("true" if v else "false")  # noqa: E731
-    lines = [f"{k} = {val(v)}" for k, v in top.items()]
-    if model:
-        lines += ["[model]", *(f"{k} = {val(v)}" for k, v in model.items())]
-    for name, table in (parties or {}).items():
-        lines += [f"[parties.{q(name)}]", *(f"{k} = {val(v)}" for k, v in table.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def write_csv(path: Path, columns: list[str], rows) -> Path:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(columns)
-        w.writerows(rows)
-    return path
-
-
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     with path.open(newline="") as fh:
         rows = list(csv.reader(fh))

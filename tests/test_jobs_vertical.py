@@ -9,7 +9,7 @@ from covault.jobs import DataError, JobError, load_job, run_local
 from covault.jobs import program as job_program_module
 from covault.jobs.align import plaintext_alignment, split_common
 from covault.jobs.plaintext import pooled_rows
-from tests.test_jobs import write_csv, write_job
+from tests.helpers import write_csv, write_job
 
 PARTIES = ("lab", "pharmacy", "registry")
 

@@ -12,17 +12,17 @@ import pytest
 
 import covault
 from covault import schemes
-from covault.launch.consortium import generated_config
 from covault.deploy import certs
 from covault.deploy.config import ConfigError, parse_config
 from covault.errors import ProtocolError
 from covault.jobs import JobError
 from covault.jobs.spec import parse_job
+from covault.launch.consortium import generated_config
 from covault.protocols.base import Protocol
 from covault.randomness.providers import PROVIDERS, choose, dealer_protocols, needs_dealer
 from covault.randomness.providers.base import CorrelationProvider
 from covault.runtime import party_names, run_party
-from tests.test_deploy_config import free_ports
+from tests.helpers import free_ports
 
 
 def test_every_scheme_and_provider_loads_and_is_consistent():

@@ -8,16 +8,9 @@ import pytest
 
 import covault
 from covault.encoding import FixedPoint
+from tests.helpers import bit_balance_z
 
 N = 4000
-
-
-def bit_balance_z(words: np.ndarray) -> float:
-    """Largest |z-score| over the 64 bit positions of ``words`` against fair coins."""
-    u = words.reshape(-1).view(np.uint64)
-    bits = ((u[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.float64)
-    n = len(u)
-    return float(np.abs((bits.sum(0) - n / 2) / np.sqrt(n / 4)).max())
 
 
 def byte_chi2(words: np.ndarray) -> float:

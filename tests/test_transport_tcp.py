@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import covault
-from covault.launch import processes as launch
 from covault.errors import CovaultError, PeerError
+from covault.launch import processes as launch
 from covault.transport import sessionid
 from covault.transport.framing import (
     HEADER,
