@@ -3,7 +3,7 @@
 :class:`BooleanTensor` holds this party's XOR shares in the protocol's layout (int64 array of
 shape ``(k, *shape)``, see :mod:`covault.protocols.base`). XOR, NOT, shifts and operations with
 public words are local; ``&`` and ``|`` with another secret word cost one ``and_`` round.
-Conversions to and from arithmetic sharing live in :mod:`covault.protocols.convert`
+Conversions to and from arithmetic sharing live in :mod:`covault.ops.convert`
 (``SecretTensor.to_boolean()``, :meth:`BooleanTensor.to_arithmetic`).
 """
 
@@ -173,13 +173,13 @@ class BooleanTensor:
         return self.proto.reveal_bool(self.shares, self.session.receivers(to))
 
     def to_arithmetic(self) -> SecretTensor:
-        """Arithmetic shares of the words (see :func:`covault.protocols.convert.b2a`)."""
-        from covault.protocols import convert
+        """Arithmetic shares of the words (see :func:`covault.ops.convert.b2a`)."""
+        from covault.ops import convert
 
         return convert.b2a(self)
 
     def bit_to_arith(self) -> SecretTensor:
         """Integer 0/1 secret tensor of the lowest bit of every word."""
-        from covault.protocols import convert
+        from covault.ops import convert
 
         return convert.bit_to_arith(self)

@@ -16,7 +16,7 @@ import numpy as np
 from covault.errors import ProtocolError
 from covault.nn import functional as F
 from covault.nn.module import Parameter
-from covault.protocols.nonlinear import fixed
+from covault.ops.nonlinear import fixed
 from covault.tensor import SecretTensor, concatenate
 
 

@@ -7,7 +7,7 @@ facts without importing the protocols. Whether a scheme needs a dealer party is 
 correlation provider (:mod:`covault.randomness.providers`), not of the scheme.
 
 To add a scheme: implement :class:`covault.protocols.base.Protocol`, add a :class:`Scheme` to
-:data:`SCHEMES`, and give the oblivious shuffle (:mod:`covault.protocols.shuffle`) its case;
+:data:`SCHEMES`, and give the oblivious shuffle (:mod:`covault.ops.shuffle`) its case;
 data parties' inputs (:mod:`covault.protocols.bystander`) follow from the share layout.
 """
 

@@ -397,7 +397,7 @@ class SecretTensor:
 
     # -- comparisons and non-linear functions (protocols in covault.protocols) ---------------
     def _cmp(self):
-        from covault.protocols import compare
+        from covault.ops import compare
 
         return compare
 
@@ -463,7 +463,7 @@ class SecretTensor:
         return self._cmp().argmax(self, axis, keepdims)
 
     def _nl(self):
-        from covault.protocols import nonlinear
+        from covault.ops import nonlinear
 
         return nonlinear
 
@@ -505,7 +505,7 @@ class SecretTensor:
     # -- conversions -----------------------------------------------------------------------
     def to_boolean(self):
         """XOR shares of the 64-bit two's-complement encoding."""
-        from covault.protocols import convert
+        from covault.ops import convert
 
         return convert.a2b(self)
 

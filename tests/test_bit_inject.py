@@ -11,7 +11,7 @@ import pytest
 
 import covault
 from covault.errors import ShapeError
-from covault.protocols import compare
+from covault.ops import compare
 from tests.helpers import owner_value, run_both
 
 RNG = np.random.default_rng(11)  # test data

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import covault
 from covault.errors import ShapeError
-from covault.protocols import compare
+from covault.ops import compare
 from tests.helpers import ULP, owner_value, run_both
 
 RNG = np.random.default_rng(4321)  # test data only; never secrets

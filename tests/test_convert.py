@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import covault
 from covault.booltensor import BooleanTensor
 from covault.errors import CovaultError, ShapeError
-from covault.protocols import convert
+from covault.ops import convert
 from covault.tensor import SecretTensor
 from tests.helpers import owner_value, run_both
 

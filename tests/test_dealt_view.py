@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import covault
-from covault.protocols import compare
+from covault.ops import compare
 from tests.helpers import owner_value
 
 RNG = np.random.default_rng(77)  # test data only

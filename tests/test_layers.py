@@ -19,15 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("transport", ("covault.transport",)),
     ("schemes & primitives", ("covault.protocols",)),
     ("secret types", ("covault.tensor", "covault.tensor_numpy", "covault.booltensor")),
-    (
-        "operations",
-        (
-            "covault.protocols.compare",
-            "covault.protocols.convert",
-            "covault.protocols.shuffle",
-            "covault.protocols.nonlinear",
-        ),
-    ),
+    ("operations", ("covault.ops",)),
     ("runtime", ("covault.session", "covault.runtime", "covault.launch")),
     ("ML", ("covault.nn", "covault.optim", "covault.ml")),
     ("jobs", ("covault.jobs",)),
@@ -38,11 +30,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # x.sigmoid(), np.mean(x), ...), importing them inside those methods; the operations import
 # the secret types. Nothing else may import upwards.
 SEAM = {
-    ("covault.tensor", "covault.protocols.compare"),
-    ("covault.tensor", "covault.protocols.convert"),
-    ("covault.tensor", "covault.protocols.nonlinear"),
+    ("covault.tensor", "covault.ops.compare"),
+    ("covault.tensor", "covault.ops.convert"),
+    ("covault.tensor", "covault.ops.nonlinear"),
     ("covault.tensor", "covault.tensor_numpy"),
-    ("covault.booltensor", "covault.protocols.convert"),
+    ("covault.booltensor", "covault.ops.convert"),
 }
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import covault
-from covault.protocols import nonlinear
-from covault.protocols.nonlinear import fixed
+from covault.ops import nonlinear
+from covault.ops.nonlinear import fixed
 from tests.helpers import PROTOCOLS, ULP, owner_value, run_both
 
 N = 3001  # grid points per function, both range ends included

@@ -10,7 +10,7 @@ import pytest
 
 import covault
 from covault.errors import ShapeError
-from covault.protocols.shuffle import shuffle_rows, shuffle_together
+from covault.ops.shuffle import shuffle_rows, shuffle_together
 from tests.helpers import PROTOCOLS, bit_balance_z, owner_value, run_both
 
 ROWS = np.arange(60.0).reshape(20, 3) + 0.25  # distinct rows

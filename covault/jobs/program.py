@@ -333,7 +333,7 @@ def _check_classes(job, session, y_tr, y_te) -> None:
     """Open one bit per set to every party: does every class occur (module docstring)?"""
     from covault.ml import one_hot
     from covault.ml.metrics import as_integer
-    from covault.protocols import compare
+    from covault.ops import compare
     from covault.tensor import concatenate, stack
 
     k = job.n_classes
@@ -362,7 +362,7 @@ def secure_metrics(job, est, x_te, y_te, to) -> dict[str, float | None] | None:
     Classification: ``accuracy``, ``auc`` (binary; None above AUC_MAX_ROWS rows); regression:
     ``r2``, ``rmse``."""
     from covault import ml
-    from covault.protocols import compare
+    from covault.ops import compare
 
     n = x_te.shape[0]
     if job.kind == "regression":

@@ -24,7 +24,7 @@ from covault.ml.reference import (
     ReferenceLogisticRegression,
     ReferenceMLPClassifier,
 )
-from covault.protocols.shuffle import shuffle_rows, shuffle_together
+from covault.ops.shuffle import shuffle_rows, shuffle_together
 
 # Every estimator class: the secure ones (their plaintext twin in ``_reference``), then the twins.
 ESTIMATORS: tuple[type[Estimator], ...] = (

@@ -1,7 +1,7 @@
 """Public mini-batch schedule shared by the secure estimators and their plaintext references.
 
 Rows are first put in a hidden random order by the oblivious shuffle
-(:mod:`covault.protocols.shuffle`); each epoch then visits them in a PUBLIC order drawn from
+(:mod:`covault.ops.shuffle`); each epoch then visits them in a PUBLIC order drawn from
 the estimator's public ``seed`` (AES-CTR, :func:`covault.randomness.public.public_permutation`) and
 cuts it into contiguous batches. A public reordering of obliviously shuffled rows reveals
 nothing (the map from positions to original rows stays hidden) and gives every epoch different

@@ -2,7 +2,7 @@
 
 Training (both): optional secure standardisation (:class:`~covault.ml.preprocessing.
 StandardScaler`; the target too for regression), an oblivious shuffle of the rows
-(:mod:`covault.protocols.shuffle`), then mini-batch SGD over public epoch orders
+(:mod:`covault.ops.shuffle`), then mini-batch SGD over public epoch orders
 (:mod:`covault.ml.batching`). One batch of logistic regression with the piecewise sigmoid:
 
 1. ``z = X_b w + b`` (fixed-point matmul: 2 rounds);
@@ -41,9 +41,9 @@ from covault.ml.preprocessing import StandardScaler, concat_cols, mul_to
 from covault.ml.reference import ReferenceLinearRegression, ReferenceLogisticRegression
 from covault.nn import BCEWithLogitsLoss, Linear, MSELoss
 from covault.nn import functional as F
+from covault.ops import compare, nonlinear
+from covault.ops.shuffle import shuffle_together
 from covault.optim import SGD
-from covault.protocols import compare, nonlinear
-from covault.protocols.shuffle import shuffle_together
 from covault.tensor import SecretTensor, concatenate, stack
 
 DIVERGENCE_FACTOR = 2.0  # last loss above this multiple of the trivial model's: diverged

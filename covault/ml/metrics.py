@@ -27,9 +27,9 @@ import numpy as np
 from covault.errors import ShapeError
 from covault.ml.preprocessing import DATA_BOUND, inv_std, mean_var, mul_to
 from covault.nn import functional as F
-from covault.protocols import compare
-from covault.protocols.nonlinear import fixed
-from covault.protocols.nonlinear.roots import reciprocal_core
+from covault.ops import compare
+from covault.ops.nonlinear import fixed
+from covault.ops.nonlinear.roots import reciprocal_core
 from covault.tensor import SecretTensor, concatenate
 
 AUC_BLOCK = 1 << 18  # pairs compared per call of the comparison protocol

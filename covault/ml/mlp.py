@@ -32,9 +32,9 @@ from covault.ml.preprocessing import StandardScaler
 from covault.ml.reference import ReferenceMLPClassifier
 from covault.nn import Linear, ReLU, Sequential, SoftmaxCrossEntropyLoss
 from covault.nn.layers import softmax
+from covault.ops import compare
+from covault.ops.shuffle import shuffle_together
 from covault.optim import SGD, Adam
-from covault.protocols import compare
-from covault.protocols.shuffle import shuffle_together
 from covault.tensor import SecretTensor
 
 # Peak memory of one party (a compute party or the 2pc dealer) training an MLP, in bytes: per

@@ -29,7 +29,7 @@ import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
 from covault.nn import functional as F
-from covault.protocols.nonlinear import fixed
+from covault.ops.nonlinear import fixed
 from covault.tensor import SecretTensor, concatenate
 
 SCALE_FRAC = 24  # fractional bits of the inverse standard deviations

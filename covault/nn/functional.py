@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
-from covault.protocols import compare
-from covault.protocols.nonlinear import fixed, scaling
-from covault.protocols.nonlinear.coefficients import INV_SQRT
+from covault.ops import compare
+from covault.ops.nonlinear import fixed, scaling
+from covault.ops.nonlinear.coefficients import INV_SQRT
 
 if TYPE_CHECKING:
     from covault.tensor import SecretTensor
@@ -224,7 +224,7 @@ def _piecewise(p, xs: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
 def inv_sqrt_range(x: SecretTensor, lo: int, hi: int, out_frac: int) -> SecretTensor:
     """``1/sqrt(x)`` for ``x`` (any frac) in ``[2^lo, 2^hi)`` (``lo`` even), at ``out_frac`` bits.
 
-    As :func:`covault.protocols.nonlinear.inv_sqrt` (binary scaling to ``[1, 4)``, degree-9
+    As :func:`covault.ops.nonlinear.inv_sqrt` (binary scaling to ``[1, 4)``, degree-9
     minimax fit, times the tracked ``2^(-e/2)``) with the scaling range chosen by the caller:
     ``ceil(log2((hi - lo) / 2))`` comparison stages. The ring bound of the scaling requires
     ``lo + (hi - lo) + x.frac <= 62``.

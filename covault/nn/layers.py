@@ -13,7 +13,7 @@ import numpy as np
 from covault.errors import ProtocolError, ShapeError
 from covault.nn import functional as F
 from covault.nn.module import Module, Parameter
-from covault.protocols import compare, nonlinear
+from covault.ops import compare, nonlinear
 from covault.randomness.public import public_uniform
 from covault.tensor import SecretTensor, stack
 
@@ -102,7 +102,7 @@ class Linear(Module):
 
 class ReLU(Module):
     """``max(x, 0)``: one comparison whose 0/1 mask is injected into ``x`` in its conversion
-    round (:func:`covault.protocols.compare.relu`, no truncation); the mask is kept for
+    round (:func:`covault.ops.compare.relu`, no truncation); the mask is kept for
     backward (one more product). Rounds: forward 8 (2pc) / 9 (rep3), backward 1."""
 
     def __init__(self) -> None:
@@ -126,7 +126,7 @@ class ReLU(Module):
 
 
 class Sigmoid(Module):
-    """Logistic sigmoid, ``"exact"`` (:func:`covault.protocols.nonlinear.sigmoid`, error
+    """Logistic sigmoid, ``"exact"`` (:func:`covault.ops.nonlinear.sigmoid`, error
     2e-4, 20/21 rounds) or ``"piecewise"`` (:func:`covault.nn.functional.sigmoid_piecewise`,
     ``clip(1/2 + x/4, 0, 1)``, 8/9 rounds). Backward: ``g s (1 - s)`` (two products) for
     the exact one, ``g [|x| < 2] / 4`` (one product by the kept bit) for the piecewise one."""
@@ -164,7 +164,7 @@ class Sigmoid(Module):
 
 
 class Softmax(Module):
-    """Softmax along the last axis (:func:`covault.protocols.nonlinear.softmax`; for two
+    """Softmax along the last axis (:func:`covault.ops.nonlinear.softmax`; for two
     columns the cheaper ``[1 - s, s]`` with ``s = sigmoid(x1 - x0)``). Backward:
     ``s (g - sum(g s))`` (two products)."""
 

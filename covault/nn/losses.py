@@ -13,7 +13,7 @@ from __future__ import annotations
 from covault.errors import ShapeError
 from covault.nn import functional as F
 from covault.nn.layers import SIGMOIDS, softmax
-from covault.protocols import compare, nonlinear
+from covault.ops import compare, nonlinear
 from covault.tensor import SecretTensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -90,7 +90,7 @@ class SoftmaxCrossEntropyLoss(Loss):
     """Cross-entropy of ``softmax(z)`` (rows of logits) against one-hot targets (same shape).
 
     Gradient: ``softmax(z) - onehot`` (two classes: one sigmoid of the logit difference, 20 / 21
-    rounds; more: :func:`covault.protocols.nonlinear.softmax`). Value:
+    rounds; more: :func:`covault.ops.nonlinear.softmax`). Value:
     ``mean(logsumexp(z) - sum(onehot z))``.
     """
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from covault.errors import ProtocolError
-from covault.protocols.nonlinear import fixed
+from covault.ops.nonlinear import fixed
 
 
 @dataclass

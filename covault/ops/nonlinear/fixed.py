@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from covault.errors import ProtocolError
-from covault.protocols import compare
+from covault.ops import compare
 
 RAW_LIMIT = 2.0**62  # truncation is exact below this magnitude (see Protocol.trunc)
 
@@ -136,7 +136,7 @@ def lt_zero(t: Any) -> Any:
 def lt_zero_mul(t: Any, values: Any) -> tuple[Any, Any]:
     """``b = [raw(t) < 0]`` (0/1 integer tensor) and the exact product ``b * values``
     (``values.frac``; shapes broadcast), in the comparison's rounds with the product in its
-    last one (:func:`covault.protocols.compare.msb_mul`)."""
+    last one (:func:`covault.ops.compare.msb_mul`)."""
     return compare.msb_mul(as_int(t), values)
 
 

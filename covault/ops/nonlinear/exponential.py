@@ -8,7 +8,7 @@ so only 4 squarings are needed and the error does not grow with ``|x|``).
 Catrina-Saxena FC 2010 / Aly-Smart ACNS 2019), then ``log x = p(m) + e ln 2`` with a degree-9
 minimax polynomial (CrypTen instead runs Householder iterations on exp).
 
-``softmax``: max-subtraction (comparison tournament of :mod:`covault.protocols.compare`),
+``softmax``: max-subtraction (comparison tournament of :mod:`covault.ops.compare`),
 ``exp`` of the non-positive differences at 29 fractional bits, the sum, one reciprocal of the
 row sums (range ``[1, n]``, fewer scaling stages) and one product.
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from covault.protocols.nonlinear import fixed, scaling
-from covault.protocols.nonlinear.coefficients import EXP, LOG
-from covault.protocols.nonlinear.roots import reciprocal_core
+from covault.ops.nonlinear import fixed, scaling
+from covault.ops.nonlinear.coefficients import EXP, LOG
+from covault.ops.nonlinear.roots import reciprocal_core
 
 EXP_FLOOR = -16.0  # inputs below are clamped here: exp(-16) = 1.1e-7 is 0 at 16 bits
 SQUARINGS = 4  # exp(x) = exp(x / 2^4)^(2^4)

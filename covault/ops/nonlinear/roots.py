@@ -13,8 +13,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from covault.protocols.nonlinear import fixed, scaling
-from covault.protocols.nonlinear.coefficients import INV_SQRT, RECIP
+from covault.ops.nonlinear import fixed, scaling
+from covault.ops.nonlinear.coefficients import INV_SQRT, RECIP
 
 WORK = 30
 

@@ -61,7 +61,7 @@ bytes; a 2pc AND opens two words per operand word, a rep3 AND reshares one) and 
 ``log2(64) + 1 = 7`` AND layers and 184 AND gates (64 generates, 63 merged generates and 57
 merged propagates: those on the lowest spine are never used), so the packed words carry only
 5 spare bits; a Kogge-Stone adder of the same depth needs 64 + 5 * 128 + 64 = 768 (a2b
-in :mod:`covault.protocols.convert`). Comparing two msbs for ``equal`` would cost 2 * 47.25 bytes
+in :mod:`covault.ops.convert`). Comparing two msbs for ``equal`` would cost 2 * 47.25 bytes
 (2pc), three times the zero test, in the same number of rounds.
 
 **Derived functions.** ``less_than``/``greater_than``: one msb of ``x - y``; ``equal``: one

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from covault.protocols import compare
-from covault.protocols.nonlinear import fixed
-from covault.protocols.nonlinear.coefficients import SIGMOID_W
+from covault.ops import compare
+from covault.ops.nonlinear import fixed
+from covault.ops.nonlinear.coefficients import SIGMOID_W
 
 WORK = 20  # fractional bits of t^2 and of the polynomial's powers
 Q_FRAC = 30  # fractional bits of q
