@@ -312,3 +312,15 @@ def test_fit_recovers_a_model_with_blocks():
     (short,) = calibrate.fit([engine], samples[:3]).values()
     assert short.limit == np.prod(calibrate.SHAPES[3])
     assert short.predict(engine, 1000, 1000, 1000) == float("inf")
+
+
+def test_a_doubtful_measurement_serves_its_process_only(cache, monkeypatch):
+    """A calibration that took longer than it should (a busy machine) is not written: the next
+    process measures again."""
+    monkeypatch.setattr(calibrate, "measure", synthetic("int64"))
+    monkeypatch.setattr(calibrate, "TRUSTED", 0.0)
+    assert calibrate.calibration(ENGINES).fits
+    assert files(cache) == []
+    calibrate.forget()
+    calibrate.calibration(ENGINES)
+    assert calibrate.measure.calls == 2

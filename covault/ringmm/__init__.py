@@ -11,8 +11,8 @@ int64 operands of two or more dimensions, numpy broadcasting) and the terms of i
 1. the engine named by ``$COVAULT_MATMUL`` (``numpy``, ``einsum``, ``int64``, ``int8``; unset
    or ``auto``: the steps below);
 2. without torch: ``numpy`` for tiny products (``m k n <= TINY``), ``einsum`` for
-   matrix-vector ones (``m == 1`` or ``n == 1``), ``numpy`` where its typical figures
-   (``TYPICAL`` of each engine) make it at least twice as fast as torch int64 (few output
+   matrix-vector ones (``m == 1`` or ``n == 1``), ``numpy`` where typical figures (``TYPICAL``
+   of ``numpy_`` and ``int64``) make it at least twice as fast as torch int64 (few output
    columns). Programs of such products never import torch (about a second of CPU);
 3. otherwise the engine with the least predicted time under this machine's calibration
    (``calibrate.py``: measured at the first such product, cached per machine and versions).
@@ -20,6 +20,7 @@ int64 operands of two or more dimensions, numpy broadcasting) and the terms of i
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from types import MappingProxyType, ModuleType
@@ -34,6 +35,7 @@ ENGINE_MODULES = ("numpy_", "einsum", "int64", "int8")  # the engines, by module
 ENGINES: MappingProxyType[str, ModuleType] = MappingProxyType(
     {e.NAME: e for e in (importlib.import_module(f"{__name__}.{m}") for m in ENGINE_MODULES)}
 )
+_ALL = tuple(ENGINES.values())
 ENV = "COVAULT_MATMUL"
 TINY = 1 << 15  # m*k*n at or below which numpy's zero-overhead matmul is used without torch
 K_CHUNK: int = ENGINES["int8"].K_CHUNK
@@ -81,7 +83,7 @@ def choose(m: int, k: int, n: int) -> str:
 def _auto(m: int, k: int, n: int) -> str:
     if (name := _without_torch(m, k, n)) is not None:
         return name
-    return calibrate.calibration(tuple(ENGINES.values())).fastest(ENGINES, m, k, n) or "numpy"
+    return calibrate.calibration(_ALL).fastest(ENGINES, m, k, n) or "numpy"
 
 
 def forced() -> str:
@@ -103,7 +105,7 @@ def prepare() -> None:
     if name != "auto":
         ENGINES[name].available()
         return
-    for name in calibrate.calibration(tuple(ENGINES.values())).fits:
+    for name in calibrate.calibration(_ALL).fits:
         ENGINES[name].available()
 
 
@@ -112,6 +114,7 @@ def int8_available() -> bool:
     return bool(ENGINES["int8"].available())
 
 
+@functools.lru_cache(maxsize=4096)
 def _without_torch(m: int, k: int, n: int) -> str | None:
     """The engine for a product whose choice needs no measurement (module doc, step 2)."""
     if m * k * n <= TINY:

@@ -20,7 +20,9 @@ logical CPU count, torch's intra-op threads, the versions of covault, numpy and 
 engines and the format of this file. It is written atomically (a temporary file, then
 ``os.replace``), so party processes that start together each read a whole file or none; a
 missing, unreadable, corrupt or mismatched file is measured again and rewritten, and a cache
-directory that cannot be written only means measuring again in the next process.
+directory that cannot be written only means measuring again in the next process. A measurement
+that took over ``TRUSTED`` seconds (other processes kept taking the cores: the figures are
+doubtful) serves its process only. To measure again, delete the ``matmul-*.json`` files.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1  # of the cache file and the cost model; a new format measures again
+FORMAT = 2  # of the cache file and the cost model; a new format measures again
 SHAPES = (  # (m, k, n) by work; no powers of two, whose strides slow numpy down 2-3x
     (30, 30, 30),  # fixed costs
     (4, 250, 500),  # few rows
@@ -63,6 +65,7 @@ ROUNDS = 2
 REPS = 2  # back-to-back runs per round: the first warms the caches
 SLOW = 0.01  # seconds: an engine projected slower than this on a shape stops there
 BUDGET = 0.2  # seconds of runs per engine, at most (a few where the machine stalls)
+TRUSTED = 1.5  # seconds: a calibration that took longer (a busy machine) is not written
 ENV_DIR = "COVAULT_CACHE_DIR"
 
 Sample = tuple[str, int, int, int, float]  # engine, m, k, n, seconds
@@ -116,15 +119,15 @@ def cache_dir() -> Path:
 
 
 def calibration(engines: tuple[ModuleType, ...]) -> Calibration:
-    """This machine's calibration of ``engines``: from this process's memory, else from the
-    cache file, else measured now (and the file written)."""
+    """This machine's calibration of ``engines`` for torch's current number of threads: from
+    this process's memory, else from the cache file, else measured now (and the file written).
+    The cache directory is looked up at a process's first use (again after :func:`forget`)."""
     torch = sys.modules.get("torch")
     if torch is None and importlib.util.find_spec("torch") is not None:
         import torch
     threads = None if torch is None else torch.get_num_threads()
-    env = os.environ
     with _LOCK:
-        return _memo(env.get(ENV_DIR), env.get("XDG_CACHE_HOME"), env.get("HOME"), threads, engines)
+        return _memo(threads, engines)
 
 
 def forget() -> None:
@@ -134,9 +137,7 @@ def forget() -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _memo(*where: Any) -> Calibration:
-    """The calibration for ``(cache dir, XDG cache dir, home, threads, engines)``."""
-    threads, engines = where[-2:]
+def _memo(threads: int | None, engines: tuple[ModuleType, ...]) -> Calibration:
     k = key(engines, threads)
     digest = hashlib.sha256(json.dumps(k, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"matmul-{digest}.json"
@@ -147,7 +148,8 @@ def _memo(*where: Any) -> Calibration:
         samples = measure(available)
         fits = fit(available, samples)
         cal = Calibration(fits, tuple(samples), time.perf_counter() - t0, False, path)
-        store(path, k, cal)
+        if cal.seconds < TRUSTED:
+            store(path, k, cal)
     return cal
 
 
