@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def best(fn, reps: int) -> float:
 def best_of(fns: dict, reps: int) -> dict[str, float]:
     """Best time of each function over ``reps`` rounds, each round running every function once
     (interleaved, so that a change of load on the machine affects all of them alike, and in a
-    rotating order: a run just after the int8 engine shares the cores with its spinning OpenMP
+    shuffled order: a run just after the int8 engine shares the cores with its spinning OpenMP
     threads); a function whose first run takes over 0.3 s runs only once."""
     out = {}
     for name, fn in fns.items():
@@ -69,8 +70,10 @@ def best_of(fns: dict, reps: int) -> dict[str, float]:
         fn()
         out[name] = time.perf_counter() - t0
     again = [name for name, t in out.items() if t <= 0.3]
-    for r in range(reps):
-        for name in again[r % len(again) :] + again[: r % len(again)] if again else []:
+    order = random.Random(0)  # benchmark order, not a secret
+    for _ in range(reps):
+        order.shuffle(again)
+        for name in again:
             t0 = time.perf_counter()
             fns[name]()
             out[name] = min(out[name], time.perf_counter() - t0)
