@@ -99,14 +99,15 @@ def forced() -> str:
 
 def prepare() -> None:
     """Import torch and load this machine's calibration (measuring it if there is none) now,
-    with the int8 engine's self-check where it may be used, rather than at the first product
-    that needs them."""
+    with the int8 engine's self-check where the calibration would use it, rather than at the
+    first product that needs them."""
     name = forced()
     if name != "auto":
         ENGINES[name].available()
         return
-    for name in calibrate.calibration(_ALL).fits:
-        ENGINES[name].available()
+    cal = calibrate.calibration(_ALL)
+    for m, k, n in (*calibrate.SHAPES, (1000, 1000, 1000), (4000, 4000, 4000)):
+        cal.fastest(ENGINES, m, k, n)  # checks the engines it would use (int8: its self-check)
 
 
 def int8_available() -> bool:
