@@ -3,7 +3,7 @@ AMX/VNNI on x86), exact modulo 2^64.
 
 Where it wins, it wins big: about 3x faster than ``int64`` at 1000x1000x1000 on a Xeon with AMX
 (2 cores, torch 2.13: ~38 ms against ~118 ms). It does not win everywhere: on an AMD EPYC with
-AVX-512 VNNI and no AMX (2 cores) it takes 118 ms against torch int64's 79-87 ms, and its
+AVX-512 VNNI and no AMX (2 cores) it takes 100-118 ms against torch int64's 67-87 ms, and its
 multi-threaded GEMMs stall when other processes share the cores. ``method="auto"`` uses it only
 where this machine's calibration measured it faster (``covault/ringmm/calibrate.py``).
 
