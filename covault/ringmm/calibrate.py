@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -122,9 +121,7 @@ def calibration(engines: tuple[ModuleType, ...]) -> Calibration:
     """This machine's calibration of ``engines`` for torch's current number of threads: from
     this process's memory, else from the cache file, else measured now (and the file written).
     The cache directory is looked up at a process's first use (again after :func:`forget`)."""
-    torch = sys.modules.get("torch")
-    if torch is None and importlib.util.find_spec("torch") is not None:
-        import torch
+    torch = _torch()
     threads = None if torch is None else torch.get_num_threads()
     with _LOCK:
         return _memo(threads, engines)
@@ -153,9 +150,21 @@ def _memo(threads: int | None, engines: tuple[ModuleType, ...]) -> Calibration:
     return cal
 
 
+@functools.cache
+def _torch() -> ModuleType | None:
+    """torch, or None where it is not installed. An import statement, not ``sys.modules``: a
+    party thread must wait while another thread is still importing torch (a module found in
+    ``sys.modules`` may be only partly initialised)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return torch
+
+
 def key(engines: Sequence[ModuleType], threads: int | None) -> dict[str, Any]:
     """What a calibration depends on: machine, torch threads, library versions, engines."""
-    torch = sys.modules.get("torch")
+    torch = _torch()
     return {
         "format": FORMAT,
         "cpu": _cpu_model(),
