@@ -324,3 +324,37 @@ def test_a_doubtful_measurement_serves_its_process_only(cache, monkeypatch):
     calibrate.forget()
     calibrate.calibration(ENGINES)
     assert calibrate.measure.calls == 2
+
+
+@pytest.mark.processes
+def test_party_threads_importing_torch_at_once_all_get_exact_products(tmp_path):
+    """Three threads make their first torch-sized product at the same moment in a fresh
+    interpreter (as the parties of covault.run on threads do): each waits for torch's import
+    instead of reading a half-imported module."""
+    import subprocess
+    import sys
+
+    code = """
+import os, threading
+import numpy as np
+from covault import ringmm
+a = np.frombuffer(os.urandom(8 * 128 * 30), np.int64).reshape(128, 30)
+b = np.frombuffer(os.urandom(8 * 30 * 64), np.int64).reshape(30, 64)
+want = a @ b
+errors, start = [], threading.Barrier(3)
+def party():
+    start.wait()
+    try:
+        np.testing.assert_array_equal(ringmm.matmul(a, b), want)
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=party) for _ in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors or "ok")
+"""
+    env = dict(os.environ, COVAULT_CACHE_DIR=str(tmp_path))
+    env.pop("COVAULT_MATMUL", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok", out.stdout
