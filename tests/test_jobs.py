@@ -134,6 +134,24 @@ def test_tcp_run_matches_local(tmp_path):
     assert set(tcp["bytes_sent"]) == set(HOSPITALS)
 
 
+def test_on_a_shared_host_the_first_receiver_alone_writes_the_model(tmp_path):
+    """Receivers on one host would all write the same file (and each import onnx): the first
+    receiver of ``reveal_model_to`` writes it; on separate hosts every receiver does."""
+    import covault
+
+    path = make_breast_cancer_job(tmp_path, epochs=1, batch_size=64)
+    text = path.read_text().replace("seed = 0", 'seed = 0\nreveal_model_to = ["hospital_b", "hospital_a"]')
+    path.write_text(text)
+    job = load_job(path)
+    for shared, writers in ((True, {"hospital_b"}), (False, {"hospital_a", "hospital_b"})):
+        job.model_out.unlink(missing_ok=True)
+        out = covault.run(job_program_module.job_program(job, shared_host=shared), list(job.compute), "rep3")
+        assert {p for p, r in out.items() if r["model_path"] == str(job.model_out)} == writers
+        assert {p for p, r in out.items() if "export" in r["phases"]} == writers
+        assert job.model_out.is_file()
+        assert out["hospital_a"]["model"] == out["hospital_b"]["model"] is not None
+
+
 def test_five_banks_three_compute_reveal_to_one(tmp_path):
     """Data owners outside the compute set input rows and receive the model; others get nothing."""
     names = (*HOSPITALS, "hospital_d", "hospital_e")

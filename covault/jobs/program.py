@@ -18,7 +18,8 @@
    loss after every epoch (secret).
 6. **Evaluate** on the pooled held-out rows (accuracy and AUC, or R² and RMSE) and **reveal**
    the metrics, the loss curve and the model to ``reveal_model_to`` only; receivers write the
-   ONNX model to ``model_out``.
+   ONNX model to ``model_out`` (on a shared host, where they would all write the same file,
+   the first receiver alone).
 
 Public: the metadata of step 2 (for vertical jobs also every party's number of ids and the
 size of the intersection; the common ids are learned by the data parties only), the bits of step 4, and (to the receivers only) the metrics,
@@ -56,7 +57,7 @@ def job_program(
     ``progress``: print one line per step to stderr (True: at every party; a list of party
     names: at those only). Returns, at every party: ``party``, ``roles``, ``schema``,
     ``metrics``, ``loss_curve``, ``model`` (JSON-ready weights) and ``model_path`` (None except
-    at receivers), ``diverged`` (whether the revealed loss curve shows that training diverged,
+    at receivers; with ``shared_host``, except at the first receiver), ``diverged`` (whether the revealed loss curve shows that training diverged,
     :func:`covault.ml.linear.loss_divergence`; None except at receivers), ``warnings`` (a list
     of ``{"type", "message"}``: ``TrainingDivergedWarning`` when diverged), ``seconds``,
     ``phases`` (seconds, bytes sent, rounds per step) and ``stats``. ``shared_host``: every
@@ -142,6 +143,9 @@ def run_job_party(
     _check_session(job, session)
     receiver = me in job.reveal_model_to
     to = list(job.reveal_model_to)
+    # the ONNX file is written by every receiver, except on a shared host: there all write the
+    # same path, so the first receiver alone writes it (importing onnx costs ~1 s of CPU each)
+    writer = receiver and job.model_out is not None and (not shared_host or me == to[0])
     vertical = job.partition == "vertical"
 
     # 1. prepare
@@ -160,7 +164,7 @@ def run_job_party(
                 status.update(columns=rows.columns, train_rows=len(rows.y_train), test_rows=len(rows.y_test))
             if (me in job.compute or me == job.dealer) and job.task == "mlp":
                 ring.load_matmul_engine()  # matrix products; linear models' are matrix-vector (numpy)
-            if receiver and job.model_out is not None:
+            if writer:
                 from covault.jobs.onnx_export import require_onnx
 
                 require_onnx(load=False)  # imported when the model is written
@@ -241,7 +245,7 @@ def run_job_party(
             warned.append({"type": "TrainingDivergedWarning", "message": reason})
     weights = model_to_dict(public) if public is not None else None
     model_path = None
-    if weights is not None and job.model_out is not None:
+    if weights is not None and writer:
         with steps("export"):
             from covault.jobs.onnx_export import write_onnx
 
