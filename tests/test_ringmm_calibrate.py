@@ -358,3 +358,29 @@ print(errors or "ok")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok", out.stdout
+
+
+@pytest.mark.processes
+def test_processes_starting_together_measure_once(tmp_path):
+    """Party processes on an empty cache: one measures (2 s here) while the others wait for its
+    file and read it, so they neither skew each other's timings nor repeat the work."""
+    import subprocess
+    import sys
+
+    code = """
+import time
+from covault import ringmm
+from covault.ringmm import calibrate
+def measure(engines):
+    time.sleep(2.0)
+    return [(e.NAME, m, k, n, (1e-6 + 1e-9 * m * k * n)) for e in engines for m, k, n in calibrate.SHAPES]
+calibrate.measure, calibrate.TRUSTED = measure, 100.0
+print(calibrate.calibration(tuple(ringmm.ENGINES.values())).loaded)
+"""
+    env = dict(os.environ, COVAULT_CACHE_DIR=str(tmp_path))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    loaded = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(loaded) == ["False", "True", "True"], loaded

@@ -40,7 +40,7 @@ import platform
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -65,9 +65,11 @@ REPS = 2  # back-to-back runs per round: the first warms the caches
 SLOW = 0.01  # seconds: an engine projected slower than this on a shape stops there
 BUDGET = 0.2  # seconds of runs per engine, at most (a few where the machine stalls)
 TRUSTED = 1.5  # seconds: a calibration that took longer (a busy machine) is not written
+LOCK_WAIT = 5.0  # seconds a process waits for another one's measurement before measuring itself
 ENV_DIR = "COVAULT_CACHE_DIR"
 
 Sample = tuple[str, int, int, int, float]  # engine, m, k, n, seconds
+_UNKNOWN = object()
 _LOCK = threading.Lock()  # one measurement at a time per process (parties may be threads)
 
 
@@ -101,12 +103,15 @@ class Calibration:
         """The available engine with the least predicted time for one ``(m, k) @ (k, n)``
         product (None if no engine was measured); remembered per shape."""
         shape = (m, k, n)
-        if shape not in self._choices:
-            ranked = sorted(self.fits, key=lambda e: self.fits[e].predict(engines[e], m, k, n))
-            if len(self._choices) >= 4096:
-                self._choices.clear()
-            self._choices[shape] = next((e for e in ranked if engines[e].available()), None)
-        return self._choices[shape]
+        known = self._choices.get(shape, _UNKNOWN)  # one lookup: another thread may clear the dict
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        ranked = sorted(self.fits, key=lambda e: self.fits[e].predict(engines[e], m, k, n))
+        choice = next((e for e in ranked if engines[e].available()), None)
+        if len(self._choices) >= 4096:
+            self._choices.clear()
+        self._choices[shape] = choice
+        return choice
 
 
 def cache_dir() -> Path:
@@ -139,15 +144,48 @@ def _memo(threads: int | None, engines: tuple[ModuleType, ...]) -> Calibration:
     digest = hashlib.sha256(json.dumps(k, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"matmul-{digest}.json"
     cal = load(path, k, engines)
-    if cal is None:
-        t0 = time.perf_counter()
-        available = [e for e in engines if e.available()]
-        samples = measure(available)
-        fits = fit(available, samples)
-        cal = Calibration(fits, tuple(samples), time.perf_counter() - t0, False, path)
-        if cal.seconds < TRUSTED:
-            store(path, k, cal)
+    if cal is not None:
+        return cal
+    with _machine_lock(path):  # party processes starting together: one measures, the others read
+        cal = load(path, k, engines)
+        if cal is None:
+            t0 = time.perf_counter()
+            available = [e for e in engines if e.available()]
+            samples = measure(available)
+            fits = fit(available, samples)
+            cal = Calibration(fits, tuple(samples), time.perf_counter() - t0, False, path)
+            if cal.seconds < TRUSTED:
+                store(path, k, cal)
     return cal
+
+
+@contextlib.contextmanager
+def _machine_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s directory (``flock``) while measuring, so that
+    processes calibrating at once do not skew each other's timings. Waits at most
+    :data:`LOCK_WAIT` s (a holder that stalls must not stall this process); where the lock
+    cannot be taken (no ``fcntl``, a read-only cache directory) the process measures alone."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)  # the cache directory itself: no lock file
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break  # measure without it
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @functools.cache
