@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -19,8 +21,9 @@ from covault.jobs import JobError
 from covault.jobs.spec import parse_job
 from covault.launch.consortium import generated_config
 from covault.protocols.base import Protocol
-from covault.randomness.providers import PROVIDERS, choose, dealer_protocols, needs_dealer
+from covault.randomness.providers import PROVIDERS, Provider, choose, dealer_protocols, needs_dealer
 from covault.randomness.providers.base import CorrelationProvider
+from covault.randomness.providers.dealer import DealerProvider
 from covault.runtime import party_names, run_party
 from tests.helpers import free_ports
 
@@ -166,3 +169,58 @@ def test_config_sessions_get_the_configured_provider_over_mutual_tls(tmp_path):
         out = {n: r.result(timeout=60) for n, r in runs.items()}
     assert {n: v[:2] for n, v in out.items()} == {n: ("dealer", "DealerProvider") for n in "abd"}
     np.testing.assert_allclose(out["a"][2], [2.25, 4.0], atol=1e-3)
+
+
+# -- a second provider: the choice must travel, not fall back to the default -------------------------
+class TracingDealer(DealerProvider):
+    """The dealer provider under another name (test only): which class a session built shows
+    whether the chosen name reached it."""
+
+
+@pytest.fixture
+def second_provider(monkeypatch):
+    """Register ``tracing`` (needs a dealer, like ``dealer``) as a non-default 2pc provider."""
+    from covault.randomness import providers as registry
+
+    entry = Provider("tracing", True, "test provider", f"{__name__}.TracingDealer")
+    monkeypatch.setattr(registry, "PROVIDERS", MappingProxyType({**registry.PROVIDERS, "tracing": entry}))
+    two = schemes.SCHEMES["2pc"]
+    wider = replace(two, providers=(*two.providers, "tracing"))
+    monkeypatch.setattr(schemes, "SCHEMES", MappingProxyType({**schemes.SCHEMES, "2pc": wider}))
+    return "tracing"
+
+
+def test_a_non_default_provider_reaches_every_session(second_provider):
+    res = covault.run(provider_view, 2, "2pc", provider=second_provider, data_parties=["bank"])
+    for party, (name, cls, product) in res.items():
+        assert name == second_provider
+        assert cls == ("NoneType" if party == "bank" else "TracingDealer")
+        if party in ("p0", "p1"):
+            np.testing.assert_allclose(product, [2.25, 4.0], atol=1e-3)
+    default = covault.run(provider_view, 2, "2pc")
+    assert {v[:2] for p, v in default.items() if p != "bank"} == {("dealer", "DealerProvider")}
+
+
+def test_a_configured_non_default_provider_reaches_every_session(second_provider, tmp_path):
+    ports = free_ports(3)
+    raw = {
+        "protocol": "2pc",
+        "provider": second_provider,
+        "dealer": "d",
+        "timeout": 20,
+        "tls": {"plaintext": True},
+        "parties": {n: {"address": f"127.0.0.1:{p}"} for n, p in zip(("a", "b", "d"), ports)},
+    }
+    cfg = parse_config(raw)
+    assert cfg.provider == second_provider
+    with ThreadPoolExecutor(len(cfg.names)) as pool:
+        runs = {n: pool.submit(run_party, cfg, n, provider_view, job="provider-test") for n in cfg.names}
+        out = {n: r.result(timeout=60) for n, r in runs.items()}
+    assert {n: v[:2] for n, v in out.items()} == {n: (second_provider, "TracingDealer") for n in "abd"}
+    job = {
+        **raw,
+        "task": "logistic_regression",
+        "label": "y",
+        "parties": {"a": {"data": "a.csv"}, "b": {}, "d": {}},
+    }
+    assert parse_job(job, None).provider == second_provider
