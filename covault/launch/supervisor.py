@@ -1,9 +1,9 @@
 """One supervisor for party processes: how long the others get after a failure, and how every
 process is stopped so that none outlives its run.
 
-Both launchers use it: :mod:`covault.launch` (``covault.run``: ``multiprocessing`` children that
-report over pipes) and :mod:`covault.consortium` (``covault run``: ``covault party`` subprocesses
-judged by exit code). A launcher wraps each process in a :class:`Child` and asks two things:
+Both launchers use it: :mod:`covault.launch.processes` (``covault.run``: ``multiprocessing``
+children that report over pipes) and :mod:`covault.launch.consortium` (``covault run``:
+``covault party`` subprocesses judged by exit code). A launcher wraps each process in a :class:`Child` and asks two things:
 
 - :class:`FailureClock`: after the first failure the others get ``grace`` s to stop (a failing
   party tells its peers at once, and they abort within a second), or only ``short`` s once the
