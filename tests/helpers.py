@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 
 import covault
+from covault import schemes
 from covault.cli import main as cli
 
-PROTOCOLS = [("2pc", 2), ("rep3", 3)]
+PROTOCOLS = [
+    (s.name, s.parties) for s in sorted(schemes.SCHEMES.values(), key=lambda s: s.name)
+]  # every scheme
 ULP = 2.0**-16
 HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 
