@@ -12,8 +12,11 @@ certificate naming several parties is refused by the handshake, at both ends, wi
 
 :class:`TlsChannel` runs OpenSSL over memory BIOs: the TLS state is touched only under a lock
 and never while blocked on the socket, so one thread can receive while another sends (OpenSSL
-forbids concurrent calls on one connection), and a large message goes to the kernel in
-chunk-sized writes instead of one system call per 16 KiB record.
+forbids concurrent calls on one connection), a large message goes to the kernel in chunk-sized
+writes, and the receiver reads the socket in 256 KiB pieces and decrypts every whole record
+that has arrived in one call. OpenSSL's own socket I/O (``ssl.SSLSocket``) copies less but
+makes a system call per 16 KiB record written and two per record read; on loopback it cost
+more CPU per byte than the memory BIOs (docs/deployment.md, "Transport performance").
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ class TlsChannel(SocketChannel):
         self._raw = bytearray(RAW_BUFFER)
         self._rawv = memoryview(self._raw)
         self._eof: str | None = None
+        self._blocking = True  # until set_nonblocking: stop reading once plaintext has come
         self._partial = False  # the last read filled its view: the record may hold more
         self._plain: deque[memoryview] = deque()  # queued plaintext not yet encrypted
         self._notify_after_flush = False  # send close_notify once the plaintext is out
@@ -283,43 +287,60 @@ class TlsChannel(SocketChannel):
         return total
 
     # -- non-blocking use (the transport) -------------------------------------------------------------
+    def set_nonblocking(self) -> None:
+        super().set_nonblocking()
+        self._blocking = False
+
     def read_nb(self, view: memoryview) -> int | None:
-        """Receive plaintext (at most one TLS record) into ``view``: the count, 0 at the end of the
-        stream, None if a whole record has not arrived; ``more`` tells whether plaintext or
-        ciphertext may be left behind."""
-        filled = False
+        """Receive plaintext into ``view``, as many TLS records as have arrived (up to its size):
+        the count, 0 at the end of the stream, None if no whole record has arrived; ``more``
+        tells whether plaintext or ciphertext may be left behind."""
+        if self._eof == "clean":  # a close_notify came after the plaintext returned last time
+            self.more = False
+            return 0
+        want, got = len(view), 0
+        filled = False  # the last socket read filled the raw buffer (True) or not (None)
         while True:
             # Decrypt only when there is something to decrypt: ciphertext in the BIO, or the rest
-            # of a record that filled the last view (SSL_pending() would cost a system call).
+            # of a record that filled the last request (SSL_pending() would cost a system call).
             if self._in.pending or self._partial:
+                ask = want - got
                 with self._lock:
                     try:
-                        n = self._obj.read(len(view), view)
+                        n = self._obj.read(ask, view[got:] if got else view)
                     except ssl.SSLWantReadError:
                         n = -1
                     except ssl.SSLZeroReturnError:
                         n = 0
-                self._partial = n == len(view)
-                if n >= 0:
-                    if n == 0:  # the peer's close_notify
-                        self._eof = "clean"
-                    self.more = self._partial or filled or self._in.pending > 0
-                    return n
-                if filled is None:  # the socket had no more: wait for the rest of the record
+                self._partial = n == ask
+                if n > 0:
+                    got += n
+                    if got == want:
+                        self.more = True
+                        return got
+                    continue
+                if n == 0:  # the peer's close_notify (reported now, or after this plaintext)
+                    self._eof = "clean"
+                    self.more = got > 0
+                    return got
+                if filled is None or (got and self._blocking):  # no whole record is left
                     self.more = False
-                    return None
+                    return got or None
             try:
-                got = self.sock.recv_into(self._rawv)
+                n = self.sock.recv_into(self._rawv)
             except BlockingIOError:
                 self.more = False
-                return None
-            if not got:
+                return got or None
+            if not n:
+                if got:
+                    self.more = True  # the end of the stream, next time
+                    return got
                 self._eof = self._eof or "abrupt"
                 self.more = False
                 return 0
-            filled = True if got == len(self._raw) else None
+            filled = True if n == len(self._raw) else None
             with self._lock:
-                self._in.write(self._rawv[:got])
+                self._in.write(self._rawv[:n])
 
     def queue(self, buffers: Sequence[memoryview | bytes]) -> None:
         """Small messages are encrypted at once into one record; larger ones chunk by chunk
