@@ -323,9 +323,11 @@ class TlsChannel(SocketChannel):
                     self._eof = "clean"
                     self.more = got > 0
                     return got
-                if filled is None or (got and self._blocking):  # no whole record is left
-                    self.more = False
-                    return got or None
+            # No whole record is left: read the socket, unless its last read left nothing behind
+            # (or, blocking, plaintext has come: another read could wait for the peer).
+            if filled is None or (got and self._blocking):
+                self.more = False
+                return got or None
             try:
                 n = self.sock.recv_into(self._rawv)
             except BlockingIOError:
