@@ -11,21 +11,36 @@ only) both sides sending the large message at once and then receiving. Modes:
 - ``covault``: :class:`TcpTransport` over plain TCP (framing, event loop, inbox per peer);
 - ``covault-tls``: :class:`TcpTransport` over :class:`TlsChannel`, as parties run by default.
 
-    python benchmarks/bench_transport.py [--mib 64] [--pings 5000] [--repeat 5] [--modes ...]
+Then (section ``ops``) the operations that move the most bytes, run by ``covault.run`` over plain
+TCP and over TLS (one process per party on loopback): the product of two secret vectors of 1M
+values and the sigmoid of 1M values, under 2pc (with its dealer) and rep3. Each run times
+``--op-repeat`` operations after a warm-up (the slowest compute party's time per operation);
+``--rounds`` runs per transport alternate between TCP and TLS. Printed: the best and median
+time per transport, the CPU seconds of all parties' processes per operation, and the TLS/TCP
+ratio of the best times (and of the medians).
+
+    python benchmarks/bench_transport.py [--sections micro ops] [--mib 64] [--pings 5000]
+        [--repeat 5] [--modes ...] [--ops mul sigmoid] [--protocols 2pc rep3] [--rounds 3]
+        [--op-repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import multiprocessing
+import os
 import socket
 import ssl
 import statistics
 import threading
 import time
+import warnings
 
 import numpy as np
 
+import covault
 from covault.transport.tcp import HOST, TcpTransport, open_listener, prepare_socket
 from covault.transport.tls import TlsIdentity, throwaway_certificates
 
@@ -177,15 +192,103 @@ def _run(mode: str, certs: str, pings: int, nbytes: int, repeat: int):
     return out
 
 
+# -- operations over TCP and TLS ---------------------------------------------------------------
+OPS = {"mul": 1_000_000, "sigmoid": 1_000_000}
+PROTOCOLS = {"2pc": 2, "rep3": 3}
+
+
+class _OpProgram:
+    """Picklable program: ``reps`` timed runs of one operation after a warm-up, each after a
+    barrier (a tiny opening to every party, the dealer included)."""
+
+    def __init__(self, op: str, n: int, reps: int):
+        self.op, self.n, self.reps = op, n, reps
+
+    def __call__(self, s) -> tuple[list[float], list[float]]:
+        a0, b0 = s.compute_parties[0], s.compute_parties[1]
+        gen = np.random.default_rng(5)  # benchmark data only
+        a = s.input(gen.uniform(-10, 10, self.n) if s.party == a0 else None, owner=a0)
+        b = s.input(gen.uniform(-10, 10, self.n) if s.party == b0 else None, owner=b0)
+        fn = {"mul": lambda: a * b, "sigmoid": lambda: a.sigmoid()}[self.op]
+        fn()
+        times, cpu = [], []
+        for _ in range(self.reps):
+            s.constant(np.zeros(1), integer=True).reveal(to=list(s.parties))
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return times, cpu
+
+
+def _op_times(op: str, protocol: str, tls: bool, reps: int) -> tuple[list[float], list[float]]:
+    """Per operation of one run of ``reps``: seconds (the slowest compute party's) and CPU
+    seconds (all parties' processes together, the dealer included)."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")  # PlaintextWarning: the TCP runs are plaintext on purpose
+        res = covault.run(
+            _OpProgram(op, OPS[op], reps),
+            PROTOCOLS[protocol],
+            protocol,
+            transport="tcp",
+            tls=tls,
+            timeout=120,
+        )
+    compute = [p for p in res if p != "dealer"]
+    wall = [max(res[p][0][i] for p in compute) for i in range(reps)]
+    return wall, [sum(res[p][1][i] for p in res) for i in range(reps)]
+
+
+def ops_section(ops: list[str], protocols: list[str], rounds: int, reps: int) -> None:
+    print(
+        f"\noperations, covault.run on loopback, one process per party, {os.cpu_count()} cores; per "
+        f"transport {rounds} runs of {reps} operations after a warm-up (alternating TCP and TLS):\n"
+        "seconds per operation, best and median; cpu: CPU seconds of all parties' processes per "
+        "operation (median)"
+    )
+    for op in ops:
+        for protocol in protocols:
+            times: dict[bool, list[float]] = {False: [], True: []}
+            cpu: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(rounds):
+                for tls in (False, True):
+                    wall, used = _op_times(op, protocol, tls, reps)
+                    times[tls] += wall
+                    cpu[tls] += used
+            best = {k: min(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(
+                f"{op:8s} {protocol:5s} n={OPS[op]}"
+                + "".join(
+                    f"   {name} {best[k]:7.4f} s (median {med[k]:7.4f}, cpu {statistics.median(cpu[k]):6.3f})"
+                    for name, k in (("tcp", False), ("tls", True))
+                )
+                + f"   tls/tcp {best[True] / best[False]:4.2f} (medians {med[True] / med[False]:4.2f})",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", nargs="+", choices=("micro", "ops"), default=["micro", "ops"])
     ap.add_argument("--mib", type=int, default=64, help="bulk message size in MiB")
     ap.add_argument(
         "--pings", type=int, default=5000, help="round trips for the latency figure (10 batches, best shown)"
     )
     ap.add_argument("--repeat", type=int, default=5, help="bulk transfers per mode (best is shown)")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--ops", nargs="+", choices=list(OPS), default=list(OPS))
+    ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
+    ap.add_argument("--rounds", type=int, default=3, help="runs per transport and operation")
+    ap.add_argument("--op-repeat", type=int, default=3, help="timed operations per run")
     args = ap.parse_args()
+    if "micro" in args.sections:
+        micro_section(args)
+    if "ops" in args.sections:
+        ops_section(args.ops, args.protocols, args.rounds, args.op_repeat)
+
+
+def micro_section(args: argparse.Namespace) -> None:
     nbytes = args.mib << 20
     mib = nbytes / (1 << 20)
     print(
