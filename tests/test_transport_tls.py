@@ -393,3 +393,63 @@ def test_run_over_tcp_without_tls_only_on_request_and_with_a_loud_warning(capfd)
     assert multiprocessing.active_children() == []
     with pytest.raises(covault.CovaultError, match="tls must be True or False"):
         covault.run(tls_program, 2, "2pc", transport="tcp", tls="no")
+
+
+def test_messages_before_a_failing_record_are_delivered_then_the_failure_is_named(pki):
+    """Three messages and a record that fails authentication arrive in one read: the messages
+    are delivered first (as the failure was met after them), then the TLS failure."""
+    good = pki / "good"
+    got, _ = mesh("xy", {p: ident(good, p) for p in "xy"}, 5.0)
+    ch = got["x"]["y"]
+    try:
+        for i in range(3):
+            header, bufs = encode_frame([np.array([i, i + 1])], tag=ch.tag)
+            ch.send_buffers([header, *bufs])
+        ch.sock.sendall(b"\x17\x03\x03\x00\x20" + bytes(32))  # application data, bad tag
+        time.sleep(0.2)  # everything is waiting at y before y reads at all
+        ty = TcpTransport("y", got["y"])
+        try:
+            for i in range(3):
+                np.testing.assert_array_equal(ty.recv("x", 5.0)[0], [i, i + 1])
+            with pytest.raises(PeerError, match=r"party 'x': TLS failure: .*authentication"):
+                ty.recv("x", 5.0)
+        finally:
+            ty.close()
+    finally:
+        ch.close()
+
+
+def test_a_message_that_arrives_with_the_hello_is_delivered(pki):
+    """A slow party reads its peer's hello and first message together (TLS reads whole records
+    ahead): the message is not lost in the TLS buffer, where poll cannot see it."""
+    from covault.transport.handshake import _read_hello, _send_hello
+
+    good = pki / "good"
+    listener = open_listener()
+    done = threading.Event()
+
+    def server():
+        sock, _ = listener.accept()
+        sock.settimeout(5)
+        ch = prepare_socket(sock, ident(good, "y"), server_side=True)
+        _send_hello(ch, "y", SID, b"n" * 16, b"")
+        ch.settimeout(None)
+        t = TcpTransport("y", {"x": ch})
+        t.send("x", [np.arange(10)])  # at once, right behind the hello
+        done.wait(10)
+        t.close(0.5)
+
+    th = threading.Thread(target=server)
+    th.start()
+    ch = prepare_socket(socket.create_connection(listener.getsockname(), timeout=5), ident(good, "x"))
+    time.sleep(0.3)  # slow: the hello and the message have both arrived
+    assert _read_hello(ch)[1] == "y"
+    ch.settimeout(None)
+    t = TcpTransport("x", {"y": ch})
+    try:
+        np.testing.assert_array_equal(t.recv("y", 3.0)[0], np.arange(10))
+    finally:
+        done.set()
+        th.join(10)
+        t.close(0.5)
+        listener.close()

@@ -114,6 +114,10 @@ class TcpTransport(Transport):
             p = _Peer(name, ch, self.max_frame_bytes)
             self._peers[name] = self._by_fd[p.fd] = p
             self._watch(p)
+        for p in self._peers.values():
+            # TLS may have read a peer's first records together with its hello: poll would never
+            # report those bytes (they left the socket), so take them now
+            self._read(p)
 
     @property
     def tls(self) -> bool:

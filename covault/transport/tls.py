@@ -205,6 +205,7 @@ class TlsChannel(SocketChannel):
         self._eof: str | None = None
         self._blocking = True  # until set_nonblocking: stop reading once plaintext has come
         self._partial = False  # the last read filled its view: the record may hold more
+        self._error: BaseException | None = None  # met after plaintext: raised at the next read
         self._plain: deque[memoryview] = deque()  # queued plaintext not yet encrypted
         self._notify_after_flush = False  # send close_notify once the plaintext is out
 
@@ -291,6 +292,12 @@ class TlsChannel(SocketChannel):
         super().set_nonblocking()
         self._blocking = False
 
+    def _defer(self, exc: BaseException, got: int) -> int:
+        """Return the ``got`` bytes of plaintext received before ``exc``; raise it next call."""
+        self._error = exc
+        self.more = True
+        return got
+
     def read_nb(self, view: memoryview) -> int | None:
         """Receive plaintext into ``view``, as many TLS records as have arrived (up to its size):
         the count, 0 at the end of the stream, None if no whole record has arrived; ``more``
@@ -298,6 +305,10 @@ class TlsChannel(SocketChannel):
         if self._eof == "clean":  # a close_notify came after the plaintext returned last time
             self.more = False
             return 0
+        if self._error is not None:  # met after the plaintext returned last time: raise it now
+            exc, self._error = self._error, None
+            self.more = False
+            raise exc
         want, got = len(view), 0
         filled = False  # the last socket read filled the raw buffer (True) or not (None)
         while True:
@@ -312,6 +323,10 @@ class TlsChannel(SocketChannel):
                         n = -1
                     except ssl.SSLZeroReturnError:
                         n = 0
+                    except ssl.SSLError as exc:  # an alert, a record that fails authentication
+                        if not got:
+                            raise
+                        return self._defer(exc, got)  # the messages before it are delivered first
                 self._partial = n == ask
                 if n > 0:
                     got += n
@@ -333,6 +348,10 @@ class TlsChannel(SocketChannel):
             except BlockingIOError:
                 self.more = False
                 return got or None
+            except OSError as exc:  # a reset connection: deliver what came before it first
+                if not got:
+                    raise
+                return self._defer(exc, got)
             if not n:
                 if got:
                     self.more = True  # the end of the stream, next time
