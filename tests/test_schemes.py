@@ -201,6 +201,7 @@ def test_a_non_default_provider_reaches_every_session(second_provider):
     assert {v[:2] for p, v in default.items() if p != "bank"} == {("dealer", "DealerProvider")}
 
 
+@pytest.mark.filterwarnings("ignore:TLS is OFF")  # plaintext on purpose: this test is about the provider
 def test_a_configured_non_default_provider_reaches_every_session(second_provider, tmp_path):
     ports = free_ports(3)
     raw = {
