@@ -76,7 +76,7 @@ def generated_config(config: ConsortiumConfig, ports: dict[str, int], certs: Pat
 class _Party(Child):
     def __init__(self, name: str, proc: subprocess.Popen):
         super().__init__(name, proc)
-        self.proc = proc
+        self.proc = proc  # the same process, typed as a Popen (its stdin pipe)
         self.pumps: list[threading.Thread] = []
 
 
@@ -176,7 +176,7 @@ def _supervise(parties: dict[str, _Party], err: IO[str], lock: threading.Lock) -
     clock = FailureClock()
     stalled: list[str] = []
     while True:
-        codes = {n: p.proc.poll() for n, p in parties.items()}
+        codes = {n: p.exitcode for n, p in parties.items()}
         running = [n for n, c in codes.items() if c is None]
         if not running:
             break
@@ -190,7 +190,7 @@ def _supervise(parties: dict[str, _Party], err: IO[str], lock: threading.Lock) -
                 break
         time.sleep(0.05)
     _stop_all(parties)
-    codes = {n: p.proc.returncode for n, p in parties.items()}
+    codes = {n: p.exitcode for n, p in parties.items()}
     bad = {n: c for n, c in codes.items() if c != 0}
     with lock:
         for n, c in bad.items():
