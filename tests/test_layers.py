@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("operations", ("covault.ops",)),
     ("runtime", ("covault.session", "covault.runtime", "covault.launch")),
     ("ML", ("covault.nn", "covault.optim", "covault.ml")),
+    ("data owners", ("covault.ingest",)),
     ("jobs", ("covault.jobs",)),
     ("CLI", ("covault.cli", "covault.__main__", "covault")),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from covault.deploy.config import ConfigError
+from covault.ingest.errors import DataError as IngestDataError
 
 
 class JobError(ConfigError):
@@ -12,5 +13,5 @@ class JobError(ConfigError):
     which needs the secret-shared labels, is the one exception: it runs before training)."""
 
 
-class DataError(JobError):
+class DataError(JobError, IngestDataError):
     """A data file cannot be read as a numeric table; the message names the file, column and row."""
