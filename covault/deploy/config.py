@@ -11,6 +11,7 @@ certs = "certs"              # holds ca.pem and NAME.pem / NAME.key (relative to
 # plaintext = true           # disables TLS: only for experiments, warns loudly
 [parties.a]
 address = "127.0.0.1:7001"
+region = "EU"                # optional label of where the party is (data owners' policies name regions)
 ```
 
 Protocols and providers are looked up by name in :mod:`covault.schemes` and
@@ -37,7 +38,7 @@ from covault.randomness.providers import choose, dealer_protocols
 
 TOP_KEYS = {"protocol", "provider", "dealer", "timeout", "frac_bits", "tls", "parties", "compute"}
 TLS_KEYS = {"certs", "plaintext"}
-PARTY_KEYS = {"address"}
+PARTY_KEYS = {"address", "region"}
 
 
 class ConfigError(CovaultError, ValueError):
@@ -54,6 +55,11 @@ class PartyConfig:
     @property
     def address(self) -> str | None:
         return None if self.host is None else f"{self.host}:{self.port}"
+
+    @property
+    def region(self) -> str | None:
+        """The party's region label (``region = "EU"``), None where the config gives none."""
+        return self.options.get("region")
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,11 @@ def parse_config(
         host = port = None
         if "address" in table:
             host, port = _parse_address(name, table["address"])
+        region = table.get("region")
+        if region is not None and (not isinstance(region, str) or not region.strip()):
+            raise ConfigError(
+                f"party {name!r}: region must be a non-empty label such as 'EU', got {region!r}"
+            )
         options = {k: v for k, v in table.items() if k != "address"}
         parties[name] = PartyConfig(name, host, port, options)
     dealer = raw.get("dealer")

@@ -11,12 +11,22 @@ reveal_model_to = ["bank_a"]      # default: every data party
 test_fraction = 0.2               # where a party gives no `test` file
 seed = 7
 model_out = "model.onnx"          # ONNX file written at every party that receives the model
+features = ["amount", "country"]  # optional: by name (default: every column the policies allow)
+owners = ["bank_a", "bank_b"]     # optional: the data owners (default: the parties with data)
+[transform]                       # optional, per column (covault.ingest.transforms)
+country = { categories = ["DE", "FR"] }
 [model]                           # hyper-parameters (defaults: TASKS)
 epochs = 10
 [parties.bank_a]
-data = "bank_a.csv"               # training rows (CSV or Parquet)
+region = "EU"                     # where the party is (owners' policies may restrict regions)
+data = "bank_a.csv"               # training rows: CSV, Parquet or { url = "sqlite:///x.db", table = "tx" }
 test = "bank_a_test.csv"          # optional held-out rows
+policy = "bank_a.policy.toml"     # optional: the owner's policy (covault.ingest.policy)
 ```
+
+A party running on its own host keeps ``data``, ``test`` and ``policy`` in a local file that is
+never sent (``covault party job.toml --as bank_a --local bank_a.local.toml``,
+:func:`bind_local`); the shared job then lists the data parties in ``owners``.
 
 :func:`load_job` validates everything that can be checked without the data (keys, values,
 party roles, hyper-parameters) and raises :class:`~covault.jobs.errors.JobError` naming the
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +60,12 @@ JOB_KEYS = {
     "seed",
     "model_out",
     "model",
+    "features",
+    "transform",
+    "owners",
 }
-PARTY_DATA_KEYS = {"data", "test"}
+PARTY_DATA_KEYS = {"data", "test", "policy"}
+SOURCE_KEYS = {"url", "table", "query", "password_env"}
 PARTITIONS = ("horizontal", "vertical")
 
 _COMMON = {"epochs", "learning_rate", "batch_size", "momentum", "alpha", "standardize", "shuffle"}
@@ -93,6 +107,10 @@ class Job:
     seed: int
     model_out: Path | None
     model: dict[str, Any] = field(default_factory=dict)
+    features: tuple[str, ...] | None = None
+    transforms: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Path] = field(default_factory=dict)
+    owners: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -117,13 +135,18 @@ class Job:
 
     @property
     def data_parties(self) -> tuple[str, ...]:
-        """Parties that own rows, in the order of the job file."""
-        return tuple(self.data)
+        """Parties that own rows: ``owners``, else those with data, in the order of the job file."""
+        return self.owners or tuple(self.data)
 
     @property
     def data_only(self) -> tuple[str, ...]:
         """Data parties that are not compute parties (they hold no shares)."""
-        return tuple(p for p in self.data if p not in self.compute)
+        return tuple(p for p in self.data_parties if p not in self.compute)
+
+    @property
+    def regions(self) -> dict[str, str | None]:
+        """Each party's region label from the consortium config (None where it gives none)."""
+        return {p: c.region for p, c in self.config.parties.items()}
 
     @property
     def kind(self) -> str:
@@ -172,6 +195,9 @@ class Job:
             "seed": self.seed,
             "frac_bits": self.config.frac_bits,
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.model.items())},
+            "features": None if self.features is None else list(self.features),
+            "transform": {c: _transform_json(t) for c, t in sorted(self.transforms.items())},
+            "regions": {p: r for p, r in sorted(self.regions.items()) if r is not None},
         }
 
     def fingerprint(self) -> str:
@@ -188,6 +214,12 @@ class Job:
         agreed = self._agreed()
         agreed.update({f"model.{k}": v for k, v in agreed.pop("model").items()})
         return agreement_digests(agreed)
+
+
+def _transform_json(t: Any) -> Any:
+    """A column transform as plain JSON (fingerprints)."""
+    d = asdict(t) if is_dataclass(t) else dict(t)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(d.items())}
 
 
 def load_job(path: str | Path) -> Job:
@@ -234,10 +266,11 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
         raise JobError("id is only used with partition = 'vertical' (drop it, or set the partition)")
 
     data, test = _data_files(config, base)
+    owners = _owners(raw.get("owners"), config, data)
     if partition == "vertical":
-        if len(data) < 2:
+        if len(owners) < 2:
             raise JobError(
-                f"partition = 'vertical' needs at least two data parties (got {list(data)}); "
+                f"partition = 'vertical' needs at least two data parties (got {list(owners)}); "
                 "a single owner of every column is a horizontal job"
             )
         if test and len(test) != len(data):
@@ -246,7 +279,7 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
                 f"partition = 'vertical': either every data party gives a test file or none does "
                 f"(missing at {missing}); held-out rows are matched across parties like training rows"
             )
-    reveal = _reveal_to(raw.get("reveal_model_to"), config, data)
+    reveal = _reveal_to(raw.get("reveal_model_to"), config, owners)
     test_fraction = raw.get("test_fraction", 0.2)
     if (
         isinstance(test_fraction, bool)
@@ -265,9 +298,21 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
         if not model_out.is_absolute():
             model_out = base / model_out
     model = _model_params(task, raw.get("model", {}), seed)
+    features = _features(raw.get("features"), label, id_column)
+    transforms = _transforms(raw.get("transform", {}), label)
+    policy = {
+        name: _resolve(base, _path_value(name, "policy", party.options["policy"]))
+        for name, party in config.parties.items()
+        if "policy" in party.options
+    }
+    for name in policy:
+        if name not in owners:
+            raise JobError(
+                f"party {name!r} has a policy but owns no data (policies govern a data owner's rows)"
+            )
     return Job(
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
-        model_out, model,
+        model_out, model, features, transforms, policy, owners,
     )  # fmt: skip
 
 
@@ -280,32 +325,56 @@ def _needs_dealer(raw: dict[str, Any]) -> bool:
         return False
 
 
-def _data_files(config: ConsortiumConfig, base: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    data: dict[str, Path] = {}
-    test: dict[str, Path] = {}
+def _data_files(config: ConsortiumConfig, base: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    data: dict[str, Any] = {}
+    test: dict[str, Any] = {}
     for name, party in config.parties.items():
         opts = party.options
-        for key in PARTY_DATA_KEYS & set(opts):
-            if not isinstance(opts[key], str) or not opts[key]:
-                raise JobError(f"party {name!r}: {key} must be a file path, got {opts[key]!r}")
         if "test" in opts and "data" not in opts:
             raise JobError(f"party {name!r} has a test file but no data file (add data = 'FILE')")
         if "data" not in opts:
             continue
         if name == config.dealer:
             raise JobError(f"party {name!r} is the 2pc dealer and cannot own data (the dealer must see none)")
-        data[name] = _resolve(base, opts["data"])
+        data[name] = source_value(name, "data", opts["data"], base)
         if "test" in opts:
-            test[name] = _resolve(base, opts["test"])
-    if not data:
-        raise JobError("no party owns data: give at least one party data = 'FILE' in [parties.NAME]")
+            test[name] = source_value(name, "test", opts["test"], base)
+    return data, test
+
+
+def _owners(value: Any, config: ConsortiumConfig, data: dict[str, Any]) -> tuple[str, ...]:
+    """The data owners: ``owners = [...]`` (their sources may live in local files), else the
+    parties with ``data``."""
+    if value is None:
+        owners = tuple(data)
+    else:
+        if not isinstance(value, list) or not value or any(not isinstance(v, str) for v in value):
+            raise JobError(f"owners must be a non-empty list of party names, got {value!r}")
+        for v in value:
+            if v not in config.parties:
+                raise JobError(f"owners: {v!r} is not one of the parties {sorted(config.parties)}")
+            if v == config.dealer:
+                raise JobError(
+                    f"party {v!r} is the 2pc dealer and cannot own data (the dealer must see none)"
+                )
+        if len(set(value)) != len(value):
+            raise JobError(f"owners lists a party twice: {value!r}")
+        stray = [p for p in data if p not in value]
+        if stray:
+            raise JobError(f"party {stray[0]!r} has data but is not in owners {value!r}")
+        owners = tuple(value)
+    if not owners:
+        raise JobError(
+            "no party owns data: give at least one party data = 'FILE' in [parties.NAME] "
+            "(or list the data parties in owners = [...] and give each its --local file)"
+        )
     for name in config.parties:
-        if name not in data and name not in config.compute and name != config.dealer:
+        if name not in owners and name not in config.compute and name != config.dealer:
             raise JobError(
                 f"party {name!r} is neither a compute party, the dealer nor a data owner "
                 f"(give it data = 'FILE' or remove it)"
             )
-    return data, test
+    return owners
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -313,9 +382,109 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _reveal_to(value: Any, config: ConsortiumConfig, data: dict[str, Path]) -> tuple[str, ...]:
+def _path_value(party: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise JobError(f"party {party!r}: {key} must be a file path, got {value!r}")
+    return value
+
+
+def source_value(party: str, key: str, value: Any, base: Path) -> Path | dict[str, str]:
+    """A data source as given under ``key`` (``data`` / ``test``): a file path (resolved against
+    ``base``) or a SQL table ``{url, table | query, password_env}`` (a relative SQLite path resolved
+    against ``base``)."""
+    if isinstance(value, str):
+        return _resolve(base, _path_value(party, key, value))
+    if not isinstance(value, dict):
+        raise JobError(
+            f"party {party!r}: {key} must be a file path or a table such as "
+            f"{{ url = 'sqlite:///bank.db', table = 'tx' }}, got {value!r}"
+        )
+    bad = sorted(set(value) - SOURCE_KEYS)
+    if bad:
+        raise JobError(
+            f"party {party!r}: unknown key {bad[0]!r} in {key} (allowed: {', '.join(sorted(SOURCE_KEYS))})"
+        )
+    for k, v in value.items():
+        if not isinstance(v, str) or not v:
+            raise JobError(f"party {party!r}: {key}.{k} must be a non-empty string, got {v!r}")
+    if "url" not in value:
+        raise JobError(f"party {party!r}: {key} needs url = '...' (a SQLAlchemy database URL)")
+    if ("table" in value) == ("query" in value):
+        raise JobError(f"party {party!r}: {key} needs exactly one of table = '...' or query = 'SELECT ...'")
+    out = dict(value)
+    prefix = "sqlite:///"
+    if out["url"].startswith(prefix) and out["url"] != prefix and not out["url"].startswith(prefix + "/"):
+        rel = out["url"][len(prefix) :]
+        if rel != ":memory:" and not rel.startswith("file:"):
+            out["url"] = prefix + str(_resolve(base, rel))
+    return out
+
+
+def _features(value: Any, label: str, id_column: str | None) -> tuple[str, ...] | None:
     if value is None:
-        return tuple(data)
+        return None
+    if not isinstance(value, list) or not value or any(not isinstance(v, str) or not v for v in value):
+        raise JobError(f"features must be a non-empty list of column names, got {value!r}")
+    if len(set(value)) != len(value):
+        twice = next(v for v in value if value.count(v) > 1)
+        raise JobError(f"features lists column {twice!r} twice")
+    for special, what in ((label, "label"), (id_column, "id")):
+        if special is not None and special in value:
+            raise JobError(f"features: {special!r} is the {what} column; it cannot also be a feature")
+    return tuple(value)
+
+
+def _transforms(value: Any, label: str) -> dict[str, Any]:
+    if isinstance(value, dict) and not value:
+        return {}
+    from covault.ingest.transforms import parse_transforms
+
+    if isinstance(value, dict) and label in value:
+        raise JobError(f"[transform]: {label!r} is the label column; labels are not transformed")
+    try:
+        return parse_transforms(value)
+    except JobError:
+        raise
+    except ConfigError as exc:
+        raise JobError(str(exc)) from None
+
+
+LOCAL_KEYS = {"data", "test", "policy"}
+
+
+def bind_local(job: Job, party: str, path: str | Path) -> Job:
+    """``job`` with ``party``'s data source, test source and policy taken from its local file
+    (TOML with ``data``, ``test``, ``policy``; paths relative to that file). The local file is
+    read only at that party and never sent; it replaces what the job file says for ``party``."""
+    if party not in job.data_parties:
+        raise JobError(
+            f"party {party!r} owns no data in this job (owners: {list(job.data_parties)}); "
+            "a --local file gives a data owner's sources and policy"
+        )
+    local = Path(path)
+    raw = read_toml(local, "local file", JobError)
+    bad = sorted(set(raw) - LOCAL_KEYS)
+    if bad:
+        raise JobError(
+            f"local file {local}: unknown key {bad[0]!r} (allowed: {', '.join(sorted(LOCAL_KEYS))})"
+        )
+    if "data" not in raw:
+        raise JobError(f"local file {local}: data = 'FILE' (or a SQL table) is missing")
+    base = local.absolute().parent
+    data, test, policy = dict(job.data), dict(job.test), dict(job.policy)
+    data[party] = source_value(party, "data", raw["data"], base)
+    test.pop(party, None)
+    if "test" in raw:
+        test[party] = source_value(party, "test", raw["test"], base)
+    policy.pop(party, None)
+    if "policy" in raw:
+        policy[party] = _resolve(base, _path_value(party, "policy", raw["policy"]))
+    return replace(job, data=data, test=test, policy=policy)
+
+
+def _reveal_to(value: Any, config: ConsortiumConfig, owners: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return tuple(owners)
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or any(not isinstance(v, str) for v in value):
