@@ -389,6 +389,7 @@ def test_postgres_table_query_and_password_env(pg_url, monkeypatch):
     name = f"tx_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SEQUENCE IF NOT EXISTS covault_seq"))
         conn.execute(
             sa.text(
                 f'CREATE TABLE "{name}" (id BIGINT, amount NUMERIC(10,2), "Flag" BOOLEAN, country TEXT, day DATE, x DOUBLE PRECISION)'
@@ -439,10 +440,12 @@ def test_postgres_table_query_and_password_env(pg_url, monkeypatch):
             read_table({"url": pg_url, "table": name + "_nope"})
         with pytest.raises(DataError, match=rf"^query at .*: .*{name}_nope"):
             read_table({"url": pg_url, "query": f'SELECT * FROM "{name}_nope"'})
-        with pytest.raises(DataError, match=r"read-only transaction"):
+        with pytest.raises(DataError, match=r"data-modifying statements|read-only transaction"):
             read_table(
                 {"url": pg_url, "query": f'WITH d AS (DELETE FROM "{name}" RETURNING id) SELECT * FROM d'}
             )
+        with pytest.raises(DataError, match=r"read-only transaction"):
+            read_table({"url": pg_url, "query": "SELECT nextval('covault_seq')"})
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP TABLE "{name}"'))
