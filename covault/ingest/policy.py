@@ -11,6 +11,7 @@ rows a revealed output may rest on (``min_rows``). Everything is decided at the 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import tomllib
@@ -366,10 +367,18 @@ def hash_column(column: Column, key: bytes) -> Column:
     """``column`` as text: each cell's HMAC-SHA256 under ``key``, in hex (64 characters); missing
     cells stay missing. Numbers are hashed as their digits (``12`` for 12.0). The same key and
     value give the same text at every owner, so hashed ids still join."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)  # keyed once, copied per cell
+
+    def mac(text: str | None) -> str | None:
+        if text is None:
+            return None
+        h = keyed.copy()
+        h.update(text.encode("utf-8"))
+        return h.hexdigest()
+
+    cells = column.values if column.kind == "text" else [_cell_text(v, column.kind) for v in column.values]
     out = np.empty(len(column), dtype=object)
-    for i, v in enumerate(column.values):
-        text = _cell_text(v, column.kind)
-        out[i] = None if text is None else hmac.digest(key, text.encode("utf-8"), "sha256").hex()
+    out[:] = [mac(v) for v in cells]
     return Column(column.name, "text", out)
 
 
