@@ -1,11 +1,11 @@
 """Arrow arrays into columns (Parquet files and pyarrow tables): integers, floats and decimals
 -> ``number``, booleans -> ``bool``, strings, dictionaries of strings, dates and times -> ``text``
-(ISO form); other types are a DataError naming the column. Batches are written into arrays
-allocated once for the whole column."""
+(ISO form); other types are a DataError naming the column. Each column is read on its
+own, batch by batch, into an array allocated once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,34 +45,35 @@ def _text(pa: Any, arr: Any) -> list[str | None]:
     return [None if v is None else (str(v).strip() or None) for v in arr.to_pylist()]
 
 
-def read_batches(
+def read_arrays(
     pa: Any,
     source: str,
     names: Sequence[str],
     kinds: Sequence[Kind],
     n_rows: int,
-    batches: Iterable[Any],
+    arrays_of: Callable[[str], Iterable[Any]],
     id_column: str | None,
 ) -> Table:
-    """The table of the record ``batches`` holding the columns ``names`` of ``kinds``."""
-    out = [np.empty(n_rows, dtype=object if k == "text" else np.float64) for k in kinds]
-    row = 0
-    for batch in batches:
-        n = batch.num_rows
-        if row + n > n_rows:
-            raise DataError(f"{source} holds more rows than its metadata says ({n_rows})")
-        for j, (name, kind) in enumerate(zip(names, kinds)):
-            arr = batch.column(name)
+    """The table of the columns ``names`` of ``kinds``, one column after the other, each from the
+    Arrow arrays (batches) ``arrays_of(name)`` into an array allocated once."""
+    out = []
+    for name, kind in zip(names, kinds):
+        values = np.empty(n_rows, dtype=object if kind == "text" else np.float64)
+        row = 0
+        for arr in arrays_of(name):
+            n = len(arr)
+            if row + n > n_rows:
+                raise DataError(f"{source} holds more rows than its metadata says ({n_rows})")
             if kind != "text":
-                values = arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-                check_finite(source, name, values, row)
-                out[j][row : row + n] = values
+                part = arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+                check_finite(source, name, part, row)
+                values[row : row + n] = part
             else:
-                out[j][row : row + n] = _text(pa, arr)
-        row += n
-    if row != n_rows:
-        raise DataError(f"{source} holds fewer rows than its metadata says ({row} of {n_rows})")
-    for name, values in zip(names, out):
+                values[row : row + n] = _text(pa, arr)
+            row += n
+        if row != n_rows:
+            raise DataError(f"{source}: column {name!r} holds {row} rows, the metadata says {n_rows}")
         if name == id_column:
             check_ids(source, name, values)
-    return Table([Column(n, k, v) for n, k, v in zip(names, kinds, out)], source)
+        out.append(Column(name, kind, values))
+    return Table(out, source)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from covault.ingest.connectors.arrow import kind_of, read_batches
+from covault.ingest.connectors.arrow import kind_of, read_arrays
 from covault.ingest.connectors.common import (
     check_finite,
     check_names,
@@ -63,8 +63,7 @@ def read_frame(obj: Any, columns: Sequence[str] | None, id_column: str | None) -
             kind_of(pa, source, n, obj.schema.field(j).type, is_id=n == id_column)
             for n, j in zip(chosen, idx)
         ]
-        sub = obj.select(idx)
-        return read_batches(pa, source, chosen, kinds, sub.num_rows, sub.to_batches(), id_column)
+        return read_arrays(pa, source, chosen, kinds, obj.num_rows, lambda n: obj.column(n).chunks, id_column)
     pd = optional_import("pandas", source, "pandas")
     return Table([_pandas_column(pd, source, names[j], obj.iloc[:, j], id_column) for j in idx], source)
 

@@ -1,12 +1,14 @@
-"""Parquet files (``pyarrow``): the selected columns only, read in record batches into arrays
-allocated once (no copy of the whole table beyond the selected columns)."""
+"""Parquet files (``pyarrow``): the selected columns only, one after the other, read in record
+batches into arrays allocated once (no copy of the whole table beyond the selected columns; the
+file is read through a small buffer, not a whole column chunk at a time)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from covault.ingest.connectors.arrow import kind_of, read_batches
+from covault.ingest.connectors.arrow import kind_of, read_arrays
 from covault.ingest.connectors.common import check_names, optional_import, selection
 from covault.ingest.connectors.csv import check_readable
 from covault.ingest.errors import DataError
@@ -14,6 +16,7 @@ from covault.ingest.table import Table
 
 SUFFIXES = frozenset({".parquet", ".pq"})
 BATCH_ROWS = 65536
+READ_BUFFER = 1 << 16
 
 
 def _open(p: Path, source: str):  # -> (pyarrow, pyarrow.parquet.ParquetFile)
@@ -21,7 +24,7 @@ def _open(p: Path, source: str):  # -> (pyarrow, pyarrow.parquet.ParquetFile)
     pa = optional_import("pyarrow", source, "parquet")
     pq = optional_import("pyarrow.parquet", source, "parquet")
     try:
-        return pa, pq.ParquetFile(p)
+        return pa, pq.ParquetFile(p, buffer_size=READ_BUFFER, pre_buffer=False)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{source} is not a readable Parquet file: {exc}") from None
 
@@ -51,8 +54,12 @@ def read_parquet(
     idx = selection(source, names, columns, id_column)
     chosen = [names[j] for j in idx]
     kinds = [kind_of(pa, source, names[j], schema.field(j).type, is_id=names[j] == id_column) for j in idx]
+
+    def arrays_of(name: str) -> Iterator[Any]:
+        for batch in f.iter_batches(batch_size=batch_rows, columns=[name], use_threads=False):
+            yield batch.column(0)
+
     try:
-        batches = f.iter_batches(batch_size=batch_rows, columns=chosen, use_threads=False)
-        return read_batches(pa, source, chosen, kinds, n_rows, batches, id_column)
+        return read_arrays(pa, source, chosen, kinds, n_rows, arrays_of, id_column)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{source} is not a readable Parquet file: {exc}") from None
