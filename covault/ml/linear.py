@@ -36,12 +36,15 @@ from numpy.typing import ArrayLike
 from covault.errors import ShapeError, TrainingDivergedWarning
 from covault.ml import batching
 from covault.ml.base import check_fitted, is_classifier
+from covault.ml.metrics import as_integer, predict_at_threshold
 from covault.ml.params import LinearParams, LogisticParams
 from covault.ml.preprocessing import StandardScaler, concat_cols, mul_to
-from covault.ml.reference import ReferenceLinearRegression, ReferenceLogisticRegression
+from covault.ml.reference import ReferenceLinearRegression, ReferenceLogisticRegression, logit_threshold
 from covault.nn import BCEWithLogitsLoss, Linear, MSELoss
 from covault.nn import functional as F
+from covault.nn.losses import Loss
 from covault.ops import compare, nonlinear
+from covault.ops.nonlinear.roots import reciprocal_core
 from covault.ops.shuffle import shuffle_together
 from covault.optim import SGD
 from covault.tensor import SecretTensor, concatenate, stack
@@ -128,6 +131,9 @@ class _SecureLinear:
             else:
                 self.scaler_ = StandardScaler().fit(x)
             x = self.scaler_.transform(x)
+        weights = self._row_weights(y)
+        if weights is not None:  # targets carry each row's class weight: [y, w]
+            y = concatenate([y, weights], axis=1)
         if self.shuffle == "once":
             x, y = shuffle_together([x, y])
         model = Linear(d, 1, weight=np.zeros((d, 1)), bias_value=np.zeros(1))
@@ -153,6 +159,10 @@ class _SecureLinear:
         for stale in ("coef_", "intercept_"):  # a model revealed before: not this one
             self.__dict__.pop(stale, None)
         return self
+
+    def _row_weights(self, y: SecretTensor) -> SecretTensor | None:
+        """Secret per-row weights ``(n, 1)`` of the training loss, or None (unweighted)."""
+        return None
 
     def _check_fitted(self, x) -> SecretTensor:
         return fitted_input(self, "secret_coef_", x)
@@ -276,6 +286,55 @@ def _sub_scaler(sc: StandardScaler, cols: slice) -> StandardScaler:
     return out
 
 
+class WeightedLoss(Loss):
+    """``base`` with per-row weights carried as the target's second column (``[y, w]``): the
+    gradient and the value of row ``i`` are multiplied by ``w_i`` (scikit-learn's
+    ``class_weight``). The gradient costs one product more (one round and its truncation)."""
+
+    def __init__(self, base: Loss, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.base = base
+
+    def backward(self, output: SecretTensor, target: SecretTensor) -> SecretTensor:
+        self.base.reduction = self.reduction
+        grad = self.base.backward(output, target[:, :1])
+        self.scale = self.base.scale
+        return grad * target[:, 1:]
+
+    def forward(self, output: SecretTensor, target: SecretTensor) -> SecretTensor:
+        per_row = copy.copy(self.base)
+        per_row.reduction = "none"
+        values = per_row.forward(output, target[:, :1])
+        return self._reduce(values * target[:, 1].reshape(values.shape))
+
+
+def class_weights(y: SecretTensor, class_weight) -> SecretTensor | None:
+    """Secret per-row weights ``w_0 + y (w_1 - w_0)`` of 0/1 labels ``y`` (n, 1) at the
+    session's fractional bits, or None for ``class_weight=None``.
+
+    ``"balanced"``: ``w_c = n / (2 n_c)`` with the class counts kept secret: ``P / 2^L`` and
+    ``N / 2^L`` (exact, ``n < 2^L``) go through one secure reciprocal (8.4e-7 relative error;
+    53 rounds in 2pc), one public scaling and one product with the labels (no truncation).
+    Meaningless when a class is absent (nothing is opened to check it). A dict: public
+    weights, one product round."""
+    if class_weight is None:
+        return None
+    n = y.shape[0]
+    f = y.session.frac_bits
+    yi = as_integer(y)
+    if class_weight == "balanced":
+        bits = max(1, n.bit_length())
+        pos = yi.sum()
+        counts = F.reinterpret(stack([n - pos, pos]), bits)  # (N, P) / 2^L in [2^-L, 1)
+        inv = reciprocal_core(counts, -bits, 0, f, nearest=False)  # 2^L / n_c
+        w = F.combine([([(n / 2.0 ** (bits + 1), inv)], f, n / 2.0)])[0]  # n / (2 n_c)
+        w0, w1 = w[0], w[1]
+        return (w0 + F.raw_mul(yi, (w1 - w0).reshape(1, 1))).with_bound(n / 2.0)
+    w0, w1 = float(class_weight.get(0, 1.0)), float(class_weight.get(1, 1.0))
+    step = F.combine([([(w1 - w0, yi)], f, abs(w1 - w0) + 1.0)])[0]
+    return (step + w0).with_bound(max(w0, w1) + 1.0)
+
+
 class LogisticRegression(LogisticParams, _SecureLinear):
     """Binary logistic regression trained by mini-batch SGD on secret data.
 
@@ -284,22 +343,34 @@ class LogisticRegression(LogisticParams, _SecureLinear):
     directly), ``epochs``, ``learning_rate``, ``batch_size``, ``momentum``, ``standardize``,
     ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 8 rounds; "exact": 20 rounds),
     ``shuffle`` ("once": one oblivious shuffle before training, "epoch": one per epoch,
-    "none"), ``seed`` (public: epoch orders). Labels are 0/1.
+    "none"), ``seed`` (public: epoch orders), ``class_weight`` (None, "balanced": ``n / (2
+    n_c)`` computed securely, :func:`class_weights`; or a dict ``{0: w_0, 1: w_1}``: each
+    row's gradient is multiplied by its class's weight). Labels are 0/1.
     """
 
     _reference = ReferenceLogisticRegression
 
     def _loss(self):
-        return BCEWithLogitsLoss(sigmoid=self.sigmoid)
+        base = BCEWithLogitsLoss(sigmoid=self.sigmoid)
+        return base if self.class_weight is None else WeightedLoss(base)
+
+    def _row_weights(self, y: SecretTensor) -> SecretTensor | None:
+        return class_weights(y, self.class_weight)
 
     def predict_proba(self, x: SecretTensor) -> SecretTensor:
         """Secret ``[1 - p, p]`` rows with the exact sigmoid (2 + 20 rounds in 2pc)."""
         p = nonlinear.sigmoid(self.decision_function(x))
         return stack([1 - p, p], axis=1)
 
-    def predict(self, x: SecretTensor) -> SecretTensor:
-        """Secret 0/1 labels (integer tensor): ``[z > 0]``, one comparison."""
-        return compare.greater_than(self.decision_function(x), 0)
+    def predict(self, x: SecretTensor, threshold: float | None = None) -> SecretTensor:
+        """Secret 0/1 labels (integer tensor): ``[z > 0]``; with a public ``threshold`` in
+        (0, 1): ``[p >= threshold]`` for the probability ``p`` of class 1 (scikit-learn's
+        ``FixedThresholdClassifier`` rule), computed as ``[z >= logit(threshold)]`` (no
+        sigmoid; the logit is rounded to the fixed-point grid). One comparison either way."""
+        z = self.decision_function(x)
+        if threshold is None:
+            return compare.greater_than(z, 0)
+        return predict_at_threshold(z, logit_threshold(threshold))
 
     def score(self, x: SecretTensor, y: SecretTensor, to=None) -> float | None:
         """Accuracy revealed to ``to`` (None: every compute party); None elsewhere."""

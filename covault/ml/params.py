@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from covault.nn import glorot_uniform
 from covault.nn.layers import SIGMOIDS
 
 SHUFFLES = ("once", "epoch", "none")
+CLASS_WEIGHTS = ("balanced", None)
 PENALTIES = ("l2", None)
 OPTIMIZERS = ("sgd", "adam")
 MAX_LEARNING_RATE = 10.0  # a larger step overflows the fixed-point update bound (SGD 16, Adam 64)
@@ -32,6 +34,19 @@ def check_learning_rate(learning_rate: float) -> None:
             f"larger step overflows the fixed-point weight update; usual values are 0.001 to 1), "
             f"got {learning_rate!r}"
         )
+
+
+def check_class_weight(class_weight: object) -> None:
+    """ValueError unless ``class_weight`` is None, ``"balanced"`` (scikit-learn's
+    ``n / (2 n_c)``) or a dict of positive weights for the labels 0 and 1."""
+    if isinstance(class_weight, dict):
+        bad = [k for k in class_weight if k not in (0, 1)]
+        if bad or not all(isinstance(v, numbers.Real) and v > 0 for v in class_weight.values()):
+            raise ValueError(
+                f"class_weight must map the labels 0 and 1 to positive weights, got {class_weight!r}"
+            )
+    elif class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS} or a dict, got {class_weight!r}")
 
 
 def _check_schedule(p: Estimator) -> None:
@@ -102,11 +117,13 @@ class LogisticParams(LinearParams):
         sigmoid: str = "piecewise",
         shuffle: str = "once",
         seed: int = 0,
+        class_weight: str | dict | None = None,
     ):
         self._store_params(locals())
 
     def _validate_params(self) -> None:
         super()._validate_params()
+        check_class_weight(self.class_weight)
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
         if self.sigmoid not in SIGMOIDS:
@@ -123,8 +140,21 @@ class LogisticParams(LinearParams):
         return alpha if alpha else 1.0 / (self.C * n)
 
     def _trivial_loss(self) -> float | None:
-        """Cross-entropy of the zero model (probability 1/2 everywhere): ln 2."""
+        """Cross-entropy of the zero model (probability 1/2 everywhere): ln 2 (also the
+        weighted mean loss with ``class_weight="balanced"``, whose weights average 1)."""
         return math.log(2.0)
+
+    def _class_weights(self, n: int, positives: float) -> tuple[float, float] | None:
+        """Plaintext weights ``(w_0, w_1)`` of the labels 0 and 1 for ``n`` rows with
+        ``positives`` ones (None without ``class_weight``)."""
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if cw == "balanced":
+            if not 0 < positives < n:
+                raise ValueError("class_weight='balanced' needs both classes in the training labels")
+            return n / (2.0 * (n - positives)), n / (2.0 * positives)
+        return float(cw.get(0, 1.0)), float(cw.get(1, 1.0))
 
 
 class MLPParams(Estimator):

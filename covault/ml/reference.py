@@ -13,6 +13,7 @@ estimators' are: 2-D ``X`` (ShapeError), finite values (EncodingError, as ``sess
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Self
 
@@ -35,6 +36,15 @@ def _sigmoid(z: np.ndarray, kind: str) -> np.ndarray:
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def logit_threshold(threshold: float) -> float:
+    """``log(t / (1 - t))``: the decision-function value at which the probability of class 1
+    reaches ``t``; ValueError unless ``0 < t < 1``."""
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold!r}")
+    return math.log(t / (1.0 - t))
 
 
 def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +155,23 @@ class ReferenceLogisticRegression(LogisticParams, _ReferenceLinear):
     parameters and defaults)."""
 
     def fit(self, x: np.ndarray, y: np.ndarray, perm: np.ndarray | None = None) -> Self:
-        """Train on ``x`` (n, d) and 0/1 labels ``y`` (n,)."""
-        return self._fit_reference(x, y, lambda z, t: _sigmoid(z, self.sigmoid) - t, perm, False)
+        """Train on ``x`` (n, d) and 0/1 labels ``y`` (n,); with ``class_weight`` each row's
+        gradient is multiplied by its class's weight."""
+        labels = np.asarray(y, dtype=np.float64).reshape(-1)
+        weights = self._class_weights(len(labels), float(np.sum(labels == 1)))
+        if weights is None:
+            return self._fit_reference(x, y, lambda z, t: _sigmoid(z, self.sigmoid) - t, perm, False)
+        w0, w1 = weights
+        grad = lambda z, t: (_sigmoid(z, self.sigmoid) - t) * np.where(t == 1, w1, w0)  # noqa: E731
+        return self._fit_reference(x, y, grad, perm, False)
+
+    def predict(self, x: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """0/1 labels (int64): ``z > 0``, or with a ``threshold`` in (0, 1) ``p >= threshold``
+        for the probability ``p`` of class 1 (as ``z >= logit(threshold)``)."""
+        z = self.decision_function(x)
+        if threshold is None:
+            return (z > 0).astype(np.int64)
+        return (z >= logit_threshold(threshold)).astype(np.int64)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``[1 - p, p]`` rows with the exact sigmoid."""
