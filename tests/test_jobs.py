@@ -23,7 +23,7 @@ from covault.jobs.data import split_rows
 from covault.jobs.demo import make_breast_cancer_job
 from covault.jobs.model import model_from_dict, predict_scores
 from covault.jobs.onnx_export import build_onnx, run_onnx
-from covault.jobs.plaintext import pooled_rows, roc_auc
+from covault.jobs.plaintext import pooled_rows, raw_held_out, roc_auc
 from covault.jobs.schema import agree
 from covault.ml import mlp
 from tests.helpers import HOSPITALS, tiny_job, write_csv, write_job
@@ -109,7 +109,7 @@ def test_breast_cancer_logistic_regression_matches_plaintext(tmp_path, protocol)
     x_tr, _, x_te, _ = pooled_rows(job)
     public = model_from_dict(job, res["model"])
     np.testing.assert_allclose(
-        run_onnx(job.model_out, x_te)[:, 0], predict_scores(job, public, x_te), atol=1e-5
+        run_onnx(job.model_out, raw_held_out(job))[:, 0], predict_scores(job, public, x_te), atol=1e-5
     )
     text = jobs.format_table(res)
     assert "secure (MPC)" in text and "plaintext" in text and "hospital_a" in text
@@ -247,7 +247,9 @@ def test_mlp_job(tmp_path):
     job = load_job(path)
     _, _, x_te, _ = pooled_rows(job)
     public = model_from_dict(job, res["model"])
-    np.testing.assert_allclose(run_onnx(job.model_out, x_te), predict_scores(job, public, x_te), atol=1e-5)
+    np.testing.assert_allclose(
+        run_onnx(job.model_out, raw_held_out(job)), predict_scores(job, public, x_te), atol=1e-5
+    )
 
 
 def test_multiclass_mlp_job(tmp_path):
@@ -422,8 +424,7 @@ def test_failing_sklearn_baseline_is_reported_not_raised(bc_job, monkeypatch):
 def test_mismatched_columns(bc_job, no_computation):
     rewrite_csv(bc_job.parent / "hospital_b.csv", lambda c, r: (c[1:], [x[1:] for x in r]))
     with pytest.raises(
-        DataError,
-        match=r"party 'hospital_b': test file .* has other columns .*: column 1 is 'mean radius' there and 'mean texture' in the data file",
+        JobError, match=r"party 'hospital_b' has no column 'mean radius' \(party 'hospital_a' has it\)"
     ):
         run_quiet(bc_job)
     rewrite_csv(bc_job.parent / "hospital_b_test.csv", lambda c, r: (c[1:], [x[1:] for x in r]))
@@ -433,22 +434,35 @@ def test_mismatched_columns(bc_job, no_computation):
         run_quiet(bc_job)
 
 
-def test_columns_in_another_order(bc_job, no_computation):
+def test_test_file_without_a_column_of_the_data_file(bc_job, no_computation):
+    rewrite_csv(bc_job.parent / "hospital_b_test.csv", lambda c, r: (c[1:], [x[1:] for x in r]))
+    with pytest.raises(
+        DataError,
+        match=r"party 'hospital_b': data file .*hospital_b_test.csv has no column 'mean radius'",
+    ):
+        run_quiet(bc_job)
+
+
+def test_columns_in_another_order(bc_job):
+    """Columns are matched by name: another order at one party gives the same job."""
+    want = run_quiet(bc_job)["metrics"]
+
     def swap(c, r):
         return [c[1], c[0], *c[2:]], [[x[1], x[0], *x[2:]] for x in r]
 
     rewrite_csv(bc_job.parent / "hospital_c.csv", swap)
     rewrite_csv(bc_job.parent / "hospital_c_test.csv", swap)
-    with pytest.raises(
-        JobError, match=r"party 'hospital_c' has column 'mean texture' at position 1 .* same order"
-    ):
-        run_quiet(bc_job)
+    got = run_quiet(bc_job)
+    assert got["features"][:2] == ["mean radius", "mean texture"]
+    assert got["metrics"]["accuracy"] == pytest.approx(want["accuracy"], abs=0.02)
 
 
 def test_missing_label_column(bc_job, no_computation):
     for f in ("hospital_c.csv", "hospital_c_test.csv"):
         rewrite_csv(bc_job.parent / f, lambda c, r: (c[:-1], [x[:-1] for x in r]))
-    with pytest.raises(DataError, match=r"party 'hospital_c': label column 'malignant' is missing"):
+    with pytest.raises(
+        DataError, match=r"party 'hospital_c': label column 'malignant' \(job key label\) is not in data file"
+    ):
         run_quiet(bc_job)
 
 
@@ -459,13 +473,15 @@ def test_non_numeric_column(bc_job, no_computation):
 
     rewrite_csv(bc_job.parent / "hospital_b.csv", spoil)
     with pytest.raises(
-        DataError, match=r"party 'hospital_b': .*column 'mean texture' is not numeric \(row 3\)"
+        DataError, match=r"party 'hospital_b': .*column 'mean texture' holds text \(row 3 is not a number\)"
     ) as e:
         run_quiet(bc_job)
     assert "high" not in str(e.value)  # errors never echo values
 
 
-@pytest.mark.parametrize("bad,what", [("", "empty value"), ("nan", "NaN value"), ("inf", "infinite value")])
+@pytest.mark.parametrize(
+    "bad,what", [("", "missing value"), ("nan", "missing value"), ("inf", "infinite value")]
+)
 def test_missing_or_nan_value(bc_job, no_computation, bad, what):
     def spoil(c, r):
         r[4][2] = bad
@@ -548,17 +564,6 @@ def test_bad_label_values_and_range(bc_job, no_computation):
     rewrite_csv(bc_job.parent / "hospital_c.csv", label_two)
     with pytest.raises(
         DataError, match=r"party 'hospital_c': .*label column 'malignant', row 7: class labels must be 0 or 1"
-    ):
-        run_quiet(bc_job)
-    rewrite_csv(bc_job.parent / "hospital_c.csv", lambda c, r: (c, [[*x[:-1], "0"] for x in r]))
-
-    def huge(c, r):
-        r[0][3] = "40000"
-        return c, r
-
-    rewrite_csv(bc_job.parent / "hospital_a.csv", huge)
-    with pytest.raises(
-        DataError, match=r"party 'hospital_a': .*column 'mean area', row 1: \|value\| >= 32768"
     ):
         run_quiet(bc_job)
 
@@ -673,7 +678,7 @@ def test_agreement_rejects_a_different_job_file(tmp_path):
             tmp_path / "k.toml", {"task": "logistic_regression", "label": "y", "seed": 9}, None, parties
         )
     )
-    status = {"columns": ["a", "y"], "train_rows": 5, "test_rows": 2}
+    status = {"columns": ["a"], "kinds": {"a": "number"}, "train_rows": 5, "test_rows": 2}
     statuses = {n: {"job": job.fingerprint(), **status} for n in HOSPITALS}
     assert agree(job, statuses, "hospital_a").features == ["a"]
     statuses["hospital_c"]["job"] = other.fingerprint()

@@ -35,6 +35,7 @@ from covault.ingest.transforms import (
     EMPTY_EXPONENT,
     MAX_EXPONENT,
     ColumnTransform,
+    LocalStatistics,
     Preprocessing,
     build_preprocessing,
     local_statistics,
@@ -180,7 +181,7 @@ def pooled_means(
 def fit_preprocessing(
     session,
     owners: Sequence[str],
-    table: Table | None,
+    table: Table | LocalStatistics | None,
     inputs: Sequence[tuple[str, str]],
     transforms: Mapping[str, ColumnTransform],
 ) -> Preprocessing:
@@ -188,7 +189,8 @@ def fit_preprocessing(
     :func:`pooled_max_exponents` (raw exponents of the ``"mean"`` columns and output exponents
     of the number columns together) and, when a column imputes the mean, one of
     :func:`pooled_means`. ``table``: this party's rows if it is one of ``owners``, else None
-    (columns absent from an owner's table count as empty there: vertical jobs). Every party
+    (columns absent from an owner's table count as empty there: vertical jobs), or its
+    :class:`~covault.ingest.transforms.LocalStatistics` computed by the caller. Every party
     gets the same Preprocessing; :func:`covault.ingest.transforms.fit_plain` is the same in
     the clear."""
     inputs = tuple((str(n), str(k)) for n, k in inputs)
@@ -197,7 +199,7 @@ def fit_preprocessing(
     if session.party in owners:
         if table is None:
             raise DataError(f"data owner {session.party!r} passed no table")
-        local = local_statistics(table, inputs, transforms)
+        local = table if isinstance(table, LocalStatistics) else local_statistics(table, inputs, transforms)
     labels = [f"{n} (raw)" for n in mean_cols] + list(scaled)
     exps = pooled_max_exponents(
         session, owners, None if local is None else local.exponents, len(labels), names=labels

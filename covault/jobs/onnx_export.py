@@ -307,19 +307,30 @@ def _raw_feed(proto: Any, pre: Preprocessing, x: Mapping[str, Any] | Table) -> d
     return feed
 
 
+def _matrix_columns(pre: Preprocessing, x: Any) -> dict[str, np.ndarray]:
+    """The raw columns of a model with preprocessing from a matrix whose columns are its raw
+    numeric inputs in order (models with text inputs need a dict or a Table)."""
+    text = [n for n, k in pre.inputs if k == "text"]
+    m = np.asarray(x, dtype=np.float64)
+    if text or m.ndim != 2 or m.shape[1] != len(pre.inputs):
+        raise JobError(
+            "this model takes raw columns: pass a dict {column: values} or a Table with the columns "
+            f"{pre.names}" + ("" if text else f" (or a matrix of {len(pre.inputs)} columns in that order)")
+        )
+    return {n: m[:, j] for j, n in enumerate(pre.names)}
+
+
 def run_onnx(model: str | Path | Any, x: np.ndarray | Mapping[str, Any] | Table) -> np.ndarray:
     """Evaluate an exported model (path or ModelProto) on rows ``x``; its single output.
     ``x``: the feature matrix, or for a model with preprocessing the raw columns (a dict
-    ``{column: values}`` or a :class:`~covault.ingest.table.Table`)."""
+    ``{column: values}`` or a :class:`~covault.ingest.table.Table`; a matrix of the raw columns
+    in order where every input is numeric)."""
     onnx = require_onnx()
     proto = onnx.load(str(model)) if isinstance(model, str | Path) else model
     pre = model_preprocessing(proto)
     if pre is not None:
         if not isinstance(x, Mapping | Table):
-            raise JobError(
-                "this model takes raw columns: pass a dict {column: values} or a Table "
-                f"with the columns {pre.names}"
-            )
+            x = _matrix_columns(pre, x)
         feed = _raw_feed(proto, pre, x)
     else:
         if isinstance(x, Mapping | Table):

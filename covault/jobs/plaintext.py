@@ -1,7 +1,9 @@
 """Centralised plaintext baseline of a job: what pooling every party's rows in one place gives.
 
-Only for local runs, where every data file is on this host. Rows are loaded and split exactly
-as the parties do (:mod:`covault.jobs.data`), pooled in job order, and the task's float64
+Only for local runs, where every data file is on this host. Rows are loaded, checked against
+each owner's policy and split exactly as the parties do (:mod:`covault.jobs.owner`), the job's
+transforms are fitted on the pooled rows as the secure statistics fit them
+(:func:`covault.jobs.owner.plain_preprocessing`) and applied, the rows are pooled in job order, and the task's float64
 reference trainer (``covault.ml.Reference*``, identical algorithm and hyper-parameters) is
 trained on them; scikit-learn's counterpart is added when it is installed. Differences to the
 secure run come from fixed-point arithmetic, the piecewise sigmoid of training (also used by
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from covault.jobs.data import load_party_rows
+from covault.jobs.owner import plain_preprocessing, prepare_owner
 
 
 def pooled_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -29,13 +31,37 @@ def pooled_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     aligns them, :func:`covault.jobs.align.plaintext_alignment`)."""
     if job.partition == "vertical":
         return _joined_rows(job)
-    parts = [load_party_rows(job, p) for p in job.data_parties]
+    parts = [prepare_owner(job, p) for p in job.data_parties]
+    features = list(job.features) if job.features is not None else []
+    if job.features is None:
+        for r in parts:
+            features += [c for c in r.features if c not in features]
+    kinds: dict[str, str] = {}
+    for f in features:
+        got = {r.kinds.get(f) for r in parts}
+        kinds[f] = "text" if "text" in got else "number" if "number" in got else "bool"
+    pre = plain_preprocessing(parts, [(f, kinds[f]) for f in features], job.transforms)
+    xs = [pre.apply(r.table) for r in parts]
     return (
-        np.concatenate([r.x_train for r in parts]),
-        np.concatenate([r.y_train for r in parts]),
-        np.concatenate([r.x_test for r in parts]),
-        np.concatenate([r.y_test for r in parts]),
+        np.concatenate([x[: r.n_train] for x, r in zip(xs, parts)]),
+        np.concatenate([r.y[: r.n_train] for r in parts]),
+        np.concatenate([x[r.n_train :] for x, r in zip(xs, parts)]),
+        np.concatenate([r.y[r.n_train :] for r in parts]),
     )
+
+
+def raw_held_out(job):
+    """Every data party's held-out rows as read (before the transforms), pooled in job order:
+    a :class:`~covault.ingest.table.Table` of the feature columns, the input of an exported
+    model with preprocessing (horizontal jobs)."""
+    from covault.jobs.owner import concat
+
+    parts = [prepare_owner(job, p) for p in job.data_parties]
+    tables = [r.table.take(np.arange(r.n_train, r.table.n_rows)) for r in parts]
+    out = tables[0]
+    for t in tables[1:]:
+        out = concat(out, t.select(out.names))
+    return out
 
 
 def _joined_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -40,10 +40,11 @@ import numpy as np
 
 from covault import ring
 from covault.jobs.align import align
-from covault.jobs.data import PartyRows, VerticalRows, load_party_rows, load_vertical_rows
-from covault.jobs.errors import JobError
+from covault.jobs.data import VerticalRows, load_vertical_rows
+from covault.jobs.errors import JobError, RefusedError
 from covault.jobs.memory import check_memory, memory_status
 from covault.jobs.model import model_to_dict
+from covault.jobs.owner import OwnerRows, prepare_owner, secure_preprocessing
 from covault.jobs.schema import Schema, agree, agree_vertical, announce
 
 AUC_MAX_ROWS = 4000  # AUC compares all pairs of held-out rows; skipped above this
@@ -78,7 +79,7 @@ def roles(job, party: str, dealer: str | None = None) -> list[str]:
         out.append("compute")
     if job.dealer is not None and party in (job.dealer, dealer):
         out.append("dealer")
-    if party in job.data:
+    if party in job.data_parties:
         out.append("data")
     if party in job.reveal_model_to:
         out.append("receiver")
@@ -149,19 +150,19 @@ def run_job_party(
     vertical = job.partition == "vertical"
 
     # 1. prepare
-    rows: PartyRows | VerticalRows | None = None
+    rows: OwnerRows | VerticalRows | None = None
     status: dict[str, Any] = {"job": job.fingerprint()}
     local_error: JobError | None = None
     with steps("prepare"):
         try:
-            if me in job.data and vertical:
+            if me in job.data_parties and vertical:
                 rows = load_vertical_rows(job, me)
                 status.update(
                     columns=rows.columns, train_rows=len(rows.train_ids), test_rows=len(rows.test_ids or ())
                 )
-            elif me in job.data:
-                rows = load_party_rows(job, me)
-                status.update(columns=rows.columns, train_rows=len(rows.y_train), test_rows=len(rows.y_test))
+            elif me in job.data_parties:
+                rows = prepare_owner(job, me)
+                status.update(rows.status())
             if (me in job.compute or me == job.dealer) and job.task == "mlp":
                 ring.load_matmul_engine()  # matrix products; linear models' are matrix-vector (numpy)
             if writer:
@@ -171,7 +172,8 @@ def run_job_party(
                 _check_writable(job.model_out)
         except JobError as exc:
             local_error = exc
-            status["error"] = str(exc) if str(exc).startswith("party ") else f"party {me!r}: {exc}"
+            named = str(exc).startswith(("party ", f"{me} refused"))
+            status["error"] = str(exc) if named else f"party {me!r}: {exc}"
             status["error_type"] = type(exc).__name__
         status.update(memory_status(job, session))
 
@@ -179,8 +181,11 @@ def run_job_party(
     with steps("schema"):
         statuses = announce(session, status)
     if local_error is not None:  # the same message every other party raises
+        if isinstance(local_error, RefusedError):
+            raise local_error
         raise type(local_error)(status["error"]) from None
     psi = None
+    pre = None  # the fitted transforms (horizontal jobs)
     if vertical:
         vschema = agree_vertical(job, statuses, me)
         most = min(sum(vschema.id_counts[p]) for p in job.data_parties)  # rows after the intersection
@@ -214,10 +219,14 @@ def run_job_party(
             f"schema agreed: {len(job.data_parties)} data parties, {schema.n_train} training and "
             f"{schema.n_test} held-out rows, {len(schema.features)} features"
         )
+        with steps("statistics"):
+            pre = secure_preprocessing(session, job, schema, rows)
+        say(f"transforms fitted: {len(pre.outputs)} model inputs from {len(schema.features)} features")
         # 3. input
         with steps("input"):
-            x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, rows)
+            x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, pre, rows)
     say(f"rows secret-shared ({steps.out['input']['seconds']:.2f} s)")
+    model_inputs = list(schema.features) if pre is None else list(pre.outputs)
 
     # 4. class check
     if job.kind == "classification":
@@ -249,7 +258,9 @@ def run_job_party(
         with steps("export"):
             from covault.jobs.onnx_export import write_onnx
 
-            model_path = str(write_onnx(job.task, weights, schema.features, job.label, job.model_out))
+            model_path = str(
+                write_onnx(job.task, weights, model_inputs, job.label, job.model_out, preprocessing=pre)
+            )
         say(f"model written to {model_path}")
     if metrics is not None:
         say("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
@@ -258,6 +269,8 @@ def run_job_party(
         "roles": roles(job, me, session.dealer),
         "schema": {
             "features": schema.features,
+            "model_inputs": model_inputs,
+            "preprocessing": None if pre is None else pre.to_json(),
             "label": schema.label,
             "partition": job.partition,
             "rows": {
@@ -287,13 +300,16 @@ def _check_writable(path) -> None:
         raise JobError(f"model_out {path} is not a writable file path")
 
 
-def _share_rows(job, session, schema: Schema, rows: PartyRows | None):
+def _share_rows(job, session, schema: Schema, pre, rows: OwnerRows | None):
     from covault import ml
 
-    d = len(schema.features)
+    d = len(pre.outputs)
     parts: dict[str, list] = {"x_tr": [], "y_tr": [], "x_te": [], "y_te": []}
     for p in job.data_parties:
-        m = session.input(rows.matrix() if p == session.party else None, owner=p)
+        value = None
+        if p == session.party:
+            value = np.column_stack([pre.apply(rows.table), rows.y])
+        m = session.input(value, owner=p)
         ntr, nte = schema.train_rows[p], schema.test_rows[p]
         if m.shape != (ntr + nte, d + 1):
             raise JobError(f"party {p!r} shared a table of shape {m.shape}, announced {(ntr + nte, d + 1)}")

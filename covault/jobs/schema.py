@@ -35,6 +35,7 @@ class Schema:
     label: str
     train_rows: dict[str, int]
     test_rows: dict[str, int]
+    kinds: dict[str, str] | None = None
 
     @property
     def n_train(self) -> int:
@@ -66,13 +67,40 @@ def announce(session, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def agree(job, statuses: dict[str, dict[str, Any]], me: str) -> Schema:
-    """Check every party's status (module docstring); the agreed :class:`Schema`."""
+    """Check every party's status (module docstring); the agreed :class:`Schema`.
+
+    Features are agreed by name: the job's ``features``, else every column some data owner
+    announces (its policy allows it), in order of first appearance in job order. Every owner
+    must have every feature (in any order), of the same kind (text or numbers)."""
     _common_checks(job, statuses, me)
     data = job.data_parties
-    ref = data[0]
-    want = statuses[ref]["columns"]
-    for p in data[1:]:
-        _same_columns(ref, want, p, statuses[p]["columns"])
+    if job.features is not None:
+        features = list(job.features)
+    else:
+        features = []
+        for p in data:
+            features += [c for c in statuses[p]["columns"] if c not in features and c != job.label]
+    kinds: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for c in features:
+        for p in data:
+            got = statuses[p].get("kinds", {}).get(c)
+            if c not in statuses[p]["columns"] or got is None:
+                where = f" (party {first[c]!r} has it)" if c in first else ""
+                raise JobError(
+                    f"party {p!r} has no column {c!r}{where}: it is missing from its data or its policy "
+                    "does not allow it"
+                )
+            kind = "number" if got == "bool" and kinds.get(c) == "number" else got
+            if c in kinds and (kinds[c] == "text") != (kind == "text"):
+                raise JobError(
+                    f"column {c!r} holds {kinds[c]} at party {first[c]!r} and {got} at party {p!r}"
+                )
+            if c not in kinds or (kinds[c] == "bool" and kind == "number"):
+                kinds[c] = kind
+            first.setdefault(c, p)
+    if not features:
+        raise JobError(f"no feature columns at any data party (only the label {job.label!r})")
     train = {p: int(statuses[p]["train_rows"]) for p in data}
     test = {p: int(statuses[p]["test_rows"]) for p in data}
     if sum(train.values()) < 2:
@@ -81,15 +109,41 @@ def agree(job, statuses: dict[str, dict[str, Any]], me: str) -> Schema:
         )
     if sum(test.values()) < 1:
         raise JobError("no held-out rows at any party: give some party a test file or set test_fraction > 0")
-    features = [c for c in want if c != job.label]
-    return Schema(features, job.label, train, test)
+    _min_rows(statuses, data, sum(train.values()), sum(test.values()))
+    return Schema(features, job.label, train, test, kinds)
+
+
+def _min_rows(statuses: dict[str, dict[str, Any]], data, n_train: int, n_test: int) -> None:
+    """Every owner's ``min_rows`` (announced in its status) against the pooled rows that the
+    revealed outputs rest on: the model (training rows) and the metrics (held-out rows)."""
+    from covault.jobs.errors import RefusedError
+
+    for p in data:
+        need = int(statuses[p].get("min_rows", 0) or 0)
+        for what, n, key in (("model", n_train, "test_fraction"), ("metrics", n_test, "test_fraction")):
+            if n < need:
+                raise RefusedError(
+                    f"{p} refused the job: rule min_rows: the revealed {what} rests on {n} pooled "
+                    f"{'training' if what == 'model' else 'held-out'} rows, fewer than its min_rows = {need} "
+                    f"(job key {key} and the owners' rows)",
+                    party=p, rule="min_rows", subject=what, key=key,
+                )  # fmt: skip
 
 
 def _common_checks(job, statuses: dict[str, dict[str, Any]], me: str) -> None:
     failed = [s for s in statuses.values() if s.get("error")]
     if failed:
-        data = all(s.get("error_type") == DataError.__name__ for s in failed)
-        raise (DataError if data else JobError)("; ".join(str(s["error"]) for s in failed))
+        from covault.jobs.errors import RefusedError
+
+        types = {s.get("error_type") for s in failed}
+        cls = (
+            RefusedError
+            if RefusedError.__name__ in types
+            else DataError
+            if types == {DataError.__name__}
+            else JobError
+        )
+        raise cls("; ".join(str(s["error"]) for s in failed))
     mine = job.fingerprint()
     for p, s in statuses.items():
         if s.get("job") != mine:
@@ -102,22 +156,6 @@ def _common_checks(job, statuses: dict[str, dict[str, Any]], me: str) -> None:
         s = statuses.get(p, {})
         if not isinstance(s.get("columns"), list) or "train_rows" not in s or "test_rows" not in s:
             raise JobError(f"data party {p!r} did not announce its columns and row counts")
-
-
-def _same_columns(ref: str, want: list[str], party: str, got: list[str]) -> None:
-    if got == want:
-        return
-    missing = [c for c in want if c not in got]
-    if missing:
-        raise JobError(f"party {party!r} has no column {missing[0]!r} (party {ref!r} has it)")
-    extra = [c for c in got if c not in want]
-    if extra:
-        raise JobError(f"party {party!r} has a column {extra[0]!r} that party {ref!r} does not have")
-    i = next(i for i, (a, b) in enumerate(zip(want, got)) if a != b)
-    raise JobError(
-        f"party {party!r} has column {got[i]!r} at position {i + 1} where party {ref!r} has "
-        f"{want[i]!r}; every party must give the columns in the same order"
-    )
 
 
 @dataclass(frozen=True)
