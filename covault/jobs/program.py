@@ -285,9 +285,17 @@ def run_job_party(
         "model": weights,
         "model_path": model_path,
         "seconds": time.perf_counter() - start,
+        "peak_memory": peak_memory(),
         "phases": steps.out,
         "stats": session.stats.as_dict(),
     }
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (``ru_maxrss``)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _check_writable(path) -> None:
