@@ -519,3 +519,28 @@ def test_frames_detected_without_importing_pandas():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "False False"
+
+
+def test_csv_plain_and_quoted_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(connectors.csv, "CHUNK_ROWS", 2)
+    text = (
+        "\ufeffx,name,y\r\n1, a ,2\r\n3,b,4\r\n  \r\n5,c,6\r\n,,\r\n"
+        '7,"multi\r\nline, quoted",8\r\n9,"d",NA\r\n10,e,11\r\n'
+    )
+    (tmp_path / "t.csv").write_bytes(text.encode("utf-8"))
+    t = read_table(tmp_path / "t.csv")
+    assert t.names == ["x", "name", "y"]
+    _eq(t["x"], [1, 3, 5, 7, 9, 10])
+    _eq(t["name"], ["a", "b", "c", "multi\r\nline, quoted", "d", "e"])
+    _eq(t["y"], [2, 4, 6, 8, NAN, 11])
+    t = read_table(tmp_path / "t.csv", columns=["y"])
+    _eq(t["y"], [2, 4, 6, 8, NAN, 11])
+    _write(tmp_path / "one.csv", "v\n1\n\n2\n   \n3\n")
+    _eq(read_table(tmp_path / "one.csv")["v"], [1, 2, 3])
+    _write(tmp_path / "w.csv", "a,b\n1,2\n3,4\n5,6,7\n")
+    with pytest.raises(DataError, match=r"w\.csv: row 3 has 3 fields, the header has 2"):
+        read_table(tmp_path / "w.csv")
+    _write(tmp_path / "b.csv", "a,b\n1,true\n2,false\n3,TRUE\n4,\n5,x\n")
+    t = read_table(tmp_path / "b.csv")
+    assert [t["a"].kind, t["b"].kind] == ["number", "text"]
+    _eq(t["b"], ["true", "false", "TRUE", None, "x"])

@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,25 @@ def _blank(row: list[str]) -> bool:
     return not any(cell.strip() for cell in row)
 
 
-def _records(p: Path, delimiter: str, source: str) -> Iterator[list[str] | list[list[str]]]:
-    """The header's stripped names, then chunks of data rows (blank lines skipped, widths checked)."""
+def _clean(rows: list[list[str]], width: int, done: int, source: str) -> list[list[str]]:
+    """``rows`` without blank lines; DataError for a row of another width than the header's."""
+    if all(len(r) == width and r[0] and not r[0].isspace() for r in rows):
+        return rows
+    kept = []
+    for r in rows:
+        if _blank(r):
+            continue
+        if len(r) != width:
+            raise DataError(
+                f"{source}: row {done + len(kept) + 1} has {len(r)} fields, the header has {width}"
+            )
+        kept.append(r)
+    return kept
+
+
+def _records(p: Path, delimiter: str, source: str) -> Iterator[Any]:
+    """The header's stripped names, then chunks of data lines: a list of raw lines while the
+    file has no quote character (a line is then a row), else a list of parsed rows."""
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, delimiter=delimiter)
@@ -68,30 +86,72 @@ def _records(p: Path, delimiter: str, source: str) -> Iterator[list[str] | list[
             names = [c.strip() for c in header]
             check_names(source, names)
             yield names
-            width, done = len(names), 0
-            while rows := list(itertools.islice(reader, CHUNK_ROWS)):
-                if any(len(r) != width or not r[0] or r[0].isspace() for r in rows):
-                    kept = []
-                    for r in rows:
-                        if _blank(r):
-                            continue
-                        if len(r) != width:
-                            raise DataError(
-                                f"{source}: row {done + len(kept) + 1} has {len(r)} fields, the header has {width}"
-                            )
-                        kept.append(r)
-                    rows = kept
-                done += len(rows)
-                if rows:
-                    yield rows
-            if not done:
-                raise DataError(f"{source} has a header but no data rows")
+            quoted = False
+            while True:
+                if not quoted:
+                    lines = list(itertools.islice(fh, CHUNK_ROWS))
+                    if not lines:
+                        break
+                    if not any('"' in line for line in lines):
+                        yield lines
+                        continue
+                    quoted = True  # records may span lines from here on
+                    reader = csv.reader(itertools.chain(lines, fh), delimiter=delimiter)
+                rows = list(itertools.islice(reader, CHUNK_ROWS))
+                if not rows:
+                    break
+                yield rows
     except UnicodeDecodeError as exc:
         raise DataError(f"{source} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except OSError as exc:
         raise DataError(f"{source} cannot be read: {_reason(exc)}") from None
     except csv.Error as exc:
         raise DataError(f"{source} is not a readable CSV file: {exc}") from None
+
+
+def _chunks(
+    p: Path, delimiter: str, source: str, wanted: Callable[[], tuple[list[int], bool]]
+) -> Iterator[Any]:
+    """The header, then per chunk ``(rows, n, numbers, cols)``: ``n`` data rows (blank lines
+    skipped, widths checked) and, where a chunk of plain lines parses as numbers in the columns
+    ``cols`` (``wanted()[0]``), those columns as a float64 matrix ``numbers`` (else None); ``rows``,
+    the rows as lists of cells, is None when numbers were parsed and ``wanted()[1]`` (only the
+    numeric columns are needed) holds."""
+    records = _records(p, delimiter, source)
+    names = next(records)
+    yield names
+    width, done = len(names), 0
+    for chunk in records:
+        numbers, rows = None, None
+        cols, only_numeric = wanted()
+        if isinstance(chunk[0], str):  # plain lines, no quotes
+            plain = all(line.count(delimiter) == width - 1 for line in chunk)
+            if plain and width == 1:
+                plain = not any(line.isspace() or not line for line in chunk)
+            if plain and cols:
+                try:
+                    numbers = np.loadtxt(
+                        chunk, delimiter=delimiter, comments=None, usecols=cols, dtype=np.float64, ndmin=2
+                    )
+                except ValueError:
+                    numbers = None
+                if numbers is not None and len(numbers) != len(chunk):
+                    numbers = None
+            if numbers is None or not only_numeric:
+                if plain:
+                    rows = _clean(
+                        [line.rstrip("\r\n").split(delimiter) for line in chunk], width, done, source
+                    )
+                else:
+                    rows = _clean(list(csv.reader(chunk, delimiter=delimiter)), width, done, source)
+        else:
+            rows = _clean(chunk, width, done, source)
+        n = len(numbers) if numbers is not None else len(rows)  # type: ignore[arg-type]
+        done += n
+        if n:
+            yield rows, n, numbers, cols
+    if not done:
+        raise DataError(f"{source} has a header but no data rows")
 
 
 def csv_columns(p: Path, delimiter: str, source: str) -> list[str]:
@@ -135,22 +195,39 @@ def read_csv(
 ) -> Table:
     """The table of the CSV file ``p`` (module docstring)."""
     check_readable(p, source)
-    records = _records(p, delimiter, source)
-    names: list[str] = next(records)  # type: ignore[assignment]
-    idx = selection(source, names, columns, id_column)
-    chunks: list[list[np.ndarray]] = [[] for _ in idx]
-    kinds: list[str | None] = [None] * len(idx)
+    chunks: list[list[np.ndarray]] = []
+    kinds: list[str | None] = []
     again: set[int] = set()  # positions in idx to read again as text
-    for rows in records:
-        cols = list(zip(*rows))
+    slow: set[int] = set()  # positions with cells numpy does not parse (missing tokens)
+    idx: list[int] = []
+    names: list[str] = []
+
+    def wanted() -> tuple[list[int], bool]:
+        cols = [j for k, j in enumerate(idx) if k not in again | slow and kinds[k] in (None, "number")]
+        cols = [j for j in cols if names[j] != id_column]
+        return cols, len(cols) == len(idx) - len(again | slow)
+
+    records = _chunks(p, delimiter, source, wanted)
+    names = next(records)
+    idx = selection(source, names, columns, id_column)
+    chunks = [[] for _ in idx]
+    kinds = [None] * len(idx)
+    for rows, _, numbers, cols in records:
+        at = {j: i for i, j in enumerate(cols)} if numbers is not None else {}
+        tcols = list(zip(*rows)) if rows is not None else []
         for k, j in enumerate(idx):
-            cells = cols[j]
-            if names[j] == id_column or kinds[k] == "text":
-                chunks[k].append(text_array(cells, tokens=names[j] != id_column))
-                continue
             if k in again:
                 continue
-            kind, values = _parse(cells)
+            if j in at:
+                values = numbers[:, at[j]]  # type: ignore[index]
+                kind = None if np.isnan(values).all() else "number"
+            elif names[j] == id_column or kinds[k] == "text":
+                chunks[k].append(text_array(tcols[j], tokens=names[j] != id_column))
+                continue
+            else:
+                kind, values = _parse(tcols[j])
+                if kind == "number" and np.isnan(values).any():
+                    slow.add(k)
             if kind is not None and kinds[k] not in (None, kind):
                 again.add(k)
                 chunks[k] = []
@@ -158,7 +235,7 @@ def read_csv(
             if kind == "text" and chunks[k]:  # all missing so far
                 chunks[k] = [np.full(sum(map(len, chunks[k])), None, dtype=object)]
             kinds[k] = kind or kinds[k]
-            chunks[k].append(values)
+            chunks[k].append(np.ascontiguousarray(values))
     if again:
         _read_text(p, delimiter, source, [idx[k] for k in sorted(again)], sorted(again), chunks)
     out = []
@@ -181,8 +258,8 @@ def _read_text(
     p: Path, delimiter: str, source: str, cols: list[int], slots: list[int], chunks: list[list[np.ndarray]]
 ) -> None:
     """Read the columns ``cols`` again, as text, into ``chunks[slots]``."""
-    records = _records(p, delimiter, source)
+    records = _chunks(p, delimiter, source, lambda: ([], False))
     next(records)
-    for rows in records:
+    for rows, _, _, _ in records:
         for j, k in zip(cols, slots):
             chunks[k].append(text_array([r[j] for r in rows]))  # type: ignore[index]
