@@ -2,7 +2,8 @@
 
     covault demo [--protocol P] [--vertical] [--out DIR]   hospitals train a breast-cancer model jointly
     covault train JOB.toml [--json] [--compare-plaintext]  every party of a job on this machine
-    covault party JOB.toml --as NAME                       one party of a job, on its own host
+    covault party JOB.toml --as NAME [--local F]           one party of a job, on its own host
+    covault plan JOB.toml --as NAME [--local F]            dry run: what the party would send and learn
     covault showcase                                       engine tour: pooled statistics under MPC
     covault certs init DIR [--days N]                      consortium CA (DIR/ca.pem, DIR/ca.key)
     covault certs issue DIR NAME [--days N]                party key and certificate (DIR/NAME.key, .pem)
@@ -27,7 +28,7 @@ import importlib
 import sys
 from types import ModuleType
 
-COMMANDS = ("demo", "showcase", "train", "certs", "party", "run")
+COMMANDS = ("demo", "showcase", "train", "plan", "certs", "party", "run")
 
 
 def _command(name: str) -> ModuleType:

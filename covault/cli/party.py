@@ -25,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "script", type=Path, nargs="?", help="Python file defining main(session) (optional for a job file)"
     )
+    p.add_argument(
+        "--local",
+        type=Path,
+        metavar="FILE",
+        help="this data owner's local file (data, test, policy), never sent (job files only)",
+    )
     run_options(p)
     output_options(p)
     p.add_argument(
@@ -113,7 +119,15 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
 
             job = parse_job(raw, args.config)
             config = job.config
+            if args.local is not None:
+                from covault.jobs.spec import bind_local
+
+                job = bind_local(job, args.name, args.local)
         else:
+            if args.local is not None:
+                raise ConfigError(
+                    "--local gives a data owner's sources for a job file; this is a consortium config"
+                )
             config = parse_config(raw, args.config)
         if args.name not in config.parties:
             raise ConfigError(

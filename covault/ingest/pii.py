@@ -122,9 +122,9 @@ def phone_hint(name: str) -> bool:
 
 # -- text checks --------------------------------------------------------------------------------
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}$")
+_ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"  # \w: Unicode letters too (internationalised addresses, RFC 6531)
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+EMAIL = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[^\W\d_]{{2,63}}$")
 _IBAN_SHAPE = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{10,32}$")
 _CARD_SHAPE = re.compile(r"^[0-9][0-9 -]{11,24}[0-9]$")
 _SEPARATORS = re.compile(r"[\s./-]")
@@ -165,7 +165,8 @@ def _phonenumbers() -> Any:
 
 
 def is_email(value: str) -> bool:
-    """A whole cell that is one e-mail address (ASCII, with a dotted domain and a letter TLD)."""
+    """A whole cell that is one e-mail address (letters of any script, a dotted domain and a
+    letter TLD)."""
     return len(value) <= 254 and bool(EMAIL.match(value))
 
 

@@ -38,8 +38,9 @@ def run_local(
     each is also issued as a Python warning here, e.g. ``TrainingDivergedWarning``),
     ``model``, ``model_out``, ``seconds`` (the slowest party's program),
     ``wall_seconds`` (including process start-up), ``phases`` (per step: the slowest compute
-    party's seconds (the others mostly wait), bytes sent and rounds per party),
-    ``bytes_sent``, ``bytes_received`` and ``rounds`` per party; ``psi`` for vertical jobs
+    party's seconds (the others mostly wait), bytes sent, rounds and peak memory so far per
+    party), ``bytes_sent``, ``bytes_received``, ``rounds`` and ``peak_memory`` (peak resident
+    bytes of its process) per party; ``psi`` for vertical jobs
     (``intersection``, ``sizes`` per party, ``seconds``, ``bytes_sent`` per party of the
     alignment); ``plaintext`` with ``compare_plaintext``.
     """
@@ -101,6 +102,7 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
             "seconds": max(res[c]["phases"].get(s, {}).get("seconds", 0.0) for c in job.compute),
             "bytes_sent": {n: r["phases"].get(s, {}).get("bytes_sent", 0) for n, r in res.items()},
             "rounds": {n: r["phases"].get(s, {}).get("rounds", 0) for n, r in res.items()},
+            "peak_memory": {n: r["phases"].get(s, {}).get("peak_memory") for n, r in res.items()},
         }
         for s in steps
     }
@@ -112,6 +114,8 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "transport": transport,
         "label": job.label,
         "features": schema["features"],
+        "model_inputs": schema.get("model_inputs", schema["features"]),
+        "preprocessing": schema.get("preprocessing"),
         "parties": parties,
         "compute": list(job.compute),
         "dealer": job.dealer,
@@ -130,6 +134,7 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "bytes_sent": {n: r["stats"]["bytes_sent"] for n, r in res.items()},
         "bytes_received": {n: r["stats"]["bytes_received"] for n, r in res.items()},
         "rounds": {n: r["stats"]["rounds"] for n, r in res.items()},
+        "peak_memory": {n: r.get("peak_memory") for n, r in res.items()},
         **_psi(first, phases),
     }
 

@@ -123,9 +123,9 @@ def _min_rows(statuses: dict[str, dict[str, Any]], data, n_train: int, n_test: i
         for what, n, key in (("model", n_train, "test_fraction"), ("metrics", n_test, "test_fraction")):
             if n < need:
                 raise RefusedError(
-                    f"{p} refused the job: rule min_rows: the revealed {what} rests on {n} pooled "
-                    f"{'training' if what == 'model' else 'held-out'} rows, fewer than its min_rows = {need} "
-                    f"(job key {key} and the owners' rows)",
+                    f"{p} refused the job: rule min_rows: the {what} {'rests' if what == 'model' else 'rest'} "
+                    f"on {n} pooled {'training' if what == 'model' else 'held-out'} rows, fewer than its "
+                    f"min_rows = {need} (job key {key} and the owners' rows)",
                     party=p, rule="min_rows", subject=what, key=key,
                 )  # fmt: skip
 
