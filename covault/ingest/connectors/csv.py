@@ -190,12 +190,44 @@ def _parse(cells: Sequence[str]) -> tuple[str | None, np.ndarray]:
     return "text", text_array(stripped)
 
 
+class _Grow:
+    """A column's values, appended chunk by chunk to one array that grows by half when full (no
+    list of chunks to concatenate at the end: the peak stays near the column's size)."""
+
+    def __init__(self, first: np.ndarray | None = None):
+        self._buf: np.ndarray | None = None
+        self.n = 0
+        if first is not None:
+            self.append(first)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, values: np.ndarray) -> None:
+        m = len(values)
+        if self._buf is None:
+            self._buf = np.empty(max(m, 1 << 16), dtype=values.dtype)
+        elif self.n + m > len(self._buf):
+            grown = np.empty(max(self.n + m, len(self._buf) * 3 // 2), dtype=self._buf.dtype)
+            grown[: self.n] = self._buf[: self.n]
+            self._buf = grown
+        self._buf[self.n : self.n + m] = values
+        self.n += m
+
+    def array(self) -> np.ndarray:
+        """The values (the buffer is given up)."""
+        buf, self._buf = self._buf, None
+        if buf is None:
+            return np.empty(0, dtype=np.float64)
+        return buf if len(buf) == self.n else buf[: self.n].copy()
+
+
 def read_csv(
     p: Path, delimiter: str, source: str, columns: Sequence[str] | None, id_column: str | None
 ) -> Table:
     """The table of the CSV file ``p`` (module docstring)."""
     check_readable(p, source)
-    chunks: list[list[np.ndarray]] = []
+    chunks: list[_Grow] = []
     kinds: list[str | None] = []
     again: set[int] = set()  # positions in idx to read again as text
     slow: set[int] = set()  # positions with cells numpy does not parse (missing tokens)
@@ -210,7 +242,7 @@ def read_csv(
     records = _chunks(p, delimiter, source, wanted)
     names = next(records)
     idx = selection(source, names, columns, id_column)
-    chunks = [[] for _ in idx]
+    chunks = [_Grow() for _ in idx]
     kinds = [None] * len(idx)
     for rows, _, numbers, cols in records:
         at = {j: i for i, j in enumerate(cols)} if numbers is not None else {}
@@ -230,19 +262,18 @@ def read_csv(
                     slow.add(k)
             if kind is not None and kinds[k] not in (None, kind):
                 again.add(k)
-                chunks[k] = []
+                chunks[k] = _Grow()
                 continue
             if kind == "text" and chunks[k]:  # all missing so far
-                chunks[k] = [np.full(sum(map(len, chunks[k])), None, dtype=object)]
+                chunks[k] = _Grow(np.full(len(chunks[k]), None, dtype=object))
             kinds[k] = kind or kinds[k]
-            chunks[k].append(np.ascontiguousarray(values))
+            chunks[k].append(values)
     if again:
         _read_text(p, delimiter, source, [idx[k] for k in sorted(again)], sorted(again), chunks)
     out = []
     for k, j in enumerate(idx):
         name = names[j]
-        values = np.concatenate(chunks[k])
-        chunks[k] = []
+        values = chunks[k].array()
         if name == id_column:
             check_ids(source, name, values)
             out.append(Column(name, "text", values))
@@ -255,7 +286,7 @@ def read_csv(
 
 
 def _read_text(
-    p: Path, delimiter: str, source: str, cols: list[int], slots: list[int], chunks: list[list[np.ndarray]]
+    p: Path, delimiter: str, source: str, cols: list[int], slots: list[int], chunks: list[_Grow]
 ) -> None:
     """Read the columns ``cols`` again, as text, into ``chunks[slots]``."""
     records = _chunks(p, delimiter, source, lambda: ([], False))
