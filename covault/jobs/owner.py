@@ -102,6 +102,15 @@ def refused(party: str, exc: PolicyError) -> RefusedError:
     )
 
 
+def check_owner_usage(job, party: str) -> None:
+    """Step 1 alone (vertical jobs): RefusedError when ``party``'s policy refuses the job's
+    usage or regions."""
+    try:
+        check_usage(owner_policy(job, party), job_view(job, party))
+    except PolicyError as exc:
+        raise refused(party, exc) from None
+
+
 def prepare_owner(job, party: str) -> OwnerRows:
     """Steps 1-4 of the module docstring at data owner ``party``; raises DataError naming the
     party or RefusedError naming the rule."""

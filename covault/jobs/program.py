@@ -44,7 +44,7 @@ from covault.jobs.data import VerticalRows, load_vertical_rows
 from covault.jobs.errors import JobError, RefusedError
 from covault.jobs.memory import check_memory, memory_status
 from covault.jobs.model import model_to_dict
-from covault.jobs.owner import OwnerRows, prepare_owner, secure_preprocessing
+from covault.jobs.owner import OwnerRows, check_owner_usage, prepare_owner, secure_preprocessing
 from covault.jobs.schema import Schema, agree, agree_vertical, announce
 
 AUC_MAX_ROWS = 4000  # AUC compares all pairs of held-out rows; skipped above this
@@ -61,7 +61,8 @@ def job_program(
     at receivers; with ``shared_host``, except at the first receiver), ``diverged`` (whether the revealed loss curve shows that training diverged,
     :func:`covault.ml.linear.loss_divergence`; None except at receivers), ``warnings`` (a list
     of ``{"type", "message"}``: ``TrainingDivergedWarning`` when diverged), ``seconds``,
-    ``phases`` (seconds, bytes sent, rounds per step) and ``stats``. ``shared_host``: every
+    ``phases`` (seconds, bytes sent, rounds and peak memory so far per step), ``peak_memory``
+    (bytes, :func:`peak_memory`) and ``stats``. ``shared_host``: every
     party runs on this host (:func:`covault.jobs.run_local`), so the memory check of MLP jobs
     (:mod:`covault.jobs.memory`) counts the parties holding shares together.
     """
@@ -101,6 +102,7 @@ class _Steps:
             "seconds": time.perf_counter() - t0,
             "bytes_sent": cost.bytes_sent,
             "rounds": cost.rounds,
+            "peak_memory": peak_memory(),
         }
 
 
@@ -156,6 +158,7 @@ def run_job_party(
     with steps("prepare"):
         try:
             if me in job.data_parties and vertical:
+                check_owner_usage(job, me)  # usage and regions; column rules: horizontal jobs
                 rows = load_vertical_rows(job, me)
                 status.update(
                     columns=rows.columns, train_rows=len(rows.train_ids), test_rows=len(rows.test_ids or ())
@@ -292,10 +295,20 @@ def run_job_party(
 
 
 def peak_memory() -> int:
-    """This process's peak resident memory in bytes (``ru_maxrss``)."""
+    """This process's peak resident memory in bytes: ``VmHWM`` of ``/proc/self/status`` on
+    Linux (``ru_maxrss`` there also counts the parent's memory at the fork before ``exec``),
+    else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
 def _check_writable(path) -> None:

@@ -73,7 +73,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "logistic_regression": {
         "kind": "classification",
         "defaults": {"epochs": 10, "learning_rate": 0.1, "batch_size": 64},
-        "keys": _COMMON | {"penalty", "C", "sigmoid"},
+        "keys": _COMMON | {"penalty", "C", "sigmoid", "class_weight"},
     },
     "linear_regression": {
         "kind": "regression",
