@@ -202,3 +202,25 @@ def test_class_weight_parameter():
             ml.LogisticRegression(class_weight=bad)
     with pytest.raises(ValueError, match="both classes"):
         ml.ReferenceLogisticRegression(class_weight="balanced").fit(FX, np.zeros(len(FX)))
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS, ids=ids)
+def test_a_data_party_outside_the_computation_receives_the_metrics(proto):
+    def prog(s):
+        y = s.input(Y if s.party == "owner" else None, owner="owner")
+        score = s.input(SCORE if s.party == "owner" else None, owner="owner")
+        pred = ml.predict_at_threshold(score, 1.0)
+        first = s.compute_parties[0]
+        return (
+            ml.roc_auc_score(y, score, to="owner"),
+            ml.average_precision_score(y, score, to=["owner", first]),
+            ml.f1_score(y, pred, to="owner"),
+        )
+
+    name, n = proto
+    res = covault.run(prog, n, name, data_parties=["owner"])
+    auc, ap, f1 = res["owner"]
+    assert auc == pytest.approx(skm.roc_auc_score(Y, enc(SCORE)), abs=EXACT)
+    assert ap == pytest.approx(skm.average_precision_score(Y, enc(SCORE)), abs=EXACT)
+    assert f1 == pytest.approx(skm.f1_score(Y, enc(SCORE) >= 1.0), abs=EXACT)
+    assert res["p0"] == (None, ap, None) and res[f"p{n - 1}"][0] is None
