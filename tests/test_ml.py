@@ -42,8 +42,12 @@ def two_owners(s, x, y):
 SC_X = np.concatenate([BC_X[:200], np.full((200, 1), 7.5)], axis=1)  # scales 1e-3 .. 1e3, a constant
 
 
+@pytest.mark.parametrize("row_block", [None, 64], ids=["whole", "row-blocks"])
 @pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
-def test_standard_scaler(proto):
+def test_standard_scaler(proto, row_block, monkeypatch):
+    if row_block is not None:  # 200 rows standardised 64 at a time: the same statistics
+        monkeypatch.setattr(ml.preprocessing, "ROW_BLOCK", row_block)
+
     def prog(s):
         x = s.input(owner_value(s, SC_X), owner=s.compute_parties[0])
         sc = ml.StandardScaler().fit(x)

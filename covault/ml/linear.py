@@ -198,13 +198,10 @@ def train_epochs(est, model, loss, opt, x, y, track_loss, on_epoch) -> SecretTen
     for epoch in range(est.epochs):
         if est.shuffle == "epoch":
             x, y = shuffle_together([x, y])
-        if est.shuffle != "none":
-            order = batching.epoch_order(n, epoch, int(est.seed))
-            xe, ye = x[order], y[order]
-        else:
-            xe, ye = x, y
+        order = batching.epoch_order(n, epoch, int(est.seed)) if est.shuffle != "none" else None
         for sl in batching.batch_slices(n, est.batch_size):
-            grad = loss.backward(model(xe[sl]), ye[sl])
+            rows = sl if order is None else order[sl]  # one batch gathered at a time, no copy of x
+            grad = loss.backward(model(x[rows]), y[rows])
             model.backward(grad, scale=loss.scale, input_grad=False)
             opt.step()
             opt.zero_grad()

@@ -17,7 +17,9 @@ The scaler stays secret; models trained on standardised data are folded back int
 coefficients for the raw features (:meth:`StandardScaler.fold`), so prediction never
 standardises. Population statistics (divide by ``n``), as scikit-learn's ``StandardScaler``.
 Cost: 64 rounds in 2pc (74 in rep3) once, independent of ``n``; bytes grow with
-``n x d`` (three products or truncations of the data).
+``n x d`` (three products or truncations of the data). Above ``ROW_BLOCK`` rows the data is
+processed in blocks of that many rows (two rounds more per block for the fit, one for the
+transform), so the temporaries stay block-sized.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SCALE_FRAC = 24  # fractional bits of the inverse standard deviations
 VAR_EPS = 2.0**-24  # columns with a smaller variance count as constant (scale 1)
 DATA_BOUND = 2.0**15  # |values| of encodable data
 E_FRAC = 18  # fractional bits of (x - mean) / sqrt(n); variances get twice as many
+ROW_BLOCK = 1 << 16  # larger tables are standardised this many rows at a time (one round each)
 
 
 def concat_rows(tensors: Sequence[SecretTensor]) -> SecretTensor:
@@ -86,12 +89,25 @@ def mean_var(x: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
     x = F.at_frac(x, f) if x.frac != f else x
     n = x.shape[0]
     total = x.sum(axis=0)
-    centred_n = x * n - total  # n (x - mean), exact: a constant column gives exactly 0
-    mean, e = F.combine(
-        [([(1.0 / n, total)], f, DATA_BOUND), ([(1.0 / (n * math.sqrt(n)), centred_n)], E_FRAC, DATA_BOUND)]
-    )
-    var = F.raw_mul(e, e).sum(axis=0)
+    mean = var = None
+    for rows in _row_blocks(n):  # one block unless n > ROW_BLOCK: temporaries stay block-sized
+        centred_n = x[rows] * n - total  # n (x - mean), exact: a constant column gives exactly 0
+        scaled = ([(1.0 / (n * math.sqrt(n)), centred_n)], E_FRAC, DATA_BOUND)
+        if mean is None:
+            mean, e = F.combine([([(1.0 / n, total)], f, DATA_BOUND), scaled])
+        else:
+            (e,) = F.combine([scaled])
+        part = F.raw_mul(e, e).sum(axis=0)
+        var = part if var is None else var + part
     return mean, var
+
+
+def _row_blocks(n: int) -> list[slice]:
+    """Row slices of at most ROW_BLOCK rows covering ``n`` rows (``[slice(None)]`` for a small
+    table)."""
+    if n <= ROW_BLOCK:
+        return [slice(None)]
+    return [slice(i, min(i + ROW_BLOCK, n)) for i in range(0, n, ROW_BLOCK)]
 
 
 def inv_std(var: SecretTensor) -> SecretTensor:
@@ -131,7 +147,18 @@ class StandardScaler:
         self._check()
         if x.ndim != 2 or x.shape[1] != self.mean_.shape[0]:
             raise ShapeError(f"scaler fitted on {self.mean_.shape[0]} columns got shape {x.shape}")
-        return mul_to(x - self.mean_, self.inv_scale_, x.session.frac_bits)
+        blocks = _row_blocks(x.shape[0])
+        out = None
+        for rows in blocks:  # block by block into one array: no full-size temporaries
+            part = mul_to(x[rows] - self.mean_, self.inv_scale_, x.session.frac_bits)
+            if len(blocks) == 1:
+                return part
+            if out is None:
+                out = part._new(
+                    np.empty((part.shares.shape[0], *x.shape), part.shares.dtype), None, part.bound
+                )
+            out.shares[:, rows] = part.shares
+        return out
 
     def fit_transform(self, x: SecretTensor) -> SecretTensor:
         return self.fit(x).transform(x)
