@@ -282,3 +282,42 @@ def test_refusal_is_a_refused_error_with_rule_and_key(bank_job):
     assert (e.value.party, e.value.rule, e.value.key) == ("bank_a", "allowed_tasks", "task")
     with pytest.raises(DataError):
         prepare_owner(load_job(bank_job), "bank_z")
+
+
+# -- a bank on PostgreSQL (a real server: .ci/postgres.sh) ------------------------------------
+@pytest.mark.processes
+def test_a_bank_reads_its_table_from_postgresql(tmp_path, monkeypatch):
+    import os
+    import uuid
+
+    url = os.environ.get("COVAULT_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("COVAULT_TEST_POSTGRES_URL is not set in CI (.ci/postgres.sh starts the server)")
+        pytest.skip("COVAULT_TEST_POSTGRES_URL is not set (source .ci/postgres.sh to start a server)")
+    sa = pytest.importorskip("sqlalchemy")
+    pd = pytest.importorskip("pandas")
+    path = make_bank_job(tmp_path / "banks", rows=300, epochs=2)
+    for bank in BANKS:
+        edit(path.parent / f"{bank}.policy.toml", "min_rows = 500", "min_rows = 100")
+    name = f"bank_d_{uuid.uuid4().hex[:8]}"
+    frame = pd.read_sql_table("transactions", sa.create_engine(f"sqlite:///{path.parent / 'bank_d.db'}"))
+    server = sa.engine.make_url(url)
+    frame.to_sql(name, sa.create_engine(server), index=False)
+    sqlite_rows = pooled_rows(load_job(path))
+    monkeypatch.setenv("COVAULT_TEST_BANK_D_PASSWORD", server.password or "")
+    no_password = sa.engine.URL.create(
+        server.drivername, server.username, None, server.host, server.port, server.database
+    ).render_as_string(hide_password=False)
+    edit(
+        path,
+        'data = { url = "sqlite:///bank_d.db", table = "transactions" }',
+        f'data = {{ url = "{no_password}", table = "{name}", password_env = "COVAULT_TEST_BANK_D_PASSWORD" }}',
+    )
+    job = load_job(path)
+    assert isinstance(job.data["bank_d"], dict) and server.password not in str(job.data["bank_d"])
+    for a, b in zip(pooled_rows(job), sqlite_rows):  # the same rows, read from the server
+        np.testing.assert_array_equal(a, b)
+    res = run_local(path, transport="local", compare_plaintext=True, progress=False)
+    assert abs(res["metrics"]["accuracy"] - res["plaintext"]["metrics"]["accuracy"]) <= 0.02
+    assert res["parties"]["bank_d"]["train_rows"] == 225
