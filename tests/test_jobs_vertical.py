@@ -137,7 +137,7 @@ def _edit(path, fn):
             "pharmacy",
             lambda c, r: (["patient", *c[1:]], r),
             DataError,
-            r"party 'pharmacy'.*id column 'pid' is missing",
+            r"party 'pharmacy'.*has no id column 'pid'",
         ),
         (
             "lab",
