@@ -82,6 +82,10 @@ def test_five_banks_from_raw_tables_match_sklearn_and_onnx_scores_raw_rows(tmp_p
     sk = res["plaintext"]["sklearn"]["metrics"]
     assert abs(res["metrics"]["accuracy"] - sk["accuracy"]) <= 0.01, (res["metrics"], sk)
     assert abs(res["metrics"]["auc"] - sk["auc"]) <= 0.01, (res["metrics"], sk)
+    assert abs(res["metrics"]["pr_auc"] - sk["pr_auc"]) <= 0.02, (res["metrics"], sk)
+    plain = res["plaintext"]["metrics"]  # the same model in float64: the imbalanced-class metrics agree
+    for m in ("precision", "recall", "f1"):
+        assert abs(res["metrics"][m] - plain[m]) <= 0.05, (m, res["metrics"], plain)
     assert res["features"] == ["amount", "balance", "age", "country", "channel", "tx_24h", "foreign_card"]
     assert "country=NL" in res["model_inputs"] and "customer_name" not in res["model_inputs"]
     pre = res["preprocessing"]
@@ -102,6 +106,23 @@ def test_five_banks_2pc_over_tls(tmp_path):
     res = run_local(path, transport="tcp", compare_plaintext=True, progress=False)
     assert abs(res["metrics"]["accuracy"] - res["plaintext"]["metrics"]["accuracy"]) <= 0.02
     assert res["parties"]["dealer"]["roles"] == ["dealer"]
+
+
+@pytest.mark.slow
+def test_threshold_and_balanced_class_weight_raise_recall(tmp_path):
+    path = make_bank_job(tmp_path / "banks", rows=600, epochs=2)
+    for bank in BANKS:
+        edit(path.parent / f"{bank}.policy.toml", "min_rows = 500", "min_rows = 100")
+    base = run_local(path, transport="local", progress=False)["metrics"]
+    edit(path, "test_fraction = 0.25", "test_fraction = 0.25\nthreshold = 0.2")
+    low = run_local(path, transport="local", compare_plaintext=True, progress=False)
+    assert low["metrics"]["recall"] > base["recall"]
+    assert abs(low["metrics"]["recall"] - low["plaintext"]["metrics"]["recall"]) <= 0.05
+    edit(path, "threshold = 0.2", "")
+    edit(path, "batch_size = 128", 'batch_size = 128\nclass_weight = "balanced"')
+    balanced = run_local(path, transport="local", progress=False)["metrics"]
+    assert balanced["recall"] > base["recall"] + 0.2
+    assert {"auc", "pr_auc", "precision", "recall", "f1", "accuracy"} == set(balanced)
 
 
 # -- refusals, each at every party ------------------------------------------------------------

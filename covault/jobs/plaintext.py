@@ -112,15 +112,51 @@ def metrics(job, model, x: np.ndarray, y: np.ndarray) -> dict[str, float | None]
             "r2": float(1 - np.sum(err**2) / np.sum((y - y.mean()) ** 2)),
             "rmse": float(np.sqrt(np.mean(err**2))),
         }
-    pred = np.asarray(model.predict(x)).reshape(-1)
-    out: dict[str, float | None] = {"accuracy": float(np.mean(pred == y)), "auc": None}
-    if job.n_classes == 2:
-        if hasattr(model, "predict_proba"):
-            score = np.asarray(model.predict_proba(x))[:, 1]
-        else:
-            score = model.decision_function(x)
-        out["auc"] = roc_auc(y, score)
-    return out
+    if job.n_classes != 2:
+        pred = np.asarray(model.predict(x)).reshape(-1)
+        return {"accuracy": float(np.mean(pred == y))}
+    if hasattr(model, "predict_proba"):
+        score = np.asarray(model.predict_proba(x))[:, 1]
+    else:
+        score = 1 / (1 + np.exp(-np.asarray(model.decision_function(x), dtype=np.float64)))
+    if job.threshold == 0.5:
+        pred = np.asarray(model.predict(x)).reshape(-1)
+    else:
+        pred = (score >= job.threshold).astype(np.float64)
+    return {"accuracy": float(np.mean(pred == y)), **binary_metrics(y, pred, score)}
+
+
+def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """``auc``, ``pr_auc`` (average precision, scikit-learn's definition), ``precision``,
+    ``recall`` and ``f1`` (0 where undefined, as scikit-learn) of 0/1 predictions and scores."""
+    y = np.asarray(y).reshape(-1) > 0.5
+    pred = np.asarray(pred).reshape(-1) > 0.5
+    tp, fp, fn = int(np.sum(pred & y)), int(np.sum(pred & ~y)), int(np.sum(~pred & y))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {
+        "auc": roc_auc(y, score),
+        "pr_auc": average_precision(y, score),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds, from the highest."""
+    y = np.asarray(y).reshape(-1) > 0.5
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    if not y.any():
+        return 0.0
+    order = np.argsort(-score, kind="mergesort")
+    s, t = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the end of each group of equal scores
+    tps = np.cumsum(t)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def training_loss(job, model, x: np.ndarray, y: np.ndarray) -> float:

@@ -47,8 +47,6 @@ from covault.jobs.model import model_to_dict
 from covault.jobs.owner import OwnerRows, check_owner_usage, prepare_owner, secure_preprocessing
 from covault.jobs.schema import Schema, agree, agree_vertical, announce
 
-AUC_MAX_ROWS = 4000  # AUC compares all pairs of held-out rows; skipped above this
-
 
 def job_program(
     job, *, progress: bool | Iterable[str] = False, shared_host: bool = False
@@ -404,12 +402,15 @@ def _check_classes(job, session, y_tr, y_te) -> None:
 
 def secure_metrics(job, est, x_te, y_te, to) -> dict[str, float | None] | None:
     """Held-out metrics computed securely and opened to ``to``; None at other parties.
-    Classification: ``accuracy``, ``auc`` (binary; None above AUC_MAX_ROWS rows); regression:
-    ``r2``, ``rmse``."""
+    Binary classification: ``accuracy``, ``auc``, ``precision``, ``recall``, ``f1`` (class 1
+    predicted where its probability is at least the job's ``threshold``) and ``pr_auc`` (average
+    precision); the ranking metrics sort the held-out scores obliviously (``covault.ml.ranking``),
+    at any size. Multiclass: ``accuracy``. Regression: ``r2``, ``rmse``."""
+    import math
+
     from covault import ml
     from covault.ops import compare
 
-    n = x_te.shape[0]
     if job.kind == "regression":
         pred = est.predict(x_te)
         return _collect(
@@ -419,13 +420,26 @@ def secure_metrics(job, est, x_te, y_te, to) -> dict[str, float | None] | None:
         logits = est.decision_function(x_te)
         k = job.n_classes
         pred = (logits.argmax(axis=1) * np.arange(k)).sum(axis=1)
-        score = logits[:, 1] - logits[:, 0] if k == 2 else None
+        score = logits[:, 1] - logits[:, 0] if k == 2 else None  # the logit of class 1
     else:
         score = est.decision_function(x_te)
-        pred = compare.greater_than(score, 0)
-    acc = ml.accuracy_score(y_te, pred, to=to)
-    auc = ml.roc_auc_score(y_te, score, to=to) if score is not None and n <= AUC_MAX_ROWS else None
-    return _collect({"accuracy": acc, "auc": auc}, optional=("auc",))
+        pred = None
+    if score is not None:
+        t = job.threshold
+        if t == 0.5:
+            pred = compare.greater_than(score, 0)
+        else:
+            pred = ml.predict_at_threshold(score, math.log(t / (1 - t)))
+    values = {"accuracy": ml.accuracy_score(y_te, pred, to=to)}
+    if score is not None:
+        values.update(
+            auc=ml.roc_auc_score(y_te, score, to=to),
+            pr_auc=ml.average_precision_score(y_te, score, to=to),
+            precision=ml.precision_score(y_te, pred, to=to),
+            recall=ml.recall_score(y_te, pred, to=to),
+            f1=ml.f1_score(y_te, pred, to=to),
+        )
+    return _collect(values)
 
 
 def _collect(

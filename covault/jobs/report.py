@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 
-METRIC_NAMES = {"accuracy": "accuracy", "auc": "AUC", "r2": "R²", "rmse": "RMSE"}
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "auc": "AUC",
+    "pr_auc": "PR-AUC",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "r2": "R²",
+    "rmse": "RMSE",
+}
 
 
 def format_metric(name: str, value: float | None) -> str:

@@ -63,6 +63,7 @@ JOB_KEYS = {
     "features",
     "transform",
     "owners",
+    "threshold",
 }
 PARTY_DATA_KEYS = {"data", "test", "policy"}
 SOURCE_KEYS = {"url", "table", "query", "password_env"}
@@ -111,6 +112,7 @@ class Job:
     transforms: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, Path] = field(default_factory=dict)
     owners: tuple[str, ...] = ()
+    threshold: float = 0.5
 
     @property
     def name(self) -> str:
@@ -198,6 +200,7 @@ class Job:
             "features": None if self.features is None else list(self.features),
             "transform": {c: _transform_json(t) for c, t in sorted(self.transforms.items())},
             "regions": {p: r for p, r in sorted(self.regions.items()) if r is not None},
+            "threshold": self.threshold,
         }
 
     def fingerprint(self) -> str:
@@ -310,9 +313,14 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
             raise JobError(
                 f"party {name!r} has a policy but owns no data (policies govern a data owner's rows)"
             )
+    threshold = raw.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
+        raise JobError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+    if threshold != 0.5 and (TASKS[task]["kind"] != "classification" or int(model.get("n_classes", 2)) != 2):
+        raise JobError("threshold applies to binary classification only (the probability of class 1)")
     return Job(
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
-        model_out, model, features, transforms, policy, owners,
+        model_out, model, features, transforms, policy, owners, float(threshold),
     )  # fmt: skip
 
 
