@@ -216,6 +216,7 @@ channel = {{ categories = {channels} }}
 epochs = {epochs}
 learning_rate = 0.1
 batch_size = 128
+class_weight = "balanced"         # fraud is rare: weigh it up, as scikit-learn does
 """
 
 

@@ -213,7 +213,7 @@ def sklearn_baseline(job, x_tr, y_tr, x_te, y_te) -> dict[str, Any] | None:
             c = np.inf  # no penalty
         else:
             c = 1.0 / (p["alpha"] * n) if p.get("alpha") else p.get("C", 1.0)
-        est = linear_model.LogisticRegression(C=c, max_iter=5000)
+        est = linear_model.LogisticRegression(C=c, max_iter=5000, class_weight=p.get("class_weight"))
         name = "LogisticRegression(lbfgs)"
     elif job.task == "linear_regression":
         alpha = p.get("alpha", 0.0)
