@@ -25,7 +25,7 @@ from covault.jobs.errors import RefusedError
 from covault.jobs.model import model_from_dict, predict_scores
 from covault.jobs.onnx_export import run_onnx
 from covault.jobs.plaintext import pooled_rows, raw_held_out
-from covault.jobs.spec import bind_local
+from covault.jobs.spec import bind_local, bind_sources
 
 
 @pytest.fixture
@@ -252,6 +252,24 @@ def test_local_file_binds_a_data_owner(bank_job, tmp_path):
     local.write_text('data = "other.csv"\nsecret = 1\n')
     with pytest.raises(JobError, match=r"unknown key 'secret'"):
         bind_local(job, "bank_b", local)
+
+
+def test_a_pandas_frame_is_a_source_from_python(bank_job):
+    pd = pytest.importorskip("pandas")
+    job = load_job(bank_job)
+    frame = pd.read_csv(bank_job.parent / "bank_e.csv", keep_default_na=True)
+    frame = frame[list(reversed(frame.columns))]  # another column order
+    bound = bind_sources(job, "bank_e", data=frame, policy=job.policy["bank_e"])
+    assert bound.fingerprint() == job.fingerprint()
+    got = covault.run(
+        jobs.job_program(bound), list(job.compute), job.protocol, data_parties=list(job.data_only)
+    )
+    from_file = pooled_rows(job)
+    for a, b in zip(pooled_rows(bound), from_file):
+        np.testing.assert_allclose(a, b)
+    assert got["bank_a"]["metrics"]["accuracy"] > 0.5
+    with pytest.raises(JobError, match=r"party 'bank_x' owns no data"):
+        bind_sources(job, "bank_x", data=frame)
 
 
 def test_shared_job_lists_owners_and_each_needs_its_local_file(bank_job):

@@ -479,15 +479,33 @@ def bind_local(job: Job, party: str, path: str | Path) -> Job:
     if "data" not in raw:
         raise JobError(f"local file {local}: data = 'FILE' (or a SQL table) is missing")
     base = local.absolute().parent
-    data, test, policy = dict(job.data), dict(job.test), dict(job.policy)
-    data[party] = source_value(party, "data", raw["data"], base)
-    test.pop(party, None)
-    if "test" in raw:
-        test[party] = source_value(party, "test", raw["test"], base)
-    policy.pop(party, None)
-    if "policy" in raw:
-        policy[party] = _resolve(base, _path_value(party, "policy", raw["policy"]))
-    return replace(job, data=data, test=test, policy=policy)
+    return bind_sources(
+        job,
+        party,
+        data=source_value(party, "data", raw["data"], base),
+        test=source_value(party, "test", raw["test"], base) if "test" in raw else None,
+        policy=_resolve(base, _path_value(party, "policy", raw["policy"])) if "policy" in raw else None,
+    )
+
+
+def bind_sources(
+    job: Job, party: str, *, data: Any, test: Any = None, policy: str | Path | None = None
+) -> Job:
+    """``job`` with data owner ``party``'s sources given from Python: a path, a SQL table dict,
+    or a pandas / Arrow table (:mod:`covault.ingest.connectors`); ``policy`` a policy file. Like
+    a local file, they replace what the job file says for ``party`` and are not part of the
+    fingerprint."""
+    if party not in job.data_parties:
+        raise JobError(f"party {party!r} owns no data in this job (owners: {list(job.data_parties)})")
+    sources, tests, policies = dict(job.data), dict(job.test), dict(job.policy)
+    sources[party] = data
+    tests.pop(party, None)
+    if test is not None:
+        tests[party] = test
+    policies.pop(party, None)
+    if policy is not None:
+        policies[party] = Path(policy)
+    return replace(job, data=sources, test=tests, policy=policies)
 
 
 def _reveal_to(value: Any, config: ConsortiumConfig, owners: tuple[str, ...]) -> tuple[str, ...]:
