@@ -741,3 +741,16 @@ def test_split_and_auc_helpers():
     gen = np.random.default_rng(1)
     y, s = gen.integers(0, 2, 200), np.round(gen.normal(size=200), 1)  # with ties
     assert roc_auc(y, s) == pytest.approx(sklearn_metrics.roc_auc_score(y, s))
+
+
+@pytest.mark.parametrize("protocol", ["rep3", "2pc"])
+def test_rows_shared_in_blocks_pool_like_one_input(tmp_path, monkeypatch, protocol):
+    """Owners share their rows in blocks of INPUT_ROWS (here 37: blocks straddle the
+    training/held-out boundary); the pooled sets are the same rows in job order."""
+    monkeypatch.setattr(job_program_module, "INPUT_ROWS", 37)
+    path = make_breast_cancer_job(tmp_path, protocol=protocol)
+    res = run_quiet(path, compare_plaintext=True)
+    plain = res["plaintext"]
+    assert res["train_rows"] == plain["train_rows"] and res["test_rows"] == plain["test_rows"]
+    assert abs(res["metrics"]["accuracy"] - plain["metrics"]["accuracy"]) <= 0.01 + 1e-9
+    assert abs(res["metrics"]["auc"] - plain["metrics"]["auc"]) < 0.01

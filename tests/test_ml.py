@@ -105,6 +105,35 @@ def test_logistic_regression_exact_sigmoid_and_shuffle():
     assert test >= ref.score(BC_X[SPLIT:], BC_Y[SPLIT:]) - 0.03 and train >= 0.95
 
 
+def prog_chunked(s, shuffle, overwrite):
+    x, y = two_owners(s, BC_X[:SPLIT], BC_Y[:SPLIT])
+    before = x.shares.copy(), y.shares.copy()
+    model = ml.LogisticRegression(shuffle=shuffle, **LR_KW).fit(x, y, track_loss=True, overwrite=overwrite)
+    kept = np.array_equal(x.shares, before[0]) and np.array_equal(y.shares, before[1])
+    public = model.reveal(to=s.compute_parties[0])
+    return public, model.loss_curve_.reveal(), kept
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+def test_logistic_regression_standardises_large_tables_chunk_by_chunk(proto, monkeypatch):
+    """Above ROW_BLOCK rows (here 96: chunks of 3 batches of 32) each chunk is standardised as
+    it is visited: the model and the losses of the whole-table transform, up to fixed-point
+    noise; ``overwrite=False`` leaves the caller's tensors as they were."""
+    name, n = proto
+    whole = covault.run(lambda s: prog_chunked(s, "none", False), n, name)["p0"]
+    monkeypatch.setattr(ml.linear, "ROW_BLOCK", 96)
+    chunked = covault.run(lambda s: prog_chunked(s, "none", False), n, name)["p0"]
+    np.testing.assert_allclose(chunked[0].coef_, whole[0].coef_, rtol=2e-2, atol=2e-3)  # noise
+    assert chunked[0].intercept_ == pytest.approx(whole[0].intercept_, abs=2e-2)
+    np.testing.assert_allclose(chunked[1], whole[1], atol=2e-3)
+    assert chunked[2] and whole[2]
+    for overwrite in (False, True):  # shuffled in place: in the caller's arrays only if allowed
+        public, curve, kept = covault.run(lambda s: prog_chunked(s, "once", overwrite), n, name)["p0"]
+        assert kept is not overwrite
+        assert np.mean((BC_X[SPLIT:] @ public.coef_ + public.intercept_ > 0) == BC_Y[SPLIT:]) > 0.93
+        assert curve[-1] < curve[0]
+
+
 # -- linear regression ------------------------------------------------------------------------------
 RG = np.random.default_rng(5)  # test data only
 REG_X = RG.normal(size=(160, 4)) * np.array([1.0, 10.0, 0.05, 300.0]) + np.array([0, 5, 1, 1000])

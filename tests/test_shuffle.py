@@ -10,6 +10,7 @@ import pytest
 
 import covault
 from covault.errors import ShapeError
+from covault.ops import shuffle as shuffle_module
 from covault.ops.shuffle import shuffle_rows, shuffle_together
 from tests.helpers import PROTOCOLS, bit_balance_z, owner_value, run_both
 
@@ -134,3 +135,40 @@ def prog_tcp(s):
 def test_tcp_shuffle():
     got = run_both(prog_tcp, ("2pc", 2), transport="tcp")
     assert sorted(map(tuple, got)) == sorted(map(tuple, ROWS))
+
+
+def prog_blocks(s):
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, ROWS), owner=a)
+    label = s.input(owner_value(s, np.arange(20)), owner=a, integer=True)
+    with s.scope() as cost:
+        xs, ls = shuffle_together([x, label], in_place=True)
+    same = xs is x and ls is label
+    return xs.reveal(), ls.reveal(), same, cost.as_dict()
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+def test_column_blocks_in_place_keep_rows_aligned(proto, monkeypatch):
+    """Columns reshared in blocks (2 columns of 20 rows per block: x's first two columns,
+    then its third with the label), written into the tensors' own arrays."""
+    monkeypatch.setattr(shuffle_module, "SHUFFLE_ELEMS", 40)
+    name, n = proto
+    res = covault.run(prog_blocks, n, name)
+    for party, (xs, ls, same, cost) in res.items():
+        assert same, party
+        if party != "dealer":
+            assert cost["rounds"] == 2 * 2, party  # two blocks per step
+        if xs is not None:
+            np.testing.assert_array_equal(xs, ROWS[ls])
+            assert sorted(ls.tolist()) == list(range(20))
+            assert ls.tolist() != list(range(20))
+
+
+def test_column_blocks():
+    assert shuffle_module.column_blocks(10, [3, 1]) == [[(0, slice(0, 3)), (1, slice(0, 1))]]
+    big = shuffle_module.SHUFFLE_ELEMS  # a column of this many rows is a block of its own
+    assert shuffle_module.column_blocks(big, [2, 1]) == [
+        [(0, slice(0, 1))],
+        [(0, slice(1, 2))],
+        [(1, slice(0, 1))],
+    ]

@@ -5,9 +5,9 @@
    ``model_out`` (``onnx`` installed, folder writable).
 2. **Agree** (one round, :mod:`covault.jobs.schema`): column names, row counts and the job's
    fingerprint are exchanged in the clear; every party raises the same error on a mismatch.
-3. **Input**: each data party secret-shares ``[features | label]`` of all its rows (one
-   ``session.input``); the row blocks are concatenated (``ml.concat_rows``) into the pooled
-   training and held-out sets. Vertical jobs (``partition = "vertical"``) first **align** the
+3. **Input**: each data party secret-shares ``[features | label]`` of its rows (one
+   ``session.input`` per ``INPUT_ROWS`` rows), written straight into the pooled training and
+   held-out sets (allocated once). Vertical jobs (``partition = "vertical"``) first **align** the
    rows by a private set intersection of the ids (:mod:`covault.jobs.align`); then each data
    party shares its columns of the common rows and the column blocks are joined
    (``ml.concat_cols``), the label coming from the one party that holds it.
@@ -226,6 +226,7 @@ def run_job_party(
         # 3. input
         with steps("input"):
             x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, pre, rows)
+        rows = None  # shared: the owner's raw table is no longer needed
     say(f"rows secret-shared ({steps.out['input']['seconds']:.2f} s)")
     model_inputs = list(schema.features) if pre is None else list(pre.outputs)
 
@@ -238,9 +239,14 @@ def run_job_party(
     est = job.estimator()
     with steps("train"):
         train = [x_tr, y_tr]
-        del x_tr, y_tr  # fit holds the only references: the raw rows are freed once standardised
+        del x_tr, y_tr  # fit holds the only references: it may overwrite them (shuffle in place)
+        own = {} if job.task == "mlp" else {"overwrite": True}  # linear models shuffle in place
         est.fit(
-            train.pop(0), train.pop(0), track_loss=True, on_epoch=lambda k: say(f"epoch {k}/{est.epochs}")
+            train.pop(0),
+            train.pop(0),
+            track_loss=True,
+            on_epoch=lambda k: say(f"epoch {k}/{est.epochs}"),
+            **own,
         )
     say(f"trained {est.epochs} epochs ({steps.out['train']['seconds']:.2f} s)")
 
@@ -323,26 +329,70 @@ def _check_writable(path) -> None:
         raise JobError(f"model_out {path} is not a writable file path")
 
 
-def _share_rows(job, session, schema: Schema, pre, rows: OwnerRows | None):
-    from covault import ml
+INPUT_ROWS = 1 << 16  # an owner secret-shares at most this many rows per input (two rounds each)
 
+
+def _share_rows(job, session, schema: Schema, pre, rows: OwnerRows | None):
+    """Each data owner secret-shares ``[features | label]`` of its rows, ``INPUT_ROWS`` rows
+    per input; every block is written straight into the pooled training and held-out share
+    arrays (features and labels apart), allocated once: no per-owner slices, no concatenated
+    copies, and the owner's encoding temporaries stay block-sized."""
     d = len(pre.outputs)
-    parts: dict[str, list] = {"x_tr": [], "y_tr": [], "x_te": [], "y_te": []}
+    n_tr = sum(schema.train_rows[p] for p in job.data_parties)
+    n_te = sum(schema.test_rows[p] for p in job.data_parties)
+    pooled: dict[str, Any] = {}  # x_tr, y_tr, x_te, y_te: share arrays, allocated at the first block
+    like = None  # the first block's tensor: frac and bound of every block
+    at = {"tr": 0, "te": 0}  # next free row of each pooled set
     for p in job.data_parties:
-        value = None
-        if p == session.party:
-            value = np.column_stack([pre.apply(rows.table), rows.y])
-        m = session.input(value, owner=p)
         ntr, nte = schema.train_rows[p], schema.test_rows[p]
-        if m.shape != (ntr + nte, d + 1):
-            raise JobError(f"party {p!r} shared a table of shape {m.shape}, announced {(ntr + nte, d + 1)}")
-        if ntr:
-            parts["x_tr"].append(m[:ntr, :d])
-            parts["y_tr"].append(m[:ntr, d])
-        if nte:
-            parts["x_te"].append(m[ntr:, :d])
-            parts["y_te"].append(m[ntr:, d])
-    return tuple(ml.concat_rows(parts[k]) for k in ("x_tr", "y_tr", "x_te", "y_te"))
+        for start in range(0, ntr + nte, INPUT_ROWS):
+            stop = min(start + INPUT_ROWS, ntr + nte)
+            value = _owner_block(pre, rows, start, stop) if p == session.party else None
+            m = session.input(value, owner=p)
+            if m.shape != (stop - start, d + 1):
+                raise JobError(
+                    f"party {p!r} shared rows {start}:{stop} of shape {m.shape}, announced "
+                    f"{(stop - start, d + 1)}"
+                )
+            if like is None:
+                like = m
+                k, dt = m.shares.shape[0], m.shares.dtype
+                for name, shape in (
+                    ("x_tr", (n_tr, d)),
+                    ("y_tr", (n_tr,)),
+                    ("x_te", (n_te, d)),
+                    ("y_te", (n_te,)),
+                ):
+                    pooled[name] = np.empty((k, *shape), dt)
+            for part, lo, hi in (("tr", start, min(stop, ntr)), ("te", max(start, ntr), stop)):
+                if hi <= lo:
+                    continue
+                r0, r1 = at[part], at[part] + hi - lo
+                pooled[f"x_{part}"][:, r0:r1] = m.shares[:, lo - start : hi - start, :d]
+                pooled[f"y_{part}"][:, r0:r1] = m.shares[:, lo - start : hi - start, d]
+                at[part] = r1
+            del m
+    if like is None:
+        raise JobError("no data party shared any row")
+    return tuple(like._new(pooled[k], like.frac, like.bound) for k in ("x_tr", "y_tr", "x_te", "y_te"))
+
+
+def _owner_block(pre, rows: OwnerRows, start: int, stop: int) -> np.ndarray:
+    """``[features | label]`` of the owner's rows ``start:stop`` (float64)."""
+    from covault.ingest.errors import DataError
+    from covault.ingest.table import Column, Table
+
+    t = rows.table
+    part = Table([Column(c.name, c.kind, c.values[start:stop]) for c in t.columns], t.source)
+    try:
+        x = pre.apply(part)
+    except DataError:
+        pre.apply(t)  # the message names the row of the whole table
+        raise
+    out = np.empty((stop - start, x.shape[1] + 1), np.float64)
+    out[:, :-1] = x
+    out[:, -1] = rows.y[start:stop]
+    return out
 
 
 def _share_columns(job, session, vschema, alignment, rows):

@@ -38,7 +38,7 @@ from covault.ml import batching
 from covault.ml.base import check_fitted, is_classifier
 from covault.ml.metrics import as_integer, predict_at_threshold
 from covault.ml.params import LinearParams, LogisticParams
-from covault.ml.preprocessing import StandardScaler, concat_cols, mul_to
+from covault.ml.preprocessing import ROW_BLOCK, StandardScaler, concat_cols, mul_to
 from covault.ml.reference import ReferenceLinearRegression, ReferenceLogisticRegression, logit_threshold
 from covault.nn import BCEWithLogitsLoss, Linear, MSELoss
 from covault.nn import functional as F
@@ -102,8 +102,16 @@ class _SecureLinear:
         *,
         track_loss: bool = False,
         on_epoch: Callable[[int], None] | None = None,
+        overwrite: bool = False,
     ) -> Self:
         """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1); returns the estimator.
+
+        Tables of more than ``ROW_BLOCK`` rows are not standardised as a whole: each chunk of
+        about ``ROW_BLOCK`` rows is standardised as training visits it (the same product per
+        value as a whole-table transform, two rounds more per chunk and epoch), so training
+        holds no standardised copy of the data. ``overwrite``: ``x`` and ``y`` may be
+        overwritten (the oblivious shuffle permutes their shares in place) instead of copied;
+        for a caller that holds no other use for them.
 
         ``track_loss``: keep the secret mean training loss after every epoch in ``loss_curve_``
         (shape ``(epochs,)``; None otherwise): the model's outputs on every training row are
@@ -121,6 +129,8 @@ class _SecureLinear:
         self.n_features_in_ = d
         self.scaler_ = None
         ymean = yinv = None
+        owned = {"x": overwrite, "y": overwrite}  # may the shuffle overwrite them in place
+        chunked = None  # the scaler applied chunk by chunk while training (large tables)
         if self.standardize:
             if not is_classifier(self):
                 both = StandardScaler().fit(_hstack(x, y))
@@ -128,14 +138,23 @@ class _SecureLinear:
                 ymean, yinv = both.mean_[d:], both.inv_scale_[d:]
                 var_y = both.var_[d:]
                 y = mul_to(y - ymean, yinv, f)
+                owned["y"] = True
             else:
                 self.scaler_ = StandardScaler().fit(x)
-            x = self.scaler_.transform(x)
+            if n > ROW_BLOCK:
+                chunked = self.scaler_
+            else:
+                x = self.scaler_.transform(x)
+                owned["x"] = True
         weights = self._row_weights(y)
         if weights is not None:  # targets carry each row's class weight: [y, w]
             y = concatenate([y, weights], axis=1)
+            owned["y"] = True
+        if self.shuffle != "none":  # shuffled in place: a copy of what the caller still uses
+            x = x if owned["x"] else x._same(x.shares.copy())
+            y = y if owned["y"] else y._same(y.shares.copy())
         if self.shuffle == "once":
-            x, y = shuffle_together([x, y])
+            x, y = shuffle_together([x, y], in_place=True)
         model = Linear(d, 1, weight=np.zeros((d, 1)), bias_value=np.zeros(1))
         loss = self._loss()
         opt = SGD(
@@ -144,7 +163,9 @@ class _SecureLinear:
             momentum=float(self.momentum),
             weight_decay=self._penalty(n),
         )
-        self.loss_curve_ = train_epochs(self, model, loss, opt, x, y, track_loss, on_epoch)
+        self.loss_curve_ = train_epochs(
+            self, model, loss, opt, x, y, track_loss, on_epoch, chunked, owned=True
+        )
         model.eval()
         w, b = model.weight.value, model.bias.value
         if self.scaler_ is not None:
@@ -189,24 +210,49 @@ class _SecureLinear:
         return public
 
 
-def train_epochs(est, model, loss, opt, x, y, track_loss, on_epoch) -> SecretTensor | None:
+def train_epochs(
+    est,
+    model,
+    loss,
+    opt,
+    x,
+    y,
+    track_loss,
+    on_epoch,
+    scaler: StandardScaler | None = None,
+    owned: bool = False,
+) -> SecretTensor | None:
     """Mini-batch training of ``model`` for ``est.epochs`` epochs (``est.shuffle``: reshuffle
-    obliviously every epoch, or visit the rows in a public per-epoch order, or not at all);
-    the secret per-epoch losses with ``track_loss``, else None."""
+    obliviously every epoch, or visit the rows in a public per-epoch order, or not at all); the
+    secret per-epoch losses with ``track_loss``, else None. ``scaler``: ``x`` is raw,
+    standardised one chunk of batches (about ``ROW_BLOCK`` rows) at a time as it is visited.
+    ``owned``: ``x`` and ``y`` are the caller's to overwrite (every reshuffle runs in place;
+    otherwise the first one copies)."""
     n = x.shape[0]
     outputs = []
+    batches = batching.batch_slices(n, est.batch_size)
+    per = max(1, len(batches) if scaler is None else ROW_BLOCK // est.batch_size)
     for epoch in range(est.epochs):
         if est.shuffle == "epoch":
-            x, y = shuffle_together([x, y])
+            x, y = shuffle_together([x, y], in_place=owned or epoch > 0)
         order = batching.epoch_order(n, epoch, int(est.seed)) if est.shuffle != "none" else None
-        for sl in batching.batch_slices(n, est.batch_size):
-            rows = sl if order is None else order[sl]  # one batch gathered at a time, no copy of x
-            grad = loss.backward(model(x[rows]), y[rows])
-            model.backward(grad, scale=loss.scale, input_grad=False)
-            opt.step()
-            opt.zero_grad()
+        for c in range(0, len(batches), per):
+            group = batches[c : c + per]
+            if scaler is None:
+                xc, yc, base = x, y, 0
+            else:  # one chunk of batches gathered and standardised, then cut into batches
+                span = slice(group[0].start, group[-1].stop)
+                rows = span if order is None else order[span]
+                xc, yc, base = scaler.transform(x[rows]), y[rows], span.start
+            for sl in group:
+                local = slice(sl.start - base, sl.stop - base)
+                rows = local if order is None or scaler is not None else order[sl]
+                grad = loss.backward(model(xc[rows]), yc[rows])  # one batch gathered at a time
+                model.backward(grad, scale=loss.scale, input_grad=False)
+                opt.step()
+                opt.zero_grad()
         if track_loss:
-            outputs.append(eval_outputs(model, x, y))
+            outputs.append(eval_outputs(model, x, y, scaler))
         if on_epoch is not None:
             on_epoch(epoch + 1)
     return epoch_losses(loss, outputs) if track_loss else None
@@ -254,11 +300,18 @@ def check_loss_curve(est: Any, curve: ArrayLike) -> str | None:
     return reason
 
 
-def eval_outputs(model, x: SecretTensor, target: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
-    """``(model(x), target)`` in evaluation mode (no caches kept); training mode is restored."""
+def eval_outputs(
+    model, x: SecretTensor, target: SecretTensor, scaler: StandardScaler | None = None
+) -> tuple[SecretTensor, SecretTensor]:
+    """``(model(x), target)`` in evaluation mode (no caches kept); training mode is restored.
+    ``scaler``: ``x`` is raw and standardised ``ROW_BLOCK`` rows at a time."""
     model.eval()
     try:
-        return model(x), target
+        if scaler is None:
+            return model(x), target
+        n = x.shape[0]
+        parts = [model(scaler.transform(x[i : i + ROW_BLOCK])) for i in range(0, n, ROW_BLOCK)]
+        return concatenate(parts), target
     finally:
         model.train()
 

@@ -58,22 +58,26 @@ if TYPE_CHECKING:
     from covault.tensor import SecretTensor
 
 
+SHUFFLE_ELEMS = 1 << 21  # columns are shuffled in blocks of about this many elements (one round each)
+
+
 def shuffle_rows(x: SecretTensor) -> SecretTensor:
     """A fresh sharing of ``x`` with its rows (axis 0) in a uniformly random order unknown to
     every single party (see the module docstring for the protocols and trust assumptions)."""
     if x.ndim == 0:
         raise ShapeError("shuffle_rows needs at least one axis (rows)")
-    k, n = x.shares.shape[0], x.shape[0]
-    m = int(np.prod(x.shape[1:], dtype=np.int64))
-    flat = x.shares.reshape(k, n, m)
-    out = shuffle_share_rows(x.proto, flat)
-    return x._same(out.reshape(x.shares.shape))
+    return shuffle_together([x])[0]
 
 
-def shuffle_together(tensors: Sequence[SecretTensor]) -> list[SecretTensor]:
-    """Shuffle several tensors with the SAME hidden row permutation (e.g. features and labels):
-    their rows are concatenated column-wise, shuffled once and split again (each keeps its
-    shape and fractional bits)."""
+def shuffle_together(tensors: Sequence[SecretTensor], *, in_place: bool = False) -> list[SecretTensor]:
+    """Shuffle several tensors with the SAME hidden row permutation (e.g. features and labels);
+    each keeps its shape and fractional bits.
+
+    The columns are reshared in blocks of about ``SHUFFLE_ELEMS`` elements (one message per
+    block and step: a table of ``n m`` elements takes ``ceil(n m / SHUFFLE_ELEMS)`` or, for
+    columns longer than that, ``m`` blocks), so the temporaries stay block-sized. ``in_place``:
+    the tensors' share arrays are overwritten (no copy of the data at all) and the tensors
+    returned; the caller must hold no other use for their old contents."""
     if not tensors:
         raise ShapeError("shuffle_together needs at least one tensor")
     n = tensors[0].shape[0] if tensors[0].ndim else None
@@ -85,72 +89,129 @@ def shuffle_together(tensors: Sequence[SecretTensor]) -> list[SecretTensor]:
         if t.session is not tensors[0].session:
             raise ProtocolError("tensors to shuffle belong to different sessions")
     k = tensors[0].shares.shape[0]
-    widths = [int(np.prod(t.shape[1:], dtype=np.int64)) for t in tensors]
-    flat = np.concatenate([t.shares.reshape(k, n, w) for t, w in zip(tensors, widths)], axis=2)
-    out = shuffle_share_rows(tensors[0].proto, flat)
-    res, pos = [], 0
-    for t, w in zip(tensors, widths):
-        part = np.ascontiguousarray(out[:, :, pos : pos + w]).reshape(t.shares.shape)
-        res.append(t._same(part))
-        pos += w
-    return res
+    out = tensors if in_place else [t._same(t.shares.copy()) for t in tensors]
+    flats = []
+    for t in out:
+        if not (t.shares.flags.c_contiguous and t.shares.flags.writeable):
+            t.shares = t.shares.copy()  # in place: a view or a read-only array cannot be
+        w = int(np.prod(t.shape[1:], dtype=np.int64))
+        flats.append(t.shares.reshape(k, n, w))  # a view: the blocks are written through it
+    shuffle_share_columns(tensors[0].proto, flats)
+    return list(out)
+
+
+def column_blocks(n: int, widths: Sequence[int]) -> list[list[tuple[int, slice]]]:
+    """Blocks of columns ``(array index, column slice)`` of arrays with ``n`` rows and the
+    given widths: about ``SHUFFLE_ELEMS`` elements per block, at least one column."""
+    per = max(1, SHUFFLE_ELEMS // max(n, 1))
+    blocks: list[list[tuple[int, slice]]] = []
+    room = 0
+    for i, w in enumerate(widths):
+        j = 0
+        while j < w:
+            if room == 0:
+                blocks.append([])
+                room = per
+            take = min(room, w - j)
+            blocks[-1].append((i, slice(j, j + take)))
+            room -= take
+            j += take
+    return blocks
 
 
 def shuffle_share_rows(proto: Protocol, x: np.ndarray) -> np.ndarray:
     """Shares ``(k, n, m)`` of a matrix -> shares of the same matrix with rows shuffled."""
+    out = np.array(x, copy=True)
+    shuffle_share_columns(proto, [out])
+    return out
+
+
+def shuffle_share_columns(proto: Protocol, arrays: Sequence[np.ndarray]) -> None:
+    """Shuffle, in place, the rows of the matrices whose shares are ``arrays`` (each ``(k, n,
+    m_i)``, writable) with one hidden permutation, column block by column block."""
     if not proto.is_compute and proto.party != proto.dealer:
-        return x  # a data party outside the computation holds no shares and takes no part
+        return  # a data party outside the computation holds no shares and takes no part
+    n = arrays[0].shape[1]
+    blocks = column_blocks(n, [a.shape[2] for a in arrays])
     if isinstance(proto, Replicated3PC):
         for t in range(3):
-            x = _rep3_step(proto, x, t)
-        return x
+            _rep3_step(proto, arrays, blocks, t)
+        return
     if isinstance(proto, Additive2PC) and proto.dealer is not None:
         p0, p1 = proto.compute
-        x = _dealer_step(proto, x, holder=p0, other=p1)
-        return _dealer_step(proto, x, holder=p1, other=p0)
+        _dealer_step(proto, arrays, blocks, holder=p0, other=p1)
+        _dealer_step(proto, arrays, blocks, holder=p1, other=p0)
+        return
     without = " without a dealer party" if isinstance(proto, Additive2PC) else ""
     raise ProtocolError(f"no oblivious shuffle for protocol {proto.name!r}{without}")
 
 
-def _rep3_step(proto: Protocol, x: np.ndarray, t: int) -> np.ndarray:
-    """Reshare ``pi_t(x)`` where ``pi_t`` is known to P_{t+1} and P_{t+2} only."""
+def _rep3_step(proto: Protocol, arrays: Sequence[np.ndarray], blocks, t: int) -> None:
+    """Reshare ``pi_t(x)`` where ``pi_t`` is known to P_{t+1} and P_{t+2} only, block by block
+    (one message per block; every block uses the same ``pi_t`` and fresh masks)."""
     c = proto.compute
     a, b = (t + 1) % 3, (t + 2) % 3
-    shape = x.shape[1:]
+    n = arrays[0].shape[1]
     i = proto.index
     if i == t:
-        y_t = proto.prg[c[b]].ring(shape)
-        y_next = proto.prg[c[a]].ring(shape)
-        return np.stack([y_t, y_next])
-    if i == a:
-        pi = random_permutation(proto.prg[c[b]], shape[0])
-        y_next = proto.prg[c[t]].ring(shape)
-        mine = (x[0] + x[1])[pi] - y_next
-        got = proto.net.exchange({c[b]: [mine]}, [c[b]])[c[b]][0]
-        return np.stack([y_next, mine + got])
-    pi = random_permutation(proto.prg[c[a]], shape[0])
-    y_t = proto.prg[c[t]].ring(shape)
-    mine = x[1][pi] - y_t
-    got = proto.net.exchange({c[a]: [mine]}, [c[a]])[c[a]][0]
-    return np.stack([mine + got, y_t])
+        for block in blocks:
+            for j, cols in block:
+                shape = (n, cols.stop - cols.start)
+                arrays[j][0, :, cols] = proto.prg[c[b]].ring(shape)  # y_t
+                arrays[j][1, :, cols] = proto.prg[c[a]].ring(shape)  # y_{t+1}
+        return
+    pair = c[b] if i == a else c[a]
+    pi = random_permutation(proto.prg[pair], n)
+    for block in blocks:
+        mine, masks = [], []
+        for j, cols in block:
+            x = arrays[j]
+            y = proto.prg[c[t]].ring((n, cols.stop - cols.start))  # y_{t+1} at P_a, y_t at P_b
+            v = (x[0, :, cols] + x[1, :, cols])[pi] if i == a else x[1, :, cols][pi]
+            v -= y
+            mine.append(v)
+            masks.append(y)
+        got = proto.net.exchange({pair: mine}, [pair])[pair]
+        for (j, cols), v, y, g in zip(block, mine, masks, got):
+            v += g
+            if i == a:
+                arrays[j][0, :, cols], arrays[j][1, :, cols] = y, v
+            else:
+                arrays[j][0, :, cols], arrays[j][1, :, cols] = v, y
 
 
-def _dealer_step(proto: Protocol, x: np.ndarray, holder: str, other: str) -> np.ndarray:
-    """Reshare ``pi(x)`` with ``pi`` known to ``holder`` and the dealer (permutation correlation)."""
+def _dealer_step(proto: Protocol, arrays: Sequence[np.ndarray], blocks, holder: str, other: str) -> None:
+    """Reshare ``pi(x)`` with ``pi`` known to ``holder`` and the dealer (permutation
+    correlation), block by block."""
     dealer = proto.dealer
-    shape = x.shape[1:]
+    n = arrays[0].shape[1]
+    widths = [[cols.stop - cols.start for _, cols in block] for block in blocks]
     if proto.party == dealer:
-        pi = random_permutation(proto.prg[holder], shape[0])
+        pi = random_permutation(proto.prg[holder], n)
         g = proto.prg[other]
-        a, b = g.ring(shape), g.ring(shape)
-        proto.net.send_offline(holder, [a[pi] - b])
-        return x
+        for ws in widths:
+            deltas = []
+            for w in ws:
+                a, b = g.ring((n, w)), g.ring((n, w))
+                deltas.append(a[pi] - b)
+            proto.net.send_offline(holder, deltas)
+        return
     if proto.party == holder:
-        pi = random_permutation(proto.prg[dealer], shape[0])
-        delta = proto.net.recv_offline(dealer)[0]
-        z = proto.net.exchange(recv_from=[other])[other][0]
-        return ((x[0] + z)[pi] + delta)[None]
+        pi = random_permutation(proto.prg[dealer], n)
+        for block in blocks:
+            deltas = proto.net.recv_offline(dealer)
+            zs = proto.net.exchange(recv_from=[other])[other]
+            for (j, cols), z, delta in zip(block, zs, deltas):
+                z += arrays[j][0, :, cols]
+                arrays[j][0, :, cols] = z[pi] + delta
+        return
     g = proto.prg[dealer]
-    a, b = g.ring(shape), g.ring(shape)
-    proto.net.exchange({holder: [x[0] - a]})
-    return b[None]
+    for block in blocks:
+        sends, news = [], []
+        for j, cols in block:
+            a, b = g.ring((n, cols.stop - cols.start)), g.ring((n, cols.stop - cols.start))
+            sends.append(arrays[j][0, :, cols] - a)
+            news.append(b)
+        proto.net.exchange({holder: sends})
+        for (j, cols), b in zip(block, news):
+            arrays[j][0, :, cols] = b
