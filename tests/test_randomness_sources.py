@@ -12,8 +12,8 @@ FORBIDDEN = re.compile(
     re.MULTILINE,
 )
 # Modules that synthesise or split public demo data (records of fictional or published
-# patients into per-hospital files), never shares, masks, seeds or keys.
-DEMO_DATA = {"cli/showcase.py", "jobs/demo.py"}
+# patients, fictional bank customers and transactions), never shares, masks, seeds or keys.
+DEMO_DATA = {"cli/showcase.py", "jobs/demo.py", "jobs/banks.py"}
 
 
 def test_no_non_cryptographic_rng_in_package():

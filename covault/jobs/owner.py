@@ -19,7 +19,7 @@ after the schema round (:func:`covault.jobs.program.run_job_party`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,15 @@ import numpy as np
 from covault.ingest.connectors import describe, read_table, source_columns
 from covault.ingest.errors import DataError as IngestDataError
 from covault.ingest.errors import PolicyError
-from covault.ingest.policy import JobView, Policy, apply_policy, check_usage, load_policy, parse_policy
+from covault.ingest.policy import (
+    JobView,
+    Policy,
+    apply_policy,
+    check_usage,
+    load_policy,
+    parse_policy,
+    plan_columns,
+)
 from covault.ingest.table import Column, Table
 from covault.ingest.transforms import LocalStatistics, Preprocessing, build_preprocessing, local_statistics
 from covault.jobs.data import split_rows
@@ -103,12 +111,41 @@ def refused(party: str, exc: PolicyError) -> RefusedError:
 
 
 def check_owner_usage(job, party: str) -> None:
-    """Step 1 alone (vertical jobs): RefusedError when ``party``'s policy refuses the job's
-    usage or regions."""
+    """A vertical job's policy check at data owner ``party``, before anything leaves it:
+    RefusedError when its policy refuses the job's usage or regions, or any of its columns
+    (:func:`check_vertical_columns`); DataError naming the party for an unreadable source."""
     try:
-        check_usage(owner_policy(job, party), job_view(job, party))
+        policy = owner_policy(job, party)
+        check_usage(policy, job_view(job, party))
+        check_vertical_columns(job, party, policy)
     except PolicyError as exc:
         raise refused(party, exc) from None
+    except IngestDataError as exc:
+        raise DataError(f"party {party!r}: {exc}") from None
+
+
+def check_vertical_columns(job, party: str, policy: Policy) -> None:
+    """A vertical job uses every column of the owner's sources as it is (the id to join, the
+    others as features or the label): PolicyError for the first column the policy denies, drops,
+    redacts or that looks like PII without a rule, and for a ``[pii]`` hash or generalize rule,
+    which a vertical job cannot apply."""
+    sources = [job.data.get(party), job.test.get(party)]
+    for source in (s for s in sources if s is not None):
+        table = read_table(source)
+        used = tuple(c for c in table.names if c not in (job.id_column, job.label))
+        view = replace(job_view(job, party), features=used)
+        for v in plan_columns(policy, table, view):
+            if v.error is not None:
+                raise v.error
+            if v.verdict in ("hashed", "generalized"):
+                raise PolicyError(
+                    f"{policy.where(party)}: rule pii: column {v.column!r} ([pii] {v.column} = "
+                    f"{policy.pii[v.column]}): a vertical job uses its columns as they are and cannot "
+                    "apply it (job key partition)",
+                    rule="pii",
+                    subject=v.column,
+                    key="partition",
+                )
 
 
 def prepare_owner(job, party: str) -> OwnerRows:
