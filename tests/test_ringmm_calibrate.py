@@ -54,7 +54,7 @@ def files(directory) -> list:
 
 def test_first_use_measures_and_writes_the_cache(cache):
     cal = calibrate.calibration(ENGINES)
-    assert not cal.loaded and 0 < cal.seconds < 5
+    assert not cal.loaded and cal.seconds > 0
     assert set(cal.fits) == set(AVAILABLE)
     (path,) = files(cache)
     assert path == cal.path and path.suffix == ".json"
@@ -384,3 +384,15 @@ print(calibrate.calibration(tuple(ringmm.ENGINES.values())).loaded)
     ]
     loaded = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert sorted(loaded) == ["False", "True", "True"], loaded
+
+
+def test_a_shape_skipped_in_one_round_does_not_void_larger_measured_ones():
+    # a busy machine can end an engine's budget before a small shape, after it measured a larger one:
+    # the fit still predicts every shape it measured, and stops above the largest one
+    engine = ringmm.ENGINES["numpy"]
+    measured = [calibrate.SHAPES[0], calibrate.SHAPES[3], calibrate.SHAPES[4]]  # (4, 250, 500) skipped
+    samples = [("numpy", m, k, n, 1e-9 * m * k * n + 1e-5) for m, k, n in measured]
+    fit = calibrate.fit([engine], samples)["numpy"]
+    for m, k, n in measured:
+        assert np.isfinite(fit.predict(engine, m, k, n))
+    assert fit.limit == min(m * k * n for m, k, n in calibrate.SHAPES if m * k * n > 500 * 8 * 500)

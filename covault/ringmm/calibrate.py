@@ -273,7 +273,8 @@ def measure(engines: Sequence[ModuleType]) -> list[Sample]:
 
 def fit(engines: Sequence[ModuleType], samples: Sequence[Sample]) -> dict[str, Fit]:
     """Each engine's cost model from its samples (least relative squares, coefficients >= 0,
-    the best of its candidate block sizes), valid below the work of the first shape it skipped."""
+    the best of its candidate block sizes), valid below the work of the smallest shape it skipped
+    that is larger than every shape it measured."""
     out = {}
     for engine in engines:
         mine = [s for s in samples if s[0] == engine.NAME]
@@ -281,7 +282,9 @@ def fit(engines: Sequence[ModuleType], samples: Sequence[Sample]) -> dict[str, F
             continue
         t = np.array([s[4] for s in mine])
         done = {tuple(s[1:4]) for s in mine}
-        limit = min((m * k * n for m, k, n in SHAPES if (m, k, n) not in done), default=math.inf)
+        largest = max(m * k * n for m, k, n in done)  # interpolates below, extrapolates no further
+        skipped = (m * k * n for m, k, n in SHAPES if (m, k, n) not in done)
+        limit = min((w for w in skipped if w > largest), default=math.inf)
         best: tuple[float, Fit] | None = None
         for blocks in engine.BLOCKS:
             x = np.array([engine.terms(m, k, n, blocks) for _, m, k, n, _ in mine]) / t[:, None]
