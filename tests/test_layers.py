@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime", ("covault.session", "covault.runtime", "covault.launch")),
     ("ML", ("covault.nn", "covault.optim", "covault.ml")),
     ("data owners", ("covault.ingest",)),
+    ("governance", ("covault.governance",)),
     ("jobs", ("covault.jobs",)),
     ("CLI", ("covault.cli", "covault.__main__", "covault")),
 ]
