@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def save_approval(state: str | Path, a: Approval, *, peer: bool = False) -> Path
     """Write ``a`` to its file (atomically; the folder is created with mode 0700)."""
     path = approval_path(state, a.fingerprint, a.party, peer=peer)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
     tmp.write_text(json.dumps(a.to_json(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -108,7 +108,8 @@ def review(job, party: str, folder: PartyFolder, *, record: bool = True) -> Revi
 
     st = statement(job)
     if record:
-        _proposed(job, party, folder, st)
+        with folder.audit() as log:
+            record_proposed(job, party, st, log)
     decision = load_approval(folder.state, st.fingerprint, party)
     status = next((s.status for s in known_jobs(folder) if s.fingerprint == st.fingerprint), "pending")
     return Review(party, _path(job), st, plan(job, party), decision, status)
@@ -141,7 +142,7 @@ def _decide(job, party: str, folder: PartyFolder, decision: str, reason: str | N
     st = statement(job)
     a = decide(identity, st, decision, roles=roles(job, party), reason=reason)
     with folder.audit(identity) as log:
-        _proposed(job, party, folder, st, log)
+        record_proposed(job, party, st, log)
         save_approval(folder.state, a)
         payload = {k: v for k, v in a.to_json().items() if k != "certificate"}
         log.append(decision, st.fingerprint, {**payload, "sha256": a.sha256()})
@@ -152,20 +153,15 @@ def _path(job) -> str | None:
     return None if job.path is None else str(Path(job.path).absolute())
 
 
-def _proposed(job, party: str, folder: PartyFolder, st: JobStatement, log=None) -> None:
-    """Record ``proposed`` unless the log has an entry about this version already."""
+def record_proposed(job, party: str, st: JobStatement, log) -> None:
+    """Record ``proposed`` in ``party``'s open audit ``log`` unless it has an entry about this
+    version of the job already."""
     from covault.jobs.program import roles
 
-    own = log is None
-    log = log or folder.audit()
-    try:
-        if not log.seen(st.fingerprint):
-            log.append(
-                "proposed", st.fingerprint, {**st.to_json(), "path": _path(job), "roles": roles(job, party)}
-            )
-    finally:
-        if own:
-            log.close()
+    if not log.seen(st.fingerprint):
+        log.append(
+            "proposed", st.fingerprint, {**st.to_json(), "path": _path(job), "roles": roles(job, party)}
+        )
 
 
 def known_jobs(folder: PartyFolder) -> list[JobStatus]:

@@ -21,6 +21,7 @@ def run_local(
     transport: str = "tcp",
     compare_plaintext: bool = False,
     progress: bool | str = True,
+    approvals: bool = False,
 ) -> dict[str, Any]:
     """Run the job at ``path`` with every party on this machine; the result dict.
 
@@ -29,7 +30,10 @@ def run_local(
     Addresses and certificates in the job file are ignored. ``compare_plaintext`` also trains
     the same model centrally on the pooled plaintext rows (:mod:`covault.jobs.plaintext`).
     ``progress``: True (= ``"auto"``: a bar when stderr is a terminal, else step lines on
-    stderr), ``"bar"``, ``"lines"`` or False (:mod:`covault.jobs.progress`).
+    stderr), ``"bar"``, ``"lines"`` or False (:mod:`covault.jobs.progress`). ``approvals``:
+    run under approvals and audit as ``covault party`` does (``docs/governance.md``): every
+    party needs its approval, signed with its key of the job's ``[tls] certs``, and keeps its
+    audit log there.
 
     Result keys: ``job``, ``task``, ``protocol``, ``partition``, ``transport``, ``label``,
     ``features``, ``parties`` (roles and row counts), ``compute``, ``dealer``,
@@ -51,7 +55,14 @@ def run_local(
         raise ValueError(f"transport must be 'tcp' or 'local', got {transport!r}")
     mode = resolve_mode(progress)
     watch = job.compute[0]
-    program = job_program(job, progress=(watch,) if mode != "off" else False, shared_host=True)
+    governance = None
+    if approvals:
+        from covault.jobs.approvals import party_folder
+
+        governance = {p: party_folder(job, p) for p in job.config.names}
+    program = job_program(
+        job, progress=(watch,) if mode != "off" else False, shared_host=True, governance=governance
+    )
     kind = (
         "threads" if transport == "local" else "processes, " + ("no TLS" if job.config.plaintext else "TLS")
     )

@@ -49,7 +49,7 @@ from covault.jobs.schema import Schema, agree, agree_vertical, announce
 
 
 def job_program(
-    job, *, progress: bool | Iterable[str] = False, shared_host: bool = False
+    job, *, progress: bool | Iterable[str] = False, shared_host: bool = False, governance=None
 ) -> Callable[[Any], dict[str, Any]]:
     """The picklable program ``program(session) -> dict`` of ``job`` (module docstring).
 
@@ -62,11 +62,15 @@ def job_program(
     ``phases`` (seconds, bytes sent, rounds and peak memory so far per step), ``peak_memory``
     (bytes, :func:`peak_memory`) and ``stats``. ``shared_host``: every
     party runs on this host (:func:`covault.jobs.run_local`), so the memory check of MLP jobs
-    (:mod:`covault.jobs.memory`) counts the parties holding shares together.
+    (:mod:`covault.jobs.memory`) counts the parties holding shares together. ``governance``:
+    ``{party: PartyFolder}`` runs the job under approvals and audit
+    (:func:`covault.jobs.governed.run_governed`; ``docs/governance.md``).
     """
     if not isinstance(progress, bool):
         progress = tuple(progress)
-    return functools.partial(run_job_party, job, progress=progress, shared_host=shared_host)
+    return functools.partial(
+        run_job_party, job, progress=progress, shared_host=shared_host, governance=governance
+    )
 
 
 def roles(job, party: str, dealer: str | None = None) -> list[str]:
@@ -134,9 +138,20 @@ def _check_session(job, session) -> None:
 
 
 def run_job_party(
-    job, session, *, progress: bool | tuple[str, ...] = False, shared_host: bool = False
+    job, session, *, progress: bool | tuple[str, ...] = False, shared_host: bool = False, governance=None
 ) -> dict[str, Any]:
     """Party ``session.party``'s side of ``job`` (see :func:`job_program`)."""
+    if governance is not None:
+        from covault.jobs.governed import run_governed
+
+        body = functools.partial(_run_job_party, job, session, progress, shared_host)
+        return run_governed(job, session, governance, body)
+    return _run_job_party(job, session, progress, shared_host, None)
+
+
+def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str, Any]:
+    """:func:`run_job_party`; ``hooks`` (:class:`covault.jobs.governed.Hooks`) hears of the
+    owner's prepared rows."""
     start = time.perf_counter()
     me = session.party
     say = _speaker(me, progress)
@@ -177,6 +192,8 @@ def run_job_party(
             status["error"] = str(exc) if named else f"party {me!r}: {exc}"
             status["error_type"] = type(exc).__name__
         status.update(memory_status(job, session))
+    if hooks is not None and rows is not None:
+        hooks.prepared(rows)  # the input digest and policy decisions, in this party's audit log
 
     # 2. agree
     with steps("schema"):
