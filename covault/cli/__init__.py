@@ -1,9 +1,11 @@
-"""Command-line interface: one module per command, found by name in :data:`COMMANDS`.
+"""Command-line interface: one module per command, found by convention (:func:`commands`).
 
     covault demo [--protocol P] [--vertical] [--out DIR]   hospitals train a breast-cancer model jointly
     covault train JOB.toml [--json] [--compare-plaintext]  every party of a job on this machine
     covault party JOB.toml --as NAME [--local F]           one party of a job, on its own host
     covault plan JOB.toml --as NAME [--local F]            dry run: what the party would send and learn
+    covault approve JOB.toml --as NAME [--yes]             sign a party's approval of a job's fingerprint
+    covault reject JOB.toml --as NAME [--reason TEXT]      sign a party's rejection of a job
     covault showcase                                       engine tour: pooled statistics under MPC
     covault certs init DIR [--days N]                      consortium CA (DIR/ca.pem, DIR/ca.key)
     covault certs issue DIR NAME [--days N]                party key and certificate (DIR/NAME.key, .pem)
@@ -11,8 +13,9 @@
     covault run CONFIG SCRIPT.py                           every party of CONFIG on this machine
 
 A command module ``covault/cli/NAME.py`` defines ``HELP``, ``DESCRIPTION`` (None: the help),
-``add_arguments(parser)`` and ``main(args) -> int``; it imports what the command needs inside
-``main``, so ``covault --help`` and every command start fast.
+``ORDER`` (its place in ``covault --help``), ``add_arguments(parser)`` and ``main(args) -> int``;
+it imports what the command needs inside ``main``, so ``covault --help`` and every command start
+fast. A module without ``HELP`` (``common.py``) is not a command.
 
 A job file (``docs/jobs.md``) is a consortium config with a ``task``. ``SCRIPT.py`` defines
 ``main(session)``; every party runs it (SPMD) and prints its return value. ``--json`` prints one
@@ -25,20 +28,31 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from types import ModuleType
-
-COMMANDS = ("demo", "showcase", "train", "plan", "certs", "party", "run")
 
 
 def _command(name: str) -> ModuleType:
     return importlib.import_module(f"covault.cli.{name}")
 
 
+def commands() -> list[str]:
+    """The command names: the modules of this package that define ``HELP``, by ``ORDER``."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = _command(info.name)
+        if hasattr(module, "HELP"):
+            found.append((getattr(module, "ORDER", 100), info.name))
+    return [name for _, name in sorted(found)]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covault", description="Secure multi-party computation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in commands():
         module = _command(name)
         module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION))
     return parser

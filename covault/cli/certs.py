@@ -8,6 +8,7 @@ from pathlib import Path
 from covault.cli.common import error
 from covault.exitcodes import EXIT_OK, EXIT_USAGE
 
+ORDER = 70
 HELP = "consortium CA and party certificates"
 DESCRIPTION = None
 

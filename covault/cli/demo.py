@@ -10,6 +10,7 @@ from covault import schemes
 from covault.cli.common import output_options, positive_int, print_result, progress, run_job
 from covault.exitcodes import EXIT_OK
 
+ORDER = 10
 HELP = "three hospitals train a breast-cancer classifier jointly under MPC (real processes, TLS)"
 DESCRIPTION = (
     "Three hospitals each hold part of scikit-learn's Wisconsin breast-cancer data and train "

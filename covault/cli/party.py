@@ -15,6 +15,7 @@ from pathlib import Path
 from covault.cli.common import error, output_options, print_warnings, progress, run_options
 from covault.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
+ORDER = 80
 HELP = "run one party of a job or of a consortium config"
 DESCRIPTION = None
 

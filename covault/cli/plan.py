@@ -8,6 +8,7 @@ from pathlib import Path
 from covault.cli.common import run_job
 from covault.exitcodes import EXIT_OK
 
+ORDER = 40
 HELP = "show what one party of a job would send and learn, and its policy's verdicts, without running it"
 DESCRIPTION = (
     "A dry run of JOB.toml at party NAME: nothing is sent and no peer is contacted. For a data "

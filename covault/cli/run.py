@@ -7,6 +7,7 @@ from pathlib import Path
 
 from covault.cli.common import run_options
 
+ORDER = 90
 HELP = "run every party of a config on this machine (loopback, fresh ports)"
 DESCRIPTION = None
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from covault import schemes
 
+ORDER = 20
 HELP = "engine tour: hospitals pool statistics under MPC"
 DESCRIPTION = None
 COLUMNS = ("age", "systolic", "cholesterol")

@@ -8,6 +8,7 @@ from pathlib import Path
 from covault.cli.common import output_options, print_result, progress, run_job
 from covault.exitcodes import EXIT_OK
 
+ORDER = 30
 HELP = "run every party of a job on this machine and report the model's held-out metrics"
 DESCRIPTION = (
     "Run every party of JOB.toml on this machine (one process per party over mutual TLS with "

@@ -136,7 +136,7 @@ def reject(job, party: str, folder: PartyFolder, reason: str | None = None) -> A
 
 
 def _decide(job, party: str, folder: PartyFolder, decision: str, reason: str | None) -> Approval:
-    from covault.jobs.program import roles
+    from covault.jobs.spec import roles
 
     identity = folder.identity()
     st = statement(job)
@@ -156,7 +156,7 @@ def _path(job) -> str | None:
 def record_proposed(job, party: str, st: JobStatement, log) -> None:
     """Record ``proposed`` in ``party``'s open audit ``log`` unless it has an entry about this
     version of the job already."""
-    from covault.jobs.program import roles
+    from covault.jobs.spec import roles
 
     if not log.seen(st.fingerprint):
         log.append(

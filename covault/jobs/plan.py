@@ -24,7 +24,7 @@ VALUE_BYTES = 8  # one ring element
 
 def plan(job, party: str) -> dict[str, Any]:
     """The dry run of ``job`` at ``party`` (module docstring), JSON-ready."""
-    from covault.jobs.program import roles
+    from covault.jobs.spec import roles
 
     if party not in job.config.parties:
         raise JobError(f"party {party!r} is not in the job (parties: {sorted(job.config.parties)})")

@@ -46,6 +46,7 @@ from covault.jobs.memory import check_memory, memory_status
 from covault.jobs.model import model_to_dict
 from covault.jobs.owner import OwnerRows, check_owner_usage, prepare_owner, secure_preprocessing
 from covault.jobs.schema import Schema, agree, agree_vertical, announce
+from covault.jobs.spec import roles
 
 
 def job_program(
@@ -71,22 +72,6 @@ def job_program(
     return functools.partial(
         run_job_party, job, progress=progress, shared_host=shared_host, governance=governance
     )
-
-
-def roles(job, party: str, dealer: str | None = None) -> list[str]:
-    """The job roles of ``party``: compute, dealer, data, receiver. ``dealer``: the session's
-    name for the 2pc dealer, where it differs from the job's (``covault.run`` names it
-    ``"dealer"``)."""
-    out = []
-    if party in job.compute:
-        out.append("compute")
-    if job.dealer is not None and party in (job.dealer, dealer):
-        out.append("dealer")
-    if party in job.data_parties:
-        out.append("data")
-    if party in job.reveal_model_to:
-        out.append("receiver")
-    return out
 
 
 class _Steps:

@@ -219,6 +219,22 @@ class Job:
         return agreement_digests(agreed)
 
 
+def roles(job, party: str, dealer: str | None = None) -> list[str]:
+    """The job roles of ``party``: compute, dealer, data, receiver. ``dealer``: the session's
+    name for the 2pc dealer, where it differs from the job's (``covault.run`` names it
+    ``"dealer"``)."""
+    out = []
+    if party in job.compute:
+        out.append("compute")
+    if job.dealer is not None and party in (job.dealer, dealer):
+        out.append("dealer")
+    if party in job.data_parties:
+        out.append("data")
+    if party in job.reveal_model_to:
+        out.append("receiver")
+    return out
+
+
 def _transform_json(t: Any) -> Any:
     """A column transform as plain JSON (fingerprints)."""
     d = asdict(t) if is_dataclass(t) else dict(t)
