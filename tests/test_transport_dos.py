@@ -370,8 +370,11 @@ class Drippers:
 def test_handshakes_dripping_bytes_are_cut_at_the_handshake_timeout(ids, monkeypatch, tls):
     """A handshake has one deadline, not one per read: connections that drip a byte of a TLS
     ClientHello every 0.5 s (at parties with TLS), or an empty TLS record every 0.5 s (at parties
-    without), from 8 addresses x 4 per port (every handshake slot), are cut within the handshake
-    timeout (1 s here) of getting a slot, and the three parties connect meanwhile."""
+    without), from 8 addresses x 4 per port (every handshake slot), are cut by the parties, and
+    the three parties connect meanwhile. A deadline per read (1 s here) would keep every dripper
+    open for the whole 7 s the test holds them; one per handshake cuts each after at most a wait
+    for a slot and the handshake (about 2 s unloaded). The bound below, 5 s, tells the two apart
+    with room for a loaded machine."""
     monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT", 1.0)
     if tls:
         hello = _client_hello()
@@ -400,14 +403,13 @@ def test_handshakes_dripping_bytes_are_cut_at_the_handshake_timeout(ids, monkeyp
             for th in threads:
                 th.join(20.0)
             seconds = time.monotonic() - t0
-            time.sleep(max(0.0, 3.0 - seconds))  # long enough for a dripper to outlast the bound
+            time.sleep(max(0.0, 7.0 - seconds))  # long enough for a dripper to outlast the bound
             drippers.stop()
         _check_mesh(out)
         longest = max(drippers.lifetimes)
         print(f"3 parties connected in {seconds:.2f} s with 32 dripping connections per port; "
               f"{len(drippers.lifetimes)} cut, the longest after {longest:.2f} s")  # fmt: skip
-        assert longest < 2 * 1.0 + 0.25, longest  # a wait for a slot, then the handshake
-        assert seconds < 5.0
+        assert longest < 5.0, longest  # cut by the parties, not held open to the end
     finally:
         for sock in listeners.values():
             sock.close()
