@@ -1,12 +1,14 @@
 """Test helpers shared by the test modules: run a program under each protocol and check that every
 compute party agrees; a value at its owner only; free loopback ports; bit balance of shares; small
-job files, CSV tables and their deployment (certificates, addresses)."""
+job files, CSV tables and their deployment (certificates, addresses); approvals; party processes."""
 
 from __future__ import annotations
 
 import csv
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,30 @@ def write_csv(path: Path, columns: list[str], rows) -> Path:
         w.writerow(columns)
         w.writerows(rows)
     return path
+
+
+def run_parties(path: Path, options: dict[str, list[str]]) -> dict[str, tuple[str, str, int]]:
+    """``covault party PATH --as NAME OPTIONS`` for every party at once (as on separate hosts);
+    ``{name: (stdout, stderr, exit code)}``."""
+    cmd = [sys.executable, "-m", "covault", "party", str(path), "--as"]
+    procs = {
+        n: subprocess.Popen([*cmd, n, *opts], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n, opts in options.items()
+    }
+    done = {}
+    try:
+        for n, p in procs.items():
+            done[n] = (*p.communicate(timeout=90), p.returncode)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return done
+
+
+def approve_all(path: Path, names) -> None:
+    """``covault approve PATH --as NAME --yes`` for every party of ``names`` (its signed
+    approval in the job's certificate folder)."""
+    for n in names:
+        assert cli(["approve", str(path), "--as", n, "--yes"]) == 0, n

@@ -19,7 +19,7 @@ from covault.jobs import format_table, render_html
 from covault.jobs.demo import ID_COLUMN, LABEL, breast_cancer, make_breast_cancer_job
 from covault.jobs.progress import Bar, progress_display, resolve_mode, step_position
 from covault.jobs.report import json_safe
-from tests.helpers import HOSPITALS, deploy_job, tiny_job
+from tests.helpers import HOSPITALS, approve_all, deploy_job, run_parties, tiny_job
 
 pytestmark = pytest.mark.processes
 
@@ -220,34 +220,16 @@ def test_demo_end_to_end_over_tls(tmp_path, capsys):
 
 
 # -- covault party JOB --as NAME ---------------------------------------------------------------------
-def run_parties(path: Path, options: dict[str, list[str]]) -> dict[str, tuple[str, str, int]]:
-    """``covault party PATH --as NAME OPTIONS`` for every party at once (as on separate hosts);
-    ``{name: (stdout, stderr, exit code)}``."""
-    cmd = [sys.executable, "-m", "covault", "party", str(path), "--as"]
-    procs = {
-        n: subprocess.Popen([*cmd, n, *opts], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n, opts in options.items()
-    }
-    done = {}
-    try:
-        for n, p in procs.items():
-            done[n] = (*p.communicate(timeout=90), p.returncode)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return done
-
-
 def test_party_runs_its_side_of_a_job_without_a_script(tmp_path, capsys):
-    """Three ``covault party JOB --as NAME`` processes (as on three hosts), mutual TLS."""
+    """Three ``covault party JOB --as NAME`` processes (as on three hosts), mutual TLS, each
+    with its signed approval."""
     path = tiny_job(tmp_path)
     deploy_job(
         path,
         list(HOSPITALS),
         lambda t: t.replace("[model]", 'reveal_model_to = ["hospital_c"]\ntimeout = 10\n[model]'),
     )
+    approve_all(path, HOSPITALS)
     capsys.readouterr()
     done = run_parties(path, {"hospital_a": [], "hospital_b": ["--quiet"], "hospital_c": ["--json"]})
     for n, (_, err, code) in done.items():
@@ -275,6 +257,7 @@ def test_party_2pc_with_a_dealer_and_a_data_only_party(tmp_path, capsys):
         return text + "[parties.dealer]\n"
 
     deploy_job(path, names, edit)
+    approve_all(path, names)
     capsys.readouterr()
     done = run_parties(path, {n: ["--json"] for n in names})
     for n, (_, err, code) in done.items():

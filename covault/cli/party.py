@@ -1,5 +1,7 @@
 """``covault party CONFIG|JOB --as NAME [SCRIPT.py]``: one party of a job or of a consortium
-config, on its own host (or started by ``covault run`` with an inherited listener)."""
+config, on its own host (or started by ``covault run`` with an inherited listener). A job runs
+under approvals and audit: only when every party approved this version of it
+(``docs/governance.md``)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--local",
         type=Path,
         metavar="FILE",
-        help="this data owner's local file (data, test, policy), never sent (job files only)",
+        help="this data owner's local file (data, test, policy, governance), never sent (job files only)",
+    )
+    p.add_argument(
+        "--governance",
+        type=Path,
+        metavar="DIR",
+        help="this party's governance folder: its signed approval, its audit log (job files only; "
+        "default: its local file's governance key, else the folder of its key)",
     )
     run_options(p)
     output_options(p)
@@ -130,6 +139,10 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
                     "--local gives a data owner's sources for a job file; this is a consortium config"
                 )
             config = parse_config(raw, args.config)
+        if args.governance is not None and (job is None or args.script is not None):
+            raise ConfigError(
+                "--governance is the folder of a job's approvals: give a job file and no SCRIPT"
+            )
         if args.name not in config.parties:
             raise ConfigError(
                 f"party {args.name!r} is not in {args.config} (parties: {sorted(config.parties)})"
@@ -137,9 +150,15 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
         if args.script is not None:
             program = load_script(args.script)
         elif job is not None:
+            from covault.jobs.approvals import party_folder
             from covault.jobs.program import job_program
 
-            program = job_program(job, progress=(args.name,) if progress(args) else False)
+            folder = party_folder(job, args.name, local=args.local, governance=args.governance)
+            folder.identity()  # its signing key and the CA: checked before connecting
+            folder.ca()
+            program = job_program(
+                job, progress=(args.name,) if progress(args) else False, governance={args.name: folder}
+            )
         else:
             raise ConfigError(
                 f"{args.config} is a consortium config, not a job file (it has no 'task'): give the "

@@ -26,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also train the same model centrally on the pooled plaintext rows",
     )
     p.add_argument("--report", type=Path, metavar="FILE", help="write an HTML report to FILE")
+    p.add_argument(
+        "--approvals",
+        action="store_true",
+        help="run under approvals and audit as covault party does: every party needs its signed "
+        "approval (covault approve) and keeps its audit log in the job's [tls] certs folder",
+    )
     output_options(p)
 
 
@@ -38,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
             transport=args.transport,
             compare_plaintext=args.compare_plaintext,
             progress=progress(args),
+            approvals=args.approvals,
         )
         print_result(result, args, "covault train")
         return EXIT_OK

@@ -256,6 +256,11 @@ class AuditLog:
         row = self.db.execute("SELECT pem FROM certs WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def head_rows(self) -> list[tuple[str, int, str, str]]:
+        """The rows of the ``heads`` table as stored: ``(owner, seq, witness, document)``."""
+        q = "SELECT owner, seq, witness, document FROM heads ORDER BY owner, seq, witness"
+        return [(str(o), int(s), str(w), str(d)) for o, s, w, d in self.db.execute(q)]
+
     def countersignatures(self, owner: str | None = None) -> list[Countersignature]:
         """The countersigned heads kept here (of ``owner``'s log only, if given)."""
         q, args = "SELECT document FROM heads ORDER BY owner, seq, witness", ()

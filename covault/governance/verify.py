@@ -5,9 +5,12 @@ its content, it follows the previous entry (``prev``), and its signature verifie
 certificate of the consortium CA that names the party and was valid at the entry's time. Then
 every countersigned head of this log, the ones it keeps and the copies other parties hold
 (``witnesses``: their audit logs, or the heads they exported), must be validly signed by the
-party and countersigned by the witness, and must match the entry at its ``seq``: an entry
-edited, deleted or reordered breaks the chain; a log truncated after its last countersigned
-head (its own copies of the heads deleted with it) is caught by the copies the others hold.
+party and countersigned by the witness, and must match the entry at its ``seq``, and a later
+``countersigned`` entry must record that head: an entry edited, deleted or reordered breaks the
+chain; a log truncated after its last countersigned head (its own copies of the heads deleted
+with it) is caught by the copies the others hold. Entries after the last head a witness holds
+are covered by the chain and the signatures only: deleting them from the end goes unnoticed
+until the next job's heads (``docs/governance.md``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from covault.deploy.certs import CertificateError
 from covault.governance.audit import GENESIS, SIGNATURE_DOMAIN, AuditLog, entry_hash, log_party, signed_part
-from covault.governance.errors import GovernanceError
+from covault.governance.errors import AuditError, GovernanceError
 from covault.governance.heads import Countersignature, check_countersignature, countersignature_from_json
 from covault.governance.signing import check_cert, check_signature, key_id, parse_cert
 
@@ -109,13 +112,19 @@ class _Certs:
         return cert, problem
 
 
-def verify_log(path: str | Path, ca, witnesses: Iterable[Countersignature] = ()) -> Report:
+def verify_log(
+    path: str | Path, ca, witnesses: Iterable[Countersignature] = (), *, party: str | None = None
+) -> Report:
     """Verify the audit log at ``path`` (module docstring) against the consortium CA
     certificate ``ca``; ``witnesses``: countersigned heads other parties hold (those of other
-    logs are ignored)."""
-    party = log_party(path)
+    logs are ignored). ``party``: whose log it must be (AuditError if it names another party)."""
+    owner = log_party(path)
+    if party is not None and owner != party:
+        raise AuditError(f"{path} is the audit log of {owner!r}, not of {party!r}")
+    party = owner
     findings: list[Finding] = []
     hashes: dict[int, str] = {}
+    recorded: set[tuple[int, str]] = set()  # the heads that countersigned entries record
     with AuditLog(path, party, readonly=True) as log:
         certs = _Certs(log, ca, party)
         expected, prev, count = 1, GENESIS, 0
@@ -150,10 +159,16 @@ def verify_log(path: str | Path, ca, witnesses: Iterable[Countersignature] = ())
                     findings.append(Finding(e.seq, f"{what}: {problem}"))
             hashes[e.seq] = e.hash
             expected, prev = e.seq + 1, e.hash
+            data = e.data
+            if e.kind == "countersigned" and isinstance(data, dict):
+                recorded.add((data.get("seq"), data.get("hash")))
         last = expected - 1
-        own = log.countersignatures(owner=party)
-        others = [c for c in log.countersignatures() if c.head.party != party]
+        kept, broken = _kept_heads(log)
+        own = [c for c in kept if c.head.party == party]
+        others = [c for c in kept if c.head.party != party]
+    findings += broken
     seen: set[str] = set()
+    heads: dict[tuple[int, str], str] = {}  # valid heads of this log that match it -> a witness
     checked = 0
     for c, where in [
         *((c, "kept in this log") for c in own),
@@ -175,6 +190,14 @@ def verify_log(path: str | Path, ca, witnesses: Iterable[Countersignature] = ())
             )
         else:
             seen.add(c.witness)
+            heads.setdefault((c.head.seq, c.head.hash), c.witness)
+    for (seq, hash_), witness in sorted(heads.items()):
+        if (seq, hash_) not in recorded:
+            what = (
+                f"the head at entry {seq}, countersigned by {witness}, is recorded by no countersigned entry"
+            )
+            cause = "log truncated" if seq == last else "deleted"
+            findings.append(Finding(seq + 1, f"entry {seq + 1}: {what} ({cause})"))
     for c in others:
         problem = check_countersignature(c, ca)
         if problem is not None:
@@ -183,6 +206,18 @@ def verify_log(path: str | Path, ca, witnesses: Iterable[Countersignature] = ())
             )
     order = sorted(findings, key=lambda f: (f.seq is None, f.seq or 0))
     return Report(party, Path(path), count, last, checked, tuple(sorted(seen)), tuple(order))
+
+
+def _kept_heads(log: AuditLog) -> tuple[list[Countersignature], list[Finding]]:
+    """The countersigned heads kept in ``log``, and a finding for each that cannot be read."""
+    out, bad = [], []
+    for owner, seq, witness, doc in log.head_rows():
+        try:
+            out.append(countersignature_from_json(json.loads(doc), "countersigned head"))
+        except (ValueError, GovernanceError) as exc:
+            where = f"the head of {owner} at its entry {seq} countersigned by {witness} kept here"
+            bad.append(Finding(seq if owner == log.party else None, f"{where} is malformed: {exc}"))
+    return out, bad
 
 
 def witness_heads(sources: Iterable[str | Path]) -> list[Countersignature]:
@@ -206,7 +241,8 @@ def witness_heads(sources: Iterable[str | Path]) -> list[Countersignature]:
             continue
         party = log_party(p)
         with AuditLog(p, party, readonly=True) as log:
-            out += [c for c in log.countersignatures() if c.witness == party and c.head.party != party]
+            kept, _ = _kept_heads(log)  # a malformed one is a finding when that log is verified
+            out += [c for c in kept if c.witness == party and c.head.party != party]
     return out
 
 

@@ -18,11 +18,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+from covault.errors import CovaultError
 from covault.governance.approval import (
     Approval,
     check_approval,
@@ -52,8 +54,8 @@ from covault.jobs.schema import announce
 class Hooks:
     """What the job program tells the audit log while it runs."""
 
-    def __init__(self, log: AuditLog, fingerprint: str, party: str):
-        self.log, self.fingerprint, self.party = log, fingerprint, party
+    def __init__(self, log: AuditLog, fingerprint: str, party: str, job=None):
+        self.log, self.fingerprint, self.party, self.job = log, fingerprint, party, job
 
     def prepared(self, rows) -> None:
         """A data owner's prepared rows: the ``input`` digest and its ``policy`` decisions."""
@@ -90,9 +92,22 @@ class Hooks:
                         "train_rows": len(rows.train_ids),
                         "test_rows": len(rows.test_ids or ()),
                     },
-                )
+                ),
+                ("policy", self._vertical_policy(rows)),
             ]
         self.log.append_many([(k, self.fingerprint, p) for k, p in entries])
+
+    def _vertical_policy(self, rows) -> dict[str, Any]:
+        """A vertical job's policy decisions: its policy allowed the usage, the regions and
+        every column, each used as it is (else the job was refused before this)."""
+        policy = None if self.job is None else self.job.policy.get(self.party)
+        label = None if self.job is None else self.job.label
+        verdicts = [
+            {"column": c, "verdict": "label" if c == label else "feature", "reason": "allowed, used as is"}
+            for c in rows.columns
+        ]
+        where = str(policy) if policy else "default policy"
+        return {"policy": where, "checks": ["usage", "regions", "columns"], "columns": verdicts}
 
     def privacy_budget(self, *, epsilon: float, delta: float = 0.0, mechanism: str, **detail: Any) -> None:
         """Record the differential-privacy budget a mechanism of the job spent."""
@@ -127,18 +142,33 @@ def run_governed(
         record_proposed(job, me, st, log)
         try:
             approvals = exchange_approvals(job, session, folder, ca, st)
+        except ApprovalError as exc:
+            # every party reached this verdict on the same messages: the refusal is countersigned
+            _failed(log, st, exc)
+            with contextlib.suppress(GovernanceError, CovaultError, OSError):
+                exchange_heads(job, session, identity, ca, log, st.fingerprint)
+            raise
+        except BaseException as exc:
+            _failed(log, st, exc)
+            raise
+        try:
             started = {
                 "parties": list(job.config.names),
                 "approvals": {p: {"sha256": a.sha256(), "time": a.time} for p, a in approvals.items()},
             }
             log.append("started", st.fingerprint, started)
-            result = body(Hooks(log, st.fingerprint, me))
+            result = body(Hooks(log, st.fingerprint, me, job))
             log.append_many([(k, st.fingerprint, p) for k, p in _end_entries(job, me, result, traffic)])
             exchange_heads(job, session, identity, ca, log, st.fingerprint)
             return result
         except BaseException as exc:
-            log.append("failed", st.fingerprint, {"type": type(exc).__name__, "error": str(exc)})
+            _failed(log, st, exc)
             raise
+
+
+def _failed(log: AuditLog, st: JobStatement, exc: BaseException) -> None:
+    """Record ``failed`` with the error's type and message."""
+    log.append("failed", st.fingerprint, {"type": type(exc).__name__, "error": str(exc)})
 
 
 def exchange_approvals(job, session, folder: PartyFolder, ca, st: JobStatement) -> dict[str, Approval]:
@@ -149,6 +179,7 @@ def exchange_approvals(job, session, folder: PartyFolder, ca, st: JobStatement) 
     got = announce(session, {"approval": None if own is None else own.to_json()})
     problems, named, keys = [], [], set()
     ok: dict[str, Approval] = {}
+    other: dict[tuple[str, tuple[str, ...]], list[str]] = {}  # (decision, keys) -> parties
     for sp in session.parties:
         p = job_name(job, session, sp)
         doc = got[sp].get("approval")
@@ -168,10 +199,9 @@ def exchange_approvals(job, session, folder: PartyFolder, ca, st: JobStatement) 
             elif a.fingerprint != st.fingerprint:
                 diff = differing_keys(a.parts, st.parts)
                 keys.update(diff)
-                problem = (
-                    f"party {p!r} approved another version of this job, not this one; keys that differ: "
-                    + (", ".join(diff) or "none, but the fingerprints differ")
-                )
+                other.setdefault((a.decision, tuple(diff)), []).append(p)
+                named.append(p)
+                continue
             elif not a.approved:
                 problem = f"party {p!r} rejected this job" + (f": {a.reason}" if a.reason else "")
             else:
@@ -179,6 +209,12 @@ def exchange_approvals(job, session, folder: PartyFolder, ca, st: JobStatement) 
         if problem is not None:
             problems.append(problem)
             named.append(p)
+    for (decision, diff), parties in other.items():
+        who = f"party {parties[0]!r}" if len(parties) == 1 else "parties " + ", ".join(map(repr, parties))
+        problems.append(
+            f"{who} {decision} another version of this job, not this one; keys that differ: "
+            + (", ".join(diff) or "none, but the fingerprints differ")
+        )
     if problems:
         raise ApprovalError(
             f"the job was not approved by every party: {'; '.join(problems)}",

@@ -473,13 +473,14 @@ def _transforms(value: Any, label: str) -> dict[str, Any]:
         raise JobError(str(exc)) from None
 
 
-LOCAL_KEYS = {"data", "test", "policy"}
+LOCAL_KEYS = {"data", "test", "policy", "governance"}
 
 
 def bind_local(job: Job, party: str, path: str | Path) -> Job:
     """``job`` with ``party``'s data source, test source and policy taken from its local file
-    (TOML with ``data``, ``test``, ``policy``; paths relative to that file). The local file is
-    read only at that party and never sent; it replaces what the job file says for ``party``."""
+    (TOML with ``data``, ``test``, ``policy``; paths relative to that file; its ``governance``
+    folder is read by :func:`covault.jobs.approvals.party_folder`). The local file is read only
+    at that party and never sent; it replaces what the job file says for ``party``."""
     if party not in job.data_parties:
         raise JobError(
             f"party {party!r} owns no data in this job (owners: {list(job.data_parties)}); "

@@ -1,0 +1,122 @@
+"""A job runs only when every party approved this version of it: without one owner's approval,
+with a rejection, or with a job key changed after the approvals, every party stops before any
+data is read and says why; the refusal is in every party's audit log. The full flow of real
+processes: covault certs, covault approve --yes for each party, covault party for each over
+mutual TLS, covault audit verify for each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from covault.cli import main as cli
+from covault.governance.errors import ApprovalError
+from covault.jobs.approvals import audit_entries, known_jobs, party_folder, reject
+from covault.jobs.local import run_local
+from covault.jobs.spec import load_job
+from tests.helpers import HOSPITALS, approve_all, deploy_job, run_parties, tiny_job
+
+A, B, C = HOSPITALS
+
+
+@pytest.fixture
+def job_path(tmp_path):
+    path = tiny_job(tmp_path)
+    deploy_job(path, list(HOSPITALS), lambda t: t.replace("[model]", "timeout = 30\n[model]"))
+    return path
+
+
+def refused_everywhere(path, message: str) -> None:
+    """Every party's log ends with ``failed`` carrying ``message`` and the countersigned record
+    of that refusal, and read no data (no ``input`` entry)."""
+    job = load_job(path)
+    for n in HOSPITALS:
+        entries = audit_entries(party_folder(job, n), fingerprint=job.fingerprint())
+        kinds = [e.kind for e in entries]
+        assert kinds[-2:] == ["failed", "countersigned"] and "input" not in kinds, (n, kinds)
+        assert entries[-2].data["type"] == "ApprovalError" and message in entries[-2].data["error"]
+        assert known_jobs(party_folder(job, n))[-1].status == "failed"
+
+
+def test_without_one_owners_approval_no_party_starts(job_path):
+    approve_all(job_path, [A, B])
+    with pytest.raises(ApprovalError, match=f"party '{C}' has not approved this job") as err:
+        run_local(job_path, transport="local", progress=False, approvals=True)
+    assert err.value.parties == (C,)
+    refused_everywhere(job_path, f"party '{C}' has not approved this job (run: covault approve JOB --as {C})")
+
+
+def test_a_rejection_stops_every_party_with_its_reason(job_path, capsys):
+    approve_all(job_path, [A, C])
+    job = load_job(job_path)
+    reject(job, B, party_folder(job, B), reason="not this quarter")
+    code = cli(["train", str(job_path), "--approvals", "--transport", "local", "--quiet"])
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and f"ApprovalError: the job was not approved by every party: party '{B}' rejected this job: not this quarter"
+        in err
+    )
+    refused_everywhere(job_path, f"party '{B}' rejected this job: not this quarter")
+
+
+def test_a_key_changed_after_the_approvals_is_named(job_path):
+    approve_all(job_path, HOSPITALS)
+    job_path.write_text(
+        job_path.read_text().replace("epochs = 2", "epochs = 3").replace("seed = 2", "seed = 4")
+    )
+    with pytest.raises(ApprovalError) as err:
+        run_local(job_path, transport="local", progress=False, approvals=True)
+    assert err.value.keys == ("model.epochs", "seed") and err.value.parties == HOSPITALS
+    said = "parties 'hospital_a', 'hospital_b', 'hospital_c' approved another version of this job, not this one; keys that differ: model.epochs, seed"
+    assert said in str(err.value)
+    refused_everywhere(job_path, said)
+
+
+def test_party_processes_stop_at_once_naming_the_party_without_approval(job_path):
+    """Three `covault party` processes over mutual TLS; hospital_c has not approved: each exits
+    2 with the same one-line error long before the consortium timeout (30 s)."""
+    approve_all(job_path, [A, B])
+    t0 = time.monotonic()
+    done = run_parties(job_path, {n: ["--quiet"] for n in HOSPITALS})
+    seconds = time.monotonic() - t0
+    for n, (out, err, code) in done.items():
+        assert code == 2 and out == "", (n, err)
+        assert err.startswith(
+            f"covault party {n}: error: ApprovalError: the job was not approved by every party: party '{C}' has not approved this job"
+        ), (n, err)
+    refused_everywhere(job_path, f"party '{C}' has not approved this job")
+    print(f"every party refused the job in {seconds:.2f} s (processes started to all exited)")
+
+
+def test_full_flow_certs_approve_party_verify(tmp_path):
+    """covault certs -> covault approve --yes x3 -> covault party x3 -> covault audit verify x3."""
+    path = tiny_job(tmp_path)
+    deploy_job(
+        path, list(HOSPITALS), lambda t: t.replace("[model]", "timeout = 30\n[model]")
+    )  # covault certs
+    for n in HOSPITALS:
+        done = subprocess.run(
+            [sys.executable, "-m", "covault", "approve", str(path), "--as", n, "--yes"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0 and f"covault approve: party {n} approved job 'job'" in done.stdout, (
+            done.stderr
+        )
+    done = run_parties(path, {n: ["--quiet"] for n in HOSPITALS})
+    for n, (out, err, code) in done.items():
+        assert code == 0 and f"party {n} (compute, data, receiver)" in out, (n, err)
+    for n in HOSPITALS:
+        v = subprocess.run(
+            [sys.executable, "-m", "covault", "audit", "verify", str(path), "--as", n],
+            capture_output=True,
+            text=True,
+        )
+        others = ", ".join(h for h in HOSPITALS if h != n)
+        assert v.returncode == 0 and v.stdout.startswith(
+            f"{n}: OK: 9 entries, 4 heads countersigned by {others}"
+        ), v
