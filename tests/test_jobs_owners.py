@@ -77,14 +77,14 @@ def assert_refused(got: dict, owner: str, rule: str) -> None:
 # -- the five banks, end to end ---------------------------------------------------------------
 @pytest.mark.slow
 def test_five_banks_from_raw_tables_match_sklearn_and_onnx_scores_raw_rows(tmp_path):
-    path = make_bank_job(tmp_path / "banks", rows=2000, epochs=5)
+    path = make_bank_job(tmp_path / "banks", rows=2000)
     res = run_local(path, transport="local", compare_plaintext=True, progress=False)
     sk = res["plaintext"]["sklearn"]["metrics"]
-    # AUC is the threshold-free measure and agrees tightly; with balanced class weights many rows
-    # score near 0.5, so accuracy at that threshold moves by a point or two with the secure
-    # shuffle's order (measured: 74.7-76.0 % against scikit-learn's 76.3 %).
+    # The demo's decaying learning rate (lr_schedule = "linear") settles the model whatever order
+    # the oblivious shuffle picks: measured 75.70-76.34 % over 10 runs against scikit-learn's 76.25 %
+    # (float64 twin over 60 random orders: at most 0.55 pp away).
     assert abs(res["metrics"]["auc"] - sk["auc"]) <= 0.01, (res["metrics"], sk)
-    assert abs(res["metrics"]["accuracy"] - sk["accuracy"]) <= 0.03, (res["metrics"], sk)
+    assert abs(res["metrics"]["accuracy"] - sk["accuracy"]) <= 0.01, (res["metrics"], sk)
     assert abs(res["metrics"]["pr_auc"] - sk["pr_auc"]) <= 0.02, (res["metrics"], sk)
     plain = res["plaintext"]["metrics"]  # the same model in float64: the imbalanced-class metrics agree
     for m in ("precision", "recall", "f1"):

@@ -163,6 +163,28 @@ def test_linear_regression(proto, alpha):
     assert r2 <= best + 1e-3 and r2 >= best - (0.002 if alpha == 0 else 0.05)
 
 
+def test_linear_lr_schedule_matches_reference():
+    """``lr_schedule="linear"``: epoch e of E steps with ``lr (1 - e/E)``, the same in the secure
+    run and the float64 twin (which records the model after every epoch)."""
+    kw = dict(REG_KW, epochs=3, learning_rate=0.05, shuffle="none", lr_schedule="linear")  # not converged
+
+    def prog(s):
+        x, y = two_owners(s, REG_X, REG_Y)
+        public = ml.LinearRegression(**kw).fit(x, y).reveal()
+        return public and (public.coef_, public.intercept_)
+
+    coef, intercept = covault.run(prog, 2, "2pc")["p0"]
+    ref = ml.ReferenceLinearRegression(**kw).fit(enc(REG_X), enc(REG_Y))
+    constant = ml.ReferenceLinearRegression(**dict(kw, lr_schedule="constant")).fit(enc(REG_X), enc(REG_Y))
+    assert abs(ref.intercept_ - constant.intercept_) > 4  # the schedule changes the path
+    np.testing.assert_allclose(coef, ref.coef_, rtol=0.02, atol=1e-3)
+    assert intercept == pytest.approx(ref.intercept_, abs=0.1)
+    assert len(ref.coef_path_) == 3 and np.array_equal(ref.coef_path_[-1][0], ref.coef_)
+    assert ml.params.epoch_learning_rate(0.05, "linear", 2, 3) == pytest.approx(0.05 / 3)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        ml.LogisticRegression(lr_schedule="cosine")
+
+
 # -- MLP ------------------------------------------------------------------------------------------
 DG_X, DG_Y = load_digits(return_X_y=True)
 MLP_KW = dict(hidden=(16,), n_classes=10, learning_rate=0.05, epochs=5, batch_size=32, seed=2)

@@ -63,8 +63,7 @@ def main(args: argparse.Namespace) -> int:
 
                 if args.vertical:
                     raise ConfigError("--banks and --vertical: the bank demo is horizontal")
-                epochs = args.epochs if args.epochs != 10 else 5
-                path = make_bank_job(where, args.rows, protocol=args.protocol, epochs=epochs)
+                path = make_bank_job(where, args.rows, protocol=args.protocol, epochs=args.epochs)
             else:
                 path = make_breast_cancer_job(
                     where, len(HOSPITALS), args.protocol, vertical=args.vertical, epochs=args.epochs

@@ -214,14 +214,16 @@ country = {{ categories = {countries} }}
 channel = {{ categories = {channels} }}
 [model]
 epochs = {epochs}
-learning_rate = 0.1
+learning_rate = 0.5
+lr_schedule = "linear"            # the step shrinks every epoch: the model settles whatever the row order
+sigmoid = "exact"                 # the loss scikit-learn minimises (the piecewise one lands ~0.4 pp lower)
 batch_size = 128
 class_weight = "balanced"         # fraud is rare: weigh it up, as scikit-learn does
 """
 
 
 def make_bank_job(
-    out: str | Path, rows: int = 2000, *, protocol: str = "rep3", epochs: int = 5, seed: int = 5
+    out: str | Path, rows: int = 2000, *, protocol: str = "rep3", epochs: int = 10, seed: int = 5
 ) -> Path:
     """Write five banks' raw tables, policies, join key and ``job.toml`` into ``out``; the job path.
 

@@ -11,11 +11,13 @@ the reference) and the oblivious shuffle (the secure run visits the rows in anot
 
 The loss curve is the mean training loss after each epoch with the same definition as the
 secure one (cross-entropy; regression: mean squared error of the standardised target), from
-refitting the deterministic reference for ``1 .. epochs`` epochs.
+the linear reference's model after each epoch (the MLP's: refitting it for ``1 .. epochs``
+epochs).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from typing import Any
@@ -180,11 +182,7 @@ def centralised(job) -> dict[str, Any]:
         t0 = time.perf_counter()
         ref = job.reference().fit(x_tr, y_tr)
         seconds = time.perf_counter() - t0
-        epochs = int(job.model["epochs"])
-        curve = [
-            training_loss(job, job.reference(epochs=e).fit(x_tr, y_tr), x_tr, y_tr) for e in range(1, epochs)
-        ]
-        curve.append(training_loss(job, ref, x_tr, y_tr))
+        curve = [training_loss(job, m, x_tr, y_tr) for m in _epoch_models(job, ref, x_tr, y_tr)]
         plain_metrics = metrics(job, ref, x_te, y_te)
     return {
         "metrics": plain_metrics,
@@ -194,6 +192,21 @@ def centralised(job) -> dict[str, Any]:
         "test_rows": len(y_te),
         "sklearn": sklearn_baseline(job, x_tr, y_tr, x_te, y_te),
     }
+
+
+def _epoch_models(job, ref, x_tr: np.ndarray, y_tr: np.ndarray) -> list:
+    """The reference model after each epoch: the linear models' recorded path (``coef_path_``,
+    whatever the learning-rate schedule), the MLP's refits for ``1 .. epochs`` epochs."""
+    path = getattr(ref, "coef_path_", None)
+    if path is None:
+        epochs = int(job.model["epochs"])
+        return [job.reference(epochs=e).fit(x_tr, y_tr) for e in range(1, epochs)] + [ref]
+    out = []
+    for coef, intercept in path:
+        m = copy.copy(ref)
+        m.coef_, m.intercept_ = coef, intercept
+        out.append(m)
+    return out
 
 
 def sklearn_baseline(job, x_tr, y_tr, x_te, y_te) -> dict[str, Any] | None:

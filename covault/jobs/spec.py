@@ -74,12 +74,12 @@ TASKS: dict[str, dict[str, Any]] = {
     "logistic_regression": {
         "kind": "classification",
         "defaults": {"epochs": 10, "learning_rate": 0.1, "batch_size": 64},
-        "keys": _COMMON | {"penalty", "C", "sigmoid", "class_weight"},
+        "keys": _COMMON | {"penalty", "C", "sigmoid", "class_weight", "lr_schedule"},
     },
     "linear_regression": {
         "kind": "regression",
         "defaults": {"epochs": 10, "learning_rate": 0.05, "batch_size": 64},
-        "keys": set(_COMMON),
+        "keys": _COMMON | {"lr_schedule"},
     },
     "mlp": {
         "kind": "classification",

@@ -223,7 +223,8 @@ def train_epochs(
     owned: bool = False,
 ) -> SecretTensor | None:
     """Mini-batch training of ``model`` for ``est.epochs`` epochs (``est.shuffle``: reshuffle
-    obliviously every epoch, or visit the rows in a public per-epoch order, or not at all); the
+    obliviously every epoch, or visit the rows in a public per-epoch order, or not at all; the
+    optimizer's learning rate is set each epoch to ``est._epoch_lr(epoch)``, public); the
     secret per-epoch losses with ``track_loss``, else None. ``scaler``: ``x`` is raw,
     standardised one chunk of batches (about ``ROW_BLOCK`` rows) at a time as it is visited.
     ``owned``: ``x`` and ``y`` are the caller's to overwrite (every reshuffle runs in place;
@@ -233,6 +234,7 @@ def train_epochs(
     batches = batching.batch_slices(n, est.batch_size)
     per = max(1, len(batches) if scaler is None else ROW_BLOCK // est.batch_size)
     for epoch in range(est.epochs):
+        opt.lr = est._epoch_lr(epoch)  # public: the schedule depends on the epoch alone
         if est.shuffle == "epoch":
             x, y = shuffle_together([x, y], in_place=owned or epoch > 0)
         order = batching.epoch_order(n, epoch, int(est.seed)) if est.shuffle != "none" else None
@@ -393,7 +395,8 @@ class LogisticRegression(LogisticParams, _SecureLinear):
     directly), ``epochs``, ``learning_rate``, ``batch_size``, ``momentum``, ``standardize``,
     ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 8 rounds; "exact": 20 rounds),
     ``shuffle`` ("once": one oblivious shuffle before training, "epoch": one per epoch,
-    "none"), ``seed`` (public: epoch orders), ``class_weight`` (None, "balanced": ``n / (2
+    "none"), ``lr_schedule`` ("constant"; "linear": epoch ``e`` of ``E`` steps with
+    ``learning_rate * (1 - e / E)``), ``seed`` (public: epoch orders), ``class_weight`` (None, "balanced": ``n / (2
     n_c)`` computed securely, :func:`class_weights`; or a dict ``{0: w_0, 1: w_1}``: each
     row's gradient is multiplied by its class's weight). Labels are 0/1.
     """

@@ -23,6 +23,7 @@ SHUFFLES = ("once", "epoch", "none")
 CLASS_WEIGHTS = ("balanced", None)
 PENALTIES = ("l2", None)
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "linear")
 MAX_LEARNING_RATE = 10.0  # a larger step overflows the fixed-point update bound (SGD 16, Adam 64)
 
 
@@ -47,6 +48,14 @@ def check_class_weight(class_weight: object) -> None:
             )
     elif class_weight not in CLASS_WEIGHTS:
         raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS} or a dict, got {class_weight!r}")
+
+
+def epoch_learning_rate(learning_rate: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The public learning rate of epoch ``epoch`` (0-based) of ``epochs``: ``learning_rate``
+    (``"constant"``) or ``learning_rate * (1 - epoch / epochs)`` (``"linear"``: decays to
+    ``learning_rate / epochs`` in the last epoch)."""
+    lr = float(learning_rate)
+    return lr * (1.0 - epoch / int(epochs)) if schedule == "linear" else lr
 
 
 def _check_schedule(p: Estimator) -> None:
@@ -78,11 +87,14 @@ class LinearParams(Estimator):
         standardize: bool = True,
         shuffle: str = "once",
         seed: int = 0,
+        lr_schedule: str = "constant",
     ):
         self._store_params(locals())
 
     def _validate_params(self) -> None:
         _check_schedule(self)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
         if self.shuffle not in SHUFFLES:
@@ -91,6 +103,10 @@ class LinearParams(Estimator):
 
     def _penalty(self, n: int) -> float:
         return float(self.alpha)
+
+    def _epoch_lr(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based) under ``lr_schedule``."""
+        return epoch_learning_rate(self.learning_rate, self.lr_schedule, epoch, self.epochs)
 
     def _trivial_loss(self) -> float | None:
         """Training loss of the zero model (the mean): 1 on the standardised target; unknown
@@ -118,6 +134,7 @@ class LogisticParams(LinearParams):
         shuffle: str = "once",
         seed: int = 0,
         class_weight: str | dict | None = None,
+        lr_schedule: str = "constant",
     ):
         self._store_params(locals())
 
@@ -198,6 +215,10 @@ class MLPParams(Estimator):
             (int, self.n_classes), (float, self.alpha), (float, self.momentum), (tuple, self.betas),
             (float, self.eps), (int, self.seed),
         )  # fmt: skip
+
+    def _epoch_lr(self, epoch: int) -> float:
+        """The learning rate of every epoch (the MLP has no schedule)."""
+        return float(self.learning_rate)
 
     def _hidden(self) -> tuple[int, ...]:
         return tuple(int(h) for h in self.hidden)

@@ -88,15 +88,18 @@ def _score_labels(x: np.ndarray, y) -> np.ndarray:
 
 
 # -- linear models ---------------------------------------------------------------------------------
-def _reference_sgd(params: LinearParams, xs, ys, grad_fn, alpha, perm):
-    """Mini-batch SGD on ``w`` (d,) and ``b`` exactly as the secure estimators run it."""
+def _reference_sgd(params: LinearParams, xs, ys, grad_fn, alpha, perm) -> list[tuple[np.ndarray, float]]:
+    """Mini-batch SGD on ``w`` (d,) and ``b`` exactly as the secure estimators run it; ``(w, b)``
+    after every epoch."""
     n, d = xs.shape
     if perm is not None:
         xs, ys = xs[perm], ys[perm]
     w, b = np.zeros(d), 0.0
     uw, ub = np.zeros(d), 0.0
-    lr, mu = float(params.learning_rate), float(params.momentum)
+    mu = float(params.momentum)
+    path = []
     for epoch in range(params.epochs):
+        lr = params._epoch_lr(epoch)
         order = batching.epoch_order(n, epoch, int(params.seed)) if params.shuffle != "none" else np.arange(n)
         xe, ye = xs[order], ys[order]
         for sl in batching.batch_slices(n, params.batch_size):
@@ -106,11 +109,13 @@ def _reference_sgd(params: LinearParams, xs, ys, grad_fn, alpha, perm):
             uw = mu * uw + lr * (scale * (xb.T @ g) + alpha * w)
             ub = mu * ub + lr * scale * g.sum()
             w, b = w - uw, b - ub
-    return w, b
+        path.append((w.copy(), float(b)))
+    return path
 
 
 class _ReferenceLinear:
-    """Plaintext fitting and prediction with ``coef_`` (features,) and ``intercept_`` (float)."""
+    """Plaintext fitting and prediction with ``coef_`` (features,) and ``intercept_`` (float);
+    ``coef_path_``: ``(coef, intercept)`` after every epoch (the last is the model)."""
 
     coef_: np.ndarray
     intercept_: float
@@ -125,9 +130,9 @@ class _ReferenceLinear:
             ystd = float(y.var() * yinv[0])  # as the secure fold: var / sqrt(var)
         xs = (x - mean) * inv
         ys = (y - ymean) / ystd
-        w, b = _reference_sgd(self, xs, ys, grad_fn, self._penalty(len(y)), perm)
-        self.coef_ = inv * w * ystd
-        self.intercept_ = float(ymean + ystd * (b - mean @ (inv * w)))
+        path = _reference_sgd(self, xs, ys, grad_fn, self._penalty(len(y)), perm)
+        self.coef_path_ = [(inv * w * ystd, float(ymean + ystd * (b - mean @ (inv * w)))) for w, b in path]
+        self.coef_, self.intercept_ = self.coef_path_[-1]
         self.n_features_in_ = x.shape[1]
         return self
 
