@@ -2,10 +2,11 @@
 
     covault demo [--protocol P] [--vertical] [--out DIR]   hospitals train a breast-cancer model jointly
     covault train JOB.toml [--json] [--compare-plaintext]  every party of a job on this machine
-    covault party JOB.toml --as NAME [--local F]           one party of a job, on its own host
+    covault party JOB.toml --as NAME [--local F]           one party of a job, on its own host (approved)
     covault plan JOB.toml --as NAME [--local F]            dry run: what the party would send and learn
     covault approve JOB.toml --as NAME [--yes]             sign a party's approval of a job's fingerprint
     covault reject JOB.toml --as NAME [--reason TEXT]      sign a party's rejection of a job
+    covault audit verify|show|heads [JOB.toml] --as NAME   check a party's audit log, list it, export heads
     covault showcase                                       engine tour: pooled statistics under MPC
     covault certs init DIR [--days N]                      consortium CA (DIR/ca.pem, DIR/ca.key)
     covault certs issue DIR NAME [--days N]                party key and certificate (DIR/NAME.key, .pem)

@@ -7,10 +7,12 @@
    :class:`~covault.governance.errors.ApprovalError`, naming each party that has not approved,
    rejected, signed with an invalid certificate or approved another version (with the job
    keys that differ). Parties check certificates against their own copy of the consortium CA.
+   A refusal is recorded as ``failed`` and its log heads are countersigned (step 3) before
+   the error is raised: every party reached it on the same messages, so all are still there.
 2. **Audit**: the party's log records ``started`` (every approval's digest), its input table's
    digest and its policy decisions (data owners), what the job revealed to whom, the bytes
    sent to and received from each peer, and ``finished``, or ``failed`` with the error.
-3. **Heads** (two rounds, at the end of a successful job): every party signs its log head and
+3. **Heads** (two rounds, at the end of a successful or refused job): every party signs its log head and
    sends it to all; every party checks every head and countersigns the others'; the
    countersignatures go to all, are checked by all, and each party keeps the countersignatures
    of its head and the heads it countersigned (:mod:`covault.governance.heads`).
