@@ -76,6 +76,7 @@ def test_a_key_changed_after_the_approvals_is_named(job_path):
     refused_everywhere(job_path, said)
 
 
+@pytest.mark.processes
 def test_party_processes_stop_at_once_naming_the_party_without_approval(job_path):
     """Three `covault party` processes over mutual TLS; hospital_c has not approved: each exits
     2 with the same one-line error long before the consortium timeout (30 s)."""
@@ -92,6 +93,7 @@ def test_party_processes_stop_at_once_naming_the_party_without_approval(job_path
     print(f"every party refused the job in {seconds:.2f} s (processes started to all exited)")
 
 
+@pytest.mark.processes
 def test_full_flow_certs_approve_party_verify(tmp_path):
     """covault certs -> covault approve --yes x3 -> covault party x3 -> covault audit verify x3."""
     path = tiny_job(tmp_path)

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from covault.errors import CovaultError
 from covault.governance.approval import (
     Approval,
     check_approval,
@@ -146,8 +145,9 @@ def run_governed(
             approvals = exchange_approvals(job, session, folder, ca, st)
         except ApprovalError as exc:
             # every party reached this verdict on the same messages: the refusal is countersigned
+            # (best effort: whatever goes wrong there, the refusal is what every party reports)
             _failed(log, st, exc)
-            with contextlib.suppress(GovernanceError, CovaultError, OSError):
+            with contextlib.suppress(Exception):
                 exchange_heads(job, session, identity, ca, log, st.fingerprint)
             raise
         except BaseException as exc:
