@@ -1,7 +1,9 @@
 """Consortium certificates: a CA, and a key and certificate per party (mutual TLS).
 
 Each party's certificate is signed by the consortium CA and names the party twice: as subject
-common name and as a DNS subject-alternative name. A party certificate must name exactly one
+common name and as a DNS subject-alternative name. A consortium makes them from each party's own
+key (:mod:`covault.deploy.csr`); :func:`issue` makes key and certificate at the CA, for local
+tests only. Revocation: :mod:`covault.deploy.revocation`. A party certificate must name exactly one
 party (:func:`party_name`, the one check of the name that both ends of a connection and a
 party loading its own identity use). Keys are ECDSA P-256 from the ``cryptography`` package
 (keys come from the OS CSPRNG). Validity is explicit. Files that are missing, unreadable or not
@@ -11,6 +13,7 @@ valid PEM raise :class:`CertificateError` naming the file and the party.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -32,6 +35,7 @@ class CertificateError(CovaultError):
 
 
 def _now() -> dt.datetime:
+    """The current UTC time."""
     return dt.datetime.now(dt.UTC)
 
 
@@ -85,13 +89,26 @@ def load_private_key(path: str | Path, who: str) -> PrivateKeyTypes:
         raise CertificateError(f"{who}: {path} is not a valid PEM private key: {e}") from None
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey, *, exclusive: bool = False) -> None:
+    """Write ``key`` (PKCS#8 PEM, unencrypted) to ``path`` with mode 0600 from its creation on.
+
+    ``exclusive``: create the file with ``O_CREAT|O_EXCL`` and raise CertificateError naming it
+    if it exists (a private key is never overwritten); otherwise an existing file is truncated
+    (and set to 0600 before anything is written)."""
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise CertificateError(
+            f"{path} already exists: refusing to overwrite a private key (remove it yourself to start over)"
+        ) from None
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
 
 
 def init_ca(directory: str | Path, *, days: int = 365, name: str = "covault consortium CA") -> Path:
@@ -131,40 +148,49 @@ def init_ca(directory: str | Path, *, days: int = 365, name: str = "covault cons
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_key(d / CA_KEY, key)
+    write_key(d / CA_KEY, key, exclusive=True)
     (d / CA_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return d / CA_CERT
 
 
-def issue(
-    directory: str | Path,
-    party: str,
-    *,
-    days: int = 365,
-    not_before: dt.datetime | None = None,
-) -> tuple[Path, Path]:
-    """Create ``DIR/NAME.key`` and ``DIR/NAME.pem`` signed by the CA in ``DIR``."""
-    check_name(party)
+def load_ca(directory: str | Path) -> tuple[x509.Certificate, PrivateKeyTypes]:
+    """The consortium CA's certificate and key from ``DIR/ca.pem`` and ``DIR/ca.key``."""
     d = Path(directory)
-    if party in ("ca",):
-        raise CertificateError("'ca' is reserved for the consortium CA")
     for f in (d / CA_CERT, d / CA_KEY):
         if not f.exists():
             raise CertificateError(
                 f"no consortium CA in {d} (run 'covault certs init {d}' first): {f} is missing"
             )
-    ca_cert = load_certificate(d / CA_CERT, "the consortium CA")
-    ca_key = load_private_key(d / CA_KEY, "the consortium CA")
-    if days <= 0:
-        raise CertificateError(f"validity must be a positive number of days, got {days}")
-    key = ec.generate_private_key(ec.SECP256R1())
+    return load_certificate(d / CA_CERT, "the consortium CA"), load_private_key(
+        d / CA_KEY, "the consortium CA"
+    )
+
+
+def party_certificate(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKeyTypes,
+    party: str,
+    public_key: PublicKeyTypes,
+    *,
+    days: int,
+    not_before: dt.datetime | None = None,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """A certificate for ``party``'s ``public_key`` signed by the CA: ``party`` as subject CN and
+    as the only DNS subject-alternative name, TLS client and server use, valid for ``days`` days
+    from ``not_before`` (default: five minutes ago)."""
+    check_name(party)
+    if party == "ca":
+        raise CertificateError("'ca' is reserved for the consortium CA")
+    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
+        raise CertificateError(f"validity must be a positive number of days, got {days!r}")
     start = not_before or (_now() - dt.timedelta(minutes=5))
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, party)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .public_key(public_key)
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(party)]), critical=False)
@@ -178,7 +204,27 @@ def issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_key(d / f"{party}.key", key)
+
+
+def issue(
+    directory: str | Path,
+    party: str,
+    *,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+) -> tuple[Path, Path]:
+    """Create ``DIR/NAME.key`` and ``DIR/NAME.pem`` signed by the CA in ``DIR``: every key at
+    one desk, for local tests only (a consortium uses :mod:`covault.deploy.csr`)."""
+    check_name(party)
+    d = Path(directory)
+    if party == "ca":
+        raise CertificateError("'ca' is reserved for the consortium CA")
+    ca_cert, ca_key = load_ca(d)
+    if days <= 0:
+        raise CertificateError(f"validity must be a positive number of days, got {days}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = party_certificate(ca_cert, ca_key, party, key.public_key(), days=days, not_before=not_before)
+    write_key(d / f"{party}.key", key)
     (d / f"{party}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return d / f"{party}.pem", d / f"{party}.key"
 

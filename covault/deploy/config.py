@@ -7,7 +7,7 @@ dealer = "d"                 # 2pc with provider "dealer": the party that deals 
 timeout = 30                 # seconds without progress from a peer before giving up
 frac_bits = 16               # optional
 [tls]
-certs = "certs"              # holds ca.pem and NAME.pem / NAME.key (relative to this file)
+certs = "certs"              # ca.pem, NAME.pem, NAME.key [, revoked.crl.pem] (relative to this file)
 # plaintext = true           # disables TLS: only for experiments, warns loudly
 [parties.a]
 address = "127.0.0.1:7001"
@@ -33,6 +33,7 @@ from typing import Any
 
 from covault import schemes
 from covault.deploy.certs import CertificateError, check_name, check_party_files
+from covault.deploy.revocation import party_watch
 from covault.errors import CovaultError, ProtocolError
 from covault.randomness.providers import choose, dealer_protocols
 
@@ -93,14 +94,20 @@ class ConsortiumConfig:
                     f"party {p.name!r} has no address (set [parties.{p.name}] address = 'host:port')"
                 )
 
-    def require_certificates(self) -> None:
+    def require_certificates(self, party: str | None = None) -> None:
+        """Check the TLS files of ``party`` in ``[tls] certs``: ``ca.pem``, ``NAME.pem``,
+        ``NAME.key`` and the revocation list if present (a party's folder needs no other party's
+        files); with no ``party``, those of every party (a folder made by ``covault certs issue``
+        for local tests). ConfigError naming the party and the file."""
         if self.plaintext:
             return
         if self.certs is None:
             raise ConfigError("missing [tls] certs = 'DIR' (or plaintext = true to run without TLS)")
-        for name in self.names:
+        if party is not None and party not in self.parties:
+            raise ConfigError(f"party {party!r} is not in the config (parties: {sorted(self.parties)})")
+        for name in self.names if party is None else (party,):
             try:
-                check_party_files(self.certs, name)
+                party_watch(self.certs, name, check_party_files(self.certs, name))
             except CertificateError as e:
                 raise ConfigError(str(e)) from None
 

@@ -52,6 +52,7 @@ from covault.transport.handshake import (
     _Handshake,
     _read_hello,
     _read_tls_notice,
+    _Refused,
     _send_hello,
     _send_refusal,
     _Watch,
@@ -65,7 +66,7 @@ from covault.transport.sessionid import (
     _printable,
     connection_tag,
 )
-from covault.transport.tls import describe_tls_error
+from covault.transport.tls import REVOKED_REFUSAL, PeerCertificateError, PeerRevokedError, describe_tls_error
 
 FIRST_BYTE_TIMEOUT = 3.0  # an accepted connection must start its handshake within this (capped)
 MAX_WAITING = 256  # accepted connections that sent nothing yet; the oldest is dropped for a new one
@@ -161,6 +162,7 @@ class _Acceptor(threading.Thread):
         self.dropped = 0  # connections closed for sending nothing in time, or to make room
         self.error: BaseException | None = None
         self.fatal: list[PeerError] = []  # a party of the session runs another one
+        self.revoked: dict[str, str] = {}  # parties of the session refused as revoked: why
         self.heard: set[str] = set()  # parties answered (accepted, or told they run another session)
         self.done = threading.Event()
         self.guard = False
@@ -427,13 +429,17 @@ class _Acceptor(threading.Thread):
                 ch = prepare_socket(sock, hs.tls, server_side=True)
             except ssl.SSLError as exc:
                 reason = slow if watch.expired() else f"TLS handshake: {describe_tls_error(exc)[0]}"
+                if isinstance(exc, PeerRevokedError) and exc.serial is not None and exc.party in self.parties:
+                    with self._lock:
+                        self.revoked[exc.party] = describe_tls_error(exc)[0]
                 self._refuse(None, sock, addr, reason)
                 return
             sid, name, nonce, theirs = _read_hello(ch)
         except (FrameError, EOFError, OSError) as exc:
-            self._refuse(
-                ch, sock, addr, slow if watch.expired() else f"bad hello ({exc or 'connection closed'})"
-            )
+            bad = f"bad hello ({exc or 'connection closed'})"
+            if isinstance(exc, _Refused) and self._revoked_by(ch, exc):
+                bad = f"it refused this party's certificate ({exc})"
+            self._refuse(ch, sock, addr, slow if watch.expired() else bad)
             return
         timely = _DEADLINES.release(watch)  # the rest only writes (bounded by the socket's timeout)
         mismatch = None
@@ -491,6 +497,21 @@ class _Acceptor(threading.Thread):
         self._refuse(ch, sock, addr, reason, claim=name, manifest=None if mismatch is None else hs.blob)
         if mismatch is not None and self.fatal:
             hs.mismatch()
+
+    def _revoked_by(self, ch: SocketChannel, exc: _Refused) -> bool:
+        """Whether a party of this session, authenticated by TLS, refused this party's
+        certificate as revoked; if so the set-up ends with its reason, as with a session
+        mismatch (after the others are told, within the mismatch grace)."""
+        names = (ch.peer_names or frozenset()) & self.parties
+        if self.hs.tls is None or not names or not str(exc).startswith(REVOKED_REFUSAL):
+            return False
+        peer = min(names)
+        with self._lock:
+            if not self.done.is_set() and peer not in self.heard:
+                self.fatal.append(PeerCertificateError(peer, f"it refused this party's certificate: {exc}"))
+                self.heard.add(peer)
+        self.hs.mismatch()  # answer and dial the others for a few seconds more: they learn it too
+        return True
 
     def _plaintext_caller(self, sock: socket.socket, addr) -> None:
         """A caller without TLS at a party with TLS: read its hello (for the log), refuse it in

@@ -38,6 +38,7 @@ from covault.transport.handshake import (
 from covault.transport.sessionid import SessionMismatchError, _differing, connection_tag
 from covault.transport.tls import (
     _NOT_TLS,
+    REVOKED_REFUSAL,
     PeerCertificateError,
     tls_peer_error,
 )
@@ -138,8 +139,12 @@ def _attempt(hs: _Handshake, peer: str, address: tuple[str, int], deadline: floa
                 raise PeerError(
                     peer, f"handshake failed: it requires TLS and this party runs without it ({_ONE_SIDE})"
                 ) from None
-            err = PeerError(peer, f"handshake failed: it refused the connection: {exc}")
+            revoked = str(exc).startswith(REVOKED_REFUSAL)  # this party's certificate
+            err = (PeerCertificateError if revoked else PeerError)(
+                peer, f"handshake failed: it refused the connection: {exc}"
+            )
             err.collateral = str(exc) == _SET_UP_OVER  # it stopped: usually because of another peer
+            err.revoked = revoked  # the set-up goes on briefly, so that every party learns it
             raise err from None
         except FrameError as exc:
             raise PeerError(peer, f"handshake failed: malformed hello from {where}: {exc}") from None

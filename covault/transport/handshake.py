@@ -48,9 +48,9 @@ from covault.transport.sessionid import (
 )
 from covault.transport.tls import (
     PeerIdentityError,
+    PeerRevokedError,
     TlsChannel,
     TlsIdentity,
-    describe_tls_error,
 )
 
 HANDSHAKE_MAX_BYTES = 1 << 12
@@ -73,18 +73,19 @@ def prepare_socket(
 
     Every connection passes through here before its hello: TCP_NODELAY, then with ``tls`` the
     mutual TLS 1.3 handshake (bounded by the socket's timeout; raises ssl.SSLError on refusal;
-    an accepted peer whose certificate names no single party gets a refusal frame first).
+    an accepted peer whose certificate names no single party, and a revoked peer on either
+    side, gets a refusal frame first, so that it stops at once).
     """
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
         return SocketChannel(sock)
-    channel = TlsChannel(sock, tls.context(server_side), server_side)
+    channel = TlsChannel(sock, tls.context(server_side), server_side, tls.revocation)
     try:
         channel.handshake()
     except PeerIdentityError as exc:
-        if server_side:  # TLS is up: tell the dialling party why, so that it stops at once
-            _send_refusal(channel, f"TLS handshake: {describe_tls_error(exc)[0]}")
+        if server_side or isinstance(exc, PeerRevokedError):  # TLS is up: tell the peer why
+            _send_refusal(channel, exc.refusal)
         raise
     return channel
 

@@ -18,9 +18,13 @@ comes up delays only the pairs it belongs to, and every error names it. Each con
 
 An unexpected or already connected party, or a certificate for another name, is refused with an
 abort frame giving the reason, logged on logger ``covault.transport``, and does not disturb the
-session. After set-up the listener stays open (:class:`~covault.transport.accept.LateJoinGuard`)
-only to refuse late or restarted parties (and those of another session) with a clear reason; a
-restarted party cannot rejoin a running session. The connected channels then carry the
+session. A revoked certificate (on a party's revocation list, :mod:`covault.deploy.revocation`)
+is refused at either end of a connection with an abort frame naming the party and the serial;
+the revoked party, told so, stops like a party of another session: after answering and dialling
+the others for the mismatch grace, so that every party it reaches learns why. After set-up the
+listener stays open (:class:`~covault.transport.accept.LateJoinGuard`) only to refuse late or
+restarted parties (and those of another session) with a clear reason; a restarted party cannot
+rejoin a running session. The connected channels then carry the
 session's messages (:class:`covault.transport.loop.TcpTransport`).
 """
 
@@ -37,7 +41,7 @@ from covault.transport.channel import SocketChannel
 from covault.transport.dial import _connect, _down
 from covault.transport.handshake import _Handshake
 from covault.transport.sessionid import SESSION_ID_BYTES, SessionMismatchError
-from covault.transport.tls import TlsIdentity
+from covault.transport.tls import PeerCertificateError, TlsIdentity
 
 HOST = "127.0.0.1"
 BACKLOG = 128  # listen queue of a party's socket
@@ -102,7 +106,7 @@ def connect_mesh(
             outcomes[peer] = _connect(hs, peer, tuple(addresses[peer]), deadline, timeout)
         except BaseException as exc:
             outcomes[peer] = exc
-            if isinstance(exc, SessionMismatchError):
+            if isinstance(exc, SessionMismatchError) or getattr(exc, "revoked", False):
                 hs.mismatch()  # the other dials go on, to tell their parties too
             elif not getattr(exc, "down", False):
                 hs.failed.set()
@@ -120,7 +124,9 @@ def connect_mesh(
             t.join()
         while not acceptor.done.wait(0.05):
             if hs.failed.is_set() or any(
-                isinstance(o, BaseException) and not isinstance(o, SessionMismatchError)
+                isinstance(o, BaseException)
+                and not isinstance(o, SessionMismatchError)
+                and not getattr(o, "revoked", False)
                 for o in outcomes.values()
             ):
                 break
@@ -150,6 +156,13 @@ def _raise_setup_error(me, order, outcomes, acceptor, channels, timeout) -> None
         return
     named = {e.party for e in errors if isinstance(e, PeerError)}
     absent = [p for p in order if p != me and p not in channels and p not in outcomes and p not in named]
+    for p in [p for p in absent if p in acceptor.revoked]:  # the root cause, before who stayed away
+        errors.append(
+            PeerCertificateError(
+                p, f"refused: {acceptor.revoked[p]}; no other connection from it within {timeout:g} s"
+            )
+        )
+        absent.remove(p)
     if absent:
         if acceptor.refused:
             more = acceptor.refusals - len(acceptor.refused)

@@ -8,7 +8,10 @@ the one party name its certificate asserts (:func:`covault.deploy.certs.party_na
 certificate naming several parties is refused by the handshake, at both ends, with
 :class:`PeerIdentityError`), which the connection set-up compares with the party it dialled
 (:mod:`covault.transport.dial`) and with the name the peer claims in its hello frame
-(:mod:`covault.transport.accept`).
+(:mod:`covault.transport.accept`). With a revocation list in the party's folder
+(:mod:`covault.deploy.revocation`), the handshake also looks the peer's certificate up in it, at
+both ends of every connection: a revoked peer is refused (:class:`PeerRevokedError`, naming the
+party and the serial) and told so in a refusal frame, so that it stops too.
 
 :class:`TlsChannel` runs OpenSSL over memory BIOs: the TLS state is touched only under a lock
 and never while blocked on the socket, so one thread can receive while another sends (OpenSSL
@@ -35,12 +38,14 @@ from pathlib import Path
 from cryptography import x509
 
 from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, check_party_files, party_name
+from covault.deploy.revocation import RevocationWatch, describe, party_watch
 from covault.errors import CovaultWarning, PeerError
 from covault.transport.channel import SocketChannel, send_buffers
 
 RAW_BUFFER = 1 << 18  # bytes read from the socket per system call
 WRITE_CHUNK = 1 << 20  # plaintext bytes encrypted per lock hold / written per system call
 COALESCE = 1 << 14  # messages up to this size go out as one TLS record
+REVOKED_REFUSAL = "revoked certificate: "  # leads the refusal frame sent to a revoked peer
 
 
 class PlaintextWarning(CovaultWarning):
@@ -62,6 +67,26 @@ class PeerIdentityError(ssl.SSLError):
     def __str__(self) -> str:
         return self.text
 
+    @property
+    def refusal(self) -> str:
+        """The reason sent to the peer in a refusal frame."""
+        return f"TLS handshake: {self.text}"
+
+
+class PeerRevokedError(PeerIdentityError):
+    """The peer's certificate is on this party's revocation list (or the list cannot be used:
+    then ``serial`` is None)."""
+
+    def __init__(self, party: str, serial: int | None, text: str):
+        super().__init__(text)
+        self.party, self.serial = party, serial
+
+    @property
+    def refusal(self) -> str:
+        if self.serial is None:
+            return "TLS handshake: this party cannot check certificates (its revocation list is unusable)"
+        return REVOKED_REFUSAL + self.text
+
 
 def warn_plaintext(where: str) -> None:
     """Warn loudly (``warnings`` and a line on stderr) that ``where`` runs without TLS."""
@@ -74,12 +99,21 @@ def warn_plaintext(where: str) -> None:
 
 
 class TlsIdentity:
-    """One party's TLS material: the consortium CA certificate, its certificate and its key."""
+    """One party's TLS material: the consortium CA certificate, its certificate and its key, and
+    the revocation list every peer certificate is looked up in (if any)."""
 
-    def __init__(self, party: str, ca: str | Path, cert: str | Path, key: str | Path):
+    def __init__(
+        self,
+        party: str,
+        ca: str | Path,
+        cert: str | Path,
+        key: str | Path,
+        revocation: RevocationWatch | None = None,
+    ):
         """The files as given, unchecked; :meth:`from_dir` checks them first."""
         self.party = party
         self.ca, self.cert, self.key = Path(ca), Path(cert), Path(key)
+        self.revocation = revocation
         self._contexts: dict[bool, ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
@@ -88,10 +122,13 @@ class TlsIdentity:
         """``DIR/ca.pem``, ``DIR/NAME.pem`` and ``DIR/NAME.key``, checked first (CertificateError
         naming the party and the file if one is missing or not valid PEM, if the key does not
         match, or if the certificate is expired, not from the CA, or does not name exactly the
-        party: :func:`~covault.deploy.certs.check_party_files`)."""
+        party: :func:`~covault.deploy.certs.check_party_files`), and ``DIR/revoked.crl.pem`` if
+        present (the CA's, current, and not listing this party's certificate:
+        :func:`~covault.deploy.revocation.party_watch`)."""
         d = Path(directory)
-        check_party_files(d, party)
-        return cls(party, d / CA_CERT, d / f"{party}.pem", d / f"{party}.key")
+        cert = check_party_files(d, party)
+        watch = party_watch(d, party, cert)
+        return cls(party, d / CA_CERT, d / f"{party}.pem", d / f"{party}.key", watch)
 
     def context(self, server_side: bool) -> ssl.SSLContext:
         """The (cached) TLS 1.3 context of this party for accepting or for connecting."""
@@ -195,8 +232,15 @@ class TlsChannel(SocketChannel):
 
     tls = True
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_side: bool):
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        server_side: bool,
+        revocation: RevocationWatch | None = None,
+    ):
         super().__init__(sock)
+        self._revocation = revocation
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._in, self._out, server_side=server_side)
         self._lock = threading.Lock()  # guards _obj and both BIOs
@@ -213,7 +257,7 @@ class TlsChannel(SocketChannel):
     def handshake(self) -> None:
         """Run the TLS handshake and set ``peer_names`` to the peer's one party name; ssl.SSLError
         on refusal (:class:`PeerIdentityError` for a certificate that does not name exactly one
-        party), OSError/EOFError on a dead socket."""
+        party, :class:`PeerRevokedError` for a revoked one), OSError/EOFError on a dead socket."""
         try:
             while True:
                 try:
@@ -230,11 +274,19 @@ class TlsChannel(SocketChannel):
         self._flush()
         der = self._obj.getpeercert(binary_form=True)
         try:
-            name = party_name(x509.load_der_x509_certificate(der))
+            cert = x509.load_der_x509_certificate(der)
+            name = party_name(cert)
         except CertificateError as exc:
             raise PeerIdentityError(f"its {exc}") from None
         except ValueError as exc:
             raise PeerIdentityError(f"its certificate cannot be parsed ({exc})") from None
+        if self._revocation is not None:
+            try:
+                revoked = self._revocation.lookup(cert)
+            except CertificateError as exc:
+                raise PeerRevokedError(name, None, f"cannot check its certificate: {exc}") from None
+            if revoked is not None:
+                raise PeerRevokedError(name, revoked.serial_number, describe(name, revoked))
         self.peer_names = frozenset({name})
 
     @property
