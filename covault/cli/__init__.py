@@ -9,7 +9,11 @@
     covault audit verify|show|heads [JOB.toml] --as NAME   check a party's audit log, list it, export heads
     covault showcase                                       engine tour: pooled statistics under MPC
     covault certs init DIR [--days N]                      consortium CA (DIR/ca.pem, DIR/ca.key)
-    covault certs issue DIR NAME [--days N]                party key and certificate (DIR/NAME.key, .pem)
+    covault certs request DIR NAME [--reuse-key]           on the party's host: DIR/NAME.key (0600), DIR/NAME.csr
+    covault certs sign CA_DIR NAME.csr --days N [--renew]  at the CA: NAME.pem beside the request
+    covault certs revoke CA_DIR NAME|CERT.pem|--serial S   at the CA: CA_DIR/revoked.crl.pem [--reason R]
+    covault certs crl CA_DIR [--days N]                    at the CA: a fresh revocation list
+    covault certs issue DIR NAME [--days N]                local tests only: every party's key at one desk
     covault party CONFIG --as NAME SCRIPT.py               one party of a consortium, running a script
     covault run CONFIG SCRIPT.py                           every party of CONFIG on this machine
 
