@@ -196,14 +196,18 @@ class RevocationWatch:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._crl: x509.CertificateRevocationList | None = None
+        self._by_serial: dict[int, x509.RevokedCertificate] = {}
 
     def current(self) -> x509.CertificateRevocationList | None:
         """The checked list, None if there is no file; CertificateError if it is not the CA's or
         is out of date."""
+        return self._current()[0]
+
+    def _current(self) -> tuple[x509.CertificateRevocationList | None, dict[int, x509.RevokedCertificate]]:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return None
+            return None, {}
         except OSError as exc:
             raise CertificateError(
                 f"{self.who}: cannot read the revocation list {self.path}: {exc}"
@@ -211,16 +215,16 @@ class RevocationWatch:
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             if stamp != self._stamp or self._crl is None:
-                self._crl = load_crl(self.path, self.ca, self.who)
+                crl = load_crl(self.path, self.ca, self.who)
+                self._crl, self._by_serial = crl, {r.serial_number: r for r in crl}
                 self._stamp = stamp
             else:
                 check_current(self._crl, self.path, self.who)
-            return self._crl
+            return self._crl, self._by_serial
 
     def lookup(self, cert: x509.Certificate) -> x509.RevokedCertificate | None:
         """``cert``'s entry in the current list (None: not revoked, or no list)."""
-        crl = self.current()
-        return None if crl is None else crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        return self._current()[1].get(cert.serial_number)
 
 
 def party_watch(directory: str | Path, party: str, cert: x509.Certificate) -> RevocationWatch:
