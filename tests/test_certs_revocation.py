@@ -178,3 +178,32 @@ def test_covault_party_processes_name_the_revoked_party(pki, revoked):
     assert f"refused the connection: revoked certificate: {text}" in err or (
         f"it refused this party's certificate: revoked certificate: {text}" in err
     ), err
+
+
+def test_revoke_by_name_serial_or_file_and_publish_a_fresh_list(tmp_path, capsys):
+    ca = tmp_path / "ca"
+    certs.init_ca(ca)
+    old, _ = certs.issue(ca, "w")  # not in the index: revoked by its file
+    assert cli(["certs", "revoke", str(ca)]) == 2
+    assert "give a party name, a certificate file or --serial S" in capsys.readouterr().err
+    assert cli(["certs", "revoke", str(ca), "w"]) == 2
+    assert "party 'w' has no valid certificate" in capsys.readouterr().err
+    assert cli(["certs", "revoke", str(ca), str(old), "--reason", "lost"]) == 2
+    assert "unknown revocation reason 'lost'" in capsys.readouterr().err
+    assert cli(["certs", "revoke", str(ca), str(old), "--reason", "superseded", "--days", "2"]) == 0
+    serial = certs.load_certificate(old, "w").serial_number
+    assert f"revoked: party 'w', serial {serial:x} (reason: superseded)" in capsys.readouterr().out
+    assert cli(["certs", "revoke", str(ca), "--serial", f"0x{serial:x}"]) == 2
+    assert f"(serial {serial:x}) is already revoked" in capsys.readouterr().err
+    ca_cert = certs.load_certificate(ca / "ca.pem", "ca")
+    first = revocation.load_crl(ca / revocation.CRL_FILE, ca_cert, "test")
+    assert [r.serial_number for r in first] == [serial]
+    assert first.next_update_utc - first.last_update_utc == dt.timedelta(days=2)
+    assert cli(["certs", "crl", str(ca), "--days", "1"]) == 0
+    assert "next update due in 1 days" in capsys.readouterr().out
+    fresh = revocation.load_crl(ca / revocation.CRL_FILE, ca_cert, "test")
+    number = fresh.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number == 2 and [r.serial_number for r in fresh] == [serial]
+    assert revocation.describe("w", fresh.get_revoked_certificate_by_serial_number(serial)).endswith(
+        "(reason: superseded)"
+    )
