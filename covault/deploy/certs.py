@@ -34,7 +34,7 @@ class CertificateError(CovaultError):
     """A certificate is missing, invalid, expired, not yet valid, or names the wrong party."""
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     """The current UTC time."""
     return dt.datetime.now(dt.UTC)
 
@@ -121,7 +121,7 @@ def init_ca(directory: str | Path, *, days: int = 365, name: str = "covault cons
         raise CertificateError(f"validity must be a positive number of days, got {days}")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _now()
+    now = utc_now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -184,7 +184,7 @@ def party_certificate(
         raise CertificateError("'ca' is reserved for the consortium CA")
     if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
         raise CertificateError(f"validity must be a positive number of days, got {days!r}")
-    start = not_before or (_now() - dt.timedelta(minutes=5))
+    start = not_before or (utc_now() - dt.timedelta(minutes=5))
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, party)]))
@@ -264,7 +264,7 @@ def _public_der(public_key: PublicKeyTypes) -> bytes:
 
 
 def check_validity(cert: x509.Certificate, who: str, now: dt.datetime | None = None) -> None:
-    now = now or _now()
+    now = now or utc_now()
     if now < cert.not_valid_before_utc:
         raise CertificateError(
             f"certificate of {who} is not valid yet: valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"

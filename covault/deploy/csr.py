@@ -22,11 +22,11 @@ from covault.deploy.certs import (
     CA_CERT,
     CA_KEY,
     CertificateError,
-    _now,
     check_name,
     load_ca,
     load_private_key,
     party_certificate,
+    utc_now,
     write_key,
 )
 from covault.deploy.issued import Index
@@ -89,7 +89,7 @@ def load_request(path: str | Path) -> x509.CertificateSigningRequest:
 def request_name(csr: x509.CertificateSigningRequest, where: str) -> str:
     """The one party ``csr`` names; CertificateError (led by ``where``) if it names none or
     several, asks for other subject attributes or extensions, or has a key other than P-256."""
-    others = sorted({a.oid._name for a in csr.subject if a.oid != NameOID.COMMON_NAME})
+    others = sorted({a.rfc4514_attribute_name for a in csr.subject if a.oid != NameOID.COMMON_NAME})
     if others:
         raise CertificateError(
             f"{where}: the request's subject holds {others}; a party request holds only its CN"
@@ -98,7 +98,7 @@ def request_name(csr: x509.CertificateSigningRequest, where: str) -> str:
     for ext in csr.extensions:
         if not isinstance(ext.value, x509.SubjectAlternativeName):
             raise CertificateError(
-                f"{where}: the request asks for extension {ext.oid._name}; a party request holds only "
+                f"{where}: the request asks for extension {type(ext.value).__name__}; a party request holds only "
                 "its DNS subject-alternative name"
             )
         if any(not isinstance(n, x509.DNSName) for n in ext.value):
@@ -153,7 +153,7 @@ def sign(
         via = "--name" if name is not None else "its file name"
         raise CertificateError(f"{csr_path}: the request names {party!r}, not {expected!r} ({via})")
     index = Index.load(d)
-    now = _now()
+    now = utc_now()
     earlier = tuple(e.serial for e in index.valid(party, now))
     if earlier and not renew:
         raise CertificateError(

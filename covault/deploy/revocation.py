@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from covault.deploy.certs import CA_CERT, CertificateError, _now, load_ca, load_certificate
+from covault.deploy.certs import CA_CERT, CertificateError, load_ca, load_certificate, utc_now
 from covault.deploy.issued import Index, Issued
 
 CRL_FILE = "revoked.crl.pem"
@@ -49,7 +49,7 @@ def write_crl(ca_dir: str | Path, *, days: int = CRL_DAYS) -> Path:
     ca_cert, ca_key = load_ca(d)
     index = Index.load(d)
     index.crl_number += 1
-    now = _now()
+    now = utc_now()
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
@@ -96,7 +96,7 @@ def revoke(
     d = Path(ca_dir)
     ca_cert, _ = load_ca(d)
     index = Index.load(d)
-    now = _now()
+    now = utc_now()
     if cert is not None:
         c = load_certificate(cert, "the certificate to revoke")
         try:
@@ -162,7 +162,7 @@ def check_current(
 ) -> None:
     """The list must have been issued (allowing five minutes of clock skew) and its next update
     must not be due yet; CertificateError naming ``who`` and the file otherwise."""
-    now = now or _now()
+    now = now or utc_now()
     if crl.last_update_utc > now + CLOCK_SKEW:
         raise CertificateError(
             f"{who}: the revocation list {path} is issued in the future ({crl.last_update_utc:%Y-%m-%d %H:%M} UTC)"
