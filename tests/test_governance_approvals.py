@@ -1,11 +1,12 @@
 """A job runs only when every party approved this version of it: without one owner's approval,
 with a rejection, or with a job key changed after the approvals, every party stops before any
 data is read and says why; the refusal is in every party's audit log. The full flow of real
-processes: covault certs, covault approve --yes for each party, covault party for each over
-mutual TLS, covault audit verify for each."""
+processes: covault certs request and sign, covault approve --yes for each party, covault party
+for each over mutual TLS, covault audit verify for each."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from covault.governance.errors import ApprovalError
 from covault.jobs.approvals import audit_entries, known_jobs, party_folder, reject
 from covault.jobs.local import run_local
 from covault.jobs.spec import load_job
-from tests.helpers import HOSPITALS, approve_all, deploy_job, run_parties, tiny_job
+from tests.helpers import HOSPITALS, approve_all, deploy_job, free_ports, run_parties, tiny_job
 
 A, B, C = HOSPITALS
 
@@ -93,13 +94,27 @@ def test_party_processes_stop_at_once_naming_the_party_without_approval(job_path
     print(f"every party refused the job in {seconds:.2f} s (processes started to all exited)")
 
 
+def own_keys(path, names) -> None:
+    """Each party's key made by ``covault certs request`` and signed by ``covault certs sign``
+    (one folder here, as if copied from each host), a loopback address per party."""
+    certs, ca = path.parent / "certs", path.parent / "ca"
+    assert cli(["certs", "init", str(ca), "--days", "2"]) == 0
+    for n in names:
+        assert cli(["certs", "request", str(certs), n]) == 0
+        assert cli(["certs", "sign", str(ca), str(certs / f"{n}.csr"), "--days", "2"]) == 0
+    shutil.copy(ca / "ca.pem", certs / "ca.pem")
+    text = path.read_text().replace("[model]", "timeout = 30\n[model]") + '[tls]\ncerts = "certs"\n'
+    for n, port in zip(names, free_ports(len(names))):
+        text = text.replace(f'[parties."{n}"]\n', f'[parties."{n}"]\naddress = "127.0.0.1:{port}"\n')
+    path.write_text(text)
+
+
 @pytest.mark.processes
 def test_full_flow_certs_approve_party_verify(tmp_path):
-    """covault certs -> covault approve --yes x3 -> covault party x3 -> covault audit verify x3."""
+    """covault certs request / sign -> covault approve --yes x3 -> covault party x3 -> covault
+    audit verify x3."""
     path = tiny_job(tmp_path)
-    deploy_job(
-        path, list(HOSPITALS), lambda t: t.replace("[model]", "timeout = 30\n[model]")
-    )  # covault certs
+    own_keys(path, HOSPITALS)
     for n in HOSPITALS:
         done = subprocess.run(
             [sys.executable, "-m", "covault", "approve", str(path), "--as", n, "--yes"],
