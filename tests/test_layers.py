@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data owners", ("covault.ingest",)),
     ("governance", ("covault.governance",)),
     ("jobs", ("covault.jobs",)),
+    ("console", ("covault.console",)),
     ("CLI", ("covault.cli", "covault.__main__", "covault")),
 ]
 
