@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,6 +102,7 @@ def test_a_wrong_token_is_refused_and_the_token_works_once(console):
     assert r.status_code == 303 and "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
     for page in PAGES:
         assert client.get(page).status_code == 200, page
+    assert client.get(f"/login?token={token}").url.path == "/jobs"  # opened again in the session
     other = TestClient(client.app, base_url=BASE)
     assert other.get(f"/login?token={token}").status_code == 401  # spent
     assert other.get("/jobs").status_code == 401
@@ -217,3 +222,54 @@ def test_only_the_loopback_interface(capsys, jobs):
     code = cli(["console", "--as", A, "--jobs", str(jobs), "--host", "0.0.0.0", "--port", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "serves on the loopback interface only" in err and "SSH port forwarding" in err
+
+
+def parties_of(jobs) -> list[str]:
+    """The command lines of running ``covault party`` processes of the job in ``jobs``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"party" in cmd and str(jobs / "job.toml").encode() in cmd:
+            found.append(" ".join(c.decode() for c in cmd))
+    return found
+
+
+@pytest.mark.processes
+def test_the_command_serves_the_token_url_and_stops_on_sigint(jobs):
+    """covault console as a process: the printed URL logs in over real HTTP; Ctrl-C stops it and
+    the run it started."""
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "covault", "console", "--as", A, "--jobs", str(jobs), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[0].startswith(f"covault console: party {A}, jobs in {jobs}"), lines
+        url = re.search(r"open (http://127\.0\.0\.1:(\d+)/login\?token=[\w-]+)$", lines[1].strip()).group(1)
+        with httpx.Client(base_url=url.split("/login")[0]) as http:
+            assert http.get("/jobs").status_code == 401
+            r = http.get(url, follow_redirects=True)
+            assert r.status_code == 200 and "job.toml" in r.text and 'class="status pending"' in r.text
+            assert http.get(url).status_code == 303  # in the session: back to the jobs
+            csrf, fp = form(http)
+            assert (
+                http.post("/jobs/job.toml/approve", data={"csrf": csrf, "fingerprint": fp}).status_code == 303
+            )
+            r = http.post("/jobs/job.toml/run", data={"csrf": csrf, "fingerprint": fp}, follow_redirects=True)
+            assert "Started covault party" in r.text and "(running here)" in r.text  # its peers never come
+        assert parties_of(jobs)  # covault party hospital_a, waiting for its peers
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert proc.stderr.read().strip().endswith("covault console: stopped")
+        assert not parties_of(jobs)  # stopped with the console
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -7,6 +7,7 @@
     covault approve JOB.toml --as NAME [--yes]             sign a party's approval of a job's fingerprint
     covault reject JOB.toml --as NAME [--reason TEXT]      sign a party's rejection of a job
     covault audit verify|show|heads [JOB.toml] --as NAME   check a party's audit log, list it, export heads
+    covault console --as NAME --jobs DIR [--local F]       a party's operator console on localhost (token)
     covault showcase                                       engine tour: pooled statistics under MPC
     covault certs init DIR [--days N]                      consortium CA (DIR/ca.pem, DIR/ca.key)
     covault certs request DIR NAME [--reuse-key]           on the party's host: DIR/NAME.key (0600), DIR/NAME.csr

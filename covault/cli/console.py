@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from covault.exitcodes import EXIT_OK, EXIT_USAGE
+from covault.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 ORDER = 68
 HELP = "serve a party's operator console (jobs, approvals, runs, audit trail, certificate) on localhost"
@@ -68,7 +68,12 @@ def main(args: argparse.Namespace) -> int:
     print(f"{prog}: party {args.name}, jobs in {args.jobs}", flush=True)
     print(f"{prog}: open http://{shown}:{port}/login?token={gate.token}", flush=True)
     config = uvicorn.Config(create_app(view, gate), log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down (its runs stopped) and passes Ctrl-C on
+        print(f"{prog}: stopped", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f"{prog}: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
 
 

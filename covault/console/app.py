@@ -155,6 +155,8 @@ class _Pages:
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
     def login(self, request: Request) -> Response:
+        if self.gate.csrf(request.cookies.get(COOKIE)) is not None:
+            return RedirectResponse("/jobs", 303)  # the login URL opened again in a session
         sid = self.gate.login(request.query_params.get("token"))
         if sid is None:
             raise HTTPException(401, "Wrong or spent token: restart covault console for a new one.")
