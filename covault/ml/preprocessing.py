@@ -2,9 +2,10 @@
 
 :class:`StandardScaler` computes per-column means and inverse standard deviations inside MPC:
 
-1. ``mean = sum(x) / n`` and ``e = (n x - sum(x)) / (n sqrt(n))`` in one truncation round
-   (``n x - sum(x)`` is exact, so a constant column gets ``e = 0`` exactly, whatever the
-   rounding of ``1/n``).
+1. ``mean = sum(x) / n`` and ``e = (n x - sum(x)) / (n sqrt(n))`` in two truncation rounds:
+   first by the power of two ``2^s <= n`` (exact coefficients), then by ``2^s / n`` and
+   ``2^s / (n sqrt(n))``, which keep 20 significant bits at any ``n`` (``n x - sum(x)`` is
+   exact and a zero stays zero, so a constant column gets ``e = 0`` exactly).
    ``e`` has 18 fractional bits.
 2. ``var = sum(e^2)`` kept at 36 fractional bits (one product round, no truncation):
    ``var 2^36 < 2^62`` for every column with ``sigma < 8192`` and tiny variances keep their
@@ -16,9 +17,9 @@
 The scaler stays secret; models trained on standardised data are folded back into
 coefficients for the raw features (:meth:`StandardScaler.fold`), so prediction never
 standardises. Population statistics (divide by ``n``), as scikit-learn's ``StandardScaler``.
-Cost: 64 rounds in 2pc (74 in rep3) once, independent of ``n``; bytes grow with
-``n x d`` (three products or truncations of the data). Above ``ROW_BLOCK`` rows the data is
-processed in blocks of that many rows (two rounds more per block for the fit, one for the
+Cost: 65 rounds in 2pc (76 in rep3) once, independent of ``n``; bytes grow with
+``n x d`` (four products or truncations of the data). Above ``ROW_BLOCK`` rows the data is
+processed in blocks of that many rows (three rounds more per block for the fit, one for the
 transform), so the temporaries stay block-sized.
 """
 
@@ -89,12 +90,21 @@ def mean_var(x: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
     x = F.at_frac(x, f) if x.frac != f else x
     n = x.shape[0]
     total = x.sum(axis=0)
+    s = n.bit_length() - 1  # 2^s <= n < 2^(s + 1)
+    down = 2.0**-s  # exact: a power of two costs no coefficient bits
     mean = var = None
     for rows in _row_blocks(n):  # one block unless n > ROW_BLOCK: temporaries stay block-sized
         centred_n = x[rows] * n - total  # n (x - mean), exact: a constant column gives exactly 0
-        scaled = ([(1.0 / (n * math.sqrt(n)), centred_n)], E_FRAC, DATA_BOUND)
+        # n (x - mean) / 2^s (below 4 DATA_BOUND), then the coefficient 2^s / (n sqrt n) near
+        # 1/sqrt(n) keeps its 20 bits: in one step, 1/(n sqrt n) on values of n DATA_BOUND left it
+        # 29 - log2(n) bits (7 at 2.4 million rows), a systematic error in every variance
+        first = [([(down, centred_n)], f, 4 * DATA_BOUND)]
         if mean is None:
-            mean, e = F.combine([([(1.0 / n, total)], f, DATA_BOUND), scaled])
+            first.append(([(down, total)], f, 2 * DATA_BOUND))
+        parts = F.combine(first)
+        scaled = ([(2.0**s / (n * math.sqrt(n)), parts[0])], E_FRAC, 2 * DATA_BOUND / math.sqrt(n))
+        if mean is None:
+            mean, e = F.combine([([(2.0**s / n, parts[1])], f, DATA_BOUND), scaled])
         else:
             (e,) = F.combine([scaled])
         part = F.raw_mul(e, e).sum(axis=0)
