@@ -24,9 +24,11 @@ from covault.console.app import create_app
 from covault.console.auth import ConsoleError, Gate, check_loopback
 from covault.console.party import PartyView
 from covault.governance.approval import load_approval
+from covault.governance.errors import ApprovalError
 from covault.jobs.approvals import known_jobs, party_folder
+from covault.jobs.local import run_local
 from covault.jobs.spec import load_job
-from tests.helpers import HOSPITALS, deploy_job, tiny_job
+from tests.helpers import HOSPITALS, approve_all, deploy_job, tiny_job
 
 A = HOSPITALS[0]
 BASE = "http://127.0.0.1:8765"
@@ -177,6 +179,26 @@ def test_a_job_changed_after_it_was_shown_is_not_approved(console, jobs):
     assert load_approval(jobs / "certs", load_job(path).fingerprint(), A) is None
 
 
+def test_a_job_its_policy_refuses_cannot_be_approved(jobs):
+    """The data owner's local file names its data and a policy that allows another task: the
+    plan says REFUSED, Approve is disabled, and a forced POST signs nothing."""
+    (jobs / "a.policy.toml").write_text('allowed_tasks = ["linear_regression"]\n')
+    local = jobs / "a.local.toml"  # no task: not listed as a job
+    local.write_text('data = "hospital_a.csv"\npolicy = "a.policy.toml"\n')
+    gate = Gate()
+    with TestClient(create_app(PartyView(A, jobs, local=local), gate), base_url=BASE) as client:
+        login(client, gate)
+        assert "a.local.toml" not in client.get("/jobs").text
+        page = client.get("/jobs/job.toml").text
+        assert (
+            "REFUSED: policy of hospital_a" in page and '<button type="submit" id="approve" disabled>' in page
+        )
+        csrf, fp = form(client)
+        r = client.post("/jobs/job.toml/approve", data={"csrf": csrf, "fingerprint": fp})
+        assert r.status_code == 409 and "RefusedError" in r.text and "rule allowed_tasks" in r.text
+    assert load_approval(jobs / "certs", fp, A) is None
+
+
 def test_a_job_name_with_markup_is_escaped(console, jobs):
     client, gate = console
     login(client, gate)
@@ -188,6 +210,36 @@ def test_a_job_name_with_markup_is_escaped(console, jobs):
     assert r.status_code == 200 and 'id="job-name">x&lt;script&gt;alert(1)</span>' in r.text
     assert "<script>" not in r.text
     assert client.get("/jobs/..%2Fjob.toml").status_code == 404  # only files the listing shows
+
+
+def test_the_runs_pages_show_a_failed_and_a_finished_run(console, jobs):
+    """Two real runs of every party (threads): without hospital_c's approval (every party fails,
+    naming it), then approved by all (finished): the pages show what the audit log records."""
+    client, gate = console
+    login(client, gate)
+    assert "has run no job yet" in client.get("/runs").text
+    approve_all(jobs / "job.toml", HOSPITALS[:2])
+    with pytest.raises(ApprovalError):
+        run_local(jobs / "job.toml", transport="local", progress=False, approvals=True)
+    fp = load_job(jobs / "job.toml").fingerprint()
+    runs = client.get("/runs").text
+    assert 'class="status failed">failed' in runs and "party &#39;hospital_c&#39; has not approved" in runs
+    page = client.get(f"/runs/{fp}").text
+    assert 'id="status" class="status failed">failed' in page and "has not approved this job" in page
+    approve_all(jobs / "job.toml", HOSPITALS[2:])
+    run_local(jobs / "job.toml", transport="local", progress=False, approvals=True)
+    assert 'class="status finished">finished' in client.get("/runs").text
+    page = client.get(f"/runs/{fp}").text
+    assert 'id="status" class="status finished">finished' in page
+    traffic = re.search(r'<table id="traffic">.*?</table>', page, re.S).group(0)
+    assert all(f"<td>{n}</td>" in traffic for n in HOSPITALS[1:]) and A not in traffic
+    assert (
+        "the model&#39;s weights" in page
+        and "approvals of hospital_a, hospital_b, hospital_c checked" in page
+    )
+    assert client.get("/runs/" + "0" * 64).status_code == 404
+    verified = re.search(r'id="verified">([^<]*)', client.get("/audit").text).group(1)
+    assert verified.startswith("Verified:") and "countersigned by hospital_b, hospital_c" in verified
 
 
 def test_identity_shows_the_certificate_and_warns_before_expiry(console):

@@ -48,6 +48,7 @@ def create_app(view: PartyView, gate: Gate, runner: Runner | None = None) -> Sta
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     env.filters["pretty"] = _pretty
+    env.filters["thousands"] = _thousands
     templates = Jinja2Templates(env=env)
     pages = _Pages(view, gate, runner, templates)
     routes = [
@@ -91,6 +92,11 @@ def _lifespan(runner: Runner):
 def _pretty(value: Any, indent: int | None = None) -> str:
     """JSON text of ``value`` for a page (plain text: the page escapes it)."""
     return json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False)
+
+
+def _thousands(value: Any) -> str:
+    """An integer with thousands separators; anything else as it is."""
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _host(header: str) -> str:
