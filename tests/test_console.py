@@ -250,6 +250,16 @@ def test_identity_shows_the_certificate_and_warns_before_expiry(console):
     assert 'id="expiry-warning"' in page and "expires in under 30 days" in page  # issued for 2 days
 
 
+def test_a_missing_key_is_named_on_the_page(console, jobs):
+    client, gate = console
+    login(client, gate)
+    (jobs / "certs" / f"{A}.key").unlink()
+    assert client.get("/jobs").status_code == 200
+    r = client.get("/jobs/job.toml")
+    assert r.status_code == 409 and "CertificateError" in r.text and f"party &#39;{A}&#39;" in r.text
+    assert "CertificateError" in client.get("/identity").text
+
+
 def test_the_audit_page_names_the_first_bad_entry(console, jobs):
     client, gate = console
     login(client, gate)

@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 from covault.console.auth import COOKIE, LOOPBACK, Gate
 from covault.console.party import JobFile, PartyView
 from covault.console.runner import RunError, Runner, run_output
+from covault.errors import CovaultError
 
 HERE = Path(__file__).parent
 HEADERS = {
@@ -68,7 +69,11 @@ def create_app(view: PartyView, gate: Gate, runner: Runner | None = None) -> Sta
     app = Starlette(
         routes=routes,
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard(gate, templates))],
-        exception_handlers={HTTPException: _error_page(templates)},
+        exception_handlers={
+            HTTPException: _error_page(templates),
+            CovaultError: _error_page(templates),
+            OSError: _error_page(templates),
+        },
         lifespan=_lifespan(runner),
         max_body_size=1 << 20,
     )
@@ -132,9 +137,16 @@ _NO_SESSION = (
 
 
 def _error_page(templates: Jinja2Templates):
-    async def handler(request: Request, exc: HTTPException) -> Response:
-        ctx = {"code": exc.status_code, "message": exc.detail, "nav": None}
-        return templates.TemplateResponse(request, "error.html", ctx, status_code=exc.status_code)
+    """The error page: an HTTP error with its status, a covault or file error (a missing key, an
+    unreadable log) as 409 with its type and message."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            code, message = exc.status_code, exc.detail
+        else:
+            code, message = 409, f"{type(exc).__name__}: {exc}"
+        ctx = {"code": code, "message": message, "nav": "error"}
+        return templates.TemplateResponse(request, "error.html", ctx, status_code=code)
 
     return handler
 
