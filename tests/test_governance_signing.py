@@ -54,6 +54,8 @@ def test_an_approval_verifies_and_survives_its_file(keys, tmp_path):
         ("parts", {"task": "bb" * 32}, "signature is invalid"),
         ("roles", ["receiver"], "signature is invalid"),
         ("time", "2026-01-01T00:00:00+00:00", "not valid at"),  # before the certificate
+        ("time", "2026-12-04T10:00:00", "has no time zone"),  # naive: not comparable, refused
+        ("time", "yesterday", "is not an ISO 8601 time"),
     ],
 )
 def test_an_altered_approval_is_refused(keys, field, value, why):
@@ -103,6 +105,7 @@ def test_heads_and_countersignatures_verify_only_for_their_signers(keys):
     claimed = replace(c, witness="bank_a")  # bank_b's countersignature claimed as another's
     assert check_countersignature(claimed, ca) is not None
     assert "signature of 'bank_b' is invalid" in check_countersignature(replace(c, time=head.time), ca)
+    assert "has no time zone" in check_head(replace(head, time=head.time[:19]), ca)
     assert asdict(c.head) == asdict(head)
 
 

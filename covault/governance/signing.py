@@ -103,6 +103,19 @@ def load_ca(keys: str | Path, who: str) -> x509.Certificate:
     return load_certificate(Path(keys) / CA_CERT, who)
 
 
+def parse_time(text: str, who: str) -> dt.datetime:
+    """The ISO 8601 time ``text`` of a signed record, which must name its time zone;
+    CertificateError naming ``who`` otherwise (a naive time cannot be compared with a
+    certificate's validity)."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except (ValueError, TypeError):
+        raise CertificateError(f"{who}: the signed time {text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise CertificateError(f"{who}: the signed time {text!r} has no time zone")
+    return when
+
+
 def check_cert(cert: x509.Certificate, ca: x509.Certificate, party: str, at: str | None = None) -> None:
     """``cert`` must be signed by ``ca``, name exactly ``party`` and be valid at the ISO time
     ``at`` (default: now); CertificateError saying which check failed."""
@@ -115,7 +128,7 @@ def check_cert(cert: x509.Certificate, ca: x509.Certificate, party: str, at: str
     name = party_name(cert, f"certificate of {party!r}")
     if name != party:
         raise CertificateError(f"the certificate names {name!r}, not {party!r}")
-    when = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    when = parse_time(at, f"certificate of {party!r}") if at else dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
         raise CertificateError(
             f"certificate of {party!r} is not valid at {when:%Y-%m-%d %H:%M} UTC (valid "
