@@ -15,6 +15,7 @@ import pytest
 
 from covault.cli import main as cli
 from covault.governance.errors import ApprovalError
+from covault.governance.fingerprint import differing_keys
 from covault.jobs.approvals import audit_entries, known_jobs, party_folder, reject
 from covault.jobs.local import run_local
 from covault.jobs.spec import load_job
@@ -137,3 +138,57 @@ def test_full_flow_certs_approve_party_verify(tmp_path):
         assert v.returncode == 0 and v.stdout.startswith(
             f"{n}: OK: 9 entries, 4 heads countersigned by {others}"
         ), v
+
+
+TWO_PC = """protocol = "2pc"
+dealer = "{dealer}"
+compute = ["bank_a", "bank_b"]
+task = "logistic_regression"
+label = "y"
+seed = 3
+timeout = {timeout}
+[model]
+epochs = 2
+batch_size = 16
+[parties.bank_a]
+address = "127.0.0.1:{port}"
+data = "{data}"
+[parties.bank_b]
+data = "b.csv"
+[parties.{dealer}]
+[tls]
+certs = "certs"
+{tls}"""
+
+
+def two_pc(tmp_path, **change) -> str:
+    """The fingerprint of a 2pc job with a dealer (``change``: the text's fields)."""
+    fields = {"dealer": "dealer_d", "timeout": 30, "port": 9001, "data": "a.csv", "tls": "", **change}
+    path = tmp_path / "job.toml"
+    path.write_text(TWO_PC.format(**fields))
+    return load_job(path)
+
+
+def test_the_fingerprint_covers_every_agreed_key_and_no_local_one(tmp_path):
+    """Comments, spacing, the order of tables, the consortium timeout, addresses and data
+    files leave the fingerprint as it is; running in plaintext or with another dealer changes
+    it, and the keys that differ are named."""
+    base = two_pc(tmp_path)
+    same = [
+        two_pc(tmp_path, timeout=300),
+        two_pc(tmp_path, port=9002),
+        two_pc(tmp_path, data="elsewhere/a.csv"),
+    ]
+    path = tmp_path / "job.toml"
+    text = TWO_PC.format(dealer="dealer_d", timeout=30, port=9001, data="a.csv", tls="")
+    head, model, parties = text.partition("[model]\nepochs = 2\nbatch_size = 16\n")
+    head = "# a comment\n" + head.replace("seed = 3", "seed   =   3  # the seed")
+    path.write_text(head + parties + "[model]\nbatch_size = 16\nepochs   = 2\n")
+    same.append(load_job(path))
+    assert [j.fingerprint() for j in same] == [base.fingerprint()] * len(same)
+    for job, keys in [
+        (two_pc(tmp_path, tls="plaintext = true\n"), ["tls"]),
+        (two_pc(tmp_path, dealer="dealer_e"), ["dealer", "parties"]),
+    ]:
+        assert job.fingerprint() != base.fingerprint()
+        assert differing_keys(job.fingerprint_parts(), base.fingerprint_parts()) == keys

@@ -183,13 +183,20 @@ class Job:
         return cls(**{**self.model, **override}, seed=self.seed)
 
     def _agreed(self) -> dict[str, Any]:
-        """Everything every party must agree on, normalised (tuples as lists)."""
+        """Everything every party must agree on, normalised (tuples as lists): the job's keys
+        and the consortium's (protocol, correlation provider, dealer, the parties in session
+        order, TLS on or off; the names and values :func:`covault.runtime.config_session_id`
+        uses), not its timeout or addresses (where a party listens is its operator's)."""
         return {
             "task": self.task,
             "label": self.label,
             "partition": self.partition,
             "id": self.id_column,
             "protocol": self.protocol,
+            "provider": self.provider,
+            "dealer": self.dealer,
+            "parties": list(self.config.names),
+            "tls": not self.config.plaintext,
             "compute": list(self.compute),
             "data": list(self.data_parties),
             "reveal_model_to": list(self.reveal_model_to),
