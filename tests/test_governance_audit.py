@@ -174,6 +174,24 @@ def test_an_entry_rehashed_after_an_edit_fails_its_signature(logs, capsys):
     assert code == 1 and "entry 4 (input): the signature is invalid" in out, out
 
 
+def test_an_entry_replaced_and_re_signed_breaks_the_chain_at_the_next(logs, capsys):
+    """The party replaces entry 4 with one it re-hashes and re-signs with its own key: entry 4
+    verifies, entry 5 no longer follows it."""
+    log = logs / f"{A}.audit.sqlite"
+    db = sqlite3.connect(log)
+    payload, prev = db.execute("SELECT payload, prev FROM entries WHERE seq = 4").fetchone()
+    db.close()
+    payload = payload.replace('"train_rows":28', '"train_rows":29')
+    h, sig = _resign(log, load_identity(logs, A), 4, payload, prev)
+    tamper(
+        log,
+        "UPDATE entries SET payload = ?, hash = ?, signature = ? WHERE seq = 4",
+        params=[(payload, h, sig)],
+    )
+    code, out, _ = audit(capsys, "verify", "--governance", str(logs), "--as", A)
+    assert code == 1 and f"{A}: BAD: entry 5 (policy): it does not follow entry 4" in out, out
+
+
 def test_a_history_rewritten_with_the_partys_own_key_is_caught_by_the_others_heads(logs, tmp_path, capsys):
     """The party re-signs every entry from 4 on: its chain and signatures are valid, its own
     copies of the heads can go too; the heads the other parties countersigned no longer match."""
