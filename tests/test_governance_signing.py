@@ -49,10 +49,10 @@ def test_an_approval_verifies_and_survives_its_file(keys, tmp_path):
 @pytest.mark.parametrize(
     ("field", "value", "why"),
     [
-        ("decision", "rejected", "signature is invalid"),
-        ("fingerprint", "f" * 64, "signature is invalid"),
-        ("parts", {"task": "bb" * 32}, "signature is invalid"),
-        ("roles", ["receiver"], "signature is invalid"),
+        ("decision", "rejected", "signature of 'bank_a' is invalid"),
+        ("fingerprint", "f" * 64, "signature of 'bank_a' is invalid"),
+        ("parts", {"task": "bb" * 32}, "signature of 'bank_a' is invalid"),
+        ("roles", ["receiver"], "signature of 'bank_a' is invalid"),
         ("time", "2026-01-01T00:00:00+00:00", "not valid at"),  # before the certificate
         ("time", "2026-12-04T10:00:00", "has no time zone"),  # naive: not comparable, refused
         ("time", "yesterday", "is not an ISO 8601 time"),
@@ -80,7 +80,7 @@ def test_an_approval_signed_by_another_party_is_refused(keys):
     assert "not signed by the consortium CA" in check_approval(fake, ca, "bank_a")
     # bank_a's certificate with bank_b's signature
     a = decide(load_identity(d, "bank_a"), job(), "approved", roles=["compute"])
-    assert "signature is invalid" in check_approval(replace(a, signature=b.signature), ca, "bank_a")
+    assert "signature of 'bank_a' is invalid" in check_approval(replace(a, signature=b.signature), ca, "bank_a")
 
 
 def test_differing_keys_names_each_key_that_changed_or_is_only_on_one_side():

@@ -25,18 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from covault.deploy.certs import CertificateError
 from covault.governance.errors import GovernanceError
 from covault.governance.fingerprint import JobStatement
-from covault.governance.signing import (
-    Identity,
-    check_cert,
-    check_signature,
-    digest,
-    key_id,
-    now,
-    parse_cert,
-)
+from covault.governance.signing import Identity, check_signed, digest, now
 
 FORMAT = "covault-approval/1"
 DOMAIN = "covault approval v1"
@@ -116,16 +107,7 @@ def check_approval(a: Approval, ca, party: str) -> str | None:
     consortium CA ``ca`` that names ``party`` and was valid when it was signed); else why not."""
     if a.party != party:
         return f"it is signed as party {a.party!r}"
-    try:
-        cert = parse_cert(a.certificate, f"approval of {party!r}")
-        if key_id(cert) != a.key:
-            return "its certificate is not the one it names"
-        check_cert(cert, ca, party, at=a.time)
-    except (CertificateError, ValueError) as exc:
-        return str(exc)
-    if not check_signature(cert, DOMAIN, a.signed_part(), a.signature):
-        return "its signature is invalid (the approval was altered or signed with another key)"
-    return None
+    return check_signed(party, a.certificate, a.key, a.time, ca, DOMAIN, a.signed_part(), a.signature)
 
 
 def approval_path(state: str | Path, fingerprint: str, party: str, *, peer: bool = False) -> Path:

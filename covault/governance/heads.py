@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from covault.deploy.certs import CertificateError
 from covault.governance.errors import GovernanceError
-from covault.governance.signing import Identity, check_cert, check_signature, key_id, now, parse_cert
+from covault.governance.signing import Identity, check_signed, now
 
 HEAD_DOMAIN = "covault audit head v1"
 COUNTER_DOMAIN = "covault audit countersignature v1"
@@ -80,22 +79,9 @@ def countersign(identity: Identity, head: SignedHead) -> Countersignature:
     return Countersignature(head, identity.party, unsigned.time, identity.key_id, identity.cert_pem, sig)
 
 
-def _check(party: str, pem: str, key: str, at: str, ca, domain: str, statement: dict, sig: str) -> str | None:
-    try:
-        cert = parse_cert(pem, f"certificate of {party!r}")
-        if key_id(cert) != key:
-            return f"the certificate of {party!r} is not the one the signature names"
-        check_cert(cert, ca, party, at=at)
-    except (CertificateError, ValueError) as exc:
-        return str(exc)
-    if not check_signature(cert, domain, statement, sig):
-        return f"the signature of {party!r} is invalid"
-    return None
-
-
 def check_head(head: SignedHead, ca) -> str | None:
     """None if ``head`` is validly signed by its party (certificate of the CA ``ca``)."""
-    return _check(
+    return check_signed(
         head.party, head.certificate, head.key, head.time, ca, HEAD_DOMAIN, head.statement(), head.signature
     )
 
@@ -107,7 +93,9 @@ def check_countersignature(c: Countersignature, ca) -> str | None:
         return f"head of {c.head.party!r}: {problem}"
     if c.witness == c.head.party:
         return f"{c.witness!r} countersigned its own head"
-    return _check(c.witness, c.certificate, c.key, c.time, ca, COUNTER_DOMAIN, c.statement(), c.signature)
+    return check_signed(
+        c.witness, c.certificate, c.key, c.time, ca, COUNTER_DOMAIN, c.statement(), c.signature
+    )
 
 
 def head_from_json(obj: Any, who: str) -> SignedHead:

@@ -147,3 +147,21 @@ def check_signature(cert: x509.Certificate, domain: str, obj: Any, signature: st
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True
+
+
+def check_signed(
+    party: str, pem: str, key: str, at: str, ca: x509.Certificate, domain: str, obj: Any, signature: str
+) -> str | None:
+    """None if ``signature`` is ``party``'s signature of ``domain`` and ``obj`` under the PEM
+    certificate ``pem``, which must have key id ``key``, be signed by ``ca``, name ``party`` and
+    be valid at ``at``; else why not."""
+    try:
+        cert = parse_cert(pem, f"certificate of {party!r}")
+        if key_id(cert) != key:
+            return f"the certificate of {party!r} is not the one the signature names"
+        check_cert(cert, ca, party, at=at)
+    except (CertificateError, ValueError) as exc:
+        return str(exc)
+    if not check_signature(cert, domain, obj, signature):
+        return f"the signature of {party!r} is invalid (altered after signing, or signed with another key)"
+    return None
