@@ -56,6 +56,7 @@ def start_console(jobs) -> tuple[subprocess.Popen, str]:
 def test_approve_in_the_page_and_see_the_job_run(tmp_path):
     browser_path = chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    expect = sync_api.expect
     path = tiny_job(tmp_path)
     deploy_job(path, list(HOSPITALS), lambda t: t.replace("[model]", "timeout = 60\n[model]"))
     approve_all(path, [A, B])  # covault approve --yes, the CLI
@@ -68,13 +69,13 @@ def test_approve_in_the_page_and_see_the_job_run(tmp_path):
             page.goto(url)  # the token, exchanged for the session cookie
             assert page.url.endswith("/jobs")
             row = page.locator("#jobs tr", has_text="job.toml")
-            assert row.locator(".status").inner_text() == "pending"
+            expect(row.locator(".status")).to_have_text("pending")
             row.get_by_role("link", name="job.toml").click()
-            assert "plan of party hospital_c" in page.locator("#plan").inner_text()
+            expect(page.locator("#plan")).to_contain_text("plan of party hospital_c")
             page.locator("#approve").click()
-            assert page.locator("#status").inner_text() == "approved"
+            expect(page.locator("#status")).to_have_text("approved")
             page.locator("#run").click()  # covault party hospital_c, started by the console
-            assert "Started covault party" in page.locator("#notice").inner_text()
+            expect(page.locator("#notice")).to_contain_text("Started covault party")
             cmd = [sys.executable, "-m", "covault", "party", str(path), "--quiet", "--as"]
             parties = [
                 subprocess.Popen([*cmd, n], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -92,16 +93,17 @@ def test_approve_in_the_page_and_see_the_job_run(tmp_path):
                 assert time.monotonic() < deadline, page.content()
                 time.sleep(0.5)
             page.locator("#runs").get_by_role("link", name="job").click()
-            assert page.locator("#status").inner_text() == "finished"
-            traffic = page.locator("#traffic").inner_text()
-            assert A in traffic and B in traffic
-            assert "the model's weights" in page.locator("#revealed").inner_text()
-            assert "accuracy" in page.locator("#metrics").inner_text()
+            expect(page.locator("#status")).to_have_text("finished")
+            expect(page.locator("#traffic")).to_contain_text(A)
+            expect(page.locator("#traffic")).to_contain_text(B)
+            expect(page.locator("#revealed")).to_contain_text("the model's weights")
+            expect(page.locator("#metrics")).to_contain_text("accuracy")  # the result the Run kept
             page.get_by_role("link", name="Audit").click()
-            verified = page.locator("#verified").inner_text()
-            assert verified.startswith("Verified:") and f"countersigned by {A}, {B}" in verified, verified
+            expect(page.locator("#verified")).to_contain_text(
+                re.compile(f"^Verified: .* countersigned by {A}, {B}")
+            )
             page.get_by_role("link", name="Identity").click()
-            assert page.locator("dd", has_text=f"CN={C}").count() == 1
+            expect(page.locator("dd", has_text=f"CN={C}")).to_have_count(1)
             browser.close()
     finally:
         for proc in [*parties, console]:
