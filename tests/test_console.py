@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,15 @@ def test_a_wrong_token_is_refused_and_the_token_works_once(console):
     other = TestClient(client.app, base_url=BASE)
     assert other.get(f"/login?token={token}").status_code == 401  # spent
     assert other.get("/jobs").status_code == 401
+
+
+def test_the_token_opens_one_session_however_many_try_at_once():
+    gate = Gate()
+    token = gate.token
+    with ThreadPoolExecutor(16) as pool:
+        sids = list(pool.map(lambda _: gate.login(token), range(64)))
+    assert sum(s is not None for s in sids) == 1 and len(gate.sessions) == 1
+    assert token not in repr(gate)
 
 
 def test_security_headers_and_loopback_host_only(console):

@@ -9,6 +9,7 @@ in constant time; nothing about a session leaves the process.
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 
 COOKIE = "covault_console"
@@ -34,24 +35,28 @@ def check_loopback(host: str) -> str:
 class Gate:
     """The login token and the sessions of one console process."""
 
-    token: str | None = field(default_factory=lambda: secrets.token_urlsafe(32))
-    sessions: dict[str, str] = field(default_factory=dict)  # session id -> its CSRF token
+    token: str | None = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    sessions: dict[str, str] = field(default_factory=dict, repr=False)  # session id -> its CSRF token
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def login(self, token: str | None) -> str | None:
-        """A new session id for the login ``token``, which is then spent; None if it is wrong
-        or spent already."""
-        if self.token is None or token is None or not _same(token, self.token):
-            return None
-        self.token = None
-        sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = secrets.token_urlsafe(32)
-        return sid
+        """A new session id for the login ``token``, which is then spent (by one request only,
+        however many arrive at once); None if it is wrong or spent already."""
+        with self.lock:
+            if self.token is None or token is None or not _same(token, self.token):
+                return None
+            self.token = None
+            sid = secrets.token_urlsafe(32)
+            self.sessions[sid] = secrets.token_urlsafe(32)
+            return sid
 
     def csrf(self, sid: str | None) -> str | None:
         """The CSRF token of session ``sid``; None if there is no such session."""
         if not sid:
             return None
-        for known, csrf in self.sessions.items():
+        with self.lock:
+            known_sessions = list(self.sessions.items())
+        for known, csrf in known_sessions:
             if _same(known, sid):
                 return csrf
         return None
