@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 A, B, C = HOSPITALS
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]  # fmt: skip
+        "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
 
 
 def chromium() -> str:
