@@ -150,6 +150,51 @@ def test_lists_not_from_the_ca_or_out_of_date_are_refused(pki, tmp_path):
     assert isinstance(got["y"], PeerError)
 
 
+def test_a_list_removed_or_rolled_back_while_the_party_runs_refuses_every_new_connection(pki):
+    """Fail closed: a party that started with a list refuses new connections, at both ends,
+    once the list is removed or replaced by an older one (a lower CRL number); the current list
+    restored, it connects again."""
+    ca, folders = pki
+    revocation.write_crl(ca)
+    older = (ca / revocation.CRL_FILE).read_bytes()
+    revocation.write_crl(ca)
+    publish(ca, folders["x"], folders["y"])
+    ids = {n: TlsIdentity.from_dir(folders[n], n) for n in "xy"}
+    listed = folders["x"] / revocation.CRL_FILE
+    current = listed.read_bytes()
+    listed.unlink()
+    got, _ = mesh("xy", ids, 1.0)
+    assert type(got["x"]) is PeerCertificateError and "cannot check its certificate" in str(got["x"])
+    assert f"the revocation list {listed} was removed while the party runs" in str(got["x"])
+    assert isinstance(got["y"], PeerError)
+    listed.write_bytes(older)
+    got, _ = mesh("xy", ids, 1.0)
+    assert type(got["x"]) is PeerCertificateError
+    assert "is older (CRL number 1) than the one it replaced (CRL number 2)" in str(got["x"])
+    listed.write_bytes(current)
+    got, _ = mesh("xy", ids, 1.0)
+    assert not any(isinstance(v, BaseException) for v in got.values()), got
+    for chans in got.values():
+        for ch in chans.values():
+            ch.close()
+
+
+def test_a_list_issued_in_the_future_is_refused(pki):
+    ca, folders = pki
+    ca_cert, ca_key = certs.load_ca(ca)
+    now = dt.datetime.now(dt.UTC)
+    future = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now + dt.timedelta(hours=1))
+        .next_update(now + dt.timedelta(days=2))
+        .sign(ca_key, hashes.SHA256())
+    )
+    (folders["x"] / revocation.CRL_FILE).write_bytes(future.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(certs.CertificateError, match=r"party 'x': the revocation list .* is issued in the future"):
+        TlsIdentity.from_dir(folders["x"], "x")
+
+
 @pytest.mark.parametrize("revoked", ["z", "y"])
 def test_covault_party_processes_name_the_revoked_party(pki, revoked):
     """One party is revoked; the others hold the list, it does not: all three stop, each naming

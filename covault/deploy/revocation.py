@@ -8,7 +8,9 @@ is signed by its ``ca.pem``, is current (now is before its next update) and does
 party's own certificate; at every TLS connection, on both sides, it looks the peer's
 certificate up in it (:class:`RevocationWatch` re-reads the file when it changes, so a new list
 applies to the next connection without a restart). A list that is not the CA's, or is out of
-date, stops the party (fail closed); a party without the file checks nothing.
+date, stops the party (fail closed); so does, for every new connection, a list removed while the
+party runs, or replaced by one with a lower CRL number than the list it replaced. A party
+without the file at start checks nothing.
 """
 
 from __future__ import annotations
@@ -175,6 +177,14 @@ def check_current(
         )
 
 
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    """The list's CRL number (0 if it has none)."""
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
+
+
 def describe(party: str, revoked: x509.RevokedCertificate) -> str:
     """``the certificate of party 'z' (serial 3f..) is revoked since ... (reason: ...)``."""
     try:
@@ -199,15 +209,23 @@ class RevocationWatch:
         self._by_serial: dict[int, x509.RevokedCertificate] = {}
 
     def current(self) -> x509.CertificateRevocationList | None:
-        """The checked list, None if there is no file; CertificateError if it is not the CA's or
-        is out of date."""
+        """The checked list, None if there has never been a file; CertificateError if it is not
+        the CA's, is out of date, was removed after it was read, or is older (a lower CRL number)
+        than the list it replaced."""
         return self._current()[0]
 
     def _current(self) -> tuple[x509.CertificateRevocationList | None, dict[int, x509.RevokedCertificate]]:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return None, {}
+            with self._lock:
+                if self._crl is None:
+                    return None, {}
+            raise CertificateError(
+                f"{self.who}: the revocation list {self.path} was removed while the party runs: "
+                "restore the consortium's current list (a party without one checks nothing only "
+                "if it started without one)"
+            ) from None
         except OSError as exc:
             raise CertificateError(
                 f"{self.who}: cannot read the revocation list {self.path}: {exc}"
@@ -216,6 +234,12 @@ class RevocationWatch:
         with self._lock:
             if stamp != self._stamp or self._crl is None:
                 crl = load_crl(self.path, self.ca, self.who)
+                if self._crl is not None and crl_number(crl) < crl_number(self._crl):
+                    raise CertificateError(
+                        f"{self.who}: the revocation list {self.path} is older (CRL number "
+                        f"{crl_number(crl)}) than the one it replaced (CRL number "
+                        f"{crl_number(self._crl)}): restore the consortium's current list"
+                    )
                 self._crl, self._by_serial = crl, {r.serial_number: r for r in crl}
                 self._stamp = stamp
             else:
