@@ -226,6 +226,19 @@ def test_a_history_rewritten_with_the_partys_own_key_is_caught_by_the_others_hea
     assert code == 1 and "(history rewritten)" in out, out
 
 
+def test_show_lists_a_tampered_log_whatever_its_payloads(logs, capsys):
+    """Payloads of unexpected shapes are listed as their JSON text (verify names them as bad)."""
+    tamper(
+        logs / f"{A}.audit.sqlite",
+        """UPDATE entries SET payload = '{"seconds":"x","model_sha256":5}' WHERE kind = 'finished'""",
+        """UPDATE entries SET payload = '{"peers":[1,2]}' WHERE kind = 'traffic'""",
+        """UPDATE entries SET payload = '{"reveals":"all"}' WHERE kind = 'revealed'""",
+    )
+    code, out, err = audit(capsys, "show", "--governance", str(logs), "--as", A)
+    assert code == 0 and err == "", err
+    assert '{"peers": [1, 2]}' in out and '"seconds": "x"' in out, out
+
+
 def test_bad_input_exits_2(logs, tmp_path, capsys):
     code, _, err = audit(capsys, "verify", "--governance", str(logs), "--as", "nobody")
     assert code == 2 and "nobody.audit.sqlite not found" in err

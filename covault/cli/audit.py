@@ -154,9 +154,23 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _brief(kind: str, data) -> str:
-    """One line about an entry's payload."""
+    """One line about an entry's payload; its JSON text where it does not have the shape its
+    kind has (a tampered entry: ``covault audit verify`` names it)."""
     if not isinstance(data, dict):
         return "(payload is not JSON)"
+    try:
+        return _described(kind, data)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return _json_line(data)
+
+
+def _json_line(data) -> str:
+    text = json.dumps(data, sort_keys=True)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _described(kind: str, data: dict) -> str:
+    """One line about a payload of ``kind`` (errors if it lacks that kind's shape)."""
     if kind in ("proposed", "approved", "rejected"):
         why = f": {data['reason']}" if kind == "rejected" and data.get("reason") else ""
         return f"job {data.get('job')!r}{why}"
@@ -180,8 +194,7 @@ def _brief(kind: str, data) -> str:
         return f"{data.get('seconds', 0):.2f} s" + (f", model sha256 {model[:16]}..." if model else "")
     if kind == "countersigned":
         return f"head at entry {data.get('seq')} countersigned by {', '.join(data.get('witnesses') or [])}"
-    text = json.dumps(data, sort_keys=True)
-    return text if len(text) <= 160 else text[:157] + "..."
+    return _json_line(data)
 
 
 def _heads(args: argparse.Namespace) -> int:
