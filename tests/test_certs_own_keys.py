@@ -4,6 +4,8 @@ only requests and certificates move, and a three-party job runs on what they mad
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from covault.cli import main as cli
@@ -29,14 +31,19 @@ def files(root: Path) -> set[Path]:
     return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
 
 
-def request_for(names: list[str], cn: str | None, key=None, extra=()) -> bytes:
-    """A PEM request with subject CN ``cn`` (None: none), DNS names ``names`` and ``extra``
-    subject attributes, signed by ``key`` (default: a fresh P-256 key)."""
+def request_for(names: list[str], cn: str | None, key=None, extra=(), ext=(), ip=False) -> bytes:
+    """A PEM request with subject CN ``cn`` (None: none), DNS names ``names`` (and 127.0.0.1 if
+    ``ip``), ``extra`` subject attributes and ``ext`` extensions, signed by ``key`` (default: a
+    fresh P-256 key)."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     attrs = ([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []) + list(extra)
     b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
-    if names:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    alt += [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if ip else []
+    if alt:
+        b = b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    for e in ext:
+        b = b.add_extension(e, critical=True)
     return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
@@ -69,6 +76,22 @@ def test_request_writes_a_0600_key_only_in_its_folder_and_never_overwrites_it(tm
     assert files(tmp_path) == {Path("host_a/a.key"), Path("host_a/a.csr")}
 
 
+def test_the_ca_and_party_folders_are_private_whatever_the_umask(tmp_path):
+    """Under umask 000 the CA's folder and a party's folder are still 0700 and keys 0600: no
+    other local user can replace ca.pem, edit the CA's index (un-revoking a certificate at the
+    next list) or swap a key."""
+    old = os.umask(0)
+    try:
+        certs.init_ca(tmp_path / "ca")
+        csr.request(tmp_path / "host_a", "a")
+    finally:
+        os.umask(old)
+    for folder in ("ca", "host_a"):
+        assert stat.S_IMODE((tmp_path / folder).stat().st_mode) == 0o700, folder
+    for key in ("ca/ca.key", "host_a/a.key"):
+        assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o600, key
+
+
 def test_sign_refuses_requests_that_do_not_name_exactly_the_party(tmp_path, capsys):
     ca = tmp_path / "ca"
     certs.init_ca(ca)
@@ -90,7 +113,14 @@ def test_sign_refuses_requests_that_do_not_name_exactly_the_party(tmp_path, caps
         ),
         "a reserved name": (request_for(["ca"], "ca"), "ca", "invalid party name|reserved"),
         "a bad name": (request_for(["a b"], "a b"), "a b", "invalid party name"),
-    }
+        "a CA": (request_for(["a"], "a", ext=[x509.BasicConstraints(ca=True, path_length=None)]), "a",
+                 "asks for extension BasicConstraints"),
+        "an IP address": (request_for(["a"], "a", ip=True), "a", "DNS names only"),
+        "an RSA key": (request_for(["a"], "a", key=rsa.generate_private_key(65537, 2048)), "a",
+                       "not an ECDSA P-256 key"),
+        "a P-384 key": (request_for(["a"], "a", key=ec.generate_private_key(ec.SECP384R1())), "a",
+                        "not an ECDSA P-256 key"),
+    }  # fmt: skip
     for case, (pem, stem, message) in cases.items():
         path = inbox / f"{stem}.csr"
         path.write_bytes(pem)

@@ -112,9 +112,10 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey, *, exclusive: bool = 
 
 
 def init_ca(directory: str | Path, *, days: int = 365, name: str = "covault consortium CA") -> Path:
-    """Create ``DIR/ca.pem`` and ``DIR/ca.key``; refuse to overwrite an existing CA."""
+    """Create ``DIR/ca.pem`` and ``DIR/ca.key``; refuse to overwrite an existing CA. A new
+    ``DIR`` is made with mode 0700 (its index and lists are the CA's to change)."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     if (d / CA_KEY).exists() or (d / CA_CERT).exists():
         raise CertificateError(f"{d / CA_CERT} already exists; refusing to overwrite a consortium CA")
     if days <= 0:
