@@ -252,3 +252,10 @@ def test_revoke_by_name_serial_or_file_and_publish_a_fresh_list(tmp_path, capsys
     assert revocation.describe("w", fresh.get_revoked_certificate_by_serial_number(serial)).endswith(
         "(reason: superseded)"
     )
+    # a serial as openssl prints it (upper case, leading zeros, colons) names the same certificate
+    assert cli(["certs", "issue", str(ca), "v"]) == 0  # recorded in the index
+    printed = certs.load_certificate(ca / "v.pem", "v").serial_number.to_bytes(21, "big").hex(":").upper()
+    assert cli(["certs", "revoke", str(ca), "--serial", printed]) == 0
+    assert "revoked: party 'v'" in capsys.readouterr().out
+    assert cli(["certs", "revoke", str(ca), "--serial", "5g"]) == 2
+    assert "the serial '5g' is not a hexadecimal number" in capsys.readouterr().err

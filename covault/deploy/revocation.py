@@ -119,7 +119,7 @@ def revoke(
                 + (f" (its certificates {known} are revoked or expired)" if known else " (none was issued)")
             )
     else:
-        want = (serial or "").lower().removeprefix("0x")
+        want = serial_hex(serial or "")
         targets = [e for e in index.entries if e.serial == want]
         if not targets:
             raise CertificateError(f"no certificate with serial {serial} in {index.path}")
@@ -132,6 +132,16 @@ def revoke(
         e.revoked_at, e.reason = now.isoformat(), reason
     index.save()
     return write_crl(d, days=days), targets
+
+
+def serial_hex(serial: str) -> str:
+    """``serial`` as the index writes it (lower-case hex, no leading zeros), from hex with or
+    without ``0x``, colons or leading zeros, in either case (as ``openssl`` prints it)."""
+    text = serial.strip().replace(":", "").lower().removeprefix("0x")
+    try:
+        return f"{int(text, 16):x}"
+    except ValueError:
+        raise CertificateError(f"the serial {serial!r} is not a hexadecimal number") from None
 
 
 # -- every party's side -----------------------------------------------------------------------------
