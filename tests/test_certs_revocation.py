@@ -191,7 +191,9 @@ def test_a_list_issued_in_the_future_is_refused(pki):
         .sign(ca_key, hashes.SHA256())
     )
     (folders["x"] / revocation.CRL_FILE).write_bytes(future.public_bytes(serialization.Encoding.PEM))
-    with pytest.raises(certs.CertificateError, match=r"party 'x': the revocation list .* is issued in the future"):
+    with pytest.raises(
+        certs.CertificateError, match=r"party 'x': the revocation list .* is issued in the future"
+    ):
         TlsIdentity.from_dir(folders["x"], "x")
 
 
