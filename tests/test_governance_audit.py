@@ -136,8 +136,28 @@ def test_every_partys_trail_records_the_job_and_verifies(trail, logs, capsys):
             7,
             "invalid: head of 'hospital_a': the signature of 'hospital_a' is invalid",
         ),
+        (
+            ["""UPDATE entries SET payload = '{"seq":[8],"hash":{}}' WHERE seq = 9"""],
+            9,
+            "entry 9 (countersigned): its content does not match its hash",
+        ),
+        (
+            ["UPDATE entries SET payload = CAST(payload AS BLOB) WHERE seq = 4"],
+            4,
+            "entry 4 (input): a field has the wrong type (payload: bytes)",
+        ),
     ],
-    ids=["edit", "delete", "reorder", "truncate", "truncate-with-heads", "truncate-last", "edit-head"],
+    ids=[
+        "edit",
+        "delete",
+        "reorder",
+        "truncate",
+        "truncate-with-heads",
+        "truncate-last",
+        "edit-head",
+        "edit-countersigned",
+        "blob",
+    ],
 )
 def test_tampering_is_found_and_the_first_bad_entry_named(logs, capsys, sql, seq, problem):
     tamper(logs / f"{A}.audit.sqlite", *sql)

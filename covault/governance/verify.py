@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from covault.deploy.certs import CertificateError
-from covault.governance.audit import GENESIS, SIGNATURE_DOMAIN, AuditLog, entry_hash, log_party, signed_part
+from covault.governance.audit import (
+    GENESIS,
+    SIGNATURE_DOMAIN,
+    AuditLog,
+    Entry,
+    entry_hash,
+    log_party,
+    signed_part,
+)
 from covault.governance.errors import AuditError, GovernanceError
 from covault.governance.heads import Countersignature, check_countersignature, countersignature_from_json
 from covault.governance.signing import check_cert, check_signature, key_id, parse_cert
@@ -131,7 +139,10 @@ def verify_log(
         for e in log.entries():
             count += 1
             what = f"entry {e.seq} ({e.kind})"
-            if e.seq != expected:
+            wrong = _wrong_type(e)
+            if wrong is not None:
+                findings.append(Finding(e.seq, f"{what}: a field has the wrong type ({wrong})"))
+            elif e.seq != expected:
                 gap = (
                     f"entry {expected} is" if e.seq == expected + 1 else f"entries {expected}-{e.seq - 1} are"
                 )
@@ -161,7 +172,9 @@ def verify_log(
             expected, prev = e.seq + 1, e.hash
             data = e.data
             if e.kind == "countersigned" and isinstance(data, dict):
-                recorded.add((data.get("seq"), data.get("hash")))
+                at, head_hash = data.get("seq"), data.get("hash")
+                if isinstance(at, int) and isinstance(head_hash, str):
+                    recorded.add((at, head_hash))
         last = expected - 1
         kept, broken = _kept_heads(log)
         own = [c for c in kept if c.head.party == party]
@@ -206,6 +219,16 @@ def verify_log(
             )
     order = sorted(findings, key=lambda f: (f.seq is None, f.seq or 0))
     return Report(party, Path(path), count, last, checked, tuple(sorted(seen)), tuple(order))
+
+
+def _wrong_type(e: Entry) -> str | None:
+    """``"FIELD: TYPE"`` for the first field of a stored entry that is not text (the
+    fingerprint may be null), None if every field has its type."""
+    for name in ("time", "kind", "fingerprint", "payload", "prev", "hash", "key", "signature"):
+        value = getattr(e, name)
+        if not isinstance(value, str) and not (name == "fingerprint" and value is None):
+            return f"{name}: {type(value).__name__}"
+    return None
 
 
 def _kept_heads(log: AuditLog) -> tuple[list[Countersignature], list[Finding]]:
