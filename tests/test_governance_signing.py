@@ -143,3 +143,20 @@ def _forged_entry(path, identity):
     h = entry_hash("bank_a", seq, time, "started", "00" * 32, payload, prev, identity.key_id)
     sig = identity.sign(SIGNATURE_DOMAIN, signed_part("bank_a", seq, h))
     return (seq, time, "started", "00" * 32, payload, prev, h, identity.key_id, sig)
+
+
+def test_an_approval_names_its_exact_certificate(tmp_path):
+    """A second certificate of the same key (a renewal) swapped into a signed approval is
+    refused: the signature covers the first one's key id."""
+    from covault.deploy import csr
+
+    ca, own = tmp_path / "ca", tmp_path / "own"
+    certs.init_ca(ca, days=2)
+    request, _ = csr.request(own, "bank_a")
+    csr.sign(ca, request, days=2, out=own / "bank_a.pem")
+    csr.sign(ca, request, days=1, out=tmp_path / "renewed.pem", renew=True)
+    a = decide(load_identity(own, "bank_a"), job(), "approved", roles=["compute"])
+    ca_cert = load_ca(ca, "test")
+    assert check_approval(a, ca_cert, "bank_a") is None
+    swapped = replace(a, certificate=(tmp_path / "renewed.pem").read_text())
+    assert "is not the one the signature names" in check_approval(swapped, ca_cert, "bank_a")
