@@ -148,6 +148,8 @@ def test_on_a_shared_host_the_first_receiver_alone_writes_the_model(tmp_path):
         out = covault.run(job_program_module.job_program(job, shared_host=shared), list(job.compute), "rep3")
         assert {p for p, r in out.items() if r["model_path"] == str(job.model_out)} == writers
         assert {p for p, r in out.items() if "export" in r["phases"]} == writers
+        steps = list(out["hospital_a"]["phases"])  # held-out features are shared after training
+        assert steps[steps.index("input") :][:4] == ["input", "class_check", "train", "held_out"]
         assert job.model_out.is_file()
         assert out["hospital_a"]["model"] == out["hospital_b"]["model"] is not None
 

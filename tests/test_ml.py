@@ -135,11 +135,13 @@ def prog_chunked(s, shuffle, overwrite):
 @pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
 def test_logistic_regression_standardises_large_tables_chunk_by_chunk(proto, monkeypatch):
     """Above ROW_BLOCK rows (here 96: chunks of 3 batches of 32) each chunk is standardised as
-    it is visited: the model and the losses of the whole-table transform, up to fixed-point
-    noise; ``overwrite=False`` leaves the caller's tensors as they were."""
+    it is visited, and the per-epoch losses are evaluated LOSS_ELEMS outputs at a time (here
+    50: blocks of 6 rows x 8 epochs): the model and the losses of the whole-table transform,
+    up to fixed-point noise; ``overwrite=False`` leaves the caller's tensors as they were."""
     name, n = proto
     whole = covault.run(lambda s: prog_chunked(s, "none", False), n, name)["p0"]
     monkeypatch.setattr(ml.linear, "ROW_BLOCK", 96)
+    monkeypatch.setattr(ml.linear, "LOSS_ELEMS", 50)
     chunked = covault.run(lambda s: prog_chunked(s, "none", False), n, name)["p0"]
     np.testing.assert_allclose(chunked[0].coef_, whole[0].coef_, rtol=2e-2, atol=2e-3)  # noise
     assert chunked[0].intercept_ == pytest.approx(whole[0].intercept_, abs=2e-2)

@@ -63,7 +63,9 @@ class OwnerRows:
         return self.table.columns[-1].values
 
     def train(self) -> Table:
-        return self.table.take(np.arange(self.n_train))
+        """The training rows: views of the table's first ``n_train`` rows (no copy)."""
+        t = self.table
+        return Table([Column(c.name, c.kind, c.values[: self.n_train]) for c in t.columns], t.source)
 
     def status(self) -> dict[str, Any]:
         """What this owner announces in the schema round (public)."""
@@ -190,10 +192,22 @@ def _prepare(job, party: str) -> OwnerRows:
     if party not in job.test:
         y = table[job.label].values
         tr, te = split_rows(y, job.test_fraction, job.seed, party, job.kind == "classification")
-        table = table.take(np.concatenate([tr, te]))
+        cols, source = table.columns, table.source
+        table = None  # reordered one column at a time: a large table is never held twice
+        table = Table(_take_each(cols, np.concatenate([tr, te])), source)
         n_train = len(tr)
     kinds = {c: table[c].kind for c in features}
     return OwnerRows(party, table, n_train, table.n_rows - n_train, features, kinds, verdicts, policy)
+
+
+def _take_each(cols: list[Column], rows: np.ndarray) -> list[Column]:
+    """The columns' values at ``rows``; each source column leaves ``cols`` (and, held nowhere
+    else, memory) as soon as its reordered copy exists."""
+    out = []
+    while cols:
+        c = cols.pop(0)
+        out.append(Column(c.name, c.kind, c.values[rows]))
+    return out
 
 
 def _wanted(job, party: str, source) -> list[str]:

@@ -5,9 +5,11 @@
    ``model_out`` (``onnx`` installed, folder writable).
 2. **Agree** (one round, :mod:`covault.jobs.schema`): column names, row counts and the job's
    fingerprint are exchanged in the clear; every party raises the same error on a mismatch.
-3. **Input**: each data party secret-shares ``[features | label]`` of its rows (one
-   ``session.input`` per ``INPUT_ROWS`` rows), written straight into the pooled training and
-   held-out sets (allocated once). Vertical jobs (``partition = "vertical"``) first **align** the
+3. **Input**: each data party secret-shares ``[features | label]`` of its training rows and
+   the labels of its held-out rows (one ``session.input`` per ``INPUT_ROWS`` rows), written
+   straight into the pooled sets (allocated once); it keeps only the transformed features of
+   its held-out rows, shared after training (step ``held_out``), so that the training peak
+   holds neither its table nor the held-out shares. Vertical jobs (``partition = "vertical"``) first **align** the
    rows by a private set intersection of the ids (:mod:`covault.jobs.align`); then each data
    party shares its columns of the common rows and the column blocks are joined
    (``ml.concat_cols``), the label coming from the one party that holds it.
@@ -225,10 +227,11 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
         with steps("statistics"):
             pre = secure_preprocessing(session, job, schema, rows)
         say(f"transforms fitted: {len(pre.outputs)} model inputs from {len(schema.features)} features")
-        # 3. input
+        # 3. input: the training rows and the held-out labels; the held-out features after training
         with steps("input"):
-            x_tr, y_tr, x_te, y_te = _share_rows(job, session, schema, pre, rows)
-        rows = None  # shared: the owner's raw table is no longer needed
+            x_tr, y_tr, y_te = _share_rows(job, session, schema, pre, rows)
+        x_te = None
+        rows = _held_out(pre, rows)  # of the owner's table only the held-out features remain
     say(f"rows secret-shared ({steps.out['input']['seconds']:.2f} s)")
     model_inputs = list(schema.features) if pre is None else list(pre.outputs)
 
@@ -251,6 +254,11 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
             **own,
         )
     say(f"trained {est.epochs} epochs ({steps.out['train']['seconds']:.2f} s)")
+
+    if x_te is None:  # held-out features shared now: the training peak holds no copy of them
+        with steps("held_out"):
+            x_te = _share_held_out(job, session, schema, len(pre.outputs), rows)
+        rows = None
 
     # 6. evaluate, reveal, export
     with steps("evaluate"):
@@ -335,52 +343,73 @@ INPUT_ROWS = 1 << 16  # an owner secret-shares at most this many rows per input 
 
 
 def _share_rows(job, session, schema: Schema, pre, rows: OwnerRows | None):
-    """Each data owner secret-shares ``[features | label]`` of its rows, ``INPUT_ROWS`` rows
-    per input; every block is written straight into the pooled training and held-out share
-    arrays (features and labels apart), allocated once: no per-owner slices, no concatenated
-    copies, and the owner's encoding temporaries stay block-sized."""
+    """Secret shares ``(x_train, y_train, y_held_out)``: each data owner shares ``[features |
+    label]`` of its training rows, then the labels of its held-out rows
+    (:func:`_share_pooled`)."""
     d = len(pre.outputs)
-    n_tr = sum(schema.train_rows[p] for p in job.data_parties)
-    n_te = sum(schema.test_rows[p] for p in job.data_parties)
-    pooled: dict[str, Any] = {}  # x_tr, y_tr, x_te, y_te: share arrays, allocated at the first block
+    train = {p: (0, schema.train_rows[p]) for p in job.data_parties}
+    test = {p: (schema.train_rows[p], schema.train_rows[p] + schema.test_rows[p]) for p in job.data_parties}
+    x_tr, y_tr = _share_pooled(
+        job, session, train, d + 1, lambda lo, hi: _owner_block(pre, rows, lo, hi), [slice(0, d), d]
+    )
+    (y_te,) = _share_pooled(job, session, test, 1, lambda lo, hi: rows.y[lo:hi, None], [0])
+    return x_tr, y_tr, y_te
+
+
+def _share_held_out(job, session, schema: Schema, d: int, x: np.ndarray | None):
+    """Secret shares of the ``d`` features of every owner's held-out rows (``x``: this owner's,
+    :func:`_held_out`)."""
+    spans = {p: (0, schema.test_rows[p]) for p in job.data_parties}
+    (x_te,) = _share_pooled(job, session, spans, d, lambda lo, hi: x[lo:hi], [slice(0, d)])
+    return x_te
+
+
+def _share_pooled(job, session, spans: dict[str, tuple[int, int]], width: int, value, cuts) -> list:
+    """Each data owner ``p`` secret-shares ``value(lo, hi)`` (float64 ``(hi - lo, width)``, at
+    ``p`` only) for its rows ``spans[p]``, ``INPUT_ROWS`` rows per input; every block is written
+    straight into pooled share arrays allocated once, one per entry of ``cuts`` (a column
+    slice: a matrix; a column index: a vector): no per-owner slices, no concatenated copies,
+    and the owner's encoding temporaries stay block-sized."""
+    n = sum(hi - lo for lo, hi in spans.values())
+    pooled: list[np.ndarray] = []  # allocated at the first block
     like = None  # the first block's tensor: frac and bound of every block
-    at = {"tr": 0, "te": 0}  # next free row of each pooled set
+    at = 0  # next free pooled row
     for p in job.data_parties:
-        ntr, nte = schema.train_rows[p], schema.test_rows[p]
-        for start in range(0, ntr + nte, INPUT_ROWS):
-            stop = min(start + INPUT_ROWS, ntr + nte)
-            value = _owner_block(pre, rows, start, stop) if p == session.party else None
-            m = session.input(value, owner=p)
-            if m.shape != (stop - start, d + 1):
+        first, last = spans[p]
+        for start in range(first, last, INPUT_ROWS):
+            stop = min(start + INPUT_ROWS, last)
+            m = session.input(value(start, stop) if p == session.party else None, owner=p)
+            if m.shape != (stop - start, width):
                 raise JobError(
                     f"party {p!r} shared rows {start}:{stop} of shape {m.shape}, announced "
-                    f"{(stop - start, d + 1)}"
+                    f"{(stop - start, width)}"
                 )
             if like is None:
                 like = m
                 k, dt = m.shares.shape[0], m.shares.dtype
-                for name, shape in (
-                    ("x_tr", (n_tr, d)),
-                    ("y_tr", (n_tr,)),
-                    ("x_te", (n_te, d)),
-                    ("y_te", (n_te,)),
-                ):
-                    pooled[name] = np.empty((k, *shape), dt)
-            for part, lo, hi in (("tr", start, min(stop, ntr)), ("te", max(start, ntr), stop)):
-                if hi <= lo:
-                    continue
-                r0, r1 = at[part], at[part] + hi - lo
-                pooled[f"x_{part}"][:, r0:r1] = m.shares[:, lo - start : hi - start, :d]
-                pooled[f"y_{part}"][:, r0:r1] = m.shares[:, lo - start : hi - start, d]
-                at[part] = r1
+                for c in cuts:
+                    cols = () if isinstance(c, int) else (c.stop - c.start,)
+                    pooled.append(np.empty((k, n, *cols), dt))
+            for out, c in zip(pooled, cuts):
+                out[:, at : at + stop - start] = m.shares[:, :, c]
+            at += stop - start
             del m
     if like is None:
         raise JobError("no data party shared any row")
-    return tuple(like._new(pooled[k], like.frac, like.bound) for k in ("x_tr", "y_tr", "x_te", "y_te"))
+    return [like._new(a, like.frac, like.bound) for a in pooled]
 
 
-def _owner_block(pre, rows: OwnerRows, start: int, stop: int) -> np.ndarray:
-    """``[features | label]`` of the owner's rows ``start:stop`` (float64)."""
+def _held_out(pre, rows: OwnerRows | None) -> np.ndarray | None:
+    """The transformed features (float64) of this owner's held-out rows, None elsewhere: all
+    that remains of its table until they are shared after training."""
+    if rows is None:
+        return None
+    return _owner_block(pre, rows, rows.n_train, rows.n_train + rows.n_test, label=False)
+
+
+def _owner_block(pre, rows: OwnerRows, start: int, stop: int, label: bool = True) -> np.ndarray:
+    """``[features | label]`` (``label=False``: the features) of the owner's rows
+    ``start:stop`` (float64)."""
     from covault.ingest.errors import DataError
     from covault.ingest.table import Column, Table
 
@@ -391,6 +420,8 @@ def _owner_block(pre, rows: OwnerRows, start: int, stop: int) -> np.ndarray:
     except DataError:
         pre.apply(t)  # the message names the row of the whole table
         raise
+    if not label:
+        return x
     out = np.empty((stop - start, x.shape[1] + 1), np.float64)
     out[:, :-1] = x
     out[:, -1] = rows.y[start:stop]

@@ -51,6 +51,7 @@ from covault.tensor import SecretTensor, concatenate, stack
 
 DIVERGENCE_FACTOR = 2.0  # last loss above this multiple of the trivial model's: diverged
 NEGATIVE_LOSS = -0.05  # a mean loss below this is impossible: fixed-point values wrapped around
+LOSS_ELEMS = 1 << 18  # per-epoch losses are evaluated on about this many outputs at a time
 
 
 # -- secure --------------------------------------------------------------------------------------
@@ -320,12 +321,22 @@ def eval_outputs(
 
 def epoch_losses(loss, outputs: list[tuple[SecretTensor, SecretTensor]]) -> SecretTensor:
     """Secret mean ``loss`` of each ``(output, target)`` pair, shape ``(len(outputs),)``: one
-    batched ``forward`` over every pair (the loss's rounds once, not once per epoch)."""
+    batched ``forward`` over every pair (the loss's rounds once, not once per epoch) for each
+    block of rows, about ``LOSS_ELEMS`` outputs in all, so that the non-linear loss's
+    temporaries stay block-sized (the per-row losses are summed exactly, then divided by the
+    number of rows once)."""
     per_row = copy.copy(loss)
     per_row.reduction = "none"
-    out = concatenate([o for o, _ in outputs])
-    tgt = concatenate([t for _, t in outputs])
-    return per_row.forward(out, tgt).reshape(len(outputs), -1).mean(axis=1)
+    n, epochs = outputs[0][0].shape[0], len(outputs)
+    width = max(1, int(np.prod(outputs[0][0].shape[1:], dtype=np.int64)))
+    step = max(1, LOSS_ELEMS // (epochs * width))
+    total = None
+    for r in range(0, n, step):
+        out = concatenate([o[r : r + step] for o, _ in outputs])
+        tgt = concatenate([t[r : r + step] for _, t in outputs])
+        part = per_row.forward(out, tgt).reshape(epochs, -1).sum(axis=1)
+        total = part if total is None else total + part
+    return total / n
 
 
 def _hstack(x: SecretTensor, y: SecretTensor) -> SecretTensor:

@@ -39,7 +39,7 @@ SCALE_FRAC = 24  # fractional bits of the inverse standard deviations
 VAR_EPS = 2.0**-24  # columns with a smaller variance count as constant (scale 1)
 DATA_BOUND = 2.0**15  # |values| of encodable data
 E_FRAC = 18  # fractional bits of (x - mean) / sqrt(n); variances get twice as many
-ROW_BLOCK = 1 << 16  # larger tables are standardised this many rows at a time (one round each)
+ROW_BLOCK = 1 << 15  # larger tables are standardised this many rows at a time (one round each)
 
 
 def concat_rows(tensors: Sequence[SecretTensor]) -> SecretTensor:
