@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from covault.governance.errors import GovernanceError
 from covault.governance.fingerprint import JobStatement
 from covault.governance.signing import Identity, check_signed, digest, now
@@ -102,7 +104,7 @@ def from_json(obj: Any, who: str) -> Approval:
     return Approval(**{k: obj[k] for k in fields})
 
 
-def check_approval(a: Approval, ca, party: str) -> str | None:
+def check_approval(a: Approval, ca: x509.Certificate, party: str) -> str | None:
     """None if ``a`` is a valid decision of ``party`` (signature by a certificate of the
     consortium CA ``ca`` that names ``party`` and was valid when it was signed); else why not."""
     if a.party != party:

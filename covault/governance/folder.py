@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 from covault.governance.audit import AuditLog, audit_path
 from covault.governance.signing import Identity, load_ca, load_identity
 
@@ -28,7 +30,7 @@ class PartyFolder:
         """Its signing identity (CertificateError naming the party and the file)."""
         return load_identity(self.keys, self.party)
 
-    def ca(self):
+    def ca(self) -> x509.Certificate:
         """The consortium CA certificate it trusts."""
         return load_ca(self.keys, f"party {self.party!r}")
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cryptography import x509
+
 from covault.governance.errors import GovernanceError
 from covault.governance.signing import Identity, check_signed, now
 
@@ -79,14 +81,14 @@ def countersign(identity: Identity, head: SignedHead) -> Countersignature:
     return Countersignature(head, identity.party, unsigned.time, identity.key_id, identity.cert_pem, sig)
 
 
-def check_head(head: SignedHead, ca) -> str | None:
+def check_head(head: SignedHead, ca: x509.Certificate) -> str | None:
     """None if ``head`` is validly signed by its party (certificate of the CA ``ca``)."""
     return check_signed(
         head.party, head.certificate, head.key, head.time, ca, HEAD_DOMAIN, head.statement(), head.signature
     )
 
 
-def check_countersignature(c: Countersignature, ca) -> str | None:
+def check_countersignature(c: Countersignature, ca: x509.Certificate) -> str | None:
     """None if both the head's signature and ``c.witness``'s countersignature are valid."""
     problem = check_head(c.head, ca)
     if problem is not None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from covault.deploy.certs import CertificateError
 from covault.governance.audit import (
     GENESIS,
@@ -121,7 +123,11 @@ class _Certs:
 
 
 def verify_log(
-    path: str | Path, ca, witnesses: Iterable[Countersignature] = (), *, party: str | None = None
+    path: str | Path,
+    ca: x509.Certificate,
+    witnesses: Iterable[Countersignature] = (),
+    *,
+    party: str | None = None,
 ) -> Report:
     """Verify the audit log at ``path`` (module docstring) against the consortium CA
     certificate ``ca``; ``witnesses``: countersigned heads other parties hold (those of other

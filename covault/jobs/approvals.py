@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from covault.governance.approval import Approval, decide, load_approval, save_approval
 from covault.governance.audit import Entry
 from covault.governance.fingerprint import JobStatement, statement
@@ -197,7 +199,9 @@ def audit_entries(
         ]
 
 
-def verify(logs: Iterable[str | Path], ca, *, witnesses: Iterable[str | Path] = ()) -> list[Report]:
+def verify(
+    logs: Iterable[str | Path], ca: x509.Certificate, *, witnesses: Iterable[str | Path] = ()
+) -> list[Report]:
     """Verify each audit log of ``logs`` against the CA certificate ``ca``
     (:func:`covault.governance.verify.verify_log`); the logs themselves and ``witnesses``
     (other parties' logs, or heads they exported) serve as witnesses of each other."""
