@@ -130,6 +130,41 @@ def test_security_headers_and_loopback_host_only(console):
     assert client.get("/jobs", headers={"host": "localhost:8765"}).status_code == 200
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:80@evil.example", "localhost:evil", "localhost.", "[::1]x", ""])
+def test_a_host_header_that_is_not_exactly_loopback_and_a_port_is_refused(console, host):
+    client, gate = console
+    login(client, gate)
+    r = client.get("/jobs", headers={"host": host})
+    assert r.status_code == 421 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_a_huge_form_is_refused_and_changes_nothing(console, jobs):
+    client, gate = console
+    login(client, gate)
+    csrf, fp = form(client)
+    r = client.post(
+        "/jobs/job.toml/reject", data={"csrf": csrf, "fingerprint": fp, "reason": "x" * (2 << 20)}
+    )
+    assert r.status_code == 413 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert "Traceback" not in r.text
+    assert status(jobs) == "pending"
+    assert client.get("/jobs").status_code == 200  # the console goes on
+
+
+def test_an_unexpected_error_shows_no_traceback_and_keeps_the_headers(jobs):
+    class Broken(PartyView):
+        def runs(self):
+            raise RuntimeError(f"secret detail {self.jobs}")
+
+    gate = Gate()
+    app = create_app(Broken(A, jobs), gate)
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
+        login(client, gate)
+        r = client.get("/runs")
+    assert r.status_code == 500 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert "secret detail" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+
+
 @pytest.mark.parametrize("path", POSTS)
 def test_a_form_without_its_csrf_token_is_refused(console, jobs, path):
     client, gate = console

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ from typing import Any
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from covault.console.auth import COOKIE, LOOPBACK, Gate
 from covault.console.party import JobFile, PartyView
@@ -37,6 +40,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+MAX_BODY = 1 << 20  # bytes of a request body (a form is a few hundred)
 NOTICES = {"approved": "Approved: the signed approval is in this party's folder.", "rejected": "Rejected.",
            "started": "Started covault party for this party."}  # fmt: skip
 
@@ -68,14 +72,17 @@ def create_app(view: PartyView, gate: Gate, runner: Runner | None = None) -> Sta
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard(gate, templates))],
+        middleware=[  # the body limit inside the guard: its 413 gets the headers too
+            Middleware(_Guard, gate=gate, templates=templates),
+            Middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY),
+        ],
         exception_handlers={
             HTTPException: _error_page(templates),
             CovaultError: _error_page(templates),
             OSError: _error_page(templates),
+            Exception: _error_page(templates),
         },
         lifespan=_lifespan(runner),
-        max_body_size=1 << 20,
     )
     app.state.view, app.state.gate, app.state.runner = view, gate, runner
     return app
@@ -104,32 +111,52 @@ def _thousands(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _host(header: str) -> str:
-    """The host of a Host header, without its port (``[::1]:8080`` -> ``::1``)."""
-    if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+_HOST = re.compile(
+    r"\[(?P<v6>[0-9a-fA-F:.]+)\](?::[0-9]{1,5})?|(?P<name>[^:\[\]]+)(?::[0-9]{1,5})?|(?P<bare>[0-9a-fA-F:]+)"
+)
 
 
-def _guard(gate: Gate, templates: Jinja2Templates):
-    """The middleware: loopback Host only (no DNS rebinding), a session for every page but the
-    login, the security headers on every response."""
+def _host(header: str) -> str | None:
+    """The host of a Host header, ``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT``
+    (``[::1]:8080`` -> ``::1``), a port being 1-5 digits; None for anything else
+    (``localhost:x``, ``127.0.0.1:80@other``)."""
+    m = _HOST.fullmatch(header)
+    return None if m is None else m.group("v6") or m.group("name") or m.group("bare")
 
-    async def dispatch(request: Request, call_next) -> Response:
+
+class _Guard:
+    """The middleware (plain ASGI, so that a refused body reaches the error pages): loopback
+    Host only (no DNS rebinding), a session for every page but the login, the security headers
+    on every response."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, templates: Jinja2Templates):
+        self.app, self.gate, self.templates = app, gate, templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in HEADERS.items():
+                    headers[k] = v
+            await send(message)
+
+        request = Request(scope)
         if _host(request.headers.get("host", "")) not in LOOPBACK:
             response: Response = Response("covault console: unknown host\n", 421, media_type="text/plain")
-        elif request.url.path != "/login" and gate.csrf(request.cookies.get(COOKIE)) is None:
-            response = templates.TemplateResponse(
-                request, "error.html", {"code": 401, "message": _NO_SESSION, "nav": None}, status_code=401
-            )
+        elif request.url.path != "/login" and self.gate.csrf(request.cookies.get(COOKIE)) is None:
+            ctx = {"code": 401, "message": _NO_SESSION, "nav": None}
+            response = self.templates.TemplateResponse(request, "error.html", ctx, status_code=401)
         else:
-            response = await call_next(request)
-        response.headers.update(HEADERS)
-        return response
-
-    return dispatch
+            await self.app(scope, receive, send_with_headers)
+            return
+        await response(scope, receive, send_with_headers)
 
 
+_INTERNAL = "Internal error: the console's terminal shows what went wrong."
 _NO_SESSION = (
     "No session: open the URL that covault console printed at start (its token works once; "
     "restart the console for a new one)."
@@ -138,15 +165,20 @@ _NO_SESSION = (
 
 def _error_page(templates: Jinja2Templates):
     """The error page: an HTTP error with its status, a covault or file error (a missing key, an
-    unreadable log) as 409 with its type and message."""
+    unreadable log) as 409 with its type and message, any other error as 500 saying only that
+    (its traceback goes to the console's terminal, never to the page)."""
 
     async def handler(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             code, message = exc.status_code, exc.detail
-        else:
+        elif isinstance(exc, CovaultError | OSError):
             code, message = 409, f"{type(exc).__name__}: {exc}"
+        else:
+            code, message = 500, _INTERNAL
         ctx = {"code": code, "message": message, "nav": "error"}
-        return templates.TemplateResponse(request, "error.html", ctx, status_code=code)
+        response = templates.TemplateResponse(request, "error.html", ctx, status_code=code)
+        response.headers.update(HEADERS)  # a 500 is answered outside the guard
+        return response
 
     return handler
 
