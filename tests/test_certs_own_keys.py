@@ -92,6 +92,23 @@ def test_the_ca_and_party_folders_are_private_whatever_the_umask(tmp_path):
         assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o600, key
 
 
+def test_sign_never_writes_a_certificate_through_a_symbolic_link(tmp_path):
+    """A request dropped in a shared inbox beside a link ``NAME.pem -> elsewhere`` does not make
+    the CA operator overwrite ``elsewhere``."""
+    ca = tmp_path / "ca"
+    certs.init_ca(ca)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the CA operator's file\n")
+    (inbox / "a.pem").symlink_to(victim)
+    (inbox / "a.csr").write_bytes(request_for(["a"], "a"))
+    with pytest.raises(certs.CertificateError, match="is a symbolic link: refusing to write the certificate"):
+        csr.sign(ca, inbox / "a.csr", days=5)
+    assert victim.read_text() == "the CA operator's file\n"
+    assert Index.load(ca).entries == []
+
+
 def test_sign_refuses_requests_that_do_not_name_exactly_the_party(tmp_path, capsys):
     ca = tmp_path / "ca"
     certs.init_ca(ca)

@@ -10,6 +10,7 @@ refuses anything else rather than signing less than was asked.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +169,22 @@ def sign(
     while serial in taken:
         serial = x509.random_serial_number()
     cert = party_certificate(ca_cert, ca_key, party, csr.public_key(), days=days, serial=serial)
-    target.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_no_link(target, cert.public_bytes(serialization.Encoding.PEM))
     index.add(cert)
     index.save()
     return Signed(target, party, serial, cert.not_valid_after_utc, earlier)
+
+
+def _write_no_link(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (created 0644 or truncated), refusing a symbolic link there (an
+    inbox others can write to must not make the CA overwrite another file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise CertificateError(
+                f"{path} is a symbolic link: refusing to write the certificate through it"
+            ) from None
+        raise CertificateError(f"cannot write the certificate {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
