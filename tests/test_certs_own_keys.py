@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from covault.cli import main as cli
-from covault.deploy import certs, csr
+from covault.deploy import certs, csr, issued
 from covault.deploy.config import ConfigError, load_config
 from covault.deploy.issued import Index
 from tests.helpers import free_ports
@@ -107,6 +107,26 @@ def test_sign_never_writes_a_certificate_through_a_symbolic_link(tmp_path):
         csr.sign(ca, inbox / "a.csr", days=5)
     assert victim.read_text() == "the CA operator's file\n"
     assert Index.load(ca).entries == []
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "10000000"])
+def test_a_validity_out_of_range_is_refused_by_name(tmp_path, capsys, days):
+    """init, sign and crl refuse 0, negative and absurd validities with one line naming the
+    bound (no traceback) and write nothing."""
+    assert cli(["certs", "init", str(tmp_path / "bad"), "--days", days]) == 2
+    assert not (tmp_path / "bad").exists()
+    ca = tmp_path / "ca"
+    certs.init_ca(ca)
+    (tmp_path / "a.csr").write_bytes(request_for(["a"], "a"))
+    assert cli(["certs", "sign", str(ca), str(tmp_path / "a.csr"), "--days", days]) == 2
+    assert cli(["certs", "crl", str(ca), "--days", days]) == 2
+    certs.issue(ca, "b")
+    issued.record(ca, certs.load_certificate(ca / "b.pem", "b"))
+    assert cli(["certs", "revoke", str(ca), "b", "--days", days]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"must be a whole number of days from 1 to {certs.MAX_DAYS}, got {days}") == 4, err
+    assert Index.load(ca).revoked() == [] and not (ca / "revoked.crl.pem").exists()
+    assert not (tmp_path / "a.pem").exists()
 
 
 def test_sign_refuses_requests_that_do_not_name_exactly_the_party(tmp_path, capsys):

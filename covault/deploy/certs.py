@@ -28,6 +28,7 @@ from covault.errors import CovaultError
 
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+MAX_DAYS = 36500  # the longest validity of a certificate or revocation list (100 years)
 
 
 class CertificateError(CovaultError):
@@ -45,6 +46,14 @@ def check_name(name: str) -> str:
             f"invalid party name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting alphanumeric"
         )
     return name
+
+
+def check_days(days: int, what: str) -> int:
+    """``days`` if it is a whole number from 1 to :data:`MAX_DAYS`; CertificateError naming
+    ``what`` (e.g. "the CA's validity") and the bound otherwise."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise CertificateError(f"{what} must be a whole number of days from 1 to {MAX_DAYS}, got {days!r}")
+    return days
 
 
 def _read(path: Path, who: str) -> bytes:
@@ -114,12 +123,11 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey, *, exclusive: bool = 
 def init_ca(directory: str | Path, *, days: int = 365, name: str = "covault consortium CA") -> Path:
     """Create ``DIR/ca.pem`` and ``DIR/ca.key``; refuse to overwrite an existing CA. A new
     ``DIR`` is made with mode 0700 (its index and lists are the CA's to change)."""
+    check_days(days, "the CA's validity")
     d = Path(directory)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     if (d / CA_KEY).exists() or (d / CA_CERT).exists():
         raise CertificateError(f"{d / CA_CERT} already exists; refusing to overwrite a consortium CA")
-    if days <= 0:
-        raise CertificateError(f"validity must be a positive number of days, got {days}")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = utc_now()
@@ -183,8 +191,7 @@ def party_certificate(
     check_name(party)
     if party == "ca":
         raise CertificateError("'ca' is reserved for the consortium CA")
-    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
-        raise CertificateError(f"validity must be a positive number of days, got {days!r}")
+    check_days(days, f"the validity of party {party!r}'s certificate")
     start = not_before or (utc_now() - dt.timedelta(minutes=5))
     return (
         x509.CertificateBuilder()
@@ -220,9 +227,8 @@ def issue(
     d = Path(directory)
     if party == "ca":
         raise CertificateError("'ca' is reserved for the consortium CA")
+    check_days(days, f"the validity of party {party!r}'s certificate")
     ca_cert, ca_key = load_ca(d)
-    if days <= 0:
-        raise CertificateError(f"validity must be a positive number of days, got {days}")
     key = ec.generate_private_key(ec.SECP256R1())
     cert = party_certificate(ca_cert, ca_key, party, key.public_key(), days=days, not_before=not_before)
     write_key(d / f"{party}.key", key)

@@ -23,7 +23,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from covault.deploy.certs import CA_CERT, CertificateError, load_ca, load_certificate, utc_now
+from covault.deploy.certs import (
+    CA_CERT,
+    CertificateError,
+    check_days,
+    load_ca,
+    load_certificate,
+    utc_now,
+)
 from covault.deploy.issued import Index, Issued
 
 CRL_FILE = "revoked.crl.pem"
@@ -43,10 +50,7 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 def write_crl(ca_dir: str | Path, *, days: int = CRL_DAYS) -> Path:
     """Write ``CA_DIR/revoked.crl.pem``: every certificate revoked in the CA's index, signed by
     the CA, next update in ``days`` days; the CRL number counts up from the index's last one."""
-    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
-        raise CertificateError(
-            f"the revocation list's validity must be a positive number of days, got {days!r}"
-        )
+    check_days(days, "the revocation list's validity")
     d = Path(ca_dir)
     ca_cert, ca_key = load_ca(d)
     index = Index.load(d)
@@ -95,6 +99,7 @@ def revoke(
         raise CertificateError("revoke takes exactly one of a party name, a serial or a certificate file")
     if reason not in REASONS:
         raise CertificateError(f"unknown revocation reason {reason!r} (one of {', '.join(REASONS)})")
+    check_days(days, "the revocation list's validity")  # before the index records anything
     d = Path(ca_dir)
     ca_cert, _ = load_ca(d)
     index = Index.load(d)
