@@ -200,6 +200,10 @@ def test_sign_refuses_requests_that_do_not_name_exactly_the_party(tmp_path, caps
     assert cli(["certs", "sign", str(ca), str(inbox / "a.csr"), "--days", "7", "--renew"]) == 0
     assert f"still valid: its earlier certificate(s) {first.serial_number:x}" in capsys.readouterr().out
     assert [e.party for e in Index.load(ca).entries] == ["a", "a"]
+    # serials are random (159 bits from the OS CSPRNG): distinct, and over 64 bits but for a
+    # chance of 2^-94
+    serials = [int(e.serial, 16) for e in Index.load(ca).entries]
+    assert len(set(serials)) == 2 and min(s.bit_length() for s in serials) > 64, serials
     assert files(ca) == {Path("ca.pem"), Path("ca.key"), Path("issued.json")}
 
 
