@@ -138,6 +138,23 @@ def test_a_host_header_that_is_not_exactly_loopback_and_a_port_is_refused(consol
     assert r.status_code == 421 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
 
 
+def test_requests_from_other_sites_or_other_loopback_ports_are_refused(console, jobs):
+    """A page of another web server on this host (another port: the same site, so the cookie
+    goes with it) cannot make the browser approve, nor even open a page (Sec-Fetch-Site)."""
+    client, gate = console
+    login(client, gate)
+    csrf, fp = form(client)
+    for site in ("same-site", "cross-site"):
+        r = client.get("/jobs", headers={"sec-fetch-site": site})
+        assert r.status_code == 403 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        r = client.post(
+            "/jobs/job.toml/approve", data={"csrf": csrf, "fingerprint": fp}, headers={"sec-fetch-site": site}
+        )
+        assert r.status_code == 403 and status(jobs) == "pending"
+    for site in ("same-origin", "none"):  # its own pages; a URL typed or opened from the terminal
+        assert client.get("/jobs", headers={"sec-fetch-site": site}).status_code == 200
+
+
 def test_a_huge_form_is_refused_and_changes_nothing(console, jobs):
     client, gate = console
     login(client, gate)

@@ -126,8 +126,10 @@ def _host(header: str) -> str | None:
 
 class _Guard:
     """The middleware (plain ASGI, so that a refused body reaches the error pages): loopback
-    Host only (no DNS rebinding), a session for every page but the login, the security headers
-    on every response."""
+    Host only (no DNS rebinding), no request a browser marks as coming from another site or
+    another loopback port (``Sec-Fetch-Site``: same-site includes other ports, and the cookie
+    goes with it), a session for every page but the login, the security headers on every
+    response."""
 
     def __init__(self, app: ASGIApp, gate: Gate, templates: Jinja2Templates):
         self.app, self.gate, self.templates = app, gate, templates
@@ -147,6 +149,8 @@ class _Guard:
         request = Request(scope)
         if _host(request.headers.get("host", "")) not in LOOPBACK:
             response: Response = Response("covault console: unknown host\n", 421, media_type="text/plain")
+        elif request.headers.get("sec-fetch-site", "none") not in ("same-origin", "none"):
+            response = Response(_OTHER_SITE, 403, media_type="text/plain")
         elif request.url.path != "/login" and self.gate.csrf(request.cookies.get(COOKIE)) is None:
             ctx = {"code": 401, "message": _NO_SESSION, "nav": None}
             response = self.templates.TemplateResponse(request, "error.html", ctx, status_code=401)
@@ -156,6 +160,10 @@ class _Guard:
         await response(scope, receive, send_with_headers)
 
 
+_OTHER_SITE = (
+    "covault console: refused a request from another site or another server on this host "
+    "(open the console's pages directly)\n"
+)
 _INTERNAL = "Internal error: the console's terminal shows what went wrong."
 _NO_SESSION = (
     "No session: open the URL that covault console printed at start (its token works once; "
