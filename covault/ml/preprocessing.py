@@ -2,11 +2,10 @@
 
 :class:`StandardScaler` computes per-column means and inverse standard deviations inside MPC:
 
-1. ``mean = sum(x) / n`` and ``e = (n x - sum(x)) / (n sqrt(n))`` in two truncation rounds:
-   first by the power of two ``2^s <= n`` (exact coefficients), then by ``2^s / n`` and
-   ``2^s / (n sqrt(n))``, which keep 20 significant bits at any ``n`` (``n x - sum(x)`` is
-   exact and a zero stays zero, so a constant column gets ``e = 0`` exactly).
-   ``e`` has 18 fractional bits.
+1. ``mean = sum(x) / n`` in two truncation rounds of ``d`` values, by the power of two
+   ``2^s <= n`` (exact) and by ``2^s / n`` (20 significant bits at any ``n``), then
+   ``e = (x - mean) / sqrt(n)`` in one round (18 fractional bits); a constant column gets
+   ``|e| <= 2^-16``, a variance far below ``VAR_EPS``.
 2. ``var = sum(e^2)`` kept at 36 fractional bits (one product round, no truncation):
    ``var 2^36 < 2^62`` for every column with ``sigma < 8192`` and tiny variances keep their
    precision (relative error about ``n 2^-36 / (6 var)`` from truncating ``e``).
@@ -17,9 +16,9 @@
 The scaler stays secret; models trained on standardised data are folded back into
 coefficients for the raw features (:meth:`StandardScaler.fold`), so prediction never
 standardises. Population statistics (divide by ``n``), as scikit-learn's ``StandardScaler``.
-Cost: 65 rounds in 2pc (76 in rep3) once, independent of ``n``; bytes grow with
-``n x d`` (four products or truncations of the data). Above ``ROW_BLOCK`` rows the data is
-processed in blocks of that many rows (three rounds more per block for the fit, one for the
+Cost: 66 rounds in 2pc (78 in rep3) once, independent of ``n``; bytes grow with
+``n x d`` (three products or truncations of the data). Above ``ROW_BLOCK`` rows the data is
+processed in blocks of that many rows (two rounds more per block for the fit, one for the
 transform), so the temporaries stay block-sized.
 """
 
@@ -39,6 +38,7 @@ SCALE_FRAC = 24  # fractional bits of the inverse standard deviations
 VAR_EPS = 2.0**-24  # columns with a smaller variance count as constant (scale 1)
 DATA_BOUND = 2.0**15  # |values| of encodable data
 E_FRAC = 18  # fractional bits of (x - mean) / sqrt(n); variances get twice as many
+MAX_ROW_BITS = 28  # the mean's first step divides by 2^s <= n exactly only for s <= 28
 ROW_BLOCK = 1 << 15  # larger tables are standardised this many rows at a time (one round each)
 
 
@@ -89,24 +89,17 @@ def mean_var(x: SecretTensor) -> tuple[SecretTensor, SecretTensor]:
     f = x.session.frac_bits
     x = F.at_frac(x, f) if x.frac != f else x
     n = x.shape[0]
-    total = x.sum(axis=0)
     s = n.bit_length() - 1  # 2^s <= n < 2^(s + 1)
-    down = 2.0**-s  # exact: a power of two costs no coefficient bits
-    mean = var = None
+    if s > MAX_ROW_BITS:
+        raise ShapeError(f"StandardScaler: {n} rows; at most 2^{MAX_ROW_BITS + 1} - 1 fit the 64-bit ring")
+    # the mean in two steps, by the power of two 2^s (exact) and by 2^s / n (20 significant
+    # bits): in one, 1/n on a sum of n values kept only 29 - log2(n) bits
+    (down,) = F.combine([([(2.0**-s, x.sum(axis=0))], f, 2 * DATA_BOUND)])
+    (mean,) = F.combine([([(2.0**s / n, down)], f, DATA_BOUND)])
+    var = None
     for rows in _row_blocks(n):  # one block unless n > ROW_BLOCK: temporaries stay block-sized
-        centred_n = x[rows] * n - total  # n (x - mean), exact: a constant column gives exactly 0
-        # n (x - mean) / 2^s (below 4 DATA_BOUND), then the coefficient 2^s / (n sqrt n) near
-        # 1/sqrt(n) keeps its 20 bits: in one step, 1/(n sqrt n) on values of n DATA_BOUND left it
-        # 29 - log2(n) bits (7 at 2.4 million rows), a systematic error in every variance
-        first = [([(down, centred_n)], f, 4 * DATA_BOUND)]
-        if mean is None:
-            first.append(([(down, total)], f, 2 * DATA_BOUND))
-        parts = F.combine(first)
-        scaled = ([(2.0**s / (n * math.sqrt(n)), parts[0])], E_FRAC, 2 * DATA_BOUND / math.sqrt(n))
-        if mean is None:
-            mean, e = F.combine([([(2.0**s / n, parts[1])], f, DATA_BOUND), scaled])
-        else:
-            (e,) = F.combine([scaled])
+        # (x - mean) / sqrt(n): |x - mean| < 2 DATA_BOUND, so 1/sqrt(n) keeps its 20 bits
+        (e,) = F.combine([([(1.0 / math.sqrt(n), x[rows] - mean)], E_FRAC, 4 * DATA_BOUND / math.sqrt(n))])
         part = F.raw_mul(e, e).sum(axis=0)
         var = part if var is None else var + part
     return mean, var
