@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ML", ("covault.nn", "covault.optim", "covault.ml")),
     ("data owners", ("covault.ingest",)),
     ("governance", ("covault.governance",)),
+    ("serving", ("covault.serving",)),
     ("jobs", ("covault.jobs",)),
     ("console", ("covault.console",)),
     ("CLI", ("covault.cli", "covault.__main__", "covault")),
