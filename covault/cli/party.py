@@ -244,10 +244,17 @@ def _print_party_result(result: dict, job, args: argparse.Namespace) -> None:
             f"{METRIC_NAMES.get(k, k)} {format_metric(k, v)}" for k, v in metrics.items() if v is not None
         ]
         lines.append("held-out metrics: " + ", ".join(shown))
-    else:
+    elif job.reveal_model_to:
         lines.append(f"the model and its metrics are revealed to {', '.join(job.reveal_model_to)} only")
+    else:
+        lines.append("the model and its metrics are revealed to nobody")
     if result.get("model_path"):
         lines.append(f"model written to {result['model_path']} (ONNX)")
+    stored = result.get("model_store")
+    if stored and stored.get("path"):
+        lines.append(
+            f"model {stored['model']!r}: this party's shares, encrypted at rest, in {stored['path']}"
+        )
     print("\n".join(lines), flush=True)
     print_warnings(f"covault party {args.name}", result)
 

@@ -99,9 +99,22 @@ def run_local(
     return result
 
 
+def _stored(job: Job, res: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Where each compute party stored its shares (``model_store``), None without one."""
+    if job.model_store is None:
+        return None
+    first = res[job.compute[0]]["model_store"]
+    return {
+        "model": job.model_store,
+        "model_id": first["model_id"],
+        "files": {p: res[p]["model_store"]["path"] for p in job.compute},
+        "bytes": {p: res[p]["model_store"]["bytes"] for p in job.compute},
+    }
+
+
 def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: float) -> dict[str, Any]:
     """The result dict (see :func:`run_local`) from every party's program result."""
-    first = res[job.reveal_model_to[0]]
+    first = res[(job.reveal_model_to or job.compute)[0]]
     schema = first["schema"]
     parties = {}
     for name, r in res.items():
@@ -139,6 +152,7 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "warnings": first.get("warnings", []),
         "model": first["model"],
         "model_out": first["model_path"],
+        "model_store": _stored(job, res),
         "seconds": max(r["seconds"] for r in res.values()),
         "wall_seconds": wall,
         "phases": phases,

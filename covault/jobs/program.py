@@ -22,6 +22,8 @@
    the metrics, the loss curve and the model to ``reveal_model_to`` only; receivers write the
    ONNX model to ``model_out`` (on a shared host, where they would all write the same file,
    the first receiver alone).
+   With ``model_store`` each compute party then stores its shares of the model, encrypted at
+   rest (:mod:`covault.jobs.store`); ``reveal_model_to = []`` reveals nothing at all.
 
 Public: the metadata of step 2 (for vertical jobs also every party's number of ids and the
 size of the intersection; the common ids are learned by the data parties only), the bits of step 4, and (to the receivers only) the metrics,
@@ -261,11 +263,18 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
         rows = None
 
     # 6. evaluate, reveal, export
-    with steps("evaluate"):
-        metrics = secure_metrics(job, est, x_te, y_te, to)
+    with steps("evaluate"):  # reveal_model_to = []: nothing is revealed (a stored secret model)
+        metrics = secure_metrics(job, est, x_te, y_te, to) if to else None
     with steps("reveal"):
-        curve = est.loss_curve_.reveal(to)
-        public = est.reveal(to)
+        curve = est.loss_curve_.reveal(to) if to else None
+        public = est.reveal(to) if to else None
+    stored = None
+    if job.model_store is not None:
+        from covault.jobs.store import store_trained
+
+        with steps("store"):
+            stored = store_trained(job, session, est, model_inputs, pre)
+        say(f"model {job.model_store!r} stored secret-shared ({stored['path'] or 'no shares here'})")
     warned = []
     if curve is not None:
         from covault.ml.linear import loss_divergence
@@ -305,6 +314,7 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
         "warnings": warned,
         "model": weights,
         "model_path": model_path,
+        "model_store": stored,
         "seconds": time.perf_counter() - start,
         "peak_memory": peak_memory(),
         "phases": steps.out,

@@ -37,6 +37,11 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f}"
 
 
+def _receivers(result: dict) -> str:
+    """The parties the model and metrics are revealed to, or ``nobody``."""
+    return ", ".join(result["reveal_model_to"]) or "nobody (the model stays secret-shared)"
+
+
 def _columns(result: dict[str, Any]) -> list[tuple[str, dict[str, Any], float | None]]:
     """(title, metrics, training seconds) of the secure run and of the baselines present."""
     train = result.get("phases", {}).get("train", {}).get("seconds")
@@ -111,7 +116,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{METRIC_NAMES.get(m, m):<16}" + cells)
     lines.append(f"{'training time':<16}" + "".join(f"{_seconds(s):>{w}}" for _, _, s in cols))
     if not result.get("metrics"):
-        lines.append("(metrics are revealed only to " + ", ".join(result["reveal_model_to"]) + ")")
+        lines.append("(metrics are revealed only to " + _receivers(result) + ")")
     plain = result.get("plaintext") or {}
     if plain.get("sklearn"):
         sk = plain["sklearn"]
@@ -127,10 +132,16 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"secure run: {result['seconds']:.2f} s in all (wall {result['wall_seconds']:.2f} s with start-up); "
-        f"model revealed to {', '.join(result['reveal_model_to'])}"
+        f"model revealed to {_receivers(result)}"
     )
     if result.get("model_out"):
         lines.append(f"model written to {result['model_out']} (ONNX)")
+    stored = result.get("model_store")
+    if stored:
+        lines.append(
+            f"model {stored['model']!r} kept secret-shared, encrypted at rest by each compute party:"
+        )
+        lines += [f"  {p}: {path}" for p, path in stored["files"].items()]
     return "\n".join(lines)
 
 
@@ -257,7 +268,7 @@ def render_html(result: dict[str, Any]) -> str:
 {sum("data" in p["roles"] for p in result["parties"].values())} data parties.
 Protocol <code>{e(result["protocol"])}</code> with compute parties {e(", ".join(result["compute"]))}
 (transport <code>{e(result["transport"])}</code>). Model, metrics and loss curve revealed only to
-{e(", ".join(result["reveal_model_to"]))}.</p>
+{e(_receivers(result))}.</p>
 {psi_html}<p class="note">Hyper-parameters: {e(hp)}.</p>
 <h2>Held-out metrics</h2>
 <table><tr><th>metric</th>{head}</tr>

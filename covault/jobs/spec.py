@@ -7,7 +7,9 @@ label = "is_fraud"
 partition = "horizontal"          # | "vertical": parties hold different columns of the same rows
 id = "patient_id"                 # vertical only: the row identifier, in every party's data
 compute = ["bank_a", "bank_b", "bank_c"]
-reveal_model_to = ["bank_a"]      # default: every data party
+reveal_model_to = ["bank_a"]      # default: every data party; [] with model_store: nobody
+model_store = "fraud"             # optional: each compute party keeps its shares, encrypted at rest
+model_dir = "models"              # where (default: models/ next to the job file; docs/serving.md)
 test_fraction = 0.2               # where a party gives no `test` file
 seed = 7
 model_out = "model.onnx"          # ONNX file written at every party that receives the model
@@ -64,6 +66,8 @@ JOB_KEYS = {
     "transform",
     "owners",
     "threshold",
+    "model_store",
+    "model_dir",
 }
 PARTY_DATA_KEYS = {"data", "test", "policy"}
 SOURCE_KEYS = {"url", "table", "query", "password_env"}
@@ -113,6 +117,8 @@ class Job:
     policy: dict[str, Path] = field(default_factory=dict)
     owners: tuple[str, ...] = ()
     threshold: float = 0.5
+    model_store: str | None = None
+    model_dir: Path | None = None
 
     @property
     def name(self) -> str:
@@ -208,7 +214,7 @@ class Job:
             "transform": {c: _transform_json(t) for c, t in sorted(self.transforms.items())},
             "regions": {p: r for p, r in sorted(self.regions.items()) if r is not None},
             "threshold": self.threshold,
-        }
+        } | ({} if self.model_store is None else {"model_store": self.model_store})
 
     def fingerprint(self) -> str:
         """Hex digest of everything every party must agree on (checked before any computation)."""
@@ -305,7 +311,12 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
                 f"partition = 'vertical': either every data party gives a test file or none does "
                 f"(missing at {missing}); held-out rows are matched across parties like training rows"
             )
-    reveal = _reveal_to(raw.get("reveal_model_to"), config, owners)
+    model_store, model_dir = _model_store(raw, base)
+    reveal = _reveal_to(raw.get("reveal_model_to"), config, owners, model_store)
+    if not reveal and raw.get("model_out") is not None:
+        raise JobError(
+            "model_out: reveal_model_to = [] reveals the model to nobody, so no party can write it"
+        )
     test_fraction = raw.get("test_fraction", 0.2)
     if (
         isinstance(test_fraction, bool)
@@ -343,7 +354,7 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
         raise JobError("threshold applies to binary classification only (the probability of class 1)")
     return Job(
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
-        model_out, model, features, transforms, policy, owners, float(threshold),
+        model_out, model, features, transforms, policy, owners, float(threshold), model_store, model_dir,
     )  # fmt: skip
 
 
@@ -532,11 +543,38 @@ def bind_sources(
     return replace(job, data=sources, test=tests, policy=policies)
 
 
-def _reveal_to(value: Any, config: ConsortiumConfig, owners: tuple[str, ...]) -> tuple[str, ...]:
+def _model_store(raw: dict[str, Any], base: Path) -> tuple[str | None, Path | None]:
+    """``model_store`` (a model name) and ``model_dir`` (resolved against ``base``)."""
+    name, folder = raw.get("model_store"), raw.get("model_dir")
+    if name is None:
+        if folder is not None:
+            raise JobError("model_dir is where model_store = 'NAME' keeps the shares; give model_store too")
+        return None, None
+    from covault.serving.store import ModelStoreError, check_name
+
+    try:
+        check_name(name, "model_store")
+    except ModelStoreError as exc:
+        raise JobError(str(exc)) from None
+    if folder is not None and (not isinstance(folder, str) or not folder):
+        raise JobError(f"model_dir must be a folder path, got {folder!r}")
+    return name, _resolve(base, folder or "models")
+
+
+def _reveal_to(
+    value: Any, config: ConsortiumConfig, owners: tuple[str, ...], model_store: str | None = None
+) -> tuple[str, ...]:
     if value is None:
         return tuple(owners)
     if isinstance(value, str):
         value = [value]
+    if value == [] and model_store is None:
+        raise JobError(
+            "reveal_model_to = [] keeps the model secret: name the store with model_store = 'NAME' "
+            "(each compute party keeps its shares, encrypted at rest; docs/serving.md)"
+        )
+    if value == []:
+        return ()
     if not isinstance(value, list) or not value or any(not isinstance(v, str) for v in value):
         raise JobError(f"reveal_model_to must be a non-empty list of party names, got {value!r}")
     for v in value:
