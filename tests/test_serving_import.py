@@ -1,0 +1,175 @@
+"""``covault model import``: the owner secret-shares an ONNX, safetensors or PyTorch model, every
+compute party stores its shares, and the loaded model predicts like onnxruntime / numpy; the
+readers refuse unsupported operators by name."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import covault
+from covault.cli import main as cli
+from covault.deploy.config import load_config
+from covault.serving import ModelStoreError, load_model
+from covault.serving.formats import read_model, read_safetensors_file
+from covault.serving.keys import store_folders
+from tests.helpers import free_ports
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+COMPUTE = ("a", "b", "c")
+RNG = np.random.default_rng(9)
+W1, B1 = RNG.normal(0, 0.4, (6, 8)).astype(np.float32), RNG.normal(0, 0.1, 8).astype(np.float32)
+W2, B2 = RNG.normal(0, 0.4, (8, 3)).astype(np.float32), RNG.normal(0, 0.1, 3).astype(np.float32)
+X = RNG.normal(0, 1, (4, 6))
+
+
+def onnx_mlp(path, ops=("Relu",)):
+    """x -> Gemm(W1ᵀ, transB) -> ops -> MatMul(W2) -> Add(B2) -> Softmax."""
+    init = [
+        numpy_helper.from_array(a, n) for a, n in ((W1.T.copy(), "w1"), (B1, "b1"), (W2, "w2"), (B2, "b2"))
+    ]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h0"], transB=1)]
+    cur = "h0"
+    for i, op in enumerate(ops):
+        nodes.append(helper.make_node(op, [cur], [f"a{i}"]))
+        cur = f"a{i}"
+    nodes += [
+        helper.make_node("MatMul", [cur, "w2"], ["m"]),
+        helper.make_node("Add", ["m", "b2"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return path
+
+
+def safetensors_mlp(path):
+    """PyTorch layout (out, in), one tensor F32, one F64, as a model hub ships them."""
+    tensors = {"fc1.weight": W1.T, "fc1.bias": B1, "fc2.weight": W2.T.astype(np.float64), "fc2.bias": B2}
+    header, blobs, at = {}, [], 0
+    for name, a in tensors.items():
+        raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+        dt = {np.float32: "F32", np.float64: "F64"}[a.dtype.type]
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [at, at + len(raw)]}
+        blobs.append(raw)
+        at += len(raw)
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+    return path
+
+
+def plain(x):
+    h = np.maximum(x @ W1 + B1, 0) @ W2 + B2
+    e = np.exp(h - h.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def consortium(tmp_path):
+    certs = tmp_path / "certs"
+    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
+    names = [*COMPUTE, "owner"]
+    lines = [
+        'protocol = "rep3"',
+        "timeout = 30",
+        f"compute = {json.dumps(list(COMPUTE))}",
+        "[tls]",
+        'certs = "certs"',
+    ]
+    for n, port in zip(names, free_ports(len(names))):
+        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
+        lines += [f"[parties.{n}]", f'address = "127.0.0.1:{port}"']
+    path = tmp_path / "consortium.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def import_everywhere(config, model_file, *extra):
+    cmd = [sys.executable, "-m", "covault", "model", "import"]
+    procs = {}
+    for n in [*COMPUTE, "owner"]:
+        args = [str(model_file)] if n == "owner" else []
+        procs[n] = subprocess.Popen(
+            [*cmd, *args, str(config), "--owner", "owner", "--as", n, "--json", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    out = {}
+    try:
+        for n, p in procs.items():
+            o, e = p.communicate(timeout=90)
+            assert p.returncode == 0, (n, e)
+            out[n] = json.loads(o)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def predict(config, name):
+    folder, keys = store_folders(load_config(config))
+
+    def program(s):
+        x = s.input(X if s.party == "a" else None, owner="a")
+        return load_model(s, folder, name, key_dir=keys).forward(x).reveal()
+
+    return covault.run(program, list(COMPUTE), "rep3")["a"]
+
+
+def test_import_onnx_and_safetensors_then_load_and_forward(tmp_path):
+    config = consortium(tmp_path)
+    ort = pytest.importorskip("onnxruntime")
+    path = onnx_mlp(tmp_path / "fraud.onnx")
+    out = import_everywhere(config, path)
+    assert out["owner"]["path"] is None  # the owner keeps only its own file
+    for n in COMPUTE:
+        assert out[n]["path"] == str(tmp_path / "models" / f"fraud.{n}.shares")
+        assert (tmp_path / "certs" / f"{n}.store.key").exists()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expect = session.run(None, {"x": X.astype(np.float32)})[0]
+    np.testing.assert_allclose(predict(config, "fraud"), expect, atol=3e-3)
+
+    st = safetensors_mlp(tmp_path / "weights.safetensors")
+    out = import_everywhere(config, st, "--name", "hub", "--layers", "fc1,relu,fc2,softmax")
+    assert {r["model"] for r in out.values()} == {"hub"}
+    np.testing.assert_allclose(predict(config, "hub"), plain(X), atol=3e-3)
+
+
+def test_readers_match_the_plaintext_model_and_name_unsupported_operators(tmp_path):
+    torch = pytest.importorskip("torch")
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3), torch.nn.Softmax(dim=1)
+    )
+    torch.save(seq, tmp_path / "m.pt")
+    m = read_model(tmp_path / "m.pt")
+    assert [layer["op"] for layer in m.layers] == ["linear", "tanh", "linear", "softmax"]
+    np.testing.assert_allclose(m.weights[0], seq[0].weight.detach().numpy().T)
+
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.GELU()), tmp_path / "gelu.pt")
+    with pytest.raises(ModelStoreError, match=r"gelu\.pt: not a PyTorch nn\.Sequential"):
+        read_model(tmp_path / "gelu.pt")
+
+    with pytest.raises(ModelStoreError, match="unsupported ONNX operator 'Elu'"):
+        read_model(onnx_mlp(tmp_path / "elu.onnx", ops=("Relu", "Elu")))
+    tensors = read_safetensors_file(safetensors_mlp(tmp_path / "w.safetensors"))
+    np.testing.assert_array_equal(tensors["fc1.weight"], W1.T.astype(np.float64))
+    with pytest.raises(ModelStoreError, match=r"no tensor 'fc3\.weight'"):
+        read_model(tmp_path / "w.safetensors", "fc1,relu,fc3")
+    with pytest.raises(ModelStoreError, match="needs --layers"):
+        read_model(tmp_path / "w.safetensors")
