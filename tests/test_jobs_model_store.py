@@ -25,8 +25,14 @@ def _secret_job(tmp_path, extra='reveal_model_to = []\nmodel_store = "risk"'):
     return path
 
 
-def test_a_trained_model_is_stored_secret_shared_at_every_compute_party(tmp_path):
+TWO_PC = 'protocol = "2pc"\ncompute = ["hospital_a", "hospital_b"]\n'
+
+
+@pytest.mark.parametrize("protocol", ["rep3", "2pc"])
+def test_a_trained_model_is_stored_secret_shared_at_every_compute_party(tmp_path, protocol):
     path = _secret_job(tmp_path)
+    if protocol == "2pc":  # hospital_c is then a data party only, the dealer holds nothing
+        path.write_text(path.read_text().replace('protocol = "rep3"\n', TWO_PC))
     run = subprocess.run(
         [sys.executable, "-m", "covault", "train", str(path), "--json"],
         capture_output=True,
@@ -38,11 +44,14 @@ def test_a_trained_model_is_stored_secret_shared_at_every_compute_party(tmp_path
     assert result["model"] is None and result["metrics"] is None and result["loss_curve"] is None
     stored = result["model_store"]
     assert stored["model"] == "risk"
-    for p in HOSPITALS:
+    job = load_job(path)
+    assert sorted(stored["files"]) == sorted(job.compute)
+    for p in job.compute:
         assert stored["files"][p] == str(model_file(tmp_path / "models", "risk", p))
         assert (tmp_path / "models" / "keys" / f"{p}.store.key").stat().st_mode & 0o777 == 0o600
-
-    job = load_job(path)
+    assert sorted(f.name for f in (tmp_path / "models").glob("*.shares")) == [
+        f"risk.{p}.shares" for p in job.compute
+    ]
     folder, keys = store_folders(job.config, job.model_dir)
     x = np.random.default_rng(3).normal(0, 1, (5, 4))
 
@@ -52,7 +61,12 @@ def test_a_trained_model_is_stored_secret_shared_at_every_compute_party(tmp_path
         p = model.forward(s.input(x if s.party == "hospital_a" else None, owner="hospital_a")).reveal()
         return model.kind, model.info, w, b, p
 
-    kind, info, w, b, p = covault.run(program, list(HOSPITALS), "rep3")["hospital_a"]
+    if protocol == "rep3":
+        res = covault.run(program, list(HOSPITALS), "rep3")
+    else:
+        res = covault.run(program, list(HOSPITALS[:2]), "2pc", data_parties=["hospital_c"])
+        assert res["hospital_c"][0] == "logistic_regression"  # a data party follows with empty shares
+    kind, info, w, b, p = res["hospital_a"]
     assert kind == "logistic_regression" and info["job"] == job.fingerprint()
     assert info["model_inputs"] == ["x1", "x2", "x3", "x4"]
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-(x @ w.reshape(-1) + b))), atol=2e-3)

@@ -142,3 +142,35 @@ def test_a_key_file_is_created_once_exclusively(tmp_path):
         party_key(tmp_path / "k", "p9", create=False)
     with pytest.raises(ModelStoreError, match=r"model name '\.\./x'"):
         model_file(tmp_path, "../x", "p0")
+
+
+@pytest.mark.parametrize("task", ["mlp", "linear_regression"])
+def test_a_trained_estimator_round_trips(tmp_path, task):
+    from covault import ml
+    from covault.serving.model import from_estimator
+
+    gen = np.random.default_rng(2)
+    x = gen.normal(0, 1, (40, 3))
+    y = (x[:, 0] > 0).astype(float) if task == "mlp" else x @ [1.0, -2.0, 0.5]
+
+    def program(s):
+        owner = s.compute_parties[0]
+        xs, ys = s.input(owner_value(s, x), owner=owner), s.input(owner_value(s, y), owner=owner)
+        est = (
+            ml.MLPClassifier(hidden=(4,), epochs=1, seed=1)
+            if task == "mlp"
+            else ml.LinearRegression(epochs=2)
+        )
+        est.fit(xs, ys)
+        save_model(s, from_estimator(est, "m", task), tmp_path, tmp_path / "keys")
+        model = load_model(s, tmp_path, "m")
+        public = est.reveal()
+        return model.kind, public, model.forward(xs[:5]).reveal()
+
+    kind, public, out = covault.run(program, 3, "rep3")["p0"]
+    assert kind == task
+    if task == "mlp":
+        np.testing.assert_allclose(out, public.predict_proba(x[:5]), atol=3e-3)
+    else:
+        assert out.shape == (5,)
+        np.testing.assert_allclose(out, public.predict(x[:5]), atol=3e-3)
