@@ -382,3 +382,49 @@ def test_compare_over_tcp(proto):
         np.testing.assert_array_equal(gt, (TCP_X > 0).astype(np.int64))
         np.testing.assert_array_equal(eq, (TCP_X == 0.5).astype(np.int64))
         np.testing.assert_array_equal(am, [0, 0, 0, 1, 0])
+
+
+def test_bounded_comparisons_take_the_32_bit_tree(proto):
+    """A public bound within 2^31 ring units makes ``<``, ``relu``, ``argmax`` and ``max`` run
+    the msb on the low 32 bits: the plaintext answers (edges of the bound included), one round
+    fewer than the same values under the default bound."""
+    name, k = proto
+    bound = 1000.0
+    vals = np.concatenate([[0.0, -(2.0**-16), 2.0**-16, 999.99998, -999.99998], RNG.uniform(-1000, 1000, 95)])
+    other = RNG.uniform(-1000, 1000, vals.size)
+
+    def prog(s):
+        a, b = s.compute_parties[0], s.compute_parties[1]
+        x = s.input(owner_value(s, vals, a), owner=a, bound=bound)
+        y = s.input(owner_value(s, other, b), owner=b, bound=bound)
+        wide = s.input(owner_value(s, vals, a), owner=a)
+        out, cost = {}, {}
+        for key, fn in {
+            "lt": lambda: x < y,
+            "neg": lambda: x < 0,
+            "wide": lambda: wide < 0,
+            "relu": lambda: x.relu(),
+            "argmax": lambda: np.stack([x, y], axis=-1).argmax(axis=-1),
+            "max": lambda: np.stack([x, y], axis=-1).max(axis=-1),
+        }.items():
+            with s.scope() as c:
+                r = fn()
+            cost[key] = c.as_dict()["rounds"]
+            out[key] = r.reveal()
+        return out, cost, compare.msb_width(x - y), compare.msb_width(wide)
+
+    res = covault.run(prog, k, name)
+    for p in res:
+        if p == "dealer":
+            continue
+        out, cost, narrow, wide = res[p]
+        assert (narrow, wide) == (32, 64)
+        enc, oth = np.round(vals * 2**16) / 2**16, np.round(other * 2**16) / 2**16
+        np.testing.assert_array_equal(out["lt"], (enc < oth).astype(np.int64))
+        np.testing.assert_array_equal(out["neg"], (enc < 0).astype(np.int64))
+        np.testing.assert_array_equal(out["wide"], out["neg"])
+        np.testing.assert_allclose(out["relu"], np.maximum(enc, 0), atol=ULP)
+        want = np.stack([1 - (enc < oth), (enc < oth)], axis=-1).astype(np.int64)
+        np.testing.assert_array_equal(out["argmax"], want)
+        np.testing.assert_allclose(out["max"], np.maximum(enc, oth), atol=ULP)
+        assert cost["neg"] == cost["wide"] - 1

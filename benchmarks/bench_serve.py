@@ -1,0 +1,196 @@
+"""Private inference latency and throughput: a secret-shared model answering one client's rows.
+
+Usage: python benchmarks/bench_serve.py [--queries 300] [--protocols 2pc rep3] [--batches 1 16 256]
+    [--models lr-proba lr-decision mlp-logits mlp-argmax] [--no-tls]
+
+Every party is its own OS process (``covault.run(..., transport="tcp")``, mutual TLS 1.3 on
+loopback unless ``--no-tls``): the compute parties (plus the 2pc dealer), a model owner and a
+client, both data parties. The owner secret-shares the weights once; then, in one long-lived
+session, the client secret-shares each query row and alone receives the answer
+(``reveal(to=client)``). Models: logistic regression on 30 features (``lr-proba``: the
+probability, ``lr-decision``: ``score > 0``) and an MLP 30-64-2 with ReLU (``mlp-logits``,
+``mlp-argmax``: the one-hot decision). Latency is measured at the client, from handing its row
+to receiving the answer, over ``--queries`` single-row queries after a warm-up; rounds and bytes
+are one query's (``session.scope()``; bytes sent per compute party, the most of any, and by the
+dealer, offline). Then batches of rows per query give rows/s. Answers are checked against the
+float64 numpy model (largest absolute error of probabilities and logits, decisions equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import covault
+from covault.serving.online import Query, affine
+
+OWNER, CLIENT = "owner", "client"
+FEATURES, HIDDEN, CLASSES = 30, 64, 2
+MODELS = ("lr-proba", "lr-decision", "mlp-logits", "mlp-argmax")
+WARMUP = 20
+ROW_BOUND, WEIGHT_BOUND = 8.0, 4.0  # public magnitude bounds: the client's features, the owner's weights
+
+
+def weights() -> dict[str, np.ndarray]:
+    """The benchmark's plaintext model (fixed seed): what the owner holds."""
+    g = np.random.default_rng(14)
+    return {
+        "w": g.normal(0, 0.3, (FEATURES, 1)),
+        "b": g.normal(0, 0.1, 1),
+        "W1": g.normal(0, 1 / np.sqrt(FEATURES), (FEATURES, HIDDEN)),
+        "b1": g.normal(0, 0.1, HIDDEN),
+        "W2": g.normal(0, 1 / np.sqrt(HIDDEN), (HIDDEN, CLASSES)),
+        "b2": g.normal(0, 0.1, CLASSES),
+    }
+
+
+def rows(n: int, seed: int) -> np.ndarray:
+    return np.clip(np.random.default_rng(seed).normal(0, 1, (n, FEATURES)), -7.99, 7.99)
+
+
+def plain(model: str, p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The float64 numpy model; decisions as the secure side returns them (0/1, one-hot)."""
+    if model.startswith("lr"):
+        z = x @ p["w"] + p["b"]
+        return 1 / (1 + np.exp(-z)) if model == "lr-proba" else (z > 0).astype(np.int64)
+    z = np.maximum(x @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
+    if model == "mlp-logits":
+        return z
+    return np.eye(CLASSES, dtype=np.int64)[np.argmax(z, axis=-1)]
+
+
+def forward(model: str, m: dict, x):
+    """The same model on secret tensors."""
+    decide = model.endswith(("decision", "argmax"))  # a comparison follows: no truncation
+    if model.startswith("lr"):
+        z = affine(x, m["w"], m["b"], exact=decide)
+        return z > 0 if decide else z.sigmoid()
+    z = affine(affine(x, m["W1"], m["b1"]).relu(), m["W2"], m["b2"], exact=decide)
+    return z.argmax(axis=-1) if decide else z
+
+
+def plain_seconds(model: str, p: dict[str, np.ndarray], n: int) -> float:
+    x = rows(n, 7)
+    plain(model, p, x)
+    ts = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        plain(model, p, x)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+class Program:
+    """Picklable SPMD program: every party runs it (the tcp transport starts fresh processes)."""
+
+    def __init__(self, models: list[str], queries: int, batches: list[int]):
+        self.models, self.queries, self.batches = models, queries, batches
+
+    def __call__(self, s):
+        p = weights()
+        mine = s.party == OWNER
+        m = {k: s.input(v if mine else None, owner=OWNER, bound=WEIGHT_BOUND) for k, v in p.items()}
+        out: dict = {}
+        for model in self.models:
+            query = Query(s, CLIENT, FEATURES, lambda x, model=model: forward(model, m, x), bound=ROW_BOUND)
+            lat, costs, answers = [], [], []
+            data = rows(WARMUP + self.queries, 1)
+            for i in range(WARMUP + self.queries):
+                row = data[i : i + 1] if s.party == CLIENT else None
+                with s.scope() as cost:
+                    t0 = time.perf_counter()
+                    y = query(row)
+                    t1 = time.perf_counter()
+                if i >= WARMUP:
+                    lat.append(t1 - t0)
+                    costs.append(cost.as_dict())
+                    answers.append(y)
+            rate = {}
+            for n in self.batches:
+                x = rows(n, 2)
+                query(x[:n] if s.party == CLIENT else None)  # warm-up at this shape
+                reps = max(3, min(20, 2000 // n))
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    y = query(x if s.party == CLIENT else None)
+                rate[n] = (reps * n / (time.perf_counter() - t0), y)
+            out[model] = {
+                "lat": lat,
+                "cost": costs[-1],
+                "answers": answers if s.party == CLIENT else None,
+                "rate": rate,
+            }
+        return out
+
+
+def summarise(protocol: str, model: str, res: dict, p: dict, queries: int) -> list[str]:
+    client = res[CLIENT][model]
+    compute = [n for n in res if n not in (OWNER, CLIENT, "dealer")]
+    lat = np.array(client["lat"]) * 1e3
+    cost = {n: res[n][model]["cost"] for n in res}
+    sent = max(cost[n]["bytes_sent"] for n in compute)
+    rounds = max(cost[n]["rounds"] for n in compute)
+    dealer = cost["dealer"]["bytes_sent"] if "dealer" in cost else 0
+    x = rows(WARMUP + queries, 1)[WARMUP:]
+    want = plain(model, p, x)
+    got = np.concatenate([np.asarray(a).reshape(1, -1) for a in client["answers"]])
+    want = want.reshape(got.shape)
+    if model in ("lr-proba", "mlp-logits"):
+        err = f"max |err| {np.abs(got - want).max():.1e}"
+    else:
+        err = f"decisions equal {int((got == want).all(axis=1).sum())}/{len(got)}"
+    pt = plain_seconds(model, p, 1)
+    lines = [
+        f"{protocol:<5} {model:<12} 1 row: p50 {np.percentile(lat, 50):6.2f} ms  p99 {np.percentile(lat, 99):6.2f} ms"
+        f"  rounds {rounds:3d}  sent/compute party {sent / 1e3:6.1f} kB  client {cost[CLIENT]['bytes_sent'] / 1e3:4.2f} kB"
+        f"  dealer {dealer / 1e3:6.1f} kB  | plaintext {pt * 1e6:5.1f} us ({np.percentile(lat, 50) * 1e-3 / pt:,.0f}x)  {err}"
+    ]
+    for n, (rate, y) in client["rate"].items():
+        ok = np.asarray(y).reshape(n, -1)
+        ref = plain(model, p, rows(n, 2)).reshape(ok.shape)
+        check = (
+            f"max |err| {np.abs(ok - ref).max():.1e}"
+            if model in ("lr-proba", "mlp-logits")
+            else f"equal {int((ok == ref).all(axis=1).sum())}/{n}"
+        )
+        lines.append(f"{'':<19}batch {n:4d}: {rate:9,.0f} rows/s  ({check})")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--protocols", nargs="*", default=["2pc", "rep3"])
+    ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
+    ap.add_argument("--no-tls", action="store_true")
+    args = ap.parse_args()
+    p = weights()
+    print(
+        f"private inference, one process per party, {'plain TCP' if args.no_tls else 'mutual TLS 1.3'} on loopback; "
+        f"{args.queries} single-row queries after {WARMUP} warm-up; latency at the client; "
+        "bytes and rounds of one query (compute parties: the most of any)",
+        flush=True,
+    )
+    for protocol in args.protocols:
+        res = covault.run(
+            Program(args.models, args.queries, args.batches),
+            2 if protocol == "2pc" else 3,
+            protocol,
+            transport="tcp",
+            tls=not args.no_tls,
+            timeout=300,
+            data_parties=[OWNER, CLIENT],
+        )
+        for model in args.models:
+            for line in summarise(protocol, model, res, p, args.queries):
+                print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""One private query in a long-lived session: the client's rows in, only the client's answer out.
+
+A :class:`Query` is run by every party of the session alike (SPMD): the client secret-shares
+its rows of ``features`` columns (the compute parties and the dealer learn their number, never
+their values; other data parties, such as a model owner, take no part and learn nothing),
+the compute parties and the dealer evaluate ``fn`` on the secret rows, and the result is opened
+to the client alone (:meth:`~covault.tensor.SecretTensor.reveal` with ``to=client``): the
+compute parties and the dealer see shares and masked values only. Costs per model kind: ``docs/serving.md``, "Online
+cost".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from covault import bounds
+from covault.errors import ProtocolError, ShapeError
+from covault.session import Session
+from covault.tensor import SecretTensor
+
+MAX_ROWS = 1 << 20  # rows per query
+
+
+class Query:
+    """``query(rows)`` at every party: ``rows`` (an ``(n, features)`` array) at the client,
+    None elsewhere; returns the answer (numpy) at the client and None elsewhere.
+
+    ``bound``: the public bound on the rows' magnitudes, checked at the client (default: the
+    fixed-point range); ``fn`` maps the secret rows to the secret answer.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        client: str,
+        features: int,
+        fn: Callable[[SecretTensor], SecretTensor],
+        *,
+        bound: float | None = None,
+    ) -> None:
+        session.check_party(client, "query client")
+        if client in session.compute_parties or client == session.dealer:
+            raise ProtocolError(
+                f"query client {client!r} must be a data party, not a compute party or the dealer"
+            )
+        self.session, self.client, self.features, self.fn = session, client, int(features), fn
+        self.frac: int | None = None
+        self.bound = None if bound is None else session.fxp.check_bound(bound, f"query of client {client!r}")
+        self.serving = (*session.compute_parties, *((session.dealer,) if session.dealer else ()))
+
+    def __call__(self, rows: Any) -> np.ndarray | None:
+        s = self.session
+        if s.party != self.client and s.party not in self.serving:
+            return None  # another data party: not part of this query
+        x = self._share(rows)
+        if s.party == self.client and self.frac is not None:
+            raw = s.protocol.reveal(x.shares, (self.client,))  # a data party computes nothing
+            return raw if self.frac == 0 else raw.astype(np.float64) / float(1 << self.frac)
+        y = self.fn(x)
+        self.frac = y.frac  # fixed by fn: the client runs fn (on empty shares) once
+        return y.reveal(to=self.client)
+
+    def _share(self, rows: Any) -> SecretTensor:
+        """The client's rows as a secret tensor: the row count goes to the compute parties and
+        the dealer only, then the protocol's sharing of a data party's input."""
+        s, what = self.session, f"query of client {self.client!r}"
+        if s.party == self.client:
+            rows = np.asarray(rows, dtype=np.float64)
+            if rows.ndim != 2 or rows.shape[1] != self.features or not 0 < rows.shape[0] <= MAX_ROWS:
+                raise ShapeError(
+                    f"{what}: rows must have shape (n, {self.features}) with 1 <= n <= {MAX_ROWS}, "
+                    f"got {rows.shape}"
+                )
+            enc = s.fxp.encode(rows, what=what, bound=self.bound)
+            n = rows.shape[0]
+            s.net.exchange({p: [np.array([n], dtype=np.int64)] for p in self.serving})
+        else:
+            enc = None
+            n = int(s.net.exchange(recv_from=[self.client])[self.client][0][0])
+            if not 0 < n <= MAX_ROWS:
+                raise ShapeError(f"{what}: the client announced {n} rows (1 to {MAX_ROWS} allowed)")
+        shares = s.protocol.share(enc, self.client, (n, self.features))
+        bound = s.fxp.max_abs if self.bound is None else self.bound
+        return SecretTensor(s, shares, s.frac_bits, bound)
+
+
+def affine(x: SecretTensor, w: SecretTensor, b: SecretTensor, *, exact: bool = False) -> SecretTensor:
+    """``x @ w + b`` of secret tensors. ``exact=True`` keeps the product's fractional bits
+    (``x.frac + w.frac``) instead of truncating back to the session's: no truncation round and
+    no truncation error, for a comparison that follows (``> threshold``, ``argmax``); ``b`` is
+    shifted up to those bits (exact, local). Where the tracked bounds cannot show that the
+    result stays below 2^62 ring units at those bits, it truncates as ``exact=False`` does."""
+    x._same_session(w)
+    frac = x.frac + w.frac
+    if exact and None not in (x.bound, w.bound, b.bound):
+        bound = x.bound * w.bound * int(x.shape[-1])
+        if (bound + b.bound) * 2.0**frac < bounds.EXACT_LIMIT:
+            z = SecretTensor(x.session, x.proto.matmul(x.shares, w.shares), frac, bound)
+            return z + b
+    return x @ w + b

@@ -1,0 +1,94 @@
+"""One private query in a long-lived session (covault.serving.online): only the client gets
+the answer, equal to the plaintext model's; the model owner takes no part in queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import covault
+from covault.errors import ProtocolError, ShapeError
+from covault.serving.online import Query, affine
+from tests.helpers import ULP
+
+OWNER, CLIENT = "owner", "client"
+G = np.random.default_rng(77)  # test data only
+W1, B1 = G.uniform(-1, 1, (4, 5)), G.uniform(-1, 1, 5)
+W2, B2 = G.uniform(-1, 1, (5, 2)), G.uniform(-1, 1, 2)
+ROWS = [G.uniform(-3, 3, (1, 4)), G.uniform(-3, 3, (3, 4)), np.zeros((1, 4))]
+
+
+def plain_logits(x):
+    return np.maximum(x @ W1 + B1, 0) @ W2 + B2
+
+
+def serve(s):
+    mine = s.party == OWNER
+    m = [s.input(v if mine else None, owner=OWNER, bound=2.0) for v in (W1, B1, W2, B2)]
+
+    def logits(x, exact=False):
+        return affine(affine(x, m[0], m[1]).relu(), m[2], m[3], exact=exact)
+
+    q_logits = Query(s, CLIENT, 4, logits, bound=4.0)
+    q_argmax = Query(s, CLIENT, 4, lambda x: logits(x, exact=True).argmax(axis=-1), bound=4.0)
+    out = []
+    for rows in ROWS:
+        with s.scope() as cost:
+            z = q_logits(rows if s.party == CLIENT else None)
+            k = q_argmax(rows if s.party == CLIENT else None)
+        out.append((z, k, cost.as_dict()["bytes_sent"] + cost.as_dict()["bytes_received"]))
+    return out
+
+
+@pytest.mark.parametrize("transport", ["local", "tcp"])
+@pytest.mark.parametrize("protocol,n", [("2pc", 2), ("rep3", 3)])
+def test_only_the_client_gets_the_plaintext_answer(protocol, n, transport):
+    res = covault.run(serve, n, protocol, transport=transport, data_parties=[OWNER, CLIENT])
+    for party, out in res.items():
+        for rows, (z, k, moved) in zip(ROWS, out):
+            if party != CLIENT:
+                assert z is None and k is None
+                if party == OWNER:
+                    assert moved == 0  # the owner takes no part in queries
+                continue
+            want = plain_logits(rows)
+            np.testing.assert_allclose(z, want, atol=64 * ULP)
+            np.testing.assert_array_equal(k, np.eye(2, dtype=np.int64)[np.argmax(want, axis=-1)])
+
+
+def test_affine_exact_keeps_the_product_bits_and_falls_back():
+    """``exact=True``: the product's 2f bits, the plaintext value exactly; without tight
+    bounds it truncates like ``exact=False``."""
+    x0, w0, b0 = G.uniform(-2, 2, (3, 4)), G.uniform(-2, 2, (4, 2)), G.uniform(-2, 2, 2)
+
+    def prog(s):
+        a = s.compute_parties[0]
+        x, w, b = (s.input(v if s.party == a else None, owner=a, bound=2.0) for v in (x0, w0, b0))
+        wx, ww = (s.input(v if s.party == a else None, owner=a) for v in (x0, w0))  # default bounds
+        e, t, f = affine(x, w, b, exact=True), affine(x, w, b), affine(wx, ww, b, exact=True)
+        return (e.frac, t.frac, f.frac), e.reveal(), t.reveal(), f.reveal()
+
+    for name, n in (("2pc", 2), ("rep3", 3)):
+        res = covault.run(prog, n, name)
+        fracs, e, t, f = res["p0"]
+        assert fracs == (32, 16, 16)
+        enc = [np.round(v * 2**16) / 2**16 for v in (x0, w0, b0)]
+        want = enc[0] @ enc[1] + enc[2]
+        np.testing.assert_allclose(e, want, atol=1e-9)
+        np.testing.assert_allclose(t, want, atol=4 * ULP)
+        np.testing.assert_allclose(f, want, atol=4 * ULP)
+
+
+def test_malformed_rows_and_a_compute_client_are_refused():
+    def bad_rows(s):
+        q = Query(s, CLIENT, 4, lambda x: x)
+        return q(np.zeros((2, 3)) if s.party == CLIENT else None)
+
+    with pytest.raises(ShapeError, match=r"query of client 'client'.*shape \(n, 4\).*\(2, 3\)"):
+        covault.run(bad_rows, 2, "2pc", data_parties=[CLIENT], timeout=10)
+
+    def compute_client(s):
+        Query(s, "p0", 4, lambda x: x)
+
+    with pytest.raises(ProtocolError, match="'p0' must be a data party"):
+        covault.run(compute_client, 3, "rep3", timeout=10)
