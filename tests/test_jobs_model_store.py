@@ -93,3 +93,12 @@ def test_job_keys_of_a_stored_model_are_checked(tmp_path, extra, message):
 def test_model_store_is_agreed_and_absent_from_older_jobs_fingerprints(tmp_path):
     assert "model_store" not in load_job(tiny_job(tmp_path)).fingerprint_parts()  # unchanged fingerprints
     assert "model_store" in load_job(_secret_job(tmp_path, 'model_store = "r"')).fingerprint_parts()
+
+
+def test_the_plan_says_nobody_learns_the_model_and_where_it_is_kept(tmp_path, capsys):
+    from covault.cli import main as cli
+
+    cli(["plan", str(_secret_job(tmp_path)), "--as", "hospital_a"])
+    out = capsys.readouterr().out
+    assert "revealed to nobody: the model, its held-out metrics and the loss per epoch" in out
+    assert "hospital_a, hospital_b, hospital_c: each its own shares of the model" in out

@@ -149,6 +149,9 @@ def learns(job, party: str) -> list[dict[str, Any]]:
         {"what": "one bit per split: every class occurs (classification)", "to": every},
         {"what": "the model, its held-out metrics and the loss per epoch", "to": list(job.reveal_model_to)},
     ]
+    if job.model_store is not None:
+        what = f"each its own shares of the model (uniformly random), kept encrypted at rest as {job.model_store!r}"
+        out.append({"what": what, "to": list(job.compute)})
     for row in out:
         row["this_party"] = row["to"] == every or party in row["to"]
     return out
@@ -178,7 +181,7 @@ def format_plan(p: dict[str, Any]) -> str:
         to = s["to"] if isinstance(s["to"], str) else ", ".join(s["to"])
         lines.append(f"sends {s['what']} to {to}{size}")
     for r in p["learns"]:
-        to = r["to"] if isinstance(r["to"], str) else ", ".join(r["to"])
+        to = r["to"] if isinstance(r["to"], str) else ", ".join(r["to"]) or "nobody"
         lines.append(f"revealed to {to}: {r['what']}")
     for r in p["refusals"]:
         lines.append(f"REFUSED: {r['message']}")
