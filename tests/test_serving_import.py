@@ -173,3 +173,55 @@ def test_readers_match_the_plaintext_model_and_name_unsupported_operators(tmp_pa
         read_model(tmp_path / "w.safetensors", "fc1,relu,fc3")
     with pytest.raises(ModelStoreError, match="needs --layers"):
         read_model(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize(("protocol", "n"), [("rep3", 3), ("2pc", 2)])
+def test_no_party_but_the_owner_receives_a_weight(tmp_path, protocol, n):
+    from covault.encoding import FixedPoint
+    from covault.serving.formats import PlainModel
+    from covault.serving.importer import import_model
+    from covault.transport.transcript import read_transcript
+
+    m = PlainModel(
+        [{"op": "linear", "in": 6, "out": 8}, {"op": "relu"}, {"op": "linear", "in": 8, "out": 3}],
+        [W1, B1, W2, B2],
+    )
+
+    def program(s):
+        mine = m if s.party == "owner" else None
+        return import_model(s, "owner", mine, tmp_path / "m", tmp_path / "k", name="x" if mine else None)
+
+    res = covault.run(program, n, protocol, data_parties=["owner"], transcript_dir=tmp_path / "tr")
+    assert {r["model"] for r in res.values()} == {"x"}
+    # 8-byte encodings only: a 4-byte float32 would turn up in random bytes now and then
+    patterns = [v.tobytes() for w in m.weights for v in FixedPoint().encode(w).reshape(-1)]
+    patterns += [np.float64(v).tobytes() for w in m.weights for v in w.reshape(-1)]
+    received: dict[str, bytes] = {}
+    for f in (tmp_path / "tr").glob("*.transcript"):
+        for msg in read_transcript(f)[1]:
+            received[msg["to"]] = received.get(msg["to"], b"") + b"".join(a.tobytes() for a in msg["arrays"])
+    assert {p for p in res if p not in ("owner", "dealer")} <= set(received)
+    for party, blob in received.items():
+        assert not any(p in blob for p in patterns), party
+    for f in (tmp_path / "m").glob("*.shares"):
+        assert not any(p in f.read_bytes() for p in patterns)
+
+
+def test_safetensors_half_precision_and_a_damaged_file(tmp_path):
+    a = np.array([[1.5, -2.25], [0.125, 3.0]])
+    f16 = a.astype("<f2").tobytes()
+    bf16 = (a.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()  # exact for these values
+    header = {
+        "h": {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, 8]},
+        "b": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [8, 16]},
+        "__metadata__": {"format": "pt"},
+    }
+    head = json.dumps(header).encode()
+    path = tmp_path / "half.safetensors"
+    path.write_bytes(struct.pack("<Q", len(head)) + head + f16 + bf16)
+    got = read_safetensors_file(path)
+    np.testing.assert_array_equal(got["h"], a)
+    np.testing.assert_array_equal(got["b"], a)
+    path.write_bytes(struct.pack("<Q", 10**6) + head)
+    with pytest.raises(ModelStoreError, match="not a safetensors file"):
+        read_safetensors_file(path)
