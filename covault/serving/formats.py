@@ -12,6 +12,7 @@ safetensors files with an explicit layer list (:func:`read_safetensors`). Anythi
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,8 +151,14 @@ def read_torch(path: str | Path) -> PlainModel:
         with torch.serialization.safe_globals(allowed):
             model = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError naming a class outside the allowed ones, or IO
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = (
+            f"unsupported layer {found.group(1).rsplit('.', 1)[-1]!r} ({found.group(1)})"
+            if found
+            else str(exc)
+        )
         raise ModelStoreError(
-            f"{path}: not a PyTorch nn.Sequential of Linear, ReLU, Sigmoid, Tanh, Softmax ({exc})"
+            f"{path}: not a PyTorch nn.Sequential of Linear, ReLU, Sigmoid, Tanh, Softmax: {what}"
         ) from None
     if not isinstance(model, nn.Sequential):
         raise ModelStoreError(f"{path}: holds a {type(model).__name__}, not an nn.Sequential")
