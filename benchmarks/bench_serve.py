@@ -1,7 +1,8 @@
 """Private inference latency and throughput: a secret-shared model answering one client's rows.
 
 Usage: python benchmarks/bench_serve.py [--queries 300] [--protocols 2pc rep3] [--batches 1 16 256]
-    [--models lr-proba lr-decision mlp-logits mlp-argmax] [--no-tls]
+    [--models lr-proba lr-decision mlp-logits mlp-argmax] [--paths online online-nopool plain]
+    [--gap-ms 0] [--no-tls]
 
 Every party is its own OS process (``covault.run(..., transport="tcp")``, mutual TLS 1.3 on
 loopback unless ``--no-tls``): the compute parties (plus the 2pc dealer), a model owner and a
@@ -14,11 +15,23 @@ to receiving the answer, over ``--queries`` single-row queries after a warm-up; 
 are one query's (``session.scope()``; bytes sent per compute party, the most of any, and by the
 dealer, offline). Then batches of rows per query give rows/s. Answers are checked against the
 float64 numpy model (largest absolute error of probabilities and logits, decisions equal).
+
+Two paths, each in its own session: ``online`` (:class:`covault.serving.online.Query`: the row
+count to the compute parties and dealer only, the client computes nothing, public bounds
+declared for the rows (8) and weights (4) so that comparisons run on 32 bits, decisions
+without the last truncation) and ``plain`` (the same model through the plain API:
+``session.input``, the model, ``reveal(to=client)``, default bounds). ``cpu`` is the CPU time
+per single-row query of each process (the most of the compute parties; the dealer; the
+client), waiting in the transport included. ``online-nopool``: the online path without the
+dealer's pool (2pc). ``--gap-ms``: the client pauses between single-row queries (a service
+that idles between queries, when the pool is refilled; CPU per query then counts the idle
+polling too).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -63,13 +76,14 @@ def plain(model: str, p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return np.eye(CLASSES, dtype=np.int64)[np.argmax(z, axis=-1)]
 
 
-def forward(model: str, m: dict, x):
-    """The same model on secret tensors."""
-    decide = model.endswith(("decision", "argmax"))  # a comparison follows: no truncation
+def forward(model: str, m: dict, x, exact: bool = True):
+    """The same model on secret tensors (``exact``: no truncation before a decision)."""
+    decide = model.endswith(("decision", "argmax"))
+    exact = exact and decide  # a comparison follows: no truncation
     if model.startswith("lr"):
-        z = affine(x, m["w"], m["b"], exact=decide)
+        z = affine(x, m["w"], m["b"], exact=exact)
         return z > 0 if decide else z.sigmoid()
-    z = affine(affine(x, m["W1"], m["b1"]).relu(), m["W2"], m["b2"], exact=decide)
+    z = affine(affine(x, m["W1"], m["b1"]).relu(), m["W2"], m["b2"], exact=exact)
     return z.argmax(axis=-1) if decide else z
 
 
@@ -87,47 +101,68 @@ def plain_seconds(model: str, p: dict[str, np.ndarray], n: int) -> float:
 class Program:
     """Picklable SPMD program: every party runs it (the tcp transport starts fresh processes)."""
 
-    def __init__(self, models: list[str], queries: int, batches: list[int]):
-        self.models, self.queries, self.batches = models, queries, batches
+    def __init__(self, models: list[str], queries: int, batches: list[int], path: str, gap: float = 0.0):
+        self.models, self.queries, self.batches, self.gap = models, queries, batches, gap
+        self.path, self.pool = path.removesuffix("-nopool"), not path.endswith("-nopool")
+
+    def _query(self, s, model: str, m: dict):
+        if self.path == "online":
+            return Query(s, CLIENT, FEATURES, lambda x: forward(model, m, x), bound=ROW_BOUND, pool=self.pool)
+
+        def plain_api(x):
+            z = s.input(x, owner=CLIENT)
+            return forward(model, m, z, exact=False).reveal(to=CLIENT)
+
+        return contextlib.nullcontext(plain_api)
 
     def __call__(self, s):
         p = weights()
         mine = s.party == OWNER
-        m = {k: s.input(v if mine else None, owner=OWNER, bound=WEIGHT_BOUND) for k, v in p.items()}
+        bound = WEIGHT_BOUND if self.path == "online" else None
+        m = {k: s.input(v if mine else None, owner=OWNER, bound=bound) for k, v in p.items()}
         out: dict = {}
         for model in self.models:
-            query = Query(s, CLIENT, FEATURES, lambda x, model=model: forward(model, m, x), bound=ROW_BOUND)
-            lat, costs, answers = [], [], []
-            data = rows(WARMUP + self.queries, 1)
-            for i in range(WARMUP + self.queries):
-                row = data[i : i + 1] if s.party == CLIENT else None
-                with s.scope() as cost:
-                    t0 = time.perf_counter()
-                    y = query(row)
-                    t1 = time.perf_counter()
-                if i >= WARMUP:
-                    lat.append(t1 - t0)
-                    costs.append(cost.as_dict())
-                    answers.append(y)
-            rate = {}
-            for n in self.batches:
-                x = rows(n, 2)
-                query(x[:n] if s.party == CLIENT else None)  # warm-up at this shape
-                reps = max(3, min(20, 2000 // n))
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    y = query(x if s.party == CLIENT else None)
-                rate[n] = (reps * n / (time.perf_counter() - t0), y)
-            out[model] = {
-                "lat": lat,
-                "cost": costs[-1],
-                "answers": answers if s.party == CLIENT else None,
-                "rate": rate,
-            }
+            with self._query(s, model, m) as query:
+                out[model] = self._measure(s, query)
         return out
 
+    def _measure(self, s, query) -> dict:
+        lat, costs, answers = [], [], []
+        data = rows(WARMUP + self.queries, 1)
+        for i in range(WARMUP + self.queries):
+            if i == WARMUP:
+                cpu0 = time.process_time()
+            row = data[i : i + 1] if s.party == CLIENT else None
+            if self.gap and s.party == CLIENT:
+                time.sleep(self.gap)  # queries arrive apart: the service idles in between
+            with s.scope() as cost:
+                t0 = time.perf_counter()
+                y = query(row)
+                t1 = time.perf_counter()
+            if i >= WARMUP:
+                lat.append(t1 - t0)
+                costs.append(cost.as_dict())
+                answers.append(y)
+        cpu = (time.process_time() - cpu0) / self.queries
+        rate = {}
+        for n in self.batches:
+            x = rows(n, 2)
+            query(x[:n] if s.party == CLIENT else None)  # warm-up at this shape
+            reps = max(3, min(20, 2000 // n))
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                y = query(x if s.party == CLIENT else None)
+            rate[n] = (reps * n / (time.perf_counter() - t0), y)
+        return {
+            "lat": lat,
+            "cost": costs[-1],
+            "answers": answers if s.party == CLIENT else None,
+            "rate": rate,
+            "cpu": cpu,
+        }
 
-def summarise(protocol: str, model: str, res: dict, p: dict, queries: int) -> list[str]:
+
+def summarise(protocol: str, path: str, model: str, res: dict, p: dict, queries: int) -> list[str]:
     client = res[CLIENT][model]
     compute = [n for n in res if n not in (OWNER, CLIENT, "dealer")]
     lat = np.array(client["lat"]) * 1e3
@@ -144,10 +179,15 @@ def summarise(protocol: str, model: str, res: dict, p: dict, queries: int) -> li
     else:
         err = f"decisions equal {int((got == want).all(axis=1).sum())}/{len(got)}"
     pt = plain_seconds(model, p, 1)
+    cpu = {n: res[n][model]["cpu"] * 1e3 for n in res}
+    cpus = f"cpu/query ms: compute {max(cpu[n] for n in compute):.2f}, client {cpu[CLIENT]:.2f}" + (
+        f", dealer {cpu['dealer']:.2f}" if "dealer" in cpu else ""
+    )
     lines = [
-        f"{protocol:<5} {model:<12} 1 row: p50 {np.percentile(lat, 50):6.2f} ms  p99 {np.percentile(lat, 99):6.2f} ms"
+        f"{protocol:<5} {path:<13} {model:<12} 1 row: p50 {np.percentile(lat, 50):6.2f} ms  p99 {np.percentile(lat, 99):6.2f} ms"
         f"  rounds {rounds:3d}  sent/compute party {sent / 1e3:6.1f} kB  client {cost[CLIENT]['bytes_sent'] / 1e3:4.2f} kB"
-        f"  dealer {dealer / 1e3:6.1f} kB  | plaintext {pt * 1e6:5.1f} us ({np.percentile(lat, 50) * 1e-3 / pt:,.0f}x)  {err}"
+        f"  dealer {dealer / 1e3:6.1f} kB  | plaintext {pt * 1e6:5.1f} us ({np.percentile(lat, 50) * 1e-3 / pt:,.0f}x)  {err}",
+        f"{'':<33}{cpus}",
     ]
     for n, (rate, y) in client["rate"].items():
         ok = np.asarray(y).reshape(n, -1)
@@ -157,7 +197,7 @@ def summarise(protocol: str, model: str, res: dict, p: dict, queries: int) -> li
             if model in ("lr-proba", "mlp-logits")
             else f"equal {int((ok == ref).all(axis=1).sum())}/{n}"
         )
-        lines.append(f"{'':<19}batch {n:4d}: {rate:9,.0f} rows/s  ({check})")
+        lines.append(f"{'':<33}batch {n:4d}: {rate:9,.0f} rows/s  ({check})")
     return lines
 
 
@@ -167,6 +207,10 @@ def main() -> int:
     ap.add_argument("--protocols", nargs="*", default=["2pc", "rep3"])
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
+    ap.add_argument(
+        "--paths", nargs="*", default=["online", "plain"], choices=["online", "online-nopool", "plain"]
+    )
+    ap.add_argument("--gap-ms", type=float, default=0.0, help="the client's pause between single-row queries")
     ap.add_argument("--no-tls", action="store_true")
     args = ap.parse_args()
     p = weights()
@@ -177,18 +221,19 @@ def main() -> int:
         flush=True,
     )
     for protocol in args.protocols:
-        res = covault.run(
-            Program(args.models, args.queries, args.batches),
-            2 if protocol == "2pc" else 3,
-            protocol,
-            transport="tcp",
-            tls=not args.no_tls,
-            timeout=300,
-            data_parties=[OWNER, CLIENT],
-        )
-        for model in args.models:
-            for line in summarise(protocol, model, res, p, args.queries):
-                print(line, flush=True)
+        for path in args.paths:
+            res = covault.run(
+                Program(args.models, args.queries, args.batches, path, args.gap_ms / 1e3),
+                2 if protocol == "2pc" else 3,
+                protocol,
+                transport="tcp",
+                tls=not args.no_tls,
+                timeout=300,
+                data_parties=[OWNER, CLIENT],
+            )
+            for model in args.models:
+                for line in summarise(protocol, path, model, res, p, args.queries):
+                    print(line, flush=True)
     return 0
 
 

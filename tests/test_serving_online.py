@@ -15,7 +15,8 @@ OWNER, CLIENT = "owner", "client"
 G = np.random.default_rng(77)  # test data only
 W1, B1 = G.uniform(-1, 1, (4, 5)), G.uniform(-1, 1, 5)
 W2, B2 = G.uniform(-1, 1, (5, 2)), G.uniform(-1, 1, 2)
-ROWS = [G.uniform(-3, 3, (1, 4)), G.uniform(-3, 3, (3, 4)), np.zeros((1, 4))]
+ROWS = [G.uniform(-3, 3, (1, 4)), G.uniform(-3, 3, (3, 4)), np.zeros((1, 4)), G.uniform(-3, 3, (1, 4))]
+ROWS += [G.uniform(-3, 3, (2, 4))]  # row counts 1, 3, 1, 1, 2: dealt ahead, used up, in line
 
 
 def plain_logits(x):
@@ -29,22 +30,26 @@ def serve(s):
     def logits(x, exact=False):
         return affine(affine(x, m[0], m[1]).relu(), m[2], m[3], exact=exact)
 
-    q_logits = Query(s, CLIENT, 4, logits, bound=4.0)
-    q_argmax = Query(s, CLIENT, 4, lambda x: logits(x, exact=True).argmax(axis=-1), bound=4.0)
-    out = []
-    for rows in ROWS:
-        with s.scope() as cost:
-            z = q_logits(rows if s.party == CLIENT else None)
-            k = q_argmax(rows if s.party == CLIENT else None)
-        out.append((z, k, cost.as_dict()["bytes_sent"] + cost.as_dict()["bytes_received"]))
-    return out
+    client = s.party == CLIENT
+    logits_out, argmax_out = [], []
+    with Query(s, CLIENT, 4, logits, bound=4.0, pool=True) as q:
+        for rows in ROWS:
+            with s.scope() as cost:
+                z = q(rows if client else None)
+            logits_out.append((z, cost.as_dict()["bytes_sent"] + cost.as_dict()["bytes_received"]))
+    with Query(s, CLIENT, 4, lambda x: logits(x, exact=True).argmax(axis=-1), bound=4.0) as q:
+        argmax_out = [q(rows if client else None) for rows in ROWS]
+    after = (m[0] * m[0]).reveal(to=CLIENT)  # the dealer stream is the session's again
+    return [(z, k, moved) for (z, moved), k in zip(logits_out, argmax_out)], after
 
 
 @pytest.mark.parametrize("transport", ["local", "tcp"])
 @pytest.mark.parametrize("protocol,n", [("2pc", 2), ("rep3", 3)])
 def test_only_the_client_gets_the_plaintext_answer(protocol, n, transport):
     res = covault.run(serve, n, protocol, transport=transport, data_parties=[OWNER, CLIENT])
-    for party, out in res.items():
+    for party, (out, after) in res.items():
+        if party == CLIENT:
+            np.testing.assert_allclose(after, W1 * W1, atol=4 * ULP)
         for rows, (z, k, moved) in zip(ROWS, out):
             if party != CLIENT:
                 assert z is None and k is None
@@ -92,3 +97,20 @@ def test_malformed_rows_and_a_compute_client_are_refused():
 
     with pytest.raises(ProtocolError, match="'p0' must be a data party"):
         covault.run(compute_client, 3, "rep3", timeout=10)
+
+
+def test_a_dealt_query_holds_the_dealer_stream():
+    """While the next query is dealt ahead, a step that needs dealt randomness raises (it would
+    take the query's tuples out of order); after the with-block it runs."""
+
+    def prog(s):
+        x = s.input(np.ones(3) if s.party == "p0" else None, owner="p0")
+        with Query(s, CLIENT, 3, lambda r: r * r, pool=True) as q:
+            q(np.ones((1, 3)) if s.party == CLIENT else None)
+            if s.party in ("p0", "p1", "dealer"):
+                with pytest.raises(ProtocolError, match="dealt ahead: leave the query's with-block"):
+                    x * x
+        return (x * x).reveal()
+
+    res = covault.run(prog, 2, "2pc", data_parties=[CLIENT])
+    np.testing.assert_allclose(res["p0"], np.ones(3), atol=4 * ULP)

@@ -30,6 +30,17 @@ class Query:
 
     ``bound``: the public bound on the rows' magnitudes, checked at the client (default: the
     fixed-point range); ``fn`` maps the secret rows to the secret answer.
+
+    ``pool=True`` (sessions with a dealer; use the query as a context manager): the dealer
+    deals the correlated randomness of the next single-row query ahead of it, on entry and
+    right after each single-row query, so that the compute parties find every tuple of a
+    single-row query already sent: its online path is their own rounds only. A query of
+    ``n != 1`` rows after a dealt one first runs ``fn`` on a zero row at the compute parties (a
+    dummy, never opened) to use up the dealt tuples, then takes its own, dealt in line; leaving
+    the ``with`` block does the same. Every serving party follows this rule from the announced
+    row counts. While tuples are dealt ahead, the session's dealer stream belongs to the query:
+    any other step that needs dealt randomness raises :class:`ProtocolError` instead of taking
+    them out of order.
     """
 
     def __init__(
@@ -40,6 +51,7 @@ class Query:
         fn: Callable[[SecretTensor], SecretTensor],
         *,
         bound: float | None = None,
+        pool: bool = False,
     ) -> None:
         session.check_party(client, "query client")
         if client in session.compute_parties or client == session.dealer:
@@ -50,18 +62,84 @@ class Query:
         self.frac: int | None = None
         self.bound = None if bound is None else session.fxp.check_bound(bound, f"query of client {client!r}")
         self.serving = (*session.compute_parties, *((session.dealer,) if session.dealer else ()))
+        self.pool = pool and session.dealer is not None and session.party in self.serving
+        self.pooled = False  # the next single-row query's tuples are dealt (same at every serving party)
+        self._provider: Any = None
+
+    def __enter__(self) -> Query:
+        if self.pool:
+            self._prepare()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.drain()
+        else:
+            self._release()
 
     def __call__(self, rows: Any) -> np.ndarray | None:
         s = self.session
         if s.party != self.client and s.party not in self.serving:
             return None  # another data party: not part of this query
         x = self._share(rows)
-        if s.party == self.client and self.frac is not None:
-            raw = s.protocol.reveal(x.shares, (self.client,))  # a data party computes nothing
-            return raw if self.frac == 0 else raw.astype(np.float64) / float(1 << self.frac)
+        if s.party == self.client:
+            if self.frac is not None:  # a data party computes nothing: just receive
+                raw = s.protocol.reveal(x.shares, (self.client,))
+                return raw if self.frac == 0 else raw.astype(np.float64) / float(1 << self.frac)
+            y = self.fn(x)
+            self.frac = y.frac  # fixed by fn: the client runs fn (on empty shares) once
+            return y.reveal(to=self.client)
+        n = x.shape[0]
+        if self.pooled and n != 1:
+            self.drain()
+        dealt, self.pooled = self.pooled, False
+        self._release()
+        if s.party == s.dealer:
+            if not dealt:
+                self.fn(x)  # this query's tuples, in line
+            if self.pool and n == 1:
+                self._prepare()
+            return None
         y = self.fn(x)
-        self.frac = y.frac  # fixed by fn: the client runs fn (on empty shares) once
+        if self.pool and n == 1:
+            self._hold()
         return y.reveal(to=self.client)
+
+    def drain(self) -> None:
+        """Use up tuples dealt ahead (a dummy zero row at the compute parties) and give the
+        dealer stream back to the session."""
+        s = self.session
+        if self.pooled and s.party in s.compute_parties:
+            self._release()
+            p, shape = s.protocol, (1, self.features)
+            self.fn(self._secret(p.add_public(p.empty(shape), np.zeros(shape, np.int64))))
+        self.pooled = False
+        self._release()
+
+    def _prepare(self) -> None:
+        """The dealer deals the next single-row query's tuples now (the compute parties take
+        them from the transport and their seeds when that query comes)."""
+        s = self.session
+        self._release()
+        if s.party == s.dealer:
+            self.fn(self._secret(s.protocol.empty((1, self.features))))
+        self.pooled = True
+        self._hold()
+
+    def _hold(self) -> None:
+        self.pooled = True
+        if self._provider is None:
+            self._provider = self.session.protocol.provider
+            self.session.protocol.provider = _Held(self.client)
+
+    def _release(self) -> None:
+        if self._provider is not None:
+            self.session.protocol.provider, self._provider = self._provider, None
+
+    def _secret(self, shares: np.ndarray) -> SecretTensor:
+        s = self.session
+        bound = s.fxp.max_abs if self.bound is None else self.bound
+        return SecretTensor(s, shares, s.frac_bits, bound)
 
     def _share(self, rows: Any) -> SecretTensor:
         """The client's rows as a secret tensor: the row count goes to the compute parties and
@@ -82,9 +160,20 @@ class Query:
             n = int(s.net.exchange(recv_from=[self.client])[self.client][0][0])
             if not 0 < n <= MAX_ROWS:
                 raise ShapeError(f"{what}: the client announced {n} rows (1 to {MAX_ROWS} allowed)")
-        shares = s.protocol.share(enc, self.client, (n, self.features))
-        bound = s.fxp.max_abs if self.bound is None else self.bound
-        return SecretTensor(s, shares, s.frac_bits, bound)
+        return self._secret(s.protocol.share(enc, self.client, (n, self.features)))
+
+
+class _Held:
+    """The provider's place while a query's tuples are dealt ahead: every use raises."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        raise ProtocolError(
+            f"dealt randomness ({name}) was asked for while the next query of client {self.client!r} "
+            "is dealt ahead: leave the query's with-block (or call drain()) before other steps"
+        )
 
 
 def affine(x: SecretTensor, w: SecretTensor, b: SecretTensor, *, exact: bool = False) -> SecretTensor:
