@@ -5,8 +5,9 @@ its rows of ``features`` columns (the compute parties and the dealer learn their
 their values; other data parties, such as a model owner, take no part and learn nothing),
 the compute parties and the dealer evaluate ``fn`` on the secret rows, and the result is opened
 to the client alone (:meth:`~covault.tensor.SecretTensor.reveal` with ``to=client``): the
-compute parties and the dealer see shares and masked values only. Costs per model kind: ``docs/serving.md``, "Online
-cost".
+compute parties and the dealer see shares and masked values only. :func:`affine` is a layer
+that can skip its truncation before a comparison. Costs per model kind: ``docs/serving.md``,
+"Online cost".
 """
 
 from __future__ import annotations
