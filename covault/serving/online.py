@@ -12,6 +12,7 @@ that can skip its truncation before a comparison. Costs per model kind: ``docs/s
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from covault import bounds
 from covault.errors import ProtocolError, ShapeError
+from covault.randomness.providers.dealer import DealerProvider
 from covault.session import Session
 from covault.tensor import SecretTensor
 
@@ -101,7 +103,7 @@ class Query:
             if self.pool and n == 1:
                 self._prepare()
             return None
-        y = self.fn(x)
+        y = self._batched(lambda: self.fn(x)) if dealt else self.fn(x)
         if self.pool and n == 1:
             self._hold()
         return y.reveal(to=self.client)
@@ -113,7 +115,8 @@ class Query:
         if self.pooled and s.party in s.compute_parties:
             self._release()
             p, shape = s.protocol, (1, self.features)
-            self.fn(self._secret(p.add_public(p.empty(shape), np.zeros(shape, np.int64))))
+            zero = self._secret(p.add_public(p.empty(shape), np.zeros(shape, np.int64)))
+            self._batched(lambda: self.fn(zero))
         self.pooled = False
         self._release()
 
@@ -123,9 +126,41 @@ class Query:
         s = self.session
         self._release()
         if s.party == s.dealer:
-            self.fn(self._secret(s.protocol.empty((1, self.features))))
+            self._batched(lambda: self.fn(self._secret(s.protocol.empty((1, self.features)))))
         self.pooled = True
         self._hold()
+
+    def _batched(self, run: Callable[[], Any]) -> Any:
+        """``run()`` with the dealer's messages of a query dealt ahead in ONE message: the
+        dealer collects its corrections and sends them together, P1 receives them first and
+        takes them one by one (P0 receives none); all of them, or ProtocolError."""
+        s = self.session
+        provider = s.protocol.provider
+        if not isinstance(provider, DealerProvider) or s.party == s.compute_parties[0]:
+            return run()
+        p1 = s.compute_parties[1]
+        channel = provider.channel
+        if s.party == s.dealer:
+            batch = _Batch()
+            provider.channel = batch
+            try:
+                out = run()
+            finally:
+                provider.channel = channel
+            channel.send_offline(p1, batch.pack())
+            return out
+        batch = _Batch(channel.recv_offline(s.dealer))
+        provider.channel = batch
+        try:
+            out = run()
+        finally:
+            provider.channel = channel
+        if batch.messages:
+            raise ProtocolError(
+                f"query of client {self.client!r}: {len(batch.messages)} of the dealer's messages dealt "
+                "ahead were left unused (the model differs between the dealer and the compute parties?)"
+            )
+        return out
 
     def _hold(self) -> None:
         self.pooled = True
@@ -162,6 +197,29 @@ class Query:
             if not 0 < n <= MAX_ROWS:
                 raise ShapeError(f"{what}: the client announced {n} rows (1 to {MAX_ROWS} allowed)")
         return self._secret(s.protocol.share(enc, self.client, (n, self.features)))
+
+
+class _Batch:
+    """The dealer's messages of one query as one: collected at the dealer, replayed at P1."""
+
+    def __init__(self, packed: list[np.ndarray] | None = None) -> None:
+        self.messages: deque[list[np.ndarray]] = deque()
+        if packed is not None:
+            rest = iter(packed[1:])
+            for k in packed[0]:
+                self.messages.append([next(rest) for _ in range(int(k))])
+
+    def send_offline(self, to: str, message: list[np.ndarray]) -> None:
+        self.messages.append(list(message))
+
+    def recv_offline(self, frm: str) -> list[np.ndarray]:
+        if not self.messages:
+            raise ProtocolError("a query dealt ahead asked for more of the dealer's messages than were dealt")
+        return self.messages.popleft()
+
+    def pack(self) -> list[np.ndarray]:
+        counts = np.array([len(m) for m in self.messages], dtype=np.int64)
+        return [counts, *(a for m in self.messages for a in m)]
 
 
 class _Held:
