@@ -9,6 +9,7 @@ import pytest
 import covault
 from covault.errors import ProtocolError, ShapeError
 from covault.serving.online import Query, affine
+from covault.transport.transcript import read_transcript
 from tests.helpers import ULP
 
 OWNER, CLIENT = "owner", "client"
@@ -114,3 +115,35 @@ def test_a_dealt_query_holds_the_dealer_stream():
 
     res = covault.run(prog, 2, "2pc", data_parties=[CLIENT])
     np.testing.assert_allclose(res["p0"], np.ones(3), atol=4 * ULP)
+
+
+@pytest.mark.parametrize("protocol,n", [("2pc", 2), ("rep3", 3)])
+def test_the_transcripts_hold_neither_the_query_nor_the_answer(protocol, n, tmp_path):
+    """Every message a compute party or the dealer receives, read from all parties' transcripts:
+    none holds a word of the encoded query row or of the answer the client opens."""
+    row = np.array([[1.2345, -2.5, 0.75, 2.875]])
+
+    def prog(s):
+        m = [s.input(v if s.party == OWNER else None, owner=OWNER, bound=2.0) for v in (W1, B1, W2, B2)]
+        fn = lambda x: affine(affine(x, m[0], m[1]).relu(), m[2], m[3])  # noqa: E731
+        with Query(s, CLIENT, 4, fn, bound=4.0, pool=True) as q:
+            return [q(row if s.party == CLIENT else None) for _ in range(2)]
+
+    res = covault.run(prog, n, protocol, transcript_dir=tmp_path, data_parties=[OWNER, CLIENT])
+    answer = res[CLIENT][0]
+    np.testing.assert_allclose(answer, plain_logits(row), atol=64 * ULP)
+    secret = set(np.round(row * 2**16).astype(np.int64).ravel()) | set(
+        np.round(answer * 2**16).astype(np.int64).ravel()
+    )
+    servers = {f"p{i}" for i in range(n)} | ({"dealer"} if protocol == "2pc" else set())
+    seen = 0
+    for path in tmp_path.glob("*.transcript"):
+        _, messages = read_transcript(path)
+        for msg in messages:
+            if msg["to"] not in servers:
+                continue
+            for a in msg["arrays"]:
+                if a.dtype == np.int64:
+                    seen += a.size
+                    assert not secret & set(a.ravel().tolist()), f"{path.name} -> {msg['to']}"
+    assert seen > 200  # the shares of the model and the rows, and every round
