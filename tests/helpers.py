@@ -1,6 +1,7 @@
 """Test helpers shared by the test modules: run a program under each protocol and check that every
 compute party agrees; a value at its owner only; free loopback ports; bit balance of shares; small
-job files, CSV tables and their deployment (certificates, addresses); approvals; party processes."""
+job files, CSV tables and their deployment (certificates, addresses); a TLS consortium config;
+approvals; party processes."""
 
 from __future__ import annotations
 
@@ -146,16 +147,36 @@ def run_parties(path: Path, options: dict[str, list[str]]) -> dict[str, tuple[st
         n: subprocess.Popen([*cmd, n, *opts], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for n, opts in options.items()
     }
+    return wait_parties(procs)
+
+
+def wait_parties(procs: dict[str, subprocess.Popen], timeout: float = 90) -> dict[str, tuple[str, str, int]]:
+    """``{name: (stdout, stderr, exit code)}`` of party processes; any still running after
+    ``timeout`` s (or an error here) is killed."""
     done = {}
     try:
         for n, p in procs.items():
-            done[n] = (*p.communicate(timeout=90), p.returncode)
+            done[n] = (*p.communicate(timeout=timeout), p.returncode)
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait()
     return done
+
+
+def tls_consortium(folder: Path, top: list[str], names) -> Path:
+    """``folder/consortium.toml``: the ``top`` lines, ``[tls] certs = "certs"`` (a fresh CA and
+    every party's certificate, issued at one desk) and a free loopback address per party."""
+    certs = folder / "certs"
+    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
+    lines = [*top, "[tls]", 'certs = "certs"']
+    for n, port in zip(names, free_ports(len(names))):
+        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
+        lines += [f"[parties.{n}]", f'address = "127.0.0.1:{port}"']
+    path = folder / "consortium.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def approve_all(path: Path, names) -> None:

@@ -15,6 +15,8 @@
     covault certs revoke CA_DIR NAME|CERT.pem|--serial S   at the CA: CA_DIR/revoked.crl.pem [--reason R]
     covault certs crl CA_DIR [--days N]                    at the CA: a fresh revocation list
     covault certs issue DIR NAME [--days N]                local tests only: every party's key at one desk
+    covault serve CONFIG --as NAME --model M [--dir DIR]   a compute party (or the dealer) serves a secret model
+    covault predict CONFIG --as NAME --model M --input F   the client's private query: rows.csv in, its answer out
     covault party CONFIG --as NAME SCRIPT.py               one party of a consortium, running a script
     covault run CONFIG SCRIPT.py                           every party of CONFIG on this machine
 

@@ -1,0 +1,73 @@
+"""``covault predict CONFIG --as NAME --model NAME --input rows.csv``: a client's private query
+to a secret model served by ``covault serve`` (``docs/serving.md``, "Service")."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from covault.cli.common import run_job
+from covault.exitcodes import EXIT_OK
+
+ORDER = 78
+HELP = "query a served secret model with this client's rows; only this party sees the answer"
+DESCRIPTION = (
+    "predict: the client, a data party of CONFIG (--as NAME), secret-shares the rows of --input "
+    "(CSV of numbers, one row per line, an optional header line) with the parties running covault "
+    "serve for MODEL and alone receives the answer: one line per row (--json: one JSON object)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="consortium TOML config")
+    p.add_argument("--as", dest="name", required=True, metavar="NAME", help="this client party")
+    p.add_argument("--model", required=True, metavar="MODEL", help="the secret model's name")
+    p.add_argument("--input", required=True, type=Path, metavar="CSV", help="the rows, one per line")
+    p.add_argument("--json", action="store_true", help='print {"model", "rows", "predictions"}')
+
+
+def read_rows(path: Path) -> list[list[float]]:
+    """The numeric rows of a CSV file; a first line that is not numeric is a header. ValueError
+    naming the file and line otherwise."""
+    with path.open(newline="") as f:
+        lines = [r for r in csv.reader(f) if r]
+    rows = []
+    for i, line in enumerate(lines, 1):
+        try:
+            rows.append([float(v) for v in line])
+        except ValueError:
+            if i == 1:
+                continue
+            raise ValueError(f"{path}, line {i}: not a row of numbers") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    prog = f"covault predict (party {args.name})"
+
+    def body() -> int:
+        from covault.ingest.errors import DataError
+        from covault.serving.client import Client
+
+        try:
+            rows = read_rows(args.input)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        with Client(args.config, as_=args.name, model=args.model) as client:
+            out = client.predict(rows)
+        if args.json:
+            print(
+                json.dumps({"model": args.model, "rows": len(rows), "predictions": out.tolist()}), flush=True
+            )
+        else:
+            for row in out.reshape(len(rows), -1):
+                print(",".join(f"{v:.6g}" for v in row))
+        sys.stdout.flush()
+        return EXIT_OK
+
+    return run_job(prog, body)

@@ -1,0 +1,143 @@
+"""``covault serve`` and its clients: every serving party its own process over mutual TLS on
+loopback; the Python Client and ``covault predict`` get the plaintext model's answers, malformed
+rows are refused before anything is sent (the service goes on), and a compute party that dies
+makes the client fail naming it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import covault
+from covault.cli import main as cli
+from covault.deploy.config import load_config
+from covault.errors import EncodingError, PeerError, ShapeError
+from covault.serving import Client
+from covault.serving.formats import PlainModel
+from covault.serving.importer import import_model
+from covault.serving.keys import store_folders
+from tests.helpers import tls_consortium, wait_parties
+
+SERVING = ("a", "b", "dealer")
+RNG = np.random.default_rng(14)
+W1, B1 = RNG.normal(0, 0.4, (5, 8)), RNG.normal(0, 0.1, 8)
+W2, B2 = RNG.normal(0, 0.4, (8, 3)), RNG.normal(0, 0.1, 3)
+LAYERS = [
+    {"op": "linear", "in": 5, "out": 8},
+    {"op": "relu"},
+    {"op": "linear", "in": 8, "out": 3},
+    {"op": "softmax"},
+]
+ERR = 3e-3  # fixed point (16 fractional bits) and the softmax's approximation, docs/serving.md
+
+
+def plain(x):
+    h = np.maximum(x @ W1 + B1, 0) @ W2 + B2
+    e = np.exp(h - h.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    """A 2pc consortium (a, b, the dealer, the model's owner and a client) whose compute
+    parties hold the secret model ``risk``, imported from the owner."""
+    top = ['protocol = "2pc"', 'dealer = "dealer"', "timeout = 20", 'compute = ["a", "b"]']
+    path = tls_consortium(tmp_path_factory.mktemp("serve"), top, [*SERVING, "owner", "client"])
+    folder, keys = store_folders(load_config(path))
+    model = PlainModel(LAYERS, [W1, B1, W2, B2])
+    covault.run(
+        lambda s: import_model(s, "owner", model if s.party == "owner" else None, folder, keys, name="risk"),
+        ["a", "b"],
+        "2pc",
+        data_parties=["owner"],
+    )
+    return path
+
+
+def start_service(config, *extra):
+    cmd = [
+        sys.executable,
+        "-m",
+        "covault",
+        "serve",
+        str(config),
+        "--model",
+        "risk",
+        "--client",
+        "client",
+        "--json",
+    ]
+    return {
+        n: subprocess.Popen(
+            [*cmd, "--as", n, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for n in SERVING
+    }
+
+
+def finish(procs, ok=True):
+    out = wait_parties(procs, 60)
+    if ok:
+        for n, (o, e, code) in out.items():
+            assert code == 0, (n, e)
+    return {n: json.loads(o.splitlines()[-1]) if ok else (code, e) for n, (o, e, code) in out.items()}
+
+
+def test_client_predicts_like_plaintext_and_survives_malformed_rows(config):
+    procs = start_service(config)
+    x = RNG.normal(0, 1, (4, 5))
+    try:
+        with Client(config, as_="client", model="risk") as c:
+            assert c.model.n_features == 5  # the public header only
+            first = c.predict(x[:1])
+            batch = c.predict(x)
+            with pytest.raises(ShapeError, match=r"client 'client'.*shape \(n, 5\).*\(2, 4\)"):
+                c.predict(x[:2, :4])
+            bad = x[:1].copy()
+            bad[0, 2] = np.nan
+            with pytest.raises(EncodingError, match="NaN or infinite value at index"):
+                c.predict(bad)
+            bad[0, 2] = 1e6
+            with pytest.raises(EncodingError, match="outside the fixed-point range"):
+                c.predict(bad)
+            again = c.predict(x[3])  # one row as a vector: the service still serves
+    finally:
+        out = finish(procs)
+    np.testing.assert_allclose(first, plain(x[:1]), atol=ERR)
+    np.testing.assert_allclose(batch, plain(x), atol=ERR)
+    np.testing.assert_allclose(again, plain(x[3:4]), atol=ERR)
+    assert {r["queries"] for r in out.values()} == {3}  # refused rows never reached the service
+
+
+def test_covault_predict_cli(config, tmp_path, capsys):
+    x = RNG.normal(0, 1, (3, 5))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("f1,f2,f3,f4,f5\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in x) + "\n")
+    procs = start_service(config)
+    try:
+        code = cli(
+            ["predict", str(config), "--as", "client", "--model", "risk", "--input", str(rows), "--json"]
+        )
+    finally:
+        finish(procs)
+    assert code == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    np.testing.assert_allclose(np.array(got["predictions"]), plain(np.round(x, 6)), atol=ERR)
+
+
+def test_a_compute_party_that_dies_is_named_at_the_client(config):
+    procs = start_service(config)
+    try:
+        with pytest.raises(PeerError, match="party 'b'"):
+            with Client(config, as_="client", model="risk") as c:
+                c.predict(np.zeros((1, 5)))
+                procs["b"].kill()
+                procs["b"].wait()
+                c.predict(np.zeros((1, 5)))
+    finally:
+        out = finish(procs, ok=False)
+    assert out["a"][0] != 0
