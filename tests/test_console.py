@@ -365,7 +365,7 @@ def parties_of(jobs) -> list[str]:
 def test_the_command_serves_the_token_url_and_stops_on_sigint(jobs):
     """covault console as a process: the printed URL logs in over real HTTP; Ctrl-C stops it and
     the run it started."""
-    import httpx
+    import httpx2 as httpx  # the HTTP client starlette's test client uses (requirements-dev.txt)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "covault", "console", "--as", A, "--jobs", str(jobs), "--port", "0"],
