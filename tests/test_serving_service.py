@@ -140,4 +140,6 @@ def test_a_compute_party_that_dies_is_named_at_the_client(config):
                 c.predict(np.zeros((1, 5)))
     finally:
         out = finish(procs, ok=False)
-    assert out["a"][0] != 0
+    for n in ("a", "dealer"):  # the others stop too, naming the party
+        code, err = out[n]
+        assert code == 1 and "PeerError: party 'b'" in err, (n, code, err)

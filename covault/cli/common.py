@@ -80,7 +80,7 @@ def run_job(prog: str, body: Callable[[], int]) -> int:
 
     from covault.deploy.certs import CertificateError
     from covault.deploy.config import ConfigError
-    from covault.errors import CovaultError, CovaultWarning
+    from covault.errors import CovaultError, CovaultWarning, PeerError
 
     try:
         with warnings.catch_warnings():  # the result's warnings are printed as one line each
@@ -89,6 +89,9 @@ def run_job(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except PeerError as exc:  # a ConnectionError, yet a failed computation, not a bad job
+        error_line(prog, exc)
+        return EXIT_FAILED
     except (ConfigError, CertificateError, OSError) as exc:  # JobError and DataError included
         error_line(prog, exc)
         return EXIT_USAGE
