@@ -6,8 +6,12 @@ makes the client fail naming it."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -20,7 +24,7 @@ from covault.serving import Client
 from covault.serving.formats import PlainModel
 from covault.serving.importer import import_model
 from covault.serving.keys import store_folders
-from tests.helpers import tls_consortium, wait_parties
+from tests.helpers import free_ports, tls_consortium, wait_parties
 
 SERVING = ("a", "b", "dealer")
 RNG = np.random.default_rng(14)
@@ -143,3 +147,49 @@ def test_a_compute_party_that_dies_is_named_at_the_client(config):
     for n in ("a", "dealer"):  # the others stop too, naming the party
         code, err = out[n]
         assert code == 1 and "PeerError: party 'b'" in err, (n, code, err)
+
+
+def test_http_gateway(config, tmp_path):
+    port, token_file = free_ports(1)[0], tmp_path / "client.token"
+    procs = start_service(config)
+    gw = [sys.executable, "-m", "covault", "gateway", str(config), "--as", "client", "--model", "risk"]
+    gateway = subprocess.Popen(
+        [*gw, "--port", str(port), "--token-file", str(token_file)], stderr=subprocess.PIPE, text=True
+    )
+    x = RNG.normal(0, 1, (2, 5))
+    try:
+        url = f"http://127.0.0.1:{port}/predict"
+        for _ in range(300):  # until the gateway listens
+            if token_file.exists():
+                try:
+                    post(url, {"rows": []}, "wrong")
+                except urllib.error.HTTPError:
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        token = token_file.read_text().strip()
+        assert (token_file.stat().st_mode & 0o777) == 0o600
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            post(url, {"rows": x.tolist()}, "wrong")
+        assert denied.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            post(url, {"rows": [[1.0, float("nan"), 0, 0, 0]]}, token)
+        assert bad.value.code == 400 and "NaN" in json.loads(bad.value.read())["error"]
+        got = post(url, {"rows": x.tolist()}, token)
+        gateway.send_signal(signal.SIGTERM)  # the client says it is done
+        assert gateway.wait(timeout=30) == 0, gateway.stderr.read()
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+        out = finish(procs)
+    np.testing.assert_allclose(np.array(got["predictions"]), plain(x), atol=ERR)
+    assert got["rows"] == 2 and {r["queries"] for r in out.values()} == {1}
+
+
+def post(url, body, token):
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
+        return json.loads(r.read())

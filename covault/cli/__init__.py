@@ -17,6 +17,7 @@
     covault certs issue DIR NAME [--days N]                local tests only: every party's key at one desk
     covault serve CONFIG --as NAME --model M [--dir DIR]   a compute party (or the dealer) serves a secret model
     covault predict CONFIG --as NAME --model M --input F   the client's private query: rows.csv in, its answer out
+    covault gateway CONFIG --as NAME --model M [--port P]  the client's HTTP gateway on loopback (POST JSON rows)
     covault party CONFIG --as NAME SCRIPT.py               one party of a consortium, running a script
     covault run CONFIG SCRIPT.py                           every party of CONFIG on this machine
 

@@ -1,0 +1,82 @@
+"""An HTTP gateway on the client's side of a private inference service (``covault gateway``).
+
+It listens on a loopback address only and forwards each ``POST /predict`` (JSON ``{"rows":
+[[...], ...]}``, header ``Authorization: Bearer TOKEN``) to one open :class:`Client`, one
+request at a time; the answer is ``{"model", "rows", "predictions"}``. Malformed rows get 400
+with the client's error (nothing was sent to the service); a failed service gets 502 naming
+the party, and the gateway stops.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+from covault.errors import CovaultError, EncodingError, PeerError, ShapeError
+
+MAX_BODY = 16 << 20  # bytes of one request
+
+
+class GatewayServer(HTTPServer):
+    """The HTTP server of one gateway: ``client`` answers, ``token`` admits; ``failure``: the
+    service's error that stopped it."""
+
+    def __init__(self, client: Any, host: str, port: int, token: str) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise CovaultError(f"gateway of client {client.party!r}: listens on loopback only, got {host!r}")
+        super().__init__((host, port), _Handler)
+        self.client, self.token = client, token
+        self.failure: BaseException | None = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: GatewayServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # no request log on stderr
+        return
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply(405, {"error": 'POST JSON {"rows": [[...], ...]} to /predict'})
+
+    def do_POST(self) -> None:
+        srv = self.server
+        if self.path != "/predict":
+            return self._reply(404, {"error": f"no such endpoint {self.path!r} (POST /predict)"})
+        given = self.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {srv.token}".encode()):
+            return self._reply(401, {"error": "missing or wrong bearer token"})
+        try:
+            size = int(self.headers.get("Content-Length", "-1"))
+        except ValueError:
+            size = -1
+        if not 0 <= size <= MAX_BODY:
+            return self._reply(
+                413, {"error": f"the body must have a Content-Length of at most {MAX_BODY} bytes"}
+            )
+        try:
+            rows = json.loads(self.rfile.read(size))["rows"]
+        except (ValueError, KeyError, TypeError):
+            return self._reply(400, {"error": 'the body must be JSON {"rows": [[number, ...], ...]}'})
+        try:
+            out = srv.client.predict(rows)
+        except (ShapeError, EncodingError) as exc:
+            return self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
+        except PeerError as exc:
+            srv.failure = exc
+            self._reply(502, {"error": f"{type(exc).__name__}: {exc}", "party": exc.party})
+            threading.Thread(target=srv.shutdown, daemon=True).start()
+            return None
+        self._reply(200, {"model": srv.client.model_name, "rows": len(out), "predictions": out.tolist()})
+        return None
