@@ -24,6 +24,7 @@ from covault.serving import Client
 from covault.serving.formats import PlainModel
 from covault.serving.importer import import_model
 from covault.serving.keys import store_folders
+from covault.transport.transcript import read_transcript
 from tests.helpers import free_ports, tls_consortium, wait_parties
 
 SERVING = ("a", "b", "dealer")
@@ -193,3 +194,32 @@ def post(url, body, token):
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
         return json.loads(r.read())
+
+
+def test_the_transcripts_hold_neither_the_query_nor_the_answer(config, tmp_path):
+    """Every message a serving party receives, read from every party's transcript (theirs and
+    the client's): none holds a word of the encoded query rows or of the answer."""
+    x = np.array([[1.2345, -2.5, 0.75, 2.875, -0.3125]])
+    procs = start_service(config, "--transcript", str(tmp_path))
+    try:
+        with Client(config, as_="client", model="risk", transcript_dir=tmp_path) as c:
+            answers = [c.predict(x) for _ in range(2)]
+    finally:
+        finish(procs)
+    np.testing.assert_allclose(answers[0], plain(x), atol=ERR)
+    words = np.concatenate([x.ravel(), *(a.ravel() for a in answers)])
+    secret = set(np.round(words * 2**16).astype(np.int64).tolist())
+    seen = 0
+    for path in tmp_path.glob("*.transcript"):
+        _, messages = read_transcript(path)
+        for msg in messages:
+            if msg["to"] not in SERVING:
+                continue
+            for a in msg["arrays"]:
+                if a.dtype == np.int64:
+                    seen += a.size
+                    assert not secret & set(a.ravel().tolist()), f"{path.name} -> {msg['to']}"
+    assert {p.name for p in tmp_path.glob("*.transcript")} == {
+        f"{n}.transcript" for n in (*SERVING, "client")
+    }
+    assert seen > 100  # the rows' shares and every round of both queries

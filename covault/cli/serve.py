@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds to wait for the next query (default 86400)",
     )
+    p.add_argument(
+        "--transcript",
+        type=Path,
+        metavar="DIR",
+        help="record every message this party sends in DIR/NAME.transcript",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object when the client is done")
 
 
@@ -51,7 +57,13 @@ def main(args: argparse.Namespace) -> int:
 
         config = load_config(args.config)
         out = serve_party(
-            config, args.name, args.model, client=args.client, model_dir=args.dir, idle=args.idle
+            config,
+            args.name,
+            args.model,
+            client=args.client,
+            model_dir=args.dir,
+            idle=args.idle,
+            transcript_dir=args.transcript,
         )
         if args.json:
             print(json.dumps(out), flush=True)

@@ -19,13 +19,14 @@ from covault.serving.service import announce, check_rows, service_config, sessio
 
 
 class Client:
-    """One client party of ``config`` (a path or a loaded consortium config) querying ``model``."""
+    """One client party of ``config`` (a path or a loaded consortium config) querying ``model``;
+    ``transcript_dir``: record every message it sends (:mod:`covault.transport.transcript`)."""
 
-    def __init__(self, config: Any, *, as_: str, model: str) -> None:
+    def __init__(self, config: Any, *, as_: str, model: str, transcript_dir: Any = None) -> None:
         from covault.deploy.config import load_config
 
         self.config = load_config(config) if isinstance(config, str | Path) else config
-        self.party, self.model_name = as_, model
+        self.party, self.model_name, self.transcript_dir = as_, model, transcript_dir
         self.model: Any = None
         self._stack: contextlib.ExitStack | None = None
         self._session: Any = None
@@ -41,9 +42,9 @@ class Client:
         restricted = service_config(self.config, self.party)
         stack = contextlib.ExitStack()
         try:
-            session = stack.enter_context(
-                config_session(restricted, self.party, job=session_job(self.model_name))
-            )
+            job = session_job(self.model_name)
+            opened = config_session(restricted, self.party, job=job, transcript_dir=self.transcript_dir)
+            session = stack.enter_context(opened)
             folder, keys = store_folders(self.config)
             self.model = load_model(session, folder, self.model_name, key_dir=keys)  # the public header
             self._query = stack.enter_context(

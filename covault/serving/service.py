@@ -99,10 +99,18 @@ def serve(session, model: SecretModel, client: str, *, idle: float = IDLE, pool:
 
 
 def serve_party(
-    config, name: str, model: str, *, client: str | None = None, model_dir=None, idle: float = IDLE
+    config,
+    name: str,
+    model: str,
+    *,
+    client: str | None = None,
+    model_dir=None,
+    idle: float = IDLE,
+    transcript_dir=None,
 ) -> dict[str, Any]:
     """Party ``name`` (a compute party or the dealer) of ``config`` serves ``model`` to the
-    client until it is done: ``{"party", "model", "client", "queries"}``."""
+    client until it is done: ``{"party", "model", "client", "queries"}``. ``transcript_dir``:
+    record every message it sends (:mod:`covault.transport.transcript`)."""
     from covault.deploy.config import ConfigError
     from covault.runtime import config_session
     from covault.serving.keys import store_folders
@@ -113,7 +121,8 @@ def serve_party(
     if name == client:
         raise ConfigError(f"party {name!r} is the client: it queries the service (covault predict)")
     folder, keys = store_folders(config, model_dir)
-    with config_session(restricted, name, job=session_job(model)) as session:
+    job = session_job(model)
+    with config_session(restricted, name, job=job, transcript_dir=transcript_dir) as session:
         secret = load_model(session, folder, model, key_dir=keys)
         queries = serve(session, secret, client, idle=idle)
     return {"party": name, "model": model, "client": client, "queries": queries}
