@@ -1,7 +1,7 @@
 """Test helpers shared by the test modules: run a program under each protocol and check that every
 compute party agrees; a value at its owner only; free loopback ports; bit balance of shares; small
 job files, CSV tables and their deployment (certificates, addresses); a TLS consortium config;
-approvals; party processes."""
+approvals; party processes; an HTTP gateway's token and JSON requests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import json
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +187,25 @@ def approve_all(path: Path, names) -> None:
     approval in the job's certificate folder)."""
     for n in names:
         assert cli(["approve", str(path), "--as", n, "--yes"]) == 0, n
+
+
+def post(url: str, body, token: str) -> dict:
+    """POST ``body`` as JSON to ``url`` with a bearer ``token``: the JSON answer."""
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
+        return json.loads(r.read())
+
+
+def gateway_token(url: str, token_file: Path) -> str:
+    """Wait until the gateway at ``url`` answers (a wrong token's 401), then its token."""
+    for _ in range(300):
+        if token_file.exists():
+            try:
+                post(url, {"rows": []}, "wrong")
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return token_file.read_text().strip()

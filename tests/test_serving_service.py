@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -25,7 +24,7 @@ from covault.serving.formats import PlainModel
 from covault.serving.importer import import_model
 from covault.serving.keys import store_folders
 from covault.transport.transcript import read_transcript
-from tests.helpers import free_ports, tls_consortium, wait_parties
+from tests.helpers import free_ports, gateway_token, post, tls_consortium, wait_parties
 
 SERVING = ("a", "b", "dealer")
 RNG = np.random.default_rng(14)
@@ -160,16 +159,7 @@ def test_http_gateway(config, tmp_path):
     x = RNG.normal(0, 1, (2, 5))
     try:
         url = f"http://127.0.0.1:{port}/predict"
-        for _ in range(300):  # until the gateway listens
-            if token_file.exists():
-                try:
-                    post(url, {"rows": []}, "wrong")
-                except urllib.error.HTTPError:
-                    break
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        token = token_file.read_text().strip()
+        token = gateway_token(url, token_file)
         assert (token_file.stat().st_mode & 0o777) == 0o600
         with pytest.raises(urllib.error.HTTPError) as denied:
             post(url, {"rows": x.tolist()}, "wrong")
@@ -187,13 +177,6 @@ def test_http_gateway(config, tmp_path):
         out = finish(procs)
     np.testing.assert_allclose(np.array(got["predictions"]), plain(x), atol=ERR)
     assert got["rows"] == 2 and {r["queries"] for r in out.values()} == {1}
-
-
-def post(url, body, token):
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-    with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
-        return json.loads(r.read())
 
 
 def test_the_transcripts_hold_neither_the_query_nor_the_answer(config, tmp_path):
