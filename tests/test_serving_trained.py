@@ -1,7 +1,7 @@
 """From a training job to a service: ``covault train`` with ``reveal_model_to = []`` stores the
-model secret-shared, ``covault serve`` serves it at the compute parties and the dealer, and
-``covault predict``, the Python ``Client`` and ``covault gateway`` query it from a data party
-(every party its own process, mutual TLS on loopback; the commands of docs/serving.md, "From a
+model secret-shared, ``covault serve JOB`` serves it at the compute parties and the dealer, and
+``covault predict JOB``, the Python ``Client`` (with a consortium config of the same parties)
+and ``covault gateway JOB`` query it from a data party (every party its own process, mutual TLS on loopback; the commands of docs/serving.md, "From a
 training job to a service")."""
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ REFERENCE = 0.02
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2pc job (compute hospital_a and hospital_b, a dealer, hospital_c a data party) trained
-    by ``covault train`` into the secret model ``fraud``, and the consortium config that serves
-    it to hospital_c: the same compute parties, dealer, addresses and certificates."""
+    by ``covault train`` into the secret model ``fraud``, and a consortium config of the same
+    compute parties, dealer, addresses and certificates, for the Python client hospital_c."""
     folder = tmp_path_factory.mktemp("trained")
     job = tiny_job(folder)
     certs = folder / "certs"
@@ -128,11 +128,11 @@ def test_a_trained_secret_model_is_served_to_the_cli_python_and_http(trained):
     rows = config.parent / "rows.csv"
     rows.write_text("x1,x2,x3,x4\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in x) + "\n")
     answers, queries = {}, []
-    for way in ("cli", "python", "http"):
-        procs = start_service(config)
+    for way in ("cli", "python", "http"):  # the job file serves; the Client reads the consortium config
+        procs = start_service(job)
         try:
             if way == "cli":
-                predict = [sys.executable, "-m", "covault", "predict", str(config), "--as", "hospital_c"]
+                predict = [sys.executable, "-m", "covault", "predict", str(job), "--as", "hospital_c"]
                 out = subprocess.run(
                     [*predict, "--model", "fraud", "--input", str(rows), "--json"],
                     capture_output=True,
@@ -146,7 +146,7 @@ def test_a_trained_secret_model_is_served_to_the_cli_python_and_http(trained):
                     assert c.model.info["model_inputs"] == ["x1", "x2", "x3", "x4"]
                     answers[way] = c.predict(x)
             else:
-                answers[way] = gateway_query(config, config.parent, x)
+                answers[way] = gateway_query(job, config.parent, x)
         finally:
             queries.append(finish(procs))
     assert all({r["queries"] for r in q.values()} == {1} for q in queries)

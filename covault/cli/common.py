@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from covault.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
@@ -132,3 +133,17 @@ def print_warnings(prog: str, result: dict) -> None:
     """One line on stderr per warning of a job result (``TrainingDivergedWarning``)."""
     for w in result.get("warnings") or []:
         print(f"{prog}: warning: {w['type']}: {w['message']}", file=sys.stderr, flush=True)
+
+
+def serving_config(path: Path) -> tuple[Any, Path | None]:
+    """``(config, model folder)`` of ``covault serve`` / ``predict`` / ``gateway``: a consortium
+    config (folder None: ``models`` next to it), or a job file's parties with its ``model_dir``."""
+    from covault.deploy.config import parse_config, read_toml
+
+    raw = read_toml(path)
+    if "task" in raw:  # a job file
+        from covault.jobs.spec import parse_job
+
+        job = parse_job(raw, path)
+        return job.config, job.model_dir
+    return parse_config(raw, path), None

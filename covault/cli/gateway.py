@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from covault.cli.common import run_job
+from covault.cli.common import run_job, serving_config
 from covault.exitcodes import EXIT_OK
 
 ORDER = 79
@@ -25,7 +25,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", type=Path, help="consortium TOML config")
+    p.add_argument("config", type=Path, help="consortium TOML config, or the job file that trained MODEL")
     p.add_argument("--as", dest="name", required=True, metavar="NAME", help="this client party")
     p.add_argument("--model", required=True, metavar="MODEL", help="the secret model's name")
     p.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, stop)
         token_file = args.token_file or args.config.absolute().parent / f"{args.name}.gateway.token"
-        with Client(args.config, as_=args.name, model=args.model) as client:
+        with Client(serving_config(args.config)[0], as_=args.name, model=args.model) as client:
             server = GatewayServer(client, args.host, args.port, write_token(token_file))
             print(
                 f"gateway of {args.name!r} to model {args.model!r}: POST http://{args.host}:{server.server_port}"

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from covault.cli.common import run_job
+from covault.cli.common import run_job, serving_config
 from covault.exitcodes import EXIT_OK
 
 ORDER = 78
@@ -22,7 +22,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", type=Path, help="consortium TOML config")
+    p.add_argument("config", type=Path, help="consortium TOML config, or the job file that trained MODEL")
     p.add_argument("--as", dest="name", required=True, metavar="NAME", help="this client party")
     p.add_argument("--model", required=True, metavar="MODEL", help="the secret model's name")
     p.add_argument("--input", required=True, type=Path, metavar="CSV", help="the rows, one per line")
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
             rows = read_rows(args.input)
         except ValueError as exc:
             raise DataError(str(exc)) from None
-        with Client(args.config, as_=args.name, model=args.model) as client:
+        with Client(serving_config(args.config)[0], as_=args.name, model=args.model) as client:
             out = client.predict(rows)
         if args.json:
             print(

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from covault.cli.common import run_job
+from covault.cli.common import run_job, serving_config
 from covault.exitcodes import EXIT_OK
 
 ORDER = 77
@@ -23,14 +23,17 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", type=Path, help="consortium TOML config")
+    p.add_argument("config", type=Path, help="consortium TOML config, or the job file that trained MODEL")
     p.add_argument("--as", dest="name", required=True, metavar="NAME", help="this party")
     p.add_argument("--model", required=True, metavar="MODEL", help="the secret model's name")
     p.add_argument(
         "--client", metavar="NAME", help="the client party (default: the config's only data party)"
     )
     p.add_argument(
-        "--dir", type=Path, metavar="DIR", help="the model folder (default: models next to CONFIG)"
+        "--dir",
+        type=Path,
+        metavar="DIR",
+        help="the model folder (default: a job's model_dir, else models next to CONFIG)",
     )
     p.add_argument(
         "--idle",
@@ -52,16 +55,15 @@ def main(args: argparse.Namespace) -> int:
     prog = f"covault serve (party {args.name})"
 
     def body() -> int:
-        from covault.deploy.config import load_config
         from covault.serving.service import serve_party
 
-        config = load_config(args.config)
+        config, model_dir = serving_config(args.config)
         out = serve_party(
             config,
             args.name,
             args.model,
             client=args.client,
-            model_dir=args.dir,
+            model_dir=args.dir or model_dir,
             idle=args.idle,
             transcript_dir=args.transcript,
         )
