@@ -25,7 +25,7 @@ from covault.transport.framing import HEADER, KIND_DATA, MAGIC, VERSION
 from covault.transport.tcp import connect_mesh, open_listener
 from covault.transport.tls import TlsIdentity
 from covault.transport.transcript import read_transcript
-from tests.helpers import free_ports
+from tests.helpers import free_ports, wait_parties
 
 pytestmark = pytest.mark.processes
 
@@ -85,17 +85,7 @@ def party(config: Path, name: str, prog: Path, *extra: str, **kw) -> subprocess.
 
 
 def finish(procs: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str, str]]:
-    out = {}
-    try:
-        for name, p in procs.items():
-            o, e = p.communicate(timeout=WAIT)
-            out[name] = (p.returncode, o, e)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
+    return {name: (code, o, e) for name, (o, e, code) in wait_parties(procs, WAIT).items()}
 
 
 def gone(pid: int) -> bool:

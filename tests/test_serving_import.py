@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 import covault
-from covault.cli import main as cli
 from covault.deploy.config import load_config
 from covault.serving import ModelStoreError, load_model
 from covault.serving.formats import read_model, read_safetensors_file
 from covault.serving.keys import store_folders
-from tests.helpers import free_ports
+from tests.helpers import tls_consortium, wait_parties
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -79,22 +78,8 @@ def plain(x):
 
 
 def consortium(tmp_path):
-    certs = tmp_path / "certs"
-    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
-    names = [*COMPUTE, "owner"]
-    lines = [
-        'protocol = "rep3"',
-        "timeout = 30",
-        f"compute = {json.dumps(list(COMPUTE))}",
-        "[tls]",
-        'certs = "certs"',
-    ]
-    for n, port in zip(names, free_ports(len(names))):
-        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
-        lines += [f"[parties.{n}]", f'address = "127.0.0.1:{port}"']
-    path = tmp_path / "consortium.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    top = ['protocol = "rep3"', "timeout = 30", f"compute = {json.dumps(list(COMPUTE))}"]
+    return tls_consortium(tmp_path, top, [*COMPUTE, "owner"])
 
 
 def import_everywhere(config, model_file, *extra):
@@ -109,16 +94,9 @@ def import_everywhere(config, model_file, *extra):
             text=True,
         )
     out = {}
-    try:
-        for n, p in procs.items():
-            o, e = p.communicate(timeout=90)
-            assert p.returncode == 0, (n, e)
-            out[n] = json.loads(o)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    for n, (o, e, code) in wait_parties(procs).items():
+        assert code == 0, (n, e)
+        out[n] = json.loads(o)
     return out
 
 
