@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from covault.serving.store import ModelStoreError, check_name, model_file, read_
 from covault.tensor import SecretTensor
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
+OUTPUTS = ("scores", "logits", "decision")
 KINDS = ("logistic_regression", "linear_regression", "mlp", "sequential")
 FORMAT = 1
 
@@ -75,20 +77,119 @@ class SecretModel:
                 mods.append({"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax}[op]())
         return Sequential(*mods).eval()
 
-    def forward(self, x: SecretTensor, *, scores: bool = True) -> SecretTensor:
-        """Secret outputs for the secret rows ``x`` (n, n_features): probabilities (a final
-        sigmoid or softmax; ``scores=False``: the logits before it) or predictions. Logistic
-        and linear regression give shape (n,), like the job's ONNX model."""
+    def forward(
+        self,
+        x: SecretTensor,
+        *,
+        output: str = "scores",
+        threshold: float | None = None,
+        scores: bool | None = None,
+    ) -> SecretTensor:
+        """Secret outputs for the secret rows ``x`` (n, n_features).
+
+        ``output``: ``"scores"`` (probabilities after a final sigmoid or softmax; the
+        predictions of a regressor), ``"logits"`` (before them) or ``"decision"`` (a
+        classifier's class: ``probability > threshold`` (default 0.5) for a sigmoid or a
+        two-class softmax, the first largest logit's index otherwise). A decision never
+        computes the final activation: its last linear layer keeps the product's fractional
+        bits (:func:`~covault.serving.online.affine`, no truncation) and one comparison of
+        the margin ``logit - logit(threshold)`` decides. ReLU layers and decisions take
+        one-round FSS gates where the session offers them (:mod:`covault.ops.fss`: 2pc with
+        a dealer, bounded values). Logistic and linear regression give shape (n,), like the
+        job's ONNX model; a decision is an integer class of shape (n,). ``scores=False`` is
+        ``output="logits"`` (older callers)."""
+        from covault.serving.online import affine
+
+        if scores is not None:
+            output = "scores" if scores else "logits"
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ModelStoreError(
                 f"model {self.name!r} takes rows of {self.n_features} features, got {x.shape}"
             )
-        out = self.network(scores=scores)(x)
-        if self.kind in ("logistic_regression", "linear_regression"):
-            out = out.reshape(out.shape[0])
-        return out
+        final = self.layers[-1]["op"] if self.layers[-1]["op"] in ("sigmoid", "softmax") else None
+        width = int([la for la in self.layers if la["op"] == "linear"][-1]["out"])
+        margin = _check_output(self.name, output, threshold, final, width)
+        body = self.layers[:-1] if final else self.layers
+        last = max(i for i, la in enumerate(body) if la["op"] == "linear")
+        weights = iter(self.weights)
+        h = x
+        for i, layer in enumerate(body):
+            op = layer["op"]
+            if op == "linear":
+                w, b = next(weights), next(weights)
+                if i == last and margin and width == 2:  # two classes: the margin of class 1
+                    w, b = w[:, 1:2] - w[:, 0:1], b[1:2] - b[0:1]
+                h = affine(h, w, b, exact=i == last and output == "decision")
+            else:
+                h = _activation(op, h)
+        if output == "scores" and final is not None:
+            h = _activation(final, h)
+        elif output == "decision":
+            h = _decide(h, margin, threshold)
+        if self.kind in ("logistic_regression", "linear_regression") or output == "decision":
+            h = h.reshape(h.shape[0])
+        return h
 
     __call__ = forward
+
+
+def _check_output(name: str, output: str, threshold: float | None, final: str | None, width: int) -> bool:
+    """ModelStoreError naming the model unless ``output`` (and ``threshold``) suit it; True
+    where the decision compares one margin (a sigmoid, or a softmax over two classes)."""
+    if output not in OUTPUTS:
+        raise ModelStoreError(f"model {name!r}: output must be one of {OUTPUTS}, got {output!r}")
+    margin = (final == "sigmoid" and width == 1) or (final == "softmax" and width == 2)
+    if output != "decision":
+        if threshold is not None:
+            raise ModelStoreError(f"model {name!r}: a threshold applies to output='decision' only")
+        return False
+    if final is None:
+        raise ModelStoreError(
+            f"model {name!r}: a decision needs a classifier (a final sigmoid or softmax); "
+            "this model predicts values"
+        )
+    if threshold is not None:
+        if not margin:
+            raise ModelStoreError(
+                f"model {name!r}: a threshold needs one probability (a sigmoid, or a softmax over "
+                f"two classes); this model has {width} classes: its decision is the argmax"
+            )
+        if not (isinstance(threshold, int | float) and 0.0 < float(threshold) < 1.0):
+            raise ModelStoreError(
+                f"model {name!r}: threshold must be a probability in (0, 1), got {threshold!r}"
+            )
+    return margin
+
+
+def _fss(x: SecretTensor):
+    """:mod:`covault.ops.fss` where it serves ``x`` (2pc with a dealer, a bounded value), else None."""
+    try:
+        from covault.ops import fss
+    except ImportError:
+        return None
+    return fss if fss.available(x) else None
+
+
+def _activation(op: str, h: SecretTensor) -> SecretTensor:
+    if op == "relu":
+        fast = _fss(h)
+        return fast.relu(h) if fast else h.relu()
+    if op == "softmax":
+        return h.softmax(axis=-1)
+    return h.tanh() if op == "tanh" else h.sigmoid()
+
+
+def _decide(h: SecretTensor, margin: bool, threshold: float | None) -> SecretTensor:
+    """The class from the last layer's outputs ``h`` (fractional bits kept): ``margin > logit(t)``
+    for one margin, else the index of the first largest output."""
+    if not margin:
+        onehot = h.argmax(axis=-1)
+        return (onehot * np.arange(h.shape[-1], dtype=np.int64)).sum(axis=-1)
+    t = 0.5 if threshold is None else float(threshold)
+    if t != 0.5:
+        h = h - math.log(t / (1.0 - t))
+    fast = _fss(h)
+    return fast.positive(h) if fast else h > 0
 
 
 def check_layers(layers: list[dict[str, Any]], shapes: list[tuple[int, ...]], name: str) -> None:

@@ -1,0 +1,110 @@
+"""SecretModel.forward's outputs (scores, logits, decision) against the float64 model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import covault
+from covault.serving.model import SecretModel
+from covault.serving.store import ModelStoreError
+
+RNG = np.random.default_rng(3)
+X = RNG.normal(0, 1, (60, 5))
+W1, B1 = RNG.normal(0, 0.4, (5, 8)), RNG.normal(0, 0.1, 8)
+W3, B3 = RNG.normal(0, 0.6, (8, 3)), RNG.normal(0, 0.1, 3)
+W, B = RNG.normal(0, 0.6, (5, 1)), RNG.normal(0, 0.1, 1)
+MLP = [{"op": "linear", "in": 5, "out": 8}, {"op": "relu"}]
+MODELS = {
+    "mlp3": ("mlp", [*MLP, {"op": "linear", "in": 8, "out": 3}, {"op": "softmax"}], [W1, B1, W3, B3]),
+    "mlp2": (
+        "mlp",
+        [*MLP, {"op": "linear", "in": 8, "out": 2}, {"op": "softmax"}],
+        [W1, B1, W3[:, :2], B3[:2]],
+    ),
+    "lr": ("logistic_regression", [{"op": "linear", "in": 5, "out": 1}, {"op": "sigmoid"}], [W, B]),
+}
+CASES = [("scores", None), ("logits", None), ("decision", None), ("decision", 0.3), ("decision", 0.8)]
+
+
+def plain_logits(name: str) -> np.ndarray:
+    if name == "lr":
+        return X @ W + B
+    _, _, (w1, b1, w2, b2) = MODELS[name]
+    return np.maximum(X @ w1 + b1, 0) @ w2 + b2
+
+
+def plain_answer(name: str, output: str, threshold: float | None) -> np.ndarray:
+    z = plain_logits(name)
+    p = 1 / (1 + np.exp(-z)) if name == "lr" else np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    if output == "logits":
+        return z
+    if output == "scores":
+        return p
+    if name == "mlp3":
+        return z.argmax(axis=1)
+    return (p[:, -1] > (0.5 if threshold is None else threshold)).astype(np.int64)
+
+
+def program(s):
+    owner = s.compute_parties[0]
+
+    def secret(v):
+        return s.input(v if s.party == owner else None, owner=owner)
+
+    x, out = secret(X), {}
+    for name, (kind, layers, weights) in MODELS.items():
+        model = SecretModel(name, kind, layers, [secret(v) for v in weights])
+        for output, threshold in CASES:
+            if threshold is not None and name == "mlp3":
+                continue
+            out[name, output, threshold] = model.forward(x, output=output, threshold=threshold).reveal()
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["2pc", "rep3"])
+def test_outputs_match_the_plaintext_model(protocol):
+    res = covault.run(program, 2 if protocol == "2pc" else 3, protocol)
+    out = res[next(iter(res))]
+    assert len(out) == 13
+    for (name, output, threshold), got in out.items():
+        want = plain_answer(name, output, threshold)
+        if output == "decision":
+            assert got.shape == (len(X),) and got.dtype.kind == "i"
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {threshold}")
+        else:
+            tol = 3e-4 if output == "scores" else 2e-4
+            np.testing.assert_allclose(got, want.reshape(got.shape), atol=tol, err_msg=f"{name} {output}")
+
+
+def test_bad_outputs_are_refused():
+    def prog(s):
+        owner = s.compute_parties[0]
+        ws = [s.input(v if s.party == owner else None, owner=owner) for v in MODELS["mlp3"][2]]
+        lin = [s.input(v if s.party == owner else None, owner=owner) for v in (W, B)]
+        x = s.input(X if s.party == owner else None, owner=owner)
+        mlp = SecretModel("m", "mlp", MODELS["mlp3"][1], ws)
+        reg = SecretModel("r", "linear_regression", [{"op": "linear", "in": 5, "out": 1}], lin)
+        errors = []
+        for model, kw in [
+            (mlp, {"output": "proba"}),
+            (mlp, {"output": "decision", "threshold": 0.4}),
+            (reg, {"output": "decision"}),
+            (
+                SecretModel("l", "logistic_regression", MODELS["lr"][1], lin),
+                {"output": "decision", "threshold": 1.5},
+            ),
+            (mlp, {"output": "scores", "threshold": 0.4}),
+        ]:
+            with pytest.raises(ModelStoreError) as e:
+                model.forward(x, **kw)
+            errors.append(str(e.value))
+        return errors
+
+    res = covault.run(prog, 2, "2pc")
+    errors = res[next(iter(res))]
+    assert "output must be one of" in errors[0]
+    assert "3 classes" in errors[1] and "argmax" in errors[1]
+    assert "needs a classifier" in errors[2]
+    assert "threshold must be a probability" in errors[3]
+    assert "output='decision' only" in errors[4]
