@@ -131,14 +131,15 @@ class Query:
         self._hold()
 
     def _batched(self, run: Callable[[], Any]) -> Any:
-        """``run()`` with the dealer's messages of a query dealt ahead in ONE message: the
-        dealer collects its corrections and sends them together, P1 receives them first and
-        takes them one by one (P0 receives none); all of them, or ProtocolError."""
+        """``run()`` with the dealer's messages of a query dealt ahead in ONE message per compute
+        party: the dealer collects what it sends each of them and sends it together (an empty
+        batch too, so that every compute party knows what to wait for); each compute party
+        receives its batch first and takes the messages one by one; all of them, or
+        ProtocolError."""
         s = self.session
         provider = s.protocol.provider
-        if not isinstance(provider, DealerProvider) or s.party == s.compute_parties[0]:
+        if not isinstance(provider, DealerProvider):
             return run()
-        p1 = s.compute_parties[1]
         channel = provider.channel
         if s.party == s.dealer:
             batch = _Batch()
@@ -147,7 +148,8 @@ class Query:
                 out = run()
             finally:
                 provider.channel = channel
-            channel.send_offline(p1, batch.pack())
+            for p in s.compute_parties:
+                channel.send_offline(p, batch.pack(p))
             return out
         batch = _Batch(channel.recv_offline(s.dealer))
         provider.channel = batch
@@ -200,26 +202,30 @@ class Query:
 
 
 class _Batch:
-    """The dealer's messages of one query as one: collected at the dealer, replayed at P1."""
+    """The dealer's messages of one query, one batch per compute party: collected at the
+    dealer (``send_offline``, ``pack``), replayed at the compute party (``recv_offline``)."""
 
     def __init__(self, packed: list[np.ndarray] | None = None) -> None:
         self.messages: deque[list[np.ndarray]] = deque()
+        self.sent: dict[str, list[list[np.ndarray]]] = {}
         if packed is not None:
             rest = iter(packed[1:])
             for k in packed[0]:
                 self.messages.append([next(rest) for _ in range(int(k))])
 
     def send_offline(self, to: str, message: list[np.ndarray]) -> None:
-        self.messages.append(list(message))
+        self.sent.setdefault(to, []).append(list(message))
 
     def recv_offline(self, frm: str) -> list[np.ndarray]:
         if not self.messages:
             raise ProtocolError("a query dealt ahead asked for more of the dealer's messages than were dealt")
         return self.messages.popleft()
 
-    def pack(self) -> list[np.ndarray]:
-        counts = np.array([len(m) for m in self.messages], dtype=np.int64)
-        return [counts, *(a for m in self.messages for a in m)]
+    def pack(self, to: str) -> list[np.ndarray]:
+        """Every message for party ``to``, as one: their lengths, then their arrays."""
+        sent = self.sent.get(to, [])
+        counts = np.array([len(m) for m in sent], dtype=np.int64)
+        return [counts, *(a for m in sent for a in m)]
 
 
 class _Held:
