@@ -1,0 +1,1 @@
+"""Differential privacy: noise, accounting, DP-SGD inside MPC, the budget ledger."""
