@@ -92,6 +92,15 @@ class Query:
             y = self.fn(x)
             self.frac = y.frac  # fixed by fn: the client runs fn (on empty shares) once
             return y.reveal(to=self.client)
+        y = self.evaluate(x)
+        return None if y is None else y.reveal(to=self.client)
+
+    def evaluate(self, x: SecretTensor) -> SecretTensor | None:
+        """At the serving parties: ``fn`` on the secret rows ``x`` (the dealer: empty shares of
+        the same shape), with the pool's rules; the secret answer (None at the dealer), not yet
+        opened. A service whose rows arrive by another way than :meth:`__call__`'s sharing
+        calls this with their shares."""
+        s = self.session
         n = x.shape[0]
         if self.pooled and n != 1:
             self.drain()
@@ -106,7 +115,7 @@ class Query:
         y = self._batched(lambda: self.fn(x)) if dealt else self.fn(x)
         if self.pool and n == 1:
             self._hold()
-        return y.reveal(to=self.client)
+        return y
 
     def drain(self) -> None:
         """Use up tuples dealt ahead (a dummy zero row at the compute parties) and give the
@@ -173,6 +182,11 @@ class Query:
     def _release(self) -> None:
         if self._provider is not None:
             self.session.protocol.provider, self._provider = self._provider, None
+
+    def secret(self, shares: np.ndarray) -> SecretTensor:
+        """This party's ``shares`` of rows (the dealer: empty ones) as a secret tensor with the
+        query's bound."""
+        return self._secret(shares)
 
     def _secret(self, shares: np.ndarray) -> SecretTensor:
         s = self.session
