@@ -10,7 +10,9 @@ client, both data parties. The owner secret-shares the weights once; then, in on
 session, the client secret-shares each query row and alone receives the answer
 (``reveal(to=client)``). Models: logistic regression on 30 features (``lr-proba``: the
 probability, ``lr-decision``: ``score > 0``) and an MLP 30-64-2 with ReLU (``mlp-logits``,
-``mlp-argmax``: the one-hot decision). Latency is measured at the client, from handing its row
+``mlp-argmax``: the class). The online path evaluates them as stored models do
+(:meth:`covault.serving.model.SecretModel.forward` with ``output="scores" | "logits" |
+"decision"``; ReLU and decisions by one-round FSS gates where the session offers them). Latency is measured at the client, from handing its row
 to receiving the answer, over ``--queries`` single-row queries after a warm-up; rounds and bytes
 are one query's (``session.scope()``; bytes sent per compute party, the most of any, and by the
 dealer, offline). Then batches of rows per query give rows/s. Answers are checked against the
@@ -39,7 +41,8 @@ import time
 import numpy as np
 
 import covault
-from covault.serving.online import Query, affine
+from covault.serving.model import SecretModel
+from covault.serving.online import Query
 
 OWNER, CLIENT = "owner", "client"
 FEATURES, HIDDEN, CLASSES = 30, 64, 2
@@ -66,25 +69,43 @@ def rows(n: int, seed: int) -> np.ndarray:
 
 
 def plain(model: str, p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """The float64 numpy model; decisions as the secure side returns them (0/1, one-hot)."""
+    """The float64 numpy model; decisions as the secure side returns them (the class, 0 or 1)."""
     if model.startswith("lr"):
-        z = x @ p["w"] + p["b"]
+        z = (x @ p["w"] + p["b"])[:, 0]
         return 1 / (1 + np.exp(-z)) if model == "lr-proba" else (z > 0).astype(np.int64)
     z = np.maximum(x @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
     if model == "mlp-logits":
         return z
-    return np.eye(CLASSES, dtype=np.int64)[np.argmax(z, axis=-1)]
+    return np.argmax(z, axis=-1)
+
+
+LR_LAYERS = [{"op": "linear", "in": FEATURES, "out": 1}, {"op": "sigmoid"}]
+MLP_LAYERS = [
+    {"op": "linear", "in": FEATURES, "out": HIDDEN},
+    {"op": "relu"},
+    {"op": "linear", "in": HIDDEN, "out": CLASSES},
+    {"op": "softmax"},
+]
+OUTPUT = {"lr-proba": "scores", "lr-decision": "decision", "mlp-logits": "logits", "mlp-argmax": "decision"}
+
+
+def secret_model(model: str, m: dict) -> SecretModel:
+    if model.startswith("lr"):
+        return SecretModel("lr", "logistic_regression", LR_LAYERS, [m["w"], m["b"]])
+    return SecretModel("mlp", "mlp", MLP_LAYERS, [m["W1"], m["b1"], m["W2"], m["b2"]])
 
 
 def forward(model: str, m: dict, x, exact: bool = True):
-    """The same model on secret tensors (``exact``: no truncation before a decision)."""
+    """The model on secret tensors: the stored model's forward (``exact``), or the plain API's
+    ops with a truncation before every comparison and the generic comparisons."""
+    if exact:
+        return secret_model(model, m).forward(x, output=OUTPUT[model])
     decide = model.endswith(("decision", "argmax"))
-    exact = exact and decide  # a comparison follows: no truncation
     if model.startswith("lr"):
-        z = affine(x, m["w"], m["b"], exact=exact)
+        z = (x @ m["w"] + m["b"]).reshape(x.shape[0])
         return z > 0 if decide else z.sigmoid()
-    z = affine(affine(x, m["W1"], m["b1"]).relu(), m["W2"], m["b2"], exact=exact)
-    return z.argmax(axis=-1) if decide else z
+    z = (x @ m["W1"] + m["b1"]).relu() @ m["W2"] + m["b2"]
+    return (z[:, 1] > z[:, 0]) if decide else z
 
 
 def plain_seconds(model: str, p: dict[str, np.ndarray], n: int) -> float:
