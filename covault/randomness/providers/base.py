@@ -12,11 +12,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from covault.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from covault.randomness.fss import DcfKey
+
 Shape = tuple[int, ...]
+DcfMaker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, list[np.ndarray]]]
 
 
 class Channel(Protocol):
@@ -63,3 +69,13 @@ class CorrelationProvider(ABC):
     def dabit_beaver(self, sr: Shape, sa: Shape) -> list[np.ndarray] | None:
         """A daBit ``r`` (shape sr, as :meth:`dabit`) with a Beaver pair for it: shares of a
         uniform ``a`` (shape sa) and of ``r * a`` (numpy broadcasting of sr against sa)."""
+
+    def dcf(
+        self, shape: Shape, bits: int, make: DcfMaker, words: int, extras: int
+    ) -> tuple[np.ndarray, DcfKey, list[np.ndarray]] | None:
+        """Shares of a uniform mask ``r`` (shape, Z_2^64), a key of the distributed comparison
+        function ``beta 1{x < alpha}`` on ``bits``-bit inputs (:mod:`covault.randomness.fss`)
+        and shares of ``extras`` ring values (shape each), where ``make(r)`` (``r`` flat, run
+        where the function is known) returns ``alpha`` (N,), ``beta`` (N, ``words``) and the
+        extras (N,) each."""
+        raise ProtocolError(f"correlation provider {type(self).__name__} deals no FSS keys (dcf)")

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from covault.errors import ProtocolError
+from covault.randomness import fss
 from covault.randomness.prg import PRG
 from covault.randomness.providers.base import Channel, CorrelationProvider, Shape
 
@@ -88,3 +90,32 @@ class DealerProvider(CorrelationProvider):
             return [r - p0[1], r * (p0[2] + p1[2]) - p0[3]]
 
         return self._deal(spec, make)
+
+    def dcf(self, shape, bits, make, words, extras):
+        """The mask shares, the DCF roots and P0's extras come from the seeds; the correction
+        words go to BOTH compute parties (P0 receives from the dealer here, and only here),
+        followed at P1 by the corrections of its extras."""
+        n = int(np.prod(shape, dtype=np.int64))
+        if self.party == self.dealer:
+            g0, g1 = self.prg[self.p0], self.prg[self.p1]
+            r0, root0 = g0.ring(shape), g0.words((n, 2), np.uint64)
+            e0 = [g0.ring(shape) for _ in range(extras)]
+            r1, root1 = g1.ring(shape), g1.words((n, 2), np.uint64)
+            alpha, beta, values = make((r0 + r1).reshape(-1))
+            key, _ = fss.keygen(alpha, beta, bits, root0, root1)
+            cw = key.corrections()
+            self.channel.send_offline(self.p0, cw)
+            self.channel.send_offline(self.p1, cw + [v.reshape(shape) - p for v, p in zip(values, e0)])
+            return None
+        g = self.prg[self.dealer]
+        r, root = g.ring(shape), g.words((n, 2), np.uint64)
+        mine = [g.ring(shape) for _ in range(extras)] if self.party == self.p0 else None
+        msg = self.channel.recv_offline(self.dealer)
+        key = fss.DcfKey.from_corrections(root, msg, bits)
+        got = len(msg) - 4 if mine is None else extras
+        if key.cw_out.shape[1] != words or got != extras:
+            raise ProtocolError(
+                f"dcf at {self.party!r}: the dealer sent {key.cw_out.shape[1]} payload words and "
+                f"{got} extras, expected {words} and {extras}"
+            )
+        return r, key, mine if mine is not None else [e.reshape(shape) for e in msg[4:]]

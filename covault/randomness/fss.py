@@ -1,0 +1,198 @@
+"""Distributed comparison functions (DCF): function secret sharing of ``x < alpha``.
+
+A DCF key pair (Boyle, Chandran, Gilboa, Gupta, Ishai, Kumar, Rathee, "Function Secret Sharing
+for Mixed-Mode and Fixed-Point Secure Computation", EUROCRYPT 2021, Sec. 3, Fig. 1; function
+secret sharing: Boyle-Gilboa-Ishai, CCS 2016) shares ``f(x) = beta if x < alpha else 0`` for
+``x in [0, 2^bits)`` and a payload ``beta in (Z_2^64)^m``: ``eval(0, k0, x) + eval(1, k1, x) =
+f(x)`` (mod 2^64, word by word), while each key alone is pseudo-random.
+
+**PRG.** Fixed-key AES-128 in Matyas-Meyer-Oseas mode, ``G_c(s) = AES_K(s ^ c) ^ s ^ c`` with a
+public key ``K`` and public block constants ``c`` (Guo, Katz, Wang, Yu, "Efficient and Secure
+Multiparty Computation from Fixed-Key Block Ciphers", IEEE S&P 2020). A node's expansion on
+side ``L`` or ``R`` is ``1 + ceil(m/2)`` blocks: the child seed (bit 0 cleared) with the control
+bit ``t`` in bit 0, then the value words. One ECB call encrypts every element's blocks of a
+level: Python loops over the ``bits`` levels only. Evaluation expands only the side chosen
+by the input bit; key generation expands both sides of both parties.
+
+**Key.** Each party's root seed (128 bits) plus correction words shared by both keys, per
+level: a seed (16 bytes), ``m`` value words (8 m bytes) and two control bits; and ``m`` output
+words. Per element: ``bits (16 + 8 m) + 8 m`` bytes and ``2 bits`` bits (:func:`key_bytes`).
+The roots come from seeds the dealer shares with each party, so only the correction words
+travel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from covault.errors import ProtocolError
+
+FIXED_KEY = bytes.fromhex("7ba1f657ef983f814453e4a23cba76c0")  # public, as MMO requires
+_TAG = np.uint64(0x636F_7661_756C_7446)  # high word of every block constant
+_ONE = np.uint64(1)
+_NOT_ONE = ~np.uint64(1)
+LEAF = 2  # the side index of the leaf conversion's constants
+
+
+def blocks_per_side(m: int) -> int:
+    """AES blocks of one node expansion: the seed block and ``ceil(m/2)`` value blocks."""
+    return 1 + (m + 1) // 2
+
+
+def key_bytes(bits: int, m: int) -> float:
+    """Bytes per element of the correction words (the same for both keys): seeds, value words,
+    control bits (packed) and output words."""
+    return bits * (16 + 8 * m) + 8 * m + bits / 4
+
+
+def _constants(blocks: int) -> np.ndarray:
+    """Block constants ``(3, blocks, 2)`` uint64: sides L, R and the leaf, ``blocks`` each."""
+    side = np.arange(3, dtype=np.uint64)[:, None]
+    j = np.arange(blocks, dtype=np.uint64)[None, :]
+    out = np.empty((3, blocks, 2), dtype=np.uint64)
+    out[..., 0] = (side << np.uint64(32)) | j
+    out[..., 1] = _TAG
+    return out
+
+
+class _MMO:
+    """``AES_K(b) ^ b`` on many 128-bit blocks (uint64 pairs) in one ECB call."""
+
+    def __init__(self) -> None:
+        # ECB as a fixed-key permutation of independent blocks (MMO), not as a cipher mode
+        self._enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305
+
+    def __call__(self, blocks: np.ndarray) -> np.ndarray:
+        blocks = np.ascontiguousarray(blocks, dtype=np.uint64)
+        if blocks.size == 0:
+            return blocks.copy()
+        out = np.frombuffer(self._enc.update(blocks.tobytes()), dtype=np.uint64).reshape(blocks.shape)
+        return out ^ blocks
+
+
+def _split(out: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A node expansion ``(..., blocks, 2)`` -> seed ``(..., 2)`` (bit 0 cleared), control bit
+    ``(...)`` uint8 and value words ``(..., m)`` int64."""
+    seed = out[..., 0, :].copy()
+    t = (seed[..., 0] & _ONE).astype(np.uint8)
+    seed[..., 0] &= _NOT_ONE
+    words = 2 * (out.shape[-2] - 1)
+    vals = np.ascontiguousarray(out[..., 1:, :]).reshape(*out.shape[:-2], words)[..., :m].view(np.int64)
+    return seed, t, vals
+
+
+def _leaf(mmo: _MMO, seed: np.ndarray, m: int, consts: np.ndarray) -> np.ndarray:
+    """The leaf conversion of seeds ``(..., 2)`` to ``m`` ring words."""
+    vb = consts[LEAF, 1:]
+    out = mmo(seed[..., None, :] ^ vb)
+    return out.reshape(*seed.shape[:-1], 2 * vb.shape[0])[..., :m].view(np.int64)
+
+
+def _mask(t: np.ndarray) -> np.ndarray:
+    """0/1 -> all-zero / all-one uint64 words."""
+    return np.negative(t.astype(np.uint64))
+
+
+@dataclass
+class DcfKey:
+    """One party's DCF key for ``N`` elements: ``root`` ``(N, 2)`` uint64 seeds and the correction
+    words common to both keys: ``cw_seed`` ``(bits, N, 2)`` uint64, ``cw_v`` ``(bits, N, m)``
+    int64, ``cw_t`` ``(bits, N, 2)`` uint8 (L, R) and ``cw_out`` ``(N, m)`` int64."""
+
+    root: np.ndarray
+    cw_seed: np.ndarray
+    cw_v: np.ndarray
+    cw_t: np.ndarray
+    cw_out: np.ndarray
+
+    @property
+    def bits(self) -> int:
+        return self.cw_seed.shape[0]
+
+    def corrections(self) -> list[np.ndarray]:
+        """The correction words as a message (control bits packed, 2 bits per level)."""
+        return [self.cw_seed, self.cw_v, np.packbits(self.cw_t.reshape(-1)), self.cw_out]
+
+    @classmethod
+    def from_corrections(cls, root: np.ndarray, message: list[np.ndarray], bits: int) -> DcfKey:
+        """A key from this party's root and the correction words received (checked shapes)."""
+        cw_seed, cw_v, packed, cw_out = message[:4]
+        n, m = root.shape[0], cw_out.shape[-1] if cw_out.ndim == 2 else -1
+        want = {"seed": (bits, n, 2), "value": (bits, n, m), "output": (n, m)}
+        got = {"seed": cw_seed.shape, "value": cw_v.shape, "output": cw_out.shape}
+        if got != want or packed.size != (2 * bits * n + 7) // 8:
+            raise ProtocolError(f"DCF correction words of shapes {got} do not fit {bits} bits, {n} elements")
+        t = np.unpackbits(packed, count=2 * bits * n).reshape(bits, n, 2)
+        return cls(root, cw_seed.view(np.uint64), cw_v.view(np.int64), t, cw_out.view(np.int64))
+
+
+def keygen(
+    alpha: np.ndarray, beta: np.ndarray, bits: int, root0: np.ndarray, root1: np.ndarray
+) -> tuple[DcfKey, DcfKey]:
+    """Keys of ``f(x) = beta if x < alpha else 0`` on ``bits``-bit inputs, for ``N`` elements
+    at once: ``alpha`` ``(N,)`` in ``[0, 2^bits)``, ``beta`` ``(N, m)`` int64, roots ``(N, 2)``
+    uint64 (any 128 bits; bit 0 is ignored). BCG+21 Fig. 1, vectorised over the elements."""
+    alpha = np.asarray(alpha).astype(np.uint64)
+    beta = np.asarray(beta, dtype=np.int64)
+    n, m = alpha.shape[0], beta.shape[1]
+    consts = _constants(blocks_per_side(m))
+    mmo = _MMO()
+    s = np.stack([root0, root1]).astype(np.uint64)  # (2 parties, N, 2)
+    s[..., 0] &= _NOT_ONE
+    t = np.zeros((2, n), dtype=np.uint8)
+    t[1] = 1
+    v_alpha = np.zeros((n, m), dtype=np.int64)
+    idx = np.arange(n)
+    cw_seed = np.empty((bits, n, 2), dtype=np.uint64)
+    cw_v = np.empty((bits, n, m), dtype=np.int64)
+    cw_t = np.empty((bits, n, 2), dtype=np.uint8)
+    for i in range(bits):
+        a = ((alpha >> np.uint64(bits - 1 - i)) & _ONE).astype(np.intp)  # keep side; lose = 1 - a
+        out = mmo(s[:, None, :, None, :] ^ consts[None, :2, None])  # (party, side, N, block, 2)
+        seeds, tb, vals = _split(out, m)
+        keep, lose = (slice(None), a, idx), (slice(None), 1 - a, idx)
+        s_cw = seeds[0][1 - a, idx] ^ seeds[1][1 - a, idx]
+        sign = (1 - 2 * t[1].astype(np.int64))[:, None]
+        v_lose, v_keep = vals[lose], vals[keep]  # (party, N, m)
+        v_cw = sign * (v_lose[1] - v_lose[0] - v_alpha + beta * a[:, None].astype(np.int64))
+        v_alpha = v_alpha - v_keep[1] + v_keep[0] + sign * v_cw
+        au = a.astype(np.uint8)
+        t_l = tb[0, 0] ^ tb[1, 0] ^ au ^ 1
+        t_r = tb[0, 1] ^ tb[1, 1] ^ au
+        t_keep = np.where(au == 1, t_r, t_l)
+        cw_seed[i], cw_v[i] = s_cw, v_cw
+        cw_t[i, :, 0], cw_t[i, :, 1] = t_l, t_r
+        s = seeds[keep] ^ (s_cw[None] & _mask(t)[..., None])
+        t = tb[keep] ^ (t & t_keep[None])
+    conv = _leaf(mmo, s, m, consts)
+    sign = (1 - 2 * t[1].astype(np.int64))[:, None]
+    cw_out = sign * (conv[1] - conv[0] - v_alpha)
+    return tuple(DcfKey(s0, cw_seed, cw_v, cw_t, cw_out) for s0 in (root0, root1))  # type: ignore[return-value]
+
+
+def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
+    """This party's shares ``(N, m)`` int64 of ``f(x)`` for ``x`` ``(N,)`` in ``[0, 2^bits)``
+    (BCG+21 Fig. 1, Eval): one node expansion per level, on the side of ``x``'s bit."""
+    x = np.asarray(x).astype(np.uint64)
+    bits, n, m = key.bits, x.shape[0], key.cw_out.shape[1]
+    consts = _constants(blocks_per_side(m))
+    mmo = _MMO()
+    s = key.root.astype(np.uint64)
+    s[:, 0] &= _NOT_ONE
+    t = np.full(n, party, dtype=np.uint8)
+    v = np.zeros((n, m), dtype=np.int64)
+    idx = np.arange(n)
+    for i in range(bits):
+        xb = ((x >> np.uint64(bits - 1 - i)) & _ONE).astype(np.intp)
+        seed, tn, vals = _split(mmo(s[:, None, :] ^ consts[xb]), m)
+        seed ^= key.cw_seed[i] & _mask(t)[:, None]
+        tn ^= t & key.cw_t[i][idx, xb]
+        v += vals
+        v += key.cw_v[i] * t[:, None].astype(np.int64)
+        s, t = seed, tn
+    v += _leaf(mmo, s, m, consts)
+    v += key.cw_out * t[:, None].astype(np.int64)
+    return -v if party else v
