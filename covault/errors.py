@@ -46,6 +46,23 @@ class ResourceError(CovaultError, MemoryError):
     starts, with the estimate, what it grows with, and what the host has."""
 
 
+class PrivacyBudgetError(CovaultError):
+    """A differential-privacy release would take a data owner's spent epsilon past the cap of
+    its policy; raised before anything is computed or sent. Names the owner, the cap, what is
+    spent and what remains (``owner``, ``cap``, ``spent``, ``remaining``, ``requested``)."""
+
+    def __init__(self, owner: str, cap: float, spent: float, requested: float, what: str = "this release"):
+        self.owner, self.cap, self.spent, self.requested, self.what = owner, cap, spent, requested, what
+        self.remaining = max(cap - spent, 0.0)
+        super().__init__(
+            f"privacy budget of data owner {owner!r}: {what} needs epsilon {requested:g}, but the cap is "
+            f"{cap:g}, {spent:g} is spent and {self.remaining:g} remains"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.owner, self.cap, self.spent, self.requested, self.what)
+
+
 class CovaultWarning(UserWarning):
     """Base class of every warning covault issues on purpose."""
 
