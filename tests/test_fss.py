@@ -166,6 +166,52 @@ def test_identities_of_the_relu_gate():
             assert relu == max(x, 0)
 
 
+@pytest.mark.parametrize("bound", [2.0**15, 4.0, 100.0])
+def test_sigmoid_within_1e_3_over_the_range(bound):
+    ulp = 2.0**-16
+    top = bound - ulp
+    grid = np.linspace(-min(top, 10.0), min(top, 10.0), 4001)
+    knots = gates.sigmoid_pieces()[0]
+    values = np.concatenate(
+        [grid, knots[np.abs(knots) < top], [0.0, ulp, -ulp, top, -top, top / 2, -top / 2]]
+    )
+
+    def prog(s):
+        x = s.input(owner_value(s, values), owner=s.compute_parties[0], bound=bound)
+        with s.scope() as c:
+            y = gates.sigmoid(x)
+        assert y.frac == 16 and y.bound <= 1.0 + 2.0**-14
+        return y.reveal(), c.as_dict()["rounds"]
+
+    res = _run(prog)
+    y, rounds = res["p0"]
+    assert rounds == 2
+    err = np.abs(y - 0.5 * (1 + np.tanh(values / 2)))
+    assert err.max() <= 1e-3
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (0,), (2, 0)])
+def test_sigmoid_shapes(shape):
+    values = np.linspace(-8, 8, int(np.prod(shape))).reshape(shape)
+
+    def prog(s):
+        y = gates.sigmoid(s.input(owner_value(s, values), owner=s.compute_parties[0], bound=16.0))
+        assert y.shape == shape
+        return y.reveal()
+
+    y = _run(prog)["p0"]
+    np.testing.assert_allclose(y, 0.5 * (1 + np.tanh(values / 2)), atol=1e-3)
+
+
+def test_the_sigmoid_pieces_are_the_odd_extension():
+    knots, a, b = gates.sigmoid_pieces()
+    assert len(knots) == 23 and np.all(np.diff(knots) > 0)
+    x = np.linspace(-12, 12, 240001)
+    j = np.searchsorted(knots, x, side="right") - 1
+    approx = np.where(j < 0, 0.0, a[np.maximum(j, 0)] + b[np.maximum(j, 0)] * x)
+    assert np.abs(approx - 0.5 * (1 + np.tanh(x / 2))).max() <= 7.51e-4
+
+
 # -- cost --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [20, 40])
 def test_one_round_and_the_documented_bytes(n):
@@ -182,16 +228,25 @@ def test_one_round_and_the_documented_bytes(n):
             costs.append(c.as_dict())
         return costs
 
+    def prog_sigmoid(s):
+        x = _secret(s, values, n)._new(_secret(s, values, n).shares, 8, float(_top(n)) / 256)
+        with s.scope() as c:
+            gates.sigmoid(x)
+        return [c.as_dict()]
+
     res = covault.run(prog, 2, "2pc")
+    sig = covault.run(prog_sigmoid, 2, "2pc")
     for party, costs in res.items():
-        for (w, extra), c in zip([(1, 8), (3, 24), (1, 8)], costs):
-            key = (n - 1) * (16 + 8 * w) * size + 8 * w * size + (2 * (n - 1) * size + 7) // 8
+        cases = [(n - 1, 1, 8, 1, 0), (n - 1, 3, 24, 1, 0), (n - 1, 1, 8, 1, 0), (n, 2, 24, 2, 8)]
+        for (bits, w, extra, rounds, more), c in zip(cases, costs + sig[party]):
+            key = bits * (16 + 8 * w) * size + 8 * w * size + (2 * bits * size + 7) // 8
             if party == "dealer":
                 assert c["rounds"] == 0 and c["bytes_received"] == 0
                 assert c["bytes_sent"] == 2 * key + extra * size
             else:
-                assert c["rounds"] == 1 and c["bytes_sent"] == word * size
-                assert c["bytes_received"] == word * size + key + (extra * size if party == "p1" else 0)
+                assert c["rounds"] == rounds and c["bytes_sent"] == (word + more) * size
+                got = c["bytes_received"] - (word + more) * size
+                assert got == key + (extra * size if party == "p1" else 0)
 
 
 # -- leakage -----------------------------------------------------------------------------------
@@ -297,12 +352,16 @@ def _prog_tcp(s):
     x = _secret(s, values, 12)
     with s.scope() as c:
         r = gates.relu(x)
-    return r.reveal(), c.as_dict()["rounds"]
+    with s.scope() as c2:
+        y = gates.sigmoid(x._new(x.shares, 8, x.bound / 256))
+    return r.reveal(), c.as_dict()["rounds"], y.reveal(), c2.as_dict()["rounds"]
 
 
 def test_gates_over_tcp_with_tls():
     res = covault.run(_prog_tcp, 2, "2pc", transport="tcp", timeout=60)
+    values = np.array([-3, -1, 0, 1, 2, 1000, -1000]) / 256
     for p in ("p0", "p1"):
-        r, rounds = res[p]
+        r, rounds, y, rounds2 = res[p]
         np.testing.assert_array_equal(r, [0, 0, 0, 1, 2, 1000, 0])
-        assert rounds == 1
+        np.testing.assert_allclose(y, 0.5 * (1 + np.tanh(values / 2)), atol=1e-3)
+        assert rounds == 1 and rounds2 == 2

@@ -174,25 +174,28 @@ def keygen(
 
 
 def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
-    """This party's shares ``(N, m)`` int64 of ``f(x)`` for ``x`` ``(N,)`` in ``[0, 2^bits)``
-    (BCG+21 Fig. 1, Eval): one node expansion per level, on the side of ``x``'s bit."""
+    """This party's shares ``(N, ..., m)`` int64 of ``f(x)`` for ``x`` ``(N, ...)`` in
+    ``[0, 2^bits)``: element ``e``'s key at every point ``x[e, ...]`` (BCG+21 Fig. 1, Eval): one
+    node expansion per level and point, on the side of the point's bit."""
     x = np.asarray(x).astype(np.uint64)
-    bits, n, m = key.bits, x.shape[0], key.cw_out.shape[1]
+    shape = x.shape
+    bits, n, m = key.bits, shape[0], key.cw_out.shape[1]
+    x = x.reshape(n, -1 if n else int(np.prod(shape[1:], dtype=np.int64)))
     consts = _constants(blocks_per_side(m))
     mmo = _MMO()
-    s = key.root.astype(np.uint64)
-    s[:, 0] &= _NOT_ONE
-    t = np.full(n, party, dtype=np.uint8)
-    v = np.zeros((n, m), dtype=np.int64)
-    idx = np.arange(n)
+    s = np.repeat(key.root.astype(np.uint64)[:, None, :], x.shape[1], axis=1)
+    s[..., 0] &= _NOT_ONE
+    t = np.full(x.shape, party, dtype=np.uint8)
+    v = np.zeros((*x.shape, m), dtype=np.int64)
     for i in range(bits):
         xb = ((x >> np.uint64(bits - 1 - i)) & _ONE).astype(np.intp)
-        seed, tn, vals = _split(mmo(s[:, None, :] ^ consts[xb]), m)
-        seed ^= key.cw_seed[i] & _mask(t)[:, None]
-        tn ^= t & key.cw_t[i][idx, xb]
+        seed, tn, vals = _split(mmo(s[..., None, :] ^ consts[xb]), m)
+        seed ^= key.cw_seed[i][:, None, :] & _mask(t)[..., None]
+        tn ^= t & np.take_along_axis(key.cw_t[i], xb, axis=1)
         v += vals
-        v += key.cw_v[i] * t[:, None].astype(np.int64)
+        v += key.cw_v[i][:, None, :] * t[..., None].astype(np.int64)
         s, t = seed, tn
     v += _leaf(mmo, s, m, consts)
-    v += key.cw_out * t[:, None].astype(np.int64)
+    v += key.cw_out[:, None, :] * t[..., None].astype(np.int64)
+    v = v.reshape(*shape, m)
     return -v if party else v
