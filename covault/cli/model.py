@@ -19,7 +19,9 @@ DESCRIPTION = (
     "torch.save'd nn.Sequential .pt/.pth, or .safetensors with --layers), secret-shares its weights, "
     "and each compute party stores its shares in DIR/MODEL.PARTY.shares (--dir, default: models next "
     "to CONFIG), encrypted under its key PARTY.store.key in the config's [tls] certs folder (else "
-    "DIR/keys). No party but the owner sees a weight."
+    "DIR/keys). No party but the owner sees a weight. --answer decision (the owner's policy, "
+    "stored in the model's authenticated header): clients receive only the class (probability > "
+    "--threshold, default 0.5, or the argmax of several classes), never the probabilities."
 )
 
 
@@ -39,6 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     imp.add_argument(
         "--dir", type=Path, metavar="DIR", help="the model folder (default: models next to CONFIG)"
     )
+    imp.add_argument(
+        "--answer",
+        choices=("scores", "decision"),
+        help="the owner's policy: what clients receive (default scores: the probabilities); "
+        "another party passing it checks the owner's",
+    )
+    imp.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="--answer decision on one probability: class 1 where it exceeds T (default 0.5)",
+    )
     imp.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -49,6 +63,9 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.name != args.owner and args.file is not None:
         print(f"{prog}: error: only the owner {args.owner!r} passes a model FILE", file=sys.stderr)
+        return EXIT_USAGE
+    if args.threshold is not None and args.answer != "decision":
+        print(f"{prog}: error: --threshold applies to --answer decision only", file=sys.stderr)
         return EXIT_USAGE
 
     def body() -> int:
@@ -69,17 +86,25 @@ def main(args: argparse.Namespace) -> int:
 
         def program(session):
             return import_model(
-                session, args.owner, plain, folder, keys, name=name, info={"source": "import"}
-            )
+                session, args.owner, plain, folder, keys, name=name, info={"source": "import"},
+                answer=args.answer, threshold=args.threshold,
+            )  # fmt: skip
 
         out = run_party(config, args.name, program, job="covault model import")
         out = {"party": args.name, **out, "read_seconds": read}
+        answer = out["answer"]
+        said = answer["output"] + (
+            f" at probability {answer['threshold']:g}" if "threshold" in answer else ""
+        )
         if args.json:
             print(json.dumps(out), flush=True)
         elif out["path"]:
-            print(f"model {out['model']!r}: this party's shares ({out['bytes']} bytes) in {out['path']}")
+            print(
+                f"model {out['model']!r} (answers: {said}): this party's shares ({out['bytes']} bytes) "
+                f"in {out['path']}"
+            )
         else:
-            print(f"model {out['model']!r} imported (this party holds no shares)")
+            print(f"model {out['model']!r} imported (answers: {said}; this party holds no shares)")
         return EXIT_OK
 
     return run_job(prog, body)

@@ -10,6 +10,7 @@ compute = ["bank_a", "bank_b", "bank_c"]
 reveal_model_to = ["bank_a"]      # default: every data party; [] with model_store: nobody
 model_store = "fraud"             # optional: each compute party keeps its shares, encrypted at rest
 model_dir = "models"              # where (default: models/ next to the job file; docs/serving.md)
+answer = "decision"               # optional, with model_store: clients receive the class only
 test_fraction = 0.2               # where a party gives no `test` file
 seed = 7
 model_out = "model.onnx"          # ONNX file written at every party that receives the model
@@ -68,6 +69,7 @@ JOB_KEYS = {
     "threshold",
     "model_store",
     "model_dir",
+    "answer",
 }
 PARTY_DATA_KEYS = {"data", "test", "policy"}
 SOURCE_KEYS = {"url", "table", "query", "password_env"}
@@ -119,6 +121,7 @@ class Job:
     threshold: float = 0.5
     model_store: str | None = None
     model_dir: Path | None = None
+    answer: str = "scores"
 
     @property
     def name(self) -> str:
@@ -214,7 +217,12 @@ class Job:
             "transform": {c: _transform_json(t) for c, t in sorted(self.transforms.items())},
             "regions": {p: r for p, r in sorted(self.regions.items()) if r is not None},
             "threshold": self.threshold,
-        } | ({} if self.model_store is None else {"model_store": self.model_store})
+        } | self._optional_keys()
+
+    def _optional_keys(self) -> dict[str, Any]:
+        """Keys agreed only where set: jobs without them keep their fingerprints."""
+        out: dict[str, Any] = {} if self.model_store is None else {"model_store": self.model_store}
+        return out | ({} if self.answer == "scores" else {"answer": self.answer})
 
     def fingerprint(self) -> str:
         """Hex digest of everything every party must agree on (checked before any computation)."""
@@ -352,9 +360,11 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
         raise JobError(f"threshold must be a probability in (0, 1), got {threshold!r}")
     if threshold != 0.5 and (TASKS[task]["kind"] != "classification" or int(model.get("n_classes", 2)) != 2):
         raise JobError("threshold applies to binary classification only (the probability of class 1)")
+    answer = _answer(raw.get("answer", "scores"), task, model_store)
     return Job(
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
         model_out, model, features, transforms, policy, owners, float(threshold), model_store, model_dir,
+        answer,
     )  # fmt: skip
 
 
@@ -559,6 +569,23 @@ def _model_store(raw: dict[str, Any], base: Path) -> tuple[str | None, Path | No
     if folder is not None and (not isinstance(folder, str) or not folder):
         raise JobError(f"model_dir must be a folder path, got {folder!r}")
     return name, _resolve(base, folder or "models")
+
+
+def _answer(value: Any, task: str, model_store: str | None) -> str:
+    """The job key ``answer``: what clients of the stored model receive (``docs/serving.md``,
+    "Answer policy"); a decision's threshold is the job's ``threshold``."""
+    from covault.serving.policy import ANSWERS
+
+    if value not in ANSWERS:
+        raise JobError(f"answer must be one of {', '.join(map(repr, ANSWERS))}, got {value!r}")
+    if value == "decision":
+        if model_store is None:
+            raise JobError(
+                "answer = 'decision' is the policy of a stored model's service: give model_store = 'NAME'"
+            )
+        if TASKS[task]["kind"] != "classification":
+            raise JobError(f"answer = 'decision' needs a classifier; task {task!r} predicts values")
+    return value
 
 
 def _reveal_to(

@@ -3,7 +3,10 @@
 
 Each compute party writes its shares, and nothing else, to ``MODEL_DIR/NAME.PARTY.shares``,
 encrypted under its at-rest key: ``PARTY.store.key`` in the job's ``[tls] certs`` folder (the
-folder of its TLS key) where the job names one, else in ``MODEL_DIR/keys``.
+folder of its TLS key) where the job names one, else in ``MODEL_DIR/keys``. The model's public
+header carries the job's model inputs and preprocessing (what a client's raw columns go through,
+:mod:`covault.serving.inputs`) and the answer policy (job key ``answer``, the decision at the
+job's ``threshold``: :mod:`covault.serving.policy`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ def store_trained(job, session, est, model_inputs: list[str], preprocessing) -> 
     None where it holds no shares)."""
     from covault.serving.keys import store_folders
     from covault.serving.model import from_estimator, save_model
+    from covault.serving.policy import make_answer, takes_threshold
 
     info = {
         "task": job.task,
@@ -27,5 +31,9 @@ def store_trained(job, session, est, model_inputs: list[str], preprocessing) -> 
         "threshold": job.threshold,
     }
     model = from_estimator(est, job.model_store, job.task, info)
+    margin = job.answer == "decision" and takes_threshold(model.layers)
+    model.info["answer"] = make_answer(
+        job.answer, job.threshold if margin else None, model.layers, model.name
+    )
     folder, keys = store_folders(job.config, job.model_dir)
     return {**save_model(session, model, folder, keys), "folder": str(folder)}
