@@ -176,26 +176,41 @@ def keygen(
 def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     """This party's shares ``(N, ..., m)`` int64 of ``f(x)`` for ``x`` ``(N, ...)`` in
     ``[0, 2^bits)``: element ``e``'s key at every point ``x[e, ...]`` (BCG+21 Fig. 1, Eval): one
-    node expansion per level and point, on the side of the point's bit."""
+    node expansion per level and point, on the side of the point's bit, into reused buffers."""
     x = np.asarray(x).astype(np.uint64)
     shape = x.shape
     bits, n, m = key.bits, shape[0], key.cw_out.shape[1]
-    x = x.reshape(n, -1 if n else int(np.prod(shape[1:], dtype=np.int64)))
-    consts = _constants(blocks_per_side(m))
-    mmo = _MMO()
-    s = np.repeat(key.root.astype(np.uint64)[:, None, :], x.shape[1], axis=1)
+    per = int(np.prod(shape[1:], dtype=np.int64))
+    x = x.reshape(n, per)
+    blocks = blocks_per_side(m)
+    consts = _constants(blocks)
+    enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305 - see _MMO
+    s = np.repeat(key.root.astype(np.uint64)[:, None, :], per, axis=1)
     s[..., 0] &= _NOT_ONE
-    t = np.full(x.shape, party, dtype=np.uint8)
-    v = np.zeros((*x.shape, m), dtype=np.int64)
+    t = np.full((n, per), party, dtype=np.uint64)
+    v = np.zeros((n, per, m), dtype=np.int64)
+    inp = np.empty((n, per, blocks, 2), dtype=np.uint64)
+    raw = np.empty(inp.nbytes + 16, dtype=np.uint8)  # update_into wants a block of slack
+    out = raw[: inp.nbytes].view(np.uint64).reshape(inp.shape)
+    seed_mask = np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
+    xbits = (x[None] >> shifts) & _ONE  # (bits, n, per)
     for i in range(bits):
-        xb = ((x >> np.uint64(bits - 1 - i)) & _ONE).astype(np.intp)
-        seed, tn, vals = _split(mmo(s[..., None, :] ^ consts[xb]), m)
-        seed ^= key.cw_seed[i][:, None, :] & _mask(t)[..., None]
-        tn ^= t & np.take_along_axis(key.cw_t[i], xb, axis=1)
-        v += vals
-        v += key.cw_v[i][:, None, :] * t[..., None].astype(np.int64)
-        s, t = seed, tn
-    v += _leaf(mmo, s, m, consts)
-    v += key.cw_out[:, None, :] * t[..., None].astype(np.int64)
+        xb = xbits[i]
+        np.bitwise_xor(s[..., None, :], consts[xb.astype(np.intp)], out=inp)
+        if inp.size:
+            enc.update_into(inp.reshape(-1).view(np.uint8), raw)
+        out ^= inp
+        tn = out[..., 0, 0] & _ONE
+        s = out[..., 0, :] & seed_mask
+        tm = np.negative(t)
+        s ^= key.cw_seed[i][:, None, :] & tm[..., None]
+        cw_t = key.cw_t[i].astype(np.uint64)
+        tn ^= t & np.where(xb, cw_t[:, None, 1], cw_t[:, None, 0])
+        v += out[..., 1:, :].reshape(n, per, 2 * (blocks - 1))[..., :m].view(np.int64)
+        v += key.cw_v[i][:, None, :] & tm.view(np.int64)[..., None]
+        t = tn
+    v += _leaf(_MMO(), s, m, consts)
+    v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
     v = v.reshape(*shape, m)
     return -v if party else v
