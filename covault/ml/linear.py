@@ -28,7 +28,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -48,6 +48,9 @@ from covault.ops.nonlinear.roots import reciprocal_core
 from covault.ops.shuffle import shuffle_together
 from covault.optim import SGD
 from covault.tensor import SecretTensor, concatenate, stack
+
+if TYPE_CHECKING:
+    from covault.privacy.dpsgd import DPSGD
 
 DIVERGENCE_FACTOR = 2.0  # last loss above this multiple of the trivial model's: diverged
 NEGATIVE_LOSS = -0.05  # a mean loss below this is impossible: fixed-point values wrapped around
@@ -104,6 +107,7 @@ class _SecureLinear:
         track_loss: bool = False,
         on_epoch: Callable[[int], None] | None = None,
         overwrite: bool = False,
+        privacy: DPSGD | None = None,
     ) -> Self:
         """Train on secret rows ``x`` (n, d) and targets ``y`` (n,) or (n, 1); returns the estimator.
 
@@ -118,10 +122,24 @@ class _SecureLinear:
         (shape ``(epochs,)``; None otherwise): the model's outputs on every training row are
         computed after each epoch (one matmul), the loss values (standardised units, no penalty
         term) in one batched call at the end. ``on_epoch(k)`` is called after epoch ``k``
-        (1-based; progress reporting).
+        (1-based; progress reporting). ``privacy``: train by DP-SGD inside MPC instead
+        (:mod:`covault.ml.dp`; no loss curve; ``privacy_`` reports the epsilon spent).
         """
         x = _check_xy(x, y)
         n, d = x.shape
+        if privacy is not None:
+            from covault.ml.dp import fit_private
+
+            if track_loss:
+                raise ValueError(
+                    f"{type(self).__name__}.fit: track_loss with privacy would release the training "
+                    f"loss outside the privacy accounting"
+                )
+            self.n_features_in_ = d
+            fit_private(self, x, y.reshape(n, 1), privacy, overwrite, on_epoch)
+            for stale in ("coef_", "intercept_"):
+                self.__dict__.pop(stale, None)
+            return self
         session = x.session
         f = session.frac_bits
         y = y.reshape(n, 1)
