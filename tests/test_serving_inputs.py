@@ -16,6 +16,7 @@ import pytest
 import covault
 from covault.errors import ShapeError
 from covault.ingest.connectors import read_table
+from covault.ingest.table import Column, Table
 from covault.ingest.transforms import fit_plain, parse_transforms
 from covault.jobs.plaintext import pooled_rows
 from covault.jobs.spec import load_job
@@ -237,3 +238,18 @@ def spec_preprocessing(info):
     from covault.ingest.transforms import Preprocessing
 
     return Preprocessing.from_json(info["preprocessing"])
+
+
+def test_a_job_without_transforms_takes_its_raw_numbers_as_a_matrix():
+    cols = [Column("x1", "number", np.array([0.5, -1.0])), Column("x2", "number", np.array([2.0, 3.0]))]
+    pre = fit_plain([Table(cols, "t")], [("x1", "number"), ("x2", "number")], {})
+    info = {"model_inputs": list(pre.outputs), "preprocessing": pre.to_json()}
+    assert ModelInputs(info).identity
+    np.testing.assert_array_equal(model_rows(info, [[1.0, 2.0]]), [[1.0, 2.0]])
+    np.testing.assert_array_equal(model_rows(info, [{"x2": 2.0, "x1": 1.0}]), [[1.0, 2.0]])
+    cols[1] = Column("x2", "number", np.array([2.0, 5000.0]))  # an auto scale: no longer as given
+    pre = fit_plain([Table(cols, "t")], [("x1", "number"), ("x2", "number")], {})
+    info = {"model_inputs": list(pre.outputs), "preprocessing": pre.to_json()}
+    with pytest.raises(ShapeError, match="'x2' \\(number\\) by name"):
+        model_rows(info, [[1.0, 2.0]])
+    np.testing.assert_array_equal(model_rows(info, {"x1": [1.0], "x2": [4096.0]}), [[1.0, 512.0]])

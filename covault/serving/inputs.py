@@ -12,7 +12,8 @@ same imputation, clipping, ``log1p``, scales and one-hot encoding. Standardisati
 step: it is folded into the model's first layer (:meth:`covault.ml.preprocessing.StandardScaler.fold`).
 
 A bare matrix is taken as it is only where it already is the model's input space: a model
-without preprocessing, or ``prepared=True``. A missing, extra or misspelt column, a value of
+without preprocessing or whose preprocessing passes number columns through unchanged
+(:attr:`ModelInputs.identity`), or ``prepared=True``. A missing, extra or misspelt column, a value of
 the wrong type, a missing cell without ``impute``, an infinite value or a bool column outside
 0/1 is a :class:`~covault.errors.ShapeError` naming the model and the column, raised before
 anything is sent.
@@ -33,7 +34,7 @@ from covault.ingest.connectors.common import number_text, python_column
 from covault.ingest.connectors.frames import frame_kind
 from covault.ingest.errors import DataError
 from covault.ingest.table import Column, Table
-from covault.ingest.transforms import Preprocessing
+from covault.ingest.transforms import NONE, Preprocessing
 
 SOURCE = "query rows"
 
@@ -66,6 +67,17 @@ class ModelInputs:
             return list(self.preprocessing.inputs)
         return None if self.model_inputs is None else [(c, "number") for c in self.model_inputs]
 
+    @property
+    def identity(self) -> bool:
+        """Whether the model's inputs are its raw columns as they are: no preprocessing, or one
+        that only passes number columns through (no transform, scale factor 1)."""
+        pre = self.preprocessing
+        if pre is None:
+            return True
+        return all(
+            k == "number" and pre.transform_of(c) == NONE and pre.factors[c] == 1.0 for c, k in pre.inputs
+        )
+
     def _expects(self) -> str:
         cols = self.columns
         if cols is None:
@@ -76,7 +88,7 @@ class ModelInputs:
         """float64 ``(n, n_features)``: ``rows`` in the model's input space (module docstring).
         ``prepared``: the rows already are (a matrix, or named columns of the model's inputs)."""
         if _is_matrix(rows):
-            if self.preprocessing is not None and not prepared:
+            if not (prepared or self.identity):
                 raise ShapeError(
                     f"model {self.name!r} takes raw columns and applies its job's transforms: pass "
                     f"{self._expects()} by name (a DataFrame, a mapping of column to values, a list of "
