@@ -59,41 +59,38 @@ def _constants(blocks: int) -> np.ndarray:
 
 
 class _MMO:
-    """``AES_K(b) ^ b`` on many 128-bit blocks (uint64 pairs) in one ECB call."""
+    """``AES_K(b) ^ b`` on every 128-bit block (uint64 pair) of :attr:`inp` in one ECB call, into
+    :attr:`out`; both buffers are reused across the levels."""
 
-    def __init__(self) -> None:
+    def __init__(self, shape: tuple[int, ...]) -> None:
         # ECB as a fixed-key permutation of independent blocks (MMO), not as a cipher mode
         self._enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305
+        self.inp = np.empty(shape, dtype=np.uint64)
+        self._raw = np.empty(self.inp.nbytes + 16, dtype=np.uint8)  # update_into wants slack
+        self.out = self._raw[: self.inp.nbytes].view(np.uint64).reshape(shape)
 
-    def __call__(self, blocks: np.ndarray) -> np.ndarray:
-        blocks = np.ascontiguousarray(blocks, dtype=np.uint64)
-        if blocks.size == 0:
-            return blocks.copy()
-        out = np.frombuffer(self._enc.update(blocks.tobytes()), dtype=np.uint64).reshape(blocks.shape)
-        return out ^ blocks
-
-
-def _split(out: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A node expansion ``(..., blocks, 2)`` -> seed ``(..., 2)`` (bit 0 cleared), control bit
-    ``(...)`` uint8 and value words ``(..., m)`` int64."""
-    seed = out[..., 0, :].copy()
-    t = (seed[..., 0] & _ONE).astype(np.uint8)
-    seed[..., 0] &= _NOT_ONE
-    words = 2 * (out.shape[-2] - 1)
-    vals = np.ascontiguousarray(out[..., 1:, :]).reshape(*out.shape[:-2], words)[..., :m].view(np.int64)
-    return seed, t, vals
+    def __call__(self) -> np.ndarray:
+        if self.inp.size:
+            self._enc.update_into(self.inp.reshape(-1).view(np.uint8), self._raw)
+        self.out ^= self.inp
+        return self.out
 
 
-def _leaf(mmo: _MMO, seed: np.ndarray, m: int, consts: np.ndarray) -> np.ndarray:
+def _children(out: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A node expansion ``(..., blocks, 2)`` -> seeds ``(..., 2)`` (bit 0 cleared), control bits
+    ``(...)`` uint64 (bit 0 of the seed block) and value words ``(..., m)`` int64."""
+    seeds = out[..., 0, :] & np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
+    t = out[..., 0, 0] & _ONE
+    vals = out[..., 1:, :].reshape(*out.shape[:-2], 2 * (out.shape[-2] - 1))[..., :m].view(np.int64)
+    return seeds, t, vals
+
+
+def _leaf(seed: np.ndarray, m: int, consts: np.ndarray) -> np.ndarray:
     """The leaf conversion of seeds ``(..., 2)`` to ``m`` ring words."""
     vb = consts[LEAF, 1:]
-    out = mmo(seed[..., None, :] ^ vb)
-    return out.reshape(*seed.shape[:-1], 2 * vb.shape[0])[..., :m].view(np.int64)
-
-
-def _mask(t: np.ndarray) -> np.ndarray:
-    """0/1 -> all-zero / all-one uint64 words."""
-    return np.negative(t.astype(np.uint64))
+    mmo = _MMO((*seed.shape[:-1], *vb.shape))
+    np.bitwise_xor(seed[..., None, :], vb, out=mmo.inp)
+    return mmo().reshape(*seed.shape[:-1], 2 * vb.shape[0])[..., :m].view(np.int64)
 
 
 @dataclass
@@ -134,42 +131,47 @@ def keygen(
 ) -> tuple[DcfKey, DcfKey]:
     """Keys of ``f(x) = beta if x < alpha else 0`` on ``bits``-bit inputs, for ``N`` elements
     at once: ``alpha`` ``(N,)`` in ``[0, 2^bits)``, ``beta`` ``(N, m)`` int64, roots ``(N, 2)``
-    uint64 (any 128 bits; bit 0 is ignored). BCG+21 Fig. 1, vectorised over the elements."""
+    uint64 (any 128 bits; bit 0 is ignored). BCG+21 Fig. 1, vectorised over the elements: the
+    side of ``alpha``'s bit is kept, the other lost; signs ``(-1)^t1`` are selections."""
     alpha = np.asarray(alpha).astype(np.uint64)
     beta = np.asarray(beta, dtype=np.int64)
     n, m = alpha.shape[0], beta.shape[1]
-    consts = _constants(blocks_per_side(m))
-    mmo = _MMO()
+    blocks = blocks_per_side(m)
+    consts = _constants(blocks)
+    mmo = _MMO((2, 2, n, blocks, 2))  # (party, side, N, block, 2)
     s = np.stack([root0, root1]).astype(np.uint64)  # (2 parties, N, 2)
     s[..., 0] &= _NOT_ONE
-    t = np.zeros((2, n), dtype=np.uint8)
+    t = np.zeros((2, n), dtype=np.uint64)
     t[1] = 1
     v_alpha = np.zeros((n, m), dtype=np.int64)
-    idx = np.arange(n)
     cw_seed = np.empty((bits, n, 2), dtype=np.uint64)
     cw_v = np.empty((bits, n, m), dtype=np.int64)
     cw_t = np.empty((bits, n, 2), dtype=np.uint8)
+    sides = consts[None, :2, None]
     for i in range(bits):
-        a = ((alpha >> np.uint64(bits - 1 - i)) & _ONE).astype(np.intp)  # keep side; lose = 1 - a
-        out = mmo(s[:, None, :, None, :] ^ consts[None, :2, None])  # (party, side, N, block, 2)
-        seeds, tb, vals = _split(out, m)
-        keep, lose = (slice(None), a, idx), (slice(None), 1 - a, idx)
-        s_cw = seeds[0][1 - a, idx] ^ seeds[1][1 - a, idx]
-        sign = (1 - 2 * t[1].astype(np.int64))[:, None]
-        v_lose, v_keep = vals[lose], vals[keep]  # (party, N, m)
-        v_cw = sign * (v_lose[1] - v_lose[0] - v_alpha + beta * a[:, None].astype(np.int64))
-        v_alpha = v_alpha - v_keep[1] + v_keep[0] + sign * v_cw
-        au = a.astype(np.uint8)
-        t_l = tb[0, 0] ^ tb[1, 0] ^ au ^ 1
-        t_r = tb[0, 1] ^ tb[1, 1] ^ au
-        t_keep = np.where(au == 1, t_r, t_l)
+        a = (alpha >> np.uint64(bits - 1 - i)) & _ONE  # keep side a, lose side 1 - a
+        right = a.astype(bool)
+        np.bitwise_xor(s[:, None, :, None, :], sides, out=mmo.inp)
+        seeds, tb, vals = _children(mmo(), m)  # (party, side, N, ...)
+        s_keep = np.where(right[:, None], seeds[:, 1], seeds[:, 0])
+        s_lose = np.where(right[:, None], seeds[:, 0], seeds[:, 1])
+        v_keep = np.where(right[:, None], vals[:, 1], vals[:, 0])
+        v_lose = np.where(right[:, None], vals[:, 0], vals[:, 1])
+        s_cw = s_lose[0] ^ s_lose[1]
+        neg = t[1].astype(bool)[:, None]  # (-1)^t1
+        d = v_lose[1] - v_lose[0] - v_alpha + (beta & np.negative(a).view(np.int64)[:, None])
+        v_cw = np.where(neg, -d, d)
+        v_alpha += v_keep[0] - v_keep[1] + np.where(neg, -v_cw, v_cw)
+        t_l = tb[0, 0] ^ tb[1, 0] ^ a ^ _ONE
+        t_r = tb[0, 1] ^ tb[1, 1] ^ a
+        t_keep = np.where(right, t_r, t_l)
         cw_seed[i], cw_v[i] = s_cw, v_cw
         cw_t[i, :, 0], cw_t[i, :, 1] = t_l, t_r
-        s = seeds[keep] ^ (s_cw[None] & _mask(t)[..., None])
-        t = tb[keep] ^ (t & t_keep[None])
-    conv = _leaf(mmo, s, m, consts)
-    sign = (1 - 2 * t[1].astype(np.int64))[:, None]
-    cw_out = sign * (conv[1] - conv[0] - v_alpha)
+        s = s_keep ^ (s_cw[None] & np.negative(t)[..., None])
+        t = np.where(right, tb[:, 1], tb[:, 0]) ^ (t & t_keep[None])
+    conv = _leaf(s, m, consts)
+    d = conv[1] - conv[0] - v_alpha
+    cw_out = np.where(t[1].astype(bool)[:, None], -d, d)
     return tuple(DcfKey(s0, cw_seed, cw_v, cw_t, cw_out) for s0 in (root0, root1))  # type: ignore[return-value]
 
 
@@ -184,33 +186,25 @@ def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     x = x.reshape(n, per)
     blocks = blocks_per_side(m)
     consts = _constants(blocks)
-    enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305 - see _MMO
+    mmo = _MMO((n, per, blocks, 2))
     s = np.repeat(key.root.astype(np.uint64)[:, None, :], per, axis=1)
     s[..., 0] &= _NOT_ONE
     t = np.full((n, per), party, dtype=np.uint64)
     v = np.zeros((n, per, m), dtype=np.int64)
-    inp = np.empty((n, per, blocks, 2), dtype=np.uint64)
-    raw = np.empty(inp.nbytes + 16, dtype=np.uint8)  # update_into wants a block of slack
-    out = raw[: inp.nbytes].view(np.uint64).reshape(inp.shape)
-    seed_mask = np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
     xbits = (x[None] >> shifts) & _ONE  # (bits, n, per)
     for i in range(bits):
         xb = xbits[i]
-        np.bitwise_xor(s[..., None, :], consts[xb.astype(np.intp)], out=inp)
-        if inp.size:
-            enc.update_into(inp.reshape(-1).view(np.uint8), raw)
-        out ^= inp
-        tn = out[..., 0, 0] & _ONE
-        s = out[..., 0, :] & seed_mask
+        np.bitwise_xor(s[..., None, :], consts[xb.astype(np.intp)], out=mmo.inp)
+        s, tn, vals = _children(mmo(), m)
         tm = np.negative(t)
         s ^= key.cw_seed[i][:, None, :] & tm[..., None]
         cw_t = key.cw_t[i].astype(np.uint64)
         tn ^= t & np.where(xb, cw_t[:, None, 1], cw_t[:, None, 0])
-        v += out[..., 1:, :].reshape(n, per, 2 * (blocks - 1))[..., :m].view(np.int64)
+        v += vals
         v += key.cw_v[i][:, None, :] & tm.view(np.int64)[..., None]
         t = tn
-    v += _leaf(_MMO(), s, m, consts)
+    v += _leaf(s, m, consts)
     v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
     v = v.reshape(*shape, m)
     return -v if party else v
