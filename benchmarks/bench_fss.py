@@ -43,7 +43,7 @@ def _best(fn, reps: int) -> float:
 def dcf_table(reps: int) -> list[str]:
     g = PRG(os.urandom(16))
     lines = [
-        "DCF alone (one party's evaluation; best of %d), microseconds per element" % reps,
+        f"DCF alone (one party's evaluation; best of {reps}), microseconds per element",
         f"{'n':>3} {'key':>6} {'elements':>9} {'keygen':>10} {'eval':>10} {'key bytes':>10}",
     ]
     for n in (32, 48):
