@@ -100,6 +100,18 @@ def _word(n: int) -> type:
     return np.uint64
 
 
+def _open(x: SecretTensor, r: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``X = x + r mod 2^n`` opened to P0 and P1 (flat uint64; one round): each sends its
+    share's low ``n`` bits in the narrowest word. ``r`` None: a party without shares (the
+    dealer, data parties) takes part in the round's bookkeeping and gets None."""
+    proto = x.proto
+    if r is None:
+        return proto.reveal(proto.empty(x.shape), list(proto.compute))
+    full = np.uint64((1 << n) - 1)
+    masked = ((x.shares[0] + r).view(np.uint64) & full).astype(_word(n))
+    return proto.reveal(masked[None], list(proto.compute)).astype(np.uint64).reshape(-1) & full
+
+
 def _dealt(x: SecretTensor, n: int, relu: bool):
     """Deal (dealer), or receive and evaluate (P0, P1) the DCF of the gate; open ``X``.
 
@@ -123,13 +135,10 @@ def _dealt(x: SecretTensor, n: int, relu: bool):
 
     provider = getattr(proto, "provider", None)
     parts = None if provider is None else provider.dcf(shape, n - 1, make, 3 if relu else 1, 3 if relu else 1)
-    dt = _word(n)
+    opened = _open(x, None if parts is None else parts[0], n)
     if parts is None:
-        proto.reveal(proto.empty(shape), list(proto.compute))
         return None
-    r, key, extras = parts
-    masked = ((x.shares[0] + r).view(np.uint64) & full).astype(dt)
-    opened = proto.reveal(masked[None], list(proto.compute)).astype(np.uint64).reshape(-1) & full
+    key, extras = parts[1]()
     out = evaluate(proto.index, key, opened & low)
     p = (opened >> np.uint64(n - 1)).astype(np.int64)
     return p, opened.view(np.int64), out, [e.reshape(-1) for e in extras]
@@ -266,17 +275,12 @@ def sigmoid(x: SecretTensor) -> SecretTensor:
 
     provider = getattr(proto, "provider", None)
     parts = None if provider is None else provider.dcf(shape, n, make, 2, 1)
+    first = proto.index == 0
+    X = _open(x, None if parts is None else parts[0] + (_ring(half) if first else 0), n)
     if parts is None:
-        proto.reveal(proto.empty(shape), list(proto.compute))
         y = proto.empty(shape)
     else:
-        r, key, (R,) = parts
-        first = proto.index == 0
-        masked = (x.shares[0] + r + (_ring(half) if first else 0)).view(np.uint64) & full
-        X = (
-            proto.reveal(masked.astype(_word(n))[None], list(proto.compute)).astype(np.uint64).reshape(-1)
-            & full
-        )
+        key, (R,) = parts[1]()
         points = np.concatenate([X[:, None], (X[:, None] - k[None, :]) & full], axis=1)
         out = evaluate(proto.index, key, points)
         DX, DRX = out[:, :1, 0], out[:, :1, 1]

@@ -72,10 +72,10 @@ class CorrelationProvider(ABC):
 
     def dcf(
         self, shape: Shape, bits: int, make: DcfMaker, words: int, extras: int
-    ) -> tuple[np.ndarray, DcfKey, list[np.ndarray]] | None:
-        """Shares of a uniform mask ``r`` (shape, Z_2^64), a key of the distributed comparison
-        function ``beta 1{x < alpha}`` on ``bits``-bit inputs (:mod:`covault.randomness.fss`)
-        and shares of ``extras`` ring values (shape each), where ``make(r)`` (``r`` flat, run
-        where the function is known) returns ``alpha`` (N,), ``beta`` (N, ``words``) and the
-        extras (N,) each."""
+    ) -> tuple[np.ndarray, Callable[[], tuple[DcfKey, list[np.ndarray]]]] | None:
+        """Shares of a uniform mask ``r`` (shape, Z_2^64) now, and behind a function (so that
+        the caller opens its masked input first) a key of the distributed comparison function
+        ``beta 1{x < alpha}`` on ``bits``-bit inputs (:mod:`covault.randomness.fss`) with shares
+        of ``extras`` ring values (shape each); ``make(r)`` (``r`` flat, run where the function
+        is known) returns ``alpha`` (N,), ``beta`` (N, ``words``) and the extras (N,) each."""
         raise ProtocolError(f"correlation provider {type(self).__name__} deals no FSS keys (dcf)")

@@ -94,7 +94,8 @@ class DealerProvider(CorrelationProvider):
     def dcf(self, shape, bits, make, words, extras):
         """The mask shares, the DCF roots and P0's extras come from the seeds; the correction
         words go to BOTH compute parties (P0 receives from the dealer here, and only here),
-        followed at P1 by the corrections of its extras."""
+        followed at P1 by the corrections of its extras. The key is received when the function
+        is called (the dealer's key generation overlaps the opening)."""
         n = int(np.prod(shape, dtype=np.int64))
         if self.party == self.dealer:
             g0, g1 = self.prg[self.p0], self.prg[self.p1]
@@ -110,12 +111,16 @@ class DealerProvider(CorrelationProvider):
         g = self.prg[self.dealer]
         r, root = g.ring(shape), g.words((n, 2), np.uint64)
         mine = [g.ring(shape) for _ in range(extras)] if self.party == self.p0 else None
-        msg = self.channel.recv_offline(self.dealer)
-        key = fss.DcfKey.from_corrections(root, msg, bits)
-        got = len(msg) - 4 if mine is None else extras
-        if key.cw_out.shape[1] != words or got != extras:
-            raise ProtocolError(
-                f"dcf at {self.party!r}: the dealer sent {key.cw_out.shape[1]} payload words and "
-                f"{got} extras, expected {words} and {extras}"
-            )
-        return r, key, mine if mine is not None else [e.reshape(shape) for e in msg[4:]]
+
+        def receive() -> tuple[fss.DcfKey, list[np.ndarray]]:
+            msg = self.channel.recv_offline(self.dealer)
+            key = fss.DcfKey.from_corrections(root, msg, bits)
+            got = len(msg) - 4 if mine is None else extras
+            if key.cw_out.shape[1] != words or got != extras:
+                raise ProtocolError(
+                    f"dcf at {self.party!r}: the dealer sent {key.cw_out.shape[1]} payload words "
+                    f"and {got} extras, expected {words} and {extras}"
+                )
+            return key, mine if mine is not None else [e.reshape(shape) for e in msg[4:]]
+
+        return r, receive
