@@ -180,3 +180,62 @@ def test_refusals():
         DPSGD(noise_multiplier=1.0, colluding=2).party_sigma(1.0, 2)
     with pytest.raises(ValueError, match="steps"):
         accountant.epsilon_for(1.0, 0.1, 0, 1e-5)
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+def _dp_job(
+    tmp_path, privacy: str, model: str = "standardize = false\nmomentum = 0.5\n", protocol: str = "2pc"
+):
+    """The demo job with public feature scaling ([transform] clip and scale to [0, 1]) and ``privacy``."""
+    from covault.jobs.demo import breast_cancer, make_breast_cancer_job
+
+    path = make_breast_cancer_job(tmp_path, protocol=protocol, epochs=10, batch_size=64, learning_rate=0.5)
+    names, x, _ = breast_cancer()
+    table = "".join(
+        f'"{n}" = {{ clip = [0.0, {float(hi)!r}], scale = {1 / float(hi)!r} }}\n'
+        for n, hi in zip(names, x.max(0))
+    )
+    text = path.read_text().replace("[model]\n", f"[model]\n{model}", 1)
+    text = text.replace("\n[parties.", f"\n{privacy}\n[transform]\n{table}\n[parties.", 1)
+    path.write_text(text)
+    return path
+
+
+def test_dp_job_reports_epsilon(tmp_path):
+    from covault.jobs import run_local
+    from covault.jobs.report import format_table, render_html
+
+    path = _dp_job(tmp_path, "[privacy]\nepsilon = 2.0\ndelta = 1e-6\nmax_grad_norm = 1.5\n")
+    res = run_local(path, transport="local", progress=False)
+    assert 1.9 < res["epsilon_spent"] <= 2.0 and res["delta"] == 1e-6
+    assert res["privacy"]["max_grad_norm"] == 1.5 and res["loss_curve"] is None
+    assert res["metrics"]["accuracy"] > 0.8
+    assert "epsilon 2" in format_table(res) and "DP-SGD inside MPC" in render_html(res)
+
+
+@pytest.mark.parametrize(
+    ("privacy", "model", "match"),
+    [
+        ("[privacy]\nepsilon = -1\n", "standardize = false\n", "epsilon"),
+        ("[privacy]\nepsilon = 1\nmax_grad_norm = 0\n", "standardize = false\n", "max_grad_norm"),
+        ("[privacy]\nepsilon = 1\ndelta = 2\n", "standardize = false\n", "delta"),
+        ("[privacy]\nnoise_multiplier = -1\n", "standardize = false\n", "noise_multiplier"),
+        ("[privacy]\nepsilon = 1\nnoise_multiplier = 1\n", "standardize = false\n", "exactly one"),
+        ("[privacy]\nepsilon = 1\nepsilon_total = 3\n", "standardize = false\n", "epsilon_total"),
+        ("[privacy]\nepsilon = 1\nfeature_bound = 0\n", "standardize = false\n", "feature_bound"),
+        ("[privacy]\nepsilon = 1\n", "", "standardize"),
+    ],
+)
+def test_bad_privacy_keys_name_them(tmp_path, privacy, model, match):
+    from covault.jobs import JobError, load_job
+
+    with pytest.raises(JobError, match=match):
+        load_job(_dp_job(tmp_path, privacy, model))
+
+
+def test_dp_job_refuses_features_beyond_the_bound(tmp_path):
+    from covault.jobs import JobError, run_local
+
+    path = _dp_job(tmp_path, "[privacy]\nnoise_multiplier = 1.0\nfeature_bound = 0.5\n")
+    with pytest.raises(JobError, match="feature_bound"):
+        run_local(path, transport="local", progress=False)

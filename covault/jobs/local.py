@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from covault.jobs.dp import result_fields
 from covault.jobs.program import job_program
 from covault.jobs.progress import BASELINE, progress_display, resolve_mode
 from covault.jobs.spec import Job, load_job
@@ -161,6 +162,7 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
         "rounds": {n: r["stats"]["rounds"] for n, r in res.items()},
         "peak_memory": {n: r.get("peak_memory") for n, r in res.items()},
         **_psi(first, phases),
+        **result_fields(first),
     }
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from covault import ring
+from covault.jobs import dp
 from covault.jobs.align import align
 from covault.jobs.data import VerticalRows, load_vertical_rows
 from covault.jobs.errors import JobError, RefusedError
@@ -248,10 +249,13 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
         train = [x_tr, y_tr]
         del x_tr, y_tr  # fit holds the only references: it may overwrite them (shuffle in place)
         own = {} if job.task == "mlp" else {"overwrite": True}  # linear models shuffle in place
+        private = dp.job_dpsgd(job)
+        if private is not None:
+            own["privacy"] = private  # DP-SGD: no loss curve (an unaccounted release)
         est.fit(
             train.pop(0),
             train.pop(0),
-            track_loss=True,
+            track_loss=private is None,
             on_epoch=lambda k: say(f"epoch {k}/{est.epochs}"),
             **own,
         )
@@ -266,7 +270,7 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
     with steps("evaluate"):  # reveal_model_to = []: nothing is revealed (a stored secret model)
         metrics = secure_metrics(job, est, x_te, y_te, to) if to else None
     with steps("reveal"):
-        curve = est.loss_curve_.reveal(to) if to else None
+        curve = est.loss_curve_.reveal(to) if to and est.loss_curve_ is not None else None
         public = est.reveal(to) if to else None
     stored = None
     if job.model_store is not None:
@@ -308,6 +312,7 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
             },
         },
         "psi": psi,
+        "privacy": getattr(est, "privacy_", None),
         "metrics": metrics,
         "loss_curve": None if curve is None else [float(v) for v in np.asarray(curve).reshape(-1)],
         "diverged": None if curve is None else bool(warned),
@@ -360,8 +365,14 @@ def _share_rows(job, session, schema: Schema, pre, rows: OwnerRows | None):
     train = {p: (0, schema.train_rows[p]) for p in job.data_parties}
     test = {p: (schema.train_rows[p], schema.train_rows[p] + schema.test_rows[p]) for p in job.data_parties}
     x_tr, y_tr = _share_pooled(
-        job, session, train, d + 1, lambda lo, hi: _owner_block(pre, rows, lo, hi), [slice(0, d), d]
+        job,
+        session,
+        train,
+        d + 1,
+        lambda lo, hi: dp.check_features(job, session.party, _owner_block(pre, rows, lo, hi), d),
+        [slice(0, d), d],
     )
+    x_tr = dp.bound_features(job, x_tr)
     (y_te,) = _share_pooled(job, session, test, 1, lambda lo, hi: rows.y[lo:hi, None], [0])
     return x_tr, y_tr, y_te
 

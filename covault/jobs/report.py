@@ -98,6 +98,20 @@ def psi_line(result: dict[str, Any]) -> str | None:
     return line + (f"; {', '.join(extra)}" if extra else "")
 
 
+def privacy_line(result: dict[str, Any]) -> str | None:
+    """One sentence on a DP-SGD job's guarantee (epsilon spent, delta, noise); None for other jobs."""
+    info = result.get("privacy")
+    if not info:
+        return None
+    return (
+        f"differential privacy (DP-SGD inside MPC): epsilon {info['epsilon_spent']:.3g} at delta "
+        f"{info['delta']:.3g} over the training rows; noise multiplier {info['noise_multiplier']:.4g}, "
+        f"clipping norm {info['max_grad_norm']:g}, {info['steps']} Poisson-sampled steps at rate "
+        f"{info['sample_rate']:.3g}, noise surviving {info['colluding']} colluding compute "
+        f"part{'y' if info['colluding'] == 1 else 'ies'}"
+    )
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Metrics (secure vs centralised), time, and traffic per party as aligned text."""
     lines = [
@@ -105,8 +119,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result['train_rows']} training / {result['test_rows']} held-out rows, "
         f"{len(result['features'])} features",
     ]
-    if psi_line(result):
-        lines.append(psi_line(result))
+    for extra in (psi_line(result), privacy_line(result)):
+        if extra:
+            lines.append(extra)
     lines.append("")
     cols = _columns(result)
     w = 16
@@ -252,7 +267,9 @@ def render_html(result: dict[str, Any]) -> str:
         else ""
     )
     psi = psi_line(result)
-    psi_html = f"<p>{e(psi[0].upper() + psi[1:])}.</p>\n" if psi else ""
+    psi_html = "".join(
+        f"<p>{e(line[0].upper() + line[1:])}.</p>\n" for line in (psi, privacy_line(result)) if line
+    )
     warn_html = "".join(
         f'<p class="warn">Warning ({e(w["type"])}): {e(w["message"])}.</p>\n'
         for w in result.get("warnings") or []

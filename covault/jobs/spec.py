@@ -70,7 +70,10 @@ JOB_KEYS = {
     "model_store",
     "model_dir",
     "answer",
+    "privacy",
 }
+PRIVACY_KEYS = {"epsilon", "delta", "max_grad_norm", "noise_multiplier", "colluding", "feature_bound"}
+DP_TASKS = ("logistic_regression", "linear_regression")
 PARTY_DATA_KEYS = {"data", "test", "policy"}
 SOURCE_KEYS = {"url", "table", "query", "password_env"}
 PARTITIONS = ("horizontal", "vertical")
@@ -122,6 +125,7 @@ class Job:
     model_store: str | None = None
     model_dir: Path | None = None
     answer: str = "scores"
+    privacy: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -222,7 +226,8 @@ class Job:
     def _optional_keys(self) -> dict[str, Any]:
         """Keys agreed only where set: jobs without them keep their fingerprints."""
         out: dict[str, Any] = {} if self.model_store is None else {"model_store": self.model_store}
-        return out | ({} if self.answer == "scores" else {"answer": self.answer})
+        out |= {} if self.answer == "scores" else {"answer": self.answer}
+        return out | ({} if self.privacy is None else {"privacy": dict(sorted(self.privacy.items()))})
 
     def fingerprint(self) -> str:
         """Hex digest of everything every party must agree on (checked before any computation)."""
@@ -361,10 +366,11 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
     if threshold != 0.5 and (TASKS[task]["kind"] != "classification" or int(model.get("n_classes", 2)) != 2):
         raise JobError("threshold applies to binary classification only (the probability of class 1)")
     answer = _answer(raw.get("answer", "scores"), task, model_store)
+    privacy = _privacy(raw.get("privacy"), task, model, partition)
     return Job(
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
         model_out, model, features, transforms, policy, owners, float(threshold), model_store, model_dir,
-        answer,
+        answer, privacy,
     )  # fmt: skip
 
 
@@ -612,6 +618,40 @@ def _reveal_to(
     if len(set(value)) != len(value):
         raise JobError(f"reveal_model_to lists a party twice: {value!r}")
     return tuple(value)
+
+
+def _privacy(raw: Any, task: str, model: dict[str, Any], partition: str) -> dict[str, Any] | None:
+    """The ``[privacy]`` table (DP-SGD; :class:`covault.privacy.dpsgd.DPSGD`) checked, or None:
+    JobError naming the key."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise JobError("[privacy] must be a table (epsilon or noise_multiplier, delta, max_grad_norm)")
+    bad = sorted(set(raw) - PRIVACY_KEYS)
+    if bad:
+        raise JobError(f"unknown key {bad[0]!r} in [privacy] (allowed: {', '.join(sorted(PRIVACY_KEYS))})")
+    if task not in DP_TASKS:
+        raise JobError(f"[privacy]: DP-SGD trains {' and '.join(DP_TASKS)}, not task {task!r}")
+    if partition != "horizontal":
+        raise JobError("[privacy]: DP-SGD jobs are horizontal (partition = 'vertical' is not supported yet)")
+    if model.get("standardize", True):
+        raise JobError(
+            "[privacy] needs [model] standardize = false: the means and variances of every row would "
+            "enter the model without noise; bound the features with [transform] clip and scale instead"
+        )
+    if model.get("class_weight") is not None:
+        raise JobError("[privacy]: [model] class_weight is not supported (its class counts are not private)")
+    bound = raw.get("feature_bound", 1.0)
+    if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 < bound <= 64:
+        raise JobError(f"[privacy] feature_bound must be a number in (0, 64], got {bound!r}")
+    from covault.privacy.dpsgd import DPSGD
+
+    params = {k: v for k, v in raw.items() if k != "feature_bound"}
+    try:
+        DPSGD(**params)
+    except (ValueError, TypeError) as exc:
+        raise JobError(str(exc)) from None
+    return {**params, "feature_bound": float(bound)}
 
 
 def _model_params(task: str, raw: Any, seed: int) -> dict[str, Any]:
