@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from covault.errors import BoundError
 from covault.nn import Linear, ReLU, Sequential, Sigmoid, Softmax
 from covault.nn.module import Module
 from covault.serving.keys import party_key
@@ -29,6 +30,7 @@ from covault.tensor import SecretTensor
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
 OUTPUTS = ("scores", "logits", "decision")
+FSS_ELEMENTS = 256  # the most elements a ReLU or decision takes the FSS gates for
 KINDS = ("logistic_regression", "linear_regression", "mlp", "sequential")
 FORMAT = 1
 
@@ -162,12 +164,23 @@ def _check_output(name: str, output: str, threshold: float | None, final: str | 
 
 
 def _fss(x: SecretTensor):
-    """:mod:`covault.ops.fss` where it serves ``x`` (2pc with a dealer, a bounded value), else None."""
+    """:mod:`covault.ops.fss` where it serves ``x`` best, else None: 2pc with a dealer, a public
+    bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements (one online round
+    instead of about seven, but about 10-25 us of key generation and 2-5 us of evaluation per
+    element against under 1 us: ``benchmarks/results/fss.txt``), so that single rows take the
+    round-saving gates and batches the cheaper comparisons. The choice depends on public
+    shapes and bounds only: every party makes the same."""
     try:
         from covault.ops import fss
     except ImportError:
         return None
-    return fss if fss.available(x) else None
+    if x.size > FSS_ELEMENTS or not fss.available(x):
+        return None
+    try:
+        fss.domain_bits(x, "choice")
+    except BoundError:
+        return None
+    return fss
 
 
 def _activation(op: str, h: SecretTensor) -> SecretTensor:
