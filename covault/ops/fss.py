@@ -3,8 +3,8 @@
 The dealer gives P0 and P1 keys of a distributed comparison function (DCF,
 :mod:`covault.randomness.fss`) whose secret threshold is the low part of a mask ``r``; the
 parties open ``X = x + r mod 2^n`` (one round) and everything else is local (Boyle, Chandran,
-Gilboa, Gupta, Ishai, Kumar, Rathee, EUROCRYPT 2021, "BCG+21": DReLU and ReLU gates,
-Sec. 4-5, here with the DCF payload chosen so that ReLU needs no product round).
+Gilboa, Gupta, Ishai, Kumar, Rathee, EUROCRYPT 2021, "BCG+21": their ReLU and spline gates
+from ONE DCF key, here with the payload chosen so that ReLU needs no product round).
 
 **Domain.** ``n`` is the fewest bits with ``|x| < 2^(n-1)`` in ring units, from ``x``'s public
 bound: ``n = bit_length(ceil(bound 2^frac)) + 1`` (at least 2, at most 63; an unknown bound or a
@@ -148,7 +148,7 @@ def drelu(x: SecretTensor) -> SecretTensor:
     """Shares of ``1{x >= 0}`` (integer 0/1, frac 0) in ONE online round.
 
     1. Dealer: uniform mask ``r`` (shares from the seeds), a DCF key on ``n-1`` bits with
-       ``alpha = R_L``, ``beta = 1 - 2m`` (to both parties), shares of ``m`` (BCG+21 Sec. 4).
+       ``alpha = R_L``, ``beta = 1 - 2m`` (to both parties), shares of ``m`` (BCG+21, the ReLU gate).
     2. P0, P1 open ``X = x + r mod 2^n`` (``ceil(n/8)`` bytes, rounded up to a word, each).
     3. Locally: ``[d] = DCF(X_L) = [(1 - 2m) c]``; ``1{x >= 0} = (1 - p) - (1 - 2p)([m] + [d])``.
     Cost: 1 round; the dealer sends each party ``K(1)`` bytes and P1 8 more (module table).
@@ -176,7 +176,7 @@ def relu(x: SecretTensor) -> SecretTensor:
     """``max(x, 0)`` with ``x``'s frac and bound in ONE online round, no product round.
 
     1. Dealer: mask ``r``, DCF on ``n-1`` bits with ``alpha = R_L`` and payload
-       ``(1 - 2m, (1 - 2m) R, 2^n m)``; shares of ``m``, ``R``, ``m R`` (BCG+21 Sec. 4-5).
+       ``(1 - 2m, (1 - 2m) R, 2^n m)``; shares of ``m``, ``R``, ``m R`` (BCG+21, the ReLU gate).
     2. P0, P1 open ``X = x + r mod 2^n`` (one word each).
     3. Locally, ``s = 1 - 2p``, ``q = [m] + [(1 - 2m) c]``:
        ``(1 - p)(X - [R]) - s q X + s([m R] + [(1 - 2m) c R]) + (1 - p)[2^n m c]``
@@ -238,7 +238,7 @@ def _ring(v: int) -> np.int64:
 def sigmoid(x: SecretTensor) -> SecretTensor:
     """``1 / (1 + e^-x)`` to within 1e-3 (7.5e-4 from the lines, 7.8e-4 measured with the encoding
     and the truncation) in TWO online rounds:
-    a spline of 24 linear pieces whose selectors all come from ONE DCF key (BCG+21 Sec. 5, the
+    a spline of 24 linear pieces whose selectors all come from ONE DCF key (BCG+21, the
     interval containment and spline gates), then one truncation.
 
     Unsigned domain: ``x' = x + 2^(n-1)`` in ``[0, N)``, ``N = 2^n``; knots ``k_j`` likewise
