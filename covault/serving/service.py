@@ -1,44 +1,46 @@
-"""A long-lived private inference service: one session of the compute parties (and the 2pc
-dealer) with one client party, answering its queries (``docs/serving.md``, "Service").
+"""A long-lived private inference service for many clients (``docs/serving.md``, "Service").
 
-The session's parties are the config's compute parties, its dealer and the client alone (the
-config's other data parties take no part); its id binds the model's name, so that a client and
-a service of different models refuse each other. Every party loads the model (the client: its
-public header only). Per query the client sends each serving party one public word, the number
-of rows (0: the client is done), then :class:`~covault.serving.online.Query` shares the rows
-and opens the answer to the client alone.
+The serving parties (the config's compute parties and its 2pc dealer) keep one session among
+themselves, whose id binds the model's name, and run :func:`~covault.serving.batcher.
+run_batches` in it; each compute party also opens its front door
+(:class:`~covault.serving.frontdoor.FrontDoor`) where clients, data parties of the config,
+send their shares of each query and receive their shares of its answer. When a serving party
+stops, every pending query fails at its client naming that party; the others re-open the
+session (waiting up to ``rejoin`` seconds for the party to come back), load the model again
+and check that it is the same save, then serve again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from covault.errors import ProtocolError, ShapeError
-from covault.serving.model import SecretModel
-from covault.serving.online import MAX_ROWS, Query
+from covault.errors import PeerError, ShapeError
+from covault.serving.online import MAX_ROWS
 
-IDLE = 86400.0  # seconds a service waits for the client's next query
+IDLE = 86400.0  # seconds a one-client service waits for the client's next query
+RETRY = 0.2  # seconds between attempts to re-open the session
+log = logging.getLogger("covault.serving")
 
 
 def service_config(config, client: str | None = None):
-    """``config`` restricted to its compute parties, dealer and the client (default: its only
-    data party); ConfigError naming the party where ``client`` is not a data party."""
+    """``config`` restricted to its compute parties and dealer (the serving parties), after
+    checking that ``client`` (if given) is a data party; ConfigError naming it otherwise."""
     from covault.deploy.config import ConfigError
 
-    data = config.data
-    if client is None:
-        if len(data) != 1:
-            raise ConfigError(f"config {config.path}: name the client party (data parties: {list(data)})")
-        client = data[0]
-    if client not in data:
+    if client is not None and client not in config.data:
         raise ConfigError(
-            f"client {client!r} must be a data party of the config (data parties: {list(data)}; "
+            f"client {client!r} must be a data party of the config (data parties: {list(config.data)}; "
             f"compute parties and the dealer serve)"
         )
-    keep = {n: p for n, p in config.parties.items() if n not in data or n == client}
+    keep = {n: p for n, p in config.parties.items() if n not in config.data}
     return dataclasses.replace(config, parties=keep)
 
 
@@ -47,13 +49,10 @@ def session_job(model: str) -> str:
     return f"covault serve {model}"
 
 
-def serving_parties(session) -> list[str]:
-    return [*session.compute_parties, *((session.dealer,) if session.dealer else ())]
-
-
-def check_rows(session, model: SecretModel, rows: Any, client: str) -> np.ndarray:
+def check_rows(fxp, model: Any, rows: Any, client: str) -> np.ndarray:
     """The client's rows as an ``(n, features)`` float64 array, or ShapeError / EncodingError
-    naming the client, the model and the problem (width, NaN or inf, fixed-point range)."""
+    naming the client, the model and the problem (width, NaN or inf, fixed-point range).
+    ``fxp``: the service's :class:`~covault.encoding.FixedPoint`."""
     what = f"query of client {client!r} to model {model.name!r}"
     try:
         arr = np.asarray(rows, dtype=np.float64)
@@ -65,37 +64,27 @@ def check_rows(session, model: SecretModel, rows: Any, client: str) -> np.ndarra
         raise ShapeError(
             f"{what}: rows must have shape (n, {model.n_features}) with 1 <= n <= {MAX_ROWS}, got {arr.shape}"
         )
-    session.fxp.encode(arr, what=what)  # NaN, inf, out of range: raised here, nothing sent
+    fxp.encode(arr, what=what)  # NaN, inf, out of range: raised here, nothing sent
     return arr
 
 
-def announce(session, rows: int) -> None:
-    """At the client: the next query's row count (0: done) to every serving party."""
-    session.net.exchange({p: [np.array([rows], dtype=np.int64)] for p in serving_parties(session)})
+def public_header(folder, model: str, party: str) -> dict[str, Any]:
+    """The public header of ``party``'s stored shares of ``model`` (read after
+    :func:`~covault.serving.model.load_model` authenticated them)."""
+    from covault.serving.store import model_file, read_header
+
+    header, _ = read_header(model_file(folder, model, party), party)
+    return {k: v for k, v in header.items() if k not in ("party", "components")}
 
 
-def next_query(session, client: str, idle: float) -> int:
-    """At a serving party: wait up to ``idle`` seconds for the client's next row count."""
-    net = session.net
-    timeout, net.timeout = net.timeout, float(idle)
-    try:
-        word = net.exchange(recv_from=[client])[client][0]
-    finally:
-        net.timeout = timeout
-    if word.shape != (1,) or not 0 <= int(word[0]) <= MAX_ROWS:
-        raise ProtocolError(f"client {client!r} announced a query of {word.tolist()} rows (0 to {MAX_ROWS})")
-    return int(word[0])
+@dataclasses.dataclass
+class _State:
+    """What one party keeps across sessions: the model's id, the answered count, its door."""
 
-
-def serve(session, model: SecretModel, client: str, *, idle: float = IDLE, pool: bool = True) -> int:
-    """At every serving party: answer the client's queries until it says it is done; the
-    number of queries answered. ``pool``: the 2pc dealer deals each next query ahead."""
-    answered = 0
-    with Query(session, client, model.n_features, model.forward, pool=pool) as query:
-        while next_query(session, client, idle):
-            query(None)
-            answered += 1
-    return answered
+    door: Any = None
+    model_id: str | None = None
+    answered: int = 0
+    batch: list[Any] = dataclasses.field(default_factory=list)
 
 
 def serve_party(
@@ -104,25 +93,150 @@ def serve_party(
     model: str,
     *,
     client: str | None = None,
+    many: bool = False,
     model_dir=None,
     idle: float = IDLE,
+    rejoin: float | None = None,
+    share_wait: float = 2.0,
+    max_rows: int | None = None,
     transcript_dir=None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Party ``name`` (a compute party or the dealer) of ``config`` serves ``model`` to the
-    client until it is done: ``{"party", "model", "client", "queries"}``. ``transcript_dir``:
-    record every message it sends (:mod:`covault.transport.transcript`)."""
+    """Party ``name`` (a compute party or the dealer) of ``config`` serves ``model``.
+
+    ``many``: every data party of the config may query, until ``stop()`` is true (covault
+    serve: SIGTERM). Otherwise one client, ``client`` (default: the config's only data party),
+    and the service ends when it is done, or after ``idle`` seconds without a query. ``rejoin``
+    (default: the config's timeout): how long the others wait for a stopped serving party to
+    come back before they stop too, with the PeerError naming it. Returns ``{"party", "model",
+    "client" (None with ``many``), "queries"}``."""
     from covault.deploy.config import ConfigError
+
+    if name in config.data:
+        raise ConfigError(f"party {name!r} is a client: it queries the service (covault predict)")
+    if name not in config.parties:
+        raise ConfigError(f"party {name!r} is not in the config (parties: {sorted(config.parties)})")
+    if not many:
+        if client is None:
+            if len(config.data) != 1:
+                raise ConfigError(
+                    f"config {config.path}: name the client party (data parties: {list(config.data)})"
+                )
+            client = config.data[0]
+        service_config(config, client)
+    clients = sorted(config.data) if many else [client]
+    rejoin = config.timeout if rejoin is None else float(rejoin)
+    state = _State()
+    asked = stop or (lambda: False)
+    last = [time.monotonic()]
+
+    def ending() -> bool:
+        if asked():
+            return True
+        if many or state.door is None:
+            return False
+        if state.door.said_bye(client):
+            return True
+        return time.monotonic() - last[0] > idle
+
+    def on_batch(batch: list[Any]) -> None:
+        state.batch = batch
+        if batch:
+            last[0] = time.monotonic()
+
+    try:
+        _serve_sessions(
+            config, name, model, clients, state, model_dir, transcript_dir, rejoin,
+            dict(share_wait=share_wait, stop=ending, on_batch=on_batch, **({"max_rows": max_rows} if max_rows else {})),
+        )  # fmt: skip
+    finally:
+        if state.door is not None:
+            state.door.close()
+    return {"party": name, "model": model, "client": None if many else client, "queries": state.answered}
+
+
+def _serve_sessions(config, name, model, clients, state, model_dir, transcript_dir, rejoin, kw) -> None:
+    """Open the session, serve; on a stopped party fail the pending queries and re-open."""
     from covault.runtime import config_session
+    from covault.serving.batcher import run_batches
     from covault.serving.keys import store_folders
     from covault.serving.model import load_model
+    from covault.serving.policy import forward_args
 
-    restricted = service_config(config, client)
-    client = restricted.data[0]
-    if name == client:
-        raise ConfigError(f"party {name!r} is the client: it queries the service (covault predict)")
+    restricted = service_config(config)
     folder, keys = store_folders(config, model_dir)
     job = session_job(model)
-    with config_session(restricted, name, job=job, transcript_dir=transcript_dir) as session:
-        secret = load_model(session, folder, model, key_dir=keys)
-        queries = serve(session, secret, client, idle=idle)
-    return {"party": name, "model": model, "client": client, "queries": queries}
+    lost: PeerError | None = None
+    deadline = time.monotonic() + config.timeout  # the first set-up: refusals retried meanwhile
+    while True:
+        opened = False
+        try:
+            with config_session(restricted, name, job=job, transcript_dir=transcript_dir) as session:
+                opened = True
+                secret = load_model(session, folder, model, key_dir=keys)
+                if name in session.compute_parties:
+                    _check_same(state, config, folder, model, name, session, clients, secret)
+                if lost is not None:
+                    log.warning("party %r: the service of model %r is back after %s", name, model, lost)
+                lost = None
+                state.answered += run_batches(
+                    session, secret, state.door, clients, forward=forward_args(secret.info, secret.name), **kw
+                )
+                return
+        except PeerError as exc:
+            if state.door is not None:
+                why = f"serving party {exc.party!r} stopped ({exc})"
+                for p in state.batch:
+                    state.door.fail(p, exc.party, why)
+                state.batch = []
+                n = state.door.fail_all(exc.party, why)
+                log.warning("party %r: %s; %d pending queries failed", name, why, n)
+            if opened:
+                lost = exc
+                deadline = time.monotonic() + rejoin
+            if time.monotonic() >= deadline:
+                raise (lost or exc) from None
+            log.warning("party %r: opening the service session again (%s)", name, lost or exc)
+            time.sleep(RETRY)
+
+
+def _check_same(state, config, folder, model, name, session, clients, secret) -> None:
+    """The model id of every (re-)opened session must be the first one's; the front door opens
+    with the first."""
+    from covault.serving.frontdoor import FrontDoor
+    from covault.serving.store import ModelStoreError
+    from covault.serving.wire import door_address
+    from covault.transport.tcp import open_listener
+    from covault.transport.tls import TlsIdentity
+
+    public = public_header(folder, model, name)
+    if state.model_id is not None:
+        if public["model_id"] != state.model_id:
+            raise ModelStoreError(
+                f"party {name!r}: the re-opened service loaded model {model!r} of save {public['model_id']}, "
+                f"not {state.model_id} as before"
+            )
+        return
+    state.model_id = public["model_id"]
+    host, port = door_address(config, name)
+    tls = None if config.plaintext else TlsIdentity.from_dir(config.certs, name)
+    components = int(session.protocol.empty((1,)).shape[0])
+    blob = json.dumps(public, sort_keys=True).encode()
+    listener = open_listener(host, port)
+    state.door = FrontDoor(
+        name, listener, tls, model, blob, clients, secret.n_features, components, stall=config.timeout
+    ).start()
+
+
+def start_signal_stop() -> Callable[[], bool]:
+    """A stop flag set by SIGTERM or SIGINT in the main thread (``covault serve``)."""
+    import signal
+
+    flag = threading.Event()
+
+    def handler(signum, frame) -> None:
+        flag.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return flag.is_set

@@ -1,0 +1,137 @@
+"""The serving parties' loop in their one long-lived session: batches of many clients' queries.
+
+Every serving party (the compute parties and the 2pc dealer) runs :func:`run_batches` in the
+same session. Per step:
+
+1. The leader (the first compute party) takes the pending queries from its front door, up to
+   ``max_rows`` rows, at once when one is pending (no wait for a fuller batch), and announces
+   them to the others: one int64 row ``[client, token, query id, rows]`` per query, and a stop
+   word. With nothing pending it announces an empty batch every ``tick`` seconds, a heartbeat
+   that finds a stopped party within that time.
+2. Every serving party tells every other which announced queries' shares it holds (a compute
+   party waits up to ``share_wait`` seconds for those still on their way; the dealer holds
+   none and says yes): a query missing anywhere fails at its client, naming that party.
+3. The compute parties evaluate the model once on the concatenated rows of the rest
+   (:meth:`~covault.serving.model.SecretModel.forward`; the dealer on empty shares of the same
+   shape), and each sends every client its own slice of its share of the answer.
+
+The compute parties and the dealer learn each query's client and row count, never a row or an
+answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from covault.errors import ProtocolError
+from covault.serving.frontdoor import FrontDoor, Pending
+from covault.serving.model import SecretModel
+from covault.tensor import SecretTensor
+
+TICK = 0.5  # seconds between heartbeats of an idle service
+MAX_BATCH_ROWS = 4096  # rows of one batch (a single larger query goes alone)
+
+
+def serving_parties(session) -> list[str]:
+    return [*session.compute_parties, *((session.dealer,) if session.dealer else ())]
+
+
+def run_batches(
+    session,
+    model: SecretModel,
+    door: FrontDoor | None,
+    clients: list[str],
+    *,
+    forward: dict[str, Any] | None = None,
+    max_rows: int = MAX_BATCH_ROWS,
+    share_wait: float = 2.0,
+    tick: float = TICK,
+    stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[list[Pending]], None] | None = None,
+) -> int:
+    """Serve batches until the leader announces the end (``stop()`` true at the leader); the
+    number of queries answered. ``door``: this compute party's front door (None at the dealer);
+    ``clients``: the data parties, in one order at every party (the announcement's client
+    index); ``forward``: keyword arguments of ``model.forward``; ``on_batch``: called at a compute
+    party with the queries taken into a batch before it is evaluated (the service fails them if
+    the session breaks)."""
+    me = session.party
+    leader = session.compute_parties[0]
+    others = [p for p in serving_parties(session) if p != me]
+    net = session.net
+    answered = 0
+    while True:
+        if me == leader:
+            batch = [] if stop() else door.take(max_rows, tick)
+            index = {c: i for i, c in enumerate(clients)}
+            ann = np.array([[index[p.client], p.token, p.qid, p.rows] for p in batch], np.int64).reshape(
+                -1, 4
+            )
+            net.exchange({p: [ann, np.array([int(stop())], np.int64)] for p in others})
+            ending = bool(stop())
+        else:
+            timeout, net.timeout = net.timeout, max(net.timeout, 4 * tick)
+            try:
+                ann, ctl = net.exchange(recv_from=[leader])[leader]
+            finally:
+                net.timeout = timeout
+            ann = _check_announcement(ann, len(clients), leader)
+            ending = bool(ctl.reshape(-1)[0])
+            keys = [(clients[int(c)], int(t), int(q)) for c, t, q, _ in ann]
+            batch = door.collect(keys, share_wait) if door is not None else [None] * len(keys)
+        if on_batch is not None and door is not None:
+            on_batch([p for p in batch if p is not None])
+        k = ann.shape[0]
+        held = np.ones(k, np.uint8) if door is None else np.array([p is not None for p in batch], np.uint8)
+        for p, n in zip(batch, ann[:, 3]):
+            if p is not None and p.rows != int(n):
+                raise ProtocolError(
+                    f"query {p.qid} of client {p.client!r}: {p.rows} rows here, {int(n)} announced"
+                )
+        got = net.exchange({p: [held] for p in others}, others)
+        haves = {me: held, **{p: got[p][0].reshape(-1) for p in others}}
+        ok = np.ones(k, bool)
+        for c in session.compute_parties:
+            if haves[c].shape != (k,):
+                raise ProtocolError(f"party {c!r} answered {haves[c].shape} for a batch of {k} queries")
+            ok &= haves[c] == 1
+        if door is not None:
+            for i in np.flatnonzero(~ok):
+                lacking = next(c for c in session.compute_parties if haves[c][i] != 1)
+                key = (clients[int(ann[i, 0])], int(ann[i, 1]), int(ann[i, 2]))
+                door.fail(
+                    key,
+                    lacking,
+                    f"the query's shares did not reach party {lacking!r} within {share_wait:g} s",
+                )
+        if ok.any():
+            rows = ann[ok, 3]
+            n = int(rows.sum())
+            if door is None:
+                shares = session.protocol.empty((n, model.n_features))
+            else:
+                shares = np.concatenate([p.shares for p, good in zip(batch, ok) if good], axis=1)
+            x = SecretTensor(session, shares, session.frac_bits, session.fxp.max_abs)
+            y = model.forward(x, **(forward or {}))
+            if door is not None:
+                at = 0
+                for p, good in zip(batch, ok):
+                    if good:
+                        door.answer(p, y.frac, y.shares[0, at : at + p.rows])
+                        at += p.rows
+            answered += int(ok.sum())
+        if on_batch is not None and door is not None:
+            on_batch([])
+        if ending:
+            return answered
+
+
+def _check_announcement(ann: np.ndarray, clients: int, leader: str) -> np.ndarray:
+    if ann.dtype != np.int64 or ann.ndim != 2 or ann.shape[1] != 4:
+        raise ProtocolError(f"party {leader!r} announced a batch of shape {ann.shape} (expected (k, 4))")
+    if ann.size and (ann[:, 0].min() < 0 or ann[:, 0].max() >= clients or ann[:, 3].min() < 1):
+        raise ProtocolError(f"party {leader!r} announced a batch with an unknown client or no rows")
+    return ann

@@ -1,0 +1,274 @@
+"""``covault serve --many``: one long-lived service of the compute parties (and the 2pc dealer)
+for many clients at once, every party its own process over mutual TLS on loopback. Each client
+gets its own answers (the plaintext model's); a malformed, vanishing or stalled client fails
+only its own query; a killed compute party fails the pending queries naming it, and the service
+comes back when it restarts; no serving party's messages hold a query row or an answer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import covault
+from covault.cli import main as cli
+from covault.deploy.config import load_config
+from covault.errors import PeerError
+from covault.serving import Client
+from covault.serving.formats import PlainModel
+from covault.serving.importer import import_model
+from covault.serving.keys import store_folders
+from covault.serving.wire import BYE, ERROR, MAGIC, QUERY, REFUSED, Link, door_address, op_of, text, untext
+from covault.transport.handshake import prepare_socket
+from covault.transport.tls import TlsIdentity
+from covault.transport.transcript import read_transcript
+from tests.helpers import wait_parties
+from tests.test_serving_service import B1, B2, ERR, LAYERS, W1, W2, plain
+
+pytestmark = pytest.mark.processes
+
+CLIENTS = ("c1", "c2", "c3")
+RNG = np.random.default_rng(41)
+
+
+def door_ports(n: int) -> list[int]:
+    """``n`` loopback ports each free together with the next one (a compute party's front door)."""
+    held, out = [], []
+    try:
+        while len(out) < n:
+            a = socket.socket()
+            a.bind(("127.0.0.1", 0))
+            held.append(a)
+            port = a.getsockname()[1]
+            b = socket.socket()
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                b.close()
+                continue
+            held.append(b)
+            out.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return out
+
+
+def consortium(folder, protocol: str):
+    """A consortium (compute parties, the 2pc dealer, the model's owner and three clients) whose
+    compute parties hold the secret model ``risk``, imported from the owner; ``(path, serving)``."""
+    compute = ["a", "b"] if protocol == "2pc" else ["a", "b", "c"]
+    serving = [*compute, "dealer"] if protocol == "2pc" else compute
+    names = [*serving, "owner", *CLIENTS]
+    certs = folder / "certs"
+    assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
+    top = [f'protocol = "{protocol}"', "timeout = 20", f"compute = {json.dumps(compute)}"]
+    top += ['dealer = "dealer"'] if protocol == "2pc" else []
+    lines = [*top, "[tls]", 'certs = "certs"']
+    for n, port in zip(names, door_ports(len(names))):
+        assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
+        lines += [f"[parties.{n}]", f'address = "127.0.0.1:{port}"']
+    path = folder / "consortium.toml"
+    path.write_text("\n".join(lines) + "\n")
+    folder_, keys = store_folders(load_config(path))
+    model = PlainModel(LAYERS, [W1, B1, W2, B2])
+    covault.run(
+        lambda s: import_model(s, "owner", model if s.party == "owner" else None, folder_, keys, name="risk"),
+        compute,
+        protocol,
+        data_parties=["owner"],
+    )
+    return path, serving
+
+
+def start(config, names, *extra):
+    cmd = [sys.executable, "-m", "covault", "serve", str(config), "--model", "risk", "--many", "--json"]
+    return {
+        n: subprocess.Popen(
+            [*cmd, "--as", n, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for n in names
+    }
+
+
+def stop(procs):
+    """SIGTERM every serving party: each ends cleanly (exit 0) with its JSON line."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    out = wait_parties(procs, 60)
+    for n, (_, err, code) in out.items():
+        assert code == 0, (n, err)
+    return {n: (json.loads(o.splitlines()[-1]), e) for n, (o, e, _) in out.items()}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    return consortium(tmp_path_factory.mktemp("many2pc"), "2pc")
+
+
+def ask(config, client, sizes, out, errors, transcript_dir=None):
+    """``client`` queries rows of ``sizes`` rows each; its answers and rows in ``out[client]``."""
+    try:
+        rng = np.random.default_rng(int(client[1:]))
+        with Client(config, as_=client, model="risk", transcript_dir=transcript_dir) as c:
+            for n in sizes:
+                x = rng.normal(0, 1, (n, 5))
+                out.setdefault(client, []).append((x, c.predict(x)))
+    except BaseException as exc:
+        errors.append((client, exc))
+
+
+def raw_link(config, party: str, client: str) -> Link:
+    """A front-door link of ``client`` to ``party``, its hello answered (as the Client opens it)."""
+    cfg = load_config(config)
+    for _ in range(400):  # until the service is up
+        try:
+            sock = socket.create_connection(door_address(cfg, party), timeout=10)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    link = Link(prepare_socket(sock, TlsIdentity.from_dir(cfg.certs, client), server_side=False))
+    link.send([text(MAGIC), text(client), text("risk"), text(b"12345678")])
+    assert link.recv()[0].tobytes() == MAGIC
+    return link
+
+
+def test_three_clients_at_once_each_get_their_own_answers_and_bad_clients_disturb_no_one(two):
+    config, serving = two
+    procs = start(config, serving)
+    out, errors = {}, []
+    try:
+        threads = [
+            threading.Thread(target=ask, args=(config, c, sizes, out, errors))
+            for c, sizes in zip(CLIENTS, ([1] * 12, [3, 1, 16, 2] * 3, [1, 7] * 6))
+        ]
+        for t in threads:
+            t.start()
+        # Meanwhile: c3 also sends malformed shares to a (refused to it alone), a query whose
+        # shares reach a only (it fails naming b, for c3 alone), a garbage frame to b (dropped),
+        # and vanishes in the middle of a frame.
+        bad = raw_link(config, "a", "c3")
+        bad.send([np.array([QUERY, 1], np.int64), np.zeros((1, 2, 4), np.int64)])
+        op = op_of(reply := bad.recv())
+        assert op[0] == ERROR and op[2] == REFUSED and "shape (1, n, 5)" in untext(reply[2])
+        bad.send([np.array([QUERY, 2], np.int64), np.zeros((1, 1, 5), np.int64)])
+        op = op_of(reply := bad.recv())
+        assert op[0] == ERROR and untext(reply[1]) == "b" and "did not reach party 'b'" in untext(reply[2])
+        garbage = raw_link(config, "b", "c3")
+        garbage.channel.send_buffers([b"CVLT" + bytes(40)])
+        half = raw_link(config, "b", "c3")
+        half.channel.send_buffers([b"CVLT"])
+        half.close()
+        bad.send([np.array([BYE, 0], np.int64)])
+        bad.close()
+        for t in threads:
+            t.join(120)
+        with Client(config, as_="c1", model="risk") as c:  # the service goes on
+            x = RNG.normal(0, 1, (2, 5))
+            np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
+    finally:
+        res = stop(procs)
+    assert not errors, errors
+    assert sorted(out) == list(CLIENTS)
+    for client, answers in out.items():
+        assert len(answers) == 12
+        for x, y in answers:
+            np.testing.assert_allclose(y, plain(x), atol=ERR, err_msg=client)
+    assert {r["queries"] for r, _ in res.values()} == {37}  # 36 + 1; the failed one is not counted
+    log_b = res["b"][1]
+    assert "client 'c3' sent a malformed frame" in log_b, log_b
+    assert "client 'c3'" in res["a"][1] and "refused" in res["a"][1]
+
+
+def test_a_killed_compute_party_fails_pending_queries_and_the_service_comes_back(two):
+    config, serving = two
+    procs = start(config, serving, "--rejoin", "60")
+    big = RNG.normal(0, 1, (2000, 5))
+    try:
+        with Client(config, as_="c1", model="risk") as c:
+            np.testing.assert_allclose(c.predict(big[:3]), plain(big[:3]), atol=ERR)
+            failed = []
+
+            def busy():
+                try:
+                    while True:
+                        c.predict(big)
+                except PeerError as exc:
+                    failed.append(exc)
+
+            t = threading.Thread(target=busy)
+            t.start()
+            time.sleep(0.5)
+            procs["b"].kill()
+            procs["b"].wait()
+            t.join(60)
+            assert failed and failed[0].party == "b", failed
+            cmd = [
+                sys.executable,
+                "-m",
+                "covault",
+                "serve",
+                str(config),
+                "--model",
+                "risk",
+                "--many",
+                "--json",
+            ]
+            procs["b"] = subprocess.Popen(
+                [*cmd, "--as", "b", "--rejoin", "60"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            x = RNG.normal(0, 1, (4, 5))
+            np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)  # it connects again
+    finally:
+        res = stop(procs)
+    assert "serving party 'b' stopped" in res["a"][1]
+    assert res["b"][0]["queries"] >= 1
+
+
+def test_no_serving_party_sees_a_query_row_or_an_answer(tmp_path):
+    """rep3: every message of every compute party (to each other and to the clients) and every
+    message of the clients to them, read from the transcripts: none holds a word of the encoded
+    query rows or of the answers."""
+    config, serving = consortium(tmp_path, "rep3")
+    words = tmp_path / "transcripts"
+    procs = start(config, serving, "--transcript", str(words))
+    out, errors = {}, []
+    try:
+        threads = [
+            threading.Thread(target=ask, args=(config, c, [1, 2], out, errors, words)) for c in CLIENTS[:2]
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        stop(procs)
+    assert not errors, errors
+    secret = set()
+    for answers in out.values():
+        for x, y in answers:
+            np.testing.assert_allclose(y, plain(x), atol=ERR)
+            secret |= set(np.round(np.concatenate([x.ravel(), y.ravel()]) * 2**16).astype(np.int64).tolist())
+    seen = 0
+    for path in words.glob("*.transcript"):
+        _, messages = read_transcript(path)
+        for msg in messages:
+            for a in msg["arrays"]:
+                if a.dtype == np.int64:
+                    seen += a.size
+                    assert not secret & set(a.ravel().tolist()), f"{path.name} -> {msg['to']}"
+    assert {p.name for p in words.glob("*.transcript")} == {
+        f"{n}.transcript" for n in [*serving, *CLIENTS[:2]]
+    }
+    assert seen > 100
