@@ -253,3 +253,14 @@ def test_a_job_without_transforms_takes_its_raw_numbers_as_a_matrix():
     with pytest.raises(ShapeError, match="'x2' \\(number\\) by name"):
         model_rows(info, [[1.0, 2.0]])
     np.testing.assert_array_equal(model_rows(info, {"x1": [1.0], "x2": [4096.0]}), [[1.0, 512.0]])
+
+
+def test_columns_of_different_lengths_or_rows_with_other_columns_are_refused(info):
+    info, _, _ = info
+    with pytest.raises(ShapeError, match="different lengths"):
+        model_rows(info, {"amount": [1.0, 2.0], "age": [30.0], "country": ["DE", "FR"], "vip": [0, 1]})
+    rows = [{"amount": 1.0, "age": 30, "country": "DE", "vip": 0}, {"amount": 1.0, "age": 30, "vip": 0}]
+    with pytest.raises(ShapeError, match="row 2 has other columns than row 1 \\(column 'country'\\)"):
+        model_rows(info, rows, name="fraud")
+    with pytest.raises(ShapeError, match="no rows"):
+        model_rows(info, {"amount": [], "age": [], "country": [], "vip": []})
