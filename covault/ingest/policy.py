@@ -4,7 +4,8 @@ One TOML file per owner (``NAME.policy.toml``, ``docs/policy.md``): which column
 (``allow_columns`` / ``deny_columns``), what to do with personal data (``[pii]``: drop, hash,
 generalize, redact or keep a column), which tasks may run (``allowed_tasks``), who may receive
 models and metrics (``reveal_to``) and in which regions (``[outputs]``), and the fewest pooled
-rows a revealed output may rest on (``min_rows``). Everything is decided at the owner, from a
+rows a revealed output may rest on (``min_rows``), and its differential-privacy budget
+(``[privacy]``: the cap ``max_epsilon``, the ledger, columns noised locally; ``docs/privacy.md``). Everything is decided at the owner, from a
 :class:`JobView` of the job (this module never imports the job layer). Every refusal is a
 :class:`PolicyError` that names the rule, the column or party, and the job key, never a value.
 """
@@ -23,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from covault.ingest.errors import PolicyError
+from covault.ingest.local_dp import LocalDP, parse_local_dp
 from covault.ingest.pii import Finding, detect
 from covault.ingest.table import Column, Table
 
 KEYS = ("allow_columns", "deny_columns", "allowed_tasks", "reveal_to", "min_rows", "hash_key_file", "pii")
 OUTPUT_KEYS = ("model_to_regions", "shares_to_regions")
+PRIVACY_KEYS = ("max_epsilon", "ledger", "local_dp")
 ACTIONS = ("drop", "hash", "redact", "keep", "generalize")
 MIN_KEY_BYTES = 16
 VERDICTS = ("feature", "label", "id", "dropped", "hashed", "generalized", "redacted", "refused")
@@ -64,6 +67,16 @@ class Policy:
     model_to_regions: tuple[str, ...] | None = None
     shares_to_regions: tuple[str, ...] | None = None
     hash_key_file: Path | None = None
+    max_epsilon: float | None = None
+    ledger: Path | None = None
+    local_dp: dict[str, LocalDP] = field(default_factory=dict)
+
+    def ledger_file(self, owner: str) -> Path | None:
+        """The owner's privacy ledger: ``[privacy] ledger``, else ``OWNER.privacy.sqlite`` beside
+        the policy file (None for the default policy, which has no file and no cap)."""
+        if self.ledger is not None:
+            return self.ledger
+        return None if self.path is None else self.path.parent / f"{owner}.privacy.sqlite"
 
     def where(self, owner: str) -> str:
         """``policy of bank_b (bank_b.policy.toml)``: the start of every refusal."""
@@ -174,8 +187,8 @@ def parse_policy(raw: Mapping[str, Any], path: str | Path | None = None) -> Poli
     its folder). Unknown keys and bad values: PolicyError, rule ``file``, naming the key."""
     p = Path(path) if path is not None else None
     for key in raw:
-        if key not in (*KEYS, "outputs"):
-            raise _file_error(p, key, f"unknown key (keys: {', '.join((*KEYS, 'outputs'))})")
+        if key not in (*KEYS, "outputs", "privacy"):
+            raise _file_error(p, key, f"unknown key (keys: {', '.join((*KEYS, 'outputs', 'privacy'))})")
     outputs = raw.get("outputs", {})
     if not isinstance(outputs, dict):
         raise _file_error(p, "outputs", "must be a table [outputs]")
@@ -189,17 +202,12 @@ def parse_policy(raw: Mapping[str, Any], path: str | Path | None = None) -> Poli
     min_rows = raw.get("min_rows", 0)
     if not isinstance(min_rows, int) or isinstance(min_rows, bool) or min_rows < 0:
         raise _file_error(p, "min_rows", f"must be a whole number >= 0, got {min_rows!r}")
-    key_file = raw.get("hash_key_file")
-    if key_file is not None:
-        if not isinstance(key_file, str) or not key_file.strip():
-            raise _file_error(p, "hash_key_file", "must be a file name")
-        key_file = Path(key_file)
-        if not key_file.is_absolute() and p is not None:
-            key_file = p.parent / key_file
+    key_file = _file_path(raw.get("hash_key_file"), "hash_key_file", p)
     pii_raw = raw.get("pii", {})
     if not isinstance(pii_raw, dict):
         raise _file_error(p, "pii", "must be a table [pii] of column = action")
     pii = {str(c): _pii_rule(v, str(c), p) for c, v in pii_raw.items()}
+    max_epsilon, ledger, local_dp = _privacy(raw.get("privacy", {}), p)
     hashed = sorted(c for c, r in pii.items() if r.action == "hash")
     if hashed and key_file is None:
         raise _file_error(p, "hash_key_file", f"[pii] hashes {hashed} but the policy names no hash_key_file")
@@ -214,7 +222,38 @@ def parse_policy(raw: Mapping[str, Any], path: str | Path | None = None) -> Poli
         model_to_regions=names("model_to_regions", outputs, "outputs.model_to_regions"),
         shares_to_regions=names("shares_to_regions", outputs, "outputs.shares_to_regions"),
         hash_key_file=key_file,
+        max_epsilon=max_epsilon,
+        ledger=ledger,
+        local_dp=local_dp,
     )
+
+
+def _file_path(value: Any, key: str, p: Path | None) -> Path | None:
+    """A file named by the policy (None if absent), relative to the policy file's folder."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _file_error(p, key, "must be a file name")
+    path = Path(value)
+    return path if path.is_absolute() or p is None else p.parent / path
+
+
+def _privacy(raw: Any, p: Path | None) -> tuple[float | None, Path | None, dict[str, LocalDP]]:
+    """``[privacy]``: the cap ``max_epsilon`` (a number >= 0), the ``ledger`` file (relative to
+    the policy file) and ``[privacy.local_dp]``."""
+    if not isinstance(raw, dict):
+        raise _file_error(p, "privacy", "must be a table [privacy]")
+    for key in raw:
+        if key not in PRIVACY_KEYS:
+            raise _file_error(p, f"privacy.{key}", f"unknown key (keys: {', '.join(PRIVACY_KEYS)})")
+    cap = raw.get("max_epsilon")
+    if cap is not None and (
+        isinstance(cap, bool) or not isinstance(cap, int | float) or not np.isfinite(cap) or cap < 0
+    ):
+        raise _file_error(p, "privacy.max_epsilon", f"must be a finite number >= 0, got {cap!r}")
+    ledger = _file_path(raw.get("ledger"), "privacy.ledger", p)
+    local = parse_local_dp(raw.get("local_dp", {}), p)
+    return None if cap is None else float(cap), ledger, local
 
 
 # -- usage: task, receivers, regions, rows ------------------------------------------------------
