@@ -365,3 +365,46 @@ def test_gates_over_tcp_with_tls():
         np.testing.assert_array_equal(r, [0, 0, 0, 1, 2, 1000, 0])
         np.testing.assert_allclose(y, 0.5 * (1 + np.tanh(values / 2)), atol=1e-3)
         assert rounds == 1 and rounds2 == 2
+
+
+# -- a private query with tuples dealt ahead ------------------------------------------------------
+def test_gates_in_a_query_with_the_dealers_pool():
+    """``covault.serving.online.Query`` with ``pool=True``: the dealer deals a single-row query's
+    keys ahead (its batch reaches P0 and P1 alike); the client gets the plaintext answers, and a
+    single-row decision costs the affine layers' rounds plus one per gate."""
+    from covault.serving.online import Query, affine
+
+    g = _prg()
+    w1 = (g.ring((4, 5)) % 2000 - 1000) / 1000
+    b1 = (g.ring(5) % 2000 - 1000) / 1000
+    w2 = (g.ring((5, 2)) % 2000 - 1000) / 1000
+    rows = [(g.ring((1, 4)) % 6000 - 3000) / 1000 for _ in range(3)] + [np.zeros((2, 4))]
+
+    def plain(x):
+        z = np.maximum(x @ w1 + b1, 0) @ w2
+        return z, 0.5 * (1 + np.tanh(z / 2)), (z[:, 1:] > z[:, :1]).astype(np.int64)
+
+    def prog(s):
+        mine = s.party == "owner"
+        m = [s.input(v if mine else None, owner="owner", bound=2.0) for v in (w1, b1, w2)]
+
+        def logits(x):
+            return gates.relu(affine(x, m[0], m[1])) @ m[2]
+
+        def probabilities(x):
+            return gates.sigmoid(logits(x))
+
+        def decision(x):
+            z = logits(x)
+            return gates.positive(z[:, 1:] - z[:, :1])
+
+        out = []
+        for fn in (logits, probabilities, decision):
+            with Query(s, "client", 4, fn, bound=4.0, pool=True) as q:
+                out.append([q(r if s.party == "client" else None) for r in rows])
+        return out
+
+    res = covault.run(prog, 2, "2pc", data_parties=["owner", "client"])
+    for k, tol in enumerate((64 * 2.0**-16, 2e-3, 0)):
+        for r, got in zip(rows, res["client"][k]):
+            np.testing.assert_allclose(got, plain(r)[k], atol=tol)
