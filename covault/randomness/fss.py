@@ -178,7 +178,8 @@ def keygen(
 def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     """This party's shares ``(N, ..., m)`` int64 of ``f(x)`` for ``x`` ``(N, ...)`` in
     ``[0, 2^bits)``: element ``e``'s key at every point ``x[e, ...]`` (BCG+21 Fig. 1, Eval): one
-    node expansion per level and point, on the side of the point's bit, into reused buffers."""
+    node expansion per level and point, on the side of the point's bit, into reused buffers
+    (what does not depend on the level is prepared before the loop)."""
     x = np.asarray(x).astype(np.uint64)
     shape = x.shape
     bits, n, m = key.bits, shape[0], key.cw_out.shape[1]
@@ -191,18 +192,23 @@ def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     s[..., 0] &= _NOT_ONE
     t = np.full((n, per), party, dtype=np.uint64)
     v = np.zeros((n, per, m), dtype=np.int64)
+    keep = np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
-    xbits = (x[None] >> shifts) & _ONE  # (bits, n, per)
+    xbits = ((x[None] >> shifts) & _ONE).astype(np.intp)  # (bits, n, per)
+    cw_t = key.cw_t.astype(np.uint64)[:, :, None, :]  # (bits, n, 1, 2)
+    cw_seed, cw_v = key.cw_seed[:, :, None, :], key.cw_v[:, :, None, :]
+    vals = mmo.out[..., 1:, :].reshape(n, per, 2 * (blocks - 1))[..., :m].view(np.int64)
     for i in range(bits):
         xb = xbits[i]
-        np.bitwise_xor(s[..., None, :], consts[xb.astype(np.intp)], out=mmo.inp)
-        s, tn, vals = _children(mmo(), m)
+        np.bitwise_xor(s[..., None, :], consts[xb], out=mmo.inp)
+        out = mmo()
+        tn = out[..., 0, 0] & _ONE
+        s = out[..., 0, :] & keep
         tm = np.negative(t)
-        s ^= key.cw_seed[i][:, None, :] & tm[..., None]
-        cw_t = key.cw_t[i].astype(np.uint64)
-        tn ^= t & np.where(xb, cw_t[:, None, 1], cw_t[:, None, 0])
+        s ^= cw_seed[i] & tm[..., None]
+        tn ^= t & np.where(xb, cw_t[i][..., 1], cw_t[i][..., 0])
         v += vals
-        v += key.cw_v[i][:, None, :] & tm.view(np.int64)[..., None]
+        v += cw_v[i] & tm.view(np.int64)[..., None]
         t = tn
     v += _leaf(s, m, consts)
     v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
