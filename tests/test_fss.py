@@ -118,7 +118,7 @@ def test_gates_match_plaintext_on_integers(n, shape):
         x = _secret(s, values, n)
         assert gates.domain_bits(x, "test") == n
         d, r, p = gates.drelu(x), gates.relu(x), gates.positive(x)
-        assert (d.frac, d.bound, r.frac, r.bound, p.frac) == (0, 1.0, 0, x.bound, 0)
+        assert (d.frac, d.bound, r.frac, r.bound, p.frac, p.bound) == (0, 1.0, 0, x.bound, 0, 1.0)
         assert d.shape == r.shape == p.shape == shape
         return d.reveal(), r.reveal(), p.reveal()
 

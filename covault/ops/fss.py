@@ -169,7 +169,7 @@ def positive(x: SecretTensor) -> SecretTensor:
     """Shares of ``1{x > 0} = 1 - 1{-x >= 0}`` (integer 0/1, frac 0) in one online round (the
     decision ``score > t`` is ``positive(score - t)``); cost as :func:`drelu`."""
     domain_bits(x, "positive")
-    return 1 - drelu(-x)
+    return (1 - drelu(-x)).with_bound(1.0)
 
 
 def relu(x: SecretTensor) -> SecretTensor:
