@@ -46,10 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="HTML report path (default: DIR/report.html with --out, else ./covault-demo-report.html)",
     )
     output_options(p)
+    from covault.cli import demo_federated
+
+    demo_federated.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
     import tempfile
+
+    if args.federated:
+        from covault.cli import demo_federated
+
+        return demo_federated.main(args)
 
     from covault.deploy.config import ConfigError
     from covault.jobs.demo import make_breast_cancer_job

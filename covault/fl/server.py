@@ -33,7 +33,7 @@ import numpy as np
 
 from covault.fl import masking, shamir, wire
 from covault.fl.config import RoundConfig
-from covault.fl.errors import MalformedMessageError, SecAggError, TooFewSurvivorsError
+from covault.fl.errors import SecAggError, malformed, too_few
 from covault.fl.graph import neighbours
 from covault.fl.keys import MASK_LABEL, KeyPair
 from covault.randomness.prg import SEED_BYTES
@@ -66,17 +66,17 @@ class Server:
         self.stage = stage
         for u, m in messages.items():
             if u not in expected:
-                raise MalformedMessageError(STAGES[stage], u, "not expected in this round")
+                raise malformed(STAGES[stage], u, "not expected in this round")
             if not isinstance(m, bytes | bytearray):
-                raise MalformedMessageError(STAGES[stage], u, f"expected bytes, got {type(m).__name__}")
+                raise malformed(STAGES[stage], u, f"expected bytes, got {type(m).__name__}")
         if len(messages) < self.config.threshold:
-            raise TooFewSurvivorsError(STAGES[stage], len(messages), self.config.threshold)
+            raise too_few(STAGES[stage], len(messages), self.config.threshold)
 
     def _parse(self, stage: int, u: int, fn, *args):
         try:
             return fn(*args)
         except ValueError as exc:
-            raise MalformedMessageError(STAGES[stage], u, str(exc)) from None
+            raise malformed(STAGES[stage], u, str(exc)) from None
 
     def receive_keys(self, messages: Mapping[int, bytes]) -> dict[int, bytes]:
         self._begin(1, messages, set(range(self.config.clients)))
@@ -93,7 +93,7 @@ class Server:
             boxes[u] = self._parse(2, u, wire.parse_envelopes, m)
             want = {v for v in self.graph[u] if v in self.keys}
             if set(boxes[u]) != want:
-                raise MalformedMessageError(
+                raise malformed(
                     STAGES[2], u, f"shares for {sorted(boxes[u])}, expected its neighbours {sorted(want)}"
                 )
         out = {}
@@ -127,7 +127,7 @@ class Server:
         for v, m in messages.items():
             for u, kind, share in self._parse(4, v, wire.parse_unmask_shares, m):
                 if u not in self.held[v] or (kind == wire.SELF) != (u in alive):
-                    raise MalformedMessageError(STAGES[4], v, f"an unrequested share of client {u}")
+                    raise malformed(STAGES[4], v, f"an unrequested share of client {u}")
                 (b_shares if kind == wire.SELF else sk_shares)[u][v + 1] = share
         cfg, total = self.config, self.total
         for u, shares in b_shares.items():
@@ -149,7 +149,7 @@ class Server:
     def _recover(self, u: int, shares: dict[int, int], what: str, size: int) -> bytes:
         t = self.config.threshold
         if len(shares) < t:
-            raise TooFewSurvivorsError(STAGES[4], len(shares), t, f"shares of client {u}'s {what} arrived")
+            raise too_few(STAGES[4], len(shares), t, f"shares of client {u}'s {what} arrived")
         value = shamir.reconstruct(shares, t, f"client {u}'s {what}")
         if value >= 1 << (8 * size):
             raise SecAggError(

@@ -217,6 +217,37 @@ def party_session(
             writer.close()
 
 
+def party_start(
+    conn: Connection, name: str, program_bytes: bytes, certs: str | None
+) -> tuple[Callable, TlsIdentity | None, socket.socket, dict, bytes] | None:
+    """The start of a party process: load the program and the TLS identity (``certs``: its
+    folder, or None without TLS), bind a loopback listener, report its port and wait for the
+    start signal; ``(program, tls, listener, addresses, session id)``, or None when the caller
+    is gone or the loading failed (the error is reported over ``conn``). Watches the caller's
+    process from then on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # import the program's module and load TLS material before the start signal
+        program = pickle.loads(program_bytes)  # noqa: S301 - bytes produced by our own caller
+        tls = None
+        if certs is not None:
+            tls = TlsIdentity.from_dir(certs, name)
+            tls.context(True)
+            tls.context(False)
+    except BaseException as exc:
+        exc.add_note("while loading the program in the party process")
+        conn.send(("error", _describe(exc)))
+        return None
+    listener = open_listener(HOST)
+    conn.send(("port", listener.getsockname()[1]))
+    try:
+        _, addresses, session_id = conn.recv()
+    except (EOFError, OSError, ValueError):
+        listener.close()
+        return None
+    threading.Thread(target=_watch_parent, args=(conn,), name="covault-watch-parent", daemon=True).start()
+    return program, tls, listener, addresses, session_id
+
+
 def _party_main(
     conn: Connection,
     name: str,
@@ -232,27 +263,11 @@ def _party_main(
     provider: str | None = None,
 ) -> None:
     """Body of one party process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     busy = (*compute, dealer) if dealer else compute
-    try:  # import the program's module and load TLS material before the start signal
-        program = pickle.loads(program_bytes)  # noqa: S301 - bytes produced by our own caller
-        tls = None
-        if certs is not None:
-            tls = TlsIdentity.from_dir(certs, name)
-            tls.context(True)
-            tls.context(False)
-    except BaseException as exc:
-        exc.add_note("while loading the program in the party process")
-        conn.send(("error", _describe(exc)))
+    started = party_start(conn, name, program_bytes, certs)
+    if started is None:
         return
-    listener = open_listener(HOST)
-    conn.send(("port", listener.getsockname()[1]))
-    try:
-        _, addresses, session_id = conn.recv()
-    except (EOFError, OSError, ValueError):
-        listener.close()
-        return
-    threading.Thread(target=_watch_parent, args=(conn,), name="covault-watch-parent", daemon=True).start()
+    program, tls, listener, addresses, session_id = started
     tune_process(len(busy) if name in busy else (os.cpu_count() or 1))  # a data party: 1 thread
     try:
         args = (name, compute, dealer, protocol, frac_bits, timeout, listener, addresses, session_id)
@@ -313,6 +328,26 @@ def run_processes(
 def _run_processes(
     program_bytes, compute, dealer, data, order, protocol, frac_bits, timeout, certs, transcript_dir, provider
 ):
+    def party_args(name: str) -> tuple:
+        args = (name, compute, dealer, protocol, frac_bits, float(timeout), program_bytes)
+        return (
+            *args,
+            None if certs is None else str(certs),
+            None if transcript_dir is None else str(transcript_dir),
+            data,
+            provider,
+        )
+
+    return supervise(order, _party_main, party_args, timeout)
+
+
+def supervise(
+    order: Sequence[str], target: Callable, party_args: Callable[[str], tuple], timeout: float
+) -> dict[str, Any]:
+    """Start ``target(conn, *party_args(name))`` in one ``spawn`` process per party, gather the
+    ports they report, send every one the address map and a fresh session id, collect their
+    results (steps 3-6 of the module docstring) and return ``{party: result}``; the root cause
+    of a failure is raised naming its party."""
     ctx = multiprocessing.get_context("spawn")
     parties: dict[str, _Party] = {}
     results: dict[str, Any] = {}
@@ -321,14 +356,9 @@ def _run_processes(
     try:
         for name in order:
             here, there = ctx.Pipe(duplex=True)
-            args = (there, name, compute, dealer, protocol, frac_bits, float(timeout), program_bytes)
-            args += (
-                None if certs is None else str(certs),
-                None if transcript_dir is None else str(transcript_dir),
-                data,
-                provider,
+            proc = ctx.Process(
+                target=target, args=(there, *party_args(name)), name=f"covault-{name}", daemon=True
             )
-            proc = ctx.Process(target=_party_main, args=args, name=f"covault-{name}", daemon=True)
             parties[name] = _Party(name, proc, here)
             try:
                 proc.start()
