@@ -231,7 +231,7 @@ class Client:
         if self._links is None:
             raise CovaultError(f"client {self.party!r}: use the Client in a with-block (not open)")
         model = self.model
-        if "preprocessing" in model.info or not _numeric(rows):
+        if model.info.get("preprocessing") is not None or not _numeric(rows):
             rows = model_rows(
                 model.info, rows, prepared=prepared, name=model.name, n_features=model.n_features
             )
