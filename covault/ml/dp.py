@@ -97,6 +97,9 @@ def fit_private(
         y = y if overwrite else y._same(y.shares.copy())
         x, y = shuffle_together([x, y], in_place=True)
     c = dpsgd.clip_bounds(x, privacy.max_grad_norm)
+    fused = is_classifier(est) and est.sigmoid == "piecewise"  # sigmoid and clamp in one comparison
+    if fused:
+        lo, hi = dpsgd.piecewise_bounds(c, y)
     q, steps = privacy.schedule(n, int(est.batch_size), int(est.epochs))
     per_epoch = steps // int(est.epochs)
     sigma = privacy.sigma(q, steps)
@@ -122,11 +125,18 @@ def fit_private(
         if t % per_epoch == 0:
             opt.lr = est._epoch_lr(epoch)
             if est.shuffle == "epoch" and epoch > 0:
-                x, y, c = shuffle_together([x, y, c], in_place=True)
+                if fused:
+                    x, y, lo, hi = shuffle_together([x, y, lo, hi], in_place=True)
+                else:
+                    x, y, c = shuffle_together([x, y, c], in_place=True)
         rows = positions[t]
         if len(rows):
-            r = loss.backward(model(x[rows]), y[rows])
-            model.backward(dpsgd.clamp(r, c[rows]), scale=scale, input_grad=False)
+            z = model(x[rows])
+            if fused:
+                r = dpsgd.clipped_piecewise_residual(z, y[rows], lo[rows], hi[rows])
+            else:
+                r = dpsgd.clamp(loss.backward(z, y[rows]), c[rows])
+            model.backward(r, scale=scale, input_grad=False)
         if noise is not None:
             opt.noise = {id(model.weight): noise[t, :d].reshape(d, 1), id(model.bias): noise[t, d:]}
         opt.step()

@@ -133,14 +133,41 @@ def clip_bounds(x: Any, max_grad_norm: float) -> Any:
 
 
 def clamp(r: Any, c: Any) -> Any:
-    """``clip(r, -c, c)`` for secret ``r`` and ``c >= 0`` of one shape: ``r - relu(r - c) +
-    relu(-r - c)``, one comparison on both halves together (8 rounds in 2pc, no truncation)."""
+    """``clip(r, -c, c)`` for secret ``r`` and ``c >= 0`` of one shape (:func:`clamp_between`:
+    one comparison on ``2B`` elements, 8 rounds in 2pc, no truncation)."""
+    return clamp_between(r, -c, c)
+
+
+def piecewise_bounds(c: Any, y: Any) -> tuple[Any, Any]:
+    """Per-row bounds ``(lo, hi)`` of :func:`clipped_piecewise_residual` for clip bounds ``c``
+    and 0/1 labels ``y`` (n, 1): with ``m = min(1, c)``, ``lo = y (1 - m)``, ``hi = lo + m``
+    (one comparison and one product, once per row)."""
+    from covault.ops import compare
+
+    m = c - compare.relu(c - 1.0)
+    lo = (y * (1.0 - m)).with_bound(1.0 + 2.0 ** (2 - c.session.frac_bits))
+    return lo, lo + m
+
+
+def clipped_piecewise_residual(z: Any, y: Any, lo: Any, hi: Any) -> Any:
+    """The residual ``clip(1/2 + z/4, 0, 1) - y`` of logistic regression with the piecewise
+    sigmoid, clamped to ``[-c, c]``, in ONE comparison on ``2B`` elements (the sigmoid's own
+    cost): for ``y = 0`` it is ``clip(v, 0, min(1, c))``, for ``y = 1`` ``clip(v, 1 - min(1,
+    c), 1) - 1`` with ``v = 1/2 + z/4``, i.e. ``clip(v, lo, hi) - y``
+    (:func:`piecewise_bounds`). ``f + 2`` fractional bits, like the sigmoid's."""
+    quarter = z._new(z.shares, z.frac + 2, None if z.bound is None else z.bound / 4)  # z / 4, exact
+    return clamp_between(quarter + 0.5, lo, hi) - y
+
+
+def clamp_between(v: Any, lo: Any, hi: Any) -> Any:
+    """``clip(v, lo, hi)`` for secret ``v`` and secret ``lo <= hi`` of one shape: ``v - relu(v - hi)
+    + relu(lo - v)``, one comparison on both halves together."""
     from covault.ops import compare
     from covault.tensor import concatenate
 
-    both = compare.relu(concatenate([r - c, -r - c]))
-    m = r.shape[0]
-    return r - both[:m] + both[m:]
+    both = compare.relu(concatenate([v - hi, lo - v]))
+    m = v.shape[0]
+    return v - both[:m] + both[m:]
 
 
 def secret_noise(session: Any, shape: tuple[int, ...], party_sigma: float) -> Any:
