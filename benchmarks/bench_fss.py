@@ -10,6 +10,8 @@ P1 and the dealer share the cores, and the dealer generates the keys in line, as
 deals on demand would) and reports P0's wall time per call (median of ``R``), its rounds and
 bytes sent, and the dealer's bytes; for the FSS gates also the time without the wait for the
 keys (what a pool of keys dealt ahead leaves online: masking, the opening, the evaluation).
+Part 3 runs the gates over TCP with mutual TLS, one process per party, the dealer dealing in
+line (its key generation overlaps the opening round).
 """
 
 from __future__ import annotations
@@ -126,13 +128,49 @@ def gate_table(reps: int) -> list[str]:
     return lines
 
 
+TCP_GATES = ("fss.drelu", "fss.relu", "fss.sigmoid", "compare.msb (x < 0)", "compare.relu", "x.sigmoid()")
+
+
+def _tcp_program(s, reps: int = 30) -> dict:
+    """Every gate of :data:`TCP_GATES` on 1 and 64 elements: median wall time and rounds."""
+    owner = s.compute_parties[0]
+    out = {}
+    for size in SIZES[:2]:
+        values = np.linspace(-30_000.0, 30_000.0, size)
+        x = s.input(values if s.party == owner else None, owner=owner, bound=32_767.0)
+        for name, gate in GATES:
+            if name not in TCP_GATES:
+                continue
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                with s.scope() as c:
+                    gate(x)
+                times.append(time.perf_counter() - t)
+            out[name, size] = (float(np.median(times)), c.rounds)
+    return out
+
+
+def tcp_table() -> list[str]:
+    res = covault.run(_tcp_program, 2, "2pc", transport="tcp", timeout=120)["p0"]
+    lines = [
+        "Gates over TCP with mutual TLS, one process per party (loopback), P0's median ms per call",
+        f"{'gate':<22} {'1 element':>10} {'64 elements':>12} {'rounds':>6}",
+    ]
+    for name in TCP_GATES:
+        (one, rounds), (many, _) = res[name, 1], res[name, 64]
+        lines.append(f"{name:<22} {one * 1e3:>10.3f} {many * 1e3:>12.3f} {rounds:>6}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--reps", type=int, default=9)
     args = ap.parse_args()
     head = [f"bench_fss on {platform.node()}: {os.cpu_count()} cores, python {platform.python_version()}", ""]
-    text = "\n".join([*head, *dcf_table(args.reps), "", *gate_table(args.reps)]) + "\n"
+    parts = [*head, *dcf_table(args.reps), "", *gate_table(args.reps), "", *tcp_table()]
+    text = "\n".join(parts) + "\n"
     print(text, end="")
     if args.out:
         args.out.write_text(text, encoding="utf-8")
