@@ -148,20 +148,23 @@ def keygen(
     cw_v = np.empty((bits, n, m), dtype=np.int64)
     cw_t = np.empty((bits, n, 2), dtype=np.uint8)
     sides = consts[None, :2, None]
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None]
+    abits = (alpha[None] >> shifts) & _ONE  # keep side a, lose side 1 - a
     for i in range(bits):
-        a = (alpha >> np.uint64(bits - 1 - i)) & _ONE  # keep side a, lose side 1 - a
+        a = abits[i]
         right = a.astype(bool)
         np.bitwise_xor(s[:, None, :, None, :], sides, out=mmo.inp)
         seeds, tb, vals = _children(mmo(), m)  # (party, side, N, ...)
         s_keep = np.where(right[:, None], seeds[:, 1], seeds[:, 0])
         s_lose = np.where(right[:, None], seeds[:, 0], seeds[:, 1])
-        v_keep = np.where(right[:, None], vals[:, 1], vals[:, 0])
-        v_lose = np.where(right[:, None], vals[:, 0], vals[:, 1])
         s_cw = s_lose[0] ^ s_lose[1]
-        neg = t[1].astype(bool)[:, None]  # (-1)^t1
-        d = v_lose[1] - v_lose[0] - v_alpha + (beta & np.negative(a).view(np.int64)[:, None])
-        v_cw = np.where(neg, -d, d)
-        v_alpha += v_keep[0] - v_keep[1] + np.where(neg, -v_cw, v_cw)
+        dv = vals[0] - vals[1]  # (side, N, m): v_0 - v_1
+        d_keep = np.where(right[:, None], dv[1], dv[0])
+        d_lose = np.where(right[:, None], dv[0], dv[1])
+        beta_a = beta & np.negative(a).view(np.int64)[:, None]
+        d = beta_a - d_lose - v_alpha  # V_CW = (-1)^t1 d, and (-1)^t1 V_CW = d
+        v_cw = np.where(t[1].astype(bool)[:, None], -d, d)
+        v_alpha = d_keep - d_lose + beta_a
         t_l = tb[0, 0] ^ tb[1, 0] ^ a ^ _ONE
         t_r = tb[0, 1] ^ tb[1, 1] ^ a
         t_keep = np.where(right, t_r, t_l)
