@@ -8,7 +8,9 @@
    without ``features``, every column) through the connectors (CSV, Parquet, SQL, frames).
 3. **Policy, columns**: allowed and denied columns, PII actions (drop, hash, generalize,
    redact); a used column that looks like PII and has no rule refuses the job
-   (:func:`covault.ingest.policy.apply_policy`).
+   (:func:`covault.ingest.policy.apply_policy`); then the columns of ``[privacy.local_dp]``
+   are noised (:mod:`covault.ingest.local_dp`; charged after the schema round,
+   :mod:`covault.jobs.budget`).
 4. **Label and split**: the label must be a number (classes ``0 .. n_classes - 1`` for
    classification) in every row; ``test_fraction`` of the rows are held out (stratified, from
    the public seed) unless the owner gives a ``test`` source.
@@ -27,6 +29,7 @@ import numpy as np
 from covault.ingest.connectors import describe, read_table, source_columns
 from covault.ingest.errors import DataError as IngestDataError
 from covault.ingest.errors import PolicyError
+from covault.ingest.local_dp import apply_local_dp
 from covault.ingest.policy import (
     JobView,
     Policy,
@@ -177,12 +180,14 @@ def _prepare(job, party: str) -> OwnerRows:
     wanted = _wanted(job, party, source)
     table = read_table(source, columns=wanted)
     table, verdicts = apply_policy(policy, table, view)
+    table = apply_local_dp(table, policy.local_dp, party)  # [privacy.local_dp]: noised here, first
     features = [c for c in table.names if c not in (job.label, job.id_column)]
     _check_rows(job, table, features)
     n_train = table.n_rows
     if party in job.test:
         test = read_table(job.test[party], columns=wanted)
         test, _ = apply_policy(policy, test, view)
+        test = apply_local_dp(test, policy.local_dp, party)
         missing = [c for c in table.names if c not in test.names]
         if missing:
             raise DataError(f"{test.source} has no column {missing[0]!r} ({table.source} has it)")

@@ -16,6 +16,7 @@ from typing import Any
 from covault import schemes
 from covault.ingest.policy import plan_columns, usage_refusals
 from covault.ingest.transforms import NONE, output_names
+from covault.jobs.budget import plan_entry
 from covault.jobs.errors import JobError
 from covault.jobs.owner import job_view, owner_policy, prepare_owner
 
@@ -90,6 +91,12 @@ def plan(job, party: str) -> dict[str, Any]:
         out["errors"].append(str(exc))
         return out
     out["rows"] = {"train": rows.n_train, "test": rows.n_test}
+    budget = plan_entry(job, party, policy, rows)
+    if budget is not None:
+        out["privacy_budget"] = budget
+        if "refusal" in budget:
+            refusal = {"rule": "privacy.max_epsilon", "subject": party, "key": "privacy"}
+            out["refusals"].append(refusal | {"message": f"{party} refused the job: {budget['refusal']}"})
     out["model_inputs"] = inputs
     out["sends"] = sends(job, party, rows.n_train + rows.n_test, len(inputs), features, kinds)
     return out
@@ -176,6 +183,14 @@ def format_plan(p: dict[str, Any]) -> str:
         lines.append(f"  feature {f['column']} ({f['kind']}, {f['missing']} missing): {t or 'as is'}{scale}")
     if "rows" in p:
         lines.append(f"rows: {p['rows']['train']} training, {p['rows']['test']} held out")
+    if "privacy_budget" in p:
+        b = p["privacy_budget"]
+        cap = "no cap" if b["cap"] is None else f"cap {b['cap']:g}, remaining {b['remaining']:g}"
+        job_eps = b["job_epsilon"] if isinstance(b["job_epsilon"], str) else f"{b['job_epsilon']:g}"
+        lines.append(
+            f"privacy budget ({b['ledger']}): spent {b['spent']:g}, {cap}; this job: local DP "
+            f"{b['local_epsilon']:g} + DP-SGD {job_eps}"
+        )
     for s in p["sends"]:
         size = "" if s["bytes"] is None else f" ({s['bytes'] / 1e6:.3f} MB)"
         to = s["to"] if isinstance(s["to"], str) else ", ".join(s["to"])

@@ -45,6 +45,8 @@ import numpy as np
 from covault import ring
 from covault.jobs import dp
 from covault.jobs.align import align
+from covault.jobs.budget import admit as admit_budget
+from covault.jobs.budget import announce as announce_budget
 from covault.jobs.data import VerticalRows, load_vertical_rows
 from covault.jobs.errors import JobError, RefusedError
 from covault.jobs.memory import check_memory, memory_status
@@ -169,6 +171,7 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
             elif me in job.data_parties:
                 rows = prepare_owner(job, me)
                 status.update(rows.status())
+                status.update(announce_budget(rows.policy, me, rows))  # docs/privacy.md
             if (me in job.compute or me == job.dealer) and job.task == "mlp":
                 ring.load_matmul_engine()  # matrix products; linear models' are matrix-vector (numpy)
             if writer:
@@ -221,6 +224,7 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
             x_tr, y_tr, x_te, y_te = _share_columns(job, session, vschema, alignment, rows)
     else:
         schema = agree(job, statuses, me)
+        admit_budget(job, statuses, schema.n_train, me, rows.policy if rows is not None else None)
         n_rows, at_once = schema.n_train + schema.n_test, max(schema.n_train, schema.n_test)
         check_memory(job, session, statuses, len(schema.features), n_rows, at_once, shared_host=shared_host)
         say(
