@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import urllib.error
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from covault.serving import load_model
 from covault.serving.inputs import ModelInputs, model_rows
 from covault.serving.keys import store_folders
 from covault.serving.online import Query
-from tests.helpers import HOSPITALS
+from tests.helpers import HOSPITALS, deploy_job, free_ports, gateway_token, post, wait_parties
 
 COLUMNS = ["amount", "age", "country", "vip"]
 INPUTS = [("amount", "number"), ("age", "number"), ("country", "text"), ("vip", "bool")]
@@ -194,6 +196,7 @@ def _job(folder):
     return path
 
 
+@pytest.mark.processes
 def test_raw_rows_to_a_trained_secret_model_match_the_plaintext_pipeline(tmp_path):
     job = _job(tmp_path)
     run = subprocess.run(
@@ -232,6 +235,77 @@ def test_raw_rows_to_a_trained_secret_model_match_the_plaintext_pipeline(tmp_pat
     # raw values passed as if they were the model's inputs would not be these answers
     naive = read_table(rows).numeric(["amount", "age"])
     assert not np.allclose(np.nan_to_num(naive), x[:, :2])
+
+
+SERVING = ("hospital_a", "hospital_b", "dealer")
+
+
+def _parties(job, *args, names=SERVING):
+    cmd = [sys.executable, "-m", "covault", *args[:1], str(job), *args[1:]]
+    return {n: subprocess.Popen([*cmd, "--as", n], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for n in names}  # fmt: skip
+
+
+@pytest.mark.processes
+@pytest.mark.slow
+def test_covault_predict_and_the_gateway_take_raw_named_columns(tmp_path):
+    job = _job(tmp_path)
+    job.write_text(job.read_text().replace('model_store = "risk"', 'model_store = "risk"\ndealer = "dealer"'))
+    deploy_job(job, [*HOSPITALS, "dealer"], lambda t: t + "[parties.dealer]\n")
+    run = subprocess.run([sys.executable, "-m", "covault", "train", str(job)], capture_output=True, text=True,
+                         timeout=180, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    raw = raw_rows(np.random.default_rng(9), 5)
+    rows = tmp_path / "rows.csv"
+    write_csv(rows, raw, with_label=False)
+    records = [dict(r) for r in csv.DictReader(rows.open())]
+    for r in records:  # JSON as an application sends it: numbers, null for a missing cell
+        r.update({c: None if r[c] == "" else float(r[c]) for c in ("amount", "age", "vip")})
+        r["country"] = r["country"] or None
+    answers = {}
+    for way in ("cli", "http"):
+        serve = _parties(job, "serve", "--model", "risk", "--json")
+        try:
+            if way == "cli":
+                ask = _parties(job, "predict", "--model", "risk", "--input", str(rows), "--json",
+                               names=["hospital_c"])  # fmt: skip
+                (out, err, code) = wait_parties(ask, 60)["hospital_c"]
+                assert code == 0, err
+                answers[way] = np.array(json.loads(out.splitlines()[-1])["predictions"])
+            else:
+                port, token_file = free_ports(1)[0], tmp_path / "c.token"
+                gw = _parties(job, "gateway", "--model", "risk", "--port", str(port), "--token-file",
+                              str(token_file), names=["hospital_c"])["hospital_c"]  # fmt: skip
+                url = f"http://127.0.0.1:{port}/predict"
+                try:
+                    token = gateway_token(url, token_file)
+                    answers[way] = np.array(post(url, {"rows": records}, token)["predictions"])
+                    with pytest.raises(urllib.error.HTTPError) as bad:  # raw numbers where names are due
+                        post(url, {"rows": [[1.0, 2.0, 3.0, 0.0]]}, token)
+                    assert bad.value.code == 400 and "'amount' (number)" in bad.value.read().decode()
+                    gw.send_signal(signal.SIGTERM)
+                    assert gw.wait(timeout=30) == 0, gw.stderr.read()
+                finally:
+                    if gw.poll() is None:
+                        gw.kill()
+                        gw.wait()
+        finally:
+            for n, (_, err, code) in wait_parties(serve, 60).items():
+                assert code == 0, (n, err)
+    spec = load_job(job)
+    folder, keys = store_folders(spec.config, spec.model_dir)
+
+    def program(s):  # the stored weights, opened here only to check the answers
+        model = load_model(s, folder, "risk", key_dir=keys)
+        return [t.reveal(to="hospital_c") for t in model.weights], model.info
+
+    (w, b), info = covault.run(program, ["hospital_a", "hospital_b"], "2pc", data_parties=["hospital_c"])[
+        "hospital_c"
+    ]
+    x = spec_preprocessing(info).apply(read_table(rows))
+    want = 1 / (1 + np.exp(-(x @ w.reshape(-1) + float(b.reshape(-1)[0]))))
+    for way in ("cli", "http"):
+        np.testing.assert_allclose(answers[way], want, atol=SAME, err_msg=way)
 
 
 def spec_preprocessing(info):

@@ -158,6 +158,7 @@ def test_the_job_key_answer(tmp_path):
         job(f'{store}\nanswer = "decision"', reg)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     "protocol",
     [
@@ -208,6 +209,7 @@ def test_a_trained_model_with_answer_decision_answers_the_class(tmp_path, protoc
     assert 0 < answer.sum() < len(X)
 
 
+@pytest.mark.processes
 def test_covault_model_import_answer_decision(tmp_path):
     pytest.importorskip("onnx")
     from tests.test_serving_import import B1, B2, COMPUTE, W1, W2, consortium, import_everywhere, onnx_mlp

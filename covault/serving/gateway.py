@@ -1,7 +1,9 @@
 """An HTTP gateway on the client's side of a private inference service (``covault gateway``).
 
 It listens on a loopback address only and forwards each ``POST /predict`` (JSON ``{"rows":
-[[...], ...]}``, header ``Authorization: Bearer TOKEN``) to one open :class:`Client`, one
+[{"column": value, ...}, ...]}`` naming the raw columns of the model's job, or ``[[...], ...]``
+for a model that takes its raw numbers as they are; ``"prepared": true`` for rows already in
+the model's inputs; header ``Authorization: Bearer TOKEN``) to one open :class:`Client`, one
 request at a time; the answer is ``{"model", "rows", "predictions"}``. Malformed rows get 400
 with the client's error (nothing was sent to the service); a failed service gets 502 naming
 the party, and the gateway stops.
@@ -19,6 +21,10 @@ from typing import Any
 from covault.errors import CovaultError, EncodingError, PeerError, ShapeError
 
 MAX_BODY = 16 << 20  # bytes of one request
+BODY = (
+    'the body must be JSON {"rows": [{"column": value, ...}, ...]} (the raw columns by name) or '
+    '{"rows": [[number, ...], ...]}, with "prepared": true for rows already in the model\'s inputs'
+)
 
 
 class GatewayServer(HTTPServer):
@@ -66,11 +72,14 @@ class _Handler(BaseHTTPRequestHandler):
                 413, {"error": f"the body must have a Content-Length of at most {MAX_BODY} bytes"}
             )
         try:
-            rows = json.loads(self.rfile.read(size))["rows"]
-        except (ValueError, KeyError, TypeError):
-            return self._reply(400, {"error": 'the body must be JSON {"rows": [[number, ...], ...]}'})
+            body = json.loads(self.rfile.read(size))
+            rows, prepared = body["rows"], body.get("prepared", False)
+            if not isinstance(prepared, bool):
+                raise TypeError("prepared")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self._reply(400, {"error": BODY})
         try:
-            out = srv.client.predict(rows)
+            out = srv.client.predict(rows, prepared=prepared)
         except (ShapeError, EncodingError) as exc:
             return self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
         except PeerError as exc:
