@@ -24,7 +24,7 @@ from covault.serving.keys import store_folders
 from covault.serving.online import Query
 from covault.serving.policy import answer_of, check_answer, forward_args, make_answer, threshold_of
 from covault.serving.store import MAGIC
-from tests.helpers import tiny_job
+from tests.helpers import tiny_job, tls_consortium, wait_parties
 
 LR = [{"op": "linear", "in": 4, "out": 1}, {"op": "sigmoid"}]
 MLP3 = [
@@ -236,3 +236,33 @@ def test_covault_model_import_answer_decision(tmp_path):
 
 COMMAND = [sys.executable, "-m", "covault", "model", "import"]
 X6 = np.random.default_rng(6).normal(0, 1, (30, 6))
+
+
+@pytest.mark.processes
+def test_covault_serve_answers_the_decision_alone(tmp_path):
+    from covault.serving import Client
+
+    top = ['protocol = "2pc"', 'dealer = "dealer"', "timeout = 20", 'compute = ["a", "b"]']
+    config = tls_consortium(tmp_path, top, ["a", "b", "dealer", "owner", "client"])
+    folder, keys = store_folders(load_config(config))
+    covault.run(
+        lambda s: import_model(s, "owner", PlainModel(LR, [W, B]) if s.party == "owner" else None, folder,
+                               keys, name="lr", answer="decision", threshold=0.7),
+        ["a", "b"], "2pc", data_parties=["owner"],
+    )  # fmt: skip
+    cmd = [sys.executable, "-m", "covault", "serve", str(config), "--model", "lr", "--client", "client"]
+    procs = {
+        n: subprocess.Popen([*cmd, "--as", n], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in ("a", "b", "dealer")
+    }
+    try:
+        with Client(config, as_="client", model="lr") as client:
+            assert client.model.info["answer"] == {"output": "decision", "threshold": 0.7}
+            answer = client.predict(X)
+    finally:
+        for n, (_, err, code) in wait_parties(procs, 60).items():
+            assert code == 0, (n, err)
+    p = 1 / (1 + np.exp(-(X @ W + B).reshape(-1)))
+    far = np.abs(p - 0.7) > 0.01
+    assert set(np.unique(answer)) <= {0, 1} and 0 < answer.sum() < len(X)  # classes, not probabilities
+    np.testing.assert_array_equal(np.asarray(answer).reshape(-1)[far], (p[far] > 0.7).astype(int))
