@@ -22,6 +22,8 @@ def test_leave_plan_spreads_dropouts_over_rounds_and_stages():
     assert who[0] == list(range(10)) and len(who[-1]) == 7
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_demo_federated_over_processes(capsys):
     assert (
         cli(["demo", "--federated", "--clients", "8", "--dropout", "0.375", "--rounds", "4", "--json"]) == 0
@@ -35,6 +37,7 @@ def test_demo_federated_over_processes(capsys):
     assert "mutual TLS" in result["transport"]
 
 
+@pytest.mark.processes
 def test_too_many_dropouts_in_processes_name_the_round():
     """Three of four clients leave in the first round: the aggregator stops, naming round and count."""
     from covault.fl.errors import TooFewSurvivorsError

@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="--federated: fraction of the clients that drop out during training (default 0.2)",
     )
     g.add_argument("--rounds", type=positive_int, default=20, help="--federated: FedAvg rounds (default 20)")
+    g.add_argument(
+        "--noise-multiplier",
+        type=float,
+        default=0.0,
+        metavar="Z",
+        help="--federated: distributed DP noise of std Z x clip on the sum, clip 1 (default 0: none, clip 4)",
+    )
 
 
 def leave_plan(clients: int, dropout: float, rounds: int) -> dict[int, tuple[int, int]]:
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     import numpy as np
 
+    from covault.fl.config import RoundConfig
     from covault.fl.federated import HUB, client_name, program
     from covault.fl.processes import run_star
     from covault.fl.training import accuracy, breast_cancer_split, fedavg_plain
@@ -80,8 +88,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SecAggError(f"{PROG}: secure aggregation needs at least 3 clients here, got {n}")
     shards, test = breast_cancer_split(n)
     plan = leave_plan(n, args.dropout, rounds)
-    base = {"clients": n, "rounds": rounds, "epochs": 5, "lr": 0.5, "clip": 4.0, "frac_bits": 16}
-    base |= {"neighbours": 0, "threshold": 0}
+    z = args.noise_multiplier
+    if not (z >= 0 and np.isfinite(z)):
+        from covault.fl.errors import SecAggError
+
+        raise SecAggError(f"{PROG}: --noise-multiplier must be a finite number >= 0, got {z}")
+    clip = 1.0 if z else 4.0
+    t = RoundConfig(clients=n, dim=1, seed=0).threshold
+    honest = max(1, n - len(plan) - (t - 1))  # the clients that stay, less the most colluders t - 1
+    base = {"clients": n, "rounds": rounds, "epochs": 5, "lr": 0.5, "clip": clip, "frac_bits": 16}
+    base |= {"neighbours": 0, "threshold": 0, "sigma": z * clip, "honest": honest}
     jobs = {HUB: {**base, "test": test}}
     for i in range(n):
         jobs[client_name(i)] = {**base, "index": i, "shard": shards[i], "leave": plan.get(i)}
@@ -116,8 +132,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "aggregator_cpu_seconds": hub["cpu_seconds"],
         "client_cpu_seconds_mean": float(np.mean([res[c]["cpu_seconds"] for c in stays])),
         "wall_seconds": wall,
+        "noise_multiplier": z,
+        "dp": None
+        if not z
+        else {
+            "epsilon": dp_epsilon(z, rounds),
+            "delta": DELTA,
+            "unit": "one client's update (client-level), every client in every round",
+            "honest_clients_assumed": honest,
+        },
         "transport": "tcp, mutual TLS 1.3 (throw-away CA), one process per client and one for the aggregator",
     }
+
+
+DELTA = 1e-5
+
+
+def dp_epsilon(z: float, rounds: int) -> float | None:
+    """Client-level epsilon at :data:`DELTA` (None without Google's dp-accounting)."""
+    try:
+        from covault.fl.dp import epsilon
+
+        return epsilon(z, rounds, DELTA)
+    except ImportError:
+        return None
 
 
 def report(r: dict[str, Any]) -> str:
@@ -132,9 +170,19 @@ def report(r: dict[str, Any]) -> str:
             f"dropped: {drops or 'none'}",
             f"test accuracy ({r['test_rows']} rows): secure FedAvg {r['accuracy_secure']:.4f}, "
             f"plaintext FedAvg {r['accuracy_plaintext']:.4f} (largest weight difference "
-            f"{r['max_weight_difference']:.2e}: clipping and 16-bit fixed point)",
+            f"{r['max_weight_difference']:.2e}: clipping, 16-bit fixed point{', DP noise' if r['dp'] else ''})",
             f"bytes per client per round: sent {b['sent']:,.0f}, received {b['received']:,.0f} "
             f"(plain FedAvg: sent {p['sent']:,}, received {p['received']:,})",
+            *(
+                []
+                if r["dp"] is None
+                else [
+                    f"distributed DP: noise multiplier {r['noise_multiplier']:g}, made up by any "
+                    f"{r['dp']['honest_clients_assumed']} honest clients; client-level epsilon "
+                    f"{r['dp']['epsilon'] if r['dp']['epsilon'] is None else round(r['dp']['epsilon'], 3)} "
+                    f"at delta {r['dp']['delta']:g} over {r['rounds']} rounds"
+                ]
+            ),
             f"time: {r['wall_seconds']:.1f} s in all (processes started, TLS set up), aggregator "
             f"{r['aggregator_seconds']:.2f} s for {r['rounds']} rounds ({r['aggregator_cpu_seconds']:.2f} s CPU), "
             f"client CPU {r['client_cpu_seconds_mean']:.3f} s each",

@@ -5,7 +5,9 @@ Per FedAvg round ``r`` (:mod:`covault.fl.training`), over one connection per cli
 
 1. the aggregator draws the round's public seed (``secrets``; the neighbour graph and the round
    id) and sends it with the global weights to every client still connected; each client trains
-   locally, clips and quantises its update (:class:`~covault.fl.quantise.Quantiser`) and answers
+   locally, clips its update, adds its part of the DP noise if ``p["sigma"]`` is set
+   (:mod:`covault.fl.dp`, ``p["honest"]`` clients making up ``sigma``), quantises it
+   (:class:`~covault.fl.quantise.Quantiser`) and answers
    with its public keys (:meth:`covault.fl.client.Client.advertise`);
 2. - 4. the three other rounds of SecAgg+ (:mod:`covault.fl.server`), each one message to and
    one from every client;
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from covault.errors import PeerError
+from covault.fl import dp
 from covault.fl.client import Client
 from covault.fl.config import RoundConfig
 from covault.fl.quantise import Quantiser
@@ -49,7 +52,10 @@ def _message(kind: int, rnd: int, seed: int, payload: bytes = b"", weights: np.n
 
 
 def _quantiser(p: dict[str, Any]) -> Quantiser:
-    return Quantiser(clip=p["clip"], frac_bits=p["frac_bits"], bits=32, max_clients=p["clients"])
+    sigma = dp.client_sigma(p["sigma"], p["honest"]) if p.get("sigma") else 0.0
+    return Quantiser(
+        clip=p["clip"], frac_bits=p["frac_bits"], bits=32, max_clients=p["clients"], noise_sigma=sigma
+    )
 
 
 def program(name: str, net: Network, p: dict[str, Any]) -> dict[str, Any]:
@@ -133,10 +139,13 @@ def client(net: Network, p: dict[str, Any]) -> dict[str, Any]:
         if kind == START:
             w = rest[0]
             update = local_update(w, shard, p["epochs"], p["lr"])
+            noise = (
+                dp.client_noise(len(w), p["sigma"], p["honest"], p["frac_bits"]) if p.get("sigma") else None
+            )
             cfg = RoundConfig(
                 clients=n, dim=len(w), seed=seed, neighbours=p["neighbours"], threshold=p["threshold"]
             )
-            sa = Client(i, q.encode(update), cfg)
+            sa = Client(i, q.encode(update, noise), cfg)
             reply = sa.advertise()
         else:
             reply = (sa.share_keys, sa.masked_input, sa.unmask)[stage - 2](payload.tobytes())
