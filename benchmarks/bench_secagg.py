@@ -110,6 +110,8 @@ def main() -> None:
         f"# {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
         f"cryptography {cryptography.__version__}, numpy {np.__version__}; one process, messages as bytes",
         f"# {n} clients x {dim:,} entries in Z_2^32 (clip 1, 16 fractional bits)",
+        f"# load average at the start {os.getloadavg()[0]:.1f} (other work on the host stretches the wall"
+        " times, not the CPU times)",
         "",
         f"plain (insecure) sum: {plain_bytes:,} bytes sent per client, nothing received; "
         f"server CPU {plain_cpu * 1e3:.1f} ms",

@@ -49,6 +49,7 @@ class Client:
         self.c, self.s = KeyPair(), KeyPair()
         self.peer_keys: dict[int, tuple[bytes, bytes]] = {}
         self.held: dict[int, tuple[int, int]] = {}  # neighbour -> (share of its s_sk, share of its b)
+        self.box_keys: dict[int, bytes] = {}  # neighbour -> AES-GCM key (the same both ways)
         self.stage = 0
 
     def _advance(self, stage: int) -> None:
@@ -87,7 +88,7 @@ class Client:
         rid, u = self.config.round_id, self.cid
         out = {}
         for v, (c_pk, _) in keys.items():
-            key = self.c.derive(c_pk, SHARE_LABEL, rid, u, v, 32)
+            key = self.box_keys[v] = self.c.derive(c_pk, SHARE_LABEL, rid, u, v, 32)
             plain = wire.share_plaintext(u, v, sk_shares[v + 1], b_shares[v + 1])
             out[v] = encrypt(key, plain, rid + struct.pack("<II", u, v))
         return wire.envelopes(out)
@@ -103,7 +104,7 @@ class Client:
             )
         rid, me = self.config.round_id, self.cid
         for w, blob in boxes.items():
-            key = self.c.derive(self.peer_keys[w][0], SHARE_LABEL, rid, w, me, 32)
+            key = self.box_keys[w]
             plain = decrypt(key, blob, rid + struct.pack("<II", w, me), f"client {w} (at client {me})")
             u, v, sk_share, b_share = self._parse("shares", wire.parse_share_plaintext, plain)
             if (u, v) != (w, me):
