@@ -174,3 +174,17 @@ def test_analytic_gaussian_calibration():
     classical = math.sqrt(2 * math.log(1.25 / 1e-5))
     assert 3.5 < sigma < classical  # tighter than the classical bound (4.84) at epsilon = 1
     assert mechanisms.laplace_scale(2.0, 0.5) == 4.0
+
+
+def test_bounds_beyond_the_public_operand_range(tmp_path):
+    """Incomes clipped to [0, 200000]: bounds above 2^15 enter as shared constants."""
+    income = np.array([52000.0, 61000.0, 250000.0, 38000.0, -5.0])
+    ledger = Ledger(tmp_path / "l.sqlite")
+
+    def prog(s):
+        x = s.input(income if s.party == "p0" else None, owner="p0", bound=1e6)
+        budget = Budget(ledger, None, "j") if s.party == "p0" else None
+        dp = PrivateStatistics(s, owners=("p0",), budget=budget, testing_without_noise=True)
+        return dp.sum(x, (0, 200000), epsilon=1.0).value
+
+    assert run_both(prog, ("2pc", 2)) == pytest.approx(np.clip(income, 0, 200000).sum(), abs=1e-6)

@@ -223,8 +223,21 @@ def _columns(x: SecretTensor, what: str) -> int:
 
 
 def _clip(x: SecretTensor, lo: float, hi: float) -> SecretTensor:
-    """``x`` clipped to ``[lo, hi]`` inside MPC (two comparisons per element)."""
-    return maximum(minimum(x, hi), lo).with_bound(max(abs(lo), abs(hi)) + 2.0**-x.session.frac_bits)
+    """``x`` clipped to ``[lo, hi]`` inside MPC (two comparisons per element); bounds beyond
+    the fixed-point range of public operands enter as trivially shared constants."""
+    top = max(abs(lo), abs(hi)) + 2.0**-x.session.frac_bits
+    return maximum(minimum(x, _constant(x, hi, top)), _constant(x, lo, top)).with_bound(top)
+
+
+def _constant(x: SecretTensor, value: float, bound: float) -> SecretTensor | float:
+    session = x.session
+    if abs(value) < session.fxp.max_abs:
+        return value
+    enc = session.fxp.encode(
+        np.full(x.shape, value), what="clipping bound", bound=max(bound, x.bound or 0) + 1
+    )
+    shares = session.protocol.add_public(session.protocol.empty(x.shape), enc)
+    return SecretTensor(session, shares, session.frac_bits, bound)
 
 
 def _admit(stats: PrivateStatistics, spec: _Spec) -> None:
