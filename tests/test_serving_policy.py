@@ -14,7 +14,6 @@ import pytest
 
 import covault
 from covault.deploy.config import load_config
-from covault.errors import BoundError
 from covault.jobs.errors import JobError
 from covault.jobs.spec import load_job
 from covault.serving import ModelStoreError, load_model, model_file
@@ -159,20 +158,7 @@ def test_the_job_key_answer(tmp_path):
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize(
-    "protocol",
-    [
-        "rep3",
-        pytest.param(
-            "2pc",
-            marks=pytest.mark.xfail(
-                raises=BoundError,
-                reason="SecretModel.forward takes the FSS gate for a trained model's decision, whose "
-                "weights carry no bound (covault/serving/model.py, _fss)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("protocol", ["rep3", "2pc"])
 def test_a_trained_model_with_answer_decision_answers_the_class(tmp_path, protocol):
     path = tiny_job(tmp_path)
     compute = ["hospital_a", "hospital_b", "hospital_c"]
