@@ -15,9 +15,11 @@ kept, and an ``(epsilon, delta)`` pair cannot be turned back into an RDP curve w
 Basic composition is valid for every mix, monotone, and is what an owner's cap
 (``[privacy] max_epsilon`` of its policy) bounds: the sum of the epsilons charged to it.
 
-**Where.** A party keeps its ledger beside its audit log, in its governance folder:
-``STATE/NAME.privacy.sqlite`` (:func:`ledger_path`; ``docs/privacy.md``). One file may hold
-several owners (one row names its owner).
+**Where.** The owner keeps it. For jobs, its policy names the file (``[privacy] ledger``;
+default ``NAME.privacy.sqlite`` beside the policy file, so cap and ledger stay together);
+:func:`ledger_path` names ``STATE/NAME.privacy.sqlite`` beside the audit log in a governance
+folder ``STATE`` (``docs/privacy.md``). One file may hold several owners (each row names its
+owner).
 
 **Concurrency.** Every call opens its own connection; :meth:`Ledger.charge_within` runs the
 check and the charge in one ``BEGIN IMMEDIATE`` transaction, so two jobs (threads or processes)
