@@ -52,7 +52,9 @@ def main() -> None:
         b = s.input(halves["p1"] if s.party == "p1" else None, owner="p1", bound=64.0)
         x = covault.concatenate([a, b])
         owner = s.party in ("p0", "p1")
-        dp = PrivateStatistics(s, owners=("p0", "p1"), budget=Budget(ledger, None, "bench") if owner else None)
+        dp = PrivateStatistics(
+            s, owners=("p0", "p1"), budget=Budget(ledger, None, "bench") if owner else None
+        )
         out = {}
         for eps in EPSILONS:
             out[eps] = [dp.mean(x, (LO, HI), epsilon=eps).value for _ in range(args.reps)]
