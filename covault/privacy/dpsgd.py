@@ -161,13 +161,29 @@ def clipped_piecewise_residual(z: Any, y: Any, lo: Any, hi: Any) -> Any:
 
 def clamp_between(v: Any, lo: Any, hi: Any) -> Any:
     """``clip(v, lo, hi)`` for secret ``v`` and secret ``lo <= hi`` of one shape: ``v - relu(v - hi)
-    + relu(lo - v)``, one comparison on both halves together."""
-    from covault.ops import compare
+    + relu(lo - v)``, one comparison on both halves together (:func:`relu_dealt`)."""
     from covault.tensor import concatenate
 
-    both = compare.relu(concatenate([v - hi, lo - v]))
+    both = relu_dealt(concatenate([v - hi, lo - v]))
     m = v.shape[0]
     return v - both[:m] + both[m:]
+
+
+def relu_dealt(x: Any) -> Any:
+    """``max(x, 0)``: one comparison whose bit goes straight into the product (no truncation),
+    run where the protocol runs it cheapest (``Protocol.dealt``: rep3 in its dealt two-party
+    view, P0 only dealing, as the piecewise sigmoid; 2pc as :func:`covault.ops.compare.relu`).
+    Rounds: 8 in 2pc, 9 in rep3."""
+    from covault.ops import compare
+
+    width = compare.msb_width(x)
+
+    def run(p: Any, xs: np.ndarray) -> np.ndarray:
+        p.prepare_b2a(int(np.prod(xs.shape[1:], dtype=np.int64)))
+        bits = compare.msb_bits(p, -xs, width)  # [x > 0]
+        return p.b2a_mul(bits, xs)[1]
+
+    return x._new(x.proto.dealt(run, x.shares), x.frac, x.bound)
 
 
 def secret_noise(session: Any, shape: tuple[int, ...], party_sigma: float) -> Any:
