@@ -1,4 +1,7 @@
-"""The server of one SecAgg+ round: routes keys and shares, sums masked inputs, unmasks the sum.
+"""The server of one SecAgg+ round: routes keys and shares, sums masked inputs, unmasks the sum
+(Bell et al., CCS 2020, over Bonawitz et al., CCS 2017; 4 rounds, each one message from and one
+to every client still there: per client the server receives what :mod:`covault.fl.client`
+sends and sends back ``68 k + 176 k + 4 k + 8`` bytes).
 
 Steps (one method per round; each takes ``{client id: message}`` from the clients that answered
 and returns ``{client id: message}`` for the next round; a client that did not answer dropped):
