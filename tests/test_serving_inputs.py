@@ -283,6 +283,9 @@ def test_covault_predict_and_the_gateway_take_raw_named_columns(tmp_path):
                     with pytest.raises(urllib.error.HTTPError) as bad:  # raw numbers where names are due
                         post(url, {"rows": [[1.0, 2.0, 3.0, 0.0]]}, token)
                     assert bad.value.code == 400 and "'amount' (number)" in bad.value.read().decode()
+                    with pytest.raises(urllib.error.HTTPError) as bad:  # rows are JSON, never a file here
+                        post(url, {"rows": str(rows)}, token)
+                    assert bad.value.code == 400 and "the body must be JSON" in bad.value.read().decode()
                     gw.send_signal(signal.SIGTERM)
                     assert gw.wait(timeout=30) == 0, gw.stderr.read()
                 finally:

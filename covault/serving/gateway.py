@@ -74,8 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(size))
             rows, prepared = body["rows"], body.get("prepared", False)
-            if not isinstance(prepared, bool):
-                raise TypeError("prepared")
+            if not isinstance(rows, list) or not isinstance(prepared, bool):  # never a file path
+                raise TypeError("rows")
         except (ValueError, KeyError, TypeError, AttributeError):
             return self._reply(400, {"error": BODY})
         try:
