@@ -8,9 +8,11 @@ import pytest
 
 from covault.cli import main as cli
 from covault.jobs import program as job_program_module
+from covault.jobs.approvals import audit_entries, party_folder
+from covault.jobs.local import run_local
 from covault.jobs.spec import load_job
 from covault.privacy.ledger import Ledger
-from tests.helpers import tiny_job
+from tests.helpers import HOSPITALS, approve_all, deploy_job, tiny_job
 from tests.test_jobs_owners import at_every_party
 
 
@@ -97,3 +99,21 @@ def test_dp_sgd_job_charged_then_refused(tmp_path, capsys):
     capsys.readouterr()
     assert cli(["train", str(path), "--transport", "local", "--quiet"]) == 2
     assert "needs epsilon 2, but the cap is 3, 2 is spent and 1 remains" in capsys.readouterr().err
+
+
+def test_a_governed_job_records_the_charge_in_the_owners_audit_log(capped_job):
+    deploy_job(capped_job, list(HOSPITALS), lambda t: t.replace("[model]", "timeout = 30\n[model]"))
+    approve_all(capped_job, HOSPITALS)
+    run_local(capped_job, transport="local", progress=False, approvals=True)
+    job = load_job(capped_job)
+    spent = [e.data for e in audit_entries(party_folder(job, "hospital_a")) if e.kind == "privacy_budget"]
+    assert spent == [
+        {
+            "epsilon": 1.0,
+            "delta": 0.0,
+            "mechanism": "local DP",
+            "owner": "hospital_a",
+            "what": "local DP of x1",
+        }
+    ]
+    assert not [e for e in audit_entries(party_folder(job, "hospital_b")) if e.kind == "privacy_budget"]

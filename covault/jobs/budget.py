@@ -64,10 +64,17 @@ def job_epsilon(job: Any, n_train: int) -> tuple[float, float]:
 
 
 def admit(
-    job: Any, statuses: dict[str, dict[str, Any]], n_train: int, party: str, policy: Policy | None
+    job: Any,
+    statuses: dict[str, dict[str, Any]],
+    n_train: int,
+    party: str,
+    policy: Policy | None,
+    hooks: Any = None,
 ) -> None:
     """Every owner's budget checked alike at every party (module docstring); then owner
-    ``party`` charges its ledger. RefusedError naming the first owner over its cap."""
+    ``party`` charges its ledger, and records each charge in its audit log where the job runs
+    governed (``hooks``: :class:`covault.jobs.governed.Hooks`). RefusedError naming the first
+    owner over its cap."""
     eps, delta = job_epsilon(job, n_train)
     for owner in job.data_parties:
         said = statuses.get(owner, {}).get("privacy")
@@ -87,15 +94,18 @@ def admit(
     if policy is None or not said:
         return
     ledger = Ledger(policy.ledger_file(party))
+    releases = []
+    if said["local_epsilon"] > 0:
+        releases.append(
+            ("local DP", said["local_epsilon"], 0.0, "local DP of " + ", ".join(said["local_columns"]))
+        )
+    if eps > 0 and math.isfinite(eps):
+        releases.append(("DP-SGD", eps, delta, f"DP-SGD training ({job.task})"))
     try:
-        if said["local_epsilon"] > 0:
-            what = "local DP of " + ", ".join(said["local_columns"])
-            ledger.charge_within(
-                party, said["local_epsilon"], 0.0, job.fingerprint(), what, policy.max_epsilon
-            )
-        if eps > 0 and math.isfinite(eps):
-            what = f"DP-SGD training ({job.task})"
-            ledger.charge_within(party, eps, delta, job.fingerprint(), what, policy.max_epsilon)
+        for mechanism, epsilon, d, what in releases:
+            ledger.charge_within(party, epsilon, d, job.fingerprint(), what, policy.max_epsilon)
+            if hooks is not None:
+                hooks.privacy_budget(epsilon=epsilon, delta=d, mechanism=mechanism, owner=party, what=what)
     except PrivacyBudgetError as exc:  # another job charged in between
         raise RefusedError(
             f"{party} refused the job: rule privacy.max_epsilon: {exc}",

@@ -224,7 +224,7 @@ def _run_job_party(job, session, progress, shared_host: bool, hooks) -> dict[str
             x_tr, y_tr, x_te, y_te = _share_columns(job, session, vschema, alignment, rows)
     else:
         schema = agree(job, statuses, me)
-        admit_budget(job, statuses, schema.n_train, me, rows.policy if rows is not None else None)
+        admit_budget(job, statuses, schema.n_train, me, rows.policy if rows is not None else None, hooks)
         n_rows, at_once = schema.n_train + schema.n_test, max(schema.n_train, schema.n_test)
         check_memory(job, session, statuses, len(schema.features), n_rows, at_once, shared_host=shared_host)
         say(
