@@ -114,6 +114,7 @@ def test_named_columns_in_every_form_give_the_training_transform(info):
         ({"vip": 2}, ["'vip'", "0/1"]),
         ({"amount": float("inf")}, ["'amount'", "infinite"]),
         ({"country": b"DE"}, ["'country'", "bytes"]),
+        ({"age": True}, ["'age'", "holds true/false"]),
     ],
 )
 def test_a_malformed_column_is_refused_by_name(info, change, words):

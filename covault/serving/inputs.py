@@ -105,7 +105,7 @@ class ModelInputs:
                 )
             self._check_names(table, self.model_inputs)
             for c in self.model_inputs:
-                self._check_kind(table[c], "number")
+                self._check_kind(table[c], "number", raw=False)
             return self._matrix(table.numeric(self.model_inputs))
         pre = self.preprocessing
         self._check_names(table, pre.names)
@@ -172,8 +172,10 @@ class ModelInputs:
             f"(it takes {self._expects()})"
         )
 
-    def _check_kind(self, col: Column, kind: str) -> Column:
-        """``col`` as the training data's kind ``kind`` would have it, or ShapeError naming it."""
+    def _check_kind(self, col: Column, kind: str, raw: bool = True) -> Column:
+        """``col`` as the training data's kind ``kind`` would have it, or ShapeError naming it
+        (``raw``: a raw number column takes no true/false; the model's inputs, such as one-hot
+        columns, may)."""
         if kind == "text":
             if col.kind == "text":
                 return col
@@ -182,6 +184,10 @@ class ModelInputs:
             return Column(col.name, "text", number_text(col.values, col.kind))
         if col.kind == "text":
             raise ShapeError(f"model {self.name!r}: column {col.name!r} holds text, the model takes a {kind}")
+        if raw and kind == "number" and col.kind == "bool":
+            raise ShapeError(
+                f"model {self.name!r}: column {col.name!r} holds true/false, the model takes a number"
+            )
         if kind == "bool":
             v = col.values[~np.isnan(col.values)]
             if not np.isin(v, (0.0, 1.0)).all():
