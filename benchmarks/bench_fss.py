@@ -78,9 +78,16 @@ def _gate_program(gate, size: int, reps: int):
 
         def timed(*args):  # the time P0 spends obtaining its keys (dealer in line)
             t = time.perf_counter()
-            out = deal(*args)
+            r, receive = deal(*args)
             keys[-1] += time.perf_counter() - t
-            return out
+
+            def received():
+                t = time.perf_counter()
+                got = receive()
+                keys[-1] += time.perf_counter() - t
+                return got
+
+            return r, received
 
         provider.dcf = timed
         times, online, cost = [], [], None
@@ -168,7 +175,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--reps", type=int, default=9)
     args = ap.parse_args()
-    head = [f"bench_fss on {platform.node()}: {os.cpu_count()} cores, python {platform.python_version()}", ""]
+    load = os.getloadavg()[0]
+    head = [
+        f"bench_fss on {platform.node()}: {os.cpu_count()} cores, python {platform.python_version()}, "
+        f"load average {load:.1f} at the start",
+        "",
+    ]
     parts = [*head, *dcf_table(args.reps), "", *gate_table(args.reps), "", *tcp_table()]
     text = "\n".join(parts) + "\n"
     print(text, end="")
