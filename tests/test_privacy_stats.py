@@ -185,6 +185,9 @@ def test_bounds_beyond_the_public_operand_range(tmp_path):
         x = s.input(income if s.party == "p0" else None, owner="p0", bound=1e6)
         budget = Budget(ledger, None, "j") if s.party == "p0" else None
         dp = PrivateStatistics(s, owners=("p0",), budget=budget, testing_without_noise=True)
-        return dp.sum(x, (0, 200000), epsilon=1.0).value
+        hist = dp.histogram(x, [0, 50000, 100000, 200000], epsilon=1.0)
+        return dp.sum(x, (0, 200000), epsilon=1.0).value, hist.value
 
-    assert run_both(prog, ("2pc", 2)) == pytest.approx(np.clip(income, 0, 200000).sum(), abs=1e-6)
+    total, hist = run_both(prog, ("2pc", 2))
+    assert total == pytest.approx(np.clip(income, 0, 200000).sum(), abs=1e-6)
+    np.testing.assert_array_equal(hist, [2, 2, 1])  # -5 counts in the first bin, 250000 in the last

@@ -177,7 +177,9 @@ class PrivateStatistics:
         _admit(self, spec)
         session, n, inner = self.session, x.shape[0], e[1:-1]
         if len(inner):
-            at_least = (x.reshape(n, 1).broadcast_to((n, len(inner))) >= inner.reshape(1, -1)).sum(axis=0)
+            wide = x.reshape(n, 1).broadcast_to((n, len(inner)))
+            top = float(np.abs(inner).max()) + 1.0
+            at_least = (wide >= _constant(wide, inner.reshape(1, -1), top)).sum(axis=0)
             counts = _differences(session, at_least, n)
         else:
             counts = session.constant(np.array([n]), integer=True)
@@ -229,13 +231,15 @@ def _clip(x: SecretTensor, lo: float, hi: float) -> SecretTensor:
     return maximum(minimum(x, _constant(x, hi, top)), _constant(x, lo, top)).with_bound(top)
 
 
-def _constant(x: SecretTensor, value: float, bound: float) -> SecretTensor | float:
+def _constant(x: SecretTensor, value, bound: float):
+    """The public ``value`` (a number or an array broadcast to ``x``'s shape) as an operand of
+    ``x``: itself inside the fixed-point range of public operands, else a trivially shared
+    constant whose magnitude bound is ``bound``."""
     session = x.session
-    if abs(value) < session.fxp.max_abs:
+    values = np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape)
+    if np.abs(values).max(initial=0.0) < session.fxp.max_abs:
         return value
-    enc = session.fxp.encode(
-        np.full(x.shape, value), what="clipping bound", bound=max(bound, x.bound or 0) + 1
-    )
+    enc = session.fxp.encode(values, what="public bound", bound=max(bound, x.bound or 0) + 1)
     shares = session.protocol.add_public(session.protocol.empty(x.shape), enc)
     return SecretTensor(session, shares, session.frac_bits, bound)
 
