@@ -50,9 +50,11 @@ def run_batches(
     share_wait: float = 2.0,
     tick: float = TICK,
     stop: Callable[[], bool] = lambda: False,
+    leave: Callable[[], bool] = lambda: False,
     on_batch: Callable[[list[Pending]], None] | None = None,
 ) -> int:
-    """Serve batches until the leader announces the end (``stop()`` true at the leader); the
+    """Serve batches until the leader announces the end (``stop()`` true at the leader), or
+    ``leave()`` is true at another party (it leaves the session: the others see it stop); the
     number of queries answered. ``door``: this compute party's front door (None at the dealer);
     ``clients``: the data parties, in one order at every party (the announcement's client
     index); ``forward``: keyword arguments of ``model.forward``; ``on_batch``: called at a compute
@@ -65,14 +67,16 @@ def run_batches(
     answered = 0
     while True:
         if me == leader:
-            batch = [] if stop() else door.take(max_rows, tick)
+            batch = door.take(max_rows, tick)
+            ending = bool(stop())  # read once: what the others are told
             index = {c: i for i, c in enumerate(clients)}
             ann = np.array([[index[p.client], p.token, p.qid, p.rows] for p in batch], np.int64).reshape(
                 -1, 4
             )
-            net.exchange({p: [ann, np.array([int(stop())], np.int64)] for p in others})
-            ending = bool(stop())
+            net.exchange({p: [ann, np.array([int(ending)], np.int64)] for p in others})
         else:
+            if leave():
+                return answered
             timeout, net.timeout = net.timeout, max(net.timeout, 4 * tick)
             try:
                 ann, ctl = net.exchange(recv_from=[leader])[leader]

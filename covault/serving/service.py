@@ -147,7 +147,7 @@ def serve_party(
     try:
         _serve_sessions(
             config, name, model, clients, state, model_dir, transcript_dir, rejoin,
-            dict(share_wait=share_wait, stop=ending, on_batch=on_batch, **({"max_rows": max_rows} if max_rows else {})),
+            dict(share_wait=share_wait, stop=ending, leave=asked, on_batch=on_batch, **({"max_rows": max_rows} if max_rows else {})),
         )  # fmt: skip
     finally:
         if state.door is not None:
@@ -191,6 +191,8 @@ def _serve_sessions(config, name, model, clients, state, model_dir, transcript_d
                 state.batch = []
                 n = state.door.fail_all(exc.party, why)
                 log.warning("party %r: %s; %d pending queries failed", name, why, n)
+            if kw["leave"]():
+                return  # this party is stopping anyway (SIGTERM): no session to re-open
             if opened:
                 lost = exc
                 deadline = time.monotonic() + rejoin
