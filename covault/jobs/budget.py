@@ -75,6 +75,8 @@ def admit(
     ``party`` charges its ledger, and records each charge in its audit log where the job runs
     governed (``hooks``: :class:`covault.jobs.governed.Hooks`). RefusedError naming the first
     owner over its cap."""
+    if not any(statuses.get(o, {}).get("privacy") for o in job.data_parties):
+        return  # no owner keeps a ledger
     eps, delta = job_epsilon(job, n_train)
     for owner in job.data_parties:
         said = statuses.get(owner, {}).get("privacy")
