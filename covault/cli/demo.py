@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from covault.cli import demo_federated
 
     demo_federated.add_arguments(p)
+    from covault.cli import demo_attack
+
+    demo_attack.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,6 +61,10 @@ def main(args: argparse.Namespace) -> int:
         from covault.cli import demo_federated
 
         return demo_federated.main(args)
+    if args.attack:
+        from covault.cli import demo_attack
+
+        return demo_attack.main(args)
 
     from covault.deploy.config import ConfigError
     from covault.jobs.demo import make_breast_cancer_job

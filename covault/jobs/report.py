@@ -319,3 +319,21 @@ def write_html_report(result: dict[str, Any], path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(render_html(result), encoding="utf-8")
     return p
+
+
+def figure_html(png: bytes, alt: str) -> str:
+    """An ``<img>`` holding ``png`` inline (a data URI: the report stays one file)."""
+    import base64
+
+    data = base64.b64encode(png).decode("ascii")
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%"></p>'
+
+
+def render_sections_html(title: str, intro: str, sections: list[tuple[str, str]]) -> str:
+    """A report of headed sections of HTML in this report's style (``covault demo --attack``)."""
+    parts = "".join(f"<h2>{html.escape(h)}</h2>\n{body}\n" for h, body in sections)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n<p>{html.escape(intro)}</p>\n"
+        f"{parts}</body></html>\n"
+    )
