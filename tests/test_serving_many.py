@@ -188,7 +188,11 @@ def test_three_clients_at_once_each_get_their_own_answers_and_bad_clients_distur
     assert "client 'c3'" in res["a"][1] and "refused" in res["a"][1]
 
 
-def test_a_killed_compute_party_fails_pending_queries_and_the_service_comes_back(two):
+@pytest.mark.parametrize("victim", ["b", "dealer"])
+def test_a_killed_serving_party_fails_pending_queries_and_the_service_comes_back(two, victim):
+    """A compute party or the dealer killed while a client's queries run: the query in progress
+    fails naming it; started again, it rejoins the others (which kept their front doors open),
+    and the client's next query connects again and is answered."""
     config, serving = two
     procs = start(config, serving, "--rejoin", "60")
     big = RNG.normal(0, 1, (2000, 5))
@@ -207,33 +211,17 @@ def test_a_killed_compute_party_fails_pending_queries_and_the_service_comes_back
             t = threading.Thread(target=busy)
             t.start()
             time.sleep(0.5)
-            procs["b"].kill()
-            procs["b"].wait()
+            procs[victim].kill()
+            procs[victim].wait()
             t.join(60)
-            assert failed and failed[0].party == "b", failed
-            cmd = [
-                sys.executable,
-                "-m",
-                "covault",
-                "serve",
-                str(config),
-                "--model",
-                "risk",
-                "--many",
-                "--json",
-            ]
-            procs["b"] = subprocess.Popen(
-                [*cmd, "--as", "b", "--rejoin", "60"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            assert failed and failed[0].party == victim, failed
+            procs[victim] = start(config, [victim], "--rejoin", "60")[victim]
             x = RNG.normal(0, 1, (4, 5))
             np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)  # it connects again
     finally:
         res = stop(procs)
-    assert "serving party 'b' stopped" in res["a"][1]
-    assert res["b"][0]["queries"] >= 1
+    assert f"serving party {victim!r} stopped" in res["a"][1]
+    assert res[victim][0]["queries"] >= 1
 
 
 def test_no_serving_party_sees_a_query_row_or_an_answer(tmp_path):
