@@ -61,7 +61,7 @@ def door_ports(n: int) -> list[int]:
     return out
 
 
-def consortium(folder, protocol: str):
+def consortium(folder, protocol: str, timeout: int = 20):
     """A consortium (compute parties, the 2pc dealer, the model's owner and three clients) whose
     compute parties hold the secret model ``risk``, imported from the owner; ``(path, serving)``."""
     compute = ["a", "b"] if protocol == "2pc" else ["a", "b", "c"]
@@ -69,7 +69,7 @@ def consortium(folder, protocol: str):
     names = [*serving, "owner", *CLIENTS]
     certs = folder / "certs"
     assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
-    top = [f'protocol = "{protocol}"', "timeout = 20", f"compute = {json.dumps(compute)}"]
+    top = [f'protocol = "{protocol}"', f"timeout = {timeout}", f"compute = {json.dumps(compute)}"]
     top += ['dealer = "dealer"'] if protocol == "2pc" else []
     lines = [*top, "[tls]", 'certs = "certs"']
     for n, port in zip(names, door_ports(len(names))):
@@ -186,6 +186,27 @@ def test_three_clients_at_once_each_get_their_own_answers_and_bad_clients_distur
     log_b = res["b"][1]
     assert "client 'c3' sent a malformed frame" in log_b, log_b
     assert "client 'c3'" in res["a"][1] and "refused" in res["a"][1]
+
+
+def test_a_client_stalled_in_the_middle_of_a_frame_is_dropped_alone(tmp_path):
+    """A client that starts a frame and stops sending is dropped after the config's timeout
+    (a log line naming it); another client is answered meanwhile and after."""
+    config, serving = consortium(tmp_path, "2pc", timeout=3)
+    procs = start(config, serving)
+    try:
+        stalled = raw_link(config, "b", "c2")
+        stalled.channel.send_buffers([b"CVLT\x02"])  # a frame's first bytes, then nothing
+        with Client(config, as_="c1", model="risk") as c:
+            x = RNG.normal(0, 1, (3, 5))
+            np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
+            stalled.channel.settimeout(15)
+            with pytest.raises(EOFError):
+                stalled.recv()  # b hangs up on it
+            np.testing.assert_allclose(c.predict(x[:1]), plain(x[:1]), atol=ERR)
+        stalled.close()
+    finally:
+        res = stop(procs)
+    assert "client 'c2' stalled in the middle of a frame for 3 s: dropped" in res["b"][1]
 
 
 @pytest.mark.parametrize("victim", ["b", "dealer"])
