@@ -203,7 +203,7 @@ def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     vals = mmo.out[..., 1:, :].reshape(n, per, 2 * (blocks - 1))[..., :m].view(np.int64)
     for i in range(bits):
         xb = xbits[i]
-        np.bitwise_xor(s[..., None, :], consts[xb], out=mmo.inp)
+        np.bitwise_xor(s[..., None, :], np.take(consts, xb, axis=0), out=mmo.inp)
         out = mmo()
         tn = out[..., 0, 0] & _ONE
         s = out[..., 0, :] & keep
