@@ -56,12 +56,13 @@ def test_dlg_and_idlg_reconstruct_a_batch_one_image():
 
 
 @pytest.mark.processes
-def test_a_compute_partys_view_of_covault_training_is_no_better_than_guessing(tmp_path):
-    """2pc over TCP with TLS, every message recorded: P1's received arrays, its own messages, the
+@pytest.mark.parametrize("protocol", ["2pc", "rep3"])
+def test_a_compute_partys_view_of_covault_training_is_no_better_than_guessing(tmp_path, protocol):
+    """Over TCP with TLS, every message recorded: a compute party's received arrays, its own messages, the
     openings and its shares, read every way (mpc_view.candidates), and the best candidate per image
     chosen with the originals in hand, stay worse than the dataset's mean image and than the best of
     as many random other images; the same reading of a plaintext update finds the image exactly."""
-    shares = mpc_view.train_under_mpc(X, Y, tmp_path, protocol="2pc", transport="tcp")
+    shares = mpc_view.train_under_mpc(X, Y, tmp_path, protocol=protocol, transport="tcp")
     base_mean = mse(np.broadcast_to(DATA.mean(0), X.shape), X)
     for party in ("p0", "p1"):
         view = mpc_view.party_view(tmp_path, party, shares[party])

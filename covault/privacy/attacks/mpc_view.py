@@ -120,11 +120,12 @@ def _ring(a: np.ndarray) -> np.ndarray:
 
 
 def _arrays(view: dict) -> list[np.ndarray]:
+    """Every array of the view as ring elements; a share split into its components."""
     out = []
     for key in ("received", "sent", "opened", "shares"):
         for a in view[key]:
             r = _ring(a)
-            out.append(r.reshape(r.shape[-2:]) if r.ndim > 2 and r.shape[0] == 1 else r)
+            out += list(r) if key == "shares" and r.ndim > 1 else [r]
     return out
 
 
@@ -146,7 +147,7 @@ def candidates(view: dict, hidden: int = 32) -> np.ndarray:
         if real.ndim >= 2 and real.shape[-2] == PIXELS:
             rows.append(np.moveaxis(real, -2, -1).reshape(-1, PIXELS))
             if real.shape[-1] == hidden:
-                firsts.append(real.reshape(PIXELS, hidden))
+                firsts += list(real.reshape(-1, PIXELS, hidden))
         if real.shape and real.shape[-1] == hidden and (real.ndim == 1 or real.shape[-2] < PIXELS):
             vectors.append(real.reshape(-1, hidden))
     raw = [np.concatenate(rows)] if rows else []
@@ -163,13 +164,14 @@ def candidates(view: dict, hidden: int = 32) -> np.ndarray:
 
 def gradient_guess(view: dict, hidden: int = 32) -> list[np.ndarray] | None:
     """The attacker's one reading of the view as the model's update, chosen without the
-    originals: the first received array of each parameter's size (weights read as covault's
-    ``(in, out)`` layout, at 16 fractional bits), in torch's layout; None if a size is missing."""
-    sizes = [(PIXELS, hidden), (hidden,), (hidden, CLASSES), (CLASSES,)]
+    originals: for each parameter the first array of its size it received (else opened, sent,
+    or a component of its shares), weights read in covault's ``(in, out)`` layout at 16
+    fractional bits, returned in torch's layout; None if the view has no array of some size."""
+    pool = [_ring(a) for a in (*view["received"], *view["opened"], *view["sent"])]
+    pool += [c for a in view["shares"] for c in _ring(a).reshape(-1, *np.shape(a)[1:])]
     pick = []
-    for shape in sizes:
-        size = int(np.prod(shape))
-        found = next((_ring(a) for a in view["received"] if a.size == size), None)
+    for shape in [(PIXELS, hidden), (hidden,), (hidden, CLASSES), (CLASSES,)]:
+        found = next((a for a in pool if a.size == int(np.prod(shape))), None)
         if found is None:
             return None
         g = found.astype(np.float64).reshape(shape) * 2.0**-16
