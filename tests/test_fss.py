@@ -73,6 +73,23 @@ def test_dcf_key_size_as_documented(bits, m):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_dcf_both_evaluation_layouts_agree(monkeypatch, m):
+    """Few points (whole blocks) and many points (word arrays): the same shares, points per key."""
+    g = _prg()
+    bits, n = 20, 40
+    alpha = g.words(n, np.uint64) >> np.uint64(64 - bits)
+    beta, k0, k1 = _keys(g, alpha, m, bits)
+    x = g.words((n, 3), np.uint64) >> np.uint64(64 - bits)
+    x[:, 0] = alpha
+    few = fss.evaluate(0, k0, x), fss.evaluate(1, k1, x)
+    monkeypatch.setattr(fss, "MANY_POINTS", 1)
+    many = fss.evaluate(0, k0, x), fss.evaluate(1, k1, x)
+    for a, b in zip(few, many):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(few[0] + few[1], beta[:, None, :] * (x < alpha[:, None])[..., None])
+
+
 def test_dcf_on_no_elements():
     g = _prg()
     beta, k0, k1 = _keys(g, np.zeros(0, dtype=np.uint64), 2, 8)

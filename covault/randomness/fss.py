@@ -178,42 +178,87 @@ def keygen(
     return tuple(DcfKey(s0, cw_seed, cw_v, cw_t, cw_out) for s0 in (root0, root1))  # type: ignore[return-value]
 
 
+MANY_POINTS = 512  # from this many points, evaluation works on separate 64-bit word arrays
+
+
 def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     """This party's shares ``(N, ..., m)`` int64 of ``f(x)`` for ``x`` ``(N, ...)`` in
     ``[0, 2^bits)``: element ``e``'s key at every point ``x[e, ...]`` (BCG+21 Fig. 1, Eval): one
-    node expansion per level and point, on the side of the point's bit, into reused buffers
-    (what does not depend on the level is prepared before the loop)."""
+    node expansion per level and point, on the side of the point's bit, into reused buffers.
+
+    Two layouts of the same steps: below :data:`MANY_POINTS` points, whole 128-bit blocks per
+    numpy call (the fewest calls per level); from there, each 64-bit word of the blocks and each
+    payload word as its own array (numpy's loops over two-word rows cost more than the calls)."""
     x = np.asarray(x).astype(np.uint64)
     shape = x.shape
     bits, n, m = key.bits, shape[0], key.cw_out.shape[1]
     per = int(np.prod(shape[1:], dtype=np.int64))
     x = x.reshape(n, per)
-    blocks = blocks_per_side(m)
-    consts = _constants(blocks)
-    mmo = _MMO((n, per, blocks, 2))
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
+    xbits = (x[None] >> shifts) & _ONE  # (bits, n, per)
+    run = _eval_many if n * per >= MANY_POINTS else _eval_few
+    s, t, v = run(party, key, xbits, _MMO((n, per, blocks_per_side(m), 2)))
+    v += _leaf(s, m, _constants(blocks_per_side(m)))
+    v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
+    v = v.reshape(*shape, m)
+    return -v if party else v
+
+
+def _eval_few(party: int, key: DcfKey, xbits: np.ndarray, mmo: _MMO):
+    """The level loop on whole blocks: seeds ``(n, per, 2)``, control bits, values ``(n, per, m)``."""
+    bits, n, per = xbits.shape
+    m = key.cw_out.shape[1]
+    consts = _constants(mmo.inp.shape[-2])
     s = np.repeat(key.root.astype(np.uint64)[:, None, :], per, axis=1)
     s[..., 0] &= _NOT_ONE
     t = np.full((n, per), party, dtype=np.uint64)
     v = np.zeros((n, per, m), dtype=np.int64)
     keep = np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
-    xbits = ((x[None] >> shifts) & _ONE).astype(np.intp)  # (bits, n, per)
+    sides = xbits.astype(np.intp)
     cw_t = key.cw_t.astype(np.uint64)[:, :, None, :]  # (bits, n, 1, 2)
     cw_seed, cw_v = key.cw_seed[:, :, None, :], key.cw_v[:, :, None, :]
-    vals = mmo.out[..., 1:, :].reshape(n, per, 2 * (blocks - 1))[..., :m].view(np.int64)
+    vals = mmo.out[..., 1:, :].reshape(n, per, 2 * (mmo.inp.shape[-2] - 1))[..., :m].view(np.int64)
     for i in range(bits):
-        xb = xbits[i]
-        np.bitwise_xor(s[..., None, :], np.take(consts, xb, axis=0), out=mmo.inp)
+        np.bitwise_xor(s[..., None, :], np.take(consts, sides[i], axis=0), out=mmo.inp)
         out = mmo()
         tn = out[..., 0, 0] & _ONE
         s = out[..., 0, :] & keep
         tm = np.negative(t)
         s ^= cw_seed[i] & tm[..., None]
-        tn ^= t & np.where(xb, cw_t[i][..., 1], cw_t[i][..., 0])
+        tn ^= t & np.where(sides[i], cw_t[i][..., 1], cw_t[i][..., 0])
         v += vals
         v += cw_v[i] & tm.view(np.int64)[..., None]
         t = tn
-    v += _leaf(s, m, consts)
-    v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
-    v = v.reshape(*shape, m)
-    return -v if party else v
+    return s, t, v
+
+
+def _eval_many(party: int, key: DcfKey, xbits: np.ndarray, mmo: _MMO):
+    """The level loop on word arrays: the seed's low and high words, each payload word."""
+    bits, n, per = xbits.shape
+    m, blocks = key.cw_out.shape[1], mmo.inp.shape[-2]
+    root = key.root.astype(np.uint64)
+    lo = np.repeat((root[:, 0] & _NOT_ONE)[:, None], per, axis=1)
+    hi = np.repeat(root[:, 1][:, None], per, axis=1)
+    t = np.full((n, per), party, dtype=np.uint64)
+    v = np.zeros((m, n, per), dtype=np.int64)
+    sides = xbits << np.uint64(32)  # the side's bit in the block constants' low word
+    cw_lo, cw_hi = key.cw_seed[..., 0][:, :, None], key.cw_seed[..., 1][:, :, None]
+    cw_l, cw_r = (key.cw_t[..., k].astype(np.uint64)[:, :, None] for k in (0, 1))
+    cw_v = np.moveaxis(key.cw_v, 2, 1)[..., None]  # (bits, m, n, 1)
+    out = mmo.out
+    for i in range(bits):
+        for j in range(blocks):  # the constants of _constants: (side << 32 | j, TAG)
+            np.bitwise_xor(lo, sides[i] | np.uint64(j), out=mmo.inp[..., j, 0])
+            np.bitwise_xor(hi, _TAG, out=mmo.inp[..., j, 1])
+        mmo()
+        tn = out[..., 0, 0] & _ONE
+        tm = np.negative(t)
+        lo = out[..., 0, 0] & _NOT_ONE
+        lo ^= cw_lo[i] & tm
+        hi = out[..., 0, 1] ^ (cw_hi[i] & tm)
+        tn ^= t & np.where(xbits[i], cw_r[i], cw_l[i])
+        for w in range(m):
+            v[w] += out[..., 1 + w // 2, w % 2].view(np.int64)
+            v[w] += cw_v[i, w] & tm.view(np.int64)
+        t = tn
+    return np.stack([lo, hi], axis=-1), t, np.moveaxis(v, 0, -1)
