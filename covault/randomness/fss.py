@@ -215,17 +215,19 @@ def _eval_few(party: int, key: DcfKey, xbits: np.ndarray, mmo: _MMO):
     v = np.zeros((n, per, m), dtype=np.int64)
     keep = np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
     sides = xbits.astype(np.intp)
+    inputs = np.take(consts, sides, axis=0)  # (bits, n, per, blocks, 2): few points, all levels
     cw_t = key.cw_t.astype(np.uint64)[:, :, None, :]  # (bits, n, 1, 2)
+    cw_t = np.where(xbits == 1, cw_t[..., 1], cw_t[..., 0])  # the side taken, every level
     cw_seed, cw_v = key.cw_seed[:, :, None, :], key.cw_v[:, :, None, :]
     vals = mmo.out[..., 1:, :].reshape(n, per, 2 * (mmo.inp.shape[-2] - 1))[..., :m].view(np.int64)
     for i in range(bits):
-        np.bitwise_xor(s[..., None, :], np.take(consts, sides[i], axis=0), out=mmo.inp)
+        np.bitwise_xor(s[..., None, :], inputs[i], out=mmo.inp)
         out = mmo()
         tn = out[..., 0, 0] & _ONE
         s = out[..., 0, :] & keep
         tm = np.negative(t)
         s ^= cw_seed[i] & tm[..., None]
-        tn ^= t & np.where(sides[i], cw_t[i][..., 1], cw_t[i][..., 0])
+        tn ^= t & cw_t[i]
         v += vals
         v += cw_v[i] & tm.view(np.int64)[..., None]
         t = tn
