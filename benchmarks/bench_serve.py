@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_serve.py [--queries 300] [--protocols 2pc rep3] [--batches 1 16 256]
     [--models lr-proba lr-decision mlp-logits mlp-argmax] [--paths online online-nopool plain]
-    [--gap-ms 0] [--no-tls]
+    [--gap-ms 0] [--no-tls] [--peers crypten]
 
 Every party is its own OS process (``covault.run(..., transport="tcp")``, mutual TLS 1.3 on
 loopback unless ``--no-tls``): the compute parties (plus the 2pc dealer), a model owner and a
@@ -183,6 +183,16 @@ class Program:
         }
 
 
+def check(model: str, p: dict, queries: int, answers: list) -> str:
+    """The single-row answers against the float64 model: largest error, or decisions equal."""
+    want = plain(model, p, rows(WARMUP + queries, 1)[WARMUP:])
+    got = np.concatenate([np.asarray(a).reshape(1, -1) for a in answers])
+    want = want.reshape(got.shape)
+    if model in ("lr-proba", "mlp-logits"):
+        return f"max |err| {np.abs(got - want).max():.1e}"
+    return f"decisions equal {int((got == want).all(axis=1).sum())}/{len(got)}"
+
+
 def summarise(protocol: str, path: str, model: str, res: dict, p: dict, queries: int) -> list[str]:
     client = res[CLIENT][model]
     compute = [n for n in res if n not in (OWNER, CLIENT, "dealer")]
@@ -191,14 +201,7 @@ def summarise(protocol: str, path: str, model: str, res: dict, p: dict, queries:
     sent = max(cost[n]["bytes_sent"] for n in compute)
     rounds = max(cost[n]["rounds"] for n in compute)
     dealer = cost["dealer"]["bytes_sent"] if "dealer" in cost else 0
-    x = rows(WARMUP + queries, 1)[WARMUP:]
-    want = plain(model, p, x)
-    got = np.concatenate([np.asarray(a).reshape(1, -1) for a in client["answers"]])
-    want = want.reshape(got.shape)
-    if model in ("lr-proba", "mlp-logits"):
-        err = f"max |err| {np.abs(got - want).max():.1e}"
-    else:
-        err = f"decisions equal {int((got == want).all(axis=1).sum())}/{len(got)}"
+    err = check(model, p, queries, client["answers"])
     pt = plain_seconds(model, p, 1)
     cpu = {n: res[n][model]["cpu"] * 1e3 for n in res}
     cpus = f"cpu/query ms: compute {max(cpu[n] for n in compute):.2f}, client {cpu[CLIENT]:.2f}" + (
@@ -213,12 +216,12 @@ def summarise(protocol: str, path: str, model: str, res: dict, p: dict, queries:
     for n, (rate, y) in client["rate"].items():
         ok = np.asarray(y).reshape(n, -1)
         ref = plain(model, p, rows(n, 2)).reshape(ok.shape)
-        check = (
+        agree = (
             f"max |err| {np.abs(ok - ref).max():.1e}"
             if model in ("lr-proba", "mlp-logits")
             else f"equal {int((ok == ref).all(axis=1).sum())}/{n}"
         )
-        lines.append(f"{'':<33}batch {n:4d}: {rate:9,.0f} rows/s  ({check})")
+        lines.append(f"{'':<33}batch {n:4d}: {rate:9,.0f} rows/s  ({agree})")
     return lines
 
 
@@ -233,6 +236,13 @@ def main() -> int:
     )
     ap.add_argument("--gap-ms", type=float, default=0.0, help="the client's pause between single-row queries")
     ap.add_argument("--no-tls", action="store_true")
+    ap.add_argument(
+        "--peers",
+        nargs="*",
+        default=[],
+        choices=["crypten"],
+        help="also run a peer framework on the same models",
+    )
     args = ap.parse_args()
     p = weights()
     print(
@@ -255,6 +265,11 @@ def main() -> int:
             for model in args.models:
                 for line in summarise(protocol, path, model, res, p, args.queries):
                     print(line, flush=True)
+    if "crypten" in args.peers:  # benchmarks/requirements-peers.txt
+        from peer_crypten_serve import run
+
+        for line in run(args.queries, args.models):
+            print(line, flush=True)
     return 0
 
 

@@ -41,7 +41,7 @@ import time
 import types
 
 import numpy as np
-from bench_serve import MODELS, WARMUP, plain, plain_seconds, rows, weights
+from bench_serve import MODELS, WARMUP, check, plain_seconds, rows, weights
 
 PROVIDERS = ("TFP", "TTP")
 PARTIES = 2
@@ -263,13 +263,7 @@ def summarise(provider: str, model: str, res: dict, p: dict, queries: int) -> li
     sent = max(c["sent"] for c in cost.values())
     rounds = max(c["rounds"] for c in cost.values())
     dealer = cost[OWNER]["dealer"]
-    want = plain(model, p, rows(WARMUP + queries, 1)[WARMUP:])
-    got = np.concatenate([a.reshape(1, -1) for a in client["answers"]])
-    want = want.reshape(got.shape)
-    if model in ("lr-proba", "mlp-logits"):
-        err = f"max |err| {np.abs(got - want).max():.1e}"
-    else:
-        err = f"decisions equal {int((got == want).all(axis=1).sum())}/{len(got)}"
+    err = check(model, p, queries, client["answers"])
     pt = plain_seconds(model, p, 1)
     p50 = np.percentile(lat, 50)
     cpu = f"cpu/query ms: party0 {res[OWNER][model]['cpu'] * 1e3:.2f}, party1 {client['cpu'] * 1e3:.2f}"
