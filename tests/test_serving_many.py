@@ -25,7 +25,19 @@ from covault.serving import Client
 from covault.serving.formats import PlainModel
 from covault.serving.importer import import_model
 from covault.serving.keys import store_folders
-from covault.serving.wire import BYE, ERROR, MAGIC, QUERY, REFUSED, Link, door_address, op_of, text, untext
+from covault.serving.wire import (
+    BYE,
+    ERROR,
+    MAGIC,
+    QUERY,
+    REFUSED,
+    Link,
+    Refused,
+    door_address,
+    op_of,
+    text,
+    untext,
+)
 from covault.transport.handshake import prepare_socket
 from covault.transport.tls import TlsIdentity
 from covault.transport.transcript import read_transcript
@@ -190,10 +202,13 @@ def test_three_clients_at_once_each_get_their_own_answers_and_bad_clients_distur
 
 def test_a_client_stalled_in_the_middle_of_a_frame_is_dropped_alone(tmp_path):
     """A client that starts a frame and stops sending is dropped after the config's timeout
-    (a log line naming it); another client is answered meanwhile and after."""
+    (a log line naming it); another client is answered meanwhile and after. A certificate that
+    names no data party (here the dealer's) is refused at the front door."""
     config, serving = consortium(tmp_path, "2pc", timeout=3)
     procs = start(config, serving)
     try:
+        with pytest.raises(Refused, match=r"party 'dealer' may not query this service"):
+            raw_link(config, "a", "dealer")
         stalled = raw_link(config, "b", "c2")
         stalled.channel.send_buffers([b"CVLT\x02"])  # a frame's first bytes, then nothing
         with Client(config, as_="c1", model="risk") as c:
