@@ -176,7 +176,7 @@ def under_mpc(opts: Options, x: np.ndarray, y: np.ndarray, data: np.ndarray, ind
         one = np.broadcast_to(rec[0] if len(rec) else np.zeros(x.shape[1]), x.shape)
         rows.append(
             _score(
-                "analytic inversion of the first received (64, 32) and 32-vector",
+                "analytic inversion of the view read as an update",
                 one,
                 x,
                 attack="analytic",
@@ -199,7 +199,7 @@ def under_mpc(opts: Options, x: np.ndarray, y: np.ndarray, data: np.ndarray, ind
         )
         rows.append(
             _score(
-                f"DLG (cosine) on the received arrays as an update, batch {n}", rec, x, attack="dlg", batch=n
+                f"DLG (up to scale) on the view read as an update, batch {n}", rec, x, attack="dlg", batch=n
             )
         )
         _picture(opts, f"MPC {opts.party}: DLG", rec)
@@ -324,7 +324,7 @@ def differential_privacy(opts: Options, x: np.ndarray, y: np.ndarray) -> dict:
                 "epsilon": eps,
                 "noise_multiplier": sigma,
                 "analytic": _score("analytic", rec, x),
-                "idlg": _score("iDLG (cosine)", idlg, x),
+                "idlg": _score("iDLG (up to scale)", idlg, x),
             }
         )
         if eps is None or eps == 8.0 or sigma in opts.noise_multipliers:
