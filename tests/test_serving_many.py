@@ -165,15 +165,20 @@ def test_three_clients_at_once_each_get_their_own_answers_and_bad_clients_distur
         for t in threads:
             t.start()
         # Meanwhile: c3 also sends malformed shares to a (refused to it alone), a query whose
-        # shares reach a only (it fails naming b, for c3 alone), a garbage frame to b (dropped),
-        # and vanishes in the middle of a frame.
+        # shares reach a only and one of other row counts at a and b (each fails naming b, for
+        # c3 alone), a garbage frame to b (dropped), and vanishes in the middle of a frame.
         bad = raw_link(config, "a", "c3")
         bad.send([np.array([QUERY, 1], np.int64), np.zeros((1, 2, 4), np.int64)])
         op = op_of(reply := bad.recv())
         assert op[0] == ERROR and op[2] == REFUSED and "shape (1, n, 5)" in untext(reply[2])
         bad.send([np.array([QUERY, 2], np.int64), np.zeros((1, 1, 5), np.int64)])
         op = op_of(reply := bad.recv())
-        assert op[0] == ERROR and untext(reply[1]) == "b" and "did not reach party 'b'" in untext(reply[2])
+        assert op[0] == ERROR and untext(reply[1]) == "b" and "party 'b' did not hold" in untext(reply[2])
+        other = raw_link(config, "b", "c3")  # query 3: 2 rows to a, 1 row to b
+        bad.send([np.array([QUERY, 3], np.int64), np.zeros((1, 2, 5), np.int64)])
+        other.send([np.array([QUERY, 3], np.int64), np.zeros((1, 1, 5), np.int64)])
+        op = op_of(reply := bad.recv())
+        assert op[0] == ERROR and op[1] == 3 and untext(reply[1]) == "b"
         garbage = raw_link(config, "b", "c3")
         garbage.channel.send_buffers([b"CVLT" + bytes(40)])
         half = raw_link(config, "b", "c3")
@@ -197,6 +202,7 @@ def test_three_clients_at_once_each_get_their_own_answers_and_bad_clients_distur
     assert {r["queries"] for r, _ in res.values()} == {37}  # 36 + 1; the failed one is not counted
     log_b = res["b"][1]
     assert "client 'c3' sent a malformed frame" in log_b, log_b
+    assert "query 3 of client 'c3': it sent this party 1 rows and party 'a' 2" in log_b, log_b
     assert "client 'c3'" in res["a"][1] and "refused" in res["a"][1]
 
 

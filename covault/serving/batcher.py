@@ -21,6 +21,7 @@ answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from covault.tensor import SecretTensor
 
 TICK = 0.5  # seconds between heartbeats of an idle service
 MAX_BATCH_ROWS = 4096  # rows of one batch (a single larger query goes alone)
+log = logging.getLogger("covault.serving")
 
 
 def serving_parties(session) -> list[str]:
@@ -86,15 +88,11 @@ def run_batches(
             ending = bool(ctl.reshape(-1)[0])
             keys = [(clients[int(c)], int(t), int(q)) for c, t, q, _ in ann]
             batch = door.collect(keys, share_wait) if door is not None else [None] * len(keys)
+            batch = [_same_rows(p, int(n), leader) for p, n in zip(batch, ann[:, 3])]
         if on_batch is not None and door is not None:
             on_batch([p for p in batch if p is not None])
         k = ann.shape[0]
         held = np.ones(k, np.uint8) if door is None else np.array([p is not None for p in batch], np.uint8)
-        for p, n in zip(batch, ann[:, 3]):
-            if p is not None and p.rows != int(n):
-                raise ProtocolError(
-                    f"query {p.qid} of client {p.client!r}: {p.rows} rows here, {int(n)} announced"
-                )
         got = net.exchange({p: [held] for p in others}, others)
         haves = {me: held, **{p: got[p][0].reshape(-1) for p in others}}
         ok = np.ones(k, bool)
@@ -109,7 +107,8 @@ def run_batches(
                 door.fail(
                     key,
                     lacking,
-                    f"the query's shares did not reach party {lacking!r} within {share_wait:g} s",
+                    f"party {lacking!r} did not hold the query's shares (none came within {share_wait:g} s, "
+                    "or not of the rows the others hold)",
                 )
         if ok.any():
             rows = ann[ok, 3]
@@ -131,6 +130,18 @@ def run_batches(
             on_batch([])
         if ending:
             return answered
+
+
+def _same_rows(p: Pending | None, rows: int, leader: str) -> Pending | None:
+    """``p`` if the client sent this party as many rows as the leader announced; else None
+    (the query fails, with a log line naming the client)."""
+    if p is None or p.rows == rows:
+        return p
+    log.warning(
+        "query %d of client %r: it sent this party %d rows and party %r %d: failed",
+        p.qid, p.client, p.rows, leader, rows,
+    )  # fmt: skip
+    return None
 
 
 def _check_announcement(ann: np.ndarray, clients: int, leader: str) -> np.ndarray:
