@@ -99,7 +99,7 @@ def check_results(plan, res):
 
 
 # -- building blocks -------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(128, 1), (128, 40), (8, 3), (64, 257)])
+@pytest.mark.parametrize("shape", [(128, 8), (128, 40), (64, 2048), (192, 8200)])
 def test_transpose_matches_bit_by_bit(shape):
     cols = urandom_array(shape, np.uint8)
     bits = np.unpackbits(cols, axis=1, bitorder="little")
@@ -167,11 +167,11 @@ def test_batches_and_costs():
     check_results(plan, res)
 
 
-def counted_program(session):
+def counted_program(session, batch):
     if session.party not in ("p0", "p1"):
         return None
     ch = session_channel(session)
-    side = OTExtSender(ch) if session.party == "p0" else OTExtReceiver(ch)
+    side = OTExtSender(ch, batch=batch) if session.party == "p0" else OTExtReceiver(ch, batch=batch)
     side.setup()
     with session.net.scope() as cost:
         if session.party == "p0":
@@ -183,12 +183,15 @@ def counted_program(session):
     return cost.as_dict()
 
 
-def test_bytes_and_rounds_counted():
-    res = covault.run(counted_program, parties=2, protocol="2pc")
-    header = 3 * 8
+@pytest.mark.parametrize("batch", [128, 1 << 18])
+def test_bytes_and_rounds_counted(batch):
+    res = covault.run(functools.partial(counted_program, batch=batch), parties=2, protocol="2pc")
+    header = 3 * 8 * -(-4096 // batch)  # one per batch
     assert res["p1"]["bytes_sent"] == 2 * (4096 * 16 + header)  # kappa bits per OT, twice
     assert res["p0"]["bytes_sent"] == 4096 * 2 * 8  # k words per correlated OT
-    assert res["p1"]["rounds"] == res["p0"]["rounds"] == 3  # u; u, then d
+    assert (
+        res["p1"]["rounds"] == res["p0"]["rounds"] == 2
+    )  # flights: u, u (all batches); then d (all batches)
 
 
 # -- leakage ---------------------------------------------------------------------------------------

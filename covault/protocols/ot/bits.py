@@ -2,9 +2,11 @@
 
 IKNP works on a ``kappa x n`` bit matrix kept as ``kappa`` columns of ``n / 8`` bytes (bit
 ``j`` of column ``i`` is bit ``j % 8``, little-endian, of byte ``j // 8``) and needs its
-``n`` rows of ``kappa / 8`` bytes. :func:`transpose` does it word-wise: every 8 x 8 bit tile
-(8 columns, 8 rows) is gathered into one uint64 and transposed by three delta swaps (Warren,
-"Hacker's Delight", 7-3), all tiles at once in numpy; no per-bit or per-row Python loop.
+``n`` rows of ``kappa / 8`` bytes. :func:`transpose` does it word-wise: the matrix is a grid of
+64 x 64 bit tiles, a tile is 64 uint64 words (word ``l`` = 64 rows of column ``l``), and six
+delta swaps (Warren, "Hacker's Delight", 7-3: swap the off-diagonal ``j x j`` blocks for
+``j = 32, 16, ..., 1``) transpose every tile at once in numpy, a slice of columns at a time so
+that the working set stays in cache; no per-bit or per-row Python loop.
 """
 
 from __future__ import annotations
@@ -14,34 +16,54 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from covault.errors import ShapeError
 
-_SWAPS = (
-    (7, np.uint64(0x00AA00AA00AA00AA)),
-    (14, np.uint64(0x0000CCCC0000CCCC)),
-    (28, np.uint64(0x00000000F0F0F0F0)),
+_SWAPS = tuple(
+    (j, np.uint64(j), np.uint64(mask))
+    for j, mask in (
+        (32, 0x00000000FFFFFFFF),
+        (16, 0x0000FFFF0000FFFF),
+        (8, 0x00FF00FF00FF00FF),
+        (4, 0x0F0F0F0F0F0F0F0F),
+        (2, 0x3333333333333333),
+        (1, 0x5555555555555555),
+    )
 )
+SLICE = 1024  # 64-row groups transposed together (1 MiB for 128 columns)
+
+
+def _swaps(a: np.ndarray, t: np.ndarray) -> None:
+    """Transpose in place every 64 x 64 tile of ``a`` (uint64 ``(g, 64, w)``; ``t``: scratch
+    ``(g, 32, w)``)."""
+    g, _, w = a.shape
+    for j, sh, mask in _SWAPS:
+        v = a.reshape(g, 32 // j, 2, j, w)
+        lo, hi = v[:, :, 0], v[:, :, 1]
+        tt = t.reshape(g, 32 // j, j, w)
+        np.right_shift(lo, sh, out=tt)
+        np.bitwise_xor(tt, hi, out=tt)
+        np.bitwise_and(tt, mask, out=tt)
+        np.bitwise_xor(hi, tt, out=hi)
+        np.left_shift(tt, sh, out=tt)
+        np.bitwise_xor(lo, tt, out=lo)
 
 
 def transpose(cols: np.ndarray) -> np.ndarray:
-    """Rows of the bit matrix whose columns are ``cols`` (uint8 ``(8 w, m)``): uint8 ``(8 m, w)``,
-    bit ``i`` of row ``j`` = bit ``j`` of column ``i`` (little-endian bit order both ways)."""
-    if cols.dtype != np.uint8 or cols.ndim != 2 or cols.shape[0] % 8:
+    """Rows of the bit matrix whose columns are ``cols`` (uint8 ``(64 g, 8 w)``): uint8
+    ``(64 w, 8 g)``, bit ``i`` of row ``j`` = bit ``j`` of column ``i`` (little-endian bit
+    order both ways)."""
+    if cols.dtype != np.uint8 or cols.ndim != 2 or cols.shape[0] % 64 or cols.shape[1] % 8:
         raise ShapeError(
-            f"bit transpose: need uint8 columns of shape (8 w, m), got {cols.dtype} {cols.shape}"
+            f"bit transpose: need uint8 columns of shape (64 g, 8 w), got {cols.dtype} {cols.shape}"
         )
-    w, m = cols.shape[0] // 8, cols.shape[1]
-    # tile (g, b): byte l = column 8 g + l at byte b, i.e. bit 8 l + k = (column 8 g + l, row 8 b + k)
-    x = np.ascontiguousarray(cols.reshape(w, 8, m).transpose(0, 2, 1)).view("<u8").reshape(w, m)
-    t = np.empty_like(x)
-    for shift, mask in _SWAPS:
-        sh = np.uint64(shift)
-        np.right_shift(x, sh, out=t)
-        np.bitwise_xor(t, x, out=t)
-        np.bitwise_and(t, mask, out=t)
-        np.bitwise_xor(x, t, out=x)
-        np.left_shift(t, sh, out=t)
-        np.bitwise_xor(x, t, out=x)
-    # now bit 8 k + l = (column 8 g + l, row 8 b + k): byte k of tile (g, b) is row 8 b + k's byte g
-    return np.ascontiguousarray(x.view(np.uint8).reshape(w, m, 8).transpose(1, 2, 0)).reshape(8 * m, w)
+    g, w = cols.shape[0] // 64, cols.shape[1] // 8
+    words = np.ascontiguousarray(cols).view("<u8").reshape(g, 64, w)
+    out = np.empty((w, 64, g), dtype="<u8")  # out[b, k, c]: row 64 b + k, columns 64 c ...
+    scratch = np.empty(g * 32 * min(w, SLICE), dtype=np.uint64)
+    for lo in range(0, w, SLICE):
+        hi = min(w, lo + SLICE)
+        a = np.ascontiguousarray(words[:, :, lo:hi])
+        _swaps(a, scratch[: g * 32 * (hi - lo)].reshape(g, 32, hi - lo))
+        out[lo:hi] = a.transpose(2, 1, 0)
+    return out.view(np.uint8).reshape(64 * w, 8 * g)
 
 
 class ColumnPRG:

@@ -4,9 +4,11 @@ OT needs one peer and ordered messages: :class:`OTChannel` is ``send(message)`` 
 ``recv() -> message`` (a message is a list of numpy arrays) plus the peer's name for errors.
 :class:`PeerChannel` puts it on :class:`~covault.transport.base.Network` (``session.net``), the
 in-process transport or TCP with mutual TLS alike, so bytes and rounds land in the party's
-counters: every :meth:`PeerChannel.send` and every :meth:`PeerChannel.recv` is one round
-(``net.exchange``), or none with ``offline=True`` (``send_offline`` / ``recv_offline``,
-counted in bytes only, for input-independent correlations).
+counters. A round is a flight: consecutive messages in one direction (batches of one OT call, or
+random OTs, which need no reply) cost one latency, so only the first message of a flight counts
+a round (``net.exchange``), the rest are counted in bytes only (``send_offline`` /
+``recv_offline``). With ``offline=True`` nothing counts rounds (input-independent
+correlations, as the dealer's).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class OTChannel(Protocol):
 
 
 class PeerChannel:
-    """:class:`OTChannel` over a party's network (anything with ``exchange`` or, with
-    ``offline=True``, ``send_offline`` / ``recv_offline``) to the party ``peer``."""
+    """:class:`OTChannel` over a party's network (``exchange``, ``send_offline`` and
+    ``recv_offline``; only the last two with ``offline=True``) to the party ``peer``."""
 
     def __init__(self, net: Any, peer: str, *, offline: bool = False) -> None:
         if not isinstance(peer, str) or not peer:
@@ -43,15 +45,19 @@ class PeerChannel:
         self.net = net
         self.peer = peer
         self.offline = bool(offline)
+        self._last = ""  # direction of the flight under way: "send", "recv" or none yet
 
     def send(self, message: Message) -> None:
-        if self.offline:
+        if self.offline or self._last == "send":
             self.net.send_offline(self.peer, message)
         else:
             self.net.exchange({self.peer: message})
+        self._last = "send"
 
     def recv(self) -> Message:
-        if self.offline:
+        same = self.offline or self._last == "recv"
+        self._last = "recv"
+        if same:
             return self.net.recv_offline(self.peer)
         return self.net.exchange(None, (self.peer,))[self.peer]
 

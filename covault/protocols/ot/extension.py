@@ -29,8 +29,10 @@ bytes per OT); the receiver outputs ``H(t_j) - r_j d_j = x0_j + r_j delta_j``.
 Cost per OT: 16 bytes receiver to sender (IKNP's ``kappa`` bits), plus ``2 b`` (chosen) or
 ``8 k`` (correlated) bytes back; computation ``2 n kappa`` (receiver) / ``n kappa`` (sender) PRG
 bits, one bit-matrix transpose per side, one fixed-key AES block per output block. Rounds: one
-flow for random OT, two for chosen and correlated; a call of ``n > batch`` OTs sends one message
-per batch (the receiver sends all batches before it reads the sender's replies).
+flow for random OT, two for chosen and correlated: a call of ``n > batch`` OTs sends one message
+per batch, the receiver all of its batches before it reads a reply, the sender its replies
+after the last batch arrived (it computes each as its batch arrives), so the batches of a call
+form one flight each way.
 
 Threat model: semi-honest parties. Security rests on the base OTs (CDH, random oracle), AES-CTR
 as a PRG and ``H`` correlation robust. ``s`` must stay secret: the sender never reveals it and
@@ -54,7 +56,7 @@ from covault.protocols.ot.crhash import FixedKeyHash
 
 KAPPA = 128
 BLOCK = 16
-BATCH = 1 << 20  # OTs per message of the receiver
+BATCH = 1 << 18  # OTs per message (batches pipeline: the sender works on one as the next arrives)
 OP_RANDOM, OP_CHOSEN, OP_COT = 1, 2, 3
 
 
@@ -66,6 +68,11 @@ def _describe(op: int, arg: int) -> str:
     if op == OP_COT:
         return f"correlated OT of {arg} words"
     return f"unknown operation {op}"
+
+
+def _columns_bytes(size: int) -> int:
+    """Bytes per column for ``size`` OTs: whole 64-row tiles of the transpose."""
+    return -(-size // 64) * 8
 
 
 def _count(n: object, who: str, what: str) -> int:
@@ -89,13 +96,13 @@ class _Party:
     role = "party"
 
     def __init__(self, channel: OTChannel, *, tag: bytes = b"", batch: int = BATCH) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 8:
-            raise ShapeError(f"OT extension {self.role}: batch must be an int >= 8, got {batch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 64:
+            raise ShapeError(f"OT extension {self.role}: batch must be an int >= 64, got {batch!r}")
         if not isinstance(tag, bytes):
             raise ShapeError(f"OT extension {self.role}: tag must be bytes, got {type(tag).__name__}")
         self.channel = channel
         self.tag = tag
-        self.batch = batch - batch % 8
+        self.batch = batch - batch % 64
         self.done = 0  # OTs extended so far (the hash's tweak)
         self._hash = FixedKeyHash()
         self._ready = False
@@ -126,7 +133,7 @@ class OTExtSender(_Party):
 
     def _rows(self, op: int, arg: int, size: int) -> np.ndarray:
         """Receive one batch's ``u`` and return its rows ``q_j``: uint8 ``(size, 16)``."""
-        m = (size + 7) // 8
+        m = _columns_bytes(size)
         msg = self.channel.recv()
         if len(msg) != 2 or msg[0].dtype != np.int64 or msg[0].shape != (3,):
             raise self._bad(f"expected a header and a matrix, got {len(msg)} arrays")
@@ -142,6 +149,11 @@ class OTExtSender(_Party):
         q = self._prg.expand(m)
         np.bitwise_xor(q, u, out=q, where=self._s[:, None])
         return transpose(q)[:size]
+
+    def _send_all(self, replies: list[list[np.ndarray]]) -> None:
+        """Send the replies of every batch once all batches arrived: one flight each way."""
+        for reply in replies:
+            self.channel.send(reply)
 
     def _pairs(self, op: int, arg: int, lo: int, hi: int, blocks: int) -> np.ndarray:
         q = self._rows(op, arg, hi - lo)
@@ -178,9 +190,11 @@ class OTExtSender(_Party):
         n, b = m0.shape
         self.setup()
         blocks = -(-b // BLOCK)
+        replies = []
         for lo, hi in self._batches(n):
             pad = self._pairs(OP_CHOSEN, b, lo, hi, blocks)[:, :, :b]
-            self.channel.send([pad[0] ^ m0[lo:hi], pad[1] ^ m1[lo:hi]])
+            replies.append([pad[0] ^ m0[lo:hi], pad[1] ^ m1[lo:hi]])
+        self._send_all(replies)
         self.done += n
 
     def cot_send(self, n: int, delta: np.ndarray) -> np.ndarray:
@@ -203,10 +217,12 @@ class OTExtSender(_Party):
         self.setup()
         blocks = -(-k // 2)
         x0 = np.empty((n, k), dtype=np.int64)
+        replies = []
         for lo, hi in self._batches(n):
             h = self._pairs(OP_COT, k, lo, hi, blocks).view(np.int64)[:, :, :k]
             x0[lo:hi] = h[0]
-            self.channel.send([h[1] - h[0] - delta[lo:hi]])
+            replies.append([h[1] - h[0] - delta[lo:hi]])
+        self._send_all(replies)
         self.done += n
         return x0
 
@@ -227,8 +243,9 @@ class OTExtReceiver(_Party):
     def _send_u(self, op: int, arg: int, c: np.ndarray, lo: int, hi: int, blocks: int) -> np.ndarray:
         """Send one batch's ``u`` for choices ``c[lo:hi]``; return ``H(t_j)``: uint8 ``(size, 16 blocks)``."""
         size = hi - lo
-        m = (size + 7) // 8
-        r = np.packbits(c[lo:hi], bitorder="little")
+        m = _columns_bytes(size)
+        r = np.zeros(m, dtype=np.uint8)
+        r[: (size + 7) // 8] = np.packbits(c[lo:hi], bitorder="little")
         t = self._g0.expand(m)
         u = self._g1.expand(m)
         u ^= t
