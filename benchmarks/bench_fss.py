@@ -78,8 +78,11 @@ def _gate_program(gate, size: int, reps: int):
 
         def timed(*args):  # the time P0 spends obtaining its keys (dealer in line)
             t = time.perf_counter()
-            r, receive = deal(*args)
+            dealt = deal(*args)
             keys[-1] += time.perf_counter() - t
+            if dealt is None:  # the dealer
+                return None
+            r, receive = dealt
 
             def received():
                 t = time.perf_counter()
