@@ -150,23 +150,27 @@ def keygen(
     sides = consts[None, :2, None]
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None]
     abits = (alpha[None] >> shifts) & _ONE  # keep side a, lose side 1 - a
+    flips = abits ^ _ONE
+    masks = np.negative(abits).view(np.int64)[..., None]  # all ones where a = 1
     for i in range(bits):
         a = abits[i]
         right = a.astype(bool)
+        r2 = right[:, None]
         np.bitwise_xor(s[:, None, :, None, :], sides, out=mmo.inp)
         seeds, tb, vals = _children(mmo(), m)  # (party, side, N, ...)
-        s_keep = np.where(right[:, None], seeds[:, 1], seeds[:, 0])
-        s_lose = np.where(right[:, None], seeds[:, 0], seeds[:, 1])
-        s_cw = s_lose[0] ^ s_lose[1]
+        s_keep = np.where(r2, seeds[:, 1], seeds[:, 0])
+        sx = seeds[0] ^ seeds[1]
+        s_cw = np.where(r2, sx[0], sx[1])
         dv = vals[0] - vals[1]  # (side, N, m): v_0 - v_1
-        d_keep = np.where(right[:, None], dv[1], dv[0])
-        d_lose = np.where(right[:, None], dv[0], dv[1])
-        beta_a = beta & np.negative(a).view(np.int64)[:, None]
+        d_keep = np.where(r2, dv[1], dv[0])
+        d_lose = np.where(r2, dv[0], dv[1])
+        beta_a = beta & masks[i]
         d = beta_a - d_lose - v_alpha  # V_CW = (-1)^t1 d, and (-1)^t1 V_CW = d
         v_cw = np.where(t[1].astype(bool)[:, None], -d, d)
         v_alpha = d_keep - d_lose + beta_a
-        t_l = tb[0, 0] ^ tb[1, 0] ^ a ^ _ONE
-        t_r = tb[0, 1] ^ tb[1, 1] ^ a
+        tx = tb[0] ^ tb[1]  # (side, N)
+        t_l = tx[0] ^ flips[i]
+        t_r = tx[1] ^ a
         t_keep = np.where(right, t_r, t_l)
         cw_seed[i], cw_v[i] = s_cw, v_cw
         cw_t[i, :, 0], cw_t[i, :, 1] = t_l, t_r
