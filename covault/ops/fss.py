@@ -41,7 +41,7 @@ relu      K(3) / K(3) + 24                 as drelu                  1
 sigmoid   K'(2) / K'(2) + 24               the word + 8              2
 ========  ===============================  ========================  ======
 
-(n = 32: K(1) = 783.75, K(3) = 1279.75 bytes; the opened word is 4 bytes. ``K'``: the key on
+(n = 32: K(1) = 759.75, K(3) = 1271.75 bytes; the opened word is 4 bytes. ``K'``: the key on
 ``n`` bits, ``n (16 + 8w) + 8w + n/4``; the sigmoid's 24 are ``R`` and the truncation's mask.)
 """
 
