@@ -90,6 +90,7 @@ def main() -> None:
     plan = [("random", n) for n in args.random[:1]] + [("random", n) for n in args.random]
     plan += [(op, n) for n in args.other for op in ("correlated", "chosen")]
     prog = functools.partial(bench_program, plan=plan, batch=args.batch)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     res = covault.run(
         prog, parties=2, protocol="2pc", transport="tcp", timeout=args.timeout, tls=not args.no_tls
@@ -100,7 +101,8 @@ def main() -> None:
         "# OT extension (IKNP + ALSZ, kappa = 128) between two processes, TCP loopback, "
         + ("plaintext" if args.no_tls else "mutual TLS 1.3"),
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, numpy {np.__version__}, cryptography {cryptography.__version__}",
+        f"{platform.python_version()}, numpy {np.__version__}, cryptography {cryptography.__version__}, "
+        f"load average {load:.1f} at the start (a shared host)",
         f"# command: python benchmarks/bench_ot.py {' '.join(sys.argv[1:])}".rstrip(),
         f"# batch: {args.batch} OTs per message; time: the slower party; whole run {wall:.1f} s "
         "(three processes: the 2pc dealer idles)",
