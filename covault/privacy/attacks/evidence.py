@@ -43,7 +43,8 @@ RECOVERED_DB = 30.0  # PSNR from which a reconstruction is the image to the eye 
 @dataclass
 class Options:
     """What to run: ``images`` attacked (batch of the federated and MPC updates), DLG's L-BFGS
-    steps for one image (``iterations``) and for a batch (``batch_iterations``), the clients of
+    steps for one image (``iterations``) and for a batch (``batch_iterations``; the federated
+    batch's iDLG keeps the best of ``restarts`` starts by matching loss), the clients of
     secure aggregation, the largest sum DLG is run on, the DP settings (epsilon at ``delta``,
     Poisson rate ``sample_rate`` over ``steps``, clipping norm ``clip_norm``; smaller
     ``noise_multipliers`` show where the attacks come back, with their epsilon) and the attacked
@@ -54,6 +55,7 @@ class Options:
     batch_iterations: int = 25
     clients: tuple[int, ...] = (1, 4, 16, 64)
     dlg_max_clients: int = 16
+    restarts: int = 3
     epsilons: tuple[float, ...] = (1.0, 8.0, 64.0, 1024.0)
     noise_multipliers: tuple[float, ...] = (0.01, 0.001)
     delta: float = 1e-5
@@ -132,10 +134,13 @@ def federated(opts: Options, x: np.ndarray, y: np.ndarray) -> list[dict]:
         )
     )
     labels = restore_labels(u[3], n)
-    rec = matched(dlg(model, u, n, labels=labels, iterations=opts.batch_iterations, seed=opts.seed), x)
+    rec = dlg(
+        model, u, n, labels=labels, iterations=opts.batch_iterations, seed=opts.seed, restarts=opts.restarts
+    )
+    rec = matched(rec, x)
     out.append(
         _score(
-            f"iDLG (labels from the update), batch {n}",
+            f"iDLG (labels from the update, best of {opts.restarts} starts), batch {n}",
             rec,
             x,
             attack="idlg",
