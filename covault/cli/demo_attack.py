@@ -28,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "party's view of the same training under covault; secure aggregation and DP",
     )
     g.add_argument(
-        "--attack-images", type=positive_int, default=4, help="--attack: images per update (default 4)"
+        "--attack-images",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="--attack: images per update (default 4)",
     )
 
 
