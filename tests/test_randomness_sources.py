@@ -14,6 +14,10 @@ FORBIDDEN = re.compile(
 # Modules that synthesise or split public demo data (records of fictional or published
 # patients, fictional bank customers and transactions), never shares, masks, seeds or keys.
 DEMO_DATA = {"cli/showcase.py", "jobs/demo.py", "jobs/banks.py"}
+# The attacker's side of the gradient-inversion evidence (covault demo --attack): the
+# attacked model's initial weights, the attack's starting guesses and its baseline draws. The
+# experiment is reproducible by design; its DP noise and every MPC share use the CSPRNG.
+DEMO_DATA |= {"privacy/attacks/model.py", "privacy/attacks/dlg.py", "privacy/attacks/digits.py"}
 
 
 def test_no_non_cryptographic_rng_in_package():
