@@ -198,19 +198,22 @@ def yao_program(session, width=16, n=2500, chunk=1000, values=None):
     u, v = b.input(GARBLER, width), b.input(EVALUATOR, width)
     circuit = b.build([B.msb_of_sum(b, u, v), *B.add(b, u, v), B.equal(b, u, v)])
     out = party.run(circuit, to_bits(mine, width))
-    arith = party.to_arith(out[1 : 1 + width], signed_weights(width))
-    return mine, out, arith
+    arith = party.to_arith(out[1 : 1 + width], signed_weights(width))  # XOR shares, then B2A by OT
+    weights = np.concatenate([[5], signed_weights(width), [-3]])  # output translation
+    direct = party.run(circuit, to_bits(mine, width), weights)
+    return mine, out, arith, direct
 
 
 def test_yao_run_and_arithmetic_outputs_in_chunks():
     res = covault.run(functools.partial(yao_program, width=16), parties=2, protocol="2pc")
-    (x, s0, a0), (y, s1, a1) = res["p0"], res["p1"]
+    (x, s0, a0, d0), (y, s1, a1, d1) = res["p0"], res["p1"]
     bits = s0 ^ s1
     w = 16
     np.testing.assert_array_equal(bits[0], (wrap(x + y, w) < 0) * 1)
     np.testing.assert_array_equal(from_bits(bits[1 : 1 + w]), wrap(x + y, w))
     np.testing.assert_array_equal(bits[-1], (x == y) * 1)
     np.testing.assert_array_equal(a0 + a1, wrap(x + y, w))  # Y2A: additive shares of the word
+    np.testing.assert_array_equal(d0 + d1, 5 * bits[0] + wrap(x + y, w) - 3 * bits[-1])
     assert res["dealer"] is None
 
 
@@ -240,8 +243,9 @@ def test_evaluator_view_is_uniform_labels_and_permute_bits(garbler_bit):
     res = covault.run(functools.partial(evaluator_view, garbler_bit=garbler_bit), parties=2, protocol="2pc")
     out0, _ = res["p0"]
     out1, got = res["p1"]
-    head, key, labels, d, tables = got
-    assert [a.dtype for a in got] == [np.int64, np.uint8, np.uint64, np.uint64, np.uint64]
+    head, key, labels, d, tables, trans = got
+    assert [a.dtype for a in got] == [np.int64, np.uint8, np.uint64, np.uint64, np.uint64, np.int64]
+    assert trans.size == 0  # XOR-shared outputs: no translation
     # the garbler's labels: their permute bits are fair coins whatever its input bits
     assert abs(permute_bits(labels).mean() - 0.5) < 0.02
     assert abs(np.unpackbits(labels.view(np.uint8)).mean() - 0.5) < 0.005
@@ -348,13 +352,14 @@ def bad_garbler(session, flaw):
     g = YaoParty(ch, GARBLER)
     g.ot.random_ot(8 * n)
     ch.recv()
-    head = np.array([n, c.n_and, 8, 8, 0], dtype=np.int64)
+    head = np.array([n, c.n_and, 8, 8, 0, 0], dtype=np.int64)
     key = np.frombuffer(os.urandom(16), np.uint8)
     msg = [head, key, random_labels((8, n, 2)), random_labels((8, n, 2)), random_labels((c.n_and, n, 4))]
+    msg.append(np.empty((0, n, 2), np.int64))
     if flaw == "tables":
         msg[4] = msg[4][:-1]
     elif flaw == "header":
-        msg[0] = head + np.array([0, 1, 0, 0, 0])
+        msg[0] = head + np.array([0, 1, 0, 0, 0, 0])
     elif flaw == "count":
         msg = msg[:3]
     ch.send(msg)

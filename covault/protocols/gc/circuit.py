@@ -226,8 +226,9 @@ class Builder:
 def to_bits(words: np.ndarray, width: int) -> np.ndarray:
     """The low ``width`` bits of integer ``words`` (any shape, flattened): uint8 ``(width, n)``,
     least significant first."""
-    w = np.ascontiguousarray(words).reshape(-1).astype(np.int64).view(np.uint64)
-    return ((w[None, :] >> np.arange(width, dtype=np.uint64)[:, None]) & np.uint64(1)).astype(np.uint8)
+    w = np.ascontiguousarray(np.asarray(words).reshape(-1), dtype="<i8")
+    bits = np.unpackbits(w.view(np.uint8).reshape(-1, 8), axis=1, count=width, bitorder="little")
+    return np.ascontiguousarray(bits.T)
 
 
 def from_bits(bits: np.ndarray, signed: bool = True) -> np.ndarray:

@@ -7,8 +7,12 @@ garbler) and P1 (the evaluator):
   evaluator's by OT; :class:`~covault.protocols.gc.yao.YaoParty`), and the circuit begins with
   an adder: the garbled wires carry ``x`` as a ``width``-bit word (exact when
   ``|x| < 2^(width-1)`` ring units).
-- **Y2A**: every output bit leaves the circuit XOR-shared (the permute bits), and one
-  correlated OT per bit turns the word into additive shares (:meth:`YaoParty.to_arith`).
+- **Y2A**: by output translation in the garbler's one flow (:meth:`YaoParty.run` with
+  weights): for each output wire the garbler sends two 8-byte entries, indexed by the
+  label's permute bit, ``H(W_v)_low64 + w v + r``; the evaluator opens the one its label
+  unlocks and holds ``w v + r``, the garbler ``-r`` (``r`` uniform in Z_2^64). This is the
+  subtract-a-random-mask decoding of ABY's Y2A without its extra round; bits already
+  XOR-shared convert by one correlated OT each (:meth:`YaoParty.to_arith`, ABY's B2A).
 
 :func:`gc_compare` is ``[x > 0]`` this way, with the adder folded into the comparison: the
 parties input ``-x0`` and ``-x1`` and the circuit outputs the top bit of their sum (the carry
@@ -18,8 +22,9 @@ runs any word-to-word circuit on ``x`` (adder, then the circuit, then Y2A of the
 ``width`` is 32 when ``x``'s public bound keeps it within ``[-2^31, 2^31)`` ring units (as the
 secret-sharing comparisons of :mod:`covault.ops.compare` decide), else 64. Per element, width
 ``w``: ``w - 1`` AND gates (gc_compare) or ``w - 1`` plus the circuit's (gc_apply), ``16 w``
-bytes of garbler labels, ``32.125 w`` bytes of OT, 32 bytes per AND gate and 24 per output bit
-(Y2A); rounds: base OTs once per :class:`YaoParty`, then two round trips whatever the width.
+bytes of garbler labels, ``32.125 w`` bytes of OT, 32 bytes per AND gate and 16 per output bit
+(Y2A); rounds: base OTs once per :class:`YaoParty`, then ONE round trip (the evaluator's OT
+flow, the garbler's garbling flow) whatever the width: 2555 bytes per element at ``w = 32``.
 """
 
 from __future__ import annotations
@@ -92,8 +97,7 @@ def gc_compare(x: SecretTensor, *, link: YaoParty | None = None) -> SecretTensor
         return x._new(np.zeros((0, *x.shape), dtype=np.int64), 0, 1.0)
     width = word_width(x)
     bits = to_bits(-x.shares[0], width)
-    out = party.run(compare_circuit(width), bits)
-    res = party.to_arith(out, np.array([1], dtype=np.int64))
+    res = party.run(compare_circuit(width), bits, np.array([1], dtype=np.int64))
     return x._new(res.reshape(1, *x.shape), 0, 1.0)
 
 
@@ -114,6 +118,5 @@ def gc_apply(
         return x._new(np.zeros((0, *x.shape), dtype=np.int64), frac, bound)
     width = word_width(x)
     circuit = apply_circuit(width, body)
-    out = party.run(circuit, to_bits(x.shares[0], width))
-    res = party.to_arith(out, signed_weights(len(circuit.outputs)))
+    res = party.run(circuit, to_bits(x.shares[0], width), signed_weights(len(circuit.outputs)))
     return x._new(res.reshape(1, *x.shape), frac, bound)

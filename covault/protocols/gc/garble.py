@@ -184,3 +184,39 @@ def _evaluate_block(
 def permute_bits(labels: np.ndarray) -> np.ndarray:
     """The point-and-permute bit (least significant) of every label: uint8 of ``labels.shape[:-1]``."""
     return (labels[..., 0] & _ONE).astype(np.uint8)
+
+
+def translate(
+    zero: np.ndarray,
+    delta: np.ndarray,
+    hasher: GarbleHash,
+    weights: np.ndarray,
+    masks: np.ndarray,
+    first: int,
+    offset: int = 0,
+) -> np.ndarray:
+    """Output translation into Z_2^64 (the garbler): for output wire ``i`` with zero-label
+    ``W_0`` and permute bit ``p``, the entry ``s`` (the lsb of the evaluator's label) is
+    ``H(W_(s^p), T_i)_low64 + weights[i] (s ^ p) + masks[i]``, int64 ``(k, n, 2)``; the tweak
+    lane is ``2 (first + i)`` (``first``: past the AND gates' tweaks)."""
+    k, n = zero.shape[:2]
+    p = zero[..., 0] & _ONE
+    lanes = _lanes(first, k, (0,))[0]
+    inst = _instances(offset, n)[0]
+    out = np.empty((k, n, 2), dtype=np.int64)
+    for s in (0, 1):
+        bit = p ^ U64(s)
+        h = hasher(zero ^ (delta & -bit[..., None]), lanes, inst)
+        out[..., s] = h[..., 0].view(np.int64) + weights[:, None] * bit.view(np.int64) + masks
+    return out
+
+
+def read_translation(
+    labels: np.ndarray, table: np.ndarray, hasher: GarbleHash, first: int, offset: int = 0
+) -> np.ndarray:
+    """The evaluator's side of :func:`translate`: ``weights[i] b_i + masks[i]`` per output wire
+    (int64 ``(k, n)``) from its output labels and the garbler's table."""
+    k, n = labels.shape[:2]
+    h = hasher(labels, _lanes(first, k, (0,))[0], _instances(offset, n)[0])
+    s = (labels[..., 0] & _ONE).astype(np.intp)
+    return np.take_along_axis(table, s[..., None], axis=2)[..., 0] - h[..., 0].view(np.int64)

@@ -5,7 +5,9 @@
 :mod:`covault.protocols.ot.extension`). :meth:`YaoParty.run` evaluates ``n`` instances of a
 circuit on both parties' input bits and leaves each output bit XOR-shared: the garbler keeps
 the permute bit ``p = lsb(W_0)`` of each output wire, the evaluator ``lsb(W_v) = p ^ v``.
-:meth:`YaoParty.to_arith` turns XOR-shared output bits into additive shares of an integer.
+:meth:`YaoParty.run` with weights returns additive shares of a weighted sum of the outputs
+instead (output translation, no extra flow); :meth:`YaoParty.to_arith` turns XOR-shared output
+bits into additive shares of an integer afterwards.
 
 Steps of :meth:`YaoParty.run`, per chunk of at most ``chunk`` instances (``e`` evaluator input
 bits per instance, ``N = e n``):
@@ -16,20 +18,23 @@ bits per instance, ``N = e n``):
    ``m_(c^r)`` and ``d = m_0 ^ m_1 ^ delta`` (Asharov, Lindell, Schneider, Zohner, CCS 2013:
    correlated OT of labels); its own inputs' zero-labels are drawn from the AES-CTR PRG; it
    garbles (:func:`~covault.protocols.gc.garble.garble`) and sends its inputs' labels
-   ``W_0 ^ x delta``, ``d`` and the tables (one flow).
-3. Evaluator: its labels are ``m_r ^ c d`` (= ``W_0 ^ c delta``); it evaluates.
+   ``W_0 ^ x delta``, ``d``, the tables and, for arithmetic outputs, the output translation
+   (:func:`~covault.protocols.gc.garble.translate`: 16 bytes per output bit) in one flow.
+3. Evaluator: its labels are ``m_r ^ c d`` (= ``W_0 ^ c delta``); it evaluates, and reads
+   its output shares (permute bits, or its additive share through the translation).
 The evaluator sends a chunk's OTs before it reads the previous chunk's garbling, so chunks
 stream without waiting for each other; a call costs the base OTs once per party (first call)
 and one round trip.
 
-Cost per instance: ``16 g + 32.125 e + 32 a`` bytes (``g`` garbler input bits, ``a`` AND gates;
-16 + 0.125 bytes per evaluator bit evaluator to garbler, the rest garbler to evaluator).
+Cost per instance: ``16 g + 32.125 e + 32 a (+ 16 k)`` bytes (``g`` garbler input bits, ``a``
+AND gates, ``k`` translated outputs; 16 + 0.125 bytes per evaluator bit evaluator to garbler,
+the rest garbler to evaluator).
 
-:meth:`YaoParty.to_arith` (ABY's B2A by correlated OT, Demmler, Schneider, Zohner, NDSS 2015):
+:meth:`YaoParty.to_arith`, for output bits left XOR-shared (ABY's B2A by correlated OT, Demmler, Schneider, Zohner, NDSS 2015):
 bit ``b = p_g ^ p_e = p_g + p_e - 2 p_g p_e``; one correlated OT over Z_2^64 per bit
 (garbler sends, ``delta = 2 w p_g``; evaluator chooses ``p_e``) gives additive shares of
 ``2 w p_g p_e``; with weights ``w_i`` (``2^i``, the top bit ``-2^(k-1)`` for signed words)
-the shares sum to the integer. Cost: 24 bytes and one round trip per output bit.
+the shares sum to the integer. Cost: 24 bytes per output bit and one more round trip.
 
 Threat model: semi-honest. What the evaluator sees is uniform labels, ``c ^ r``-independent OT
 messages and tables that are pseudorandom under the hash's circular correlation robustness; the
@@ -46,19 +51,24 @@ import numpy as np
 
 from covault.errors import PeerError, ShapeError
 from covault.protocols.gc.circuit import Circuit
-from covault.protocols.gc.garble import evaluate, garble, permute_bits
+from covault.protocols.gc.garble import evaluate, garble, permute_bits, read_translation, translate
 from covault.protocols.gc.hash import GarbleHash
 from covault.protocols.ot.channel import OTChannel
 from covault.protocols.ot.extension import OTExtReceiver, OTExtSender
 from covault.randomness.prg import PRG, new_seed
 
 GARBLER, EVALUATOR = "garbler", "evaluator"
-CHUNK = 1 << 17
+CHUNK = 1 << 14
 
 
 def _bits(what: str, bits: object, rows: int) -> np.ndarray:
     b = np.asarray(bits)
-    if b.ndim != 2 or b.shape[0] != rows or b.dtype.kind not in "biu" or bool(np.any((b != 0) & (b != 1))):
+    if (
+        b.ndim != 2
+        or b.shape[0] != rows
+        or b.dtype.kind not in "biu"
+        or (b.size and (b.min() < 0 or b.max() > 1))
+    ):
         raise ShapeError(
             f"{what}: input bits must be a 0/1 integer array ({rows}, n), got {b.dtype} {b.shape}"
         )
@@ -94,28 +104,42 @@ class YaoParty:
         return PeerError(self.channel.peer, f"garbled circuit ({self.role} side): {what}")
 
     # -- evaluation ------------------------------------------------------------------------------
-    def run(self, circuit: Circuit, bits: np.ndarray) -> np.ndarray:
+    def run(self, circuit: Circuit, bits: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Evaluate the circuit on this party's input bits (uint8 0/1 ``(inputs, n)``: the
-        garbler's or the evaluator's inputs of ``circuit``): this party's XOR shares of the
-        outputs, uint8 ``(outputs, n)``."""
+        garbler's or the evaluator's inputs of ``circuit``). Without ``weights``: this party's
+        XOR shares of the outputs, uint8 ``(outputs, n)``. With ``weights`` (int64, one per
+        output): additive shares in Z_2^64 of ``sum_i weights[i] * out_i``, int64 ``(n,)``, by
+        output translation in the same flow (Y2A without a round of its own)."""
         mine = circuit.garbler_inputs if self.role == GARBLER else circuit.evaluator_inputs
         b = _bits(f"garbled circuit ({self.role} side)", bits, len(mine))
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.int64)
+            if weights.shape != (len(circuit.outputs),):
+                raise ShapeError(
+                    f"garbled circuit ({self.role} side): {len(circuit.outputs)} output weights "
+                    f"needed, got shape {weights.shape}"
+                )
         n = b.shape[1]
         spans = [(lo, min(n, lo + self.chunk)) for lo in range(0, n, self.chunk)]
-        out = np.empty((len(circuit.outputs), n), dtype=np.uint8)
+        out = np.empty(
+            (len(circuit.outputs), n) if weights is None else (n,),
+            dtype=np.uint8 if weights is None else np.int64,
+        )
         if self.role == GARBLER:
             for lo, hi in spans:
-                out[:, lo:hi] = self._garble_chunk(circuit, b[:, lo:hi], self.done + lo)
+                out[..., lo:hi] = self._garble_chunk(circuit, b[:, lo:hi], self.done + lo, weights)
         else:
             pending = self._offer(circuit, b, *spans[0]) if spans else None
             for i, (lo, hi) in enumerate(spans):
                 nxt = self._offer(circuit, b, *spans[i + 1]) if i + 1 < len(spans) else None
-                out[:, lo:hi] = self._evaluate_chunk(circuit, pending, self.done + lo)
+                out[..., lo:hi] = self._evaluate_chunk(circuit, pending, self.done + lo, weights)
                 pending = nxt
         self.done += n
         return out
 
-    def _garble_chunk(self, circuit: Circuit, x: np.ndarray, offset: int) -> np.ndarray:
+    def _garble_chunk(
+        self, circuit: Circuit, x: np.ndarray, offset: int, weights: np.ndarray | None
+    ) -> np.ndarray:
         g, e, m = len(circuit.garbler_inputs), len(circuit.evaluator_inputs), x.shape[1]
         zero = np.empty((g + e, m, 2), dtype=np.uint64)
         self._prg.bytes_into(zero[:g])
@@ -128,16 +152,23 @@ class YaoParty:
                     f"expected the packed choice corrections of {e * m} OTs, got "
                     f"{[(str(a.dtype), a.shape) for a in msg]}"
                 )
-            flip = np.unpackbits(msg[0], count=e * m, bitorder="little").reshape(e, m, 1).astype(bool)
-            np.copyto(zero[g:], np.where(flip, m1, m0))
+            flip = np.unpackbits(msg[0], count=e * m, bitorder="little").reshape(e, m, 1)
             np.bitwise_xor(m0, m1, out=d)
+            np.bitwise_and(d, -flip.astype(np.uint64), out=zero[g:])
+            zero[g:] ^= m0  # m_(c ^ r)
             d ^= self._delta
         tables, out0 = garble(circuit, zero, self._delta, self._hash, offset)
-        mine = zero[:g] ^ (x.astype(np.uint64)[..., None] * self._delta)
-        head = np.array([m, circuit.n_and, g, e, offset], dtype=np.int64)
+        mine = zero[:g] ^ (self._delta & -x.astype(np.uint64)[..., None])
+        k = 0 if weights is None else len(weights)
+        head = np.array([m, circuit.n_and, g, e, offset, k], dtype=np.int64)
         key = np.frombuffer(self._hash.key, dtype=np.uint8)
-        self.channel.send([head, key, mine, d, tables])
-        return permute_bits(out0)
+        if weights is None:
+            self.channel.send([head, key, mine, d, tables, np.empty((0, m, 2), np.int64)])
+            return permute_bits(out0)
+        masks = self._prg.ring((k, m))
+        trans = translate(out0, self._delta, self._hash, weights, masks, circuit.n_and, offset)
+        self.channel.send([head, key, mine, d, tables, trans])
+        return -masks.sum(axis=0)
 
     def _offer(self, circuit: Circuit, c: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         e, m = len(circuit.evaluator_inputs), hi - lo
@@ -149,27 +180,34 @@ class YaoParty:
         return mine, mr.view(np.uint64).reshape(e, m, 2)
 
     def _evaluate_chunk(
-        self, circuit: Circuit, pending: tuple[np.ndarray, np.ndarray], offset: int
+        self,
+        circuit: Circuit,
+        pending: tuple[np.ndarray, np.ndarray],
+        offset: int,
+        weights: np.ndarray | None,
     ) -> np.ndarray:
         c, mr = pending
         g, e, m = len(circuit.garbler_inputs), len(circuit.evaluator_inputs), c.shape[1]
         msg = self.channel.recv()
-        want = np.array([m, circuit.n_and, g, e, offset], dtype=np.int64)
-        if len(msg) != 5 or msg[0].dtype != np.int64 or msg[0].shape != (5,):
+        k = 0 if weights is None else len(weights)
+        want = np.array([m, circuit.n_and, g, e, offset, k], dtype=np.int64)
+        if len(msg) != 6 or msg[0].dtype != np.int64 or msg[0].shape != (6,):
             raise self._bad(
-                f"expected a header, a key, labels, corrections and tables; got {len(msg)} arrays"
+                "expected a header, a key, labels, corrections, tables and output translations; "
+                f"got {len(msg)} arrays"
             )
         if not np.array_equal(msg[0], want):
             raise self._bad(
                 f"the garbler sends {msg[0].tolist()} (instances, AND gates, garbler bits, evaluator "
-                f"bits, first instance), this party expects {want.tolist()}"
+                f"bits, first instance, translated outputs), this party expects {want.tolist()}"
             )
-        key, theirs, d, tables = msg[1:]
+        key, theirs, d, tables, trans = msg[1:]
         for name, arr, dtype, shape in (
             ("key", key, np.uint8, (16,)),
             ("garbler labels", theirs, np.uint64, (g, m, 2)),
             ("label corrections", d, np.uint64, (e, m, 2)),
             ("tables", tables, np.uint64, (circuit.n_and, m, 4)),
+            ("output translations", trans, np.int64, (k, m, 2)),
         ):
             if arr.dtype != dtype or arr.shape != shape:
                 raise self._bad(
@@ -179,8 +217,12 @@ class YaoParty:
             self._hash = GarbleHash(key.tobytes())
         labels = np.empty((g + e, m, 2), dtype=np.uint64)
         labels[:g] = theirs
-        np.bitwise_xor(mr, d * c.astype(np.uint64)[..., None], out=labels[g:])
-        return permute_bits(evaluate(circuit, labels, tables, self._hash, offset))
+        np.bitwise_and(d, -c.astype(np.uint64)[..., None], out=labels[g:])
+        labels[g:] ^= mr
+        out = evaluate(circuit, labels, tables, self._hash, offset)
+        if weights is None:
+            return permute_bits(out)
+        return read_translation(out, trans, self._hash, circuit.n_and, offset).sum(axis=0)
 
     # -- outputs to arithmetic shares ---------------------------------------------------------
     def to_arith(self, shares: np.ndarray, weights: np.ndarray) -> np.ndarray:
