@@ -38,17 +38,17 @@ def bench_program(session, plan: list[tuple[str, int]], batch: int):
     sender = session.party == "p0"
     side = OTExtSender(ch, batch=batch) if sender else OTExtReceiver(ch, batch=batch)
     rows = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with session.net.scope() as cost:
         side.setup()
-    rows.append(("base OT (128)", 128, time.perf_counter() - t0, cost.as_dict()))
+    rows.append(("base OT (128)", 128, time.perf_counter() - t0, time.process_time() - c0, cost.as_dict()))
     for op, n in plan:
         if sender:
             delta = np.ones((n, 1), np.int64) if op == "correlated" else None
             msgs = np.zeros((n, 16), np.uint8) if op == "chosen" else None
         else:
             c = random_choices(n) if op != "random" else None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with session.net.scope() as cost:
             if op == "random":
                 side.random_ot(n)
@@ -56,7 +56,7 @@ def bench_program(session, plan: list[tuple[str, int]], batch: int):
                 side.cot_send(n, delta) if sender else side.cot_recv(c, 1)
             else:
                 side.chosen_ot(msgs, msgs) if sender else side.chosen_ot(c, 16)
-        rows.append((f"{op} OT", n, time.perf_counter() - t0, cost.as_dict()))
+        rows.append((f"{op} OT", n, time.perf_counter() - t0, time.process_time() - c0, cost.as_dict()))
     return rows
 
 
@@ -106,19 +106,20 @@ def main() -> None:
         f"# command: python benchmarks/bench_ot.py {' '.join(sys.argv[1:])}".rstrip(),
         f"# batch: {args.batch} OTs per message; time: the slower party; whole run {wall:.1f} s "
         "(three processes: the 2pc dealer idles)",
+        "# CPU s: process time of the sender / the receiver (what the host's load does not inflate)",
         "# rounds: flights (consecutive messages one way count once; 0 = the previous flight goes on)",
         "",
         f"{'step':<16} {'OTs':>11} {'seconds':>8} {'OTs/s':>12} {'R->S B/OT':>10} {'S->R B/OT':>10} "
-        f"{'theory':>12} {'rounds':>7}",
+        f"{'theory':>12} {'rounds':>7} {'CPU s S/R':>11}",
     ]
     theory = {"random": "16 / 0", "correlated": "16 / 8", "chosen": "16 / 32", "base": "0.25 / 33"}
-    for i, ((name, n, ts, cs), (_, _, tr, cr)) in enumerate(zip(snd, rcv, strict=True)):
+    for i, ((name, n, ts, us, cs), (_, _, tr, ur, cr)) in enumerate(zip(snd, rcv, strict=True)):
         name = "random (first)" if i == 1 else name
         sec = max(ts, tr)
         key = name.split()[0]
         lines.append(
             f"{name:<16} {n:>11,} {sec:>8.3f} {n / sec:>12,.0f} {cr['bytes_sent'] / n:>10.2f} "
-            f"{cs['bytes_sent'] / n:>10.2f} {theory[key]:>12} {max(cs['rounds'], cr['rounds']):>7}"
+            f"{cs['bytes_sent'] / n:>10.2f} {theory[key]:>12} {max(cs['rounds'], cr['rounds']):>7} {us:>5.2f}/{ur:<5.2f}"
         )
     lines += ["", "# local steps, one batch of 2^20 OTs, this process (seconds):"]
     lines += [f"{k:<42} {v:.4f}" for k, v in steps(1 << 20).items()]

@@ -14,7 +14,7 @@ import covault
 from covault.errors import CovaultError, PeerError, ShapeError
 from covault.protocols.ot import OTExtReceiver, OTExtSender, session_channel
 from covault.protocols.ot.base import base_ot_recv, base_ot_send, lift, random_choices
-from covault.protocols.ot.bits import ColumnPRG, transpose
+from covault.protocols.ot.bits import Buffers, ColumnPRG, transpose
 from covault.protocols.ot.crhash import FixedKeyHash
 
 
@@ -124,6 +124,9 @@ def test_fixed_key_hash_tweaks():
     assert len({b.tobytes() for b in blocks}) == 6  # equal inputs, distinct tweaks
     assert np.array_equal(h(rows, 0, 2), out)
     assert np.array_equal(h(rows[1:], 1, 2), out[1:])
+    rows, delta = urandom_array((5, 16), np.uint8), urandom_array(16, np.uint8)
+    pair = h(rows, 7, 3, delta=delta, buffers=Buffers())
+    assert np.array_equal(pair, np.stack([h(rows, 7, 3), h(rows ^ delta, 7, 3)]))
     with pytest.raises(ShapeError, match="fixed-key hash"):
         h(np.zeros((3, 8), np.uint8), 0, 1)
 

@@ -46,21 +46,44 @@ def _swaps(a: np.ndarray, t: np.ndarray) -> None:
         np.bitwise_xor(lo, tt, out=lo)
 
 
-def transpose(cols: np.ndarray) -> np.ndarray:
+class Buffers:
+    """Scratch arrays reused from one batch to the next (a fresh large array costs a page fault
+    per 4 KiB page, about as much as the work on it); an array got under a name is overwritten
+    by the next :meth:`get` of that name."""
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype | type | str) -> np.ndarray:
+        dt = np.dtype(dtype)
+        size = int(np.prod(shape)) * dt.itemsize
+        raw = self._arrays.get(name)
+        if raw is None or raw.size < size:
+            raw = self._arrays[name] = np.empty(size, dtype=np.uint8)
+        return raw[:size].view(dt).reshape(shape)
+
+
+def transpose(cols: np.ndarray, buffers: Buffers | None = None) -> np.ndarray:
     """Rows of the bit matrix whose columns are ``cols`` (uint8 ``(64 g, 8 w)``): uint8
     ``(64 w, 8 g)``, bit ``i`` of row ``j`` = bit ``j`` of column ``i`` (little-endian bit
-    order both ways)."""
+    order both ways). With ``buffers``, the result lives in them (name ``"rows"``)."""
     if cols.dtype != np.uint8 or cols.ndim != 2 or cols.shape[0] % 64 or cols.shape[1] % 8:
         raise ShapeError(
             f"bit transpose: need uint8 columns of shape (64 g, 8 w), got {cols.dtype} {cols.shape}"
         )
     g, w = cols.shape[0] // 64, cols.shape[1] // 8
     words = np.ascontiguousarray(cols).view("<u8").reshape(g, 64, w)
-    out = np.empty((w, 64, g), dtype="<u8")  # out[b, k, c]: row 64 b + k, columns 64 c ...
-    scratch = np.empty(g * 32 * min(w, SLICE), dtype=np.uint64)
+    buf = Buffers() if buffers is None else buffers
+    out = buf.get("rows", (w, 64, g), "<u8")  # out[b, k, c]: row 64 b + k, columns 64 c ...
+    step = min(w, SLICE)
+    scratch = buf.get("transpose-scratch", (g * 32 * step,), np.uint64)
+    tile = buf.get("transpose-slice", (g * 64 * step,), np.uint64)
     for lo in range(0, w, SLICE):
         hi = min(w, lo + SLICE)
-        a = np.ascontiguousarray(words[:, :, lo:hi])
+        a = tile[: g * 64 * (hi - lo)].reshape(g, 64, hi - lo)
+        a[...] = words[:, :, lo:hi]
         _swaps(a, scratch[: g * 32 * (hi - lo)].reshape(g, 32, hi - lo))
         out[lo:hi] = a.transpose(2, 1, 0)
     return out.view(np.uint8).reshape(64 * w, 8 * g)
@@ -79,9 +102,12 @@ class ColumnPRG:
         self._encs = [Cipher(algorithms.AES(s.tobytes()), modes.CTR(bytes(16))).encryptor() for s in seeds]
         self._zeros = bytearray(0)
 
-    def expand(self, m: int) -> np.ndarray:
-        """The next ``m`` bytes of every stream: uint8 ``(k, m)``."""
-        out = np.empty((len(self._encs), m), dtype=np.uint8)
+    def expand(self, m: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The next ``m`` bytes of every stream: uint8 ``(k, m)`` (into ``out`` if given)."""
+        if out is None:
+            out = np.empty((len(self._encs), m), dtype=np.uint8)
+        elif out.dtype != np.uint8 or out.shape != (len(self._encs), m) or not out.flags.c_contiguous:
+            raise ShapeError(f"column PRG: out must be C-contiguous uint8 ({len(self._encs)}, {m})")
         if len(self._zeros) < m:
             self._zeros = bytearray(m)
         zeros = memoryview(self._zeros)[:m]

@@ -21,6 +21,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from covault.errors import ShapeError
+from covault.protocols.ot.bits import Buffers
 
 FIXED_KEY = hashlib.sha256(b"covault/ot/crhash/fixed-key/v1").digest()[:16]  # public by design
 
@@ -34,23 +35,39 @@ class FixedKeyHash:
         # ECB is the point: a fixed-key permutation applied block by block, never encryption
         self._enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305
 
-    def __call__(self, rows: np.ndarray, start: int, blocks: int) -> np.ndarray:
-        """``H`` of every row (uint8 ``(..., n, 16)``), row ``j`` tweaked as OT ``start + j``:
-        uint8 ``(..., n, 16 blocks)``."""
-        if rows.dtype != np.uint8 or rows.ndim < 2 or rows.shape[-1] != 16 or blocks < 1:
+    def __call__(
+        self,
+        rows: np.ndarray,
+        start: int,
+        blocks: int,
+        *,
+        delta: np.ndarray | None = None,
+        buffers: Buffers | None = None,
+    ) -> np.ndarray:
+        """``H`` of every row (uint8 ``(n, 16)``), row ``j`` tweaked as OT ``start + j``: uint8
+        ``(n, 16 blocks)``; with ``delta`` (uint8 ``(16,)``) the rows and the rows ``^ delta``
+        together, ``(2, n, 16 blocks)``. With ``buffers`` the result lives in them (name
+        ``"hash"``)."""
+        if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 16 or blocks < 1:
             raise ShapeError(
-                f"fixed-key hash: need uint8 rows (..., n, 16) and blocks >= 1, got {rows.shape}"
+                f"fixed-key hash: need uint8 rows (n, 16) and blocks >= 1, got {rows.dtype} {rows.shape}"
             )
-        n = rows.shape[-2]
-        lead = rows.shape[:-2]
-        x = np.empty((*lead, n, blocks, 2), dtype="<u8")
-        x[...] = np.ascontiguousarray(rows).view("<u8").reshape(*lead, n, 1, 2)
+        n = rows.shape[0]
+        lead = () if delta is None else (2,)
+        buf = Buffers() if buffers is None else buffers
+        x = buf.get("hash-input", (*lead, n, blocks, 2), "<u8")
+        words = np.ascontiguousarray(rows).view("<u8").reshape(n, 1, 2)
+        if delta is None:
+            x[...] = words
+        else:
+            x[0] = words
+            np.bitwise_xor(words, np.ascontiguousarray(delta).view("<u8"), out=x[1])
         x[..., 0] ^= np.arange(start, start + n, dtype=np.uint64)[:, None]
         if blocks > 1:
             x[..., 1] ^= np.arange(blocks, dtype=np.uint64)
         size = x.nbytes
-        out = np.empty(size + 16, dtype=np.uint8)
-        self._enc.update_into(x.reshape(-1).view(np.uint8), out)
-        y = out[:size].view("<u8").reshape(x.shape)
+        raw = buf.get("hash", (size + 16,), np.uint8)
+        self._enc.update_into(x.reshape(-1).view(np.uint8), raw)
+        y = raw[:size].view("<u8").reshape(x.shape)
         y ^= x
         return y.view(np.uint8).reshape(*lead, n, 16 * blocks)

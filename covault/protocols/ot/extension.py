@@ -50,7 +50,7 @@ import numpy as np
 
 from covault.errors import PeerError, ShapeError
 from covault.protocols.ot.base import base_ot_recv, base_ot_send, random_choices
-from covault.protocols.ot.bits import ColumnPRG, transpose
+from covault.protocols.ot.bits import Buffers, ColumnPRG, transpose
 from covault.protocols.ot.channel import OTChannel
 from covault.protocols.ot.crhash import FixedKeyHash
 
@@ -105,6 +105,7 @@ class _Party:
         self.batch = batch - batch % 64
         self.done = 0  # OTs extended so far (the hash's tweak)
         self._hash = FixedKeyHash()
+        self._buf = Buffers()
         self._ready = False
 
     def _batches(self, n: int) -> list[tuple[int, int]]:
@@ -146,9 +147,9 @@ class OTExtSender(_Party):
         u = msg[1]
         if u.dtype != np.uint8 or u.shape != (KAPPA, m):
             raise self._bad(f"matrix u must be uint8 ({KAPPA}, {m}), got {u.dtype} {u.shape}")
-        q = self._prg.expand(m)
+        q = self._prg.expand(m, self._buf.get("columns", (KAPPA, m), np.uint8))
         np.bitwise_xor(q, u, out=q, where=self._s[:, None])
-        return transpose(q)[:size]
+        return transpose(q, self._buf)[:size]
 
     def _send_all(self, replies: list[list[np.ndarray]]) -> None:
         """Send the replies of every batch once all batches arrived: one flight each way."""
@@ -157,8 +158,7 @@ class OTExtSender(_Party):
 
     def _pairs(self, op: int, arg: int, lo: int, hi: int, blocks: int) -> np.ndarray:
         q = self._rows(op, arg, hi - lo)
-        both = np.stack([q, q ^ self._s_row])
-        return self._hash(both, self.done + lo, blocks)
+        return self._hash(q, self.done + lo, blocks, delta=self._s_row, buffers=self._buf)
 
     def random_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` random OTs: the message pairs ``(m0, m1)``, uint8 ``(n, 16)`` each."""
@@ -241,17 +241,18 @@ class OTExtReceiver(_Party):
         self._ready = True
 
     def _send_u(self, op: int, arg: int, c: np.ndarray, lo: int, hi: int, blocks: int) -> np.ndarray:
-        """Send one batch's ``u`` for choices ``c[lo:hi]``; return ``H(t_j)``: uint8 ``(size, 16 blocks)``."""
+        """Send one batch's ``u`` for choices ``c[lo:hi]``; return ``H(t_j)``: uint8 ``(size, 16 blocks)``
+        (in the buffers, overwritten by the next batch)."""
         size = hi - lo
         m = _columns_bytes(size)
         r = np.zeros(m, dtype=np.uint8)
         r[: (size + 7) // 8] = np.packbits(c[lo:hi], bitorder="little")
-        t = self._g0.expand(m)
-        u = self._g1.expand(m)
+        t = self._g0.expand(m, self._buf.get("columns", (KAPPA, m), np.uint8))
+        u = self._g1.expand(m)  # fresh: the message may be read after this returns
         u ^= t
         u ^= r
         self.channel.send([np.array([op, arg, size], dtype=np.int64), u])
-        return self._hash(transpose(t)[:size], self.done + lo, blocks)
+        return self._hash(transpose(t, self._buf)[:size], self.done + lo, blocks, buffers=self._buf)
 
     def _reply(self, shape: tuple[int, ...], dtype: type, count: int) -> list[np.ndarray]:
         msg = self.channel.recv()
@@ -280,11 +281,12 @@ class OTExtReceiver(_Party):
         self.setup()
         n, blocks = c.size, -(-b // BLOCK)
         batches = self._batches(n)
-        pads = [self._send_u(OP_CHOSEN, b, c, lo, hi, blocks)[:, :b] for lo, hi in batches]
         out = np.empty((n, b), dtype=np.uint8)
-        for (lo, hi), pad in zip(batches, pads, strict=True):
+        for lo, hi in batches:
+            out[lo:hi] = self._send_u(OP_CHOSEN, b, c, lo, hi, blocks)[:, :b]
+        for lo, hi in batches:
             y0, y1 = self._reply((hi - lo, b), np.uint8, 2)
-            out[lo:hi] = pad ^ np.where(c[lo:hi, None].astype(bool), y1, y0)
+            out[lo:hi] ^= np.where(c[lo:hi, None].astype(bool), y1, y0)
         self.done += n
         return out
 
