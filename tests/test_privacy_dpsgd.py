@@ -56,6 +56,18 @@ def test_noise_off_equals_plaintext_clipped_sgd(proto):
     assert info["epsilon_spent"] == math.inf
 
 
+def test_noise_off_with_a_wide_clip_equals_twin():
+    """C above every residual's reach (min(1, c) = 1 for most rows): the fused sigmoid and
+    clamp give the plain piecewise gradient."""
+    priv = DPSGD(noise_multiplier=0.0, max_grad_norm=5.0, sampling_seed=SEED)
+    w, b, _ = covault.run(lambda s: _fit(s, ml.LogisticRegression(**LR_KW), priv), 2, "2pc")["p0"]
+    q, steps = priv.schedule(N, 32, 2)
+    positions = poisson_positions(SEED, N, q, steps)
+    rw, rb = reference_dpsgd(ml.ReferenceLogisticRegression(**LR_KW), XS, YS, priv, positions)
+    np.testing.assert_allclose(w, rw, atol=2e-4)
+    assert abs(float(b) - rb) < 2e-4
+
+
 def test_linear_regression_noise_off_equals_twin():
     kw = dict(LR_KW, learning_rate=0.05)
     target = XS[:, :3] @ np.array([0.5, -1.0, 0.25]) + 0.1
