@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import covault
-from covault.errors import CovaultError, PeerError, ShapeError
+from covault.errors import CovaultError, PeerError, ProtocolError, ShapeError
 from covault.protocols.ot import OTExtReceiver, OTExtSender, session_channel
 from covault.protocols.ot.base import base_ot_recv, base_ot_send, lift, random_choices
 from covault.protocols.ot.bits import Buffers, ColumnPRG, transpose
@@ -247,6 +247,36 @@ def test_mismatched_calls_name_the_peer():
     err = res["p0"]
     assert isinstance(err, PeerError) and err.party == "p1"
     assert "correlated OT of 2 words" in str(err) and "random OT" in str(err)
+
+
+def bad_reply_program(session):
+    """p1: an honest receiver; p0: a sender whose correlated-OT reply has the wrong shape."""
+    if session.party not in ("p0", "p1"):
+        return None
+    ch = session_channel(session)
+    if session.party == "p0":
+        s = OTExtSender(ch)
+        s.setup()
+        s._rows(3, 2, 100)  # the receiver's matrix, then a reply of 1 word instead of 2
+        ch.send([np.zeros((100, 1), np.int64)])
+        return None
+    r = OTExtReceiver(ch)
+    try:
+        r.cot_recv(np.zeros(100, np.uint8), 2)
+    except CovaultError as e:
+        first = e
+    try:
+        r.random_ot(8)
+    except CovaultError as e:
+        return first, e
+    return first, None
+
+
+def test_malformed_reply_named_and_state_refused():
+    first, then = covault.run(bad_reply_program, parties=2, protocol="2pc")["p1"]
+    assert isinstance(first, PeerError) and first.party == "p0"
+    assert "expected 1 arrays int64 (100, 2)" in str(first)
+    assert isinstance(then, ProtocolError) and "stopped half-way" in str(then)
 
 
 def twist_point() -> np.ndarray:

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from covault.errors import PeerError, ShapeError
+from covault.errors import PeerError, ProtocolError, ShapeError
 from covault.protocols.ot.base import base_ot_recv, base_ot_send, random_choices
 from covault.protocols.ot.bits import Buffers, ColumnPRG, transpose
 from covault.protocols.ot.channel import OTChannel
@@ -107,6 +107,29 @@ class _Party:
         self._hash = FixedKeyHash()
         self._buf = Buffers()
         self._ready = False
+        self._failed = False  # a call began and did not finish: the parties' states may differ
+
+    def _start(self) -> None:
+        """Begin a call: refuse if an earlier one stopped half-way; run the base OTs once."""
+        if self._failed:
+            raise ProtocolError(
+                f"OT extension {self.role} with party {self.channel.peer!r}: an earlier call stopped "
+                "half-way, so the two parties' states may differ; start a new sender and receiver"
+            )
+        self.setup()
+        self._failed = True
+
+    def _start_setup(self) -> None:
+        if self._failed:
+            raise ProtocolError(
+                f"OT extension {self.role} with party {self.channel.peer!r}: the base OTs stopped "
+                "half-way; start a new sender and receiver"
+            )
+        self._failed = True
+
+    def _finish(self, n: int) -> None:
+        self.done += n
+        self._failed = False
 
     def _batches(self, n: int) -> list[tuple[int, int]]:
         return [(lo, min(n, lo + self.batch)) for lo in range(0, n, self.batch)]
@@ -125,12 +148,13 @@ class OTExtSender(_Party):
         """Run the base OTs (on first use; again never)."""
         if self._ready:
             return
+        self._start_setup()
         s = random_choices(KAPPA)
         keys = base_ot_recv(self.channel, s, self.tag)
         self._prg = ColumnPRG(keys)
         self._s = s.astype(bool)
         self._s_row = np.packbits(s, bitorder="little")
-        self._ready = True
+        self._ready, self._failed = True, False
 
     def _rows(self, op: int, arg: int, size: int) -> np.ndarray:
         """Receive one batch's ``u`` and return its rows ``q_j``: uint8 ``(size, 16)``."""
@@ -163,13 +187,13 @@ class OTExtSender(_Party):
     def random_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` random OTs: the message pairs ``(m0, m1)``, uint8 ``(n, 16)`` each."""
         n = _count(n, self.role, "random OT")
-        self.setup()
+        self._start()
         m0 = np.empty((n, BLOCK), dtype=np.uint8)
         m1 = np.empty((n, BLOCK), dtype=np.uint8)
         for lo, hi in self._batches(n):
             h = self._pairs(OP_RANDOM, 0, lo, hi, 1)
             m0[lo:hi], m1[lo:hi] = h[0], h[1]
-        self.done += n
+        self._finish(n)
         return m0, m1
 
     def chosen_ot(self, m0: np.ndarray, m1: np.ndarray) -> None:
@@ -188,14 +212,14 @@ class OTExtSender(_Party):
                 f"shape (n, b), b >= 1; got {getattr(m0, 'shape', m0)!r} and {getattr(m1, 'shape', m1)!r}"
             )
         n, b = m0.shape
-        self.setup()
+        self._start()
         blocks = -(-b // BLOCK)
         replies = []
         for lo, hi in self._batches(n):
             pad = self._pairs(OP_CHOSEN, b, lo, hi, blocks)[:, :, :b]
             replies.append([pad[0] ^ m0[lo:hi], pad[1] ^ m1[lo:hi]])
         self._send_all(replies)
-        self.done += n
+        self._finish(n)
 
     def cot_send(self, n: int, delta: np.ndarray) -> np.ndarray:
         """``n`` correlated OTs over Z_2^64 with ``delta`` (int64 ``(n, k)``): returns ``x0``
@@ -214,7 +238,7 @@ class OTExtSender(_Party):
         k = delta.shape[1]
         if k < 1:
             raise ShapeError("OT extension sender (correlated OT): delta needs k >= 1 words per OT")
-        self.setup()
+        self._start()
         blocks = -(-k // 2)
         x0 = np.empty((n, k), dtype=np.int64)
         replies = []
@@ -223,7 +247,7 @@ class OTExtSender(_Party):
             x0[lo:hi] = h[0]
             replies.append([h[1] - h[0] - delta[lo:hi]])
         self._send_all(replies)
-        self.done += n
+        self._finish(n)
         return x0
 
 
@@ -236,9 +260,10 @@ class OTExtReceiver(_Party):
         """Run the base OTs (on first use; again never)."""
         if self._ready:
             return
+        self._start_setup()
         k0, k1 = base_ot_send(self.channel, KAPPA, self.tag)
         self._g0, self._g1 = ColumnPRG(k0), ColumnPRG(k1)
-        self._ready = True
+        self._ready, self._failed = True, False
 
     def _send_u(self, op: int, arg: int, c: np.ndarray, lo: int, hi: int, blocks: int) -> np.ndarray:
         """Send one batch's ``u`` for choices ``c[lo:hi]``; return ``H(t_j)``: uint8 ``(size, 16 blocks)``
@@ -264,12 +289,12 @@ class OTExtReceiver(_Party):
     def random_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` random OTs: uniform choices (uint8 0/1, ``(n,)``) and ``m_c`` (uint8 ``(n, 16)``)."""
         n = _count(n, self.role, "random OT")
-        self.setup()
+        self._start()
         c = random_choices(n) if n else np.zeros(0, np.uint8)
         out = np.empty((n, BLOCK), dtype=np.uint8)
         for lo, hi in self._batches(n):
             out[lo:hi] = self._send_u(OP_RANDOM, 0, c, lo, hi, 1)
-        self.done += n
+        self._finish(n)
         return c, out
 
     def chosen_ot(self, choices: np.ndarray, nbytes: int) -> np.ndarray:
@@ -278,7 +303,7 @@ class OTExtReceiver(_Party):
         b = _count(nbytes, self.role, "chosen-message OT")
         if b < 1:
             raise ShapeError("OT extension receiver (chosen-message OT): nbytes must be >= 1")
-        self.setup()
+        self._start()
         n, blocks = c.size, -(-b // BLOCK)
         batches = self._batches(n)
         out = np.empty((n, b), dtype=np.uint8)
@@ -287,7 +312,7 @@ class OTExtReceiver(_Party):
         for lo, hi in batches:
             y0, y1 = self._reply((hi - lo, b), np.uint8, 2)
             out[lo:hi] ^= np.where(c[lo:hi, None].astype(bool), y1, y0)
-        self.done += n
+        self._finish(n)
         return out
 
     def cot_recv(self, choices: np.ndarray, k: int) -> np.ndarray:
@@ -296,7 +321,7 @@ class OTExtReceiver(_Party):
         k = _count(k, self.role, "correlated OT")
         if k < 1:
             raise ShapeError("OT extension receiver (correlated OT): k must be >= 1 words per OT")
-        self.setup()
+        self._start()
         n, blocks = c.size, -(-k // 2)
         batches = self._batches(n)
         out = np.empty((n, k), dtype=np.int64)
@@ -305,5 +330,5 @@ class OTExtReceiver(_Party):
         for lo, hi in batches:
             (d,) = self._reply((hi - lo, k), np.int64, 1)
             out[lo:hi] -= d * c[lo:hi, None].astype(np.int64)
-        self.done += n
+        self._finish(n)
         return out
