@@ -32,7 +32,9 @@ bits, one bit-matrix transpose per side, one fixed-key AES block per output bloc
 flow for random OT, two for chosen and correlated: a call of ``n > batch`` OTs sends one message
 per batch, the receiver all of its batches before it reads a reply, the sender its replies
 after the last batch arrived (it computes each as its batch arrives), so the batches of a call
-form one flight each way.
+form one flight each way. Both parties must make the same calls in the same order (each batch
+names its operation and size; a mismatch is a PeerError naming the peer); after a call that
+stopped half-way the pair refuses further calls (its two states may differ).
 
 Threat model: semi-honest parties. Security rests on the base OTs (CDH, random oracle), AES-CTR
 as a PRG and ``H`` correlation robust. ``s`` must stay secret: the sender never reveals it and
