@@ -1,20 +1,21 @@
 """Circuits over n-bit two's-complement words (lists of wires, least significant bit first).
 
-AND gates per call for ``n``-bit words (XOR and INV are free under free-XOR):
+AND gates per call for ``n``-bit words (XOR and INV are free under free-XOR); depth is in AND
+gates on the longest path:
 
-=====================  ===========  =================  ===========================================
-circuit                ANDs         AND depth          how
-=====================  ===========  =================  ===========================================
-add, sub (mod 2^n)     n - 1        n - 1              ripple carry: ``c' = c ^ ((x ^ c) & (y ^ c))``
-add_log (mod 2^n)      ~ n log2 n   ceil(log2 n)       Sklansky parallel prefix of (generate, propagate)
-msb_of_sum             n - 1        n - 1              the carry chain only: ``x_n-1 ^ y_n-1 ^ c_n-1``
-greater (signed)       n            n                  MSB of ``y - x`` on n + 1 bits (exact, no overflow)
-positive (x > 0)       n - 1        ceil(log2(n - 1))  ``~x_n-1 & OR(x_0..x_n-2)``, OR by a tree
-equal                  n - 1        ceil(log2 n)       AND tree of ``~(x_i ^ y_i)``
-relu                   n - 1        1                  ``x_i & ~x_n-1``
-max of k               (k-1)(2n)    (k-1 or log) n     a tournament of ``greater`` and ``mux``
-argmax of k            + index mux                     the tournament carries each winner's index
-=====================  ===========  =================  ===========================================
+=====================  ====================  =================  ===================================
+circuit                ANDs                  AND depth          how
+=====================  ====================  =================  ===================================
+add, sub (mod 2^n)     n - 1                 n - 1              ripple carry ``c' = c ^ ((x^c) & (y^c))``
+add_log (mod 2^n)      151 (n=32), 373 (64)  ceil(log2(n-1))+1  Sklansky prefix of (generate, propagate)
+msb_of_sum             n - 1                 n - 1              the carry chain only
+greater (signed)       n                     n                  MSB of ``y - x`` on n + 1 bits (exact)
+positive (x > 0)       n - 1                 ceil(log2(n-1))+1  ``~x_(n-1) & OR(x_0..x_(n-2))``
+equal                  n - 1                 ceil(log2 n)       AND tree of ``~(x_i ^ y_i)``
+relu                   n - 1                 1                  ``x_i & ~x_(n-1)``
+maximum of k           (k - 1) 2n            ceil(log2 k) 2n    a tournament of ``greater``, ``mux``
+argmax of k            + (k - 1) ceil(log2 k)                   the tournament carries the index
+=====================  ====================  =================  ===================================
 """
 
 from __future__ import annotations
