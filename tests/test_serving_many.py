@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ from covault.serving.wire import (
 from covault.transport.handshake import prepare_socket
 from covault.transport.tls import TlsIdentity
 from covault.transport.transcript import read_transcript
-from tests.helpers import wait_parties
+from tests.helpers import free_ports, gateway_token, post, wait_parties
 from tests.test_serving_service import B1, B2, ERR, LAYERS, W1, W2, plain
 
 pytestmark = pytest.mark.processes
@@ -264,6 +265,37 @@ def test_a_killed_serving_party_fails_pending_queries_and_the_service_comes_back
         res = stop(procs)
     assert f"serving party {victim!r} stopped" in res["a"][1]
     assert res[victim][0]["queries"] >= 1
+
+
+def test_the_gateway_stays_up_through_a_restarted_compute_party(two, tmp_path):
+    """``covault gateway`` as c2: 502 naming the killed party, then answers again once it is back."""
+    config, serving = two
+    procs = start(config, serving, "--rejoin", "60")
+    port, token_file = free_ports(1)[0], tmp_path / "c2.token"
+    gw = [sys.executable, "-m", "covault", "gateway", str(config), "--as", "c2", "--model", "risk"]
+    gateway = subprocess.Popen(
+        [*gw, "--port", str(port), "--token-file", str(token_file)], stderr=subprocess.PIPE, text=True
+    )
+    x = RNG.normal(0, 1, (2, 5))
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        token = gateway_token(url, token_file)
+        np.testing.assert_allclose(post(url, {"rows": x.tolist()}, token)["predictions"], plain(x), atol=ERR)
+        procs["b"].kill()
+        procs["b"].wait()
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            post(url, {"rows": x.tolist()}, token)
+        assert failed.value.code == 502 and json.loads(failed.value.read())["party"] == "b"
+        procs["b"] = start(config, ["b"], "--rejoin", "60")["b"]
+        again = post(url, {"rows": x.tolist()}, token)  # the gateway connects again
+        np.testing.assert_allclose(again["predictions"], plain(x), atol=ERR)
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0, gateway.stderr.read()
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+        stop(procs)
 
 
 def test_no_serving_party_sees_a_query_row_or_an_answer(tmp_path):

@@ -6,7 +6,8 @@ for a model that takes its raw numbers as they are; ``"prepared": true`` for row
 the model's inputs; header ``Authorization: Bearer TOKEN``) to one open :class:`Client`, one
 request at a time; the answer is ``{"model", "rows", "predictions"}``. Malformed rows get 400
 with the client's error (nothing was sent to the service); a failed service gets 502 naming
-the party, and the gateway stops.
+the party, and the gateway goes on: its next request connects again (or gets 502 naming the
+party that is not back within the client's timeout).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -28,8 +28,8 @@ BODY = (
 
 
 class GatewayServer(HTTPServer):
-    """The HTTP server of one gateway: ``client`` answers, ``token`` admits; ``failure``: the
-    service's error that stopped it."""
+    """The HTTP server of one gateway: ``client`` answers, ``token`` admits; ``failure``: an
+    error that stopped it (None so far: a failed service gets 502 and does not stop it)."""
 
     def __init__(self, client: Any, host: str, port: int, token: str) -> None:
         if not ipaddress.ip_address(host).is_loopback:
@@ -82,10 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
             out = srv.client.predict(rows, prepared=prepared)
         except (ShapeError, EncodingError) as exc:
             return self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
-        except PeerError as exc:
-            srv.failure = exc
+        except PeerError as exc:  # the next request connects again (Client.predict)
             self._reply(502, {"error": f"{type(exc).__name__}: {exc}", "party": exc.party})
-            threading.Thread(target=srv.shutdown, daemon=True).start()
             return None
         self._reply(200, {"model": srv.client.model_name, "rows": len(out), "predictions": out.tolist()})
         return None
