@@ -68,7 +68,7 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
             "2pc",
             parties=2,
             components=1,
-            providers=("dealer",),
+            providers=("dealer", "ot"),
             description="two compute parties, additive shares, correlated randomness from a provider",
             impl="covault.protocols.additive.Additive2PC",
         ),

@@ -50,8 +50,8 @@ def test_every_scheme_and_provider_loads_and_is_consistent():
     [
         ("spdz", None, r"unknown protocol 'spdz'; choose one of \['2pc', 'rep3'\]"),
         (["2pc"], None, r"unknown protocol \['2pc'\]; choose one of"),
-        ("2pc", "ot", r"unknown correlation provider 'ot' for protocol '2pc'; choose one of \['dealer'\]"),
-        ("2pc", 7, r"unknown correlation provider 7 for protocol '2pc'; choose one of \['dealer'\]"),
+        ("2pc", "he", r"unknown correlation provider 'he' for protocol '2pc'; choose one of \['dealer', 'ot'\]"),
+        ("2pc", 7, r"unknown correlation provider 7 for protocol '2pc'; choose one of \['dealer', 'ot'\]"),
         ("rep3", "dealer", r"protocol 'rep3' takes no correlation provider \(got provider='dealer'\)"),
     ],
 )
@@ -105,11 +105,13 @@ def test_config_provider_key():
     assert parse_config({**TWO, "provider": "dealer"}).provider == "dealer"
     assert parse_config({"parties": {"a": {}, "b": {}, "c": {}}}).provider is None
     for provider, message in [
-        ("ot", r"provider: unknown correlation provider 'ot' for protocol '2pc'; choose one of \['dealer'\]"),
+        ("he", r"provider: unknown correlation provider 'he' for protocol '2pc'; choose one of \['dealer', 'ot'\]"),
         (["dealer"], r"provider: unknown correlation provider \['dealer'\]"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_config({**TWO, "provider": provider})
+    two_only = {"protocol": "2pc", "provider": "ot", "parties": {"a": {}, "b": {}}}
+    assert parse_config(two_only).provider == "ot" and parse_config(two_only).dealer is None
     rep3 = {"protocol": "rep3", "provider": "dealer", "parties": {"a": {}, "b": {}, "c": {}}}
     with pytest.raises(ConfigError, match=r"provider: protocol 'rep3' takes no correlation provider"):
         parse_config(rep3)
@@ -139,9 +141,11 @@ def test_job_provider_key():
     assert job.provider == "dealer" and job.dealer == "dealer"
     assert parse_job(_job(provider="dealer")).provider == "dealer"
     with pytest.raises(
-        JobError, match=r"unknown correlation provider 'ot' for protocol '2pc'; choose one of"
+        JobError, match=r"unknown correlation provider 'he' for protocol '2pc'; choose one of"
     ):
-        parse_job(_job(provider="ot"))
+        parse_job(_job(provider="he"))
+    dealer_free = parse_job(_job(provider="ot"))
+    assert dealer_free.provider == "ot" and dealer_free.dealer is None
     with pytest.raises(JobError, match=r"protocol 'rep3' takes no correlation provider"):
         parse_job(
             {**_job(protocol="rep3", provider="dealer"), "parties": {n: {"data": "x.csv"} for n in "abc"}}

@@ -1,12 +1,13 @@
-"""``2pc``: two compute parties with additive shares and a dealer of correlated randomness.
+"""``2pc``: two compute parties with additive shares and correlated randomness from a provider.
 
 Sharing: ``x = x0 + x1 (mod 2^64)`` arithmetic, ``x = x0 ^ x1`` boolean; P0 and P1 each hold
-one component, the dealer none. Threat model: semi-honest parties; the dealer must not collude
-with a compute party.
+one component, a dealer (where the provider has one) none. Threat model: semi-honest parties;
+the dealer must not collude with a compute party.
 
 Correlated randomness comes from a :class:`~covault.randomness.providers.base.CorrelationProvider`
-chosen by name (:mod:`covault.randomness.providers`); the default
-:class:`~covault.randomness.providers.dealer.DealerProvider` is seed-compressed: P0's whole
+chosen by name (:mod:`covault.randomness.providers`): ``ot`` has no dealer (P0 and P1 make every
+correlation by oblivious transfer, over the OT extensions :meth:`Additive2PC._ot_extensions`
+builds); the default :class:`~covault.randomness.providers.dealer.DealerProvider` is seed-compressed: P0's whole
 tuple and the uniform parts of P1's are expanded from AES-CTR seeds each compute party shares
 with the dealer; only P1's correction terms are sent (``send_offline``: counted in bytes, not
 rounds, since they do not depend on inputs and the dealer streams them ahead).
@@ -35,7 +36,8 @@ class Additive2PC(Protocol):
     def __init__(self, party, compute, dealer, net, data=(), provider: str | None = None):
         entry = choose(self.name, provider)
         if len(compute) != 2 or (dealer is None and entry.needs_dealer):
-            raise ProtocolError("2pc needs exactly two compute parties and a dealer")
+            needs = " and a dealer" if entry.needs_dealer else ""
+            raise ProtocolError(f"2pc needs exactly two compute parties{needs} (provider {entry.name!r})")
         super().__init__(party, compute, dealer, net, data)
         self.provider_name = entry.name
         self.ncomp = 1 if self.is_compute else 0
@@ -46,8 +48,20 @@ class Additive2PC(Protocol):
     def setup(self) -> None:
         super().setup()
         if self.provider is None:
-            cls = choose(self.name, self.provider_name).load()
-            self.provider = cls(self.party, self.p0, self.p1, self.dealer, self.prg, self.net)
+            entry = choose(self.name, self.provider_name)
+            ot = {"ot": self._ot_extensions()} if entry.uses_ot else {}
+            self.provider = entry.load()(self.party, self.p0, self.p1, self.dealer, self.prg, self.net, **ot)
+
+    def _ot_extensions(self):
+        """OT extensions to the other compute party for a provider that uses OT: the sender of
+        the OTs this party sends and the receiver of those it receives (base OTs on first use)."""
+        from covault.protocols.ot import OTExtReceiver, OTExtSender, PeerChannel
+
+        peer = self._other()
+        return (
+            OTExtSender(PeerChannel(self.net, peer), tag=f"2pc/{self.party}->{peer}".encode()),
+            OTExtReceiver(PeerChannel(self.net, peer), tag=f"2pc/{peer}->{self.party}".encode()),
+        )
 
     @property
     def public_slot(self) -> int | None:

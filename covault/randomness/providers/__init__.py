@@ -5,7 +5,9 @@ recorded by the schemes (:attr:`covault.schemes.Scheme.providers`). Whether a co
 dealer party is decided here, by :func:`needs_dealer`, from the chosen provider alone.
 
 A provider class implements :class:`~covault.randomness.providers.base.CorrelationProvider` and
-is built as ``cls(party, p0, p1, dealer, prg, channel)`` (``dealer`` None where it needs none).
+is built as ``cls(party, p0, p1, dealer, prg, channel)`` (``dealer`` None where it needs none),
+with ``ot=(sender, receiver)``, OT extensions to the other compute party, where it uses OT
+(:attr:`Provider.uses_ot`; the protocol above builds them, this layer sits below the OT package).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from covault.errors import ProtocolError
 @dataclass(frozen=True)
 class Provider:
     """One correlated-randomness provider: its name, whether it needs a dealer party, a one-line
-    description and the dotted path of its class (imported on first use)."""
+    description, the dotted path of its class (imported on first use) and whether it is given
+    OT extensions to the other compute party."""
 
     name: str
     needs_dealer: bool
     description: str
     impl: str
+    uses_ot: bool = False
 
     def load(self) -> type:
         """The provider class (imported on first use)."""
@@ -40,6 +44,13 @@ PROVIDERS: Mapping[str, Provider] = MappingProxyType(
             needs_dealer=True,
             description="a third party deals seed-compressed tuples (it must not collude)",
             impl="covault.randomness.providers.dealer.DealerProvider",
+        ),
+        "ot": Provider(
+            "ot",
+            needs_dealer=False,
+            description="the two compute parties make every correlation by oblivious transfer (no third party)",
+            impl="covault.randomness.providers.ot.OTProvider",
+            uses_ot=True,
         ),
     }
 )
