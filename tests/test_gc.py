@@ -387,3 +387,18 @@ def test_gc_needs_2pc_and_0_1_inputs():
     assert covault.run(prog, parties=3, protocol="rep3")["p0"]
     with pytest.raises(ShapeError, match="role"):
         YaoParty(None, "dealer")  # type: ignore[arg-type]
+
+
+def test_evaluator_arithmetic_share_is_uniform():
+    """Output translation leaves the evaluator ``b + r``: uniform words though every ``b`` is 0."""
+
+    def prog(session):
+        x = session.input(np.zeros(4000) if session.party == "p0" else None, "p0", bound=10.0)
+        y = gc_compare(x)
+        return y.shares, y.reveal()
+
+    res = covault.run(prog, parties=2, protocol="2pc")
+    shares, opened = res["p1"]
+    assert np.all(opened == 0)
+    assert abs(np.unpackbits(shares.view(np.uint8)).mean() - 0.5) < 0.005
+    assert len(np.unique(shares)) == shares.size
