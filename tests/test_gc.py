@@ -291,6 +291,15 @@ def test_gc_compare_2pc_local(bound):
     )
 
 
+def test_gc_compare_dealer_free_2pc():
+    """With provider "ot" there is no dealer: gc_compare runs on the two parties alone."""
+    res = covault.run(
+        functools.partial(compare_program, bound=4000.0), parties=2, protocol="2pc", provider="ot"
+    )
+    assert set(res) == {"p0", "p1"}
+    check_compare(res)
+
+
 @pytest.mark.processes
 def test_gc_compare_2pc_tcp_tls():
     check_compare(
@@ -402,3 +411,14 @@ def test_evaluator_arithmetic_share_is_uniform():
     assert np.all(opened == 0)
     assert abs(np.unpackbits(shares.view(np.uint8)).mean() - 0.5) < 0.005
     assert len(np.unique(shares)) == shares.size
+
+
+def test_gc_compare_empty_and_scalar():
+    def prog(session):
+        a = session.input(np.zeros((0, 3)) if session.party == "p0" else None, "p0")
+        b = session.input(np.array(-3.5) if session.party == "p0" else None, "p0")
+        return gc_compare(a).reveal(), gc_compare(b).reveal()
+
+    empty, scalar = covault.run(prog, parties=2, protocol="2pc")["p0"]
+    assert empty.shape == (0, 3)
+    assert np.shape(scalar) == () and scalar == 0
