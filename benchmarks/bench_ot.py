@@ -119,7 +119,7 @@ def main() -> None:
         key = name.split()[0]
         lines.append(
             f"{name:<16} {n:>11,} {sec:>8.3f} {n / sec:>12,.0f} {cr['bytes_sent'] / n:>10.2f} "
-            f"{cs['bytes_sent'] / n:>10.2f} {theory[key]:>12} {max(cs['rounds'], cr['rounds']):>7} {us:>5.2f}/{ur:<5.2f}"
+            f"{cs['bytes_sent'] / n:>10.2f} {theory[key]:>12} {max(cs['rounds'], cr['rounds']):>7} {us:>5.2f}/{ur:.2f}"
         )
     lines += ["", "# local steps, one batch of 2^20 OTs, this process (seconds):"]
     lines += [f"{k:<42} {v:.4f}" for k, v in steps(1 << 20).items()]
