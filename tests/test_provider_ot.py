@@ -263,3 +263,46 @@ def test_registry_no_dealer_and_clear_limits():
     errors = run_ot(prog)["p0"]
     assert "dcf" in errors[0] and "'dealer'" in errors[1]
     assert "without a dealer party" in errors[2]
+
+
+# -- the demo with two processes only ---------------------------------------------------------------------
+def test_demo_job_names_the_provider_and_trains_without_a_shuffle(tmp_path):
+    from covault.jobs.demo import make_breast_cancer_job
+    from covault.jobs.spec import load_job
+
+    path = make_breast_cancer_job(tmp_path, 2, "2pc", provider="ot", epochs=1)
+    text = path.read_text()
+    assert (
+        'provider = "ot"' in text and 'shuffle = "none"' in text and "dealer" not in text.split("[model]")[0]
+    )
+    job = load_job(path)
+    assert (
+        job.provider == "ot" and job.dealer is None and list(job.data_parties) == ["hospital_a", "hospital_b"]
+    )
+
+
+@pytest.mark.slow
+def test_demo_two_processes_only(tmp_path, capsys):
+    from covault.cli import main as cli
+
+    out_dir = tmp_path / "demo"
+    assert (
+        cli(
+            [
+                "demo",
+                "--protocol",
+                "2pc",
+                "--provider",
+                "ot",
+                "--epochs",
+                "1",
+                "--out",
+                str(out_dir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("covault demo: two hospitals") and "provider 'ot'" in out
+    assert "dealer" not in out.split("party")[-1]  # the parties' table: two hospitals, no dealer

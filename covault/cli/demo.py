@@ -22,7 +22,15 @@ HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from covault.randomness.providers import PROVIDERS
+
     p.add_argument("--protocol", choices=schemes.names(), default=schemes.DEFAULT)
+    p.add_argument(
+        "--provider",
+        choices=sorted(PROVIDERS),
+        help="2pc's correlation provider (default: dealer); 'ot': the two hospitals that compute "
+        "hold all the data and make every correlation by oblivious transfer (two processes, no dealer)",
+    )
     p.add_argument("--transport", choices=["tcp", "local"], default="tcp")
     p.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     p.add_argument(
@@ -80,8 +88,17 @@ def main(args: argparse.Namespace) -> int:
                     raise ConfigError("--banks and --vertical: the bank demo is horizontal")
                 path = make_bank_job(where, args.rows, protocol=args.protocol, epochs=args.epochs)
             else:
+                if args.provider is not None and args.vertical:
+                    raise ConfigError(
+                        "--provider and --vertical: the vertical demo runs with the default provider"
+                    )
                 path = make_breast_cancer_job(
-                    where, len(HOSPITALS), args.protocol, vertical=args.vertical, epochs=args.epochs
+                    where,
+                    hospitals(args),
+                    args.protocol,
+                    vertical=args.vertical,
+                    epochs=args.epochs,
+                    provider=args.provider,
                 )
             if not args.json:
                 print(intro(args), flush=True)
@@ -100,6 +117,17 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_job("covault demo", body)
+
+
+def hospitals(args: argparse.Namespace) -> int:
+    """How many hospitals take part: three, or only the compute parties where a provider that
+    needs no dealer is named (the computation then runs in their processes alone)."""
+    from covault.randomness.providers import needs_dealer
+
+    provider = getattr(args, "provider", None)
+    if provider is not None and not needs_dealer(args.protocol, provider):
+        return schemes.get(args.protocol).parties
+    return len(HOSPITALS)
 
 
 def intro(args: argparse.Namespace) -> str:
@@ -122,11 +150,19 @@ def intro(args: argparse.Namespace) -> str:
             "scikit-learn's, trained centrally on the same transformed rows."
         )
         return textwrap.fill(text, width=100)
+    present = HOSPITALS[: hospitals(args)]
+    provider = getattr(args, "provider", None)
     proto = f"{args.protocol} secret sharing " + (
-        f"between {' and '.join(HOSPITALS[:n])}" if HOSPITALS[n:] else "among the three hospitals"
+        f"between {' and '.join(present[:n])}"
+        if present[n:] or len(present) == 2
+        else "among the three hospitals"
     )
-    proto += " with a dealer" if needs_dealer(args.protocol) else ""
-    proto += f" ({', '.join(HOSPITALS[n:])} brings data)" if HOSPITALS[n:] else ""
+    proto += " with a dealer" if needs_dealer(args.protocol, provider) else ""
+    if provider is not None and not needs_dealer(args.protocol, provider):
+        from covault.randomness.providers import PROVIDERS
+
+        proto += f" (provider {provider!r}: {PROVIDERS[provider].description})"
+    proto += f" ({', '.join(present[n:])} brings data)" if present[n:] else ""
     how = "one OS process each, over mutual TLS" if args.transport == "tcp" else "as threads of this process"
     if args.vertical:
         split = (
@@ -138,7 +174,7 @@ def intro(args: argparse.Namespace) -> str:
         split = "each hold some of the 569 patients of the Wisconsin breast-cancer data (30 features)"
     epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
     text = (
-        f"covault demo: three hospitals {split}. They train logistic regression ({epochs}) together "
+        f"covault demo: {'two' if len(present) == 2 else 'three'} hospitals {split}. They train logistic regression ({epochs}) together "
         f"under MPC: {proto}, {how}. No hospital sees another's records. Baseline: the same model "
         "trained centrally on the pooled rows."
     )

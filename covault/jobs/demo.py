@@ -29,7 +29,7 @@ import numpy as np
 from covault import schemes
 from covault.errors import ProtocolError
 from covault.jobs.errors import JobError
-from covault.randomness.providers import needs_dealer
+from covault.randomness.providers import choose, needs_dealer
 
 LABEL = "malignant"
 ID_COLUMN = "patient_id"
@@ -76,6 +76,7 @@ def make_breast_cancer_job(
     epochs: int = 10,
     learning_rate: float = 0.1,
     batch_size: int = 32,
+    provider: str | None = None,
 ) -> Path:
     """Write per-party CSV files and ``job.toml`` into ``directory``; the job file's path.
 
@@ -83,13 +84,19 @@ def make_breast_cancer_job(
     protocol's compute parties (:mod:`covault.schemes`: three for ``rep3``, two for ``2pc``, plus
     a dealer party ``dealer`` where its provider needs one); further parties are data owners only. ``vertical``: split the columns instead of the
     patients (module docstring); ``missing``: the share of patients each hospital lacks then.
+    ``provider``: the protocol's correlation provider (None: its default); one with no oblivious
+    shuffle (2pc with ``ot``) trains with ``shuffle = "none"``, written in the job file.
     """
     parties = hospital_names(parties) if isinstance(parties, int) else tuple(parties)
     try:
         need = schemes.get(protocol).parties
-        dealer = needs_dealer(protocol)
     except ProtocolError:
         raise JobError(f"protocol must be one of {list(schemes.names())}, got {protocol!r}") from None
+    try:
+        dealer = needs_dealer(protocol, provider)
+        entry = choose(protocol, provider)
+    except ProtocolError as e:
+        raise JobError(str(e)) from None
     if len(parties) < need or len(set(parties)) != len(parties):
         raise JobError(f"protocol {protocol!r} needs at least {need} distinct parties, got {list(parties)}")
     if not 0 <= missing < 0.5:
@@ -107,6 +114,7 @@ def make_breast_cancer_job(
         "# Joint training demo: hospitals train a breast-cancer classifier on their pooled",
         "# patients without revealing any record to each other (covault).",
         f"protocol = {q(protocol)}",
+        *([f"provider = {q(provider)}"] if provider is not None else []),
         'task = "logistic_regression"',
         f"label = {q(LABEL)}",
     ]
@@ -126,6 +134,10 @@ def make_breast_cancer_job(
         f"learning_rate = {learning_rate!r}",
         f"batch_size = {int(batch_size)}",
     ]
+    if entry is not None and not entry.shuffle:
+        lines.append(
+            f'shuffle = "none"  # provider {entry.name!r}: 2pc has no oblivious shuffle without a dealer'
+        )
     for name, (train_file, test_file) in files.items():
         lines += ["", f"[parties.{q(name)}]", f"data = {q(train_file)}", f"test = {q(test_file)}"]
     if dealer:

@@ -539,15 +539,30 @@ def secure_metrics(job, est, x_te, y_te, to) -> dict[str, float | None] | None:
         else:
             pred = ml.predict_at_threshold(score, math.log(t / (1 - t)))
     values = {"accuracy": ml.accuracy_score(y_te, pred, to=to)}
+    unranked: tuple[str, ...] = ()
     if score is not None:
+        if _oblivious_shuffle(y_te.session):
+            values.update(
+                auc=ml.roc_auc_score(y_te, score, to=to),
+                pr_auc=ml.average_precision_score(y_te, score, to=to),
+            )
+        else:  # the ranking metrics sort after an oblivious shuffle, which this session lacks
+            unranked = ("auc", "pr_auc")
+            values.update(auc=None, pr_auc=None)
         values.update(
-            auc=ml.roc_auc_score(y_te, score, to=to),
-            pr_auc=ml.average_precision_score(y_te, score, to=to),
             precision=ml.precision_score(y_te, pred, to=to),
             recall=ml.recall_score(y_te, pred, to=to),
             f1=ml.f1_score(y_te, pred, to=to),
         )
-    return _collect(values)
+    return _collect(values, unranked)
+
+
+def _oblivious_shuffle(session) -> bool:
+    """Whether ``session``'s protocol and provider have an oblivious shuffle (2pc: only with a
+    dealer, :attr:`covault.randomness.providers.Provider.shuffle`)."""
+    from covault.randomness.providers import PROVIDERS
+
+    return session.provider_name is None or PROVIDERS[session.provider_name].shuffle
 
 
 def _collect(

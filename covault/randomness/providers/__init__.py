@@ -23,14 +23,16 @@ from covault.errors import ProtocolError
 @dataclass(frozen=True)
 class Provider:
     """One correlated-randomness provider: its name, whether it needs a dealer party, a one-line
-    description, the dotted path of its class (imported on first use) and whether it is given
-    OT extensions to the other compute party."""
+    description, the dotted path of its class (imported on first use), whether it is given
+    OT extensions to the other compute party, and whether 2pc has an oblivious shuffle with it
+    (:mod:`covault.ops.shuffle`: today only with a dealer party)."""
 
     name: str
     needs_dealer: bool
     description: str
     impl: str
     uses_ot: bool = False
+    shuffle: bool = True
 
     def load(self) -> type:
         """The provider class (imported on first use)."""
@@ -51,6 +53,7 @@ PROVIDERS: Mapping[str, Provider] = MappingProxyType(
             description="the two compute parties make every correlation by oblivious transfer (no third party)",
             impl="covault.randomness.providers.ot.OTProvider",
             uses_ot=True,
+            shuffle=False,
         ),
     }
 )
