@@ -73,7 +73,7 @@ def test_outputs_match_the_plaintext_model(protocol):
             assert got.shape == (len(X),) and got.dtype.kind == "i"
             np.testing.assert_array_equal(got, want, err_msg=f"{name} {threshold}")
         else:
-            tol = 3e-4 if output == "scores" else 2e-4
+            tol = 1e-3 if output == "scores" else 2e-4  # scores: the FSS sigmoid (2pc, small tensors)
             np.testing.assert_allclose(got, want.reshape(got.shape), atol=tol, err_msg=f"{name} {output}")
 
 

@@ -13,7 +13,8 @@ same session. Per step:
    none and says yes): a query missing anywhere fails at its client, naming that party.
 3. The compute parties evaluate the model once on the concatenated rows of the rest
    (:meth:`~covault.serving.model.SecretModel.forward`; the dealer on empty shares of the same
-   shape), and each sends every client its own slice of its share of the answer.
+   shape), and each sends every client its own slice of its share of the answer. A batch of one
+   row finds its tuples dealt ahead (the 2pc dealer's pool, :class:`~covault.serving.online.Query`).
 
 The compute parties and the dealer learn each query's client and row count, never a row or an
 answer.
@@ -30,7 +31,7 @@ import numpy as np
 from covault.errors import ProtocolError
 from covault.serving.frontdoor import FrontDoor, Pending
 from covault.serving.model import SecretModel
-from covault.tensor import SecretTensor
+from covault.serving.online import Query
 
 TICK = 0.5  # seconds between heartbeats of an idle service
 MAX_BATCH_ROWS = 4096  # rows of one batch (a single larger query goes alone)
@@ -54,6 +55,7 @@ def run_batches(
     stop: Callable[[], bool] = lambda: False,
     leave: Callable[[], bool] = lambda: False,
     on_batch: Callable[[list[Pending]], None] | None = None,
+    pool: bool = True,
 ) -> int:
     """Serve batches until the leader announces the end (``stop()`` true at the leader), or
     ``leave()`` is true at another party (it leaves the session: the others see it stop); the
@@ -61,7 +63,14 @@ def run_batches(
     ``clients``: the data parties, in one order at every party (the announcement's client
     index); ``forward``: keyword arguments of ``model.forward``; ``on_batch``: called at a compute
     party with the queries taken into a batch before it is evaluated (the service fails them if
-    the session breaks)."""
+    the session breaks); ``pool``: the 2pc dealer deals the next single-row batch's tuples
+    ahead (:class:`~covault.serving.online.Query`)."""
+    fn = lambda x: model.forward(x, **(forward or {}))  # noqa: E731
+    with Query(session, None, model.n_features, fn, pool=pool) as query:
+        return _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop, leave, on_batch)
+
+
+def _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop, leave, on_batch) -> int:
     me = session.party
     leader = session.compute_parties[0]
     others = [p for p in serving_parties(session) if p != me]
@@ -117,8 +126,7 @@ def run_batches(
                 shares = session.protocol.empty((n, model.n_features))
             else:
                 shares = np.concatenate([p.shares for p, good in zip(batch, ok) if good], axis=1)
-            x = SecretTensor(session, shares, session.frac_bits, session.fxp.max_abs)
-            y = model.forward(x, **(forward or {}))
+            y = query.evaluate(query.secret(shares))
             if door is not None:
                 at = 0
                 for p, good in zip(batch, ok):

@@ -96,8 +96,9 @@ class SecretModel:
         computes the final activation: its last linear layer keeps the product's fractional
         bits (:func:`~covault.serving.online.affine`, no truncation) and one comparison of
         the margin ``logit - logit(threshold)`` decides. ReLU layers and decisions take
-        one-round FSS gates where the session offers them (:mod:`covault.ops.fss`: 2pc with
-        a dealer, bounded values). Logistic and linear regression give shape (n,), like the
+        one-round FSS gates, and sigmoids the two-round FSS spline (within 1e-3, against
+        2.1e-4 for the generic one), where the session offers them and the tensor is small
+        (:func:`_fss`: 2pc with a dealer, bounded values, single rows). Logistic and linear regression give shape (n,), like the
         job's ONNX model; a decision is an integer class of shape (n,). ``scores=False`` is
         ``output="logits"`` (older callers)."""
         from covault.serving.online import affine
@@ -111,6 +112,9 @@ class SecretModel:
         final = self.layers[-1]["op"] if self.layers[-1]["op"] in ("sigmoid", "softmax") else None
         width = int([la for la in self.layers if la["op"] == "linear"][-1]["out"])
         margin = _check_output(self.name, output, threshold, final, width)
+        # a softmax over two classes is the sigmoid of the margin z1 - z0: one comparison
+        # (or one sigmoid) on one column instead of the softmax's exponentials and reciprocal
+        pair = final == "softmax" and width == 2 and output != "logits"
         body = self.layers[:-1] if final else self.layers
         last = max(i for i, la in enumerate(body) if la["op"] == "linear")
         weights = iter(self.weights)
@@ -119,12 +123,15 @@ class SecretModel:
             op = layer["op"]
             if op == "linear":
                 w, b = next(weights), next(weights)
-                if i == last and margin and width == 2:  # two classes: the margin of class 1
+                if i == last and pair:  # two classes: the margin of class 1
                     w, b = w[:, 1:2] - w[:, 0:1], b[1:2] - b[0:1]
                 h = affine(h, w, b, exact=i == last and output == "decision")
             else:
                 h = _activation(op, h)
-        if output == "scores" and final is not None:
+        if output == "scores" and pair:
+            p1 = _activation("sigmoid", h)
+            h = np.concatenate([1 - p1, p1], axis=-1)
+        elif output == "scores" and final is not None:
             h = _activation(final, h)
         elif output == "decision":
             h = _decide(h, margin, threshold)
@@ -170,10 +177,8 @@ def _fss(x: SecretTensor):
     element against under 1 us: ``benchmarks/results/fss.txt``), so that single rows take the
     round-saving gates and batches the cheaper comparisons. The choice depends on public
     shapes and bounds only: every party makes the same."""
-    try:
-        from covault.ops import fss
-    except ImportError:
-        return None
+    from covault.ops import fss
+
     if x.size > FSS_ELEMENTS or not fss.available(x):
         return None
     try:
@@ -189,7 +194,10 @@ def _activation(op: str, h: SecretTensor) -> SecretTensor:
         return fast.relu(h) if fast else h.relu()
     if op == "softmax":
         return h.softmax(axis=-1)
-    return h.tanh() if op == "tanh" else h.sigmoid()
+    if op == "sigmoid":
+        fast = _fss(h)
+        return fast.sigmoid(h) if fast else h.sigmoid()
+    return h.tanh()
 
 
 def _decide(h: SecretTensor, margin: bool, threshold: float | None) -> SecretTensor:

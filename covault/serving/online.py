@@ -49,18 +49,19 @@ class Query:
     def __init__(
         self,
         session: Session,
-        client: str,
+        client: str | None,
         features: int,
         fn: Callable[[SecretTensor], SecretTensor],
         *,
         bound: float | None = None,
         pool: bool = False,
     ) -> None:
-        session.check_party(client, "query client")
-        if client in session.compute_parties or client == session.dealer:
-            raise ProtocolError(
-                f"query client {client!r} must be a data party, not a compute party or the dealer"
-            )
+        if client is not None:
+            session.check_party(client, "query client")
+            if client in session.compute_parties or client == session.dealer:
+                raise ProtocolError(
+                    f"query client {client!r} must be a data party, not a compute party or the dealer"
+                )
         self.session, self.client, self.features, self.fn = session, client, int(features), fn
         self.frac: int | None = None
         self.bound = None if bound is None else session.fxp.check_bound(bound, f"query of client {client!r}")
@@ -68,6 +69,7 @@ class Query:
         self.pool = pool and session.dealer is not None and session.party in self.serving
         self.pooled = False  # the next single-row query's tuples are dealt (same at every serving party)
         self._provider: Any = None
+        self._pack: list[np.ndarray] | None = None  # a compute party's dealt batch, received ahead
 
     def __enter__(self) -> Query:
         if self.pool:
@@ -130,8 +132,8 @@ class Query:
         self._release()
 
     def _prepare(self) -> None:
-        """The dealer deals the next single-row query's tuples now (the compute parties take
-        them from the transport and their seeds when that query comes)."""
+        """The dealer deals the next single-row query's tuples now (the compute parties receive
+        them now, in one message each, and use them with their seeds when that query comes)."""
         s = self.session
         self._release()
         if s.party == s.dealer:
@@ -160,7 +162,8 @@ class Query:
             for p in s.compute_parties:
                 channel.send_offline(p, batch.pack(p))
             return out
-        batch = _Batch(channel.recv_offline(s.dealer))
+        packed, self._pack = self._pack, None
+        batch = _Batch(channel.recv_offline(s.dealer) if packed is None else packed)
         provider.channel = batch
         try:
             out = run()
@@ -174,6 +177,13 @@ class Query:
         return out
 
     def _hold(self) -> None:
+        """The next single-row query's tuples are dealt: a compute party receives the dealer's
+        batch now (so that the session's later messages from the dealer come in order) and
+        keeps the provider's place until that query."""
+        s = self.session
+        provider = self._provider or s.protocol.provider
+        if self._pack is None and s.party in s.compute_parties and isinstance(provider, DealerProvider):
+            self._pack = provider.channel.recv_offline(s.dealer)
         self.pooled = True
         if self._provider is None:
             self._provider = self.session.protocol.provider
