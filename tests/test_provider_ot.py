@@ -262,7 +262,7 @@ def test_registry_no_dealer_and_clear_limits():
 
     errors = run_ot(prog)["p0"]
     assert "dcf" in errors[0] and "'dealer'" in errors[1]
-    assert "without a dealer party" in errors[2]
+    assert "without a dealer party" in errors[2] and 'shuffle = "none"' in errors[2]
 
 
 # -- the demo with two processes only ---------------------------------------------------------------------

@@ -142,7 +142,12 @@ def shuffle_share_columns(proto: Protocol, arrays: Sequence[np.ndarray]) -> None
         _dealer_step(proto, arrays, blocks, holder=p0, other=p1)
         _dealer_step(proto, arrays, blocks, holder=p1, other=p0)
         return
-    without = " without a dealer party" if isinstance(proto, Additive2PC) else ""
+    without = ""
+    if isinstance(proto, Additive2PC):
+        without = (
+            f" without a dealer party (provider {proto.provider_name!r} brings no two-party shuffle; "
+            "train with shuffle = \"none\" or use the 'dealer' provider)"
+        )
     raise ProtocolError(f"no oblivious shuffle for protocol {proto.name!r}{without}")
 
 
