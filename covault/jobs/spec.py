@@ -73,7 +73,7 @@ JOB_KEYS = {
     "privacy",
 }
 PRIVACY_KEYS = {"epsilon", "delta", "max_grad_norm", "noise_multiplier", "colluding", "feature_bound"}
-DP_TASKS = ("logistic_regression", "linear_regression")
+DP_TASKS = ("logistic_regression", "linear_regression", "mlp")
 PARTY_DATA_KEYS = {"data", "test", "policy"}
 SOURCE_KEYS = {"url", "table", "query", "password_env"}
 PARTITIONS = ("horizontal", "vertical")
@@ -641,6 +641,8 @@ def _privacy(raw: Any, task: str, model: dict[str, Any], partition: str) -> dict
         )
     if model.get("class_weight") is not None:
         raise JobError("[privacy]: [model] class_weight is not supported (its class counts are not private)")
+    if model.get("optimizer", "sgd") != "sgd":
+        raise JobError("[privacy]: DP-SGD trains the MLP with [model] optimizer = 'sgd' (momentum), not adam")
     bound = raw.get("feature_bound", 1.0)
     if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 < bound <= 64:
         raise JobError(f"[privacy] feature_bound must be a number in (0, 64], got {bound!r}")

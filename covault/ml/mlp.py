@@ -20,7 +20,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from covault.ops import compare
 from covault.ops.shuffle import shuffle_together
 from covault.optim import SGD, Adam
 from covault.tensor import SecretTensor
+
+if TYPE_CHECKING:
+    from covault.privacy.dpsgd import DPSGD
 
 # Peak memory of one party (a compute party or the 2pc dealer) training an MLP, in bytes: per
 # hidden unit of every row evaluated at once (the comparisons of a ReLU keep about 15 words
@@ -192,17 +195,32 @@ class MLPClassifier(MLPParams):
         *,
         track_loss: bool = False,
         on_epoch: Callable[[int], None] | None = None,
+        privacy: DPSGD | None = None,
     ) -> Self:
         """Train on secret rows ``x`` (n, d) and integer class labels ``y`` (n,) or (n, 1); returns
         the estimator.
         ``track_loss``: keep the secret mean training cross-entropy after every epoch in
         ``loss_curve_`` (as :meth:`covault.ml.LogisticRegression.fit`); ``on_epoch(k)`` is
-        called after epoch ``k``."""
+        called after epoch ``k``. ``privacy``: train by DP-SGD inside MPC instead
+        (:func:`covault.ml.dp.fit_private_mlp`: SGD only, no loss curve; ``privacy_`` reports
+        the epsilon spent)."""
         x = _check_xy(x, y)
         n, d = x.shape
+        if privacy is not None and track_loss:
+            raise ValueError(
+                f"{type(self).__name__}.fit: track_loss with privacy would release the training loss "
+                f"outside the privacy accounting"
+            )
         self._check_memory(x.session.party, n, d, n if track_loss else min(self.batch_size, n))
         self.n_features_in_ = d
         target = one_hot(y, int(self.n_classes))
+        if privacy is not None:
+            from covault.ml.dp import fit_private_mlp
+
+            fit_private_mlp(self, x, target, privacy, on_epoch)
+            for stale in ("coefs_", "intercepts_"):
+                self.__dict__.pop(stale, None)
+            return self
         scaler = None
         if self.standardize:
             scaler = StandardScaler()
