@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("governance", ("covault.governance",)),
     ("serving", ("covault.serving",)),
     ("jobs", ("covault.jobs",)),
+    ("MLOps", ("covault.mlops",)),
     ("federated learning", ("covault.fl",)),
     ("privacy evidence", ("covault.privacy.attacks",)),
     ("console", ("covault.console",)),

@@ -8,6 +8,7 @@
     covault reject JOB.toml --as NAME [--reason TEXT]      sign a party's rejection of a job
     covault audit verify|show|heads [JOB.toml] --as NAME   check a party's audit log, list it, export heads
     covault console --as NAME --jobs DIR [--local F]       a party's operator console on localhost (token)
+    covault export-hf MODEL_DIR [--out DIR]                a received model as a Hugging Face folder (card)
     covault showcase                                       engine tour: pooled statistics under MPC
     covault certs init DIR [--days N]                      consortium CA (DIR/ca.pem, DIR/ca.key)
     covault certs request DIR NAME [--reuse-key]           on the party's host: DIR/NAME.key (0600), DIR/NAME.csr
@@ -21,10 +22,11 @@
     covault party CONFIG --as NAME SCRIPT.py               one party of a consortium, running a script
     covault run CONFIG SCRIPT.py                           every party of CONFIG on this machine
 
-A command module ``covault/cli/NAME.py`` defines ``HELP``, ``DESCRIPTION`` (None: the help),
-``ORDER`` (its place in ``covault --help``), ``add_arguments(parser)`` and ``main(args) -> int``;
-it imports what the command needs inside ``main``, so ``covault --help`` and every command start
-fast. A module without ``HELP`` (``common.py``) is not a command.
+A command module ``covault/cli/NAME.py`` (``_`` in NAME is ``-`` in the command) defines
+``HELP``, ``DESCRIPTION`` (None: the help), ``ORDER`` (its place in ``covault --help``),
+``add_arguments(parser)`` and ``main(args) -> int``; it imports what the command needs inside
+``main``, so ``covault --help`` and every command start fast. A module without ``HELP``
+(``common.py``) is not a command.
 
 A job file (``docs/jobs.md``) is a consortium config with a ``task``. ``SCRIPT.py`` defines
 ``main(session)``; every party runs it (SPMD) and prints its return value. ``--json`` prints one
@@ -43,7 +45,7 @@ from types import ModuleType
 
 
 def _command(name: str) -> ModuleType:
-    return importlib.import_module(f"covault.cli.{name}")
+    return importlib.import_module(f"covault.cli.{name.replace('-', '_')}")
 
 
 def commands() -> list[str]:
@@ -55,7 +57,7 @@ def commands() -> list[str]:
         module = _command(info.name)
         if hasattr(module, "HELP"):
             found.append((getattr(module, "ORDER", 100), info.name))
-    return [name for _, name in sorted(found)]
+    return [name.replace("_", "-") for _, name in sorted(found)]
 
 
 def _parser() -> argparse.ArgumentParser:

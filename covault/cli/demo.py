@@ -8,6 +8,7 @@ from pathlib import Path
 
 from covault import schemes
 from covault.cli.common import output_options, positive_int, print_result, progress, run_job
+from covault.cli.tracking import log_tracking, tracking_options
 from covault.exitcodes import EXIT_OK
 
 ORDER = 10
@@ -54,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="HTML report path (default: DIR/report.html with --out, else ./covault-demo-report.html)",
     )
     output_options(p)
+    tracking_options(p)
     from covault.cli import demo_federated
 
     demo_federated.add_arguments(p)
@@ -114,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
             if args.report is None:
                 args.report = where / "report.html" if args.out else Path("covault-demo-report.html")
             print_result(result, args, "covault demo", extra)
+            log_tracking(args, path, result, "covault demo")
         return EXIT_OK
 
     return run_job("covault demo", body)

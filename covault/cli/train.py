@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from covault.cli.common import output_options, print_result, progress, run_job
+from covault.cli.tracking import log_tracking, tracking_options
 from covault.exitcodes import EXIT_OK
 
 ORDER = 30
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "approval (covault approve) and keeps its audit log in the job's [tls] certs folder",
     )
     output_options(p)
+    tracking_options(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
             approvals=args.approvals,
         )
         print_result(result, args, "covault train")
+        log_tracking(args, args.job, result, "covault train")
         return EXIT_OK
 
     return run_job("covault train", body)

@@ -50,6 +50,7 @@ from covault import schemes
 from covault.deploy.config import ConfigError, ConsortiumConfig, parse_config, read_toml
 from covault.errors import ProtocolError
 from covault.jobs.errors import JobError
+from covault.jobs.tracking import mlflow_table
 from covault.randomness.providers import needs_dealer
 from covault.runtime import DEFAULT_DEALER
 
@@ -71,6 +72,7 @@ JOB_KEYS = {
     "model_dir",
     "answer",
     "privacy",
+    "mlflow",
 }
 PRIVACY_KEYS = {"epsilon", "delta", "max_grad_norm", "noise_multiplier", "colluding", "feature_bound"}
 DP_TASKS = ("logistic_regression", "linear_regression", "mlp")
@@ -367,6 +369,7 @@ def parse_job(raw: dict[str, Any], path: Path | None = None) -> Job:
         raise JobError("threshold applies to binary classification only (the probability of class 1)")
     answer = _answer(raw.get("answer", "scores"), task, model_store)
     privacy = _privacy(raw.get("privacy"), task, model, partition)
+    mlflow_table(raw.get("mlflow", {}))  # where each party logs (docs/mlops.md); not agreed
     return Job(
         path, config, task, label, partition, id_column, data, test, reveal, float(test_fraction), seed,
         model_out, model, features, transforms, policy, owners, float(threshold), model_store, model_dir,
