@@ -30,7 +30,7 @@ from covault.tensor import SecretTensor
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
 OUTPUTS = ("scores", "logits", "decision")
-FSS_ELEMENTS = 256  # the most elements a ReLU or decision takes the FSS gates for
+FSS_ELEMENTS = 64  # the most elements a ReLU, sigmoid or decision takes the FSS gates for
 KINDS = ("logistic_regression", "linear_regression", "mlp", "sequential")
 FORMAT = 1
 
@@ -172,11 +172,12 @@ def _check_output(name: str, output: str, threshold: float | None, final: str | 
 
 def _fss(x: SecretTensor):
     """:mod:`covault.ops.fss` where it serves ``x`` best, else None: 2pc with a dealer, a public
-    bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements (one online round
-    instead of about seven, but about 10-25 us of key generation and 2-5 us of evaluation per
-    element against under 1 us: ``benchmarks/results/fss.txt``), so that single rows take the
-    round-saving gates and batches the cheaper comparisons. The choice depends on public
-    shapes and bounds only: every party makes the same."""
+    bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements. A gate saves
+    about six rounds (0.2-0.3 ms each on loopback TLS) but costs the dealer about 25 us of key
+    generation per element, on the query's path unless the pool dealt it ahead, against about
+    1 us for the generic comparison (``benchmarks/results/fss.txt``): single rows take the
+    gates, batches the generic comparisons. The choice depends on public shapes and bounds
+    only: every party makes the same."""
     from covault.ops import fss
 
     if x.size > FSS_ELEMENTS or not fss.available(x):
