@@ -15,7 +15,9 @@ is handed over no earlier than ``RTT / 2`` after it was sent (latency without a 
 messages in flight overlap, as on a long fat link). Methods: ``gc`` (``gc_compare``: A2Y into
 the carry chain, Y2A by correlated OT; the base OTs are run once per RTT before the timing and
 reported on their own), ``ss`` (``x > 0`` of ``covault.ops.compare``: the packed carry tree,
-dealer's AND triples), ``fss`` (``covault.ops.fss.positive``: one opening, dealer's DCF keys).
+dealer's AND triples), ``fss`` (``covault.ops.fss.positive``: one opening, dealer's DCF keys),
+and ``ss-ot``: ``x > 0`` in a second run with ``provider="ot"`` (two processes, no dealer: the
+AND triples and daBits made by OT in line), the dealer-free secret-sharing alternative to GC.
 Time: the slower compute party's wall time for the call (median of ``R`` calls up to 100000
 values, one call beyond); bytes: sent by all three parties
 during the call (the dealer's offline tuples included); rounds: P0's.
@@ -131,7 +133,8 @@ def _adder(width: int) -> Circuit:
 
 
 # -- part 2: x > 0, GC against secret sharing under latency --------------------------------
-METHODS = ("gc", "ss", "fss")
+RUNS = (("dealer", ("gc", "ss", "fss")), ("ot", ("ss",)))  # provider, methods; "ot": named "ss-ot"
+METHODS = ("gc", "ss", "fss", "ss-ot")
 
 
 def _barrier(s, base: Transport) -> None:
@@ -142,7 +145,9 @@ def _barrier(s, base: Transport) -> None:
     net.exchange({p: [np.zeros(1)] for p in others}, others)
 
 
-def _compare_program(s, sizes: Sequence[int], rtts: Sequence[float], reps: int) -> dict:
+def _compare_program(
+    s, sizes: Sequence[int], rtts: Sequence[float], reps: int, methods: Sequence[str]
+) -> dict:
     owner = s.compute_parties[0]
     base = s.net.transport
     out: dict = {}
@@ -155,11 +160,11 @@ def _compare_program(s, sizes: Sequence[int], rtts: Sequence[float], reps: int) 
             _barrier(s, base)
             s.net.transport = DelayedTransport(base, rtt / 2e3)
             t = time.perf_counter()
-            link = gc_party(s)
+            link = gc_party(s) if "gc" in methods else None
             if link is not None:
                 link.ot.setup()
             out["setup", n, rtt] = (time.perf_counter() - t, 0, 0, True)
-            for method in METHODS:
+            for method in methods:
                 times = []
                 for _ in range(reps if n <= 100_000 else 1):
                     _barrier(s, base)
@@ -183,12 +188,24 @@ def _compare_program(s, sizes: Sequence[int], rtts: Sequence[float], reps: int) 
 
 def compare_table(sizes: Sequence[int], rtts: Sequence[float], reps: int) -> list[str]:
     t = time.perf_counter()
-    prog = functools.partial(_compare_program, sizes=tuple(sizes), rtts=tuple(rtts), reps=reps)
-    res = covault.run(prog, 2, "2pc", transport="tcp", timeout=600)
+    res: dict[str, dict] = {}
+    for provider, methods in RUNS:
+        prog = functools.partial(
+            _compare_program, sizes=tuple(sizes), rtts=tuple(rtts), reps=reps, methods=methods
+        )
+        got = covault.run(prog, 2, "2pc", transport="tcp", timeout=600, provider=provider)
+        for party, rows in got.items():
+            for (method, *key), row in rows.items():
+                if provider == "ot" and method == "setup":
+                    continue  # no link there
+                name = f"{method}-ot" if provider == "ot" else method
+                res.setdefault(party, {})[(name, *key)] = row
     total = time.perf_counter() - t
     lines = [
         "x > 0 of n values (bound 1000: 32-bit words), 2pc over TCP/TLS, one process per party, "
-        "one-way delay RTT/2 per message; seconds: the slower of P0 and P1, median of calls",
+        "one-way delay RTT/2 per message; seconds: the slower of P0 and P1, median of calls;",
+        "gc: gc_compare; ss: x > 0 with the dealer's triples; fss: fss.positive (dealer's keys); "
+        "ss-ot: x > 0 dealer-free (provider 'ot': AND triples and daBits by OT, in line)",
         f"{'n':>8} {'RTT ms':>6} {'method':<6} {'seconds':>8} {'MB sent':>9} {'B/value':>8} "
         f"{'rounds':>6} {'exact':>5}",
     ]
@@ -196,7 +213,7 @@ def compare_table(sizes: Sequence[int], rtts: Sequence[float], reps: int) -> lis
         for rtt in rtts:
             setup = max(res[p]["setup", n, rtt][0] for p in ("p0", "p1"))
             for method in METHODS:
-                rows = [res[p][method, n, rtt] for p in res]
+                rows = [res[p][method, n, rtt] for p in res if (method, n, rtt) in res[p]]
                 secs = max(res[p][method, n, rtt][0] for p in ("p0", "p1"))
                 sent = sum(r[1] for r in rows)
                 ok = all(r[3] for r in rows)
