@@ -386,6 +386,31 @@ def test_malformed_garbling_names_the_garbler(flaw, match):
     assert match in str(err)
 
 
+def bad_evaluator(session):
+    """P1 takes the evaluator's part but sends too few choice corrections; P0 garbles."""
+    if session.party not in session.compute_parties:
+        return None
+    c = compare_circuit(8)
+    if session.party == "p0":
+        try:
+            YaoParty(session_channel(session), GARBLER).run(c, np.zeros((8, 64), np.uint8))
+        except CovaultError as e:
+            return e
+        return None
+    ch = session_channel(session)
+    e = YaoParty(ch, EVALUATOR)
+    e.ot.random_ot(8 * 64)
+    ch.send([np.zeros(3, np.uint8)])  # 64 bytes expected
+    return None
+
+
+def test_malformed_choices_name_the_evaluator():
+    err = covault.run(bad_evaluator, parties=2, protocol="2pc")["p0"]
+    assert isinstance(err, PeerError), err
+    assert err.party == "p1"
+    assert "garbled circuit (garbler side): expected the packed choice corrections of 512 OTs" in str(err)
+
+
 def test_gc_needs_2pc_and_0_1_inputs():
     def prog(session):
         x = session.input(np.zeros(2) if session.party == "p0" else None, "p0")
@@ -396,6 +421,18 @@ def test_gc_needs_2pc_and_0_1_inputs():
     assert covault.run(prog, parties=3, protocol="rep3")["p0"]
     with pytest.raises(ShapeError, match="role"):
         YaoParty(None, "dealer")  # type: ignore[arg-type]
+
+    def bits(session):
+        party = gc_party(session)
+        if party is None:
+            return None
+        with pytest.raises(ShapeError, match=r"0/1 integer array \(8, n\)"):
+            party.run(compare_circuit(8), np.full((8, 2), 2))
+        with pytest.raises(ShapeError, match="1 output weights"):
+            party.run(compare_circuit(8), np.zeros((8, 2), np.uint8), np.ones(2, np.int64))
+        return True
+
+    assert covault.run(bits, parties=2, protocol="2pc")["p0"]
 
 
 def test_evaluator_arithmetic_share_is_uniform():
