@@ -340,7 +340,7 @@ def test_builder_and_input_errors():
     with pytest.raises(ShapeError, match=r"garbler's inputs must be an array \(8, n\)"):
         c.plain(np.zeros((7, 3), np.uint8), np.zeros((8, 3), np.uint8))
     with pytest.raises(ShapeError, match="tables must be uint64"):
-        evaluate(c, random_labels((16, 3, 2)), random_labels((6, 3, 4)), GarbleHash(os.urandom(16)))
+        evaluate(c, random_labels((16, 3, 2)), random_labels((7, 3, 4)), GarbleHash(os.urandom(16)))
     with pytest.raises(ShapeError, match="delta"):
         garble(c, random_labels((16, 3, 2)), np.zeros(2, np.uint64), GarbleHash(os.urandom(16)))
 
@@ -363,7 +363,7 @@ def bad_garbler(session, flaw):
     ch.recv()
     head = np.array([n, c.n_and, 8, 8, 0, 0], dtype=np.int64)
     key = np.frombuffer(os.urandom(16), np.uint8)
-    msg = [head, key, random_labels((8, n, 2)), random_labels((8, n, 2)), random_labels((c.n_and, n, 4))]
+    msg = [head, key, random_labels((8, n, 2)), random_labels((8, n, 2)), random_labels((c.n_and, 2, n, 2))]
     msg.append(np.empty((0, n, 2), np.int64))
     if flaw == "tables":
         msg[4] = msg[4][:-1]

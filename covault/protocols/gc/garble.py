@@ -34,7 +34,7 @@ from covault.protocols.gc.hash import GarbleHash
 
 U64 = np.uint64
 _ONE = U64(1)
-TABLE_WORDS = 4  # (T_G, T_E): two labels of two words
+TABLE = 2  # (T_G, T_E) per gate: tables are (n_and, 2, n, 2), each half contiguous per gate
 BLOCK_ANDS = 1 << 14
 
 
@@ -74,7 +74,7 @@ def garble(
     circuit: Circuit, zero: np.ndarray, delta: np.ndarray, hasher: GarbleHash, offset: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Garble ``n`` instances from the zero-labels of every input (uint64 ``(inputs, n, 2)``, the
-    garbler's inputs first): the tables (uint64 ``(n_and, n, 4)``) and the outputs' zero-labels
+    garbler's inputs first): the tables (uint64 ``(n_and, 2, n, 2)``: ``T_G``, ``T_E``) and the outputs' zero-labels
     (``(outputs, n, 2)``). ``offset`` numbers the first instance (tweaks never repeat)."""
     n = _labels("garbling", zero, len(circuit.inputs))
     if (
@@ -84,10 +84,12 @@ def garble(
         or not delta[0] & _ONE
     ):
         raise ShapeError("garbling: delta must be uint64 (2,) with its least significant bit set")
-    tables = np.empty((circuit.n_and, n, TABLE_WORDS), dtype=np.uint64)
+    tables = np.empty((circuit.n_and, TABLE, n, 2), dtype=np.uint64)
     out = np.empty((len(circuit.outputs), n, 2), dtype=np.uint64)
     for lo, hi in _blocks(circuit, n):
-        out[:, lo:hi] = _garble_block(circuit, zero[:, lo:hi], delta, hasher, offset + lo, tables[:, lo:hi])
+        out[:, lo:hi] = _garble_block(
+            circuit, zero[:, lo:hi], delta, hasher, offset + lo, tables[:, :, lo:hi]
+        )
     return tables, out
 
 
@@ -129,7 +131,7 @@ def _garble_block(
         pa = -(a0[..., :1] & _ONE)
         pb = -(b0[..., :1] & _ONE)
         t = tables[lv.first_and : lv.first_and + g]
-        tg, te = t[..., :2], t[..., 2:]
+        tg, te = t[:, 0], t[:, 1]
         np.bitwise_xor(h[0], h[1], out=tg)
         tg ^= delta & pb
         np.bitwise_xor(h[2], h[3], out=te)  # T_E ^ A_0
@@ -148,7 +150,7 @@ def evaluate(
     """Evaluate ``n`` garbled instances from one label per input (uint64 ``(inputs, n, 2)``, the
     garbler's first) and the tables of :func:`garble`: the output labels ``(outputs, n, 2)``."""
     n = _labels("garbled evaluation", labels, len(circuit.inputs))
-    want = (circuit.n_and, n, TABLE_WORDS)
+    want = (circuit.n_and, TABLE, n, 2)
     if not isinstance(tables, np.ndarray) or tables.dtype != np.uint64 or tables.shape != want:
         raise ShapeError(
             f"garbled evaluation: tables must be uint64 {want}, got "
@@ -156,7 +158,7 @@ def evaluate(
         )
     out = np.empty((len(circuit.outputs), n, 2), dtype=np.uint64)
     for lo, hi in _blocks(circuit, n):
-        out[:, lo:hi] = _evaluate_block(circuit, labels[:, lo:hi], tables[:, lo:hi], hasher, offset + lo)
+        out[:, lo:hi] = _evaluate_block(circuit, labels[:, lo:hi], tables[:, :, lo:hi], hasher, offset + lo)
     return out
 
 
@@ -171,11 +173,11 @@ def _evaluate_block(
         t = tables[lv.first_and : lv.first_and + g]
         sa = -(x[0][..., :1] & _ONE)
         sb = -(x[1][..., :1] & _ONE)
-        w = t[..., 2:] ^ x[0]
+        w = t[:, 1] ^ x[0]
         w &= sb
         w ^= h[0]
         w ^= h[1]
-        w ^= t[..., :2] & sa
+        w ^= t[:, 0] & sa
         return w
 
     return _walk(circuit, labels, None, 2, and_gates)

@@ -206,7 +206,7 @@ class YaoParty:
             ("key", key, np.uint8, (16,)),
             ("garbler labels", theirs, np.uint64, (g, m, 2)),
             ("label corrections", d, np.uint64, (e, m, 2)),
-            ("tables", tables, np.uint64, (circuit.n_and, m, 4)),
+            ("tables", tables, np.uint64, (circuit.n_and, 2, m, 2)),
             ("output translations", trans, np.int64, (k, m, 2)),
         ):
             if arr.dtype != dtype or arr.shape != shape:
