@@ -1,7 +1,7 @@
 """Private inference latency and throughput: a secret-shared model answering one client's rows.
 
 Usage: python benchmarks/bench_serve.py [--queries 300] [--protocols 2pc rep3] [--batches 1 16 256]
-    [--models lr-proba lr-decision mlp-logits mlp-argmax] [--paths online online-nopool plain]
+    [--models lr-proba lr-decision mlp-logits mlp-argmax] [--paths online online-fss online-nopool plain]
     [--gap-ms 0] [--no-tls] [--peers crypten]
 
 Every party is its own OS process (``covault.run(..., transport="tcp")``, mutual TLS 1.3 on
@@ -25,7 +25,9 @@ without the last truncation) and ``plain`` (the same model through the plain API
 ``session.input``, the model, ``reveal(to=client)``, default bounds). ``cpu`` is the CPU time
 per single-row query of each process (the most of the compute parties; the dealer; the
 client), waiting in the transport included. ``online-nopool``: the online path without the
-dealer's pool (2pc). ``--gap-ms``: the client pauses between single-row queries (a service
+dealer's pool (2pc). ``online-fss``: the online path with every FSS gate
+(``SecretModel.forward(..., fss="all")``: ReLU and decisions in one round; ``online`` uses
+the FSS sigmoid only). ``--gap-ms``: the client pauses between single-row queries (a service
 that idles between queries, when the pool is refilled; CPU per query then counts the idle
 polling too).
 """
@@ -95,11 +97,11 @@ def secret_model(model: str, m: dict) -> SecretModel:
     return SecretModel("mlp", "mlp", MLP_LAYERS, [m["W1"], m["b1"], m["W2"], m["b2"]])
 
 
-def forward(model: str, m: dict, x, exact: bool = True):
+def forward(model: str, m: dict, x, exact: bool = True, fss: str = "auto"):
     """The model on secret tensors: the stored model's forward (``exact``), or the plain API's
     ops with a truncation before every comparison and the generic comparisons."""
     if exact:
-        return secret_model(model, m).forward(x, output=OUTPUT[model])
+        return secret_model(model, m).forward(x, output=OUTPUT[model], fss=fss)
     decide = model.endswith(("decision", "argmax"))
     if model.startswith("lr"):
         z = (x @ m["w"] + m["b"]).reshape(x.shape[0])
@@ -124,11 +126,14 @@ class Program:
 
     def __init__(self, models: list[str], queries: int, batches: list[int], path: str, gap: float = 0.0):
         self.models, self.queries, self.batches, self.gap = models, queries, batches, gap
-        self.path, self.pool = path.removesuffix("-nopool"), not path.endswith("-nopool")
+        self.fss = "all" if path == "online-fss" else "auto"
+        self.path = path.removesuffix("-nopool").removesuffix("-fss")
+        self.pool = not path.endswith("-nopool")
 
     def _query(self, s, model: str, m: dict):
         if self.path == "online":
-            return Query(s, CLIENT, FEATURES, lambda x: forward(model, m, x), bound=ROW_BOUND, pool=self.pool)
+            fn = lambda x: forward(model, m, x, fss=self.fss)  # noqa: E731
+            return Query(s, CLIENT, FEATURES, fn, bound=ROW_BOUND, pool=self.pool)
 
         def plain_api(x):
             z = s.input(x, owner=CLIENT)
@@ -232,7 +237,10 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
     ap.add_argument(
-        "--paths", nargs="*", default=["online", "plain"], choices=["online", "online-nopool", "plain"]
+        "--paths",
+        nargs="*",
+        default=["online", "plain"],
+        choices=["online", "online-fss", "online-nopool", "plain"],
     )
     ap.add_argument("--gap-ms", type=float, default=0.0, help="the client's pause between single-row queries")
     ap.add_argument("--no-tls", action="store_true")

@@ -30,6 +30,7 @@ from covault.tensor import SecretTensor
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
 OUTPUTS = ("scores", "logits", "decision")
+FSS_MODES = ("auto", "all", "off")
 FSS_ELEMENTS = 64  # the most elements a ReLU, sigmoid or decision takes the FSS gates for
 KINDS = ("logistic_regression", "linear_regression", "mlp", "sequential")
 FORMAT = 1
@@ -86,6 +87,7 @@ class SecretModel:
         output: str = "scores",
         threshold: float | None = None,
         scores: bool | None = None,
+        fss: str = "auto",
     ) -> SecretTensor:
         """Secret outputs for the secret rows ``x`` (n, n_features).
 
@@ -95,10 +97,14 @@ class SecretModel:
         two-class softmax, the first largest logit's index otherwise). A decision never
         computes the final activation: its last linear layer keeps the product's fractional
         bits (:func:`~covault.serving.online.affine`, no truncation) and one comparison of
-        the margin ``logit - logit(threshold)`` decides. ReLU layers and decisions take
-        one-round FSS gates, and sigmoids the two-round FSS spline (within 1e-3, against
-        2.1e-4 for the generic one), where the session offers them and the tensor is small
-        (:func:`_fss`: 2pc with a dealer, bounded values, single rows). Logistic and linear regression give shape (n,), like the
+        the margin ``logit - logit(threshold)`` decides; a two-class softmax is computed as the
+        sigmoid of the margin. ``fss``: where the one- and two-round FSS gates of
+        :mod:`covault.ops.fss` replace the generic ones, on tensors of at most
+        :data:`FSS_ELEMENTS` elements in 2pc with a dealer (:func:`_fss`): ``"auto"`` for
+        sigmoids only (2 rounds against 20, within 1e-3 against 2.1e-4), ``"all"`` for ReLU
+        and decisions too (1 round against about 7, at more CPU: for networks whose round
+        trip costs more than about 0.3 ms), ``"off"`` for none (docs/serving.md, "Online
+        cost"). Every party must pass the same. Logistic and linear regression give shape (n,), like the
         job's ONNX model; a decision is an integer class of shape (n,). ``scores=False`` is
         ``output="logits"`` (older callers)."""
         from covault.serving.online import affine
@@ -112,6 +118,8 @@ class SecretModel:
         final = self.layers[-1]["op"] if self.layers[-1]["op"] in ("sigmoid", "softmax") else None
         width = int([la for la in self.layers if la["op"] == "linear"][-1]["out"])
         margin = _check_output(self.name, output, threshold, final, width)
+        if fss not in FSS_MODES:
+            raise ModelStoreError(f"model {self.name!r}: fss must be one of {FSS_MODES}, got {fss!r}")
         # a softmax over two classes is the sigmoid of the margin z1 - z0: one comparison
         # (or one sigmoid) on one column instead of the softmax's exponentials and reciprocal
         pair = final == "softmax" and width == 2 and output != "logits"
@@ -127,14 +135,14 @@ class SecretModel:
                     w, b = w[:, 1:2] - w[:, 0:1], b[1:2] - b[0:1]
                 h = affine(h, w, b, exact=i == last and output == "decision")
             else:
-                h = _activation(op, h)
+                h = _activation(op, h, fss)
         if output == "scores" and pair:
-            p1 = _activation("sigmoid", h)
+            p1 = _activation("sigmoid", h, fss)
             h = np.concatenate([1 - p1, p1], axis=-1)
         elif output == "scores" and final is not None:
-            h = _activation(final, h)
+            h = _activation(final, h, fss)
         elif output == "decision":
-            h = _decide(h, margin, threshold)
+            h = _decide(h, margin, threshold, fss)
         if self.kind in ("logistic_regression", "linear_regression") or output == "decision":
             h = h.reshape(h.shape[0])
         return h
@@ -170,16 +178,19 @@ def _check_output(name: str, output: str, threshold: float | None, final: str | 
     return margin
 
 
-def _fss(x: SecretTensor):
+def _fss(x: SecretTensor, mode: str, op: str):
     """:mod:`covault.ops.fss` where it serves ``x`` best, else None: 2pc with a dealer, a public
     bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements. A gate saves
     about six rounds (0.2-0.3 ms each on loopback TLS) but costs the dealer about 25 us of key
     generation per element, on the query's path unless the pool dealt it ahead, against about
     1 us for the generic comparison (``benchmarks/results/fss.txt``): single rows take the
-    gates, batches the generic comparisons. The choice depends on public shapes and bounds
-    only: every party makes the same."""
+    gates, batches the generic comparisons. ``mode`` (:meth:`SecretModel.forward`'s ``fss``)
+    and ``op`` say which gates are wanted. The choice depends on public shapes, bounds and
+    arguments only: every party makes the same."""
     from covault.ops import fss
 
+    if mode == "off" or (mode == "auto" and op != "sigmoid"):
+        return None
     if x.size > FSS_ELEMENTS or not fss.available(x):
         return None
     try:
@@ -189,19 +200,19 @@ def _fss(x: SecretTensor):
     return fss
 
 
-def _activation(op: str, h: SecretTensor) -> SecretTensor:
+def _activation(op: str, h: SecretTensor, mode: str) -> SecretTensor:
     if op == "relu":
-        fast = _fss(h)
+        fast = _fss(h, mode, op)
         return fast.relu(h) if fast else h.relu()
     if op == "softmax":
         return h.softmax(axis=-1)
     if op == "sigmoid":
-        fast = _fss(h)
+        fast = _fss(h, mode, op)
         return fast.sigmoid(h) if fast else h.sigmoid()
     return h.tanh()
 
 
-def _decide(h: SecretTensor, margin: bool, threshold: float | None) -> SecretTensor:
+def _decide(h: SecretTensor, margin: bool, threshold: float | None, mode: str) -> SecretTensor:
     """The class from the last layer's outputs ``h`` (fractional bits kept): ``margin > logit(t)``
     for one margin, else the index of the first largest output."""
     if not margin:
@@ -210,7 +221,7 @@ def _decide(h: SecretTensor, margin: bool, threshold: float | None) -> SecretTen
     t = 0.5 if threshold is None else float(threshold)
     if t != 0.5:
         h = h - math.log(t / (1.0 - t))
-    fast = _fss(h)
+    fast = _fss(h, mode, "positive")
     return fast.positive(h) if fast else h > 0
 
 
