@@ -16,7 +16,11 @@ data lists; digits: pixel values / 16), a 70/30 split by a public permutation.
    DP-SGD twin (:func:`covault.ml.dp.reference_dpsgd`, float64, the same algorithm with CSPRNG
    noise and Poisson batches).
 
-    python benchmarks/bench_dp.py [--epochs 10] [--repeats 3] [--seeds 3] [--out benchmarks/results/dp.txt]
+``--model mlp``: the same two tables for the MLP (one hidden layer of ``MLP_HIDDEN`` units,
+softmax of two classes; :func:`covault.ml.dp.fit_private_mlp`, twin
+:func:`covault.ml.dp.reference_dpsgd_mlp`).
+
+    python benchmarks/bench_dp.py [--model logistic|mlp] [--epochs 10] [--repeats 3] [--seeds 3] [--out benchmarks/results/dp.txt]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 
 import covault
 from covault import ml
-from covault.ml.dp import reference_dpsgd
+from covault.ml.dp import reference_dpsgd, reference_dpsgd_mlp
 from covault.privacy import dpsgd, noise
 from covault.privacy.dpsgd import DPSGD
 from covault.randomness.prg import PRG, new_seed
@@ -41,6 +45,15 @@ from covault.randomness.public import public_permutation
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
 KW = dict(learning_rate=0.5, batch_size=64, momentum=0.5, standardize=False, shuffle="once", seed=0)
+MLP_HIDDEN = 16
+MLP_KW = dict(KW, hidden=(MLP_HIDDEN,), n_classes=2)
+
+
+def estimator(model: str, epochs: int):
+    """The secure estimator of ``model`` ("logistic" or "mlp")."""
+    if model == "mlp":
+        return ml.MLPClassifier(epochs=epochs, **MLP_KW)
+    return ml.LogisticRegression(epochs=epochs, **KW)
 
 
 def dataset(name: str):
@@ -57,7 +70,7 @@ def dataset(name: str):
     return enc[tr], y[tr].astype(float), enc[te], y[te].astype(float)
 
 
-def secure_fit(proto: str, n: int, x, y, xt, yt, epochs: int, privacy: DPSGD | None):
+def secure_fit(proto: str, n: int, x, y, xt, yt, epochs: int, privacy: DPSGD | None, model: str = "logistic"):
     """``(seconds per epoch at P0, bytes per epoch sent by all, rounds per epoch at P0, held-out
     accuracy, whole fit seconds at P0)``; per epoch: from the end of epoch 1 to the end of the last
     (steady state: no set-up, no accounting)."""
@@ -72,12 +85,12 @@ def secure_fit(proto: str, n: int, x, y, xt, yt, epochs: int, privacy: DPSGD | N
             marks.append((time.perf_counter(), s.stats.bytes_sent, s.stats.rounds, time.thread_time()))
 
         t = time.perf_counter()
-        est = ml.LogisticRegression(epochs=epochs, **KW).fit(xs, ys, privacy=privacy, on_epoch=mark)
+        est = estimator(model, epochs).fit(xs, ys, privacy=privacy, on_epoch=mark)
         whole = time.perf_counter() - t
         (t1, b1, r1, c1), (t2, b2, r2, c2) = marks[0], marks[-1]
         k = max(1, len(marks) - 1)
-        w, b = est.secret_coef_.reveal(), est.secret_intercept_.reveal()
-        acc = None if w is None else float(np.mean(((xt @ w + b) > 0) == yt))
+        public = est.reveal()
+        acc = None if public is None else float(np.mean(public.predict(xt) == yt))
         return (t2 - t1) / k, (b2 - b1) / k, (r2 - r1) / k, acc, whole, (c2 - c1) / k
 
     res = covault.run(prog, n, proto)
@@ -85,11 +98,19 @@ def secure_fit(proto: str, n: int, x, y, xt, yt, epochs: int, privacy: DPSGD | N
     return p0[0], sum(r[1] for r in res.values()), p0[2], p0[3], p0[4], p0[5]
 
 
-def plaintext_dp(x, y, xt, yt, epochs: int, privacy: DPSGD) -> float:
-    params = ml.ReferenceLogisticRegression(epochs=epochs, **KW)
+def plaintext_dp(x, y, xt, yt, epochs: int, privacy: DPSGD, model: str = "logistic") -> float:
     q, steps = privacy.schedule(len(y), KW["batch_size"], epochs)
     sig = privacy.sigma(q, steps)
     positions = dpsgd.poisson_positions(new_seed(), len(y), q, steps)
+    if model == "mlp":
+        public = ml.ReferenceMLPClassifier(epochs=epochs, **MLP_KW)
+        d = x.shape[1]
+        size = (d + 1) * MLP_HIDDEN + (MLP_HIDDEN + 1) * 2
+        z = noise.gaussian(PRG(new_seed()), (steps, size), sig * privacy.max_grad_norm)
+        public.coefs_, public.intercepts_ = reference_dpsgd_mlp(public, x, y, privacy, positions, z)
+        public.n_features_in_ = d
+        return float(np.mean(public.predict(xt) == yt))
+    params = ml.ReferenceLogisticRegression(epochs=epochs, **KW)
     z = noise.gaussian(PRG(new_seed()), (steps, x.shape[1] + 1), sig * privacy.max_grad_norm)
     w, b = reference_dpsgd(params, x, y, privacy, positions, z)
     return float(np.mean(((xt @ w + b) > 0) == yt))
@@ -102,8 +123,9 @@ def cost_table(args) -> list[str]:
     t = time.perf_counter()
     priv.spent(1.0, q, steps)
     acct = time.perf_counter() - t
+    what = f"an MLP (30-{MLP_HIDDEN}-2, ReLU, softmax)" if args.model == "mlp" else "logistic regression"
     lines = [
-        f"1. cost: breast cancer, {len(y)} training rows, 30 features, logistic regression, batch 64, "
+        f"1. cost: breast cancer, {len(y)} training rows, 30 features, {what}, batch 64, "
         f"{args.epochs} epochs (DP: noise multiplier 1.0, C = 1, Poisson rate 64/{len(y)}, {steps} steps); "
         f"per epoch: epochs 2..{args.epochs} (steady state), median of {args.repeats} interleaved runs; 's/epoch': "
         f"wall time at P0, 'cpu s': P0's thread CPU time; 'ratio': median of the DP / non-private pairs; 'fit s': the "
@@ -115,8 +137,8 @@ def cost_table(args) -> list[str]:
     for proto, n in (("2pc", 2), ("rep3", 3)):
         runs: dict[str, list] = {"non-private": [], "DP-SGD": []}
         for _ in range(args.repeats):  # interleaved: both see the same load
-            runs["non-private"].append(secure_fit(proto, n, x, y, xt, yt, args.epochs, None))
-            runs["DP-SGD"].append(secure_fit(proto, n, x, y, xt, yt, args.epochs, priv))
+            runs["non-private"].append(secure_fit(proto, n, x, y, xt, yt, args.epochs, None, args.model))
+            runs["DP-SGD"].append(secure_fit(proto, n, x, y, xt, yt, args.epochs, priv, args.model))
         ratios = [d[0] / p[0] for p, d in zip(runs["non-private"], runs["DP-SGD"])]
         cpu_ratios = [d[5] / p[5] for p, d in zip(runs["non-private"], runs["DP-SGD"])]
         for label, rs in runs.items():
@@ -135,7 +157,7 @@ def accuracy_table(args, name: str) -> list[str]:
     x, y, xt, yt = dataset(name)
     head = f"{'epsilon':>8}{'secure DP (2pc)':>17}{'plaintext DP twin':>19}{'sigma':>8}"
     lines = [
-        f"2. accuracy vs epsilon: {name}, {len(y)} training / {len(yt)} held-out rows, delta 1e-5, C = 1, "
+        f"2. accuracy vs epsilon: {name}, {args.model}, {len(y)} training / {len(yt)} held-out rows, delta 1e-5, C = 1, "
         f"{args.epochs} epochs, mean of {args.seeds} runs",
         head,
     ]
@@ -144,16 +166,19 @@ def accuracy_table(args, name: str) -> list[str]:
         q, steps = priv.schedule(len(y), KW["batch_size"], args.epochs)
         sig = priv.sigma(q, steps)
         fixed = DPSGD(noise_multiplier=sig, delta=1e-5, max_grad_norm=1.0)
-        sec = [secure_fit("2pc", 2, x, y, xt, yt, args.epochs, fixed)[3] for _ in range(args.seeds)]
-        ref = [plaintext_dp(x, y, xt, yt, args.epochs, fixed) for _ in range(args.seeds)]
+        sec = [
+            secure_fit("2pc", 2, x, y, xt, yt, args.epochs, fixed, args.model)[3] for _ in range(args.seeds)
+        ]
+        ref = [plaintext_dp(x, y, xt, yt, args.epochs, fixed, args.model) for _ in range(args.seeds)]
         lines.append(f"{eps:>8g}{np.mean(sec):>17.3f}{np.mean(ref):>19.3f}{sig:>8.3f}")
-    nonpriv = secure_fit("2pc", 2, x, y, xt, yt, args.epochs, None)[3]
+    nonpriv = secure_fit("2pc", 2, x, y, xt, yt, args.epochs, None, args.model)[3]
     lines.append(f"{'inf':>8}{nonpriv:>17.3f}{'(non-private secure)':>19}")
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=("logistic", "mlp"), default="logistic")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)

@@ -217,7 +217,7 @@ def mlp_clip_factors(hs: list[SecretTensor], ds: list[SecretTensor], max_grad_no
 
     Precision: the squares are summed exactly (``2f`` bits), ``b`` and ``s`` kept at 24 bits, ``a
     >= 1`` at ``f``, ``s / C^2`` at ``f`` (``>= 1`` where it matters); the clipped norm ``c_i
-    sqrt(s_i)`` is at most ``C (1 + 1e-5 + 2^-25 sum_l a_l / C^2)``. Range: a row with some ``a``
+    sqrt(s_i)`` is at most ``C (1 + 3e-5 + 2^-24 sum_l (a_l + 1) / C^2)``. Range: a row with some ``a``
     or ``b`` above ``FACTOR_CAP`` (2^11), or ``s_i / C^2`` above ``2^30``, gets ``c_i = 0`` (its
     gradient is dropped: norm ``0 <= C``, the sensitivity stays ``C``;
     :func:`reference_clip_factors` does the same). BoundError naming layer 1 when the features'
