@@ -68,7 +68,9 @@ def trained(tmp_path_factory):
     path.write_text(f'reveal_model_to = ["{RECEIVER}"]\n' + text + MLFLOW_TABLE)
     job = load_job(path)
     result = run_local(job, transport="local", compare_plaintext=True, progress=False)
-    return job, result
+    kept = path.parent / "trained.onnx"  # covault train in a test below rewrites model_out
+    kept.write_bytes(Path(result["model_out"]).read_bytes())
+    return job, {**result, "model_out": str(kept)}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,8 @@ def test_mlflow_runs_hold_what_each_party_learnt(mlflow_uri, trained, logged):
             == []
         )
     versions = client.search_model_versions("name = 'breast-cancer'")
-    assert [(v.version, v.run_id) for v in versions] == [("1", logged[RECEIVER])]
+    assert [v.run_id for v in versions if v.version == "1"] == [logged[RECEIVER]]  # the receiver's only
+    assert not {v.run_id for v in versions} & {logged[p] for p in OTHERS}
 
 
 @pytest.mark.slow
@@ -164,6 +167,26 @@ def test_mlflow_onnx_model_predicts_like_covault(mlflow_uri, trained, logged):
     if result.get("preprocessing") is None:
         public = model_from_dict(job, result["model"])
         np.testing.assert_allclose(got, predict_scores(job, public, x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_covault_train_mlflow_keeps_the_json_line_last(mlflow_uri, trained, logged, capsys):
+    from mlflow import MlflowClient
+
+    from covault.cli import main
+
+    job, result = trained
+    assert main(["train", str(job.path), "--transport", "local", "--json", "--mlflow", mlflow_uri]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1])["reveal_model_to"] == [RECEIVER]
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("breast cancer")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`covault.party` = '{RECEIVER}'")
+    (new,) = [r for r in runs if r.info.run_id != logged[RECEIVER]]
+    assert new.data.tags["covault.job_fingerprint"] == job.fingerprint()
+    assert [m.step for m in client.get_metric_history(new.info.run_id, "loss")] == [1, 2]
+    versions = client.search_model_versions("name = 'breast-cancer'")
+    assert {v.run_id for v in versions} == {logged[RECEIVER], new.info.run_id}
 
 
 @pytest.mark.slow

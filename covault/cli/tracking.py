@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ def tracking_options(p: argparse.ArgumentParser) -> None:
 
 
 def log_tracking(args: argparse.Namespace, job_path: Path, result: dict[str, Any], prog: str) -> None:
-    """Log ``result`` where ``--mlflow`` / ``--wandb`` ask; one line per tool on stderr."""
+    """Log ``result`` where ``--mlflow`` / ``--wandb`` ask; one line per tool on stderr, and the
+    tools' own output too (stdout's last line stays ``--json``'s result)."""
     if args.mlflow is None and args.wandb is None:
         return
+    from covault.errors import CovaultError
     from covault.jobs.errors import JobError
     from covault.jobs.spec import load_job
 
@@ -39,21 +42,26 @@ def log_tracking(args: argparse.Namespace, job_path: Path, result: dict[str, Any
     report = getattr(args, "report", None)
     report = report if report is not None and Path(report).is_file() else None
     try:
-        if args.mlflow is not None:
-            from covault.mlops.mlflow_log import log_to_mlflow, settings
+        with redirect_stdout(sys.stderr):  # MLflow prints its run links on stdout
+            if args.mlflow is not None:
+                from covault.mlops.mlflow_log import log_to_mlflow, settings
 
-            runs = log_to_mlflow(job, result, tracking_uri=args.mlflow or None, report=report)
-            where = settings(job, args.mlflow or None)["tracking_uri"]
-            print(f"{prog}: mlflow: {len(runs)} runs ({', '.join(runs)}) at {where}", file=sys.stderr)
-        if args.wandb is not None:
-            from covault.mlops.wandb_log import log_to_wandb
+                runs = log_to_mlflow(job, result, tracking_uri=args.mlflow or None, report=report)
+                where = settings(job, args.mlflow or None)["tracking_uri"]
+                print(f"{prog}: mlflow: {len(runs)} runs ({', '.join(runs)}) at {where}", file=sys.stderr)
+            if args.wandb is not None:
+                from covault.mlops.wandb_log import log_to_wandb
 
-            runs = log_to_wandb(job, result, args.wandb, report=report)
-            print(
-                f"{prog}: wandb (offline): {len(runs)} runs under {Path(args.wandb) / 'wandb'}",
-                file=sys.stderr,
-            )
+                runs = log_to_wandb(job, result, args.wandb, report=report)
+                print(
+                    f"{prog}: wandb (offline): {len(runs)} runs under {Path(args.wandb) / 'wandb'}",
+                    file=sys.stderr,
+                )
     except ImportError as exc:
         raise JobError(
             f"{prog} --mlflow / --wandb: {exc.name} is missing: pip install 'covault[mlops]'"
         ) from None
+    except Exception as exc:  # the tool's own errors (server unreachable, ...): one line, exit 1
+        if type(exc).__module__.split(".")[0] not in ("mlflow", "wandb"):
+            raise
+        raise CovaultError(f"logging the result failed: {type(exc).__name__}: {exc}") from exc
