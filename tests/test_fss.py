@@ -160,6 +160,25 @@ def test_gates_match_plaintext_on_fixed_point():
     np.testing.assert_array_equal(p, (np.round(values * 2**16) > round(0.2 * 2**16)).astype(np.int64))
 
 
+def test_one_unit_beyond_the_bound_keeps_its_sign():
+    """A fixed-point operand one unit beyond its bound (a product's truncation error) where
+    ``ceil(bound 2^16) = 2^20 - 1``: the domain takes the unit (22 bits, not 21, where ``2^20``
+    would wrap to ``-2^20``), and the gates match plaintext."""
+    ulp = 2.0**-16
+    bound = (2**20 - 1) * ulp
+    values = np.array([bound + ulp, -(bound + ulp), bound, -bound, ulp, -ulp, 0.0])
+
+    def prog(s):
+        x = s.input(owner_value(s, values), owner=s.compute_parties[0], bound=17.0).with_bound(bound)
+        assert gates.domain_bits(x, "test") == 22
+        return gates.drelu(x).reveal(), gates.relu(x).reveal(), gates.positive(x).reveal()
+
+    d, r, p = _run(prog)["p0"]
+    np.testing.assert_array_equal(d, (values >= 0).astype(np.int64))
+    np.testing.assert_allclose(r, np.maximum(values, 0), atol=ulp)
+    np.testing.assert_array_equal(p, (values > 0).astype(np.int64))
+
+
 def test_identities_of_the_relu_gate():
     """The module's identities 1-4 on every (x, r) of a 5-bit domain, in plaintext."""
     n = 5
@@ -246,7 +265,7 @@ def test_one_round_and_the_documented_bytes(n):
         return costs
 
     def prog_sigmoid(s):
-        x = _secret(s, values, n)._new(_secret(s, values, n).shares, 8, float(_top(n)) / 256)
+        x = _secret(s, values, n)._new(_secret(s, values, n).shares, 8, float(_top(n) - 1) / 256)
         with s.scope() as c:
             gates.sigmoid(x)
         return [c.as_dict()]

@@ -7,10 +7,12 @@ Gilboa, Gupta, Ishai, Kumar, Rathee, EUROCRYPT 2021, "BCG+21": their ReLU and sp
 from ONE DCF key, here with the payload chosen so that ReLU needs no product round).
 
 **Domain.** ``n`` is the fewest bits with ``|x| < 2^(n-1)`` in ring units, from ``x``'s public
-bound: ``n = bit_length(ceil(bound 2^frac)) + 1`` (at least 2, at most 63; an unknown bound or a
-wider one raises :class:`~covault.errors.BoundError`). ``u = x mod 2^n`` is ``x``'s n-bit two's
-complement; ``R = r mod 2^n = m 2^(n-1) + R_L`` (``m`` its top bit), ``X = p 2^(n-1) + X_L``
-(``p`` public).
+bound, with one unit of slack for a fixed-point operand (``frac > 0``: a product's truncation may
+land one unit beyond the bound that :mod:`covault.bounds` states): ``n = bit_length(ceil(bound
+2^frac) + 1) + 1``, and ``n = bit_length(bound) + 1`` for an integer (``frac = 0``, exact). At least
+2, at most 63; an unknown bound or a wider one raises :class:`~covault.errors.BoundError`.
+``u = x mod 2^n`` is ``x``'s n-bit two's complement; ``R = r mod 2^n = m 2^(n-1) + R_L`` (``m``
+its top bit), ``X = p 2^(n-1) + X_L`` (``p`` public).
 
 **Identities** (each checked by ``tests/test_fss.py``), with ``c = 1{X_L < R_L}`` the carry into
 bit ``n-1`` of ``u + R``:
@@ -68,7 +70,8 @@ def available(x: SecretTensor) -> bool:
 
 
 def domain_bits(x: SecretTensor, op: str) -> int:
-    """``n``: the fewest bits with ``|x| < 2^(n-1)`` in ring units, from ``x``'s public bound;
+    """``n``: the fewest bits with ``|x| < 2^(n-1)`` in ring units, from ``x``'s public bound
+    (plus one unit for the truncation error of a fixed-point operand: module docstring);
     :class:`~covault.errors.ProtocolError` outside 2pc with a dealer, :class:`BoundError` for an
     unknown bound or ``n > 63``."""
     s = x.session
@@ -83,7 +86,8 @@ def domain_bits(x: SecretTensor, op: str) -> int:
             "domain of the comparison comes from it (declare one: session.input(..., bound=B))"
         )
     ring_bound = math.ceil(x.bound * 2.0**x.frac)
-    n = max(int(ring_bound).bit_length() + 1, 2)
+    slack = 1 if x.frac > 0 else 0  # a product's truncation: one unit beyond the bound
+    n = max(int(ring_bound + slack).bit_length() + 1, 2)
     if n > MAX_BITS:
         raise BoundError(
             f"fss.{op} at party {s.party!r}: the operand's bound {x.bound:.6g} ({ring_bound} ring "
