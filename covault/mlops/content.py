@@ -26,8 +26,8 @@ TRUST = {
 class PartyView:
     """What ``party`` learnt: ``params`` (hyper-parameters and public settings), ``tags``
     (privacy and provenance, strings), ``losses`` (per epoch), ``metrics`` (held-out, secure),
-    ``plaintext`` (the centralised baseline's, where compared), ``own`` (its own traffic and
-    time); ``receives_model``: whether the weights were revealed to it."""
+    ``plaintext`` (the centralised baseline's, where compared), ``own`` (its own bytes sent and
+    received, rounds); ``receives_model``: whether the weights were revealed to it."""
 
     party: str
     receives_model: bool
@@ -72,7 +72,7 @@ def party_params(job: Any, result: dict[str, Any]) -> dict[str, Any]:
     params.update(
         task=job.task,
         label=job.label,
-        features=len(result["features"]),
+        n_features=len(result["features"]),
         seed=job.seed,
         test_fraction=job.test_fraction,
         threshold=job.threshold,
