@@ -16,15 +16,16 @@ garbler) and P1 (the evaluator):
 
 :func:`gc_compare` is ``[x > 0]`` this way, with the adder folded into the comparison: the
 parties input ``-x0`` and ``-x1`` and the circuit outputs the top bit of their sum (the carry
-chain only, ``width - 1`` AND gates), since ``x > 0`` exactly when ``-x < 0``. :func:`gc_apply`
-runs any word-to-word circuit on ``x`` (adder, then the circuit, then Y2A of the result).
+chain only, ``width - 1`` AND gates), since ``x > 0`` exactly when ``-x < 0`` (for every ``x``
+but ``-2^(width-1)``, beyond the ring's exact range). :func:`gc_apply` runs any word-to-word
+circuit on ``x`` (adder, then the circuit, then Y2A of the result).
 
 ``width`` is 32 when ``x``'s public bound keeps it within ``[-2^31, 2^31)`` ring units (as the
 secret-sharing comparisons of :mod:`covault.ops.compare` decide), else 64. Per element, width
 ``w``: ``w - 1`` AND gates (gc_compare) or ``w - 1`` plus the circuit's (gc_apply), ``16 w``
 bytes of garbler labels, ``32.125 w`` bytes of OT, 32 bytes per AND gate and 16 per output bit
 (Y2A); rounds: base OTs once per :class:`YaoParty`, then ONE round trip (the evaluator's OT
-flow, the garbler's garbling flow) whatever the width: 2555 bytes per element at ``w = 32``.
+flow, the garbler's garbling flow) whatever the width: 2548 bytes per element at ``w = 32``.
 """
 
 from __future__ import annotations
