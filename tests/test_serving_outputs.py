@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import covault
-from covault.serving.model import SecretModel
+from covault.ops import fss as fss_gates
+from covault.serving.model import SecretModel, _fss
 from covault.serving.store import ModelStoreError
 
 RNG = np.random.default_rng(3)
@@ -27,15 +28,15 @@ MODELS = {
 CASES = [("scores", None), ("logits", None), ("decision", None), ("decision", 0.3), ("decision", 0.8)]
 
 
-def plain_logits(name: str) -> np.ndarray:
+def plain_logits(name: str, x: np.ndarray = X) -> np.ndarray:
     if name == "lr":
-        return X @ W + B
+        return x @ W + B
     _, _, (w1, b1, w2, b2) = MODELS[name]
-    return np.maximum(X @ w1 + b1, 0) @ w2 + b2
+    return np.maximum(x @ w1 + b1, 0) @ w2 + b2
 
 
-def plain_answer(name: str, output: str, threshold: float | None) -> np.ndarray:
-    z = plain_logits(name)
+def plain_answer(name: str, output: str, threshold: float | None, x: np.ndarray = X) -> np.ndarray:
+    z = plain_logits(name, x)
     p = 1 / (1 + np.exp(-z)) if name == "lr" else np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     if output == "logits":
         return z
@@ -75,6 +76,47 @@ def test_outputs_match_the_plaintext_model(protocol):
         else:
             tol = 1e-3 if output == "scores" else 2e-4  # scores: the FSS sigmoid (2pc, small tensors)
             np.testing.assert_allclose(got, want.reshape(got.shape), atol=tol, err_msg=f"{name} {output}")
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_small_batches_take_the_fss_gates_and_match_the_plaintext_model(rows):
+    """2pc, 1 and 4 rows (at most FSS_ELEMENTS per gate): the ReLU, sigmoid and decision inside
+    forward take the FSS gates (fss='all': fewer rounds than fss='off') and match plaintext."""
+    x = X[:rows]
+
+    def prog(s):
+        owner = s.compute_parties[0]
+
+        def secret(v):
+            return s.input(v if s.party == owner else None, owner=owner)
+
+        xs, out, rounds = secret(x), {}, {}
+        assert _fss(secret(np.zeros((rows, 8))), "all", "relu") is fss_gates
+        for name, (kind, layers, weights) in MODELS.items():
+            model = SecretModel(name, kind, layers, [secret(v) for v in weights])
+            for output, threshold in CASES:
+                if threshold is not None and name == "mlp3":
+                    continue
+                for mode in ("all", "off"):
+                    with s.scope() as c:
+                        y = model.forward(xs, output=output, threshold=threshold, fss=mode)
+                    rounds[name, output, threshold, mode] = c.as_dict()["rounds"]
+                    out[name, output, threshold, mode] = y.reveal()
+        return out, rounds
+
+    res = covault.run(prog, 2, "2pc")
+    out, rounds = res["p0"]
+    assert len(out) == 26
+    for (name, output, threshold, mode), got in out.items():
+        want = plain_answer(name, output, threshold, x)
+        case = f"{name} {output} {threshold} fss={mode} rows={rows}"
+        if output == "decision":
+            assert got.shape == (rows,) and got.dtype.kind == "i", case
+            np.testing.assert_array_equal(got, want, err_msg=case)
+        else:
+            np.testing.assert_allclose(got, want.reshape(got.shape), atol=1e-3, err_msg=case)
+        if mode == "all" and not (name == "lr" and output == "logits"):  # a linear layer only
+            assert rounds[name, output, threshold, "all"] < rounds[name, output, threshold, "off"], case
 
 
 def test_bad_outputs_are_refused():
