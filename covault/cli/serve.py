@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-rows", type=int, default=4096, metavar="N", help="rows of one batch (default 4096)")
     p.add_argument(
+        "--max-query-rows",
+        type=int,
+        default=65536,
+        metavar="N",
+        help="rows of one query; a larger one is refused to its client (default 65536)",
+    )
+    p.add_argument(
         "--dir",
         type=Path,
         metavar="DIR",
@@ -81,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
             idle=args.idle,
             rejoin=args.rejoin,
             max_rows=args.max_rows,
+            max_query_rows=args.max_query_rows,
             transcript_dir=args.transcript,
             stop=start_signal_stop(),
         )

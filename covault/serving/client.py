@@ -39,6 +39,7 @@ from covault.serving.wire import (
     PEER,
     QUERY,
     Link,
+    QueryRefused,
     Refused,
     door_address,
     op_of,
@@ -260,6 +261,14 @@ class Client:
             raise ProtocolError(
                 f"client {self.party!r}: the parties' answers have different scales {sorted(frac)}"
             )
+        shape = (x.shape[0], *parts[0][1].shape[1:])
+        for p, (_, s) in zip(self.config.compute, parts):
+            if s.shape != shape or s.ndim not in (1, 2):
+                raise PeerError(
+                    p,
+                    f"answered query {qid} of client {self.party!r} with shares of shape {s.shape}, "
+                    f"expected {shape} ({x.shape[0]} rows, the same at every party)",
+                )
         y = parts[0][1].copy()
         for _, s in parts[1:]:
             y += s
@@ -298,7 +307,9 @@ class Client:
                 named, why = untext(arrays[1], 255), untext(arrays[2])
                 if int(op[2]) == PEER:
                     raise PeerError(named, f"query {qid} of client {self.party!r} failed: {why}")
-                raise ProtocolError(f"party {named!r} refused query {qid} of client {self.party!r}: {why}")
+                raise QueryRefused(
+                    named, f"party {named!r} refused query {qid} of client {self.party!r}: {why}"
+                )
             if op[0] != ANSWER or op.size != 3 or len(arrays) != 2 or arrays[1].dtype != np.int64:
                 raise PeerError(party, f"sent a malformed answer to query {qid}")
             return int(op[2]), arrays[1]

@@ -5,10 +5,16 @@ of clients at once, each on its own mutually authenticated link (one thread per 
 handshake and hello within :data:`HELLO_TIMEOUT` seconds). A link is admitted when its
 certificate names a data party of the config allowed to query (:func:`~covault.transport.
 handshake.prepare_socket` also checks the revocation list) and its hello names the served
-model; the welcome carries the model's public header. Each query's shares are checked (int64,
-``(components, n, features)``, ``1 <= n <= MAX_ROWS``, a fresh query id) and kept until the
-service's batch takes them (:meth:`take` at the leader, :meth:`collect` elsewhere); a malformed
-one is refused to its client alone. A client that sends a malformed frame or stalls in the
+model; the welcome carries the model's public header. Before a link is admitted it holds one of
+the session acceptor's slots (:mod:`covault.transport.accept`): at most :data:`MAX_WAITING`
+connections in their handshake or hello at once, :data:`MAX_WAITING_PER_SOURCE` per source
+address (more are closed at once), of which :data:`MAX_HANDSHAKES` (per source
+:data:`MAX_HANDSHAKES_PER_SOURCE`) run their TLS handshake while the others wait their turn.
+Each query's sender is looked up in the revocation list again (a revoked client is refused and
+dropped), and its shares are checked (int64, ``(components, n, features)``, ``1 <= n <=
+max_query_rows``, a fresh query id, at most :data:`HELD_QUERIES` queries of one client held) and
+kept until the service's batch takes them (:meth:`take` at the leader, :meth:`collect`
+elsewhere); a malformed one is refused to its client alone. A client that sends a malformed frame or stalls in the
 middle of one for ``stall`` seconds is dropped, with a log line naming it; nothing else is
 disturbed. Answers and errors go out through one writer thread per link, so that a client that
 stops reading delays nobody.
@@ -29,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from covault.deploy.revocation import describe
 from covault.errors import CovaultError
 from covault.serving.online import MAX_ROWS
 from covault.serving.wire import (
@@ -46,6 +53,13 @@ from covault.serving.wire import (
     text,
     untext,
 )
+from covault.transport.accept import (
+    MAX_HANDSHAKES,
+    MAX_HANDSHAKES_PER_SOURCE,
+    MAX_WAITING,
+    MAX_WAITING_PER_SOURCE,
+    _source,
+)
 from covault.transport.framing import FrameError
 from covault.transport.handshake import prepare_socket
 from covault.transport.tls import TlsIdentity
@@ -53,6 +67,10 @@ from covault.transport.tls import TlsIdentity
 log = logging.getLogger("covault.serving")
 HELLO_TIMEOUT = 10.0  # seconds for a new link's TLS handshake and hello
 STALE = 600.0  # seconds a query's shares wait for their batch before they are dropped
+MAX_QUERY_ROWS = 1 << 16  # rows of one query (covault serve --max-query-rows)
+HELD_QUERIES = 64  # queries of one client held at a party, waiting for their batch
+MAX_REFUSED = 4096  # refused query ids remembered (the oldest forgotten first)
+FRAME_SLACK = 1 << 12  # bytes of a query frame beyond its shares (header, op words)
 
 Key = tuple[str, int, int]  # (client party, token, query id)
 
@@ -91,6 +109,8 @@ class _Client:
         while True:
             arrays = self.outbox.get()
             if arrays is None:
+                with contextlib.suppress(OSError):
+                    self.link.close()  # after what was queued before the stop
                 return
             try:
                 self.link.send(arrays)
@@ -99,11 +119,13 @@ class _Client:
                 self.stop()
                 return
 
-    def stop(self) -> None:
+    def stop(self, flush: bool = False) -> None:
+        """Close the link; ``flush``: once the answers and errors already queued are sent."""
         if self.alive:
             self.alive = False
             self.outbox.put(None)
-            self.link.close()
+            if not flush:
+                self.link.close()
 
 
 class FrontDoor:
@@ -123,14 +145,23 @@ class FrontDoor:
         components: int,
         *,
         stall: float = 30.0,
+        max_query_rows: int = MAX_QUERY_ROWS,
     ) -> None:
         self.party, self.listener, self.tls, self.model = party, listener, tls, model
         self.header, self.clients = header, frozenset(clients)
         self.features, self.components, self.stall = int(features), int(components), float(stall)
+        if not 0 < max_query_rows <= MAX_ROWS:
+            raise ValueError(
+                f"front door of {party!r}: max_query_rows must be 1 to {MAX_ROWS}, got {max_query_rows}"
+            )
+        self.max_query_rows = int(max_query_rows)
+        self.max_frame = self.components * self.max_query_rows * self.features * 8 + FRAME_SLACK
         self._cond = threading.Condition()
         self._store: dict[Key, Pending] = {}
         self._order: deque[Key] = deque()  # arrival order (the leader batches in it)
-        self._refused: set[Key] = set()
+        self._refused: dict[Key, None] = {}  # insertion-ordered: the oldest forgotten first
+        self._waiting: dict[str, int] = {}  # source address -> connections not yet admitted
+        self._shaking: dict[str, int] = {}  # source address -> TLS handshakes in progress
         self._links: dict[tuple[str, int], _Client] = {}
         self.byes: set[str] = set()
         self._closed = False
@@ -157,24 +188,67 @@ class FrontDoor:
                 sock, addr = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve_link, args=(sock, addr), daemon=True).start()
+            source = _source(addr)
+            with self._cond:
+                mine = self._waiting.get(source, 0)
+                full = mine >= MAX_WAITING_PER_SOURCE or sum(self._waiting.values()) >= MAX_WAITING
+                if not full:
+                    self._waiting[source] = mine + 1
+            if full:
+                log.warning(
+                    "front door of %r: closed a connection from %s (%d connections per source, %d in all "
+                    "are in their handshake already)",
+                    self.party, source, MAX_WAITING_PER_SOURCE, MAX_WAITING,
+                )  # fmt: skip
+                sock.close()
+                continue
+            threading.Thread(target=self._serve_link, args=(sock, addr, source), daemon=True).start()
 
-    def _serve_link(self, sock: socket.socket, addr: Any) -> None:
+    def _release(self, counts: dict[str, int], source: str) -> None:
+        with self._cond:
+            counts[source] -= 1
+            if not counts[source]:
+                del counts[source]
+            self._cond.notify_all()
+
+    def _handshake(self, sock: socket.socket, source: str) -> Link:
+        """The TLS handshake in one of the handshake slots (within :data:`HELLO_TIMEOUT` of the
+        connection's arrival, the wait for a slot included)."""
+        end = time.monotonic() + HELLO_TIMEOUT
+        with self._cond:
+            while (
+                sum(self._shaking.values()) >= MAX_HANDSHAKES
+                or self._shaking.get(source, 0) >= MAX_HANDSHAKES_PER_SOURCE
+            ):
+                left = end - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise TimeoutError(f"no handshake slot within {HELLO_TIMEOUT:g} s")
+                self._cond.wait(left)
+            self._shaking[source] = self._shaking.get(source, 0) + 1
+        try:
+            sock.settimeout(max(0.001, end - time.monotonic()))
+            return Link(prepare_socket(sock, self.tls, server_side=True))
+        finally:
+            self._release(self._shaking, source)
+
+    def _serve_link(self, sock: socket.socket, addr: Any, source: str) -> None:
         where = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else "a local socket"
         try:
-            sock.settimeout(HELLO_TIMEOUT)
-            link = Link(prepare_socket(sock, self.tls, server_side=True))
-        except (OSError, EOFError, ValueError) as exc:  # ssl.SSLError is an OSError
-            log.warning("front door of %r: refused a connection from %s (%s)", self.party, where, exc)
-            sock.close()
-            return
-        try:
-            client = self._hello(link)
-        except (OSError, EOFError, FrameError, CovaultError) as exc:
-            log.warning("front door of %r: refused a client at %s: %s", self.party, where, exc)
-            link.refuse(str(exc))
-            link.close()
-            return
+            try:
+                link = self._handshake(sock, source)
+            except (OSError, EOFError, ValueError) as exc:  # ssl.SSLError is an OSError
+                log.warning("front door of %r: refused a connection from %s (%s)", self.party, where, exc)
+                sock.close()
+                return
+            try:
+                client = self._hello(link)
+            except (OSError, EOFError, FrameError, CovaultError) as exc:
+                log.warning("front door of %r: refused a client at %s: %s", self.party, where, exc)
+                link.refuse(str(exc))
+                link.close()
+                return
+        finally:
+            self._release(self._waiting, source)
         log.info("front door of %r: client %r connected from %s", self.party, client.party, where)
         try:
             self._read(client)
@@ -183,6 +257,8 @@ class FrontDoor:
             with self._cond:
                 if self._links.get((client.party, client.token)) is client:
                     del self._links[(client.party, client.token)]
+                    for k in [k for k in self._store if k[:2] == (client.party, client.token)]:
+                        del self._store[k]  # no one to answer: its batch fails it everywhere
                 self._cond.notify_all()
 
     def _hello(self, link: Link) -> _Client:
@@ -216,7 +292,7 @@ class FrontDoor:
         link = c.link
         while c.alive and not self._closed:
             try:
-                arrays = link.recv()
+                arrays = link.recv(self.max_frame)
             except TimeoutError:
                 if link.received == 0:
                     continue  # an idle client is welcome
@@ -253,7 +329,26 @@ class FrontDoor:
                     "front door of %r: client %r sent op %d: dropped", self.party, c.party, int(op[0])
                 )
                 return
+            revoked = self._revoked(c)
+            if revoked is not None:
+                log.warning("front door of %r: %s: dropped", self.party, revoked)
+                c.send([np.array([ERROR, int(op[1]), REFUSED], np.int64), text(self.party), text(revoked)])
+                c.stop(flush=True)
+                return
             self._query(c, int(op[1]), arrays[1:])
+
+    def _revoked(self, c: _Client) -> str | None:
+        """Why ``c``'s certificate may no longer query (revoked, or the list is unusable); None
+        if it may (or without TLS)."""
+        cert = getattr(c.link.channel, "peer_cert", None)
+        watch = self.tls.revocation if self.tls is not None else None
+        if cert is None or watch is None:
+            return None
+        try:
+            entry = watch.lookup(cert)
+        except CovaultError as exc:
+            return f"client {c.party!r} refused: this party cannot check certificates ({exc})"
+        return None if entry is None else f"client {c.party!r} refused: {describe(c.party, entry)}"
 
     def _query(self, c: _Client, qid: int, arrays: list[np.ndarray]) -> None:
         key = (c.party, c.token, qid)
@@ -265,18 +360,26 @@ class FrontDoor:
             problem = (
                 f"the query's shares must have shape ({self.components}, n, {self.features}), got {shape}"
             )
-        elif not 0 < shape[1] <= MAX_ROWS:
-            problem = f"a query has 1 to {MAX_ROWS} rows, got {shape[1]}"
+        elif not 0 < shape[1] <= self.max_query_rows:
+            problem = (
+                f"a query has 1 to {self.max_query_rows} rows at this service (--max-query-rows), "
+                f"got {shape[1]}"
+            )
         elif qid <= 0:
             problem = f"query ids are positive, got {qid}"
         with self._cond:
             if problem is None and (key in self._store or key in self._refused):
                 problem = f"query id {qid} is already taken"
+            if problem is None and sum(k[0] == c.party for k in self._store) >= HELD_QUERIES:
+                problem = f"client {c.party!r} has {HELD_QUERIES} queries waiting here already"
             if problem is None:
                 self._store[key] = Pending(c.party, c.token, qid, int(shape[1]), arrays[0])
                 self._order.append(key)
             else:
-                self._refused.add(key)
+                self._refused[key] = None
+                while len(self._refused) > MAX_REFUSED:
+                    del self._refused[next(iter(self._refused))]
+            self._purge()
             self._cond.notify_all()
         if problem is not None:
             log.warning(
@@ -336,7 +439,7 @@ class FrontDoor:
                 self._cond.wait(left)
             out = [self._store.pop(k, None) for k in keys]
             for k in keys:
-                self._refused.discard(k)
+                self._refused.pop(k, None)
             self._purge()
         return out
 
@@ -360,7 +463,7 @@ class FrontDoor:
         client, token, qid = p.key if isinstance(p, Pending) else p
         with self._cond:
             self._store.pop((client, token, qid), None)
-            self._refused.discard((client, token, qid))
+            self._refused.pop((client, token, qid), None)
         self._error(Pending(client, token, qid, 0, np.empty(0, np.int64)), party, why)
 
     def _error(self, p: Pending, party: str, why: str) -> None:

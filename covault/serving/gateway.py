@@ -4,10 +4,13 @@ It listens on a loopback address only and forwards each ``POST /predict`` (JSON 
 [{"column": value, ...}, ...]}`` naming the raw columns of the model's job, or ``[[...], ...]``
 for a model that takes its raw numbers as they are; ``"prepared": true`` for rows already in
 the model's inputs; header ``Authorization: Bearer TOKEN``) to one open :class:`Client`, one
-request at a time; the answer is ``{"model", "rows", "predictions"}``. Malformed rows get 400
-with the client's error (nothing was sent to the service); a failed service gets 502 naming
-the party, and the gateway goes on: its next request connects again (or gets 502 naming the
-party that is not back within the client's timeout).
+request at a time; the answer is ``{"model", "rows", "predictions"}``. Each connection has its
+own thread and :data:`REQUEST_TIMEOUT` seconds for each read, so that one that stops in the
+middle of a request holds up no other. Malformed rows (or JSON nested too deep) get 400 with the
+client's error (nothing was sent to the service), as does a query the service refused (its rows,
+for instance more than its ``--max-query-rows``); a failed service, or one that sent something
+malformed, gets 502 naming the party, and the gateway goes on: its next request connects again
+(or gets 502 naming the party that is not back within the client's timeout).
 """
 
 from __future__ import annotations
@@ -15,19 +18,22 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from covault.errors import CovaultError, EncodingError, PeerError, ShapeError
+from covault.serving.wire import QueryRefused
 
 MAX_BODY = 16 << 20  # bytes of one request
+REQUEST_TIMEOUT = 10.0  # seconds for each read of a request (a stalled connection is closed)
 BODY = (
     'the body must be JSON {"rows": [{"column": value, ...}, ...]} (the raw columns by name) or '
     '{"rows": [[number, ...], ...]}, with "prepared": true for rows already in the model\'s inputs'
 )
 
 
-class GatewayServer(HTTPServer):
+class GatewayServer(ThreadingHTTPServer):
     """The HTTP server of one gateway: ``client`` answers, ``token`` admits; ``failure``: an
     error that stopped it (None so far: a failed service gets 502 and does not stop it)."""
 
@@ -36,11 +42,13 @@ class GatewayServer(HTTPServer):
             raise CovaultError(f"gateway of client {client.party!r}: listens on loopback only, got {host!r}")
         super().__init__((host, port), _Handler)
         self.client, self.token = client, token
+        self.lock = threading.Lock()  # one request at a time to the client
         self.failure: BaseException | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: GatewayServer
+    timeout = REQUEST_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:  # no request log on stderr
         return
@@ -76,14 +84,20 @@ class _Handler(BaseHTTPRequestHandler):
             rows, prepared = body["rows"], body.get("prepared", False)
             if not isinstance(rows, list) or not isinstance(prepared, bool):  # never a file path
                 raise TypeError("rows")
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return self._reply(400, {"error": BODY})
         try:
-            out = srv.client.predict(rows, prepared=prepared)
-        except (ShapeError, EncodingError) as exc:
+            with srv.lock:
+                out = srv.client.predict(rows, prepared=prepared)
+        except (ShapeError, EncodingError, RecursionError) as exc:
             return self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
         except PeerError as exc:  # the next request connects again (Client.predict)
             self._reply(502, {"error": f"{type(exc).__name__}: {exc}", "party": exc.party})
             return None
+        except QueryRefused as exc:  # the rows' (or this client's) fault
+            return self._reply(400, {"error": f"{type(exc).__name__}: {exc}", "party": exc.party})
+        except CovaultError as exc:  # a malformed answer, a refused link
+            party = getattr(exc, "party", None)
+            return self._reply(502, {"error": f"{type(exc).__name__}: {exc}", "party": party})
         self._reply(200, {"model": srv.client.model_name, "rows": len(out), "predictions": out.tolist()})
         return None

@@ -47,13 +47,15 @@ class Tanh(Module):
 class SecretModel:
     """A model whose weights are secret tensors of one session. ``layers``: public ``{"op":
     "linear", "in": a, "out": b}`` or ``{"op": ACTIVATION}``; ``weights``: ``[W, b]`` per
-    linear layer; ``info``: public facts (the job's model inputs and preprocessing, the source)."""
+    linear layer; ``info``: public facts (the job's model inputs and preprocessing, the source);
+    ``header``: the public header :func:`load_model` authenticated (empty otherwise)."""
 
     name: str
     kind: str
     layers: list[dict[str, Any]]
     weights: list[SecretTensor]
     info: dict[str, Any] = field(default_factory=dict)
+    header: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_layers(self.layers, [tuple(w.shape) for w in self.weights], self.name)
@@ -357,4 +359,6 @@ def load_model(session, store_dir: str | Path, name: str, key_dir: str | Path | 
     weights = [
         SecretTensor(session, a, int(t["frac"]), t["bound"]) for a, t in zip(arrays, public["tensors"])
     ]
-    return SecretModel(public["model"], public["kind"], public["layers"], weights, public.get("info", {}))
+    return SecretModel(
+        public["model"], public["kind"], public["layers"], weights, public.get("info", {}), header=public
+    )

@@ -68,20 +68,12 @@ def check_rows(fxp, model: Any, rows: Any, client: str) -> np.ndarray:
     return arr
 
 
-def public_header(folder, model: str, party: str) -> dict[str, Any]:
-    """The public header of ``party``'s stored shares of ``model`` (read after
-    :func:`~covault.serving.model.load_model` authenticated them)."""
-    from covault.serving.store import model_file, read_header
-
-    header, _ = read_header(model_file(folder, model, party), party)
-    return {k: v for k, v in header.items() if k not in ("party", "components")}
-
-
 @dataclasses.dataclass
 class _State:
     """What one party keeps across sessions: the model's id, the answered count, its door."""
 
     door: Any = None
+    max_query_rows: int | None = None
     model_id: str | None = None
     answered: int = 0
     batch: list[Any] = dataclasses.field(default_factory=list)
@@ -99,6 +91,7 @@ def serve_party(
     rejoin: float | None = None,
     share_wait: float = 2.0,
     max_rows: int | None = None,
+    max_query_rows: int | None = None,
     transcript_dir=None,
     stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
@@ -108,8 +101,11 @@ def serve_party(
     serve: SIGTERM). Otherwise one client, ``client`` (default: the config's only data party),
     and the service ends when it is done, or after ``idle`` seconds without a query. ``rejoin``
     (default: the config's timeout): how long the others wait for a stopped serving party to
-    come back before they stop too, with the PeerError naming it. Returns ``{"party", "model",
-    "client" (None with ``many``), "queries"}``."""
+    come back before they stop too, with the PeerError naming it. ``max_query_rows``: rows of
+    one query (default :data:`~covault.serving.frontdoor.MAX_QUERY_ROWS`; a larger one is
+    refused to its client). Another error while a batch runs (out of memory, a malformed
+    message) fails that batch's queries naming this party, and the session is opened again.
+    Returns ``{"party", "model", "client" (None with ``many``), "queries"}``."""
     from covault.deploy.config import ConfigError
 
     if name in config.data:
@@ -126,7 +122,7 @@ def serve_party(
         service_config(config, client)
     clients = sorted(config.data) if many else [client]
     rejoin = config.timeout if rejoin is None else float(rejoin)
-    state = _State()
+    state = _State(max_query_rows=max_query_rows)
     asked = stop or (lambda: False)
     last = [time.monotonic()]
 
@@ -169,7 +165,7 @@ def _serve_sessions(config, name, model, clients, state, model_dir, transcript_d
     lost: PeerError | None = None
     deadline = time.monotonic() + config.timeout  # the first set-up: refusals retried meanwhile
     while True:
-        opened = False
+        opened = serving = False
         try:
             with config_session(restricted, name, job=job, transcript_dir=transcript_dir) as session:
                 opened = True
@@ -179,11 +175,17 @@ def _serve_sessions(config, name, model, clients, state, model_dir, transcript_d
                 if lost is not None:
                     log.warning("party %r: the service of model %r is back after %s", name, model, lost)
                 lost = None
+                serving = True
                 state.answered += run_batches(
                     session, secret, state.door, clients, forward=forward_args(secret.info, secret.name), **kw
                 )
                 return
-        except PeerError as exc:
+        except Exception as exc:
+            if not isinstance(exc, PeerError) and not serving:
+                raise  # a model, key or config problem: the service cannot start
+            if not isinstance(exc, PeerError):
+                log.error("party %r: a batch failed here (%s: %s)", name, type(exc).__name__, exc)
+                exc = PeerError(name, f"a batch failed ({type(exc).__name__}: {exc})")
             if state.door is not None:
                 why = f"serving party {exc.party!r} stopped ({exc})"
                 for p in state.batch:
@@ -211,7 +213,7 @@ def _check_same(state, config, folder, model, name, session, clients, secret) ->
     from covault.transport.tcp import open_listener
     from covault.transport.tls import TlsIdentity
 
-    public = public_header(folder, model, name)
+    public = secret.header
     if state.model_id is not None:
         if public["model_id"] != state.model_id:
             raise ModelStoreError(
@@ -226,8 +228,9 @@ def _check_same(state, config, folder, model, name, session, clients, secret) ->
     blob = json.dumps(public, sort_keys=True).encode()
     listener = open_listener(host, port)
     state.door = FrontDoor(
-        name, listener, tls, model, blob, clients, secret.n_features, components, stall=config.timeout
-    ).start()
+        name, listener, tls, model, blob, clients, secret.n_features, components, stall=config.timeout,
+        **({"max_query_rows": state.max_query_rows} if state.max_query_rows else {}),
+    ).start()  # fmt: skip
 
 
 def start_signal_stop() -> Callable[[], bool]:

@@ -39,6 +39,15 @@ class Refused(ProtocolError):
     """The other end of a front-door link refused it (its reason is the message)."""
 
 
+class QueryRefused(ProtocolError):
+    """Serving party ``party`` refused a query for the client's own data (its rows, its
+    certificate); the message says why."""
+
+    def __init__(self, party: str, message: str) -> None:
+        self.party = party
+        super().__init__(message)
+
+
 def door_address(config: Any, party: str) -> tuple[str, int]:
     """``(host, port)`` of compute party ``party``'s front door: its configured host and port
     plus :data:`DOOR_OFFSET`; ConfigError naming the party where that is no port."""

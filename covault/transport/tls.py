@@ -241,6 +241,7 @@ class TlsChannel(SocketChannel):
     ):
         super().__init__(sock)
         self._revocation = revocation
+        self.peer_cert: x509.Certificate | None = None  # set by the handshake
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._in, self._out, server_side=server_side)
         self._lock = threading.Lock()  # guards _obj and both BIOs
@@ -288,6 +289,7 @@ class TlsChannel(SocketChannel):
             if revoked is not None:
                 raise PeerRevokedError(name, revoked.serial_number, describe(name, revoked))
         self.peer_names = frozenset({name})
+        self.peer_cert = cert
 
     @property
     def version(self) -> str | None:
