@@ -306,3 +306,17 @@ def test_demo_two_processes_only(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("covault demo: two hospitals") and "provider 'ot'" in out
     assert "dealer" not in out.split("party")[-1]  # the parties' table: two hospitals, no dealer
+
+
+def test_a_data_party_inputs_to_the_two_compute_parties():
+    """A third party that only brings data (no dealer): its rows are shared to P0 and P1."""
+    rows = np.arange(12.0).reshape(4, 3) / 4
+
+    def prog(s):
+        x = s.input(rows if s.party == "clinic" else None, "clinic")
+        return (x @ x.T).reveal(to=list(s.parties))
+
+    res = covault.run(prog, 2, "2pc", provider="ot", data_parties=["clinic"])
+    assert set(res) == {"p0", "p1", "clinic"}
+    for got in res.values():
+        np.testing.assert_allclose(got, rows @ rows.T, atol=1e-3)
