@@ -153,6 +153,48 @@ def test_readers_match_the_plaintext_model_and_name_unsupported_operators(tmp_pa
         read_model(tmp_path / "w.safetensors")
 
 
+def raw_safetensors(path, header, data: bytes = bytes(24)):
+    """A safetensors file of ``header`` (any JSON) and ``data``."""
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
+    return path
+
+
+GOOD = {"dtype": "F64", "shape": [3], "data_offsets": [0, 24]}
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({"dtype": "F64", "shape": [3]}, r"data_offsets must be two integers \[lo, hi\], got None"),
+        ({**GOOD, "data_offsets": [-4, None]}, r"data_offsets must be two integers"),
+        ({**GOOD, "data_offsets": [0, 24, 48]}, r"data_offsets must be two integers"),
+        ({**GOOD, "data_offsets": [0.0, 24]}, r"data_offsets must be two integers"),
+        ({**GOOD, "data_offsets": [-8, 16]}, r"outside 0 <= lo <= hi <= 24"),
+        ({**GOOD, "data_offsets": [16, 8]}, r"outside 0 <= lo <= hi <= 24"),
+        ({**GOOD, "data_offsets": [8, 32]}, r"outside 0 <= lo <= hi <= 24"),
+        ({**GOOD, "data_offsets": [0, 20]}, r"hold 20 bytes; shape \[3\] F64 takes 24"),
+        ({**GOOD, "shape": [2]}, r"hold 24 bytes; shape \[2\] F64 takes 16"),
+        ({**GOOD, "shape": [-1, -3]}, r"shape must be a list of integers >= 0"),
+        ({**GOOD, "shape": "3"}, r"shape must be a list of integers >= 0"),
+        ({**GOOD, "dtype": "I64"}, r"has dtype 'I64'"),
+        ([0, 24], r"its header entry is not a JSON object \(list\)"),
+    ],
+)
+def test_malformed_safetensors_headers_name_the_file_and_the_tensor(tmp_path, entry, match):
+    path = raw_safetensors(tmp_path / "bad.safetensors", {"__metadata__": {}, "w": GOOD, "b": entry})
+    with pytest.raises(ModelStoreError, match=rf"bad\.safetensors: tensor 'b'.*{match}"):
+        read_safetensors_file(path)
+
+
+def test_a_safetensors_header_that_is_not_an_object_is_refused(tmp_path):
+    np.testing.assert_array_equal(
+        read_safetensors_file(raw_safetensors(tmp_path / "ok.safetensors", {"w": GOOD}))["w"], np.zeros(3)
+    )
+    with pytest.raises(ModelStoreError, match=r"list\.safetensors: not a safetensors file \(the header"):
+        read_safetensors_file(raw_safetensors(tmp_path / "list.safetensors", [GOOD]))
+
+
 @pytest.mark.parametrize(("protocol", "n"), [("rep3", 3), ("2pc", 2)])
 def test_no_party_but_the_owner_receives_a_weight(tmp_path, protocol, n):
     from covault.encoding import FixedPoint

@@ -12,6 +12,7 @@ safetensors files with an explicit layer list (:func:`read_safetensors`). Anythi
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,25 +192,53 @@ def read_safetensors_file(path: str | Path) -> dict[str, np.ndarray]:
         header = json.loads(blob[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ModelStoreError(f"{path}: not a safetensors file (bad JSON header)") from None
+    if not isinstance(header, dict):
+        raise ModelStoreError(f"{path}: not a safetensors file (the header is not a JSON object)")
     data = memoryview(blob)[8 + n :]
     out = {}
     for name, t in header.items():
         if name == "__metadata__":
             continue
-        dtype = t.get("dtype")
-        if dtype not in SAFETENSORS_DTYPES:
-            raise ModelStoreError(
-                f"{path}: tensor {name!r} has dtype {dtype!r} (supported: {sorted(SAFETENSORS_DTYPES)})"
-            )
-        lo, hi = t["data_offsets"]
-        shape = tuple(int(v) for v in t["shape"])
+        dtype, shape, lo, hi = _safetensors_entry(path, name, t, len(data))
         a = np.frombuffer(data[lo:hi], dtype=SAFETENSORS_DTYPES[dtype])
-        if a.size != int(np.prod(shape, dtype=np.int64)):
-            raise ModelStoreError(f"{path}: tensor {name!r}: {a.size} values for shape {shape}")
         if dtype == "BF16":
             a = (a.astype(np.uint32) << 16).view(np.float32)
         out[name] = a.astype(np.float64).reshape(shape)
     return out
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _safetensors_entry(path: Path, name: str, t, size: int) -> tuple[str, tuple[int, ...], int, int]:
+    """``(dtype, shape, lo, hi)`` of tensor ``name``'s header entry ``t`` in a file of ``size``
+    data bytes; ModelStoreError naming the file and the tensor unless ``t`` is a JSON object
+    with a supported dtype, a shape of integers >= 0 and ``data_offsets`` ``[lo, hi]`` with
+    ``0 <= lo <= hi <= size`` and ``hi - lo`` the shape's bytes."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(t, dict):
+        raise ModelStoreError(f"{where}: its header entry is not a JSON object ({type(t).__name__})")
+    dtype = t.get("dtype")
+    if dtype not in SAFETENSORS_DTYPES:
+        raise ModelStoreError(f"{where} has dtype {dtype!r} (supported: {sorted(SAFETENSORS_DTYPES)})")
+    shape = t.get("shape")
+    if not isinstance(shape, list) or not all(_int(v) and v >= 0 for v in shape):
+        raise ModelStoreError(f"{where}: shape must be a list of integers >= 0, got {shape!r}")
+    offsets = t.get("data_offsets")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(v) for v in offsets)):
+        raise ModelStoreError(f"{where}: data_offsets must be two integers [lo, hi], got {offsets!r}")
+    lo, hi = offsets
+    if not 0 <= lo <= hi <= size:
+        raise ModelStoreError(
+            f"{where}: data_offsets {offsets} outside 0 <= lo <= hi <= {size} (the data's bytes)"
+        )
+    want = math.prod(shape) * np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
+    if hi - lo != want:
+        raise ModelStoreError(
+            f"{where}: data_offsets {offsets} hold {hi - lo} bytes; shape {shape} {dtype} takes {want}"
+        )
+    return dtype, tuple(shape), lo, hi
 
 
 def read_safetensors(path: str | Path, layers: str) -> PlainModel:
