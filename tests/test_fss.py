@@ -96,6 +96,31 @@ def test_dcf_on_no_elements():
     assert _both(k0, k1, np.zeros(0, dtype=np.uint64)).shape == (0, 2)
 
 
+def test_keys_from_corrections_check_count_dtypes_and_shapes():
+    g = _prg()
+    alpha = g.words(6, np.uint64) >> np.uint64(56)
+    beta, k0, k1 = _keys(g, alpha, 2, 8)
+    cw = k1.corrections()
+    key = fss.DcfKey.from_corrections(k1.root, cw, 8, party="p1", sender="dealer")
+    x = g.words(6, np.uint64) >> np.uint64(56)
+    np.testing.assert_array_equal(_both(k0, key, x), beta * (x < alpha)[:, None])
+    bad = [
+        (cw[:3], r"3 arrays, expected at least 4"),
+        ([cw[0].view(np.int64), *cw[1:]], r"wrong dtypes \{'seed': dtype\('int64'\)\}"),
+        ([cw[0], cw[1].astype(np.float64), *cw[2:]], r"wrong dtypes \{'value': dtype\('float64'\)\}"),
+        ([*cw[:2], cw[2].astype(np.int64), cw[3]], r"wrong dtypes \{'bits'"),
+        ([cw[0], cw[1], cw[2], cw[3].tolist()], r"wrong dtypes \{'output': 'list'\}"),
+        ([cw[0][:7], *cw[1:]], r"shapes .*do not fit 8 bits, 6 elements"),
+        ([*cw[:2], cw[2][:-1], cw[3]], r"\(11,\) packed control bytes do not fit 8 bits"),
+        ([*cw[:3], cw[3][:, :1]], r"shapes .*'output': \(6, 1\).*do not fit"),
+    ]
+    for message, match in bad:
+        with pytest.raises(
+            ProtocolError, match=r"dcf at party 'p1': the DCF correction words from 'dealer'.*" + match
+        ):
+            fss.DcfKey.from_corrections(k1.root, message, 8, party="p1", sender="dealer")
+
+
 # -- gates -------------------------------------------------------------------------------------
 def _top(n: int) -> int:
     """The largest magnitude below ``2^(n-1)`` that a float bound states exactly (``2^(n-1) - 1``

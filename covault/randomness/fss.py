@@ -114,16 +114,50 @@ class DcfKey:
         return [self.cw_seed, self.cw_v, np.packbits(self.cw_t.reshape(-1)), self.cw_out]
 
     @classmethod
-    def from_corrections(cls, root: np.ndarray, message: list[np.ndarray], bits: int) -> DcfKey:
-        """A key from this party's root and the correction words received (checked shapes)."""
+    def from_corrections(
+        cls,
+        root: np.ndarray,
+        message: list[np.ndarray],
+        bits: int,
+        *,
+        party: str,
+        sender: str,
+        op: str = "dcf",
+    ) -> DcfKey:
+        """A key from this party's root and the correction words received from ``sender``
+        (:meth:`corrections`: uint64 seeds, int64 values, uint8 packed control bits, int64
+        outputs); ProtocolError naming ``op``, ``party`` and ``sender`` unless their count,
+        dtypes and shapes fit ``bits`` bits and the root's elements."""
+        where = f"{op} at party {party!r}: the DCF correction words from {sender!r}"
+        if not isinstance(message, list | tuple) or len(message) < 4:
+            got = len(message) if isinstance(message, list | tuple) else type(message).__name__
+            raise ProtocolError(f"{where}: {got} arrays, expected at least 4 (seeds, values, bits, outputs)")
         cw_seed, cw_v, packed, cw_out = message[:4]
+        kinds = {
+            "seed": (cw_seed, np.uint64),
+            "value": (cw_v, np.int64),
+            "bits": (packed, np.uint8),
+            "output": (cw_out, np.int64),
+        }
+        wrong = {
+            k: getattr(a, "dtype", type(a).__name__)
+            for k, (a, dt) in kinds.items()
+            if not isinstance(a, np.ndarray) or a.dtype != dt
+        }
+        if wrong:
+            raise ProtocolError(
+                f"{where}: wrong dtypes {wrong} (expected seed uint64, value int64, bits uint8, output int64)"
+            )
         n, m = root.shape[0], cw_out.shape[-1] if cw_out.ndim == 2 else -1
         want = {"seed": (bits, n, 2), "value": (bits, n, m), "output": (n, m)}
         got = {"seed": cw_seed.shape, "value": cw_v.shape, "output": cw_out.shape}
-        if got != want or packed.size != (2 * bits * n + 7) // 8:
-            raise ProtocolError(f"DCF correction words of shapes {got} do not fit {bits} bits, {n} elements")
+        if got != want or packed.shape != ((2 * bits * n + 7) // 8,):
+            raise ProtocolError(
+                f"{where}: shapes {got} and {packed.shape} packed control bytes do not fit {bits} bits, "
+                f"{n} elements"
+            )
         t = np.unpackbits(packed, count=2 * bits * n).reshape(bits, n, 2)
-        return cls(root, cw_seed.view(np.uint64), cw_v.view(np.int64), t, cw_out.view(np.int64))
+        return cls(root, cw_seed, cw_v, t, cw_out)
 
 
 def keygen(

@@ -114,7 +114,7 @@ class DealerProvider(CorrelationProvider):
 
         def receive() -> tuple[fss.DcfKey, list[np.ndarray]]:
             msg = self.channel.recv_offline(self.dealer)
-            key = fss.DcfKey.from_corrections(root, msg, bits)
+            key = fss.DcfKey.from_corrections(root, msg, bits, party=self.party, sender=self.dealer)
             got = len(msg) - 4 if mine is None else extras
             if key.cw_out.shape[1] != words or got != extras:
                 raise ProtocolError(
