@@ -3,7 +3,9 @@ over mutual TLS on loopback. A query above ``--max-query-rows`` is refused to it
 connections that never finish their handshake are bounded per source address; a client whose
 certificate is revoked while its link is open is refused at its next query; the gateway stays
 up through a stalled request, JSON nested too deep and a refused query; a client refuses a
-party's answer of the wrong shape."""
+party's answer of the wrong shape; a front door bounds the queries and refused ids one client
+leaves behind; an error inside a batch fails that batch alone; the welcome is the header
+``load_model`` authenticated."""
 
 from __future__ import annotations
 
@@ -12,25 +14,29 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
+import covault
 from covault.cli import main as cli
 from covault.deploy.config import load_config
 from covault.errors import PeerError
-from covault.serving import Client
+from covault.serving import Client, frontdoor
 from covault.serving.frontdoor import FrontDoor
 from covault.serving.keys import store_folders
+from covault.serving.model import SecretModel, load_model
+from covault.serving.service import serve_party
 from covault.serving.store import model_file, read_header
-from covault.serving.wire import QueryRefused, door_address
+from covault.serving.wire import BYE, QUERY, QueryRefused, door_address, untext
 from covault.transport.accept import MAX_WAITING_PER_SOURCE
 from covault.transport.tcp import open_listener
 from covault.transport.tls import TlsIdentity
 from tests.helpers import free_ports, gateway_token, post
-from tests.test_serving_many import RNG, consortium, start, stop
+from tests.test_serving_many import RNG, consortium, raw_link, start, stop
 from tests.test_serving_service import ERR, plain
 
 pytestmark = pytest.mark.processes
@@ -106,36 +112,119 @@ def test_query_cap_silent_connections_gateway_and_revocation(tmp_path):
     assert "client 'c3' refused: the certificate of party 'c3'" in res["a"][1]
 
 
-def test_a_client_refuses_answers_of_another_shape(tmp_path):
-    """Two real front doors whose parties answer a query with shares of different shapes (one
-    row too many at b): the client raises PeerError naming b instead of broadcasting them."""
-    config, _ = consortium(tmp_path, "2pc")
+def open_door(config, party: str) -> FrontDoor:
+    """Compute party ``party``'s front door alone (no service behind it), started."""
     cfg = load_config(config)
     folder, _ = store_folders(cfg)
-    doors, stop_ = [], threading.Event()
-    for p in ("a", "b"):
-        header, _ = read_header(model_file(folder, "risk", p), p)
-        public = {k: v for k, v in header.items() if k not in ("party", "components")}
-        blob = json.dumps(public, sort_keys=True).encode()
-        tls = TlsIdentity.from_dir(cfg.certs, p)
-        listener = open_listener(*door_address(cfg, p))
-        doors.append(FrontDoor(p, listener, tls, "risk", blob, cfg.data, 5, 1).start())
+    header, _ = read_header(model_file(folder, "risk", party), party)
+    public = {k: v for k, v in header.items() if k not in ("party", "components")}
+    blob = json.dumps(public, sort_keys=True).encode()
+    tls = TlsIdentity.from_dir(cfg.certs, party)
+    listener = open_listener(*door_address(cfg, party))
+    return FrontDoor(party, listener, tls, "risk", blob, cfg.data, 5, 1).start()
 
-    def answer(door: FrontDoor, extra: int) -> None:
+
+def test_a_front_door_bounds_what_one_client_leaves_behind(tmp_path, monkeypatch):
+    """A front door with no batch taking its queries: a client's queries beyond HELD_QUERIES are
+    refused to it, refused query ids are remembered up to MAX_REFUSED (here 3), and the shares of
+    a client that disconnects are dropped."""
+    monkeypatch.setattr(frontdoor, "MAX_REFUSED", 3)
+    config, _ = consortium(tmp_path, "2pc")
+    door = open_door(config, "b")
+    try:
+        link = raw_link(config, "b", "c1")
+        for qid in range(1, frontdoor.HELD_QUERIES + 2):
+            link.send([np.array([QUERY, qid], np.int64), np.zeros((1, 1, 5), np.int64)])
+        for qid in range(-5, 0):
+            link.send([np.array([QUERY, qid], np.int64), np.zeros((1, 1, 5), np.int64)])
+        why = [untext(link.recv()[2]) for _ in range(6)]
+        assert why[0] == f"client 'c1' has {frontdoor.HELD_QUERIES} queries waiting here already", why
+        assert all("query ids are positive" in w for w in why[1:]) and len(door._refused) == 3
+        token = int(np.frombuffer(b"12345678", np.int64)[0])
+        keys = [("c1", token, q) for q in range(1, frontdoor.HELD_QUERIES + 1)]
+        link.send([np.array([BYE, 0], np.int64)])
+        link.close()
+        for _ in range(400):  # until the door has seen the link close
+            if not door.connected("c1", token):
+                break
+            time.sleep(0.025)
+        assert door.collect(keys, 0) == [None] * len(keys)  # dropped when the link closed
+    finally:
+        door.close()
+
+
+def test_a_client_refuses_answers_of_another_shape(tmp_path):
+    """Two real front doors whose parties answer a two-row query with shares of different shapes
+    (one row at b): the client raises PeerError naming b instead of broadcasting them."""
+    config, _ = consortium(tmp_path, "2pc")
+    doors, stop_ = [open_door(config, p) for p in ("a", "b")], threading.Event()
+
+    def answer(door: FrontDoor, rows: int | None) -> None:
         while not stop_.is_set():
             for q in door.take(64, 0.1):
-                door.answer(q, 16, np.zeros(q.rows + extra, np.int64))
+                door.answer(q, 16, np.zeros(rows or q.rows, np.int64))
 
-    threads = [threading.Thread(target=answer, args=(d, e), daemon=True) for d, e in zip(doors, (0, 1))]
+    threads = [threading.Thread(target=answer, args=(d, r), daemon=True) for d, r in zip(doors, (None, 1))]
     for t in threads:
         t.start()
     try:
         with Client(config, as_="c1", model="risk") as c:
             with pytest.raises(
-                PeerError, match=r"party 'b': answered query 1 .* shape \(3,\), expected \(2,\)"
+                PeerError, match=r"party 'b': answered query 1 .* shape \(1,\), expected \(2,\)"
             ):
                 c.predict(np.zeros((2, 5)))
     finally:
         stop_.set()
         for d in doors:
             d.close()
+
+
+def test_an_error_inside_a_batch_fails_that_batch_alone_and_the_service_goes_on(tmp_path, monkeypatch):
+    """Every serving party in its own thread; party a's evaluation of the first batch raises
+    MemoryError (a fault injected in ``SecretModel.forward``): that query fails at its client
+    naming a, the parties open their session again, and the next query is answered."""
+    config, serving = consortium(tmp_path, "2pc")
+    cfg = load_config(config)
+    real, failed = SecretModel.forward, []
+
+    def forward(self, x, **kw):
+        if x.session.party == "a" and not failed:
+            failed.append(x.shape)
+            raise MemoryError("no room for the batch")
+        return real(self, x, **kw)
+
+    monkeypatch.setattr(SecretModel, "forward", forward)
+    done, out, errors = threading.Event(), {}, []
+
+    def serve(name: str) -> None:
+        try:
+            out[name] = serve_party(cfg, name, "risk", many=True, rejoin=30, stop=done.is_set)
+        except BaseException as exc:
+            errors.append((name, exc))
+
+    threads = [threading.Thread(target=serve, args=(n,), daemon=True) for n in serving]
+    for t in threads:
+        t.start()
+    try:
+        x = RNG.normal(0, 1, (3, 5))
+        with Client(config, as_="c1", model="risk") as c:
+            with pytest.raises(PeerError, match=r"party 'a': .*MemoryError: no room for the batch"):
+                c.predict(x)
+            np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    assert failed and out["a"]["queries"] == 1
+
+
+def test_the_welcome_header_is_the_one_load_model_authenticated(tmp_path):
+    """``load_model`` returns the public header it authenticated (the service's welcome is built
+    from it, not from a second read of the file): the stored header without party and components."""
+    config, _ = consortium(tmp_path, "2pc")
+    folder, keys = store_folders(load_config(config))
+    got = covault.run(lambda s: load_model(s, folder, "risk", key_dir=keys).header, ["a", "b"], "2pc")
+    header, _ = read_header(model_file(folder, "risk", "a"), "a")
+    public = {k: v for k, v in header.items() if k not in ("party", "components")}
+    assert got["a"] == got["b"] == public
