@@ -58,6 +58,7 @@ from covault.transport.accept import (
     MAX_HANDSHAKES_PER_SOURCE,
     MAX_WAITING,
     MAX_WAITING_PER_SOURCE,
+    REFUSAL_LOG_INTERVAL,
     _source,
 )
 from covault.transport.framing import FrameError
@@ -162,6 +163,7 @@ class FrontDoor:
         self._refused: dict[Key, None] = {}  # insertion-ordered: the oldest forgotten first
         self._waiting: dict[str, int] = {}  # source address -> connections not yet admitted
         self._shaking: dict[str, int] = {}  # source address -> TLS handshakes in progress
+        self._quiet_until = 0.0  # no "closed a connection" line before this (monotonic) time
         self._links: dict[tuple[str, int], _Client] = {}
         self.byes: set[str] = set()
         self._closed = False
@@ -195,12 +197,15 @@ class FrontDoor:
                 if not full:
                     self._waiting[source] = mine + 1
             if full:
-                log.warning(
-                    "front door of %r: closed a connection from %s (%d connections per source, %d in all "
-                    "are in their handshake already)",
-                    self.party, source, MAX_WAITING_PER_SOURCE, MAX_WAITING,
-                )  # fmt: skip
                 sock.close()
+                now = time.monotonic()
+                if now >= self._quiet_until:  # at most one line per REFUSAL_LOG_INTERVAL
+                    self._quiet_until = now + REFUSAL_LOG_INTERVAL
+                    log.warning(
+                        "front door of %r: closed a connection from %s (%d connections per source, %d in "
+                        "all are in their handshake already; such lines are logged once per %g s)",
+                        self.party, source, MAX_WAITING_PER_SOURCE, MAX_WAITING, REFUSAL_LOG_INTERVAL,
+                    )  # fmt: skip
                 continue
             threading.Thread(target=self._serve_link, args=(sock, addr, source), daemon=True).start()
 
