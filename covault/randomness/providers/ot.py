@@ -42,7 +42,7 @@ FSS keys (``dcf``) are not made here: they need a dealer (:mod:`covault.ops.fss`
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -258,7 +258,3 @@ class OTProvider(CorrelationProvider):
             ra = ri + sent[:nr, 0].reshape(sr)
             rab = sent[nr:, 0].reshape(sc) + base + got[:, 0].reshape(sc)
         return [r, ra, a, rab]
-
-    def describe(self) -> dict[str, Any]:
-        """The OT roles and chunk size (for reports)."""
-        return {"party": self.party, "first": self.first, "chunk": self.chunk}
