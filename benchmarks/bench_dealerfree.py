@@ -42,7 +42,7 @@ def _program(s, work: str, n: int, rows: int) -> dict | None:
         y = s.input(_own(s, g.uniform(-8, 8, n)), s.compute_parties[0], bound=16.0)
     warm = x[:8] * y[:8] if work != "lr" else x[:8, 0] * y[:8]  # base OTs, pools, engines
     warm.reveal()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     with s.scope() as cost:
         if work == "mul":
             out = x * y
@@ -55,10 +55,11 @@ def _program(s, work: str, n: int, rows: int) -> dict | None:
                 epochs=1, batch_size=128, shuffle="none", sigmoid="piecewise", standardize=False
             )
             out = model.fit(x, y).secret_coef_
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     del out
     return {
         "seconds": seconds,
+        "cpu": cpu,
         "sent": cost.bytes_sent,
         "received": cost.bytes_received,
         "rounds": cost.rounds,
@@ -90,9 +91,9 @@ def main() -> None:
         f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}; "
         f"load average {os.getloadavg()[0]:.1f} at the start (a shared host)",
         f"# command: python benchmarks/bench_dealerfree.py --n {args.n} --rows {args.rows}",
-        "# time: P0's wall seconds of the step; sent: P0's bytes (dealer: the dealer's); rounds: P0's flights",
+        "# time: P0's wall seconds of the step; CPU: P0's process time (what the host's load does not inflate); sent: P0's bytes (dealer: the dealer's); rounds: P0's flights",
         "",
-        f"{'workload':<28} {'provider':<8} {'seconds':>9} {'P0 sent MB':>11} {'dealer MB':>10} {'rounds':>7}",
+        f"{'workload':<28} {'provider':<8} {'seconds':>9} {'CPU s':>7} {'P0 sent MB':>11} {'dealer MB':>10} {'rounds':>7}",
     ]
     print("\n".join(header), flush=True)
     lines = list(header)
@@ -106,7 +107,7 @@ def main() -> None:
         for provider in ("dealer", "ot"):
             r = measure(work, provider, args.n, args.rows)
             line = (
-                f"{names[work]:<28} {provider:<8} {r['seconds']:>9.2f} {r['sent'] / 1e6:>11.1f} "
+                f"{names[work]:<28} {provider:<8} {r['seconds']:>9.2f} {r['cpu']:>7.2f} {r['sent'] / 1e6:>11.1f} "
                 f"{r['dealer_sent'] / 1e6:>10.1f} {r['rounds']:>7}"
             )
             print(line, flush=True)
