@@ -69,6 +69,29 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def door_ports(n: int) -> list[int]:
+    """``n`` loopback ports each free together with the next one (a compute party's front door)."""
+    held, out = [], []
+    try:
+        while len(out) < n:
+            a = socket.socket()
+            a.bind(("127.0.0.1", 0))
+            held.append(a)
+            port = a.getsockname()[1]
+            b = socket.socket()
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                b.close()
+                continue
+            held.append(b)
+            out.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return out
+
+
 def bit_balance_z(words: np.ndarray) -> float:
     """Largest |z-score| over the 64 bit positions of ``words`` against fair coins."""
     u = words.reshape(-1).view(np.uint64)

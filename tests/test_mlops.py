@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,14 +21,10 @@ pytest.importorskip("wandb")
 pytest.importorskip("huggingface_hub")
 pytest.importorskip("safetensors")
 
+from tests.helpers import free_ports
+
 RECEIVER, OTHERS = "hospital_a", ("hospital_b", "hospital_c")
 MLFLOW_TABLE = '\n[mlflow]\nexperiment = "breast cancer"\nregistered_model_name = "breast-cancer"\n'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def server_process(tmp_path_factory):
     """``mlflow server`` (SQLite backend, a local artifact root, a free loopback port), started
     before the job trains so that both proceed together; stopped after the module."""
     where = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_ports(1)[0]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{where / 'mlflow.db'}",

@@ -41,7 +41,7 @@ from covault.serving.wire import (
 )
 from covault.transport.handshake import prepare_socket
 from covault.transport.tls import TlsIdentity
-from tests.helpers import free_ports, gateway_token, post, wait_parties
+from tests.helpers import door_ports, free_ports, gateway_token, post, wait_parties
 from tests.test_serving_service import B1, B2, ERR, LAYERS, W1, W2, plain
 from tests.transcripts import check_transcripts
 
@@ -49,29 +49,6 @@ pytestmark = pytest.mark.processes
 
 CLIENTS = ("c1", "c2", "c3")
 RNG = np.random.default_rng(41)
-
-
-def door_ports(n: int) -> list[int]:
-    """``n`` loopback ports each free together with the next one (a compute party's front door)."""
-    held, out = [], []
-    try:
-        while len(out) < n:
-            a = socket.socket()
-            a.bind(("127.0.0.1", 0))
-            held.append(a)
-            port = a.getsockname()[1]
-            b = socket.socket()
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                b.close()
-                continue
-            held.append(b)
-            out.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return out
 
 
 def consortium(folder, protocol: str, timeout: int = 20):
