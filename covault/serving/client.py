@@ -28,7 +28,7 @@ import numpy as np
 from covault.encoding import FixedPoint
 from covault.errors import CovaultError, PeerError, ProtocolError
 from covault.randomness.prg import fresh_ring
-from covault.serving.inputs import model_rows
+from covault.serving.inputs import ModelInputs
 from covault.serving.service import check_rows
 from covault.serving.wire import (
     ANSWER,
@@ -99,6 +99,7 @@ class Client:
             )
         self.timeout = float(self.config.timeout if timeout is None else timeout)
         self.model: Any = None
+        self._inputs: Any = None
         self._links: dict[str, Link] | None = None
         self._broken: PeerError | None = None
         self._qid = itertools.count(1)
@@ -172,6 +173,8 @@ class Client:
         )
         if self.model.frac_bits != self._fxp.frac_bits:
             self._fxp = FixedPoint(self.model.frac_bits)
+        m = self.model  # the header's preprocessing, parsed once per connection, not per query
+        self._inputs = ModelInputs(m.info, m.name, m.n_features)
         self._links, self._broken = links, None
 
     def _dial(self, party: str, token: bytes, deadline: float) -> tuple[Link, dict[str, Any]]:
@@ -233,9 +236,7 @@ class Client:
             raise CovaultError(f"client {self.party!r}: use the Client in a with-block (not open)")
         model = self.model
         if model.info.get("preprocessing") is not None or not _numeric(rows):
-            rows = model_rows(
-                model.info, rows, prepared=prepared, name=model.name, n_features=model.n_features
-            )
+            rows = self._inputs.rows(rows, prepared=prepared)
         x = check_rows(self._fxp, model, rows, self.party)
         if self._broken is not None:
             self._connect()
