@@ -258,12 +258,12 @@ class FrontDoor:
         try:
             self._read(client)
         finally:
-            client.stop()
-            with self._cond:
+            with self._cond:  # the shares go before the link reads as gone (see connected)
                 if self._links.get((client.party, client.token)) is client:
-                    del self._links[(client.party, client.token)]
                     for k in [k for k in self._store if k[:2] == (client.party, client.token)]:
                         del self._store[k]  # no one to answer: its batch fails it everywhere
+                    del self._links[(client.party, client.token)]
+                client.stop()
                 self._cond.notify_all()
 
     def _hello(self, link: Link) -> _Client:
