@@ -129,6 +129,19 @@ def tiny_job(tmp_path: Path, task: str = "logistic_regression") -> Path:
     return path
 
 
+def approved_tiny_job(tmp_path: Path, receiver: str = "hospital_c") -> Path:
+    """:func:`tiny_job` deployed for the three hospitals (certificates, addresses), revealed to
+    ``receiver`` only, with every party's signed approval."""
+    path = tiny_job(tmp_path)
+    deploy_job(
+        path,
+        list(HOSPITALS),
+        lambda t: t.replace("[model]", f'reveal_model_to = ["{receiver}"]\ntimeout = 10\n[model]'),
+    )
+    approve_all(path, HOSPITALS)
+    return path
+
+
 def deploy_job(path: Path, names: list[str], edit) -> None:
     """Give the job at ``path`` a consortium CA, a certificate and a loopback address per party
     (``edit`` changes the job text first)."""

@@ -19,7 +19,7 @@ from covault.jobs import format_table, render_html
 from covault.jobs.demo import ID_COLUMN, LABEL, breast_cancer, make_breast_cancer_job
 from covault.jobs.progress import Bar, progress_display, resolve_mode, step_position
 from covault.jobs.report import json_safe
-from tests.helpers import HOSPITALS, approve_all, deploy_job, run_parties, tiny_job
+from tests.helpers import HOSPITALS, approve_all, approved_tiny_job, deploy_job, run_parties, tiny_job
 
 pytestmark = pytest.mark.processes
 
@@ -223,13 +223,7 @@ def test_demo_end_to_end_over_tls(tmp_path, capsys):
 def test_party_runs_its_side_of_a_job_without_a_script(tmp_path, capsys):
     """Three ``covault party JOB --as NAME`` processes (as on three hosts), mutual TLS, each
     with its signed approval."""
-    path = tiny_job(tmp_path)
-    deploy_job(
-        path,
-        list(HOSPITALS),
-        lambda t: t.replace("[model]", 'reveal_model_to = ["hospital_c"]\ntimeout = 10\n[model]'),
-    )
-    approve_all(path, HOSPITALS)
+    path = approved_tiny_job(tmp_path)
     capsys.readouterr()
     done = run_parties(path, {"hospital_a": [], "hospital_b": ["--quiet"], "hospital_c": ["--json"]})
     for n, (_, err, code) in done.items():

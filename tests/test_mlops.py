@@ -314,3 +314,39 @@ def test_mlflow_table_is_validated(tmp_path, table, match):
     path.write_text(path.read_text() + "\n" + table)
     with pytest.raises(JobError, match=match):
         load_job(path)
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_covault_party_logs_its_own_view_at_each_host(tmp_path):
+    """Three ``covault party JOB --as NAME --mlflow DIR`` processes (as on three hosts), each
+    with its own MLflow store: one run each; the receiver's holds the loss, the metrics and the
+    ONNX model, the others' the public parameters, tags and their own traffic only."""
+    from mlflow import MlflowClient
+
+    from tests.helpers import HOSPITALS, approved_tiny_job, run_parties
+
+    path = approved_tiny_job(tmp_path)
+    stores = {n: tmp_path / f"mlruns-{n}" for n in HOSPITALS}
+    done = run_parties(path, {n: ["--quiet", "--json", "--mlflow", str(stores[n])] for n in HOSPITALS})
+    for n, (_, err, code) in done.items():
+        assert code == 0, f"{n}: {err}"
+        assert f"covault party {n}: mlflow: 1 runs ({n})" in err
+    for n in HOSPITALS:
+        result = json.loads(done[n][0].strip().splitlines()[-1])
+        client = MlflowClient(f"sqlite:///{stores[n] / 'mlflow.db'}")
+        (exp,) = [e for e in client.search_experiments() if e.name != "Default"]
+        (run,) = client.search_runs([exp.experiment_id])
+        assert run.info.run_name == f"job @ {n}" and run.data.tags["covault.party"] == n
+        assert run.data.metrics["bytes_sent"] == result["stats"]["bytes_sent"]
+        assert run.data.params["model.epochs"] == "2"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        if n == "hospital_c":
+            assert run.data.metrics["test_accuracy"] == pytest.approx(result["metrics"]["accuracy"])
+            history = client.get_metric_history(run.info.run_id, "loss")
+            assert [m.value for m in history] == pytest.approx(result["loss_curve"])
+            assert "report.html" in artifacts
+            assert client.search_logged_models([exp.experiment_id]) != []
+        else:
+            assert not any(k.startswith(("test_", "plaintext_")) or k == "loss" for k in run.data.metrics)
+            assert artifacts == set() and client.search_logged_models([exp.experiment_id]) == []

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from covault.cli.common import error, output_options, print_warnings, progress, run_options
+from covault.cli.tracking import log_tracking, tracking_options
 from covault.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
 ORDER = 80
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     run_options(p)
     output_options(p)
+    tracking_options(p)
     p.add_argument(
         "--bind", metavar="HOST", help="listen on HOST instead of the configured host (e.g. 0.0.0.0)"
     )
@@ -143,6 +145,8 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
             raise ConfigError(
                 "--governance is the folder of a job's approvals: give a job file and no SCRIPT"
             )
+        if (args.mlflow is not None or args.wandb is not None) and (job is None or args.script is not None):
+            raise ConfigError("--mlflow and --wandb log a job's result: give a job file and no SCRIPT")
         if args.name not in config.parties:
             raise ConfigError(
                 f"party {args.name!r} is not in {args.config} (parties: {sorted(config.parties)})"
@@ -191,6 +195,8 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
         return EXIT_FAILED
     if job is not None and args.script is None:
         _print_party_result(result, job, args)
+        if args.mlflow is not None or args.wandb is not None:
+            return _log_party(args, job, result, prog)
     elif args.json:
         import json
 
@@ -199,6 +205,21 @@ def _party_body(args: argparse.Namespace, prog: str) -> int:
         print(json.dumps(json_safe(result), allow_nan=False, default=str), flush=True)
     else:
         print(result, flush=True)
+    return EXIT_OK
+
+
+def _log_party(args: argparse.Namespace, job, result: dict, prog: str) -> int:
+    """``--mlflow`` / ``--wandb``: this party's own view of the job, one run (``docs/mlops.md``)."""
+    from covault.errors import CovaultError
+    from covault.jobs.local import assemble
+
+    try:
+        log_tracking(
+            args, args.config, assemble(job, {args.name: result}, "tcp", result["seconds"]), prog, job
+        )
+    except CovaultError as exc:
+        error(prog, exc)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -1,5 +1,6 @@
-"""``--mlflow [TRACKING_URI]`` and ``--wandb [DIR]`` of ``covault train`` and ``covault demo``:
-each party's view of the result logged after the run (``docs/mlops.md``). Not a command."""
+"""``--mlflow [TRACKING_URI]`` and ``--wandb [DIR]`` of ``covault train``, ``covault demo`` and
+``covault party``: each party's view of the result logged after the run (``docs/mlops.md``).
+Not a command."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def tracking_options(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const="",
         metavar="TRACKING_URI",
-        help="log one MLflow run per party (default: the job's [mlflow] tracking_uri, else ./mlruns; "
+        help="log one MLflow run per party, or this party's with covault party (default: the job's [mlflow] tracking_uri, else ./mlruns; "
         "needs pip install 'covault[mlops]')",
     )
     p.add_argument(
@@ -29,16 +30,19 @@ def tracking_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def log_tracking(args: argparse.Namespace, job_path: Path, result: dict[str, Any], prog: str) -> None:
+def log_tracking(
+    args: argparse.Namespace, job_path: Path, result: dict[str, Any], prog: str, job: Any = None
+) -> None:
     """Log ``result`` where ``--mlflow`` / ``--wandb`` ask; one line per tool on stderr, and the
-    tools' own output too (stdout's last line stays ``--json``'s result)."""
+    tools' own output too (stdout's last line stays ``--json``'s result). ``job``: the parsed
+    job (default: read from ``job_path``)."""
     if args.mlflow is None and args.wandb is None:
         return
     from covault.errors import CovaultError
     from covault.jobs.errors import JobError
     from covault.jobs.spec import load_job
 
-    job = load_job(job_path)
+    job = job if job is not None else load_job(job_path)
     report = getattr(args, "report", None)
     report = report if report is not None and Path(report).is_file() else None
     try:

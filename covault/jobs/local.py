@@ -102,20 +102,23 @@ def run_local(
 
 def _stored(job: Job, res: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """Where each compute party stored its shares (``model_store``), None without one."""
-    if job.model_store is None:
+    here = [p for p in job.compute if p in res]  # every compute party, or one party's own view
+    if job.model_store is None or not here:
         return None
-    first = res[job.compute[0]]["model_store"]
+    first = res[here[0]]["model_store"]
     return {
         "model": job.model_store,
         "model_id": first["model_id"],
-        "files": {p: res[p]["model_store"]["path"] for p in job.compute},
-        "bytes": {p: res[p]["model_store"]["bytes"] for p in job.compute},
+        "files": {p: res[p]["model_store"]["path"] for p in here},
+        "bytes": {p: res[p]["model_store"]["bytes"] for p in here},
     }
 
 
 def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: float) -> dict[str, Any]:
-    """The result dict (see :func:`run_local`) from every party's program result."""
-    first = res[(job.reveal_model_to or job.compute)[0]]
+    """The result dict (see :func:`run_local`) from every party's program result (or from one
+    party's alone: that party's view, as ``covault party`` logs it)."""
+    first = next((res[p] for p in (*job.reveal_model_to, *job.compute) if p in res), None)
+    first = first if first is not None else next(iter(res.values()))  # one party's own view
     schema = first["schema"]
     parties = {}
     for name, r in res.items():
@@ -124,7 +127,11 @@ def assemble(job: Job, res: dict[str, dict[str, Any]], transport: str, wall: flo
     steps = list(dict.fromkeys(s for r in res.values() for s in r["phases"]))
     phases = {
         s: {
-            "seconds": max(res[c]["phases"].get(s, {}).get("seconds", 0.0) for c in job.compute),
+            "seconds": max(
+                r["phases"].get(s, {}).get("seconds", 0.0)
+                for c, r in res.items()
+                if c in job.compute or len(res) == 1
+            ),
             "bytes_sent": {n: r["phases"].get(s, {}).get("bytes_sent", 0) for n, r in res.items()},
             "rounds": {n: r["phases"].get(s, {}).get("rounds", 0) for n, r in res.items()},
             "peak_memory": {n: r["phases"].get(s, {}).get("peak_memory") for n, r in res.items()},
