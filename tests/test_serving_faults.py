@@ -153,6 +153,28 @@ def test_a_front_door_bounds_what_one_client_leaves_behind(tmp_path, monkeypatch
         door.close()
 
 
+def test_queries_taken_into_a_batch_are_no_longer_held(tmp_path, monkeypatch):
+    """The leader's front door: a query taken into a batch leaves the store, so one client's
+    queries one after another never reach HELD_QUERIES (here 2) however many it sends."""
+    monkeypatch.setattr(frontdoor, "HELD_QUERIES", 2)
+    config, _ = consortium(tmp_path, "2pc")
+    door = open_door(config, "a")
+    try:
+        link = raw_link(config, "a", "c1")
+        for qid in range(1, 6):
+            link.send([np.array([QUERY, qid], np.int64), np.zeros((1, 1, 5), np.int64)])
+            taken = []
+            for _ in range(100):
+                taken = door.take(64, 0.05)
+                if taken:
+                    break
+            assert [p.qid for p in taken] == [qid]
+            assert door.collect([taken[0].key], 0) == [None]  # not held any more
+        link.close()
+    finally:
+        door.close()
+
+
 def test_a_client_refuses_answers_of_another_shape(tmp_path):
     """Two real front doors whose parties answer a two-row query with shares of different shapes
     (one row at b): the client raises PeerError naming b instead of broadcasting them."""

@@ -400,8 +400,8 @@ class FrontDoor:
 
     def take(self, max_rows: int, wait: float) -> list[Pending]:
         """At the leader: the oldest pending queries, up to ``max_rows`` rows (at least one
-        query), as soon as one is there (at most ``wait`` seconds): no wait for a fuller batch.
-        Queries of clients already gone are dropped (a log line)."""
+        query), as soon as one is there (at most ``wait`` seconds): no wait for a fuller batch;
+        taken out of the store. Queries of clients already gone are dropped (a log line)."""
         end = time.monotonic() + wait
         out: list[Pending] = []
         rows = 0
@@ -427,6 +427,7 @@ class FrontDoor:
                 if out and rows + p.rows > max_rows:
                     break
                 self._order.popleft()
+                del self._store[p.key]  # taken: no longer held here (HELD_QUERIES counts the held)
                 out.append(p)
                 rows += p.rows
         return out
