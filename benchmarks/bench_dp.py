@@ -20,7 +20,7 @@ data lists; digits: pixel values / 16), a 70/30 split by a public permutation.
 softmax of two classes; :func:`covault.ml.dp.fit_private_mlp`, twin
 :func:`covault.ml.dp.reference_dpsgd_mlp`).
 
-    python benchmarks/bench_dp.py [--model logistic|mlp] [--epochs 10] [--repeats 3] [--seeds 3] [--out benchmarks/results/dp.txt]
+    python benchmarks/bench_dp.py [--model logistic|mlp] [--epochs 10] [--repeats 3] [--seeds 3] [--no-cost] [--out benchmarks/results/dp.txt]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def cost_table(args) -> list[str]:
         f"per epoch: epochs 2..{args.epochs} (steady state), median of {args.repeats} interleaved runs; 's/epoch': "
         f"wall time at P0, 'cpu s': P0's thread CPU time; 'ratio': median of the DP / non-private pairs; 'fit s': the "
         f"whole fit (DP: with the one-time clipping bounds, noise inputs, sampling seed and the plaintext "
-        f"RDP accounting, {acct:.2f} s alone in one thread)",
+        f"PLD accounting, {acct:.2f} s alone in one thread)",
         f"{'protocol':<10}{'training':<14}{'s/epoch':>9}{'cpu s':>9}{'MB/epoch':>10}{'rounds/epoch':>14}"
         f"{'fit s':>8}{'ratio':>8}{'cpu ratio':>10}",
     ]
@@ -183,6 +183,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--digits", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True, help="table 1")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     lines = [
@@ -190,8 +191,9 @@ def main() -> None:
         f"python {sys.version.split()[0]}, local transport (threads)",
         "",
     ]
-    lines += cost_table(args)
-    lines.append("")
+    if args.cost:
+        lines += cost_table(args)
+        lines.append("")
     lines += accuracy_table(args, "breast_cancer")
     if args.digits:
         lines.append("")

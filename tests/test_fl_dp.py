@@ -51,3 +51,15 @@ def test_epsilon_falls_with_more_noise():
     pytest.importorskip("dp_accounting")
     loose, tight = dp.epsilon(0.8, 20, 1e-5), dp.epsilon(2.0, 20, 1e-5)
     assert tight < loose and np.isfinite(loose)
+
+
+def test_client_level_epsilon_is_replace_one():
+    dp_accounting = pytest.importorskip("dp_accounting")
+    from dp_accounting import pld
+
+    # the server sees who took part: a neighbour replaces one client's update (the sum moves by
+    # up to 2 clip); add/remove-one said 30.1 for these settings
+    acc = pld.PLDAccountant(dp_accounting.NeighboringRelation.REPLACE_ONE, value_discretization_interval=1e-3)
+    acc.compose(dp_accounting.GaussianDpEvent(1.0), 20)
+    assert dp.epsilon(1.0, 20, 1e-5) == pytest.approx(acc.get_epsilon(1e-5), rel=1e-4)
+    assert dp.epsilon(1.0, 20, 1e-5) == pytest.approx(77.33, abs=0.01)

@@ -143,19 +143,23 @@ def test_noise_samplers():
         noise.gaussian(PRG(SEED), 3, -1.0)
 
 
-def test_accountant_is_dp_accountings():
+def test_accountant_is_dp_accountings_pld_under_replace_one():
     import dp_accounting
-    from dp_accounting import rdp
+    from dp_accounting import pld
 
-    acc = rdp.RdpAccountant()
-    event = dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.1))
-    acc.compose(dp_accounting.SelfComposedDpEvent(event, 200))
-    eps = accountant.epsilon_for(1.1, 0.05, 200, 1e-5)
+    # the row count and the batch sizes are public: neighbours replace a row, they never add one
+    acc = pld.PLDAccountant(dp_accounting.NeighboringRelation.REPLACE_ONE, value_discretization_interval=1e-3)
+    event = dp_accounting.PoissonSampledDpEvent(0.16, dp_accounting.GaussianDpEvent(1.0))
+    acc.compose(dp_accounting.SelfComposedDpEvent(event, 70))
+    eps = accountant.epsilon_for(1.0, 0.16, 70, 1e-5)
     assert eps == pytest.approx(acc.get_epsilon(1e-5), rel=1e-12)
-    assert accountant.epsilon_for(2.0, 0.05, 200, 1e-5) < eps < accountant.epsilon_for(0.8, 0.05, 200, 1e-5)
+    assert eps == pytest.approx(14.59, abs=0.01)  # add/remove-one (RDP) said 10.71
+    assert accountant.epsilon_for(2.0, 0.16, 70, 1e-5) < eps < accountant.epsilon_for(0.8, 0.16, 70, 1e-5)
     sigma = accountant.noise_for(1.0, 1e-5, 0.05, 200)
     assert accountant.epsilon_for(sigma, 0.05, 200, 1e-5) <= 1.0
     assert accountant.epsilon_for(sigma * 0.98, 0.05, 200, 1e-5) > 1.0  # near the smallest
+    # tiny noise stays tractable (a coarser loss grid) and still orders
+    assert 1e3 < accountant.epsilon_for(0.03, 0.01, 100, 1e-5) < accountant.epsilon_for(0.01, 0.01, 100, 1e-5)
 
 
 def test_dp_training_spends_at_most_epsilon():

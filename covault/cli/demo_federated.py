@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else {
             "epsilon": dp_epsilon(z, rounds),
             "delta": DELTA,
-            "unit": "one client's update (client-level), every client in every round",
+            "unit": "one client's update replaced (client-level), every client in every round",
             "honest_clients_assumed": honest,
         },
         "transport": "tcp, mutual TLS 1.3 (throw-away CA), one process per client and one for the aggregator",

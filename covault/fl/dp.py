@@ -9,10 +9,11 @@ its clipped update before quantisation (:meth:`covault.fl.quantise.Quantiser.enc
 the colluders (a colluding client knows its own noise and can subtract it). ``m`` is the
 caller's assumption: fewer honest survivors than ``m`` leave less noise than stated.
 
-Accounting (:func:`epsilon`): client-level DP (one client's whole update added or removed
-changes the sum by at most ``clip`` in L2), every client in every round (sample rate 1), one
-Gaussian mechanism per round with noise multiplier ``sigma / clip``, composed over the rounds
-by the RDP accountant of :mod:`covault.privacy.accountant`. The noise is a sum of rounded
+Accounting (:func:`epsilon`): client-level DP, neighbours differing by one REPLACED client
+(the server sees who takes part, so adding or removing a client is not hidden; replacing one
+client's update moves the sum by up to ``2 clip`` in L2), every client in every round (sample
+rate 1), one Gaussian mechanism per round with noise multiplier ``sigma / clip``, composed over
+the rounds by the PLD accountant of :mod:`covault.privacy.accountant`. The noise is a sum of rounded
 Gaussians, not one rounded Gaussian; its variance is what the accountant assumes (up to the
 grid), its shape is stated, not accounted (Kairouz, Liu, Steinke, ICML 2021, for the
 discrete analysis). Cost: one Box-Muller sample per entry per client; no extra messages.
@@ -45,7 +46,8 @@ def client_noise(dim: int, sigma: float, honest: int, frac_bits: int) -> np.ndar
 
 
 def epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
-    """Client-level epsilon at ``delta`` after ``rounds`` rounds of ``sigma = noise_multiplier * clip``."""
+    """Client-level epsilon at ``delta`` (one client replaced) after ``rounds`` rounds of
+    ``sigma = noise_multiplier * clip``."""
     from covault.privacy.accountant import epsilon_for
 
     return epsilon_for(noise_multiplier, 1.0, rounds, delta)

@@ -6,9 +6,10 @@ what was released and the time (UTC). Rows are never changed or removed (trigger
 
 **Composition.** The ledger composes by basic (sequential) composition: releases that are
 ``(eps_i, delta_i)``-DP about an owner's rows are together ``(sum eps_i, sum delta_i)``-DP
-(Dwork & Roth 2014, Theorem 3.16), whatever each mechanism was. Rényi-DP composition is
-tighter for many Gaussian releases, and the DP-SGD accountant uses it *within* a job (its steps
-are one mechanism, composed as RDP and converted once to ``(epsilon, delta)``); *across* jobs
+(Dwork & Roth 2014, Theorem 3.16), whatever each mechanism was. Privacy-loss-distribution
+composition is tighter for many Gaussian releases, and the DP-SGD accountant uses it *within* a
+job (its steps are one mechanism, composed as PLDs and converted once to ``(epsilon, delta)``);
+*across* jobs
 the releases are heterogeneous (pure-epsilon Laplace, randomized response, Gaussian sums,
 DP-SGD totals already converted), their RDP curves are not all defined (pure epsilon) or not
 kept, and an ``(epsilon, delta)`` pair cannot be turned back into an RDP curve without loss.

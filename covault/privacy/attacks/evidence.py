@@ -307,7 +307,8 @@ def secure_aggregation(opts: Options, data: np.ndarray, labels: np.ndarray) -> l
 
 def differential_privacy(opts: Options, x: np.ndarray, y: np.ndarray) -> dict:
     """Experiment 3b: each batch-1 update clipped to ``clip_norm`` and noised with the DP-SGD
-    noise multiplier of each epsilon (RDP accountant, :mod:`covault.privacy.accountant`)."""
+    noise multiplier of each epsilon (PLD accountant, replace-one neighbours,
+    :mod:`covault.privacy.accountant`)."""
     from covault.privacy.accountant import epsilon_for, noise_for
 
     model = mlp(HIDDEN, opts.seed)
