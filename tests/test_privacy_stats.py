@@ -191,3 +191,31 @@ def test_bounds_beyond_the_public_operand_range(tmp_path):
     total, hist = run_both(prog, ("2pc", 2))
     assert total == pytest.approx(np.clip(income, 0, 200000).sum(), abs=1e-6)
     np.testing.assert_array_equal(hist, [2, 2, 1])  # -5 counts in the first bin, 250000 in the last
+
+
+class _RaceLostLedger(Ledger):
+    """A ledger where another job charges 1.0 just before this release's own charge."""
+
+    def charge_within(self, owner, epsilon, delta, job, what, cap):
+        Ledger(self.path).charge(owner, 1.0, 0.0, "other-job", "a job that won the race")
+        return super().charge_within(owner, epsilon, delta, job, what, cap)
+
+
+def test_nothing_is_released_unless_every_owner_charged_it(tmp_path):
+    """The check and the charge are one transaction, before the verdict goes out: an owner
+    whose charge fails refuses, and no party computes or reveals anything."""
+    ledger = _RaceLostLedger(tmp_path / "bank.privacy.sqlite")
+    released = []
+
+    def prog(s):
+        x = s.input(A[:, 0] if s.party == "bank" else None, owner="bank", bound=200.0)
+        budget = Budget(ledger, 1.5, "job-3") if s.party == "bank" else None
+        out = PrivateStatistics(s, owners=("bank",), budget=budget, to="p0").mean(x, (0, 100), epsilon=1.0)
+        released.append((s.party, out.value))
+        return out.value
+
+    with pytest.raises(PrivacyBudgetError) as info:
+        covault.run(prog, 2, "2pc", data_parties=["bank"])
+    assert info.value.owner == "bank" and info.value.spent == pytest.approx(1.0)
+    assert released == [], "a release was made that its owner's ledger did not charge"
+    assert [c.job for c in ledger.charges()] == ["other-job"]

@@ -4,13 +4,16 @@ the noise added inside MPC before the one reveal.
 Every method of :class:`PrivateStatistics` runs at every party of a session (SPMD), like the
 rest of covault:
 
-1. **Admission.** Each data owner named in ``owners`` checks its own ledger against its cap
-   (its :class:`Budget`; the other parties pass None) and tells every party whether it admits
-   the release (one round). If an owner refuses, every party raises the same
+1. **Admission**, two rounds. Each data owner named in ``owners`` checks its own ledger
+   against its cap (its :class:`Budget`; the other parties pass None) and tells every party
+   whether it admits the release. If an owner refuses, every party raises the same
    :class:`~covault.errors.PrivacyBudgetError` naming that owner, the cap, the spent and the
-   remaining epsilon, before anything is computed. Otherwise each owner charges its ledger
-   (check and charge in one transaction; a job that won the race in between makes that owner
-   fail alone, and the runtime stops the others).
+   remaining epsilon, before anything is computed and nothing is charged. Otherwise each owner
+   charges its ledger (check and charge in one transaction) and THEN tells every party whether
+   it charged: no party computes or reveals a release that some owner has not charged. An
+   owner that lost a race to another job in between refuses in this round (the owners that did
+   charge keep their charge: the ledgers err towards spent); an owner whose ledger fails makes
+   every party raise a :class:`~covault.privacy.ledger.LedgerError`.
 2. **Clipping inside MPC** to the public ``bounds`` (``lo <= x <= hi``), so the sensitivity
    follows from public values alone.
 3. **Noise inside MPC.** Each compute party samples its part from its own CSPRNG
@@ -41,7 +44,7 @@ import numpy as np
 
 from covault.errors import PrivacyBudgetError
 from covault.privacy import mechanisms
-from covault.privacy.ledger import Ledger
+from covault.privacy.ledger import Ledger, LedgerError
 from covault.privacy.noise import gaussian, laplace
 from covault.randomness.prg import PRG, new_seed
 from covault.session import Session
@@ -245,29 +248,54 @@ def _constant(x: SecretTensor, value, bound: float):
 
 
 def _admit(stats: PrivateStatistics, spec: _Spec) -> None:
-    """Every owner's verdict on its budget, to every party (module docstring, step 1)."""
+    """Two rounds (module docstring, step 1): every owner's check, to every party; then every
+    owner's charge (check and charge in one transaction) and whether it charged, to every
+    party. A party goes on only when every owner has charged the release."""
     session, budget, owners = stats.session, stats.budget, stats.owners
+    if session.party in owners and not isinstance(budget, Budget):
+        raise ValueError(
+            f"{spec.what}: data owner {session.party!r} must pass its Budget (its ledger, cap and job)"
+        )
+    _verdicts(stats, spec, lambda: budget.ledger.check(session.party, spec.epsilon, budget.cap, spec.what))
+    _verdicts(
+        stats,
+        spec,
+        lambda: budget.ledger.charge_within(
+            session.party, spec.epsilon, spec.delta, budget.job, spec.what, budget.cap
+        ),
+    )
+
+
+def _verdicts(stats: PrivateStatistics, spec: _Spec, act) -> None:
+    """Each owner runs ``act`` on its ledger and sends every party the outcome (done, refused
+    with its cap and spent, or ledger failure); every party raises the first refusal or failure."""
+    session, owners = stats.session, stats.owners
     me = session.party
     verdict = None
+    failure: Exception | None = None
     if me in owners:
-        if not isinstance(budget, Budget):
-            raise ValueError(f"{spec.what}: data owner {me!r} must pass its Budget (its ledger, cap and job)")
         try:
-            budget.ledger.check(me, spec.epsilon, budget.cap, spec.what)
+            act()
             verdict = np.array([0.0, 0.0, 0.0], dtype=np.float64)
         except PrivacyBudgetError as exc:
             verdict = np.array([1.0, exc.cap, exc.spent], dtype=np.float64)
+        except LedgerError as exc:
+            verdict, failure = np.array([2.0, 0.0, 0.0], dtype=np.float64), exc
     sends = {p: [verdict] for p in session.parties if p != me} if verdict is not None else None
     heard = session.net.exchange(sends, recv_from=[o for o in owners if o != me])
     verdicts = {o: heard[o][0] for o in heard}
     if verdict is not None:
         verdicts[me] = verdict
+    if failure is not None:
+        raise failure
     for owner in owners:
         v = verdicts[owner]
-        if v[0] != 0:
+        if v[0] == 1:
             raise PrivacyBudgetError(owner, float(v[1]), float(v[2]), spec.epsilon, spec.what)
-    if budget is not None and me in owners:
-        budget.ledger.charge_within(me, spec.epsilon, spec.delta, budget.job, spec.what, budget.cap)
+        if v[0] != 0:
+            raise LedgerError(
+                f"{spec.what}: data owner {owner!r} could not use its privacy ledger; nothing released"
+            )
 
 
 def _release(stats: PrivateStatistics, spec: _Spec, exact: SecretTensor, *, l1: float, l2: float) -> Release:
