@@ -60,3 +60,14 @@ def test_allowed_columns_pass(tmp_path):
     path = make_vertical_job(tmp_path)
     _with_policy(path, "lab", 'allow_columns = ["pid", "glucose", "ldl"]\n')
     check_owner_usage(load_job(path), "lab")
+
+
+def test_a_locally_noised_column_refuses_a_vertical_job(tmp_path):
+    """A vertical job would use the column raw and bypass the owner's local DP."""
+    path = make_vertical_job(tmp_path)
+    _with_policy(path, "lab", "[privacy.local_dp]\nldl = { epsilon = 1.0, bounds = [0, 300] }\n")
+    with pytest.raises(RefusedError, match=r"^lab refused the job: .*rule privacy.local_dp.*'ldl'.*raw") as e:
+        check_owner_usage(load_job(path), "lab")
+    assert e.value.rule == "privacy.local_dp" and e.value.subject == "ldl"
+    with pytest.raises(RefusedError, match=r"^lab refused the job: .*'ldl'"):
+        run_local(path, transport="local", progress=False)

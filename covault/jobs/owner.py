@@ -132,11 +132,22 @@ def check_owner_usage(job, party: str) -> None:
 def check_vertical_columns(job, party: str, policy: Policy) -> None:
     """A vertical job uses every column of the owner's sources as it is (the id to join, the
     others as features or the label): PolicyError for the first column the policy denies, drops,
-    redacts or that looks like PII without a rule, and for a ``[pii]`` hash or generalize rule,
-    which a vertical job cannot apply."""
+    redacts or that looks like PII without a rule, for a ``[pii]`` hash or generalize rule, and
+    for a column under ``[privacy.local_dp]`` (used raw, its local noise would be bypassed):
+    rules a vertical job cannot apply."""
     sources = [job.data.get(party), job.test.get(party)]
     for source in (s for s in sources if s is not None):
         table = read_table(source)
+        noised = [c for c in table.names if c in policy.local_dp]
+        if noised:
+            raise PolicyError(
+                f"{policy.where(party)}: rule privacy.local_dp: column {noised[0]!r} is noised locally "
+                f"([privacy.local_dp] {noised[0]} = epsilon {policy.local_dp[noised[0]].epsilon:g}); a "
+                "vertical job would use it raw and bypass that noise (job key partition)",
+                rule="privacy.local_dp",
+                subject=noised[0],
+                key="partition",
+            )
         used = tuple(c for c in table.names if c not in (job.id_column, job.label))
         view = replace(job_view(job, party), features=used)
         for v in plan_columns(policy, table, view):
