@@ -255,3 +255,23 @@ def test_dp_job_refuses_features_beyond_the_bound(tmp_path):
     path = _dp_job(tmp_path, "[privacy]\nnoise_multiplier = 1.0\nfeature_bound = 0.5\n")
     with pytest.raises(JobError, match="feature_bound"):
         run_local(path, transport="local", progress=False)
+
+
+class _ConstantStream:
+    """A stream of constant words: the samplers' extreme uniforms."""
+
+    def __init__(self, word: int):
+        self.word = word
+
+    def words(self, shape, dtype):
+        return np.full(shape, self.word, dtype=dtype)
+
+
+@pytest.mark.parametrize("word", [0, 2**64 - 1])
+def test_noise_uniforms_stay_inside_the_open_interval(word):
+    u = noise.uniform01(_ConstantStream(word), (4,))
+    assert np.all((u > 0) & (u < 1))
+    lap = noise.laplace(_ConstantStream(word), (4,), 1.0, grid_bits=None)
+    assert np.all(np.isfinite(lap)) and np.abs(lap).max() <= 52 * math.log(2) + 1e-9
+    gau = noise.gaussian(_ConstantStream(word), (4,), 1.0, grid_bits=None)
+    assert np.all(np.isfinite(gau)) and np.abs(gau).max() <= 8.58

@@ -42,7 +42,7 @@ from covault.privacy.noise import gaussian
 from covault.randomness.prg import PRG, SEED_BYTES, new_seed
 
 SEED_WORDS = 6  # 24-bit words that carry a 16-byte seed as integer inputs
-MAX_SIGMA_BOUND = 8.7  # |N(0, s^2)| < 8.7 s for every Box-Muller sample of 53-bit uniforms
+MAX_SIGMA_BOUND = 8.7  # |N(0, s^2)| < 8.7 s for every Box-Muller sample of uniforms >= 2^-53
 
 
 def _number(key: str, value: Any, low: float, high: float | None = None, low_open: bool = True) -> float:

@@ -1,8 +1,9 @@
 """Gaussian and Laplace noise for differential privacy, from a covault CSPRNG stream.
 
 Every sample comes from a :class:`~covault.randomness.prg.PRG` (AES-128-CTR keyed from
-``os.urandom``), never from numpy's generators. Uniforms are 53-bit: ``(k + 1/2) 2^-53`` for a
-uniform 53-bit integer ``k`` (never 0 or 1).
+``os.urandom``), never from numpy's generators. Uniforms are ``(k + 1/2) 2^-52`` for a uniform
+52-bit integer ``k``: exact in float64, so never 0 or 1 (with 53 bits, ``k + 1/2`` rounds to
+``2^53`` at the top and the Laplace sample would be infinite).
 
 Floating-point caveat (Mironov, CCS 2012): a textbook float sampler added to a float value
 leaks that value through the irregular set of floats the sum can take. Here every sample is
@@ -10,11 +11,18 @@ rounded to the fixed-point grid ``2^-grid_bits`` (``grid_bits`` = the computatio
 fractional bits, 16 by default) before it is used, and it is added to a value on the same grid
 as an exact ring element inside MPC, so the set of possible sums does not depend on the value.
 What remains is the distance between the rounded float sampler and the rounded ideal
-distribution: the 53-bit uniforms cut the Gaussian's tails beyond ``8.5 sigma`` (Box-Muller;
-mass below ``1e-16``) and the Laplace's beyond ``36.7 scale`` (mass ``2^-53``); the float
-rounding of the transforms moves a sample by far less than the grid step when ``sigma`` (or
-``scale``) is many grid steps (``sigma >= 2^-8`` at 16 bits). These are stated, not
-accounted: the accountant treats the noise as the ideal continuous distribution rounded to
+distribution. The uniforms cut the Gaussian's tails beyond ``8.57 sigma`` (Box-Muller; mass
+``2^-56``) and the Laplace's beyond ``52 ln 2 = 36.04 scale`` (mass ``2^-52``). Within the cut,
+each grid cell's probability is off by at most ``2^-52`` for the Laplace (inverse CDF of
+uniforms ``2^-52`` apart) and by the same order for Box-Muller, so a value's distribution is
+within total variation ``eta ~ 2^-52 (1 + cells)`` of the ideal rounded one, ``cells`` the grid
+cells within the cut (``72 scale 2^grid_bits``, ``17 sigma 2^grid_bits``). A mechanism
+``eta``-close in total variation to an ``(epsilon, delta)``-DP one is ``(epsilon, delta + (1 +
+e^epsilon) eta)``-DP: the tails alone add about ``2^-52``, the cells at 16 bits and ``scale <=
+2^10`` below ``2^-19`` per value.
+The float rounding of the transforms moves a sample by far less than the grid step when
+``sigma`` (or ``scale``) is many grid steps (``sigma >= 2^-8`` at 16 bits). These are stated,
+not accounted: the accountant treats the noise as the ideal continuous distribution rounded to
 the grid (a post-processing of it).
 """
 
@@ -37,9 +45,10 @@ def _check(name: str, value: float, shape) -> tuple[int, ...]:
 
 
 def uniform01(prg: PRG, shape: tuple[int, ...]) -> np.ndarray:
-    """Float64 uniforms in the open interval (0, 1): ``(k + 1/2) 2^-53``, ``k`` a 53-bit word."""
-    words = prg.words(shape, np.uint64) >> np.uint64(11)
-    return (words.astype(np.float64) + 0.5) * 2.0**-53
+    """Float64 uniforms in the open interval (0, 1): ``(k + 1/2) 2^-52``, ``k`` a 52-bit word
+    (every value exact, from ``2^-53`` to ``1 - 2^-53``)."""
+    words = prg.words(shape, np.uint64) >> np.uint64(12)
+    return (words.astype(np.float64) + 0.5) * 2.0**-52
 
 
 def _to_grid(values: np.ndarray, grid_bits: int | None) -> np.ndarray:

@@ -51,8 +51,8 @@ from covault.session import Session
 from covault.tensor import SecretTensor, maximum, minimum
 
 MECHANISMS = ("laplace", "gaussian")
-GAUSSIAN_TAIL = 9.0  # |sample| / sigma never exceeds 8.6 (53-bit uniforms, Box-Muller)
-LAPLACE_TAIL = 37.0  # |sample| / scale never exceeds 36.8 (53-bit uniforms)
+GAUSSIAN_TAIL = 9.0  # |sample| / sigma never exceeds 8.57 (uniforms >= 2^-53, Box-Muller)
+LAPLACE_TAIL = 37.0  # |sample| / scale never exceeds 36.04 (uniforms 2^-53 from 0 and 1)
 
 
 @dataclass(frozen=True)
