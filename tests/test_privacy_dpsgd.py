@@ -167,6 +167,10 @@ def test_dp_training_spends_at_most_epsilon():
     kw = dict(LR_KW, shuffle="once")
     w, b, info = covault.run(lambda s: _fit(s, ml.LogisticRegression(**kw), priv), 3, "rep3")["p0"]
     assert info["epsilon_spent"] <= 2.0 and info["epsilon_spent"] > 1.9
+    assert info["neighbours"] == "replace one row"
+    assert info["epsilon_spent"] == accountant.epsilon_for(
+        info["noise_multiplier"], info["sample_rate"], info["steps"], 1e-5
+    )
     assert info["noise_std"] == pytest.approx(math.sqrt(3 / 2) * info["noise_multiplier"])
     assert np.all(np.isfinite(w))
 

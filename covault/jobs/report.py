@@ -105,7 +105,7 @@ def privacy_line(result: dict[str, Any]) -> str | None:
         return None
     return (
         f"differential privacy (DP-SGD inside MPC): epsilon {info['epsilon_spent']:.3g} at delta "
-        f"{info['delta']:.3g} over the training rows; noise multiplier {info['noise_multiplier']:.4g}, "
+        f"{info['delta']:.3g} over the training rows (neighbours differ by one row replaced); noise multiplier {info['noise_multiplier']:.4g}, "
         f"clipping norm {info['max_grad_norm']:g}, {info['steps']} Poisson-sampled steps at rate "
         f"{info['sample_rate']:.3g}, noise surviving {info['colluding']} colluding compute "
         f"part{'y' if info['colluding'] == 1 else 'ies'}"

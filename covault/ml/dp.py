@@ -364,6 +364,7 @@ def _privacy_info(privacy: DPSGD, sigma: float, q: float, steps: int, k: int) ->
         "colluding": privacy.colluding,
         "noise_std": math.sqrt(k / (k - privacy.colluding)) * sigma * privacy.max_grad_norm if sigma else 0.0,
         "sampling": "poisson",
+        "neighbours": "replace one row",  # the accountant's relation: row count and batch sizes are public
     }
 
 
