@@ -250,3 +250,17 @@ def test_the_welcome_header_is_the_one_load_model_authenticated(tmp_path):
     header, _ = read_header(model_file(folder, "risk", "a"), "a")
     public = {k: v for k, v in header.items() if k not in ("party", "components")}
     assert got["a"] == got["b"] == public
+
+
+def test_a_number_too_large_for_float64_is_a_shape_error_naming_the_client():
+    """An integer beyond float64 (JSON allows it) is refused like any non-number, not an
+    OverflowError traceback."""
+    from covault.encoding import FixedPoint
+    from covault.errors import ShapeError
+    from covault.serving.service import check_rows
+
+    class M:
+        name, n_features = "m", 3
+
+    with pytest.raises(ShapeError, match=r"client 'c1'.*rows must be numbers"):
+        check_rows(FixedPoint(16), M(), [[1, 2, 10**400]], "c1")

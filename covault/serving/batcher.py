@@ -79,6 +79,8 @@ def _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop
     while True:
         if me == leader:
             batch = door.take(max_rows, tick)
+            if on_batch is not None:  # before the announcement: if it fails, the service fails them
+                on_batch(batch)
             ending = bool(stop())  # read once: what the others are told
             index = {c: i for i, c in enumerate(clients)}
             ann = np.array([[index[p.client], p.token, p.qid, p.rows] for p in batch], np.int64).reshape(
@@ -98,8 +100,8 @@ def _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop
             keys = [(clients[int(c)], int(t), int(q)) for c, t, q, _ in ann]
             batch = door.collect(keys, share_wait) if door is not None else [None] * len(keys)
             batch = [_same_rows(p, int(n), leader) for p, n in zip(batch, ann[:, 3])]
-        if on_batch is not None and door is not None:
-            on_batch([p for p in batch if p is not None])
+            if on_batch is not None and door is not None:
+                on_batch([p for p in batch if p is not None])
         k = ann.shape[0]
         held = np.ones(k, np.uint8) if door is None else np.array([p is not None for p in batch], np.uint8)
         got = net.exchange({p: [held] for p in others}, others)

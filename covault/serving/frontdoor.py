@@ -28,7 +28,6 @@ import queue
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,7 +158,6 @@ class FrontDoor:
         self.max_frame = self.components * self.max_query_rows * self.features * 8 + FRAME_SLACK
         self._cond = threading.Condition()
         self._store: dict[Key, Pending] = {}
-        self._order: deque[Key] = deque()  # arrival order (the leader batches in it)
         self._refused: dict[Key, None] = {}  # insertion-ordered: the oldest forgotten first
         self._waiting: dict[str, int] = {}  # source address -> connections not yet admitted
         self._shaking: dict[str, int] = {}  # source address -> TLS handshakes in progress
@@ -379,7 +377,6 @@ class FrontDoor:
                 problem = f"client {c.party!r} has {HELD_QUERIES} queries waiting here already"
             if problem is None:
                 self._store[key] = Pending(c.party, c.token, qid, int(shape[1]), arrays[0])
-                self._order.append(key)
             else:
                 self._refused[key] = None
                 while len(self._refused) > MAX_REFUSED:
@@ -406,28 +403,23 @@ class FrontDoor:
         out: list[Pending] = []
         rows = 0
         with self._cond:
-            while not self._order and not self._closed:
+            while not self._store and not self._closed:
                 left = end - time.monotonic()
                 if left <= 0:
                     return out
                 self._cond.wait(left)
-            while self._order:
-                p = self._store.get(self._order[0])
-                if p is None:
-                    self._order.popleft()
-                    continue
+            for key in list(self._store):  # arrival order (a dict keeps insertion order)
+                p = self._store[key]
                 link = self._links.get((p.client, p.token))
                 if link is None or not link.alive:
-                    self._order.popleft()
-                    del self._store[p.key]
+                    del self._store[key]
                     log.warning(
                         "front door of %r: client %r left before its query %d", self.party, p.client, p.qid
                     )
                     continue
                 if out and rows + p.rows > max_rows:
                     break
-                self._order.popleft()
-                del self._store[p.key]  # taken: no longer held here (HELD_QUERIES counts the held)
+                del self._store[key]  # taken: no longer held here (HELD_QUERIES counts the held)
                 out.append(p)
                 rows += p.rows
         return out
@@ -482,7 +474,6 @@ class FrontDoor:
         with self._cond:
             held = list(self._store.values())
             self._store.clear()
-            self._order.clear()
             self._refused.clear()
         for p in held:
             self._error(p, party, why)

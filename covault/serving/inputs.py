@@ -119,7 +119,7 @@ class ModelInputs:
     def _matrix(self, rows: Any) -> np.ndarray:
         try:
             arr = np.asarray(rows, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ShapeError(f"model {self.name!r}: rows must be numbers: {exc}") from None
         if arr.ndim == 1:
             arr = arr.reshape(1, -1)

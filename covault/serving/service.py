@@ -56,7 +56,7 @@ def check_rows(fxp, model: Any, rows: Any, client: str) -> np.ndarray:
     what = f"query of client {client!r} to model {model.name!r}"
     try:
         arr = np.asarray(rows, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ShapeError(f"{what}: rows must be numbers: {exc}") from None
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
