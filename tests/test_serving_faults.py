@@ -175,6 +175,29 @@ def test_queries_taken_into_a_batch_are_no_longer_held(tmp_path, monkeypatch):
         door.close()
 
 
+def test_no_wait_for_the_shares_of_a_closed_link(tmp_path):
+    """A non-leader's front door does not wait for the shares of a client whose link to it has
+    closed (they can never come): the batch goes on without them instead of holding every other
+    client's queries for the whole share wait."""
+    config, _ = consortium(tmp_path, "2pc")
+    door = open_door(config, "b")
+    try:
+        link = raw_link(config, "b", "c1")
+        token = int(np.frombuffer(b"12345678", np.int64)[0])
+        link.close()
+        for _ in range(400):  # until the door has seen the link close
+            if not door.connected("c1", token):
+                break
+            time.sleep(0.025)
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(door.collect([("c1", token, 1)], 600.0)), daemon=True)
+        t.start()
+        t.join(60)  # a liveness bound, far below the 600 s it would wait for a live link
+        assert got == [[None]]
+    finally:
+        door.close()
+
+
 def test_a_client_refuses_answers_of_another_shape(tmp_path):
     """Two real front doors whose parties answer a two-row query with shares of different shapes
     (one row at b): the client raises PeerError naming b instead of broadcasting them."""

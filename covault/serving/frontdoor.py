@@ -392,8 +392,11 @@ class FrontDoor:
     # -- the service's side -----------------------------------------------------------------------
     def connected(self, client: str, token: int) -> bool:
         with self._cond:
-            c = self._links.get((client, token))
-            return c is not None and c.alive
+            return self._live(client, token)
+
+    def _live(self, client: str, token: int) -> bool:
+        c = self._links.get((client, token))  # under self._cond
+        return c is not None and c.alive
 
     def take(self, max_rows: int, wait: float) -> list[Pending]:
         """At the leader: the oldest pending queries, up to ``max_rows`` rows (at least one
@@ -426,11 +429,16 @@ class FrontDoor:
 
     def collect(self, keys: list[Key], wait: float) -> list[Pending | None]:
         """Elsewhere: the announced queries' shares, waiting up to ``wait`` seconds for those
-        not yet here (None: never came, or refused); taken out of the store."""
+        not yet here (None: never came, refused, or their client's link here is closed: no wait
+        for those); taken out of the store."""
         end = time.monotonic() + wait
         with self._cond:
             while not self._closed:
-                missing = [k for k in keys if k not in self._store and k not in self._refused]
+                missing = [  # a closed link's shares never come: no wait for them
+                    k
+                    for k in keys
+                    if k not in self._store and k not in self._refused and self._live(k[0], k[1])
+                ]
                 left = end - time.monotonic()
                 if not missing or left <= 0:
                     break
