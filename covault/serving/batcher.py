@@ -88,7 +88,8 @@ def _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop
             )
             net.exchange({p: [ann, np.array([int(ending)], np.int64)] for p in others})
         else:
-            if leave():
+            if leave():  # no drain: its rounds would meet the others' holdings messages
+                query.abandon()
                 return answered
             timeout, net.timeout = net.timeout, max(net.timeout, 4 * tick)
             try:

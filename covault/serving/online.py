@@ -131,6 +131,12 @@ class Query:
         self.pooled = False
         self._release()
 
+    def abandon(self) -> None:
+        """Leave without using up the tuples dealt ahead (this party leaves the session: the
+        others stop, so nothing is left to stay in step with)."""
+        self.pooled = False
+        self._release()
+
     def _prepare(self) -> None:
         """The dealer deals the next single-row query's tuples now (the compute parties receive
         them now, in one message each, and use them with their seeds when that query comes)."""
