@@ -116,6 +116,14 @@ def ask(config, client, sizes, out, errors, transcript_dir=None):
         errors.append((client, exc))
 
 
+def run_all(threads: list[threading.Thread], timeout: float = 120) -> None:
+    """Start ``threads`` and wait for each (at most ``timeout`` seconds apiece)."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def raw_link(config, party: str, client: str) -> Link:
     """A front-door link of ``client`` to ``party``, its hello answered (as the Client opens it)."""
     cfg = load_config(config)
@@ -285,13 +293,9 @@ def test_no_serving_party_sees_a_query_row_or_an_answer(tmp_path):
     procs = start(config, serving, "--transcript", str(words))
     out, errors = {}, []
     try:
-        threads = [
-            threading.Thread(target=ask, args=(config, c, [1, 2], out, errors, words)) for c in CLIENTS[:2]
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        run_all(
+            [threading.Thread(target=ask, args=(config, c, [1, 2], out, errors, words)) for c in CLIENTS[:2]]
+        )
     finally:
         stop(procs)
     assert not errors, errors
@@ -304,3 +308,30 @@ def test_no_serving_party_sees_a_query_row_or_an_answer(tmp_path):
         f"{n}.transcript" for n in [*serving, *CLIENTS[:2]]
     }
     assert check_transcripts(words, np.concatenate(values), serving, CLIENTS[:2]) > 10_000
+
+
+def test_one_client_shared_by_threads_answers_each_its_own_rows(two):
+    """Several threads predict through one Client: their queries go one at a time, and each
+    thread gets the plaintext model's answer for its own rows."""
+    config, serving = two
+    procs = start(config, serving)
+    got, errors = [], []
+    try:
+        with Client(config, as_="c1", model="risk") as c:
+
+            def work(seed: int) -> None:
+                rng = np.random.default_rng(seed)
+                try:
+                    for n in (1, 3, 2, 1, 4):
+                        x = rng.normal(0, 1, (n, 5))
+                        got.append((x, c.predict(x)))
+                except BaseException as exc:
+                    errors.append(exc)
+
+            run_all([threading.Thread(target=work, args=(s,)) for s in range(3)])
+    finally:
+        stop(procs)
+    assert not errors, errors
+    assert len(got) == 15
+    for x, y in got:
+        np.testing.assert_allclose(y, plain(x), atol=ERR)

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,7 @@ class Client:
         self._links: dict[str, Link] | None = None
         self._broken: PeerError | None = None
         self._qid = itertools.count(1)
+        self._lock = threading.Lock()  # one query at a time on the links (predict from threads)
         self._fxp = FixedPoint(self.config.frac_bits)
         self._transcript: _Transcript | None = None
         self._tls: Any = None
@@ -154,11 +156,18 @@ class Client:
             for link in links.values():
                 link.close()
             raise
+        try:
+            self._adopt(links, headers)
+        except BaseException:
+            for link in links.values():
+                link.close()
+            raise
+
+    def _adopt(self, links: dict[str, Link], headers: dict[str, dict[str, Any]]) -> None:
+        """Use ``links`` if every party serves the same save of the model (its header)."""
         first = self.config.compute[0]
         for p, h in headers.items():
             if h.get("model_id") != headers[first].get("model_id"):
-                for link in links.values():
-                    link.close()
                 raise ProtocolError(
                     f"client {self.party!r}: parties {first!r} and {p!r} serve different saves of model "
                     f"{self.model_name!r} ({headers[first].get('model_id')} and {h.get('model_id')})"
@@ -231,7 +240,12 @@ class Client:
         :func:`~covault.serving.inputs.model_rows`; ``prepared``: already the model's inputs), as
         :meth:`~covault.serving.model.SecretModel.forward` computes what the owner's policy
         allows. Malformed rows raise ShapeError or EncodingError before anything is sent; a
-        failed service raises PeerError naming the party (the next call connects again)."""
+        failed service raises PeerError naming the party (the next call connects again). Safe to
+        call from several threads: their queries go one at a time."""
+        with self._lock:
+            return self._predict(rows, prepared)
+
+    def _predict(self, rows: Any, prepared: bool) -> np.ndarray:
         if self._links is None:
             raise CovaultError(f"client {self.party!r}: use the Client in a with-block (not open)")
         model = self.model

@@ -80,12 +80,14 @@ class _Handler(BaseHTTPRequestHandler):
                 413, {"error": f"the body must have a Content-Length of at most {MAX_BODY} bytes"}
             )
         try:
-            body = json.loads(self.rfile.read(size))
+            body = json.loads(self.rfile.read(size))  # a stalled body: the read timeout, below
             rows, prepared = body["rows"], body.get("prepared", False)
             if not isinstance(rows, list) or not isinstance(prepared, bool):  # never a file path
                 raise TypeError("rows")
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return self._reply(400, {"error": BODY})
+        except OSError as exc:  # the body stalled past the read timeout, or the socket broke
+            return self._reply(408, {"error": f"the request body did not arrive ({type(exc).__name__})"})
         try:
             with srv.lock:
                 out = srv.client.predict(rows, prepared=prepared)
