@@ -198,6 +198,16 @@ def test_no_wait_for_the_shares_of_a_closed_link(tmp_path):
         door.close()
 
 
+def test_a_closed_front_door_stops_accepting(tmp_path):
+    """close() wakes the thread blocked in accept (closing the listener alone does not on
+    Linux): no connection is taken into a door that no batch loop answers any more."""
+    config, _ = consortium(tmp_path, "2pc")
+    door = open_door(config, "b")
+    door.close()
+    door._thread.join(30)
+    assert not door._thread.is_alive()
+
+
 def test_a_client_refuses_answers_of_another_shape(tmp_path):
     """Two real front doors whose parties answer a two-row query with shares of different shapes
     (one row at b): the client raises PeerError naming b instead of broadcasting them."""

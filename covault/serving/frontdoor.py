@@ -177,6 +177,8 @@ class FrontDoor:
             links = list(self._links.values())
             self._cond.notify_all()
         with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept (close alone does not)
+        with contextlib.suppress(OSError):
             self.listener.close()
         for c in links:
             c.stop()
@@ -187,6 +189,9 @@ class FrontDoor:
             try:
                 sock, addr = self.listener.accept()
             except OSError:
+                return
+            if self._closed:  # accepted while closing: no batch loop will answer it
+                sock.close()
                 return
             source = _source(addr)
             with self._cond:
