@@ -88,3 +88,24 @@ def test_the_cost_model_follows_rounds_bytes_and_cpu():
         estimate("yao", 1, fast)
     with pytest.raises(ValueError, match="bandwidth > 0"):
         LinkModel(rtt=0.01, bandwidth=0)
+
+
+def test_a_reused_garbling_link_is_a_public_choice_at_every_party():
+    """Reusing a YaoParty (held by the compute parties, not the dealer) changes the choice only
+    through the public ``gc_ready``: every party, the dealer included, picks the same method."""
+    from covault.protocols.gc.convert import gc_party
+
+    slow_fss = {"fss": 1e-3}  # a machine where FSS keys are slow: gc or ss
+
+    def prog(session):
+        x = secret_vals(session)
+        link = LinkModel(rtt=0.002)  # 100 values: gc wins without its base OTs, loses with them
+        yao = gc_party(session)  # None at the dealer
+        ready = choose_positive(x, link, gc_ready=True, cpu=slow_fss)
+        got = positive(x, method=ready, yao=yao).reveal()
+        return ready, choose_positive(x, link, cpu=slow_fss), got
+
+    res = covault.run(prog, parties=2, protocol="2pc", provider="dealer")
+    assert {r[0] for r in res.values()} == {"gc"} and {r[1] for r in res.values()} == {"ss"}
+    for party in ("p0", "p1"):
+        np.testing.assert_array_equal(res[party][2], (np.round(VALS * 2**16) > 0) * 1.0)

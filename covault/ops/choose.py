@@ -129,17 +129,19 @@ def choose_positive(
     x: SecretTensor,
     link: LinkModel,
     *,
-    yao: YaoParty | None = None,
+    gc_ready: bool = False,
     cpu: dict[str, float] | None = None,
 ) -> str:
     """The method of least modelled time for ``[x > 0]`` (ties go to ``ss``, then ``gc``).
-    Every party computes the same answer from public values: ``x``'s shape and bound, the
-    session's protocol and provider, ``link``, and whether a ``yao`` link is reused."""
+    Every party computes the same answer from public values only: ``x``'s shape and bound, the
+    session's protocol and provider, ``link``, and ``gc_ready`` (the compute parties reuse a
+    :class:`~covault.protocols.gc.yao.YaoParty`: no base OTs to count; the same at every party,
+    the dealer included, which holds none)."""
     from covault.protocols.gc.convert import word_width
 
-    kw = {"provider": x.session.provider_name, "width": word_width(x), "cpu": cpu}
+    kw = {"provider": x.session.provider_name, "width": word_width(x), "fss_bits": _fss_bits(x)}
     times = {
-        m: estimate(m, x.size, link, fss_bits=_fss_bits(x), setup=yao is None, **kw)  # type: ignore[arg-type]
+        m: estimate(m, x.size, link, setup=not gc_ready, cpu=cpu, **kw)  # type: ignore[arg-type]
         for m in candidates(x)
     }
     return min(times, key=lambda m: (times[m], METHODS.index(m)))
@@ -151,13 +153,15 @@ def positive(
     method: str = "auto",
     link: LinkModel | None = None,
     yao: YaoParty | None = None,
+    gc_ready: bool = False,
 ) -> SecretTensor:
     """Shares of ``[x > 0]`` (integers 0/1, frac 0) by ``method`` (``"auto"``: by
-    :func:`choose_positive` for ``link``, default a zero-latency 1 GB/s link). ``yao``: a
-    :class:`~covault.protocols.gc.yao.YaoParty` to reuse for ``gc``. Every method gives the same
-    values: they differ in rounds, bytes and CPU only."""
+    :func:`choose_positive` for ``link``, default a zero-latency 1 GB/s link, and the public
+    ``gc_ready``). ``yao``: this compute party's :class:`~covault.protocols.gc.yao.YaoParty` to
+    reuse for ``gc`` (None at the dealer). Every method gives the same values: they differ in
+    rounds, bytes and CPU only."""
     if method == "auto":
-        method = choose_positive(x, link or LinkModel(), yao=yao)
+        method = choose_positive(x, link or LinkModel(), gc_ready=gc_ready)
     if method == "ss":
         return x > 0
     if method not in candidates(x):

@@ -128,8 +128,7 @@ class Query:
             p, shape = s.protocol, (1, self.features)
             zero = self._secret(p.add_public(p.empty(shape), np.zeros(shape, np.int64)))
             self._batched(lambda: self.fn(zero))
-        self.pooled = False
-        self._release()
+        self.abandon()
 
     def abandon(self) -> None:
         """Leave without using up the tuples dealt ahead (this party leaves the session: the
