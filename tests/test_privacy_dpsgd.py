@@ -229,7 +229,8 @@ def test_dp_job_reports_epsilon(tmp_path):
     res = run_local(path, transport="local", progress=False)
     assert 1.9 < res["epsilon_spent"] <= 2.0 and res["delta"] == 1e-6
     assert res["privacy"]["max_grad_norm"] == 1.5 and res["loss_curve"] is None
-    assert res["metrics"]["accuracy"] > 0.8
+    # replace-one accounting: 20 runs gave 0.874 +- 0.035 (lowest 0.789); the majority class 0.63
+    assert res["metrics"]["accuracy"] > 0.7
     assert "epsilon 2" in format_table(res) and "DP-SGD inside MPC" in render_html(res)
 
 
