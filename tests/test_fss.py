@@ -90,6 +90,57 @@ def test_dcf_both_evaluation_layouts_agree(monkeypatch, m):
     np.testing.assert_array_equal(few[0] + few[1], beta[:, None, :] * (x < alpha[:, None])[..., None])
 
 
+def _keygen_with(monkeypatch, few: int, *args):
+    monkeypatch.setattr(fss, "FEW_KEYS", few)
+    return fss.keygen(*args)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 7, 20, 31, 47, 63, 64])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+def test_dcf_keygen_on_integers_equals_the_arrays(monkeypatch, bits, m):
+    """Few elements (Python integers) and the vectorised path: bit-identical keys from the same
+    inputs, and both evaluation paths (integers, arrays) agree with plaintext on them."""
+    g = _prg()
+    top = np.uint64(64 - bits)
+    for n in (1, 2, 3, 4, 6):
+        alpha = g.words(n, np.uint64) >> top
+        alpha[0] = [0, (1 << bits) - 1][n % 2]  # the ends of the domain
+        beta = g.ring((n, m))
+        roots = g.words((n, 2), np.uint64), g.words((n, 2), np.uint64)
+        few = _keygen_with(monkeypatch, n, alpha, beta, bits, *roots)
+        arrays = _keygen_with(monkeypatch, 0, alpha, beta, bits, *roots)
+        for a, b in zip(few, arrays):
+            for name in ("root", "cw_seed", "cw_v", "cw_t", "cw_out"):
+                got, want = getattr(a, name), getattr(b, name)
+                assert got.dtype == want.dtype and got.shape == want.shape, (n, name)
+                np.testing.assert_array_equal(got, want, err_msg=f"{n} elements, {name}")
+        x = g.words((n, 2), np.uint64) >> top
+        x[:, 0] = alpha
+        x[:, 1] = np.where(alpha > 0, alpha - np.uint64(1), x[:, 1])
+        plain = beta[:, None, :] * (x < alpha[:, None])[..., None]
+        for points in (2 * n, 0):  # integers, then arrays
+            monkeypatch.setattr(fss, "FEW_POINTS", points)
+            np.testing.assert_array_equal(_both(*few, x), plain, err_msg=f"{n} elements, FEW_POINTS {points}")
+            np.testing.assert_array_equal(
+                _both(*few, x[:, 0]), plain[:, 0], err_msg=f"{n} elements, x = alpha"
+            )
+
+
+def test_dcf_keygen_on_integers_on_every_input_of_a_small_domain(monkeypatch):
+    g = _prg()
+    bits, m = 5, 2
+    monkeypatch.setattr(fss, "FEW_KEYS", 4)
+    monkeypatch.setattr(fss, "FEW_POINTS", 4)
+    for alpha in range(1 << bits):
+        a = np.array([alpha], dtype=np.uint64)
+        beta, k0, k1 = _keys(g, a, m, bits)
+        for x in range(1 << bits):
+            xs = np.array([x], dtype=np.uint64)
+            np.testing.assert_array_equal(
+                _both(k0, k1, xs), beta * (x < alpha), err_msg=f"alpha {alpha}, x {x}"
+            )
+
+
 def test_dcf_on_no_elements():
     g = _prg()
     beta, k0, k1 = _keys(g, np.zeros(0, dtype=np.uint64), 2, 8)

@@ -12,7 +12,10 @@ Multiparty Computation from Fixed-Key Block Ciphers", IEEE S&P 2020). A node's e
 side ``L`` or ``R`` is ``1 + ceil(m/2)`` blocks: the child seed (bit 0 cleared) with the control
 bit ``t`` in bit 0, then the value words. One ECB call encrypts every element's blocks of a
 level: Python loops over the ``bits`` levels only. Evaluation expands only the side chosen
-by the input bit; key generation expands both sides of both parties.
+by the input bit; key generation expands both sides of both parties. For a few elements
+(:data:`FEW_KEYS`) or points (:data:`FEW_POINTS`) the same steps run on Python integers
+(128-bit seeds, one integer of all blocks per level), where numpy's cost per call would
+dominate: the keys and shares are bit-identical to the arrays'.
 
 **Key.** Each party's root seed (128 bits) plus correction words shared by both keys, per
 level: a seed (16 bytes), ``m`` value words (8 m bytes) and two control bits; and ``m`` output
@@ -23,6 +26,7 @@ travel.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +39,23 @@ _TAG = np.uint64(0x636F_7661_756C_7446)  # high word of every block constant
 _ONE = np.uint64(1)
 _NOT_ONE = ~np.uint64(1)
 LEAF = 2  # the side index of the leaf conversion's constants
+FEW_KEYS = 4  # up to this many elements, key generation runs on Python integers
+FEW_POINTS = 8  # up to this many points, evaluation runs on Python integers
+_M64 = (1 << 64) - 1
+_M128 = (1 << 128) - 1
+_SEED = _M128 ^ 1  # a seed block without the control bit
+_TAG_INT = int(_TAG)
+_local = threading.local()
+
+
+def _ecb():
+    """This thread's fixed-key AES-ECB encryptor, made once: ECB keeps no state between whole
+    blocks, and every call here passes whole blocks."""
+    enc = getattr(_local, "enc", None)
+    if enc is None:
+        # ECB as a fixed-key permutation of independent blocks (MMO), not as a cipher mode
+        enc = _local.enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305
+    return enc
 
 
 def blocks_per_side(m: int) -> int:
@@ -63,8 +84,7 @@ class _MMO:
     :attr:`out`; both buffers are reused across the levels."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        # ECB as a fixed-key permutation of independent blocks (MMO), not as a cipher mode
-        self._enc = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()  # noqa: S305
+        self._enc = _ecb()
         self.inp = np.empty(shape, dtype=np.uint64)
         self._raw = np.empty(self.inp.nbytes + 16, dtype=np.uint8)  # update_into wants slack
         self.out = self._raw[: self.inp.nbytes].view(np.uint64).reshape(shape)
@@ -166,9 +186,15 @@ def keygen(
     """Keys of ``f(x) = beta if x < alpha else 0`` on ``bits``-bit inputs, for ``N`` elements
     at once: ``alpha`` ``(N,)`` in ``[0, 2^bits)``, ``beta`` ``(N, m)`` int64, roots ``(N, 2)``
     uint64 (any 128 bits; bit 0 is ignored). BCG+21 Fig. 1, vectorised over the elements: the
-    side of ``alpha``'s bit is kept, the other lost; signs ``(-1)^t1`` are selections."""
+    side of ``alpha``'s bit is kept, the other lost; signs ``(-1)^t1`` are selections.
+
+    Two implementations of the same steps, with bit-identical keys: up to :data:`FEW_KEYS`
+    elements on Python integers (one AES call per level; numpy's per-call cost dominates
+    there), from there on arrays."""
     alpha = np.asarray(alpha).astype(np.uint64)
     beta = np.asarray(beta, dtype=np.int64)
+    if 0 < alpha.shape[0] <= FEW_KEYS:
+        return _keygen_few(alpha, beta, bits, root0, root1)
     n, m = alpha.shape[0], beta.shape[1]
     blocks = blocks_per_side(m)
     consts = _constants(blocks)
@@ -216,6 +242,105 @@ def keygen(
     return tuple(DcfKey(s0, cw_seed, cw_v, cw_t, cw_out) for s0 in (root0, root1))  # type: ignore[return-value]
 
 
+def _mmo_int(enc, x: int, nbytes: int) -> int:
+    """``AES_K(b) ^ b`` on every 128-bit block of the little-endian integer ``x``, one ECB call."""
+    return int.from_bytes(enc.update(x.to_bytes(nbytes, "little")), "little") ^ x
+
+
+def _block_constants(sides: range | tuple[int, ...], first: int, blocks: int) -> int:
+    """The block constants of :func:`_constants` for ``sides`` (their blocks ``first..blocks-1``
+    one after the other) as one little-endian integer."""
+    out, k = 0, 0
+    for c in sides:
+        for j in range(first, blocks):
+            out |= ((c << 32) | j | (_TAG_INT << 64)) << (128 * k)
+            k += 1
+    return out
+
+
+def _keygen_few(
+    alpha: np.ndarray, beta: np.ndarray, bits: int, root0: np.ndarray, root1: np.ndarray
+) -> tuple[DcfKey, DcfKey]:
+    """:func:`keygen` on Python integers: seeds as 128-bit integers, words mod 2^64, every
+    element's four expansions (party, side) in one integer per level, one ECB call per level."""
+    n, m = beta.shape
+    blocks = blocks_per_side(m)
+    side = 128 * blocks  # bits of one expansion
+    elem = 4 * side  # bits of one element's expansions: party 0 (L, R), party 1 (L, R)
+    spread = sum(1 << (128 * j) for j in range(2 * blocks))  # a seed into both sides' blocks
+    consts = 0
+    for e in range(n):
+        consts |= _block_constants((0, 1, 0, 1), 0, blocks) << (e * elem)
+    enc = _ecb()
+    al = alpha.tolist()
+    be = beta.view(np.uint64).tolist()
+    r = np.stack([root0, root1]).astype(np.uint64).tolist()  # (party, N, 2)
+    s = [[(r[p][e][0] | (r[p][e][1] << 64)) & _SEED for e in range(n)] for p in (0, 1)]
+    t = [[0] * n, [1] * n]
+    va = [[0] * m for _ in range(n)]
+    zero = [0] * m
+    cw_seed, cw_v, cw_t = [], [], []
+    for i in range(bits):
+        shift = bits - 1 - i
+        x = 0
+        for e in range(n):
+            x |= (s[0][e] | (s[1][e] << (2 * side))) << (e * elem)
+        y = _mmo_int(enc, (x * spread) ^ consts, n * elem // 8)
+        lv_seed, lv_v, lv_t = [], [], []
+        for e in range(n):
+            a = (al[e] >> shift) & 1  # keep side a, lose side 1 - a
+            ye = y >> (e * elem)
+            o0a, o0b = side * a, side * (a ^ 1)
+            o1a, o1b = o0a + 2 * side, o0b + 2 * side
+            k0, k1 = (ye >> o0a) & _M128, (ye >> o1a) & _M128
+            l0, l1 = (ye >> o0b) & _M128, (ye >> o1b) & _M128
+            cw = (l0 ^ l1) & _SEED
+            ba = be[e] if a else zero
+            v_e = va[e]
+            t0, t1 = t[0][e], t[1][e]
+            vcw = []
+            for w in range(m):
+                q = 128 + 64 * w
+                keep = ((ye >> (o0a + q)) & _M64) - ((ye >> (o1a + q)) & _M64)
+                lose = ((ye >> (o0b + q)) & _M64) - ((ye >> (o1b + q)) & _M64)
+                d = ba[w] - lose - v_e[w]  # V_CW = (-1)^t1 d
+                vcw.append(-d & _M64 if t1 else d & _M64)
+                v_e[w] = (keep - lose + ba[w]) & _M64
+            t_keep = ((k0 ^ k1) & 1) ^ 1
+            t_lose = (l0 ^ l1) & 1
+            lv_seed.append((cw & _M64, cw >> 64))
+            lv_v.append(vcw)
+            lv_t.append((t_lose, t_keep) if a else (t_keep, t_lose))
+            s[0][e] = (k0 & _SEED) ^ (cw if t0 else 0)
+            s[1][e] = (k1 & _SEED) ^ (cw if t1 else 0)
+            t[0][e] = (k0 & 1) ^ (t0 & t_keep)
+            t[1][e] = (k1 & 1) ^ (t1 & t_keep)
+        cw_seed.append(lv_seed)
+        cw_v.append(lv_v)
+        cw_t.append(lv_t)
+    leaf = 128 * (blocks - 1)  # bits of one leaf conversion: (element, party) after another
+    x = 0
+    for e in range(n):
+        x |= (s[0][e] | s[1][e] << leaf) << (2 * e * leaf)
+    x *= sum(1 << (128 * j) for j in range(blocks - 1))  # each seed into its blocks
+    consts = 0
+    for k in range(2 * n):
+        consts |= _block_constants((LEAF,), 1, blocks) << (k * leaf)
+    y = _mmo_int(enc, x ^ consts, 2 * n * leaf // 8)
+    cw_out = []
+    for e in range(n):
+        c0, c1 = 2 * e * leaf, (2 * e + 1) * leaf
+        d = [((y >> (c1 + 64 * w)) & _M64) - ((y >> (c0 + 64 * w)) & _M64) - va[e][w] for w in range(m)]
+        cw_out.append([-v & _M64 if t[1][e] else v & _M64 for v in d])
+    out = (
+        np.array(cw_seed, dtype=np.uint64).reshape(bits, n, 2),
+        np.array(cw_v, dtype=np.uint64).reshape(bits, n, m).view(np.int64),
+        np.array(cw_t, dtype=np.uint8).reshape(bits, n, 2),
+        np.array(cw_out, dtype=np.uint64).reshape(n, m).view(np.int64),
+    )
+    return tuple(DcfKey(s0, *out) for s0 in (root0, root1))  # type: ignore[return-value]
+
+
 MANY_POINTS = 512  # from this many points, evaluation works on separate 64-bit word arrays
 
 
@@ -226,12 +351,16 @@ def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
 
     Two layouts of the same steps: below :data:`MANY_POINTS` points, whole 128-bit blocks per
     numpy call (the fewest calls per level); from there, each 64-bit word of the blocks and each
-    payload word as its own array (numpy's loops over two-word rows cost more than the calls)."""
+    payload word as its own array (numpy's loops over two-word rows cost more than the calls).
+    Up to :data:`FEW_POINTS` points, the same steps on Python integers."""
     x = np.asarray(x).astype(np.uint64)
     shape = x.shape
     bits, n, m = key.bits, shape[0], key.cw_out.shape[1]
     per = int(np.prod(shape[1:], dtype=np.int64))
     x = x.reshape(n, per)
+    if 0 < n * per <= FEW_POINTS:
+        v = _eval_int(party, key, x).reshape(*shape, m)
+        return -v if party else v
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
     xbits = (x[None] >> shifts) & _ONE  # (bits, n, per)
     run = _eval_many if n * per >= MANY_POINTS else _eval_few
@@ -240,6 +369,67 @@ def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
     v = v.reshape(*shape, m)
     return -v if party else v
+
+
+def _eval_int(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
+    """:func:`evaluate`'s level loop and leaf on Python integers, before party 1's sign: shares
+    ``(n, per, m)`` int64 for points ``x`` ``(n, per)``; every point's expansion (the side of its
+    bit) in one integer per level, one ECB call per level."""
+    bits, (n, per), m = key.bits, x.shape, key.cw_out.shape[1]
+    blocks = blocks_per_side(m)
+    side = 128 * blocks
+    count = n * per
+    spread = sum(1 << (128 * j) for j in range(blocks))
+    consts = (_block_constants((0,), 0, blocks), _block_constants((1,), 0, blocks))
+    enc = _ecb()
+    points = x.reshape(-1).tolist()
+    owner = [k // per for k in range(count)]
+    root = key.root.astype(np.uint64).tolist()
+    s = [(root[e][0] | (root[e][1] << 64)) & _SEED for e in owner]
+    t = [party] * count
+    v = [[0] * m for _ in range(count)]
+    cws = key.cw_seed.tolist()
+    cwv = key.cw_v.view(np.uint64).tolist()
+    cwt = key.cw_t.tolist()
+    for i in range(bits):
+        shift = bits - 1 - i
+        sides = [(p >> shift) & 1 for p in points]
+        xi, ci = 0, 0
+        for k in range(count):
+            xi |= s[k] << (k * side)
+            ci |= consts[sides[k]] << (k * side)
+        y = _mmo_int(enc, (xi * spread) ^ ci, count * side // 8)
+        seeds, vals, bits_t = cws[i], cwv[i], cwt[i]
+        for k in range(count):
+            e, tk = owner[k], t[k]
+            yk = y >> (k * side)
+            b0 = yk & _M128
+            t[k] = (b0 & 1) ^ (tk & bits_t[e][sides[k]])
+            vk = v[k]
+            if tk:
+                lo, hi = seeds[e]
+                s[k] = (b0 & _SEED) ^ (lo | (hi << 64))
+                for w in range(m):
+                    vk[w] += ((yk >> (128 + 64 * w)) & _M64) + vals[e][w]
+            else:
+                s[k] = b0 & _SEED
+                for w in range(m):
+                    vk[w] += (yk >> (128 + 64 * w)) & _M64
+    leaf = 128 * (blocks - 1)
+    xi = 0
+    for k in range(count):
+        xi |= s[k] << (k * leaf)
+    xi *= sum(1 << (128 * j) for j in range(blocks - 1))
+    ci = 0
+    for k in range(count):
+        ci |= _block_constants((LEAF,), 1, blocks) << (k * leaf)
+    y = _mmo_int(enc, xi ^ ci, count * leaf // 8)
+    out = key.cw_out.view(np.uint64).tolist()
+    for k in range(count):
+        yk, vk, extra = y >> (k * leaf), v[k], out[owner[k]] if t[k] else [0] * m
+        for w in range(m):
+            vk[w] = (vk[w] + ((yk >> (64 * w)) & _M64) + extra[w]) & _M64
+    return np.array(v, dtype=np.uint64).view(np.int64).reshape(n, per, m)
 
 
 def _eval_few(party: int, key: DcfKey, xbits: np.ndarray, mmo: _MMO):
