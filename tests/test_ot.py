@@ -46,6 +46,16 @@ def ot_program(session, plan, batch=1 << 20, record=False):
                     n, k = arg
                     delta = urandom_array((n, k), np.int64)
                     out.append((delta, s.cot_send(n, delta)))
+                elif op == "cot_derived":  # delta of each OT from the x0 of the one before
+                    n, k = arg
+                    seen = {}
+
+                    def derive(x0):
+                        seen["delta"] = np.roll(x0, 1, axis=0) * 3 + np.arange(n)[:, None]
+                        return seen["delta"]
+
+                    x0 = s.cot_send_derived(n, k, derive)
+                    out.append((seen["delta"], x0))
                 elif op in ("chosen", "choices"):
                     n, b = arg if op == "chosen" else (len(arg[0]), arg[1])
                     m0, m1 = urandom_array((n, b), np.uint8), urandom_array((n, b), np.uint8)
@@ -56,10 +66,10 @@ def ot_program(session, plan, batch=1 << 20, record=False):
             for op, arg in plan:
                 if op == "random":
                     out.append(r.random_ot(arg))
-                elif op in ("cot", "chosen"):
+                elif op in ("cot", "cot_derived", "chosen"):
                     n, size = arg
                     c = random_choices(n) if n else np.zeros(0, np.uint8)
-                    got = r.cot_recv(c, size) if op == "cot" else r.chosen_ot(c, size)
+                    got = r.chosen_ot(c, size) if op == "chosen" else r.cot_recv(c, size)
                     out.append((c, got))
                 elif op == "choices":  # chosen OT with given choices (leakage tests)
                     c, b = arg
@@ -90,7 +100,7 @@ def check_results(plan, res):
             other = np.where(pick, m0, m1)
             assert not np.any(np.all(other == mc, axis=1))  # the other message is unrelated
             assert set(np.unique(c)) <= {0, 1}
-        elif op == "cot":
+        elif op in ("cot", "cot_derived"):
             (delta, x0), (c, y) = snd, rcv
             assert np.array_equal(y, x0 + c[:, None].astype(np.int64) * delta)
         elif op == "chosen":
@@ -159,13 +169,14 @@ def test_random_correlated_chosen_in_process():
         ("cot", (301, 3)),
         ("chosen", (259, 5)),
         ("chosen", (100, 33)),
+        ("cot_derived", (513, 2)),
         ("random", 0),
     ]
     check_results(plan, run_ot(plan))
 
 
 def test_batches_and_costs():
-    plan = [("random", 1000), ("cot", (500, 2))]
+    plan = [("random", 1000), ("cot", (500, 2)), ("cot_derived", (300, 3))]
     res = run_ot(plan, batch=128)  # 8 and 4 batches
     check_results(plan, res)
 

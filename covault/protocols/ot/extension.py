@@ -48,6 +48,8 @@ outputs stay unauthenticated (SPDZ-style MACs would be a layer above).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from covault.errors import PeerError, ProtocolError, ShapeError
@@ -249,6 +251,38 @@ class OTExtSender(_Party):
             x0[lo:hi] = h[0]
             replies.append([h[1] - h[0] - delta[lo:hi]])
         self._send_all(replies)
+        self._finish(n)
+        return x0
+
+    def cot_send_derived(self, n: int, k: int, derive: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``n`` correlated OTs of ``k`` words whose ``delta = derive(x0)`` is chosen once ``x0``
+        (int64 ``(n, k)``, uniform) is known; returns ``x0``; the receiver (``cot_recv``, the
+        same call) gets ``x0 + c * delta``. Still one flight each way: the receiver's ``u``
+        fixes ``x0 = H(q_j)`` before any reply. The receiver's view is that of ``cot_send``
+        with the same ``delta``: its pads ``H(q_j ^ s)`` hide every ``x0_j`` it did not choose,
+        whatever ``delta`` depends on. Used where a correlation depends on earlier OTs' outputs
+        (the layers of :mod:`covault.ops.benes`)."""
+        n = _count(n, self.role, "correlated OT")
+        k = _count(k, self.role, "correlated OT")
+        if k < 1:
+            raise ShapeError("OT extension sender (correlated OT): k must be >= 1 words per OT")
+        self._start()
+        blocks = -(-k // 2)
+        x0 = np.empty((n, k), dtype=np.int64)
+        pads = np.empty((n, k), dtype=np.int64)
+        batches = self._batches(n)
+        for lo, hi in batches:
+            h = self._pairs(OP_COT, k, lo, hi, blocks).view(np.int64)[:, :, :k]
+            x0[lo:hi], pads[lo:hi] = h[0], h[1]
+        delta = derive(x0.copy())
+        if not isinstance(delta, np.ndarray) or delta.dtype != np.int64 or delta.shape != (n, k):
+            raise ShapeError(
+                f"OT extension sender (correlated OT): derive must return int64 ({n}, {k}), got "
+                f"{getattr(delta, 'dtype', type(delta).__name__)} {getattr(delta, 'shape', '')}"
+            )
+        pads -= x0
+        pads -= delta
+        self._send_all([[pads[lo:hi]] for lo, hi in batches])
         self._finish(n)
         return x0
 
