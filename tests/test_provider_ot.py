@@ -252,33 +252,60 @@ def test_registry_no_dealer_and_clear_limits():
                 f()
             except ProtocolError as e:
                 errors.append(str(e))
-        try:
-            from covault.ops.shuffle import shuffle_rows
-
-            shuffle_rows(x.reshape(3, 2))
-        except ProtocolError as e:
-            errors.append(str(e))
         return errors
 
     errors = run_ot(prog)["p0"]
     assert "dcf" in errors[0] and "'dealer'" in errors[1]
-    assert "without a dealer party" in errors[2] and 'shuffle = "none"' in errors[2]
+
+
+# -- the oblivious shuffle and what uses it ---------------------------------------------------------------
+def test_shuffle_and_ranking_metrics_without_a_dealer():
+    """The two-party shuffle (Beneš networks over OT) and the ranking metrics that sort after it,
+    against plaintext (sklearn's AUC and average precision)."""
+    from sklearn import metrics as skm
+
+    from covault import ml
+    from covault.ops.shuffle import shuffle_rows
+
+    g = np.random.default_rng(7)  # test data, not secret
+    rows = np.arange(21.0).reshape(7, 3)
+    y = (g.random(50) < 0.4).astype(float)
+    score = np.round(g.normal(size=50) + y, 3)
+
+    def prog(s):
+        x = s.input(own(s, rows, "p0"), "p0")
+        ys = s.input(own(s, y, "p0"), "p0", integer=True)
+        sc = s.input(own(s, score, "p1"), "p1", bound=16.0)
+        auc = ml.roc_auc_score(ys, sc, to=["p0", "p1"])
+        ap = ml.average_precision_score(ys, sc, to=["p0", "p1"])
+        return shuffle_rows(x).reveal(), auc, ap
+
+    got, auc, ap = run_ot(prog)["p0"]
+    assert sorted(map(tuple, got)) == sorted(map(tuple, rows)) and got.tolist() != rows.tolist()
+    assert auc == pytest.approx(skm.roc_auc_score(y, score), abs=1e-3)
+    assert ap == pytest.approx(skm.average_precision_score(y, score), abs=1e-3)
 
 
 # -- the demo with two processes only ---------------------------------------------------------------------
-def test_demo_job_names_the_provider_and_trains_without_a_shuffle(tmp_path):
+def test_demo_job_names_the_provider_and_trains_with_the_shuffle(tmp_path):
+    """The demo job under ``ot`` keeps the default oblivious shuffle and reports the ranking
+    metrics, close to the plaintext reference."""
+    from covault.jobs import run_local
     from covault.jobs.demo import make_breast_cancer_job
     from covault.jobs.spec import load_job
 
-    path = make_breast_cancer_job(tmp_path, 2, "2pc", provider="ot", epochs=1)
+    path = make_breast_cancer_job(tmp_path, 2, "2pc", provider="ot", epochs=2)
     text = path.read_text()
-    assert (
-        'provider = "ot"' in text and 'shuffle = "none"' in text and "dealer" not in text.split("[model]")[0]
-    )
+    assert 'provider = "ot"' in text and "shuffle" not in text and "dealer" not in text.split("[model]")[0]
     job = load_job(path)
     assert (
         job.provider == "ot" and job.dealer is None and list(job.data_parties) == ["hospital_a", "hospital_b"]
     )
+    assert job.model.get("shuffle", "once") == "once"
+    res = run_local(path, transport="local", progress=False, compare_plaintext=True)
+    got, plain = res["metrics"], res["plaintext"]["metrics"]
+    assert got["accuracy"] > 0.9 and got["auc"] is not None and got["pr_auc"] is not None
+    assert abs(got["auc"] - plain["auc"]) < 0.02
 
 
 @pytest.mark.slow

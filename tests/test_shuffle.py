@@ -3,6 +3,7 @@ no party sees anything but uniformly masked messages."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -10,9 +11,24 @@ import pytest
 
 import covault
 from covault.errors import ShapeError
+from covault.ops import benes
 from covault.ops import shuffle as shuffle_module
 from covault.ops.shuffle import shuffle_rows, shuffle_together
 from tests.helpers import PROTOCOLS, bit_balance_z, owner_value, run_both
+
+# every scheme with its default provider, and 2pc without a dealer (provider "ot": Beneš networks)
+SETUPS = [(name, n, None) for name, n in PROTOCOLS] + [("2pc", 2, "ot")]
+IDS = [name if provider is None else f"{name}-{provider}" for name, _, provider in SETUPS]
+
+
+def _kw(setup) -> dict:
+    return {} if setup[2] is None else {"provider": setup[2]}
+
+
+def run_setup(program, setup, **kw):
+    """``run_both`` under ``setup`` = (protocol, parties, provider)."""
+    return run_both(program, setup[:2], **_kw(setup), **kw)
+
 
 ROWS = np.arange(60.0).reshape(20, 3) + 0.25  # distinct rows
 
@@ -26,9 +42,9 @@ def prog_perm(s):
     return a.reveal(), b.reveal(), cube.reveal(), cost.as_dict()
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
-def test_result_is_a_permutation_of_the_rows(proto):
-    a, b, cube, _ = run_both(prog_perm, proto)
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_result_is_a_permutation_of_the_rows(setup):
+    a, b, cube, _ = run_setup(prog_perm, setup)
     for got in (a, b, cube.reshape(20, 3)):
         assert got.shape == ROWS.shape
         # rows stay intact: every output row is an input row, each exactly once
@@ -59,9 +75,9 @@ def prog_small(s):
     return None if got[0] is None else [g[:, 0].astype(int).tolist() for g in got]
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
-def test_every_permutation_occurs(proto):
-    got = run_both(prog_small, proto)
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_every_permutation_occurs(setup):
+    got = run_setup(prog_small, setup)
     counts = {p: 0 for p in itertools.permutations(range(3))}
     for order in got:
         counts[tuple(order)] += 1
@@ -80,10 +96,10 @@ def prog_transcript(s):
     return received, y.shares.copy()
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
-def test_messages_and_new_shares_look_uniform(proto):
-    name, n = proto
-    res = covault.run(prog_transcript, n, name)
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_messages_and_new_shares_look_uniform(setup):
+    name, n, _ = setup
+    res = covault.run(prog_transcript, n, name, **_kw(setup))
     for party, (received, shares) in res.items():
         if party == "dealer":
             assert received == [] and shares.size == 0  # the dealer sees no message at all
@@ -104,9 +120,9 @@ def prog_together(s):
     return xs.reveal(), ls.reveal(), ls.frac
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
-def test_shuffle_together_keeps_rows_aligned(proto):
-    xs, ls, frac = run_both(prog_together, proto)
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_shuffle_together_keeps_rows_aligned(setup):
+    xs, ls, frac = run_setup(prog_together, setup)
     assert frac == 0 and ls.dtype == np.int64
     np.testing.assert_array_equal(xs, ROWS[ls])
     assert sorted(ls.tolist()) == list(range(20))
@@ -147,17 +163,21 @@ def prog_blocks(s):
     return xs.reveal(), ls.reveal(), same, cost.as_dict()
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
-def test_column_blocks_in_place_keep_rows_aligned(proto, monkeypatch):
+@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
+def test_column_blocks_in_place_keep_rows_aligned(setup, monkeypatch):
     """Columns reshared in blocks (2 columns of 20 rows per block: x's first two columns,
     then its third with the label), written into the tensors' own arrays."""
     monkeypatch.setattr(shuffle_module, "SHUFFLE_ELEMS", 40)
-    name, n = proto
-    res = covault.run(prog_blocks, n, name)
+    monkeypatch.setattr(shuffle_module, "OT_WORDS", 2 * 9 * 16)  # 9 layers of 16 switches on 32 wires
+    name, n, provider = setup
+    res = covault.run(prog_blocks, n, name, **_kw(setup))
+    flights = 2 if provider == "ot" else 1  # an OT call: the holder's u, the other's reply
     for party, (xs, ls, same, cost) in res.items():
         assert same, party
         if party != "dealer":
-            assert cost["rounds"] == 2 * 2, party  # two blocks per step
+            assert cost["rounds"] >= 2 * 2 * flights, party  # two blocks per step
+            if provider is None:
+                assert cost["rounds"] == 2 * 2, party
         if xs is not None:
             np.testing.assert_array_equal(xs, ROWS[ls])
             assert sorted(ls.tolist()) == list(range(20))
@@ -172,3 +192,91 @@ def test_column_blocks():
         [(0, slice(1, 2))],
         [(1, slice(0, 1))],
     ]
+
+
+# -- 2pc without a dealer: Beneš networks over correlated OT ------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 8, 16, 32, 64, 128, 1024])
+def test_benes_routing_realises_every_permutation(size):
+    """The switch bits, applied in the clear, give ``x[perm]`` for random permutations and for
+    the extreme ones (identity, reversal, the perfect shuffle)."""
+    rng = np.random.default_rng(size)  # test permutations, not secret
+    x = np.arange(size)
+    perms = [rng.permutation(size) for _ in range(200 if size <= 64 else 20)]
+    perms += [x, x[::-1], np.concatenate([x[0::2], x[1::2]])]
+    for perm in perms:
+        bits = benes.route(perm)
+        assert len(bits) == benes.layer_count(size) == max(0, 2 * int(np.log2(size)) - 1)
+        assert all(b.shape == (size // 2,) and set(np.unique(b)) <= {0, 1} for b in bits)
+        np.testing.assert_array_equal(benes.apply(x, bits), x[perm])
+    if size >= 8:  # every permutation of 8 wires routes to a different setting
+        assert len({tuple(np.concatenate(benes.route(p))) for p in perms}) == len({tuple(p) for p in perms})
+
+
+def test_benes_padding_and_bad_input():
+    assert [benes.size_for(n) for n in (0, 1, 2, 3, 5, 1000, 1024, 1025)] == [1, 1, 2, 4, 8, 1024, 1024, 2048]
+    perm = benes.padded_permutation(np.array([2, 0, 1]), 8)
+    np.testing.assert_array_equal(perm, [2, 0, 1, 3, 4, 5, 6, 7])
+    with pytest.raises(ShapeError, match="power of two"):
+        benes.route(np.arange(6))
+    with pytest.raises(ShapeError, match="not a permutation"):
+        benes.route(np.array([0, 0, 1, 2]))
+    with pytest.raises(ShapeError, match="layers"):
+        benes.apply(np.arange(4), [np.zeros(2, np.uint8)])
+
+
+def prog_sizes(s, rows):
+    a = s.compute_parties[0]
+    data = np.arange(rows * 2, dtype=float).reshape(rows, 2) * 0.5 - 3.0
+    x = s.input(owner_value(s, data), owner=a)
+    label = s.input(owner_value(s, np.arange(rows)), owner=a, integer=True)
+    xs, ls = shuffle_together([x, label])
+    return data, xs.reveal(), ls.reveal(), shuffle_rows(label).reveal()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 1000])
+def test_ot_shuffle_any_row_count(rows):
+    """Row counts that are not powers of two are padded to one and the padding dropped: the
+    result is the multiset of input rows, rows intact, labels aligned."""
+    data, xs, ls, again = run_both(functools.partial(prog_sizes, rows=rows), ("2pc", 2), provider="ot")
+    assert sorted(ls.tolist()) == list(range(rows))
+    np.testing.assert_array_equal(xs, data[ls])
+    assert sorted(map(tuple, xs)) == sorted(map(tuple, data))
+    assert sorted(again.tolist()) == list(range(rows))
+    if rows == 1000:  # two draws coincide with probability 1/1000!
+        assert ls.tolist() != list(range(rows)) and ls.tolist() != again.tolist()
+
+
+def prog_ot_cost(s):
+    a = s.compute_parties[0]
+    x = s.input(owner_value(s, ROWS), owner=a)
+    label = s.input(owner_value(s, np.arange(20)), owner=a, integer=True)
+    (x[:2] * x[:2]).reveal()  # the OT extensions' base OTs, outside the measured scope
+    with s.scope() as cost:
+        xs, ls = shuffle_together([x, label])
+    return xs.reveal(), ls.reveal(), cost.as_dict()
+
+
+@pytest.mark.parametrize("words", [None, 2 * 9 * 16])
+def test_ot_shuffle_cost(words, monkeypatch):
+    """Per step and column block: one OT call of ``(2 log2 N - 1) N / 2`` correlated OTs, the
+    holder's ``u`` (16 bytes per OT, whole 64-OT tiles, and a 24-byte header) and the other's
+    reply (8 bytes per word), one flight each way; 20 rows are 32 wires, 9 layers."""
+    if words is not None:
+        monkeypatch.setattr(shuffle_module, "OT_WORDS", words)  # blocks of 2 columns, then 2
+    res = covault.run(prog_ot_cost, 2, "2pc", provider="ot")
+    ots = 9 * 16
+    blocks = [4] if words is None else [2, 2]
+    u = 24 + 128 * (-(-ots // 64) * 8)
+    for party, (xs, ls, cost) in res.items():
+        np.testing.assert_array_equal(xs, ROWS[ls])
+        # each party holds one step (sends u) and answers the other (sends the reply)
+        assert cost["bytes_sent"] == sum(u + ots * w * 8 for w in blocks), party
+        assert cost["rounds"] == 2 * 2 * len(blocks), party
+
+
+@pytest.mark.processes
+def test_tcp_ot_shuffle():
+    got = run_both(prog_tcp, ("2pc", 2), provider="ot", transport="tcp")
+    assert sorted(map(tuple, got)) == sorted(map(tuple, ROWS))

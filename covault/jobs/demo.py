@@ -85,7 +85,8 @@ def make_breast_cancer_job(
     a dealer party ``dealer`` where its provider needs one); further parties are data owners only. ``vertical``: split the columns instead of the
     patients (module docstring); ``missing``: the share of patients each hospital lacks then.
     ``provider``: the protocol's correlation provider (None: its default); one with no oblivious
-    shuffle (2pc with ``ot``) trains with ``shuffle = "none"``, written in the job file.
+    shuffle (:attr:`~covault.randomness.providers.Provider.shuffle`) trains with
+    ``shuffle = "none"``, written in the job file (every provider has one today).
     """
     parties = hospital_names(parties) if isinstance(parties, int) else tuple(parties)
     try:
@@ -135,9 +136,7 @@ def make_breast_cancer_job(
         f"batch_size = {int(batch_size)}",
     ]
     if entry is not None and not entry.shuffle:
-        lines.append(
-            f'shuffle = "none"  # provider {entry.name!r}: 2pc has no oblivious shuffle without a dealer'
-        )
+        lines.append(f'shuffle = "none"  # provider {entry.name!r}: 2pc has no oblivious shuffle with it')
     for name, (train_file, test_file) in files.items():
         lines += ["", f"[parties.{q(name)}]", f"data = {q(train_file)}", f"test = {q(test_file)}"]
     if dealer:

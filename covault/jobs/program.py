@@ -558,8 +558,8 @@ def secure_metrics(job, est, x_te, y_te, to) -> dict[str, float | None] | None:
 
 
 def _oblivious_shuffle(session) -> bool:
-    """Whether ``session``'s protocol and provider have an oblivious shuffle (2pc: only with a
-    dealer, :attr:`covault.randomness.providers.Provider.shuffle`)."""
+    """Whether ``session``'s protocol and provider have an oblivious shuffle
+    (:attr:`covault.randomness.providers.Provider.shuffle`)."""
     from covault.randomness.providers import PROVIDERS
 
     return session.provider_name is None or PROVIDERS[session.provider_name].shuffle

@@ -3,7 +3,7 @@
 Used before mini-batch training so that batches mix the data owners' rows (which were
 concatenated owner by owner) while nobody learns where any row went. The result is a fresh
 sharing of ``x[pi]`` for a uniformly random ``pi``; one implementation per protocol, chosen by
-the protocol object's class (2pc: with a dealer party). Permutations come from AES-CTR streams
+the protocol object's class (2pc: with a dealer party or with provider ``ot``). Permutations come from AES-CTR streams
 (argsort of uniform 64-bit keys), never from a non-cryptographic generator.
 
 **rep3** (resharing-based shuffle, as in Laur-Willemson-Zhang, ISC 2011, and Araki, Furukawa,
@@ -39,6 +39,21 @@ compute party, ``n m`` elements offline from the dealer to each.
 Trust: the dealer learns both permutations but receives no message at all, so it sees no data;
 as for every 2pc correlation it must not collude with a compute party (it would then learn the
 whole permutation). Each compute party knows one of the two permutations, not the other.
+
+**2pc** without a dealer (provider ``ot``): ``pi = pi_1 pi_0`` again, each step an oblivious
+permutation by a Beneš network (:mod:`covault.ops.benes`): ``P_H`` draws ``pi_H`` from its own
+``os.urandom``-keyed PRG, routes it into switch bits, and the shared rows pass the network's
+``2 log2 N - 1`` layers of conditional swaps, the products by ``P_H``'s bits made by correlated
+OT from ``P_O`` to ``P_H`` over the provider's OT extensions. ``n`` rows are padded with zero
+rows to ``N = 2^ceil(log2 n)``, ``pi_H`` keeps the padding at the end, both drop it.
+Cost per step and column block of ``w`` words: ``(2 log2 N - 1) N/2`` OTs,
+``(2 log2 N - 1) N/2 (16 + 8 w)`` bytes, 2 flights (one OT call: ``P_O`` derives each layer's
+correlations from the OT outputs of the layers before, see :mod:`covault.ops.benes`);
+blocks of columns hold at most ``OT_WORDS`` words of OT output. Against the dealer's ``2 n w``
+words per step (``P_O``'s message and the dealer's correction): ``(2 log2 N - 1)(1 + 2 / w)
+N / (4 n)`` times the bytes (11.8x for 10,000 rows of 31 columns: 58 MB per step), twice the
+flights, no third party. Trust: semi-honest P0 and P1; each knows one of the two
+permutations, the composition is uniform and hidden from both.
 """
 
 from __future__ import annotations
@@ -49,9 +64,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from covault.errors import ProtocolError, ShapeError
+from covault.ops import benes
 from covault.protocols.additive import Additive2PC
 from covault.protocols.replicated import Replicated3PC
-from covault.randomness.prg import random_permutation
+from covault.randomness.prg import PRG, new_seed, random_permutation
+from covault.randomness.providers import PROVIDERS
 
 if TYPE_CHECKING:
     from covault.protocols.base import Protocol
@@ -59,6 +76,7 @@ if TYPE_CHECKING:
 
 
 SHUFFLE_ELEMS = 1 << 21  # columns are shuffled in blocks of about this many elements (one round each)
+OT_WORDS = 1 << 23  # 2pc without a dealer: words of OT output per column block (64 MiB per array)
 
 
 def shuffle_rows(x: SecretTensor) -> SecretTensor:
@@ -100,10 +118,11 @@ def shuffle_together(tensors: Sequence[SecretTensor], *, in_place: bool = False)
     return list(out)
 
 
-def column_blocks(n: int, widths: Sequence[int]) -> list[list[tuple[int, slice]]]:
+def column_blocks(n: int, widths: Sequence[int], elems: int | None = None) -> list[list[tuple[int, slice]]]:
     """Blocks of columns ``(array index, column slice)`` of arrays with ``n`` rows and the
-    given widths: about ``SHUFFLE_ELEMS`` elements per block, at least one column."""
-    per = max(1, SHUFFLE_ELEMS // max(n, 1))
+    given widths: about ``elems`` (default ``SHUFFLE_ELEMS``) elements per block, at least one
+    column."""
+    per = max(1, (SHUFFLE_ELEMS if elems is None else elems) // max(n, 1))
     blocks: list[list[tuple[int, slice]]] = []
     room = 0
     for i, w in enumerate(widths):
@@ -142,6 +161,10 @@ def shuffle_share_columns(proto: Protocol, arrays: Sequence[np.ndarray]) -> None
         _dealer_step(proto, arrays, blocks, holder=p0, other=p1)
         _dealer_step(proto, arrays, blocks, holder=p1, other=p0)
         return
+    if isinstance(proto, Additive2PC) and PROVIDERS[proto.provider_name].uses_ot:
+        for holder in proto.compute:
+            _ot_step(proto, arrays, holder)
+        return
     without = ""
     if isinstance(proto, Additive2PC):
         without = (
@@ -149,6 +172,32 @@ def shuffle_share_columns(proto: Protocol, arrays: Sequence[np.ndarray]) -> None
             "train with shuffle = \"none\" or use the 'dealer' provider)"
         )
     raise ProtocolError(f"no oblivious shuffle for protocol {proto.name!r}{without}")
+
+
+def _ot_step(proto: Additive2PC, arrays: Sequence[np.ndarray], holder: str) -> None:
+    """Reshare ``pi(x)`` with ``pi`` drawn and known by ``holder`` alone, by a Beneš network
+    over correlated OT (:mod:`covault.ops.benes`), column block by column block."""
+    n = arrays[0].shape[1]
+    size = benes.size_for(n)
+    bits = None
+    if proto.party == holder:
+        perm = random_permutation(PRG(new_seed()), n)
+        bits = benes.route(benes.padded_permutation(perm, size))
+    per_column = benes.layer_count(size) * (size // 2)
+    for block in column_blocks(per_column, [a.shape[2] for a in arrays], OT_WORDS):
+        width = sum(cols.stop - cols.start for _, cols in block)
+        z = np.zeros((size, width), np.int64)  # the padding rows: public zeros, shares 0 and 0
+        at = 0
+        for j, cols in block:
+            w = cols.stop - cols.start
+            z[:n, at : at + w] = arrays[j][0, :, cols]
+            at += w
+        z = benes.permute_2pc(proto, z, holder, bits)
+        at = 0
+        for j, cols in block:
+            w = cols.stop - cols.start
+            arrays[j][0, :, cols] = z[:n, at : at + w]
+            at += w
 
 
 def _rep3_step(proto: Protocol, arrays: Sequence[np.ndarray], blocks, t: int) -> None:

@@ -25,7 +25,8 @@ class Provider:
     """One correlated-randomness provider: its name, whether it needs a dealer party, a one-line
     description, the dotted path of its class (imported on first use), whether it is given
     OT extensions to the other compute party, and whether 2pc has an oblivious shuffle with it
-    (:mod:`covault.ops.shuffle`: today only with a dealer party)."""
+    (:mod:`covault.ops.shuffle`: with a dealer party, or by Beneš networks over the OT
+    extensions)."""
 
     name: str
     needs_dealer: bool
@@ -53,7 +54,6 @@ PROVIDERS: Mapping[str, Provider] = MappingProxyType(
             description="the two compute parties make every correlation by oblivious transfer (no third party)",
             impl="covault.randomness.providers.ot.OTProvider",
             uses_ot=True,
-            shuffle=False,
         ),
     }
 )
