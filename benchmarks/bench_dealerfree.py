@@ -4,8 +4,10 @@ Usage: python benchmarks/bench_dealerfree.py [--n N] [--rows R] [--out FILE]
 
 Each workload runs over TCP with mutual TLS, one OS process per party (two with ``ot``, three
 with the dealer), on this machine's loopback: products of ``N`` values, ``x > 0`` on ``N``
-values, the sigmoid of ``N`` values, and one epoch of logistic regression on ``R x 30``
-(batches of 128, the piecewise sigmoid, no oblivious shuffle: 2pc has none without a dealer).
+values, the sigmoid of ``N`` values, one epoch of logistic regression on ``R x 30``
+(batches of 128, the piecewise sigmoid, no oblivious shuffle) and the oblivious shuffle of
+``R x 31`` (features and label: with the dealer its permutation correlation, with ``ot`` two
+Beneš networks over correlated OT, :mod:`covault.ops.benes`).
 Reported per workload and provider: P0's wall time of the step (inputs excluded; the OT
 extension's base OTs are run once before), P0's bytes sent (with the dealer also the dealer's,
 which P1 receives) and P0's rounds (flights; the dealer's traffic and the OT provider's
@@ -24,6 +26,7 @@ import numpy as np
 
 import covault
 from covault.ml import LogisticRegression
+from covault.ops.shuffle import shuffle_rows
 
 
 def _own(s, value):
@@ -34,13 +37,16 @@ def _program(s, work: str, n: int, rows: int) -> dict | None:
     if s.party not in s.compute_parties and s.party != "dealer":
         return None
     g = np.random.default_rng(1)  # benchmark data, not secret
-    if work == "lr":
+    if work == "shuffle":
+        x = s.input(_own(s, g.normal(size=(rows, 31))), s.compute_parties[0], bound=64.0)
+        y = x[:, :1]
+    elif work == "lr":
         x = s.input(_own(s, g.normal(size=(rows, 30))), s.compute_parties[0], bound=64.0)
         y = s.input(_own(s, (g.random(rows) < 0.5).astype(float)), s.compute_parties[0])
     else:
         x = s.input(_own(s, g.uniform(-8, 8, n)), s.compute_parties[0], bound=16.0)
         y = s.input(_own(s, g.uniform(-8, 8, n)), s.compute_parties[0], bound=16.0)
-    warm = x[:8] * y[:8] if work != "lr" else x[:8, 0] * y[:8]  # base OTs, pools, engines
+    warm = x[:8] * y[:8] if work not in ("lr", "shuffle") else x[:8, 0] * y[:8, 0]  # base OTs, pools, engines
     warm.reveal()
     t, cpu = time.perf_counter(), time.process_time()
     with s.scope() as cost:
@@ -50,6 +56,8 @@ def _program(s, work: str, n: int, rows: int) -> dict | None:
             out = x > 0
         elif work == "sigmoid":
             out = x.sigmoid()
+        elif work == "shuffle":
+            out = shuffle_rows(x)
         else:
             model = LogisticRegression(
                 epochs=1, batch_size=128, shuffle="none", sigmoid="piecewise", standardize=False
@@ -83,14 +91,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="values for products, x > 0, sigmoid")
     ap.add_argument("--rows", type=int, default=10_000, help="rows of the logistic regression (30 columns)")
-    ap.add_argument("--only", nargs="*", default=["mul", "positive", "sigmoid", "lr"])
+    ap.add_argument("--only", nargs="*", default=["mul", "positive", "sigmoid", "lr", "shuffle"])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dealerfree.txt")
     args = ap.parse_args()
     header = [
         "# dealer-free 2pc (provider ot) vs 2pc with a dealer; TCP loopback, mutual TLS, one process per party",
         f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}; "
         f"load average {os.getloadavg()[0]:.1f} at the start (a shared host)",
-        f"# command: python benchmarks/bench_dealerfree.py --n {args.n} --rows {args.rows}",
+        f"# command: python benchmarks/bench_dealerfree.py --n {args.n} --rows {args.rows} --only {' '.join(args.only)}",
         "# time: P0's wall seconds of the step; CPU: P0's process time (what the host's load does not inflate); sent: P0's bytes (dealer: the dealer's); rounds: P0's flights",
         "",
         f"{'workload':<28} {'provider':<8} {'seconds':>9} {'CPU s':>7} {'P0 sent MB':>11} {'dealer MB':>10} {'rounds':>7}",
@@ -102,6 +110,7 @@ def main() -> None:
         "positive": f"x > 0, {args.n:,}",
         "sigmoid": f"sigmoid, {args.n:,}",
         "lr": f"LR {args.rows:,} x 30, 1 epoch",
+        "shuffle": f"shuffle {args.rows:,} x 31",
     }
     for work in args.only:
         for provider in ("dealer", "ot"):
