@@ -168,7 +168,7 @@ def test_column_blocks_in_place_keep_rows_aligned(setup, monkeypatch):
     """Columns reshared in blocks (2 columns of 20 rows per block: x's first two columns,
     then its third with the label), written into the tensors' own arrays."""
     monkeypatch.setattr(shuffle_module, "SHUFFLE_ELEMS", 40)
-    monkeypatch.setattr(shuffle_module, "OT_WORDS", 2 * 9 * 16)  # 9 layers of 16 switches on 32 wires
+    monkeypatch.setattr(shuffle_module, "OT_WORDS", 2 * 72)  # 72 switches on 20 wires
     name, n, provider = setup
     res = covault.run(prog_blocks, n, name, **_kw(setup))
     flights = 2 if provider == "ot" else 1  # an OT call: the holder's u, the other's reply
@@ -197,33 +197,60 @@ def test_column_blocks():
 # -- 2pc without a dealer: Beneš networks over correlated OT ------------------------------------
 
 
-@pytest.mark.parametrize("size", [1, 2, 4, 8, 16, 32, 64, 128, 1024])
-def test_benes_routing_realises_every_permutation(size):
+@pytest.mark.parametrize("n", [*range(0, 40), 64, 100, 127, 128, 129, 1000])
+def test_benes_routing_realises_every_permutation(n):
     """The switch bits, applied in the clear, give ``x[perm]`` for random permutations and for
-    the extreme ones (identity, reversal, the perfect shuffle)."""
-    rng = np.random.default_rng(size)  # test permutations, not secret
-    x = np.arange(size)
-    perms = [rng.permutation(size) for _ in range(200 if size <= 64 else 20)]
+    the extreme ones (identity, reversal, the perfect shuffle); the structure is the same for
+    every permutation, no slot twice in a layer, and as many switches as the recursion says."""
+    rng = np.random.default_rng(n)  # test permutations, not secret
+    x = np.arange(n)
+    public = benes.network(n)
+    perms = [rng.permutation(n) for _ in range(100 if n <= 64 else 10)]
     perms += [x, x[::-1], np.concatenate([x[0::2], x[1::2]])]
     for perm in perms:
-        bits = benes.route(perm)
-        assert len(bits) == benes.layer_count(size) == max(0, 2 * int(np.log2(size)) - 1)
-        assert all(b.shape == (size // 2,) and set(np.unique(b)) <= {0, 1} for b in bits)
-        np.testing.assert_array_equal(benes.apply(x, bits), x[perm])
-    if size >= 8:  # every permutation of 8 wires routes to a different setting
-        assert len({tuple(np.concatenate(benes.route(p))) for p in perms}) == len({tuple(p) for p in perms})
+        net, bits = benes.route(perm)
+        assert (
+            len(bits)
+            == len(net.lo)
+            == benes.layer_count(n)
+            == max(0, 2 * int(np.ceil(np.log2(max(n, 1)))) - 1)
+        )
+        for lo, hi, b, plo, phi in zip(net.lo, net.hi, bits, public.lo, public.hi):
+            assert np.array_equal(lo, plo) and np.array_equal(hi, phi)
+            slots = np.concatenate([lo, hi])
+            assert np.unique(slots).size == slots.size and b.shape == lo.shape and set(np.unique(b)) <= {0, 1}
+        np.testing.assert_array_equal(net.out, public.out)
+        np.testing.assert_array_equal(benes.apply(x, net, bits), x[perm])
+        np.testing.assert_array_equal(benes.apply(x[:, None] * 2, net, bits)[:, 0], x[perm] * 2)
+    assert public.switches == _switches(n)
+    if n >= 4:  # distinct permutations route to distinct settings
+        settings = {tuple(np.concatenate(benes.route(p)[1])) for p in perms}
+        assert len(settings) == len({tuple(p) for p in perms})
 
 
-def test_benes_padding_and_bad_input():
-    assert [benes.size_for(n) for n in (0, 1, 2, 3, 5, 1000, 1024, 1025)] == [1, 1, 2, 4, 8, 1024, 1024, 2048]
-    perm = benes.padded_permutation(np.array([2, 0, 1]), 8)
-    np.testing.assert_array_equal(perm, [2, 0, 1, 3, 4, 5, 6, 7])
-    with pytest.raises(ShapeError, match="power of two"):
-        benes.route(np.arange(6))
+def _switches(m: int) -> int:
+    return 0 if m < 2 else 1 if m == 2 else 2 * (m // 2) + _switches(m // 2) + _switches(m - m // 2)
+
+
+def test_benes_sizes_and_bad_input():
+    assert [benes.layer_count(n) for n in (0, 1, 2, 3, 4, 5, 1000, 1024, 1025)] == [
+        0,
+        0,
+        1,
+        3,
+        3,
+        5,
+        19,
+        19,
+        21,
+    ]
+    assert benes.network(16384).switches == 14 * 16384 - 8192  # n log2 n - n/2
+    assert benes.network(10_000).switches == 125_120
     with pytest.raises(ShapeError, match="not a permutation"):
         benes.route(np.array([0, 0, 1, 2]))
+    net, bits = benes.route(np.arange(4))
     with pytest.raises(ShapeError, match="layers"):
-        benes.apply(np.arange(4), [np.zeros(2, np.uint8)])
+        benes.apply(np.arange(4), net, bits[:1])
 
 
 def prog_sizes(s, rows):
@@ -237,8 +264,8 @@ def prog_sizes(s, rows):
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 1000])
 def test_ot_shuffle_any_row_count(rows):
-    """Row counts that are not powers of two are padded to one and the padding dropped: the
-    result is the multiset of input rows, rows intact, labels aligned."""
+    """Any row count (the network has ``n`` wires): the result is the multiset of input rows,
+    rows intact, labels aligned."""
     data, xs, ls, again = run_both(functools.partial(prog_sizes, rows=rows), ("2pc", 2), provider="ot")
     assert sorted(ls.tolist()) == list(range(rows))
     np.testing.assert_array_equal(xs, data[ls])
@@ -258,15 +285,15 @@ def prog_ot_cost(s):
     return xs.reveal(), ls.reveal(), cost.as_dict()
 
 
-@pytest.mark.parametrize("words", [None, 2 * 9 * 16])
+@pytest.mark.parametrize("words", [None, 2 * 72])
 def test_ot_shuffle_cost(words, monkeypatch):
-    """Per step and column block: one OT call of ``(2 log2 N - 1) N / 2`` correlated OTs, the
-    holder's ``u`` (16 bytes per OT, whole 64-OT tiles, and a 24-byte header) and the other's
-    reply (8 bytes per word), one flight each way; 20 rows are 32 wires, 9 layers."""
+    """Per step and column block: one OT call of one correlated OT per switch (72 on 20 wires),
+    the holder's ``u`` (16 bytes per OT, whole 64-OT tiles, and a 24-byte header) and the
+    other's reply (8 bytes per word), one flight each way."""
     if words is not None:
         monkeypatch.setattr(shuffle_module, "OT_WORDS", words)  # blocks of 2 columns, then 2
     res = covault.run(prog_ot_cost, 2, "2pc", provider="ot")
-    ots = 9 * 16
+    ots = 72
     blocks = [4] if words is None else [2, 2]
     u = 24 + 128 * (-(-ots // 64) * 8)
     for party, (xs, ls, cost) in res.items():

@@ -274,7 +274,9 @@ class OTExtSender(_Party):
         for lo, hi in batches:
             h = self._pairs(OP_COT, k, lo, hi, blocks).view(np.int64)[:, :, :k]
             x0[lo:hi], pads[lo:hi] = h[0], h[1]
-        delta = derive(x0.copy())
+        view = x0.view()
+        view.flags.writeable = False
+        delta = derive(view)
         if not isinstance(delta, np.ndarray) or delta.dtype != np.int64 or delta.shape != (n, k):
             raise ShapeError(
                 f"OT extension sender (correlated OT): derive must return int64 ({n}, {k}), got "
