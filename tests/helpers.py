@@ -24,6 +24,42 @@ from covault.cli import main as cli
 PROTOCOLS = [
     (s.name, s.parties) for s in sorted(schemes.SCHEMES.values(), key=lambda s: s.name)
 ]  # every scheme
+
+
+class Variant(tuple):
+    """``(scheme, parties)`` as in :data:`PROTOCOLS`, run with correlation ``provider`` (None:
+    the scheme's default); the ``proto`` fixture runs every test over :data:`VARIANTS`."""
+
+    provider: str | None
+
+    def __new__(cls, name: str, parties: int, provider: str | None = None):
+        self = super().__new__(cls, (name, parties))
+        self.provider = provider
+        return self
+
+    @property
+    def id(self) -> str:
+        return self[0] if self.provider is None else f"{self[0]}-{self.provider}"
+
+
+VARIANTS = [Variant(*p) for p in PROTOCOLS] + [Variant("2pc", 2, "ot")]  # 2pc without a dealer too
+IDS = [v.id for v in VARIANTS]
+
+
+def dealt(proto) -> bool:
+    """Whether ``proto`` runs with dealt correlations (the documented round and byte counts);
+    the ``ot`` provider's costs are those of its OT extension (tests/test_provider_ot.py)."""
+    return getattr(proto, "provider", None) != "ot"
+
+
+def skip_unless_dealt(proto) -> None:
+    """Skip a test that only counts the dealt path's rounds and bytes, under the ``ot`` provider."""
+    import pytest
+
+    if not dealt(proto):
+        pytest.skip("counts the dealt path's rounds and bytes; the ot provider's: tests/test_provider_ot.py")
+
+
 ULP = 2.0**-16
 HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 
@@ -32,6 +68,8 @@ def run_both(program, proto, **kw):
     """Run ``program`` under ``proto`` = (name, n); return the first compute party's result
     after checking that every compute party returned the same thing."""
     name, n = proto
+    if getattr(proto, "provider", None) is not None:
+        kw.setdefault("provider", proto.provider)
     res = covault.run(program, n, name, **kw)
     compute = [p for p in res if p != "dealer"]
     first = res[compute[0]]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import covault
 from covault.errors import ShapeError
 from covault.ops import compare
-from tests.helpers import ULP, owner_value, run_both
+from tests.helpers import ULP, dealt, owner_value, run_both, skip_unless_dealt
 
 RNG = np.random.default_rng(4321)  # test data only; never secrets
 SCALE = 1 << 16
@@ -259,6 +259,7 @@ def eqz_tree_words(n):
 
 @pytest.mark.parametrize("n", [64, 100])
 def test_cost_matches_the_documented_formula(proto, n):
+    skip_unless_dealt(proto)
     name, k = proto
 
     def prog(s):
@@ -327,8 +328,9 @@ def test_msb_on_the_low_32_bits(proto):
         c64, c32 = res[p][64], res[p][32]
         np.testing.assert_array_equal(c32["msb"], (raw < 0).astype(np.int64))
         np.testing.assert_array_equal(c64["msb"], c32["msb"])
-        assert c32["rounds"] == c64["rounds"] - 1
-        assert c32["bytes_sent"] < 0.55 * c64["bytes_sent"]
+        if dealt(proto):
+            assert c32["rounds"] == c64["rounds"] - 1
+            assert c32["bytes_sent"] < 0.55 * c64["bytes_sent"]
 
 
 # -- properties ------------------------------------------------------------------------------------------

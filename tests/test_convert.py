@@ -12,7 +12,7 @@ from covault.booltensor import BooleanTensor
 from covault.errors import CovaultError, ShapeError
 from covault.ops import convert
 from covault.tensor import SecretTensor
-from tests.helpers import owner_value, run_both
+from tests.helpers import owner_value, run_both, skip_unless_dealt
 
 RNG = np.random.default_rng(777)  # test data only; never secrets
 W1 = RNG.integers(-(2**63), 2**63 - 1, size=(3, 5), dtype=np.int64, endpoint=True)
@@ -162,6 +162,7 @@ def test_bad_operands():
 
 # -- cost -------------------------------------------------------------------------------------------------
 def test_a2b_cost(proto):
+    skip_unless_dealt(proto)
     name, k = proto
     n = 40
 

@@ -24,7 +24,7 @@ import covault
 from covault import ml
 from covault.errors import EncodingError, ShapeError
 from covault.ml import NotFittedError, ParameterError, clone, is_classifier
-from tests.helpers import PROTOCOLS, owner_value, run_both
+from tests.helpers import IDS, VARIANTS, owner_value, run_both
 
 SECURE = [c for c in ml.ESTIMATORS if hasattr(c, "_reference")]
 TWINS = [c for c in ml.ESTIMATORS if c not in SECURE]
@@ -262,7 +262,7 @@ def secure_program(cls, x, y):
     return prog
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("cls", SECURE, ids=ids(SECURE))
 def test_secure_estimator_contract_and_its_twin(cls, proto):
     x, y = data(cls)

@@ -11,7 +11,7 @@ from covault.ingest.errors import DataError
 from covault.ingest.stats import fit_preprocessing, pooled_max_exponents, pooled_means
 from covault.ingest.table import Column, Table
 from covault.ingest.transforms import EMPTY_EXPONENT, fit_plain, local_statistics, parse_transforms
-from tests.helpers import PROTOCOLS
+from tests.helpers import IDS, VARIANTS
 
 NAN = float("nan")
 DATA_ONLY = ("bank_d", "bank_e")
@@ -66,7 +66,7 @@ def _every_party_agrees(res):
 
 
 @pytest.mark.parametrize("transport", ["local", "tcp"])
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p[0] for p in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_fit_preprocessing_matches_the_plaintext(proto, transport):
     name, n = proto
     res = covault.run(fit_program, n, name, transport=transport, data_parties=DATA_ONLY)
@@ -96,7 +96,7 @@ def exponent_program(s):
     return e, m, c1.as_dict(), c2.as_dict()
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p[0] for p in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_max_exponents_and_means_are_opened_to_every_party(proto):
     name, n = proto
     res = covault.run(exponent_program, n, name, data_parties=DATA_ONLY)

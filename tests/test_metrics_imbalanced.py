@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 import covault
 from covault import ml
 from covault.ml import ranking
-from tests.helpers import PROTOCOLS, owner_value, run_both
+from tests.helpers import IDS, PROTOCOLS, VARIANTS, owner_value, run_both
 
 RNG = np.random.default_rng(21)  # test data only
 N = 240
@@ -25,7 +25,6 @@ SCORE = np.argsort(np.argsort(NOISY)) / N * 6 - 3  # distinct after encoding
 TIED = np.round(NOISY * 2) / 2  # many ties, across the classes
 PRED = (NOISY > 0.9).astype(np.float64)
 EXACT = 1e-6
-ids = [p for p, _ in PROTOCOLS]
 
 
 def enc(a):
@@ -65,7 +64,7 @@ def prog_all(s):
     )
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=ids)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_metrics_match_sklearn(proto):
     name, n = proto
     res = covault.run(prog_all, n, name)
@@ -101,7 +100,7 @@ def test_ranking_metrics_over_tcp():
     assert ap == pytest.approx(skm.average_precision_score(Y, enc(SCORE)), abs=EXACT)
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=ids)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_undefined_metrics_are_zero_or_nan_with_a_warning(proto):
     none = np.zeros(N)
 
@@ -168,7 +167,7 @@ def minority_recall(pred) -> float:
     return float(np.mean(np.asarray(pred)[FY == 1] == 1))
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=ids)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_balanced_class_weight_raises_minority_recall(proto):
     kw = {"epochs": 3, "batch_size": 32, "learning_rate": 0.1, "shuffle": "none"}
     assert 0.05 < FY.mean() < 0.15
@@ -204,7 +203,7 @@ def test_class_weight_parameter():
         ml.ReferenceLogisticRegression(class_weight="balanced").fit(FX, np.zeros(len(FX)))
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=ids)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_a_data_party_outside_the_computation_receives_the_metrics(proto):
     def prog(s):
         y = s.input(Y if s.party == "owner" else None, owner="owner")

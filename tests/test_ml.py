@@ -13,7 +13,7 @@ import covault
 from covault import ml
 from covault.errors import ProtocolError, ShapeError
 from covault.ml.reference import standardise
-from tests.helpers import PROTOCOLS, owner_value, run_both
+from tests.helpers import IDS, VARIANTS, owner_value, run_both
 
 BC_X, BC_Y = load_breast_cancer(return_X_y=True)
 SPLIT = 400  # train on the first rows, test on the rest
@@ -43,7 +43,7 @@ SC_X = np.concatenate([BC_X[:200], np.full((200, 1), 7.5)], axis=1)  # scales 1e
 
 
 @pytest.mark.parametrize("row_block", [None, 64], ids=["whole", "row-blocks"])
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_standard_scaler(proto, row_block, monkeypatch):
     if row_block is not None:  # 200 rows standardised 64 at a time: the same statistics
         monkeypatch.setattr(ml.preprocessing, "ROW_BLOCK", row_block)
@@ -96,7 +96,7 @@ def prog_logistic(s, sigmoid, shuffle):
     return model.score(x, y), model.score(xt, yt), public, proba
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_logistic_regression_matches_reference(proto):
     name, n = proto
     res = covault.run(lambda s: prog_logistic(s, "piecewise", "none"), n, name)
@@ -134,7 +134,7 @@ def prog_chunked(s, shuffle, overwrite):
     return public, model.loss_curve_.reveal(), kept
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_logistic_regression_standardises_large_tables_chunk_by_chunk(proto, monkeypatch):
     """Above ROW_BLOCK rows (here 96: chunks of 3 batches of 32) each chunk is standardised as
     it is visited, and the per-epoch losses are evaluated LOSS_ELEMS outputs at a time (here
@@ -165,7 +165,7 @@ REG_KW = dict(epochs=30, learning_rate=0.05, batch_size=32, seed=1)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1])
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_linear_regression(proto, alpha):
     def prog(s):
         x, y = two_owners(s, REG_X, REG_Y)
@@ -212,7 +212,7 @@ DG_X, DG_Y = load_digits(return_X_y=True)
 MLP_KW = dict(hidden=(16,), n_classes=10, learning_rate=0.05, epochs=5, batch_size=32, seed=2)
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_mlp_learns_digits(proto):
     def prog(s):
         x, y = two_owners(s, DG_X[:160], DG_Y[:160])
@@ -258,7 +258,7 @@ M_REG = MT.normal(size=70) * 3 + 2
 M_REG_HAT = M_REG + MT.normal(size=70) * 0.7
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_metrics_match_sklearn(proto):
     def prog(s):
         def inp(v, integer=False):

@@ -16,7 +16,7 @@ from covault.ml.dp import reference_dpsgd
 from covault.privacy import accountant, dpsgd, noise
 from covault.privacy.dpsgd import DPSGD, poisson_positions
 from covault.randomness.prg import PRG, new_seed
-from tests.helpers import PROTOCOLS, owner_value
+from tests.helpers import IDS, VARIANTS, owner_value
 
 pytest.importorskip("dp_accounting")
 
@@ -38,7 +38,7 @@ def _fit(s, est, privacy, x=XS, y=YS):
     return est.secret_coef_.reveal(), est.secret_intercept_.reveal(), est.privacy_
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_noise_off_equals_plaintext_clipped_sgd(proto):
     name, n = proto
     priv = DPSGD(noise_multiplier=0.0, max_grad_norm=0.5, sampling_seed=SEED)
@@ -81,7 +81,7 @@ def test_linear_regression_noise_off_equals_twin():
     assert abs(float(b) - rb) < 2e-4
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_clipping_is_exact_against_plaintext_norms(proto):
     name, n = proto
     C = 0.7
@@ -113,7 +113,7 @@ def test_clipping_refuses_unbounded_features():
         covault.run(prog, 2, "2pc")
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_secret_noise_variance(proto):
     name, n = proto
     priv = DPSGD(noise_multiplier=1.3, max_grad_norm=0.8, colluding=1)

@@ -13,7 +13,7 @@ from covault import ml
 from covault.errors import BoundError
 from covault.ml.dp import mlp_clip_factors, reference_clip_factors, reference_dpsgd_mlp
 from covault.privacy.dpsgd import DPSGD, poisson_positions
-from tests.helpers import PROTOCOLS, owner_value
+from tests.helpers import IDS, VARIANTS, owner_value
 from tests.test_privacy_dpsgd import SEED, XS, YS, N, _dp_job  # breast cancer in [0, 1], as encoded
 
 pytest.importorskip("dp_accounting")
@@ -49,7 +49,7 @@ def _noise_off_against_twin(proto: str, n: int, n_classes: int, y: np.ndarray) -
     return err
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_noise_off_equals_plaintext_clipped_sgd(proto):
     assert _noise_off_against_twin(*proto, 2, YS) < 3e-4
 
@@ -60,7 +60,7 @@ def test_noise_off_equals_twin_three_classes():
     assert _noise_off_against_twin("rep3", 3, 3, y) < 2e-3
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_clip_factors_against_plaintext_norms(proto):
     name, n = proto
     C, B = 0.7, 40
@@ -95,7 +95,7 @@ def test_clipping_refuses_unbounded_features():
         covault.run(prog, 2, "2pc")
 
 
-@pytest.mark.parametrize("proto", PROTOCOLS, ids=[p for p, _ in PROTOCOLS])
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_secret_noise_variance_in_the_update(proto):
     """One step over every row (q = 1), no momentum: the secure weights minus the noiseless
     twin's are ``-lr noise / n``, one sample per parameter of the summed parts' variance."""

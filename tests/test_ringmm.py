@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import covault
 from covault import ringmm
 from covault.errors import EncodingError, ProtocolError, ShapeError
-from tests.helpers import ULP, owner_value, run_both
+from tests.helpers import ULP, dealt, owner_value, run_both
 
 INT8 = ringmm.int8_available()
 ENGINES = [
@@ -183,6 +183,8 @@ def _check_secure(res):
 
 def test_secure_matmul_on_the_fast_path(proto):
     """A fixed-point secure matmul large enough that ``auto`` uses a torch engine."""
+    if not dealt(proto):  # the engines' local products are the same; the triple is GBs of OT
+        pytest.skip("a 128x400x256 matrix triple from OT sends 6.8 GB; ot triples: tests/test_provider_ot.py")
     assert ringmm.choose(128, 400, 256) in TORCH
     _check_secure(run_both(_secure_program, proto))
 
