@@ -26,8 +26,10 @@ give about ``2 n ln n`` comparisons in all and about ``4.3 ln n`` levels (expect
 size, and it receives the opened bits like the compute parties. It also knows the shuffle's
 permutation; so after the shuffle P0 and P1 permute the rows once more by a permutation
 ``rho`` drawn from their pairwise key (locally, no message), which the dealer does not know:
-the order it sees is that of rows in an order uniformly random to it. In rep3 every party
-misses one permutation of the shuffle; no extra step.
+the order it sees is that of rows in an order uniformly random to it. Without a dealer
+(provider ``ot``) each compute party misses one of the shuffle's two Beneš permutations
+(:mod:`covault.ops.benes`), so ``rho`` adds nothing there (and costs nothing). In rep3 every
+party misses one permutation of the shuffle; no extra step.
 
 **What is revealed to whom.** To every compute party (and the 2pc dealer): the sorting
 permutation of the shuffled rows (uniformly random, as above) and the number of levels (a
@@ -35,7 +37,8 @@ function of it). Nothing else; the scores and labels stay shared. Data parties t
 compute parties take no part (they hold no shares) and see nothing.
 
 **Cost** (``n`` rows, ``C ~ 2 n ln n`` comparisons, ``D`` levels): the shuffle (2pc: 2
-rounds, ``8 n w`` bytes per party for ``w`` columns; rep3: 3 rounds, ``16 n w``), then per
+rounds, ``8 n w`` bytes per party for ``w`` columns; 2pc without a dealer: 4 rounds, about
+``(n log2 n - n/2)(16 + 8 w)`` bytes per party; rep3: 3 rounds, ``16 n w``), then per
 level ``msb_bits`` (2pc 7 rounds and 47.25 bytes per comparison on 64 bits, 6 rounds and about
 23 bytes on 32; rep3 8 / 7 rounds and 31.6 / 16 bytes) plus one opening round of 1 bit per
 comparison to each other receiver. Measured figures: ``docs/ml.md`` (Metrics).
