@@ -14,21 +14,7 @@ from covault.errors import ShapeError
 from covault.ops import benes
 from covault.ops import shuffle as shuffle_module
 from covault.ops.shuffle import shuffle_rows, shuffle_together
-from tests.helpers import PROTOCOLS, bit_balance_z, owner_value, run_both
-
-# every scheme with its default provider, and 2pc without a dealer (provider "ot": Beneš networks)
-SETUPS = [(name, n, None) for name, n in PROTOCOLS] + [("2pc", 2, "ot")]
-IDS = [name if provider is None else f"{name}-{provider}" for name, _, provider in SETUPS]
-
-
-def _kw(setup) -> dict:
-    return {} if setup[2] is None else {"provider": setup[2]}
-
-
-def run_setup(program, setup, **kw):
-    """``run_both`` under ``setup`` = (protocol, parties, provider)."""
-    return run_both(program, setup[:2], **_kw(setup), **kw)
-
+from tests.helpers import IDS, PROTOCOLS, VARIANTS, bit_balance_z, owner_value, run_both
 
 ROWS = np.arange(60.0).reshape(20, 3) + 0.25  # distinct rows
 
@@ -42,9 +28,9 @@ def prog_perm(s):
     return a.reveal(), b.reveal(), cube.reveal(), cost.as_dict()
 
 
-@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
-def test_result_is_a_permutation_of_the_rows(setup):
-    a, b, cube, _ = run_setup(prog_perm, setup)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
+def test_result_is_a_permutation_of_the_rows(proto):
+    a, b, cube, _ = run_both(prog_perm, proto)
     for got in (a, b, cube.reshape(20, 3)):
         assert got.shape == ROWS.shape
         # rows stay intact: every output row is an input row, each exactly once
@@ -75,9 +61,9 @@ def prog_small(s):
     return None if got[0] is None else [g[:, 0].astype(int).tolist() for g in got]
 
 
-@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
-def test_every_permutation_occurs(setup):
-    got = run_setup(prog_small, setup)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
+def test_every_permutation_occurs(proto):
+    got = run_both(prog_small, proto)
     counts = {p: 0 for p in itertools.permutations(range(3))}
     for order in got:
         counts[tuple(order)] += 1
@@ -96,10 +82,10 @@ def prog_transcript(s):
     return received, y.shares.copy()
 
 
-@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
-def test_messages_and_new_shares_look_uniform(setup):
-    name, n, _ = setup
-    res = covault.run(prog_transcript, n, name, **_kw(setup))
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
+def test_messages_and_new_shares_look_uniform(proto):
+    name, n = proto
+    res = covault.run(prog_transcript, n, name)  # with the variant's provider (conftest)
     for party, (received, shares) in res.items():
         if party == "dealer":
             assert received == [] and shares.size == 0  # the dealer sees no message at all
@@ -120,9 +106,9 @@ def prog_together(s):
     return xs.reveal(), ls.reveal(), ls.frac
 
 
-@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
-def test_shuffle_together_keeps_rows_aligned(setup):
-    xs, ls, frac = run_setup(prog_together, setup)
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
+def test_shuffle_together_keeps_rows_aligned(proto):
+    xs, ls, frac = run_both(prog_together, proto)
     assert frac == 0 and ls.dtype == np.int64
     np.testing.assert_array_equal(xs, ROWS[ls])
     assert sorted(ls.tolist()) == list(range(20))
@@ -163,14 +149,15 @@ def prog_blocks(s):
     return xs.reveal(), ls.reveal(), same, cost.as_dict()
 
 
-@pytest.mark.parametrize("setup", SETUPS, ids=IDS)
-def test_column_blocks_in_place_keep_rows_aligned(setup, monkeypatch):
+@pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
+def test_column_blocks_in_place_keep_rows_aligned(proto, monkeypatch):
     """Columns reshared in blocks (2 columns of 20 rows per block: x's first two columns,
     then its third with the label), written into the tensors' own arrays."""
     monkeypatch.setattr(shuffle_module, "SHUFFLE_ELEMS", 40)
     monkeypatch.setattr(shuffle_module, "OT_WORDS", 2 * 72)  # 72 switches on 20 wires
-    name, n, provider = setup
-    res = covault.run(prog_blocks, n, name, **_kw(setup))
+    name, n = proto
+    provider = proto.provider
+    res = covault.run(prog_blocks, n, name)
     flights = 2 if provider == "ot" else 1  # an OT call: the holder's u, the other's reply
     for party, (xs, ls, same, cost) in res.items():
         assert same, party
