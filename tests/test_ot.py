@@ -290,6 +290,33 @@ def test_malformed_reply_named_and_state_refused():
     assert isinstance(then, ProtocolError) and "stopped half-way" in str(then)
 
 
+def bad_derive_program(session):
+    """p1 sends one batch's ``u`` of 100 correlated OTs of 2 words; p0's ``derive`` answers with
+    the wrong shape."""
+    if session.party not in ("p0", "p1"):
+        return None
+    ch = session_channel(session)
+    if session.party == "p1":
+        r = OTExtReceiver(ch)
+        r.setup()
+        r._send_u(3, 2, np.zeros(100, np.uint8), 0, 100, 1)
+        return None
+    s = OTExtSender(ch)
+    errors = []
+    for call in (lambda: s.cot_send_derived(100, 2, lambda x0: x0[:, :1].copy()), lambda: s.random_ot(8)):
+        try:
+            call()
+        except CovaultError as e:
+            errors.append(e)
+    return errors
+
+
+def test_derived_correlations_of_the_wrong_shape_raise_and_state_refused():
+    first, then = covault.run(bad_derive_program, parties=2, protocol="2pc")["p0"]
+    assert isinstance(first, ShapeError) and "derive must return int64 (100, 2)" in str(first)
+    assert isinstance(then, ProtocolError) and "stopped half-way" in str(then)
+
+
 def twist_point() -> np.ndarray:
     """A u-coordinate on the quadratic twist of Curve25519, not on the curve."""
     u = next(u for u in range(2, 100) if lift(u) is None)
