@@ -292,18 +292,17 @@ def test_malformed_reply_named_and_state_refused():
 
 def bad_derive_program(session):
     """p1 sends one batch's ``u`` of 100 correlated OTs of 2 words; p0's ``derive`` answers with
-    the wrong shape."""
-    if session.party not in ("p0", "p1"):
+    the wrong shape, then p0 tries another call."""
+    side = {"p0": OTExtSender, "p1": OTExtReceiver}.get(session.party)
+    if side is None:
         return None
-    ch = session_channel(session)
+    ot = side(session_channel(session))
     if session.party == "p1":
-        r = OTExtReceiver(ch)
-        r.setup()
-        r._send_u(3, 2, np.zeros(100, np.uint8), 0, 100, 1)
+        ot.setup()
+        ot._send_u(3, 2, np.zeros(100, np.uint8), 0, 100, 1)
         return None
-    s = OTExtSender(ch)
     errors = []
-    for call in (lambda: s.cot_send_derived(100, 2, lambda x0: x0[:, :1].copy()), lambda: s.random_ot(8)):
+    for call in (lambda: ot.cot_send_derived(100, 2, lambda x0: x0[:, :1].copy()), lambda: ot.random_ot(8)):
         try:
             call()
         except CovaultError as e:
