@@ -77,7 +77,7 @@ def layer_count(n: int) -> int:
     """Switch layers of the network on ``n`` wires: ``2 ceil(log2 n) - 1`` (0 for one wire)."""
     if n < 0:
         raise ShapeError(f"Beneš network: n must be >= 0 wires, got {n}")
-    return max(0, 2 * (n - 1).bit_length() - 1) if n > 1 else 0
+    return 2 * (n - 1).bit_length() - 1 if n > 1 else 0
 
 
 def network(n: int) -> Network:
@@ -94,8 +94,7 @@ def route(perm: np.ndarray) -> tuple[Network, list[np.ndarray]]:
         raise ShapeError(f"Beneš routing: not a permutation of 0..{n - 1}")
     dst = np.empty(n, np.int64)
     dst[perm] = np.arange(n)  # input i goes to output dst[i]
-    net, bits = _build(n, dst.tolist())
-    return net, bits
+    return _build(n, dst.tolist())
 
 
 def _build(n: int, dst: list[int] | None) -> tuple[Network, list[np.ndarray]]:
@@ -127,7 +126,7 @@ def _block(slots, dst, depth, layers, lo, hi, bits) -> list[int]:
             bits[depth].append(dst[0])
         return slots
     h = m // 2
-    side = _sides(dst) if dst is not None else None
+    side, inv = _sides(dst) if dst is not None else (None, None)
     last = layers - 1 - depth
     lo[depth].extend(slots[0 : 2 * h : 2])
     hi[depth].extend(slots[1 : 2 * h : 2])
@@ -144,9 +143,6 @@ def _block(slots, dst, depth, layers, lo, hi, bits) -> list[int]:
     lo[last].extend(u)
     hi[last].extend(v[:h])
     if side is not None:
-        inv = [0] * m
-        for a, d in enumerate(dst):
-            inv[d] = a
         bits[last].extend(side[inv[2 * j]] for j in range(h))
     out = [0] * m
     out[0 : 2 * h : 2] = u
@@ -156,10 +152,11 @@ def _block(slots, dst, depth, layers, lo, hi, bits) -> list[int]:
     return out
 
 
-def _sides(dst: list[int]) -> list[int]:
+def _sides(dst: list[int]) -> tuple[list[int], list[int]]:
     """The looping algorithm: 0 (upper half) or 1 (lower) per input of a block, partners
-    ``i, i ^ 1`` on opposite sides, and so the sources of partner outputs. With ``m`` odd the
-    unpaired input ``m - 1`` goes down and its chain ends at the unpaired output first."""
+    ``i, i ^ 1`` on opposite sides, and so the sources of partner outputs (returned too: the
+    inverse of ``dst``). With ``m`` odd the unpaired input ``m - 1`` goes down and its chain
+    ends at the unpaired output first."""
     m = len(dst)
     inv = [0] * m
     for a, d in enumerate(dst):
@@ -177,7 +174,7 @@ def _sides(dst: list[int]) -> list[int]:
         while side[a] < 0:
             side[a], side[a ^ 1] = 0, 1
             a = inv[dst[a] ^ 1] ^ 1  # the source of the partner output goes down; its partner up
-    return side
+    return side, inv
 
 
 def apply(x: np.ndarray, net: Network, bits: list[np.ndarray]) -> np.ndarray:
