@@ -119,6 +119,40 @@ def test_small_batches_take_the_fss_gates_and_match_the_plaintext_model(rows):
             assert rounds[name, output, threshold, "all"] < rounds[name, output, threshold, "off"], case
 
 
+def test_auto_takes_the_fss_decision_for_one_row_of_a_linear_model():
+    """fss='auto': the FSS gate (the rounds of fss='all') for one row's decision on a logistic
+    regression's score; the generic comparison (the rounds of fss='off') for 4 rows and for the
+    MLP's decision. Every answer against plaintext."""
+
+    def prog(s):
+        owner = s.compute_parties[0]
+
+        def secret(v):
+            return s.input(v if s.party == owner else None, owner=owner)
+
+        out, rounds = {}, {}
+        for rows in (1, 4):
+            xs = secret(X[:rows])
+            for name in ("lr", "mlp2"):
+                kind, layers, weights = MODELS[name]
+                model = SecretModel(name, kind, layers, [secret(v) for v in weights])
+                for mode in ("auto", "all", "off"):
+                    with s.scope() as c:
+                        y = model.forward(xs, output="decision", fss=mode)
+                    rounds[name, rows, mode] = c.as_dict()["rounds"]
+                    out[name, rows, mode] = y.reveal()
+        return out, rounds
+
+    out, rounds = covault.run(prog, 2, "2pc")["p0"]
+    for (name, rows, mode), got in out.items():
+        np.testing.assert_array_equal(
+            got, plain_answer(name, "decision", None, X[:rows]), err_msg=f"{name} {rows} {mode}"
+        )
+    assert rounds["lr", 1, "auto"] == rounds["lr", 1, "all"] < rounds["lr", 1, "off"]
+    for case in (("lr", 4), ("mlp2", 1), ("mlp2", 4)):
+        assert rounds[(*case, "auto")] == rounds[(*case, "off")] > rounds[(*case, "all")], case
+
+
 def test_bad_outputs_are_refused():
     def prog(s):
         owner = s.compute_parties[0]

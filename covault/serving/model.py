@@ -32,6 +32,7 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
 OUTPUTS = ("scores", "logits", "decision")
 FSS_MODES = ("auto", "all", "off")
 FSS_ELEMENTS = 64  # the most elements a ReLU, sigmoid or decision takes the FSS gates for
+FSS_DECISIONS = 1  # fss="auto": the most elements a decision on the rows' score takes the FSS gate for
 KINDS = ("logistic_regression", "linear_regression", "mlp", "sequential")
 FORMAT = 1
 
@@ -103,9 +104,10 @@ class SecretModel:
         sigmoid of the margin. ``fss``: where the one- and two-round FSS gates of
         :mod:`covault.ops.fss` replace the generic ones, on tensors of at most
         :data:`FSS_ELEMENTS` elements in 2pc with a dealer (:func:`_fss`): ``"auto"`` for
-        sigmoids only (2 rounds against 20, within 1e-3 against 2.1e-4), ``"all"`` for ReLU
-        and decisions too (1 round against about 7, at more CPU: for networks whose round
-        trip costs more than about 0.3 ms), ``"off"`` for none (docs/serving.md, "Online
+        sigmoids (2 rounds against 20, within 1e-3 against 2.1e-4) and a single row's decision
+        on a linear model's score (1 round against 7), ``"all"`` for ReLU and every decision
+        too (1 round against about 7, at more CPU: for networks whose round trip costs more
+        than about 0.3 ms), ``"off"`` for none (docs/serving.md, "Online
         cost"). Every party must pass the same. Logistic and linear regression give shape (n,), like the
         job's ONNX model; a decision is an integer class of shape (n,). ``scores=False`` is
         ``output="logits"`` (older callers)."""
@@ -144,7 +146,7 @@ class SecretModel:
         elif output == "scores" and final is not None:
             h = _activation(final, h, fss)
         elif output == "decision":
-            h = _decide(h, margin, threshold, fss)
+            h = _decide(h, margin, threshold, fss, hidden=last > 0)
         if self.kind in ("logistic_regression", "linear_regression") or output == "decision":
             h = h.reshape(h.shape[0])
         return h
@@ -183,15 +185,20 @@ def _check_output(name: str, output: str, threshold: float | None, final: str | 
 def _fss(x: SecretTensor, mode: str, op: str):
     """:mod:`covault.ops.fss` where it serves ``x`` best, else None: 2pc with a dealer, a public
     bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements. A gate saves
-    about six rounds (0.2-0.3 ms each on loopback TLS) but costs the dealer about 25 us of key
-    generation per element, on the query's path unless the pool dealt it ahead, against about
-    1 us for the generic comparison (``benchmarks/results/fss.txt``): single rows take the
-    gates, batches the generic comparisons. ``mode`` (:meth:`SecretModel.forward`'s ``fss``)
-    and ``op`` say which gates are wanted. The choice depends on public shapes, bounds and
-    arguments only: every party makes the same."""
+    about six rounds (0.1-0.3 ms each on loopback TLS) but costs the dealer key generation
+    (about 0.16 ms for one element on 32 bits, 20-40 us per element from 64 elements) against
+    about 1 us per element for the generic comparison (``benchmarks/results/fss.txt``): single
+    rows take the gates, batches the generic comparisons. ``mode`` (:meth:`SecretModel.forward`'s
+    ``fss``) and ``op`` say which gates are wanted: ``"auto"`` takes the sigmoid, and the
+    ``"decision"`` on a linear model's score (no hidden layer) for at most
+    :data:`FSS_DECISIONS` element (docs/serving.md, "Online cost": faster at p50 for the
+    logistic regression's decision; the MLP's decision, ``op`` ``"positive"``, was not). The
+    choice depends on public shapes, bounds and arguments only: every party makes the same."""
     from covault.ops import fss
 
-    if mode == "off" or (mode == "auto" and op != "sigmoid"):
+    if mode == "off" or (mode == "auto" and op not in ("sigmoid", "decision")):
+        return None
+    if mode == "auto" and op == "decision" and x.size > FSS_DECISIONS:
         return None
     if x.size > FSS_ELEMENTS or not fss.available(x):
         return None
@@ -214,16 +221,19 @@ def _activation(op: str, h: SecretTensor, mode: str) -> SecretTensor:
     return h.tanh()
 
 
-def _decide(h: SecretTensor, margin: bool, threshold: float | None, mode: str) -> SecretTensor:
+def _decide(
+    h: SecretTensor, margin: bool, threshold: float | None, mode: str, *, hidden: bool
+) -> SecretTensor:
     """The class from the last layer's outputs ``h`` (fractional bits kept): ``margin > logit(t)``
-    for one margin, else the index of the first largest output."""
+    for one margin, else the index of the first largest output. ``hidden``: the model has
+    layers before its last linear one (:func:`_fss`'s ``"auto"`` rule)."""
     if not margin:
         onehot = h.argmax(axis=-1)
         return (onehot * np.arange(h.shape[-1], dtype=np.int64)).sum(axis=-1)
     t = 0.5 if threshold is None else float(threshold)
     if t != 0.5:
         h = h - math.log(t / (1.0 - t))
-    fast = _fss(h, mode, "positive")
+    fast = _fss(h, mode, "positive" if hidden else "decision")
     return fast.positive(h) if fast else h > 0
 
 
