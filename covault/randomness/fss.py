@@ -363,8 +363,11 @@ def evaluate(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
         return -v if party else v
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)[:, None, None]
     xbits = (x[None] >> shifts) & _ONE  # (bits, n, per)
-    run = _eval_many if n * per >= MANY_POINTS else _eval_few
-    s, t, v = run(party, key, xbits, _MMO((n, per, blocks_per_side(m), 2)))
+    blocks = blocks_per_side(m)
+    if n * per >= MANY_POINTS:
+        s, t, v = _eval_many(party, key, xbits, _MMO((n, per, blocks, 2)))
+    else:
+        s, t, v = _eval_few(party, key, xbits, _MMO((bits, n, per, blocks, 2)))
     v += _leaf(s, m, _constants(blocks_per_side(m)))
     v += key.cw_out[:, None, :] & np.negative(t).view(np.int64)[..., None]
     v = v.reshape(*shape, m)
@@ -433,33 +436,38 @@ def _eval_int(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
 
 
 def _eval_few(party: int, key: DcfKey, xbits: np.ndarray, mmo: _MMO):
-    """The level loop on whole blocks: seeds ``(n, per, 2)``, control bits, values ``(n, per, m)``."""
+    """The level loop on whole blocks: seeds ``(n, per, 2)``, control bits, values ``(n, per, m)``.
+    Per level only the seed path (``mmo`` holds every level's blocks); the value words and their
+    corrections are summed over the levels at the end."""
     bits, n, per = xbits.shape
-    m = key.cw_out.shape[1]
-    consts = _constants(mmo.inp.shape[-2])
+    m, blocks = key.cw_out.shape[1], mmo.inp.shape[-2]
+    consts = _constants(blocks)
     s = np.repeat(key.root.astype(np.uint64)[:, None, :], per, axis=1)
     s[..., 0] &= _NOT_ONE
-    t = np.full((n, per), party, dtype=np.uint64)
-    v = np.zeros((n, per, m), dtype=np.int64)
+    ts = np.empty((bits + 1, n, per), dtype=np.uint64)  # the control bit entering each level
+    ts[0] = party
     keep = np.array([_NOT_ONE, ~np.uint64(0)], dtype=np.uint64)
-    sides = xbits.astype(np.intp)
-    inputs = np.take(consts, sides, axis=0)  # (bits, n, per, blocks, 2): few points, all levels
+    inputs = np.take(consts, xbits.astype(np.intp), axis=0)  # (bits, n, per, blocks, 2)
     cw_t = key.cw_t.astype(np.uint64)[:, :, None, :]  # (bits, n, 1, 2)
     cw_t = np.where(xbits == 1, cw_t[..., 1], cw_t[..., 0])  # the side taken, every level
-    cw_seed, cw_v = key.cw_seed[:, :, None, :], key.cw_v[:, :, None, :]
-    vals = mmo.out[..., 1:, :].reshape(n, per, 2 * (mmo.inp.shape[-2] - 1))[..., :m].view(np.int64)
+    cw_seed = key.cw_seed[:, :, None, :]
+    inp, raw, out = mmo.inp, mmo._raw, mmo.out
+    size = inp[0].nbytes
     for i in range(bits):
-        np.bitwise_xor(s[..., None, :], inputs[i], out=mmo.inp)
-        out = mmo()
-        tn = out[..., 0, 0] & _ONE
-        s = out[..., 0, :] & keep
-        tm = np.negative(t)
-        s ^= cw_seed[i] & tm[..., None]
+        np.bitwise_xor(s[..., None, :], inputs[i], out=inp[i])
+        # the level's ECB output into its place (the buffer's slack is after the last level)
+        mmo._enc.update_into(inp[i].reshape(-1).view(np.uint8), raw[i * size :])
+        s = out[i, ..., 0, :] ^ inp[i, ..., 0, :]
+        t, tn = ts[i], ts[i + 1]
+        np.bitwise_and(s[..., 0], _ONE, out=tn)
+        s &= keep
+        s ^= cw_seed[i] * t[..., None]
         tn ^= t & cw_t[i]
-        v += vals
-        v += cw_v[i] & tm.view(np.int64)[..., None]
-        t = tn
-    return s, t, v
+    out ^= inp
+    vals = out[..., 1:, :].reshape(bits, n, per, 2 * (blocks - 1))[..., :m].view(np.int64)
+    v = vals.sum(axis=0)
+    v += (key.cw_v[:, :, None, :] * ts[:bits, ..., None].view(np.int64)).sum(axis=0)
+    return s, ts[bits], v
 
 
 def _eval_many(party: int, key: DcfKey, xbits: np.ndarray, mmo: _MMO):
