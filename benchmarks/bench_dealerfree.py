@@ -46,7 +46,10 @@ def _program(s, work: str, n: int, rows: int) -> dict | None:
     else:
         x = s.input(_own(s, g.uniform(-8, 8, n)), s.compute_parties[0], bound=16.0)
         y = s.input(_own(s, g.uniform(-8, 8, n)), s.compute_parties[0], bound=16.0)
-    warm = x[:8] * y[:8] if work not in ("lr", "shuffle") else x[:8, 0] * y[:8, 0]  # base OTs, pools, engines
+    # base OTs, pools, engines
+    warm = {"lr": lambda: x[:8, 0] * y[:8], "shuffle": lambda: x[:8, 0] * y[:8, 0]}.get(
+        work, lambda: x[:8] * y[:8]
+    )()
     warm.reveal()
     t, cpu = time.perf_counter(), time.process_time()
     with s.scope() as cost:

@@ -181,12 +181,20 @@ def test_batches_and_costs():
     check_results(plan, res)
 
 
-def counted_program(session, batch):
+def ready_side(session, batch):
+    """p0's sender or p1's receiver with its base OTs run (None elsewhere)."""
     if session.party not in ("p0", "p1"):
         return None
     ch = session_channel(session)
     side = OTExtSender(ch, batch=batch) if session.party == "p0" else OTExtReceiver(ch, batch=batch)
     side.setup()
+    return side
+
+
+def counted_program(session, batch):
+    side = ready_side(session, batch)
+    if side is None:
+        return None
     with session.net.scope() as cost:
         if session.party == "p0":
             side.random_ot(4096)
@@ -363,3 +371,52 @@ def test_malformed_peer_named(attack, match):
 def test_over_tcp_tls():
     plan = [("random", 5000), ("cot", (3000, 2)), ("chosen", (1000, 16))]
     check_results(plan, run_ot(plan, transport="tcp", batch=2048))
+
+
+def shortened_program(session, n, k, widths, batch):
+    """Correlated OTs with shortened corrections (``nbytes``): what each side got and sent."""
+    side = ready_side(session, batch)
+    if side is None:
+        return None
+    with session.net.scope() as cost:
+        if session.party == "p0":
+            delta = urandom_array((n, k), np.int64)
+            got = (delta, side.cot_send(n, delta, widths))
+        else:
+            c = random_choices(n)
+            got = (c, side.cot_recv(c, k, widths))
+    return got, cost.as_dict()
+
+
+@pytest.mark.parametrize(
+    "widths, batch",
+    [
+        (np.repeat(((64 - np.arange(64) + 7) // 8), 37), 1 << 18),  # Gilboa's runs, one batch
+        (np.repeat(((64 - np.arange(64) + 7) // 8), 37), 256),  # runs across batches
+        (np.arange(1000) % 8 + 1, 128),  # a new width at every OT
+    ],
+)
+def test_shortened_corrections_agree_modulo_their_width_and_send_less(widths, batch):
+    n, k = widths.size, 3
+    res = covault.run(
+        functools.partial(shortened_program, n=n, k=k, widths=widths, batch=batch), parties=2, protocol="2pc"
+    )
+    ((delta, x0), sent), ((c, y), _) = res["p0"], res["p1"]
+    mask = np.array([(1 << (8 * int(w))) - 1 if w < 8 else -1 for w in widths], np.int64)[:, None]
+    want = x0 + c[:, None].astype(np.int64) * delta
+    np.testing.assert_array_equal(y & mask, want & mask)
+    assert np.any(y[widths < 8] != want[widths < 8])  # the high bytes really were dropped
+    assert sent["bytes_sent"] == k * int(widths.sum())  # instead of 8 k n
+
+
+def test_shortened_corrections_widths_checked():
+    def prog(session):
+        if session.party != "p0":
+            return None
+        s = OTExtSender(session_channel(session))
+        for bad in (np.zeros(4, np.uint8), np.full(4, 9), np.ones(3, np.uint8), np.full(4, 1.0)):
+            with pytest.raises(ShapeError, match="nbytes must be"):
+                s.cot_send(4, np.zeros((4, 1), np.int64), bad)
+        return True
+
+    assert covault.run(prog, parties=2, protocol="2pc")["p0"]

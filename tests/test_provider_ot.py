@@ -347,3 +347,21 @@ def test_a_data_party_inputs_to_the_two_compute_parties():
     assert set(res) == {"p0", "p1", "clinic"}
     for got in res.values():
         np.testing.assert_allclose(got, rows @ rows.T, atol=1e-3)
+
+
+def prog_product_cost(s, n):
+    prov = s.protocol.provider
+    prov.beaver((8,), (8,), (8,), np.multiply)  # the base OTs, once per pair
+    with s.net.scope() as cost:
+        prov.beaver((n,), (n,), (n,), np.multiply)
+    return cost.as_dict()
+
+
+def test_a_product_costs_what_the_docstring_says():
+    """Per product and party: 64 COTs received (16 bytes of IKNP each) and 64 sent, whose
+    corrections carry ceil((64 - t) / 8) bytes for bit t (288 bytes in all, not 512)."""
+    n = 1000
+    res = run_ot(functools.partial(prog_product_cost, n=n))
+    for p in ("p0", "p1"):
+        assert res[p]["bytes_sent"] == 64 * n * 16 + 288 * n + 3 * 8  # + one batch header
+        assert res[p]["rounds"] == 4  # two flights per direction

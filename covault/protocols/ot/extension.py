@@ -24,7 +24,11 @@ Outputs: *random OT* (``r`` uniform; no further message): the pairs are the mess
 *Chosen-message OT*: the sender sends ``m0 ^ H(q_j)``, ``m1 ^ H(q_j ^ s)`` (``2 b`` bytes per
 OT for ``b``-byte messages; a second flow). *Correlated OT over Z_2^64* (ALSZ C-OT): the sender
 takes ``x0_j = H(q_j)`` (``k`` words) and sends ``d_j = H(q_j ^ s) - x0_j - delta_j`` (``8 k``
-bytes per OT); the receiver outputs ``H(t_j) - r_j d_j = x0_j + r_j delta_j``.
+bytes per OT); the receiver outputs ``H(t_j) - r_j d_j = x0_j + r_j delta_j``. With ``nbytes``
+(both sides, per OT, 1 to 8) only the low ``nbytes_j`` bytes of each word of ``d_j`` travel, and
+the outputs agree modulo ``2^(8 nbytes_j)`` only: enough where the caller multiplies them by
+``2^t`` with ``8 nbytes_j >= 64 - t`` (Gilboa's bit products; the "shortened corrections" of
+Demmler, Schneider, Zohner, "ABY", NDSS 2015, at byte granularity).
 
 Cost per OT: 16 bytes receiver to sender (IKNP's ``kappa`` bits), plus ``2 b`` (chosen) or
 ``8 k`` (correlated) bytes back; computation ``2 n kappa`` (receiver) / ``n kappa`` (sender) PRG
@@ -49,6 +53,7 @@ outputs stay unauthenticated (SPDZ-style MACs would be a layer above).
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 
@@ -83,6 +88,45 @@ def _count(n: object, who: str, what: str) -> int:
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ShapeError(f"OT extension {who} ({what}): n must be an int >= 0, got {n!r}")
     return int(n)
+
+
+def _widths(nbytes: object, n: int, who: str) -> np.ndarray | None:
+    """Per-OT correction widths in bytes (uint8 ``(n,)``, 1 to 8), or None for whole words."""
+    if nbytes is None:
+        return None
+    b = np.asarray(nbytes)
+    if b.shape != (n,) or b.dtype.kind not in "iu" or (n and (b.min() < 1 or b.max() > 8)):
+        raise ShapeError(
+            f"OT extension {who} (correlated OT): nbytes must be ({n},) integers 1 to 8, got "
+            f"{b.dtype} {b.shape}"
+        )
+    return b.astype(np.uint8)
+
+
+def _runs(widths: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(start, stop, width)`` of the runs of equal widths."""
+    cuts = [0, *(np.flatnonzero(np.diff(widths)) + 1).tolist(), widths.size]
+    return [(a, b, int(widths[a])) for a, b in pairwise(cuts) if b > a]
+
+
+def _pack(d: np.ndarray, widths: np.ndarray | None) -> np.ndarray:
+    """The corrections ``d`` (int64 ``(size, k)``): whole, or the low ``widths[j]`` bytes of
+    row ``j``'s words, run by run, as one uint8 array."""
+    if widths is None:
+        return d
+    b = d.view(np.uint8).reshape(*d.shape, 8)
+    return np.concatenate([b[lo:hi, :, :w].reshape(-1) for lo, hi, w in _runs(widths)])
+
+
+def _unpack(msg: np.ndarray, widths: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_pack`'s inverse, the dropped high bytes zero: int64 ``(size, k)``."""
+    out = np.zeros((widths.size, k, 8), np.uint8)
+    at = 0
+    for lo, hi, w in _runs(widths):
+        end = at + (hi - lo) * k * w
+        out[lo:hi, :, :w] = msg[at:end].reshape(hi - lo, k, w)
+        at = end
+    return out.view(np.int64).reshape(widths.size, k)
 
 
 def _choice_bits(choices: object, who: str, what: str) -> np.ndarray:
@@ -225,10 +269,12 @@ class OTExtSender(_Party):
         self._send_all(replies)
         self._finish(n)
 
-    def cot_send(self, n: int, delta: np.ndarray) -> np.ndarray:
+    def cot_send(self, n: int, delta: np.ndarray, nbytes: np.ndarray | None = None) -> np.ndarray:
         """``n`` correlated OTs over Z_2^64 with ``delta`` (int64 ``(n, k)``): returns ``x0``
-        (int64 ``(n, k)``, uniform); the receiver gets ``x0 + c * delta``."""
+        (int64 ``(n, k)``, uniform); the receiver gets ``x0 + c * delta`` (modulo
+        ``2^(8 nbytes_j)`` for OT ``j`` with ``nbytes``, the same at both sides)."""
         n = _count(n, self.role, "correlated OT")
+        widths = _widths(nbytes, n, self.role)
         if (
             not isinstance(delta, np.ndarray)
             or delta.dtype != np.int64
@@ -249,7 +295,8 @@ class OTExtSender(_Party):
         for lo, hi in self._batches(n):
             h = self._pairs(OP_COT, k, lo, hi, blocks).view(np.int64)[:, :, :k]
             x0[lo:hi] = h[0]
-            replies.append([h[1] - h[0] - delta[lo:hi]])
+            d = h[1] - h[0] - delta[lo:hi]
+            replies.append([_pack(d, None if widths is None else widths[lo:hi])])
         self._send_all(replies)
         self._finish(n)
         return x0
@@ -353,10 +400,12 @@ class OTExtReceiver(_Party):
         self._finish(n)
         return out
 
-    def cot_recv(self, choices: np.ndarray, k: int) -> np.ndarray:
-        """``len(choices)`` correlated OTs of ``k`` words: ``x0 + c * delta``, int64 ``(n, k)``."""
+    def cot_recv(self, choices: np.ndarray, k: int, nbytes: np.ndarray | None = None) -> np.ndarray:
+        """``len(choices)`` correlated OTs of ``k`` words: ``x0 + c * delta``, int64 ``(n, k)``
+        (modulo ``2^(8 nbytes_j)`` for OT ``j`` with ``nbytes``, as the sender's call)."""
         c = _choice_bits(choices, self.role, "correlated OT")
         k = _count(k, self.role, "correlated OT")
+        widths = _widths(nbytes, c.size, self.role)
         if k < 1:
             raise ShapeError("OT extension receiver (correlated OT): k must be >= 1 words per OT")
         self._start()
@@ -366,7 +415,12 @@ class OTExtReceiver(_Party):
         for lo, hi in batches:
             out[lo:hi] = self._send_u(OP_COT, k, c, lo, hi, blocks).view(np.int64)[:, :k]
         for lo, hi in batches:
-            (d,) = self._reply((hi - lo, k), np.int64, 1)
+            if widths is None:
+                (d,) = self._reply((hi - lo, k), np.int64, 1)
+            else:
+                w = widths[lo:hi]
+                (packed,) = self._reply((k * int(w.sum(dtype=np.int64)),), np.uint8, 1)
+                d = _unpack(packed, w, k)
             out[lo:hi] -= d * c[lo:hi, None].astype(np.int64)
         self._finish(n)
         return out

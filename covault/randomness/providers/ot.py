@@ -10,13 +10,15 @@ random OT. The OT extensions come from above (:mod:`covault.protocols.additive` 
 - **Beaver triples** (Gilboa, CRYPTO 1999; semi-honest OT-based triples as in Keller, Orsini,
   Scholl, "MASCOT", CCS 2016): ``a_i, b_i`` uniform, ``c_i = a_i b_i + <a_i b_j> + <a_j b_i>``.
   A cross term ``a_i b_j``: 64 COTs, the receiver's choices the bits ``a_i[t]`` of its factor,
-  the sender's correlations ``2^t b_j``; the receiver's sum over ``t`` minus the sender's is
-  ``a_i b_j``. Both cross terms, one direction each: 128 COTs of one word per product
-  (3 KiB: 16 + 8 bytes per COT).
+  the sender's correlations ``b_j``, both outputs multiplied by ``2^t``; the receiver's sum over
+  ``t`` minus the sender's is ``a_i b_j``. As only the low ``64 - t`` bits of the products by
+  ``2^t`` matter, the correction of COT ``t`` carries ``ceil((64 - t) / 8)`` bytes per word, 4.5
+  on average (shortened corrections, ABY, NDSS 2015). Both cross terms, one direction each: 128
+  COTs of one word per product (2.6 KiB: 16 + 4.5 bytes per COT).
 - **Matrix triples** ``C = A @ B``: the same with whole rows as correlations: bits of ``A_i``
   (``64 m k`` COTs of ``n`` words, correlations the rows of ``B_j``) or bits of ``B_i``
   (``64 k n`` COTs of ``m`` words, correlations the columns of ``A_j``), whichever sends fewer
-  bytes; per cross term ``64 m k (16 + 8 n)`` or ``64 k n (16 + 8 m)`` bytes.
+  bytes; per cross term ``64 m k (16 + 4.5 n)`` or ``64 k n (16 + 4.5 m)`` bytes.
 - **AND triples** (Asharov, Lindell, Schneider, Zohner, CCS 2013, "R-OT based multiplication
   triples"): per bit one random OT each way. The ROT sender's messages ``(x0, x1)`` (their low
   bits) give ``b = x0 ^ x1`` and share ``x0``; the receiver's choice is ``a`` with share
@@ -33,7 +35,7 @@ random OT. The OT extensions come from above (:mod:`covault.protocols.additive` 
 
 Every request is one batched OT call per direction (split into calls of at most ``chunk`` words
 so that memory stays bounded), with no loop over elements. Costs against the dealer (which sends
-P1 one word per correlated value): 3 KiB per product instead of 8 bytes, and rounds: two flights
+P1 one word per correlated value): 2.6 KiB per product instead of 8 bytes, and rounds: two flights
 per direction and call, counted by the network like any other message (``PeerChannel``).
 Threat model: semi-honest P0 and P1 (no third party to trust); malicious security would need
 authenticated triples (MASCOT/SPDZ2k MACs and sacrifice) and a maliciously secure OT extension.
@@ -53,13 +55,14 @@ from covault.randomness.providers.base import Channel, CorrelationProvider, Shap
 
 MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 SHIFTS = np.arange(64, dtype=np.int64)
+WIDTHS = ((64 - SHIFTS + 7) // 8).astype(np.uint8)  # bytes of a correction that matter after << t
 CHUNK = 1 << 22  # words of correlation per OT call (32 MiB per array)
 
 
 class OTSender(Protocol):
     """The sending side of OT extension with the other compute party."""
 
-    def cot_send(self, n: int, delta: np.ndarray) -> np.ndarray: ...
+    def cot_send(self, n: int, delta: np.ndarray, nbytes: np.ndarray | None = None) -> np.ndarray: ...
 
     def random_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -67,7 +70,7 @@ class OTSender(Protocol):
 class OTReceiver(Protocol):
     """The receiving side of OT extension with the other compute party."""
 
-    def cot_recv(self, choices: np.ndarray, k: int) -> np.ndarray: ...
+    def cot_recv(self, choices: np.ndarray, k: int, nbytes: np.ndarray | None = None) -> np.ndarray: ...
 
     def random_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -110,18 +113,23 @@ class OTProvider(CorrelationProvider):
 
     # -- OT steps -----------------------------------------------------------------------------
     def _cot(
-        self, choices: np.ndarray | None, k: int, delta: np.ndarray | None
+        self,
+        choices: np.ndarray | None,
+        k: int,
+        delta: np.ndarray | None,
+        nbytes: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One round trip of COTs each way, P0 receiving first: ``choices`` (uint8 0/1) for
         those this party receives (``k`` words each), ``delta`` (int64 ``(n, k)``) for those
         it sends (None: none that way). Returns its shares of ``c * delta_peer`` (receiver
-        side) and of ``c_peer * delta`` (sender side: ``-x0``)."""
+        side) and of ``c_peer * delta`` (sender side: ``-x0``), modulo ``2^(8 nbytes_j)``
+        with ``nbytes`` (both ways the same widths)."""
         got = sent = np.zeros((0, k), np.int64)
         for step in ("recv", "send") if self.first else ("send", "recv"):
             if step == "recv" and choices is not None:
-                got = self.receiver.cot_recv(choices, k)
+                got = self.receiver.cot_recv(choices, k, nbytes)
             elif step == "send" and delta is not None:
-                sent = -self.sender.cot_send(len(delta), delta)
+                sent = -self.sender.cot_send(len(delta), delta, nbytes)
         return got, sent
 
     def _one_way(self, choices: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -134,7 +142,9 @@ class OTProvider(CorrelationProvider):
     def _gilboa(self, left: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Shares of ``sum_j L0[u, j] R1[u, j] + L1[u, j] R0[u, j]`` (``(U, w)``) where this
         party holds ``L_i = left`` (int64 ``(U, k)``) and ``R_i = rows`` (int64 ``(U or 1, k, w)``):
-        64 COTs per element of ``L``, choices its bits, correlations ``2^t`` times its row."""
+        64 COTs per element of ``L``, choices its bits, correlations its row, ordered bit-major
+        so that the COTs of bit ``t`` (outputs times ``2^t``) form one run of ``WIDTHS[t]``-byte
+        corrections."""
         units, k = left.shape
         w = rows.shape[2]
         out = np.zeros((units, w), np.int64)
@@ -143,13 +153,15 @@ class OTProvider(CorrelationProvider):
         step = max(1, self.chunk // (64 * k * w))
         for lo in range(0, units, step):
             hi = min(units, lo + step)
-            choices = bits_of(left[lo:hi]).reshape(-1)
+            u = hi - lo
+            choices = np.moveaxis(bits_of(left[lo:hi]), -1, 0).reshape(-1)  # (64, u, k)
             part = rows[lo:hi] if rows.shape[0] > 1 else rows
-            delta = part[:, :, None, :] << SHIFTS[None, None, :, None]
-            delta = np.broadcast_to(delta, (hi - lo, k, 64, w)).reshape(-1, w)
-            got, sent = self._cot(choices, w, delta)
-            out[lo:hi] = got.reshape(hi - lo, 64 * k, w).sum(axis=1)
-            out[lo:hi] += sent.reshape(hi - lo, 64 * k, w).sum(axis=1)
+            delta = np.broadcast_to(part[None], (64, u, k, w)).reshape(-1, w)
+            got, sent = self._cot(choices, w, delta, np.repeat(WIDTHS, u * k))
+            got += sent
+            got = got.reshape(64, u, k, w)
+            got <<= SHIFTS[:, None, None, None]
+            out[lo:hi] = got.sum(axis=(0, 2))
         return out
 
     # -- correlations ---------------------------------------------------------------------------
@@ -181,7 +193,7 @@ class OTProvider(CorrelationProvider):
         xs = np.broadcast_to(x, (*batch, m, k)).reshape(nb, m, k)
         ys = np.broadcast_to(y, (*batch, k, n)).reshape(nb, k, n)
         out = np.empty((xs.shape[0], m, n), np.int64)
-        by_rows = m * (16 + 8 * n) <= n * (16 + 8 * m)
+        by_rows = m * (32 + 9 * n) <= n * (32 + 9 * m)  # bytes per COT: 16 + 4.5 per word, doubled
         for i in range(xs.shape[0]):  # one OT call per matrix of the batch
             if by_rows:
                 out[i] = self._gilboa(xs[i], ys[i][None])
