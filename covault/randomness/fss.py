@@ -242,11 +242,6 @@ def keygen(
     return tuple(DcfKey(s0, cw_seed, cw_v, cw_t, cw_out) for s0 in (root0, root1))  # type: ignore[return-value]
 
 
-def _mmo_int(enc, x: int, nbytes: int) -> int:
-    """``AES_K(b) ^ b`` on every 128-bit block of the little-endian integer ``x``, one ECB call."""
-    return int.from_bytes(enc.update(x.to_bytes(nbytes, "little")), "little") ^ x
-
-
 def _block_constants(sides: range | tuple[int, ...], first: int, blocks: int) -> int:
     """The block constants of :func:`_constants` for ``sides`` (their blocks ``first..blocks-1``
     one after the other) as one little-endian integer."""
@@ -266,79 +261,91 @@ def _keygen_few(
     n, m = beta.shape
     blocks = blocks_per_side(m)
     side = 128 * blocks  # bits of one expansion
+    side2 = 2 * side
     elem = 4 * side  # bits of one element's expansions: party 0 (L, R), party 1 (L, R)
+    nbytes = n * elem // 8
     spread = sum(1 << (128 * j) for j in range(2 * blocks))  # a seed into both sides' blocks
     consts = 0
     for e in range(n):
         consts |= _block_constants((0, 1, 0, 1), 0, blocks) << (e * elem)
-    enc = _ecb()
+    update = _ecb().update
+    from_bytes = int.from_bytes
+    M64, M128, SEED = _M64, _M128, _SEED
     al = alpha.tolist()
     be = beta.view(np.uint64).tolist()
-    r = np.stack([root0, root1]).astype(np.uint64).tolist()  # (party, N, 2)
-    s = [[(r[p][e][0] | (r[p][e][1] << 64)) & _SEED for e in range(n)] for p in (0, 1)]
-    t = [[0] * n, [1] * n]
+    r = np.stack([root0, root1]).astype(np.uint64).tolist()
+    s0 = [(r[0][e][0] | (r[0][e][1] << 64)) & SEED for e in range(n)]
+    s1 = [(r[1][e][0] | (r[1][e][1] << 64)) & SEED for e in range(n)]
+    t0s, t1s = [0] * n, [1] * n
     va = [[0] * m for _ in range(n)]
     zero = [0] * m
-    cw_seed, cw_v, cw_t = [], [], []
+    offs = [128 + 64 * w for w in range(m)]
+    cws, cwv, cwt = [], [], []  # correction words in (level, element, ...) order
+    elems = range(n)
     for i in range(bits):
         shift = bits - 1 - i
         x = 0
-        for e in range(n):
-            x |= (s[0][e] | (s[1][e] << (2 * side))) << (e * elem)
-        y = _mmo_int(enc, (x * spread) ^ consts, n * elem // 8)
-        lv_seed, lv_v, lv_t = [], [], []
-        for e in range(n):
+        for e in elems:
+            x |= (s0[e] | (s1[e] << side2)) << (e * elem)
+        x = x * spread ^ consts
+        y = from_bytes(update(x.to_bytes(nbytes, "little")), "little") ^ x
+        for e in elems:
             a = (al[e] >> shift) & 1  # keep side a, lose side 1 - a
-            ye = y >> (e * elem)
-            o0a, o0b = side * a, side * (a ^ 1)
-            o1a, o1b = o0a + 2 * side, o0b + 2 * side
-            k0, k1 = (ye >> o0a) & _M128, (ye >> o1a) & _M128
-            l0, l1 = (ye >> o0b) & _M128, (ye >> o1b) & _M128
-            cw = (l0 ^ l1) & _SEED
+            ye = y >> (e * elem) if e else y
+            if a:
+                o0a, o0b = side, 0
+            else:
+                o0a, o0b = 0, side
+            o1a, o1b = o0a + side2, o0b + side2
+            k0, k1 = (ye >> o0a) & M128, (ye >> o1a) & M128
+            l0, l1 = (ye >> o0b) & M128, (ye >> o1b) & M128
+            cw = (l0 ^ l1) & SEED
             ba = be[e] if a else zero
             v_e = va[e]
-            t0, t1 = t[0][e], t[1][e]
-            vcw = []
-            for w in range(m):
-                q = 128 + 64 * w
-                keep = ((ye >> (o0a + q)) & _M64) - ((ye >> (o1a + q)) & _M64)
-                lose = ((ye >> (o0b + q)) & _M64) - ((ye >> (o1b + q)) & _M64)
+            t0, t1 = t0s[e], t1s[e]
+            w = 0
+            for q in offs:
+                keep = ((ye >> (o0a + q)) & M64) - ((ye >> (o1a + q)) & M64)
+                lose = ((ye >> (o0b + q)) & M64) - ((ye >> (o1b + q)) & M64)
                 d = ba[w] - lose - v_e[w]  # V_CW = (-1)^t1 d
-                vcw.append(-d & _M64 if t1 else d & _M64)
-                v_e[w] = (keep - lose + ba[w]) & _M64
+                cwv.append(-d & M64 if t1 else d & M64)
+                v_e[w] = (keep - lose + ba[w]) & M64
+                w += 1
             t_keep = ((k0 ^ k1) & 1) ^ 1
             t_lose = (l0 ^ l1) & 1
-            lv_seed.append((cw & _M64, cw >> 64))
-            lv_v.append(vcw)
-            lv_t.append((t_lose, t_keep) if a else (t_keep, t_lose))
-            s[0][e] = (k0 & _SEED) ^ (cw if t0 else 0)
-            s[1][e] = (k1 & _SEED) ^ (cw if t1 else 0)
-            t[0][e] = (k0 & 1) ^ (t0 & t_keep)
-            t[1][e] = (k1 & 1) ^ (t1 & t_keep)
-        cw_seed.append(lv_seed)
-        cw_v.append(lv_v)
-        cw_t.append(lv_t)
+            cws.append(cw)
+            if a:
+                cwt += (t_lose, t_keep)
+            else:
+                cwt += (t_keep, t_lose)
+            s0[e] = (k0 & SEED) ^ cw if t0 else k0 & SEED
+            s1[e] = (k1 & SEED) ^ cw if t1 else k1 & SEED
+            t0s[e] = (k0 & 1) ^ (t0 & t_keep)
+            t1s[e] = (k1 & 1) ^ (t1 & t_keep)
     leaf = 128 * (blocks - 1)  # bits of one leaf conversion: (element, party) after another
     x = 0
-    for e in range(n):
-        x |= (s[0][e] | s[1][e] << leaf) << (2 * e * leaf)
+    for e in elems:
+        x |= (s0[e] | s1[e] << leaf) << (2 * e * leaf)
     x *= sum(1 << (128 * j) for j in range(blocks - 1))  # each seed into its blocks
     consts = 0
     for k in range(2 * n):
         consts |= _block_constants((LEAF,), 1, blocks) << (k * leaf)
-    y = _mmo_int(enc, x ^ consts, 2 * n * leaf // 8)
+    x ^= consts
+    y = from_bytes(update(x.to_bytes(2 * n * leaf // 8, "little")), "little") ^ x
     cw_out = []
-    for e in range(n):
+    for e in elems:
         c0, c1 = 2 * e * leaf, (2 * e + 1) * leaf
-        d = [((y >> (c1 + 64 * w)) & _M64) - ((y >> (c0 + 64 * w)) & _M64) - va[e][w] for w in range(m)]
-        cw_out.append([-v & _M64 if t[1][e] else v & _M64 for v in d])
+        for w in range(m):
+            d = ((y >> (c1 + 64 * w)) & M64) - ((y >> (c0 + 64 * w)) & M64) - va[e][w]
+            cw_out.append(-d & M64 if t1s[e] else d & M64)
+    seeds = b"".join(c.to_bytes(16, "little") for c in cws)
     out = (
-        np.array(cw_seed, dtype=np.uint64).reshape(bits, n, 2),
-        np.array(cw_v, dtype=np.uint64).reshape(bits, n, m).view(np.int64),
-        np.array(cw_t, dtype=np.uint8).reshape(bits, n, 2),
+        np.frombuffer(seeds, dtype="<u8").astype(np.uint64).reshape(bits, n, 2),
+        np.array(cwv, dtype=np.uint64).reshape(bits, n, m).view(np.int64),
+        np.array(cwt, dtype=np.uint8).reshape(bits, n, 2),
         np.array(cw_out, dtype=np.uint64).reshape(n, m).view(np.int64),
     )
-    return tuple(DcfKey(s0, *out) for s0 in (root0, root1))  # type: ignore[return-value]
+    return tuple(DcfKey(s, *out) for s in (root0, root1))  # type: ignore[return-value]
 
 
 MANY_POINTS = 512  # from this many points, evaluation works on separate 64-bit word arrays
@@ -382,42 +389,50 @@ def _eval_int(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     blocks = blocks_per_side(m)
     side = 128 * blocks
     count = n * per
+    nbytes = count * side // 8
     spread = sum(1 << (128 * j) for j in range(blocks))
     consts = (_block_constants((0,), 0, blocks), _block_constants((1,), 0, blocks))
-    enc = _ecb()
+    update = _ecb().update
+    from_bytes = int.from_bytes
+    M64, M128, SEED = _M64, _M128, _SEED
     points = x.reshape(-1).tolist()
     owner = [k // per for k in range(count)]
+    at = [k * side for k in range(count)]
     root = key.root.astype(np.uint64).tolist()
-    s = [(root[e][0] | (root[e][1] << 64)) & _SEED for e in owner]
+    s = [(root[e][0] | (root[e][1] << 64)) & SEED for e in owner]
     t = [party] * count
-    v = [[0] * m for _ in range(count)]
-    cws = key.cw_seed.tolist()
+    v = [[0] * m for _ in range(count)]  # sums mod 2^64 taken at the end
+    raw = key.cw_seed.astype("<u8").tobytes()
+    cws = [from_bytes(raw[j : j + 16], "little") for j in range(0, len(raw), 16)]  # (level, element)
     cwv = key.cw_v.view(np.uint64).tolist()
     cwt = key.cw_t.tolist()
+    offs = [128 + 64 * w for w in range(m)]
     for i in range(bits):
         shift = bits - 1 - i
         sides = [(p >> shift) & 1 for p in points]
         xi, ci = 0, 0
         for k in range(count):
-            xi |= s[k] << (k * side)
-            ci |= consts[sides[k]] << (k * side)
-        y = _mmo_int(enc, (xi * spread) ^ ci, count * side // 8)
-        seeds, vals, bits_t = cws[i], cwv[i], cwt[i]
+            xi |= s[k] << at[k]
+            ci |= consts[sides[k]] << at[k]
+        xi = xi * spread ^ ci
+        y = from_bytes(update(xi.to_bytes(nbytes, "little")), "little") ^ xi
+        vals, bits_t = cwv[i], cwt[i]
         for k in range(count):
             e, tk = owner[k], t[k]
-            yk = y >> (k * side)
-            b0 = yk & _M128
-            t[k] = (b0 & 1) ^ (tk & bits_t[e][sides[k]])
+            yk = y >> at[k] if k else y
+            b0 = yk & M128
             vk = v[k]
             if tk:
-                lo, hi = seeds[e]
-                s[k] = (b0 & _SEED) ^ (lo | (hi << 64))
-                for w in range(m):
-                    vk[w] += ((yk >> (128 + 64 * w)) & _M64) + vals[e][w]
+                t[k] = (b0 & 1) ^ bits_t[e][sides[k]]
+                s[k] = (b0 & SEED) ^ cws[i * n + e]
+                ve = vals[e]
+                for w, q in enumerate(offs):
+                    vk[w] += ((yk >> q) & M64) + ve[w]
             else:
-                s[k] = b0 & _SEED
-                for w in range(m):
-                    vk[w] += (yk >> (128 + 64 * w)) & _M64
+                t[k] = b0 & 1
+                s[k] = b0 & SEED
+                for w, q in enumerate(offs):
+                    vk[w] += (yk >> q) & M64
     leaf = 128 * (blocks - 1)
     xi = 0
     for k in range(count):
@@ -426,12 +441,13 @@ def _eval_int(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     ci = 0
     for k in range(count):
         ci |= _block_constants((LEAF,), 1, blocks) << (k * leaf)
-    y = _mmo_int(enc, xi ^ ci, count * leaf // 8)
+    xi ^= ci
+    y = from_bytes(update(xi.to_bytes(count * leaf // 8, "little")), "little") ^ xi
     out = key.cw_out.view(np.uint64).tolist()
     for k in range(count):
         yk, vk, extra = y >> (k * leaf), v[k], out[owner[k]] if t[k] else [0] * m
         for w in range(m):
-            vk[w] = (vk[w] + ((yk >> (64 * w)) & _M64) + extra[w]) & _M64
+            vk[w] = (vk[w] + ((yk >> (64 * w)) & M64) + extra[w]) & M64
     return np.array(v, dtype=np.uint64).view(np.int64).reshape(n, per, m)
 
 
