@@ -186,7 +186,7 @@ def _fss(x: SecretTensor, mode: str, op: str):
     """:mod:`covault.ops.fss` where it serves ``x`` best, else None: 2pc with a dealer, a public
     bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements. A gate saves
     about six rounds (0.1-0.3 ms each on loopback TLS) but costs the dealer key generation
-    (about 0.16 ms for one element on 32 bits, 20-40 us per element from 64 elements) against
+    (0.11-0.16 ms for one element on 32 bits, 20-40 us per element from 64 elements) against
     about 1 us per element for the generic comparison (``benchmarks/results/fss.txt``): single
     rows take the gates, batches the generic comparisons. ``mode`` (:meth:`SecretModel.forward`'s
     ``fss``) and ``op`` say which gates are wanted: ``"auto"`` takes the sigmoid, and the
