@@ -359,9 +359,9 @@ def prog_product_cost(s, n):
 
 def test_a_product_costs_what_the_docstring_says():
     """Per product and party: 64 COTs received (16 bytes of IKNP each) and 64 sent, whose
-    corrections carry ceil((64 - t) / 8) bytes for bit t (288 bytes in all, not 512)."""
+    correction words for bit t are cast to 8, 4, 2 or 1 bytes (344 bytes in all, not 512)."""
     n = 1000
     res = run_ot(functools.partial(prog_product_cost, n=n))
     for p in ("p0", "p1"):
-        assert res[p]["bytes_sent"] == 64 * n * 16 + 288 * n + 3 * 8  # + one batch header
+        assert res[p]["bytes_sent"] == 64 * n * 16 + 344 * n + 3 * 8  # + one batch header
         assert res[p]["rounds"] == 4  # two flights per direction

@@ -25,10 +25,11 @@ Outputs: *random OT* (``r`` uniform; no further message): the pairs are the mess
 OT for ``b``-byte messages; a second flow). *Correlated OT over Z_2^64* (ALSZ C-OT): the sender
 takes ``x0_j = H(q_j)`` (``k`` words) and sends ``d_j = H(q_j ^ s) - x0_j - delta_j`` (``8 k``
 bytes per OT); the receiver outputs ``H(t_j) - r_j d_j = x0_j + r_j delta_j``. With ``nbytes``
-(both sides, per OT, 1 to 8) only the low ``nbytes_j`` bytes of each word of ``d_j`` travel, and
-the outputs agree modulo ``2^(8 nbytes_j)`` only: enough where the caller multiplies them by
-``2^t`` with ``8 nbytes_j >= 64 - t`` (Gilboa's bit products; the "shortened corrections" of
-Demmler, Schneider, Zohner, "ABY", NDSS 2015, at byte granularity).
+(both sides, per OT, 1, 2, 4 or 8) only the low ``nbytes_j`` bytes of each word of ``d_j``
+travel (the words cast to that unsigned type: a contiguous conversion, one array per run of
+equal widths), and the outputs agree modulo ``2^(8 nbytes_j)`` only: enough where the caller
+multiplies them by ``2^t`` with ``8 nbytes_j >= 64 - t`` (Gilboa's bit products; the "shortened
+corrections" of Demmler, Schneider, Zohner, "ABY", NDSS 2015, at word-type granularity).
 
 Cost per OT: 16 bytes receiver to sender (IKNP's ``kappa`` bits), plus ``2 b`` (chosen) or
 ``8 k`` (correlated) bytes back; computation ``2 n kappa`` (receiver) / ``n kappa`` (sender) PRG
@@ -90,43 +91,28 @@ def _count(n: object, who: str, what: str) -> int:
     return int(n)
 
 
+WIDTH_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.int64}  # bytes of a shortened word
+
+
 def _widths(nbytes: object, n: int, who: str) -> np.ndarray | None:
-    """Per-OT correction widths in bytes (uint8 ``(n,)``, 1 to 8), or None for whole words."""
+    """Per-OT correction widths in bytes (uint8 ``(n,)``, each 1, 2, 4 or 8), or None (8)."""
     if nbytes is None:
         return None
     b = np.asarray(nbytes)
-    if b.shape != (n,) or b.dtype.kind not in "iu" or (n and (b.min() < 1 or b.max() > 8)):
+    if b.shape != (n,) or b.dtype.kind not in "iu" or not np.isin(b, tuple(WIDTH_TYPES)).all():
         raise ShapeError(
-            f"OT extension {who} (correlated OT): nbytes must be ({n},) integers 1 to 8, got "
+            f"OT extension {who} (correlated OT): nbytes must be ({n},) integers 1, 2, 4 or 8, got "
             f"{b.dtype} {b.shape}"
         )
     return b.astype(np.uint8)
 
 
-def _runs(widths: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(start, stop, width)`` of the runs of equal widths."""
-    cuts = [0, *(np.flatnonzero(np.diff(widths)) + 1).tolist(), widths.size]
-    return [(a, b, int(widths[a])) for a, b in pairwise(cuts) if b > a]
-
-
-def _pack(d: np.ndarray, widths: np.ndarray | None) -> np.ndarray:
-    """The corrections ``d`` (int64 ``(size, k)``): whole, or the low ``widths[j]`` bytes of
-    row ``j``'s words, run by run, as one uint8 array."""
+def _runs(widths: np.ndarray | None, size: int) -> list[tuple[int, int, type]]:
+    """``(start, stop, word type)`` of the runs of equal widths (one run of int64 without)."""
     if widths is None:
-        return d
-    b = d.view(np.uint8).reshape(*d.shape, 8)
-    return np.concatenate([b[lo:hi, :, :w].reshape(-1) for lo, hi, w in _runs(widths)])
-
-
-def _unpack(msg: np.ndarray, widths: np.ndarray, k: int) -> np.ndarray:
-    """:func:`_pack`'s inverse, the dropped high bytes zero: int64 ``(size, k)``."""
-    out = np.zeros((widths.size, k, 8), np.uint8)
-    at = 0
-    for lo, hi, w in _runs(widths):
-        end = at + (hi - lo) * k * w
-        out[lo:hi, :, :w] = msg[at:end].reshape(hi - lo, k, w)
-        at = end
-    return out.view(np.int64).reshape(widths.size, k)
+        return [(0, size, np.int64)]
+    cuts = [0, *(np.flatnonzero(np.diff(widths)) + 1).tolist(), widths.size]
+    return [(a, b, WIDTH_TYPES[int(widths[a])]) for a, b in pairwise(cuts) if b > a]
 
 
 def _choice_bits(choices: object, who: str, what: str) -> np.ndarray:
@@ -296,7 +282,8 @@ class OTExtSender(_Party):
             h = self._pairs(OP_COT, k, lo, hi, blocks).view(np.int64)[:, :, :k]
             x0[lo:hi] = h[0]
             d = h[1] - h[0] - delta[lo:hi]
-            replies.append([_pack(d, None if widths is None else widths[lo:hi])])
+            runs = _runs(None if widths is None else widths[lo:hi], hi - lo)
+            replies.append([d[a:b].astype(t, copy=False) for a, b, t in runs])
         self._send_all(replies)
         self._finish(n)
         return x0
@@ -415,12 +402,15 @@ class OTExtReceiver(_Party):
         for lo, hi in batches:
             out[lo:hi] = self._send_u(OP_COT, k, c, lo, hi, blocks).view(np.int64)[:, :k]
         for lo, hi in batches:
-            if widths is None:
-                (d,) = self._reply((hi - lo, k), np.int64, 1)
-            else:
-                w = widths[lo:hi]
-                (packed,) = self._reply((k * int(w.sum(dtype=np.int64)),), np.uint8, 1)
-                d = _unpack(packed, w, k)
-            out[lo:hi] -= d * c[lo:hi, None].astype(np.int64)
+            runs = _runs(None if widths is None else widths[lo:hi], hi - lo)
+            msg = self.channel.recv()
+            if len(msg) != len(runs) or any(
+                m.dtype != t or m.shape != (b - a, k) for m, (a, b, t) in zip(msg, runs)
+            ):
+                got = [(str(m.dtype), m.shape) for m in msg]
+                want = [(np.dtype(t).name, (b - a, k)) for a, b, t in runs]
+                raise self._bad(f"expected corrections {want}, got {got}")
+            for m, (a, b, _) in zip(msg, runs):
+                out[lo + a : lo + b] -= m * c[lo + a : lo + b, None].astype(np.int64)
         self._finish(n)
         return out

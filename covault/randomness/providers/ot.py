@@ -12,13 +12,14 @@ random OT. The OT extensions come from above (:mod:`covault.protocols.additive` 
   A cross term ``a_i b_j``: 64 COTs, the receiver's choices the bits ``a_i[t]`` of its factor,
   the sender's correlations ``b_j``, both outputs multiplied by ``2^t``; the receiver's sum over
   ``t`` minus the sender's is ``a_i b_j``. As only the low ``64 - t`` bits of the products by
-  ``2^t`` matter, the correction of COT ``t`` carries ``ceil((64 - t) / 8)`` bytes per word, 4.5
-  on average (shortened corrections, ABY, NDSS 2015). Both cross terms, one direction each: 128
-  COTs of one word per product (2.6 KiB: 16 + 4.5 bytes per COT).
+  ``2^t`` matter, the correction of COT ``t`` carries each word as the smallest of 8, 4, 2 or 1
+  bytes that holds them (:data:`WIDTHS`: 5.375 bytes on average; shortened corrections, ABY,
+  NDSS 2015). Both cross terms, one direction each: 128 COTs of one word per product (2.7 KiB:
+  16 + 5.375 bytes per COT).
 - **Matrix triples** ``C = A @ B``: the same with whole rows as correlations: bits of ``A_i``
   (``64 m k`` COTs of ``n`` words, correlations the rows of ``B_j``) or bits of ``B_i``
   (``64 k n`` COTs of ``m`` words, correlations the columns of ``A_j``), whichever sends fewer
-  bytes; per cross term ``64 m k (16 + 4.5 n)`` or ``64 k n (16 + 4.5 m)`` bytes.
+  bytes; per cross term ``64 m k (16 + 5.375 n)`` or ``64 k n (16 + 5.375 m)`` bytes.
 - **AND triples** (Asharov, Lindell, Schneider, Zohner, CCS 2013, "R-OT based multiplication
   triples"): per bit one random OT each way. The ROT sender's messages ``(x0, x1)`` (their low
   bits) give ``b = x0 ^ x1`` and share ``x0``; the receiver's choice is ``a`` with share
@@ -35,7 +36,7 @@ random OT. The OT extensions come from above (:mod:`covault.protocols.additive` 
 
 Every request is one batched OT call per direction (split into calls of at most ``chunk`` words
 so that memory stays bounded), with no loop over elements. Costs against the dealer (which sends
-P1 one word per correlated value): 2.6 KiB per product instead of 8 bytes, and rounds: two flights
+P1 one word per correlated value): 2.7 KiB per product instead of 8 bytes, and rounds: two flights
 per direction and call, counted by the network like any other message (``PeerChannel``).
 Threat model: semi-honest P0 and P1 (no third party to trust); malicious security would need
 authenticated triples (MASCOT/SPDZ2k MACs and sacrifice) and a maliciously secure OT extension.
@@ -55,7 +56,8 @@ from covault.randomness.providers.base import Channel, CorrelationProvider, Shap
 
 MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 SHIFTS = np.arange(64, dtype=np.int64)
-WIDTHS = ((64 - SHIFTS + 7) // 8).astype(np.uint8)  # bytes of a correction that matter after << t
+# bytes of a correction word sent for bit t: the smallest of 1, 2, 4, 8 holding its 64 - t bits
+WIDTHS = np.select([SHIFTS >= 56, SHIFTS >= 48, SHIFTS >= 32], [1, 2, 4], 8).astype(np.uint8)
 CHUNK = 1 << 22  # words of correlation per OT call (32 MiB per array)
 
 
@@ -144,7 +146,7 @@ class OTProvider(CorrelationProvider):
         party holds ``L_i = left`` (int64 ``(U, k)``) and ``R_i = rows`` (int64 ``(U or 1, k, w)``):
         64 COTs per element of ``L``, choices its bits, correlations its row, ordered bit-major
         so that the COTs of bit ``t`` (outputs times ``2^t``) form one run of ``WIDTHS[t]``-byte
-        corrections."""
+        correction words."""
         units, k = left.shape
         w = rows.shape[2]
         out = np.zeros((units, w), np.int64)
@@ -193,7 +195,7 @@ class OTProvider(CorrelationProvider):
         xs = np.broadcast_to(x, (*batch, m, k)).reshape(nb, m, k)
         ys = np.broadcast_to(y, (*batch, k, n)).reshape(nb, k, n)
         out = np.empty((xs.shape[0], m, n), np.int64)
-        by_rows = m * (32 + 9 * n) <= n * (32 + 9 * m)  # bytes per COT: 16 + 4.5 per word, doubled
+        by_rows = m * (128 + 43 * n) <= n * (128 + 43 * m)  # bytes per COT: 16 + 5.375 per word, x8
         for i in range(xs.shape[0]):  # one OT call per matrix of the batch
             if by_rows:
                 out[i] = self._gilboa(xs[i], ys[i][None])
