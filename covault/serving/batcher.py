@@ -55,6 +55,7 @@ def run_batches(
     stop: Callable[[], bool] = lambda: False,
     leave: Callable[[], bool] = lambda: False,
     on_batch: Callable[[list[Pending]], None] | None = None,
+    on_answered: Callable[[int], None] | None = None,
     pool: bool = True,
 ) -> int:
     """Serve batches until the leader announces the end (``stop()`` true at the leader), or
@@ -63,14 +64,30 @@ def run_batches(
     ``clients``: the data parties, in one order at every party (the announcement's client
     index); ``forward``: keyword arguments of ``model.forward``; ``on_batch``: called at a compute
     party with the queries taken into a batch before it is evaluated (the service fails them if
-    the session breaks); ``pool``: the 2pc dealer deals the next single-row batch's tuples
-    ahead (:class:`~covault.serving.online.Query`)."""
+    the session breaks); ``on_answered``: called with each batch's count of answered queries as
+    it is answered (the count survives a session that breaks later); ``pool``: the 2pc dealer
+    deals the next single-row batch's tuples ahead (:class:`~covault.serving.online.Query`)."""
     fn = lambda x: model.forward(x, **(forward or {}))  # noqa: E731
     with Query(session, None, model.n_features, fn, pool=pool) as query:
-        return _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop, leave, on_batch)
+        return _loop(
+            session,
+            model,
+            door,
+            clients,
+            query,
+            max_rows,
+            share_wait,
+            tick,
+            stop,
+            leave,
+            on_batch,
+            on_answered,
+        )
 
 
-def _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop, leave, on_batch) -> int:
+def _loop(
+    session, model, door, clients, query, max_rows, share_wait, tick, stop, leave, on_batch, on_answered
+) -> int:
     me = session.party
     leader = session.compute_parties[0]
     others = [p for p in serving_parties(session) if p != me]
@@ -137,6 +154,8 @@ def _loop(session, model, door, clients, query, max_rows, share_wait, tick, stop
                         door.answer(p, y.frac, y.shares[0, at : at + p.rows])
                         at += p.rows
             answered += int(ok.sum())
+            if on_answered is not None:
+                on_answered(int(ok.sum()))
         if on_batch is not None and door is not None:
             on_batch([])
         if ending:

@@ -75,8 +75,11 @@ class _State:
     door: Any = None
     max_query_rows: int | None = None
     model_id: str | None = None
-    answered: int = 0
+    answered: int = 0  # over every session of the service (counted batch by batch)
     batch: list[Any] = dataclasses.field(default_factory=list)
+
+    def count(self, answered: int) -> None:
+        self.answered += answered
 
 
 def serve_party(
@@ -176,8 +179,14 @@ def _serve_sessions(config, name, model, clients, state, model_dir, transcript_d
                     log.warning("party %r: the service of model %r is back after %s", name, model, lost)
                 lost = None
                 serving = True
-                state.answered += run_batches(
-                    session, secret, state.door, clients, forward=forward_args(secret.info, secret.name), **kw
+                run_batches(
+                    session,
+                    secret,
+                    state.door,
+                    clients,
+                    forward=forward_args(secret.info, secret.name),
+                    on_answered=state.count,
+                    **kw,
                 )
                 return
         except Exception as exc:
