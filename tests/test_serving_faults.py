@@ -70,6 +70,11 @@ def test_query_cap_silent_connections_gateway_and_revocation(tmp_path):
                 QueryRefused, match=r"1 to 8 rows at this service \(--max-query-rows\), got 9"
             ):
                 c.predict(RNG.normal(0, 1, (9, 5)))
+            # Far above it (a frame the door would cut off as too large): the client refuses it
+            # from the cap in the door's welcome, before sending, and its links stay open.
+            with pytest.raises(QueryRefused, match=r"1 to 8 rows at this service.*got 5000") as refused:
+                c.predict(RNG.normal(0, 1, (5000, 5)))
+            assert refused.value.party in ("a", "b") and c._broken is None
             np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
             # Connections from one source that never start their handshake: one too many is
             # closed at once; clients from elsewhere are served meanwhile.

@@ -102,6 +102,7 @@ class Client:
         self.model: Any = None
         self._inputs: Any = None
         self._links: dict[str, Link] | None = None
+        self._caps: dict[str, int] = {}  # each front door's cap on a query's rows (its welcome)
         self._broken: PeerError | None = None
         self._qid = itertools.count(1)
         self._lock = threading.Lock()  # one query at a time on the links (predict from threads)
@@ -184,6 +185,7 @@ class Client:
             self._fxp = FixedPoint(self.model.frac_bits)
         m = self.model  # the header's preprocessing, parsed once per connection, not per query
         self._inputs = ModelInputs(m.info, m.name, m.n_features)
+        self._caps = {p: int(h["max_query_rows"]) for p, h in headers.items() if "max_query_rows" in h}
         self._links, self._broken = links, None
 
     def _dial(self, party: str, token: bytes, deadline: float) -> tuple[Link, dict[str, Any]]:
@@ -254,6 +256,11 @@ class Client:
         x = check_rows(self._fxp, model, rows, self.party)
         if self._broken is not None:
             self._connect()
+        for p, cap in self._caps.items():  # each front door's cap, from its welcome: nothing sent
+            if x.shape[0] > cap:
+                raise QueryRefused(
+                    p, f"a query has 1 to {cap} rows at this service (--max-query-rows), got {x.shape[0]}"
+                )
         enc = self._fxp.encode(x, what=f"query of client {self.party!r} to model {model.name!r}")
         qid = next(self._qid)
         links = self._links

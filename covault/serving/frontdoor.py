@@ -23,6 +23,7 @@ stops reading delays nobody.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import socket
@@ -156,6 +157,9 @@ class FrontDoor:
             )
         self.max_query_rows = int(max_query_rows)
         self.max_frame = self.components * self.max_query_rows * self.features * 8 + FRAME_SLACK
+        # the welcome: the model's public header and this door's cap on a query's rows, which the
+        # client checks before it sends (a larger frame would only be cut off as too large)
+        self.welcome = json.dumps({**json.loads(header), "max_query_rows": self.max_query_rows}).encode()
         self._cond = threading.Condition()
         self._store: dict[Key, Pending] = {}
         self._refused: dict[Key, None] = {}  # insertion-ordered: the oldest forgotten first
@@ -293,7 +297,7 @@ class FrontDoor:
         if old is not None:
             old.stop()
         link.channel.settimeout(self.stall)
-        client.send([text(MAGIC), text(self.header)])
+        client.send([text(MAGIC), text(self.welcome)])
         return client
 
     def _read(self, c: _Client) -> None:
