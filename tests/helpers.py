@@ -37,6 +37,9 @@ class Variant(tuple):
         self.provider = provider
         return self
 
+    def __getnewargs__(self):  # copy and pickle rebuild it with its provider
+        return (self[0], self[1], self.provider)
+
     @property
     def id(self) -> str:
         return self[0] if self.provider is None else f"{self[0]}-{self.provider}"

@@ -418,6 +418,11 @@ def test_shortened_corrections_agree_modulo_their_width_and_send_less(widths, ba
 
 def test_shortened_corrections_widths_checked():
     def prog(session):
+        if session.party == "p1":  # the receiver checks its widths too, before any message
+            r = OTExtReceiver(session_channel(session))
+            with pytest.raises(ShapeError, match="nbytes must be"):
+                r.cot_recv(np.zeros(4, np.uint8), 1, np.full(4, 3))
+            return True
         if session.party != "p0":
             return None
         s = OTExtSender(session_channel(session))
@@ -432,4 +437,5 @@ def test_shortened_corrections_widths_checked():
                 s.cot_send(4, np.zeros((4, 1), np.int64), bad)
         return True
 
-    assert covault.run(prog, parties=2, protocol="2pc")["p0"]
+    res = covault.run(prog, parties=2, protocol="2pc")
+    assert res["p0"] and res["p1"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import covault
-from covault.errors import ShapeError
+from covault.errors import ProtocolError, ShapeError
 from covault.ops import benes
 from covault.ops import shuffle as shuffle_module
 from covault.ops.shuffle import shuffle_rows, shuffle_together
@@ -294,3 +294,30 @@ def test_ot_shuffle_cost(words, monkeypatch):
 def test_tcp_ot_shuffle():
     got = run_both(prog_tcp, ("2pc", 2), provider="ot", transport="tcp")
     assert sorted(map(tuple, got)) == sorted(map(tuple, ROWS))
+
+
+def test_ot_permutation_refuses_a_holder_outside_the_computation_and_missing_bits():
+    """``permute_2pc`` names the problem at once instead of both parties waiting as senders."""
+
+    def prog(s):
+        net = benes.network(4)
+        z = np.zeros((4, 2), np.int64)
+        with pytest.raises(ProtocolError, match="holder 'nobody' is not a compute party"):
+            benes.permute_2pc(s.protocol, z, "nobody", net, None)
+        if s.party == s.compute_parties[0]:
+            with pytest.raises(ProtocolError, match="switch bits for"):
+                benes.permute_2pc(s.protocol, z, s.party, net, None)
+        return True
+
+    assert all(covault.run(prog, 2, "2pc", provider="ot").values())
+
+
+def test_variants_survive_copy_and_pickle():
+    import copy
+    import pickle
+
+    from tests.helpers import Variant
+
+    v = Variant("2pc", 2, "ot")
+    for w in (copy.copy(v), copy.deepcopy(v), pickle.loads(pickle.dumps(v))):
+        assert tuple(w) == ("2pc", 2) and w.provider == "ot" and w.id == "2pc-ot"

@@ -205,6 +205,11 @@ def permute_2pc(
     party): one call of correlated OTs from the other party to the holder over the provider's
     OT extensions (module docstring)."""
     n, w = shares.shape
+    if holder not in proto.compute:
+        raise ProtocolError(
+            f"oblivious permutation at party {proto.party!r}: holder {holder!r} is not a compute "
+            f"party ({list(proto.compute)})"
+        )
     if n != net.n:
         raise ShapeError(f"oblivious permutation: {n} rows on a network of {net.n} wires")
     z = np.array(shares, dtype=np.int64, copy=True)

@@ -48,7 +48,9 @@ products by ``P_H``'s bits made by correlated OT from ``P_O`` to ``P_H`` over th
 extensions. Cost per step and column block of ``w`` words: one OT per switch (about
 ``n log2 n - n/2``), ``16 + 8 w`` bytes each, 2 flights (one OT call: ``P_O`` derives each
 layer's correlations from the OT outputs of the layers before, see :mod:`covault.ops.benes`);
-blocks of columns hold at most ``OT_WORDS`` words of OT output. Against the dealer's ``2 n w``
+blocks of columns hold at most ``OT_WORDS`` words of OT output (at least one column: above
+about 500,000 rows, 2^23 switches, a block of one column exceeds it, and each column is an OT
+call of its own; routing is Python code, about 14 s and 1 GB for 1M rows). Against the dealer's ``2 n w``
 words per step (``P_O``'s message and the dealer's correction): about
 ``(log2 n - 1/2)(1 + 2 / w) / 2`` times the bytes (6.7x for 10,000 rows of 31 columns:
 33 MB per step), twice the flights, no third party. Trust: semi-honest P0 and P1; each knows
@@ -160,7 +162,8 @@ def shuffle_share_columns(proto: Protocol, arrays: Sequence[np.ndarray]) -> None
         _dealer_step(proto, arrays, blocks, holder=p0, other=p1)
         _dealer_step(proto, arrays, blocks, holder=p1, other=p0)
         return
-    if isinstance(proto, Additive2PC) and PROVIDERS[proto.provider_name].uses_ot:
+    provider = PROVIDERS[proto.provider_name] if isinstance(proto, Additive2PC) else None
+    if provider is not None and provider.shuffle and provider.uses_ot:
         for holder in proto.compute:
             _ot_step(proto, arrays, holder)
         return

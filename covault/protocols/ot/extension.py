@@ -292,10 +292,13 @@ class OTExtSender(_Party):
         """``n`` correlated OTs of ``k`` words whose ``delta = derive(x0)`` is chosen once ``x0``
         (int64 ``(n, k)``, uniform) is known; returns ``x0``; the receiver (``cot_recv``, the
         same call) gets ``x0 + c * delta``. Still one flight each way: the receiver's ``u``
-        fixes ``x0 = H(q_j)`` before any reply. The receiver's view is that of ``cot_send``
-        with the same ``delta``: its pads ``H(q_j ^ s)`` hide every ``x0_j`` it did not choose,
-        whatever ``delta`` depends on. Used where a correlation depends on earlier OTs' outputs
-        (the layers of :mod:`covault.ops.benes`)."""
+        fixes ``x0 = H(q_j)`` before any reply. Security condition, the caller's to keep:
+        ``delta_j`` may depend on ``x0_i`` of earlier OTs only (``i < j`` in some order, no
+        cycles; never on ``x0_j`` itself). Then each output the receiver gets has a fresh term
+        (``x0_j`` itself, or the pad ``H(q_j ^ s)`` hiding it) and its view is uniform, as with
+        ``cot_send``; ``delta = x0`` (a cycle of one) would give it ``2 x0`` with choice 1.
+        Used where a correlation depends on earlier layers' outputs (:mod:`covault.ops.benes`:
+        layer ``L``'s ``delta`` is read before layer ``L``'s outputs are applied)."""
         n = _count(n, self.role, "correlated OT")
         k = _count(k, self.role, "correlated OT")
         if k < 1:

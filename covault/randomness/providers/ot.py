@@ -195,7 +195,8 @@ class OTProvider(CorrelationProvider):
         xs = np.broadcast_to(x, (*batch, m, k)).reshape(nb, m, k)
         ys = np.broadcast_to(y, (*batch, k, n)).reshape(nb, k, n)
         out = np.empty((xs.shape[0], m, n), np.int64)
-        by_rows = m * (128 + 43 * n) <= n * (128 + 43 * m)  # bytes per COT: 16 + 5.375 per word, x8
+        # bytes m (16 + 5.375 n) against n (16 + 5.375 m) per 64 k COTs: the same as m <= n
+        by_rows = m <= n
         for i in range(xs.shape[0]):  # one OT call per matrix of the batch
             if by_rows:
                 out[i] = self._gilboa(xs[i], ys[i][None])
