@@ -38,6 +38,11 @@ def _fit(s, est, privacy, x=XS, y=YS):
     return est.secret_coef_.reveal(), est.secret_intercept_.reveal(), est.privacy_
 
 
+# 20 steps of probabilistic truncations against the float64 twin: in 10 runs of the wide-clip
+# test the largest weight error was 1.0-1.9e-4 (one CI run 2.04e-4); 3e-4 is about 20 units of 2^-16
+TRUNC_DRIFT = 3e-4
+
+
 @pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_noise_off_equals_plaintext_clipped_sgd(proto):
     name, n = proto
@@ -47,8 +52,8 @@ def test_noise_off_equals_plaintext_clipped_sgd(proto):
     assert (q, steps, info["steps"]) == (32 / N, 20, 20)
     positions = poisson_positions(SEED, N, q, steps)
     rw, rb = reference_dpsgd(ml.ReferenceLogisticRegression(**LR_KW), XS, YS, priv, positions)
-    np.testing.assert_allclose(w, rw, atol=2e-4)
-    assert abs(float(b) - rb) < 2e-4
+    np.testing.assert_allclose(w, rw, atol=TRUNC_DRIFT)
+    assert abs(float(b) - rb) < TRUNC_DRIFT
     # the clipping was active: without it the twin lands elsewhere
     wide = DPSGD(noise_multiplier=0.0, max_grad_norm=100.0, sampling_seed=SEED)
     uw, _ = reference_dpsgd(ml.ReferenceLogisticRegression(**LR_KW), XS, YS, wide, positions)
@@ -64,8 +69,8 @@ def test_noise_off_with_a_wide_clip_equals_twin():
     q, steps = priv.schedule(N, 32, 2)
     positions = poisson_positions(SEED, N, q, steps)
     rw, rb = reference_dpsgd(ml.ReferenceLogisticRegression(**LR_KW), XS, YS, priv, positions)
-    np.testing.assert_allclose(w, rw, atol=2e-4)
-    assert abs(float(b) - rb) < 2e-4
+    np.testing.assert_allclose(w, rw, atol=TRUNC_DRIFT)
+    assert abs(float(b) - rb) < TRUNC_DRIFT
 
 
 def test_linear_regression_noise_off_equals_twin():
