@@ -14,7 +14,7 @@ import covault
 from covault.errors import CovaultError, PeerError, ProtocolError, ShapeError
 from covault.protocols.ot import OTExtReceiver, OTExtSender, session_channel
 from covault.protocols.ot.base import base_ot_recv, base_ot_send, lift, random_choices
-from covault.protocols.ot.bits import Buffers, ColumnPRG, transpose
+from covault.protocols.ot.bits import AHEAD, Buffers, ColumnPRG, transpose
 from covault.protocols.ot.crhash import FixedKeyHash
 
 
@@ -123,6 +123,13 @@ def test_column_prg_streams_continue():
     prg = ColumnPRG(seeds)
     assert np.array_equal(np.concatenate([prg.expand(16), prg.expand(32)], axis=1), whole)
     assert len({row.tobytes() for row in whole}) == 4
+    # small requests (from keystream drawn ahead), large ones (drawn directly) and requests
+    # across the edge of what was drawn ahead: the same bytes as one draw
+    sizes = [0, 8, AHEAD - 8, 16, 3 * AHEAD + 5, 1, AHEAD, 7, 2 * AHEAD - 3]
+    whole = ColumnPRG(seeds).expand(sum(sizes))
+    prg = ColumnPRG(seeds)
+    parts = [prg.expand(m) for m in sizes]
+    assert np.array_equal(np.concatenate(parts, axis=1), whole)
 
 
 def test_fixed_key_hash_tweaks():

@@ -89,18 +89,34 @@ def transpose(cols: np.ndarray, buffers: Buffers | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(64 * w, 8 * g)
 
 
+AHEAD = 1 << 14  # keystream bytes drawn ahead per stream for small requests
+
+
 class ColumnPRG:
     """One AES-128-CTR stream per 16-byte seed (a row of ``seeds``); :meth:`expand` draws the
-    next ``m`` bytes of every stream, one ``update_into`` per stream. Streams continue across
-    calls, so one set of base OTs serves every extension."""
+    next ``m`` bytes of every stream. Streams continue across calls, so one set of base OTs
+    serves every extension. Requests below :data:`AHEAD` bytes are served from keystream drawn
+    ahead (one ``update_into`` per stream per ``AHEAD`` bytes, not per request: the same bytes in
+    the same order); larger ones are drawn directly."""
 
-    __slots__ = ("_encs", "_zeros")
+    __slots__ = ("_ahead", "_at", "_encs", "_zeros")
 
     def __init__(self, seeds: np.ndarray):
         if seeds.dtype != np.uint8 or seeds.ndim != 2 or seeds.shape[1] != 16:
             raise ShapeError(f"column PRG: seeds must be uint8 (k, 16), got {seeds.dtype} {seeds.shape}")
         self._encs = [Cipher(algorithms.AES(s.tobytes()), modes.CTR(bytes(16))).encryptor() for s in seeds]
-        self._zeros = bytearray(0)
+        self._zeros = bytearray(AHEAD)
+        self._ahead = np.empty((len(self._encs), AHEAD), dtype=np.uint8)
+        self._at = AHEAD  # bytes of ``_ahead`` already used
+
+    def _draw(self, out: np.ndarray) -> None:
+        """The next ``out.shape[1]`` bytes of every stream into the rows of ``out``."""
+        m = out.shape[1]
+        if len(self._zeros) < m:
+            self._zeros = bytearray(m)
+        zeros = memoryview(self._zeros)[:m]
+        for enc, row in zip(self._encs, out, strict=True):
+            enc.update_into(zeros, row)
 
     def expand(self, m: int, out: np.ndarray | None = None) -> np.ndarray:
         """The next ``m`` bytes of every stream: uint8 ``(k, m)`` (into ``out`` if given)."""
@@ -108,9 +124,14 @@ class ColumnPRG:
             out = np.empty((len(self._encs), m), dtype=np.uint8)
         elif out.dtype != np.uint8 or out.shape != (len(self._encs), m) or not out.flags.c_contiguous:
             raise ShapeError(f"column PRG: out must be C-contiguous uint8 ({len(self._encs)}, {m})")
-        if len(self._zeros) < m:
-            self._zeros = bytearray(m)
-        zeros = memoryview(self._zeros)[:m]
-        for enc, row in zip(self._encs, out, strict=True):
-            enc.update_into(zeros, row)
+        take = min(m, AHEAD - self._at)
+        out[:, :take] = self._ahead[:, self._at : self._at + take]
+        self._at += take
+        rest = m - take
+        if rest >= AHEAD:  # the buffer is used up: draw the rest directly (rows stay contiguous)
+            self._draw(out[:, take:])
+        elif rest:
+            self._draw(self._ahead)
+            out[:, take:] = self._ahead[:, :rest]
+            self._at = rest
         return out
