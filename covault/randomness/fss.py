@@ -327,9 +327,10 @@ def _keygen_few(
     for e in elems:
         x |= (s0[e] | s1[e] << leaf) << (2 * e * leaf)
     x *= sum(1 << (128 * j) for j in range(blocks - 1))  # each seed into its blocks
+    one = _block_constants((LEAF,), 1, blocks)
     consts = 0
     for k in range(2 * n):
-        consts |= _block_constants((LEAF,), 1, blocks) << (k * leaf)
+        consts |= one << (k * leaf)
     x ^= consts
     y = from_bytes(update(x.to_bytes(2 * n * leaf // 8, "little")), "little") ^ x
     cw_out = []
@@ -438,9 +439,9 @@ def _eval_int(party: int, key: DcfKey, x: np.ndarray) -> np.ndarray:
     for k in range(count):
         xi |= s[k] << (k * leaf)
     xi *= sum(1 << (128 * j) for j in range(blocks - 1))
-    ci = 0
+    one, ci = _block_constants((LEAF,), 1, blocks), 0
     for k in range(count):
-        ci |= _block_constants((LEAF,), 1, blocks) << (k * leaf)
+        ci |= one << (k * leaf)
     xi ^= ci
     y = from_bytes(update(xi.to_bytes(count * leaf // 8, "little")), "little") ^ xi
     out = key.cw_out.view(np.uint64).tolist()
