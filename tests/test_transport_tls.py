@@ -22,8 +22,9 @@ import covault
 from covault.deploy import certs
 from covault.errors import PeerError
 from covault.transport.framing import encode_frame
+from covault.transport.sealed import SealedChannel
 from covault.transport.tcp import LateJoinGuard, TcpTransport, connect_mesh, open_listener, prepare_socket
-from covault.transport.tls import PeerCertificateError, PlaintextWarning, TlsChannel, TlsIdentity
+from covault.transport.tls import PeerCertificateError, PlaintextWarning, TlsIdentity
 
 pytestmark = pytest.mark.processes
 
@@ -124,7 +125,7 @@ def test_mesh_over_mutual_tls_carries_messages_and_binds_connections(pki):
         for p in "xyz":
             assert transports[p].tls
             for q, ch in got[p].items():
-                assert isinstance(ch, TlsChannel) and ch.version == "TLSv1.3"
+                assert isinstance(ch, SealedChannel) and ch.version == "TLSv1.3"
                 assert ch.peer_names == {q}
                 assert ch.tag == got[q][p].tag  # both ends derive the same tag ...
         tags = {got["x"]["y"].tag, got["x"]["z"].tag, got["y"]["z"].tag}
@@ -405,7 +406,7 @@ def test_messages_before_a_failing_record_are_delivered_then_the_failure_is_name
         for i in range(3):
             header, bufs = encode_frame([np.array([i, i + 1])], tag=ch.tag)
             ch.send_buffers([header, *bufs])
-        ch.sock.sendall(b"\x17\x03\x03\x00\x20" + bytes(32))  # application data, bad tag
+        ch.sock.sendall(b"\x00\x00\x00\x10" + bytes(32))  # a 16-byte record, bad tag
         time.sleep(0.2)  # everything is waiting at y before y reads at all
         ty = TcpTransport("y", got["y"])
         try:

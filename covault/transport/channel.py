@@ -165,3 +165,47 @@ class SocketChannel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class RecordChannel(SocketChannel):
+    """A channel that reads records (TLS's, covault's) ahead into its own buffer: what its
+    ``read_nb`` shares, such as the end-of-stream state and failures held back until the
+    plaintext received before them is delivered."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__(sock)
+        self._eof: str | None = None  # "clean" (the peer closed properly) or "abrupt"
+        self._error: BaseException | None = None  # met after plaintext: raised at the next read
+
+    def _defer(self, exc: BaseException, got: int) -> int:
+        """Return the ``got`` bytes of plaintext received before ``exc``; raise it next call."""
+        self._error = exc
+        self.more = True
+        return got
+
+    def _raise_deferred(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            self.more = False
+            raise exc
+
+    def _read_raw(self, dst: memoryview, got: int) -> tuple[int, int | None]:
+        """Read the socket into ``dst`` for a ``read_nb`` holding ``got`` bytes of plaintext:
+        ``(bytes read, None)``, or ``(0, what read_nb returns now)``."""
+        try:
+            n = self.sock.recv_into(dst)
+        except BlockingIOError:
+            self.more = False
+            return 0, got or None
+        except OSError as exc:  # a reset connection: deliver what came before it first
+            if not got:
+                raise
+            return 0, self._defer(exc, got)
+        if not n:
+            if got:
+                self.more = True  # the end of the stream, next time
+                return 0, got
+            self._eof = self._eof or "abrupt"
+            self.more = False
+            return 0, 0
+        return n, None

@@ -87,7 +87,7 @@ def prepare_socket(
         if server_side or isinstance(exc, PeerRevokedError):  # TLS is up: tell the peer why
             _send_refusal(channel, exc.refusal)
         raise
-    return channel
+    return channel.seal()
 
 
 # -- hello frames --------------------------------------------------------------------------------

@@ -13,25 +13,24 @@ certificate naming several parties is refused by the handshake, at both ends, wi
 both ends of every connection: a revoked peer is refused (:class:`PeerRevokedError`, naming the
 party and the serial) and told so in a refusal frame, so that it stops too.
 
-:class:`TlsChannel` runs OpenSSL over memory BIOs: the TLS state is touched only under a lock
-and never while blocked on the socket, so one thread can receive while another sends (OpenSSL
-forbids concurrent calls on one connection), a large message goes to the kernel in chunk-sized
-writes, and the receiver reads the socket in 256 KiB pieces and decrypts every whole record
-that has arrived in one call. OpenSSL's own socket I/O (``ssl.SSLSocket``) copies less but
-makes a system call per 16 KiB record written and two per record read; on loopback it cost
-more CPU per byte than the memory BIOs (docs/deployment.md, "Transport performance").
+:class:`TlsChannel` runs OpenSSL over memory BIOs (the TLS state is touched only under a lock and
+never while blocked on the socket) for the handshake, the certificate checks and a refusal frame;
+then :meth:`TlsChannel.seal` keys covault's AES-256-GCM records inside the TLS 1.3 session and
+hands the connection to :class:`~covault.transport.sealed.SealedChannel`, which carries every
+later byte at several times the speed of Python's TLS records (:mod:`covault.transport.sealed`;
+docs/deployment.md, "Transport performance").
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import sys
 import tempfile
 import threading
 import warnings
-from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,7 +39,15 @@ from cryptography import x509
 from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, check_party_files, party_name
 from covault.deploy.revocation import RevocationWatch, describe, party_watch
 from covault.errors import CovaultWarning, PeerError
-from covault.transport.channel import SocketChannel, send_buffers
+from covault.transport.channel import RecordChannel, SocketChannel, send_buffers
+from covault.transport.sealed import (
+    KEY_MESSAGE_BYTES,
+    MAGIC,
+    SEED_BYTES,
+    RecordError,
+    SealedChannel,
+    derive_keys,
+)
 
 RAW_BUFFER = 1 << 18  # bytes read from the socket per system call
 WRITE_CHUNK = 1 << 20  # plaintext bytes encrypted per lock hold / written per system call
@@ -201,6 +208,8 @@ def describe_tls_error(exc: ssl.SSLError) -> tuple[str, bool]:
     """``(readable reason, whether it is about certificates)`` for a TLS failure with a peer."""
     if isinstance(exc, PeerIdentityError):
         return exc.text, True
+    if isinstance(exc, RecordError):
+        return exc.text, False
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         if code in _UNKNOWN_CA:
@@ -224,10 +233,10 @@ def tls_peer_error(peer: str, exc: ssl.SSLError, during: str = "TLS handshake") 
 
 
 # -- channel -----------------------------------------------------------------------------------------
-class TlsChannel(SocketChannel):
-    """TLS over a connected socket, with OpenSSL driven through memory BIOs (see module doc).
-
-    Construct, then call :meth:`handshake` (the socket's timeout bounds it).
+class TlsChannel(RecordChannel):
+    """TLS over a connected socket, with OpenSSL driven through memory BIOs (see module doc):
+    blocking use only. Construct, call :meth:`handshake` (the socket's timeout bounds it), then
+    :meth:`seal` for the channel that carries the traffic.
     """
 
     tls = True
@@ -247,12 +256,9 @@ class TlsChannel(SocketChannel):
         self._lock = threading.Lock()  # guards _obj and both BIOs
         self._raw = bytearray(RAW_BUFFER)
         self._rawv = memoryview(self._raw)
-        self._eof: str | None = None
-        self._blocking = True  # until set_nonblocking: stop reading once plaintext has come
         self._partial = False  # the last read filled its view: the record may hold more
-        self._error: BaseException | None = None  # met after plaintext: raised at the next read
-        self._plain: deque[memoryview] = deque()  # queued plaintext not yet encrypted
-        self._notify_after_flush = False  # send close_notify once the plaintext is out
+        self._back = b""  # plaintext read ahead by :meth:`seal` and given back
+        self._server_side = server_side
 
     # -- handshake ------------------------------------------------------------------------------------
     def handshake(self) -> None:
@@ -295,6 +301,40 @@ class TlsChannel(SocketChannel):
     def version(self) -> str | None:
         return self._obj.version()
 
+    def seal(self) -> SocketChannel:
+        """After :meth:`handshake`: key covault's records (:mod:`covault.transport.sealed`, steps
+        1-2) and return the :class:`~covault.transport.sealed.SealedChannel` to use from then on;
+        ``self`` if the peer sent something else first (a refusal frame: read next, by the caller)."""
+        mine = os.urandom(SEED_BYTES)
+        self.send_buffers([MAGIC + mine])
+        got = bytearray()
+        while len(got) < KEY_MESSAGE_BYTES:
+            ask = (len(MAGIC) if len(got) < len(MAGIC) else KEY_MESSAGE_BYTES) - len(got)
+            buf = bytearray(ask)
+            n = self.recv_into(memoryview(buf))
+            got += buf[:n]
+            if not n or (len(got) >= len(MAGIC) and not got.startswith(MAGIC)):
+                self._back = bytes(got)  # not a key message: the caller reads it
+                return self
+        with self._lock:
+            if self._obj.pending():
+                raise ssl.SSLError("the peer sent data inside TLS after its key message")
+            leftover = self._in.read()
+        theirs = bytes(got[len(MAGIC) :])
+        dialler, acceptor = (theirs, mine) if self._server_side else (mine, theirs)
+        out, back = derive_keys(dialler, acceptor)
+        if self._server_side:
+            out, back = back, out
+        return SealedChannel(
+            self.sock,
+            out,
+            back,
+            version=self.version,
+            peer_names=self.peer_names,
+            peer_cert=self.peer_cert,
+            leftover=leftover,
+        )
+
     # -- I/O -----------------------------------------------------------------------------------------
     def _flush(self) -> None:
         with self._lock:
@@ -319,12 +359,20 @@ class TlsChannel(SocketChannel):
     def send_buffers(self, buffers: Sequence[memoryview | bytes]) -> int:
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
         total = sum(v.nbytes for v in views)
+        if self._back:  # the peer answered seal() with a refusal and may be gone: read it next
+            with contextlib.suppress(OSError):
+                self._send_records(views, total)
+            return total
+        self._send_records(views, total)
+        return total
+
+    def _send_records(self, views: list[memoryview], total: int) -> None:
         if total <= COALESCE:  # one record, one system call
             with self._lock:
                 self._obj.write(b"".join(views))
                 data = self._out.read()
             self.sock.sendall(data)
-            return total
+            return
         pending: list[bytes] = []
         size = 0
         for v in views:
@@ -339,30 +387,22 @@ class TlsChannel(SocketChannel):
                     pending, size = [], 0
         if pending:
             send_buffers(self.sock, pending)
-        return total
 
-    # -- non-blocking use (the transport) -------------------------------------------------------------
-    def set_nonblocking(self) -> None:
-        super().set_nonblocking()
-        self._blocking = False
-
-    def _defer(self, exc: BaseException, got: int) -> int:
-        """Return the ``got`` bytes of plaintext received before ``exc``; raise it next call."""
-        self._error = exc
-        self.more = True
-        return got
-
+    # -- reading ----------------------------------------------------------------------------------
     def read_nb(self, view: memoryview) -> int | None:
         """Receive plaintext into ``view``, as many TLS records as have arrived (up to its size):
         the count, 0 at the end of the stream, None if no whole record has arrived; ``more``
         tells whether plaintext or ciphertext may be left behind."""
+        if self._back:  # given back by seal()
+            n = min(len(view), len(self._back))
+            view[:n] = self._back[:n]
+            self._back = self._back[n:]
+            self.more = True
+            return n
         if self._eof == "clean":  # a close_notify came after the plaintext returned last time
             self.more = False
             return 0
-        if self._error is not None:  # met after the plaintext returned last time: raise it now
-            exc, self._error = self._error, None
-            self.more = False
-            raise exc
+        self._raise_deferred()  # met after the plaintext returned last time: raise it now
         want, got = len(view), 0
         filled = False  # the last socket read filled the raw buffer (True) or not (None)
         while True:
@@ -393,92 +433,16 @@ class TlsChannel(SocketChannel):
                     self.more = got > 0
                     return got
             # No whole record is left: read the socket, unless its last read left nothing behind
-            # (or, blocking, plaintext has come: another read could wait for the peer).
-            if filled is None or (got and self._blocking):
+            # (or plaintext has come: another read could wait for the peer).
+            if filled is None or got:
                 self.more = False
                 return got or None
-            try:
-                n = self.sock.recv_into(self._rawv)
-            except BlockingIOError:
-                self.more = False
-                return got or None
-            except OSError as exc:  # a reset connection: deliver what came before it first
-                if not got:
-                    raise
-                return self._defer(exc, got)
+            n, now = self._read_raw(self._rawv, got)
             if not n:
-                if got:
-                    self.more = True  # the end of the stream, next time
-                    return got
-                self._eof = self._eof or "abrupt"
-                self.more = False
-                return 0
+                return now
             filled = True if n == len(self._raw) else None
             with self._lock:
                 self._in.write(self._rawv[:n])
-
-    def queue(self, buffers: Sequence[memoryview | bytes]) -> None:
-        """Small messages are encrypted at once into one record; larger ones chunk by chunk
-        as :meth:`flush` writes them (the buffers are referenced until then)."""
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
-        if not self._plain and sum(v.nbytes for v in views) <= COALESCE:
-            with self._lock:
-                self._obj.write(b"".join(views))
-                self._pending.append(memoryview(self._out.read()))
-        else:
-            self._plain.extend(views)
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._pending or self._plain) or self._notify_after_flush or self._shut_after_flush
-
-    def flush(self) -> bool:
-        while True:
-            if not self._write_pending():
-                return False
-            if self._plain:
-                self._encrypt_chunk()
-            elif self._notify_after_flush:
-                self._notify_after_flush = False
-                with self._lock:
-                    with contextlib.suppress(ssl.SSLError, ValueError):
-                        self._obj.unwrap()  # queues close_notify; the peer's arrives later
-                    data = self._out.read()
-                if data:
-                    self._pending.append(memoryview(data))
-            else:
-                break
-        self._finish_close_write()
-        return True
-
-    def _encrypt_chunk(self) -> None:
-        """Encrypt up to WRITE_CHUNK bytes of queued plaintext (small buffers joined)."""
-        q = self._plain
-        first = q[0]
-        if first.nbytes >= WRITE_CHUNK:
-            chunk = first[:WRITE_CHUNK]
-            if first.nbytes > WRITE_CHUNK:
-                q[0] = first[WRITE_CHUNK:]
-            else:
-                q.popleft()
-        else:
-            parts, size = [], 0
-            while q and size + q[0].nbytes <= WRITE_CHUNK:
-                size += q[0].nbytes
-                parts.append(q.popleft())
-            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
-        with self._lock:
-            self._obj.write(chunk)
-            self._pending.append(memoryview(self._out.read()))
-
-    def queue_close_write(self) -> None:
-        self._notify_after_flush = True
-        self._shut_after_flush = True
-
-    def discard_output(self) -> None:
-        super().discard_output()
-        self._plain.clear()
-        self._notify_after_flush = False
 
     def eof_note(self) -> str:
         if self._eof == "abrupt":
