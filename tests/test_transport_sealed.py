@@ -196,3 +196,17 @@ def test_nothing_readable_on_the_wire_and_ciphertext_looks_uniform():
     assert chi2 < 400  # 255 degrees of freedom: p < 1e-6 above about 370 for uniform bytes
     fresh = b"".join(capture([[secret.tobytes()]])[0])
     assert fresh[4:1000] != raw[4:1000]  # fresh keys, fresh ciphertext
+
+
+def test_the_closing_record_read_with_the_last_plaintext_is_reported_at_the_next_read():
+    x, y = pair()
+    x.send_buffers([b"abc"])
+    x.sock.sendall(x._seal(b"", closing=True))  # the closing record, the socket left open
+    y.set_nonblocking()
+    view = memoryview(bytearray(100))
+    for _ in range(1000):
+        n = y.read_nb(view)
+        if n is not None:
+            break
+    assert n == 3 and y.more  # the loop reads again at once: no wait for a FIN that may not come
+    assert y.read_nb(view) == 0 and y.eof_note() == ""

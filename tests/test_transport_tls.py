@@ -454,3 +454,34 @@ def test_a_message_that_arrives_with_the_hello_is_delivered(pki):
         th.join(10)
         t.close(0.5)
         listener.close()
+
+
+def test_a_peer_that_skips_the_key_message_is_refused_and_nothing_goes_out_unsealed(pki):
+    """A certified peer that sends its hello right after the TLS handshake, without the key
+    message of covault's records: the hello is refused, and the bare TLS channel can never
+    carry the traffic."""
+    from covault.transport.framing import FrameError
+    from covault.transport.handshake import _read_hello, _send_hello
+    from covault.transport.tls import TlsChannel
+
+    good = pki / "good"
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    b.settimeout(5)
+
+    def peer():
+        ch = TlsChannel(b, ident(good, "y").context(True), True, None)
+        ch.handshake()
+        _send_hello(ch, "y", SID, b"n" * 16, b"")
+
+    t = threading.Thread(target=peer)
+    t.start()
+    ch = prepare_socket(a, ident(good, "x"))
+    t.join(10)
+    assert isinstance(ch, TlsChannel)  # kept only to read a refusal
+    with pytest.raises(FrameError, match="no key message for covault's records"):
+        _read_hello(ch)
+    with pytest.raises(RuntimeError, match="carries no traffic"):
+        ch.set_nonblocking()
+    a.close()
+    b.close()

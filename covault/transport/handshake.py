@@ -145,6 +145,8 @@ def _read_hello(ch: SocketChannel) -> tuple[bytes, str, bytes, dict[str, bytes]]
         manifest = _decode_manifest(arrays[1].tobytes()) if len(arrays) == 2 else None
         text = arrays[0].tobytes().decode(errors="replace")
         raise _Refused(_printable(text, MAX_REASON_CHARS), manifest)
+    if isinstance(ch, TlsChannel):  # only a refusal may come without covault's records
+        raise FrameError("the peer sent no key message for covault's records after the TLS handshake")
     if kind != KIND_HELLO or len(arrays) != 4 or any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays):
         raise FrameError("expected a hello frame")
     sid, raw_name, nonce, manifest = (a.tobytes() for a in arrays)

@@ -11,23 +11,29 @@ checks at both ends):
 
 1. Each end sends :data:`MAGIC` and 32 bytes from ``os.urandom`` as one TLS 1.3 record. The two
    messages cross: no end waits for the other before sending.
-2. Both ends derive two 256-bit keys with HKDF-SHA256 (RFC 5869) from the dialler's 32 bytes
-   followed by the acceptor's: the first for dialler -> acceptor, the second for the way back.
+2. Both ends derive two 256-bit traffic secrets with HKDF-SHA256 (RFC 5869) from the dialler's
+   32 bytes followed by the acceptor's: the first for dialler -> acceptor, the second for the way
+   back. From a direction's secret, HKDF-Expand makes its AES-256 key and a 96-bit IV, as TLS 1.3
+   does (RFC 8446 7.3).
 3. Every later byte goes in records: a 4-byte big-endian header (the plaintext length; its top
    bit marks the closing record), then the AES-256-GCM ciphertext and 16-byte tag of the
    plaintext (NIST SP 800-38D) with the header as associated data, under the direction's key
-   and the nonce ``0^32 || s`` for the record's 64-bit sequence number ``s`` (from 0). A record
-   that fails authentication or announces more than :data:`MAX_RECORD` bytes ends the stream
-   (:class:`RecordError`); a stream that stops without the closing record ended abruptly.
+   and the nonce ``IV xor (0^32 || s)`` for the record's 64-bit sequence number ``s`` (from 0).
+   A record that fails authentication or announces more than :data:`MAX_RECORD` bytes ends the
+   stream (:class:`RecordError`); a stream that stops without the closing record ended abruptly.
 4. Key update: after :data:`REKEY_BYTES` of plaintext under one key, both ends of that
-   direction replace the key with HKDF-Expand(key, "covault key update") and restart ``s`` at 0
-   (TLS 1.3 updates AES-GCM keys within about 2^38 bytes of 16 KiB records, RFC 8446 5.5).
+   direction replace its secret with HKDF-Expand(secret, "covault traffic update"), derive the
+   key and IV again and restart ``s`` at 0 (TLS 1.3 updates AES-GCM keys within about 2^38 bytes
+   of 16 KiB records, RFC 8446 5.5).
 
 Security: what the TLS 1.3 record layer gives. The keys are known to the two ends only (their
 32-byte contributions travel inside the authenticated, forward-secret TLS session); every record
 is authenticated together with its position in the stream (no reordering, replay, deletion or
 insertion goes unnoticed); the closing record exposes a truncated stream. Not kept: the TLS
 record format itself (a middlebox parsing TLS records sees the handshake, then an opaque stream).
+
+Sending is serialised by a lock (two threads sending at once cannot reuse a nonce; their
+records would still interleave: one sending thread at a time); receiving is one thread's.
 
 Cost: 20 bytes per record (TLS: 22 per record of up to 16 KiB); records of up to 1 MiB; one
 AES-GCM call per record; set-up: one 57-byte message each way after the handshake.
@@ -39,6 +45,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import threading
 from collections import deque
 from collections.abc import Sequence
 
@@ -61,7 +68,6 @@ MAX_RECORD = 1 << 20  # plaintext bytes per record
 COALESCE = 1 << 14  # messages up to this size go out as one record at once
 REKEY_BYTES = 1 << 36  # plaintext bytes under one key (step 4)
 RAW_BUFFER = 1 << 22  # ciphertext bytes read from the socket per system call (at most)
-_NONCE = struct.Struct(">IQ")
 _SALT = b"covault sealed records v1"
 
 
@@ -77,34 +83,42 @@ class RecordError(ssl.SSLError):
 
 
 def derive_keys(dialler_seed: bytes, acceptor_seed: bytes) -> tuple[bytes, bytes]:
-    """Step 2: ``(dialler -> acceptor key, acceptor -> dialler key)``."""
+    """Step 2: the traffic secrets ``(dialler -> acceptor, acceptor -> dialler)``."""
     if len(dialler_seed) != SEED_BYTES or len(acceptor_seed) != SEED_BYTES:
         raise ValueError(f"key seeds must be {SEED_BYTES} bytes each")
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=_SALT, info=b"covault traffic keys").derive(
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=_SALT, info=b"covault traffic secrets").derive(
         dialler_seed + acceptor_seed
     )
     return okm[:32], okm[32:]
 
 
-def next_key(key: bytes) -> bytes:
-    """Step 4: the key that follows ``key``."""
-    return HKDFExpand(algorithm=hashes.SHA256(), length=32, info=b"covault key update").derive(key)
+def _expand(secret: bytes, label: bytes, length: int) -> bytes:
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=label).derive(secret)
+
+
+def next_key(secret: bytes) -> bytes:
+    """Step 4: the traffic secret that follows ``secret``."""
+    return _expand(secret, b"covault traffic update", 32)
 
 
 class _Direction:
-    """One direction's AES-GCM key, record sequence number and bytes under the key."""
+    """One direction's traffic secret, AES-GCM key and IV, record sequence number and bytes
+    under the key."""
 
-    __slots__ = ("aead", "key", "limit", "seq", "used")
+    __slots__ = ("aead", "iv", "key", "limit", "seq", "used")
 
-    def __init__(self, key: bytes, limit: int):
+    def __init__(self, secret: bytes, limit: int):
         self.limit = limit
-        self._use(key)
+        self._use(secret)
 
-    def _use(self, key: bytes) -> None:
-        self.key, self.aead, self.seq, self.used = key, AESGCM(key), 0, 0
+    def _use(self, secret: bytes) -> None:
+        self.key = secret
+        self.aead = AESGCM(_expand(secret, b"covault key", 32))
+        self.iv = int.from_bytes(_expand(secret, b"covault iv", 12), "big")
+        self.seq = self.used = 0
 
     def nonce(self) -> bytes:
-        return _NONCE.pack(0, self.seq)
+        return (self.iv ^ self.seq).to_bytes(12, "big")
 
     def advance(self, n: int) -> None:
         self.seq += 1
@@ -147,6 +161,7 @@ class SealedChannel(RecordChannel):
         self._out = memoryview(bytearray(MAX_RECORD + OVERHEAD))  # the record being written
         self._join = memoryview(bytearray(MAX_RECORD))  # small buffers gathered into one record
         self._close_after_flush = False
+        self._send_lock = threading.Lock()
 
     # -- sealing ----------------------------------------------------------------------------------
     def _seal(
@@ -157,19 +172,22 @@ class SealedChannel(RecordChannel):
         header = HEADER.pack(n | CLOSING if closing else n)
         rec[: HEADER.size] = header
         d = self._tx
-        d.aead.encrypt_into(d.nonce(), plain, header, rec[HEADER.size :])
-        d.advance(n)
+        with self._send_lock:
+            d.aead.encrypt_into(d.nonce(), plain, header, rec[HEADER.size :])
+            d.advance(n)
         return rec
 
-    def _records(self, views: list[memoryview]) -> list[memoryview]:
-        if sum(v.nbytes for v in views) <= COALESCE:
-            return [self._seal(b"".join(views))]
-        return [self._seal(v[i : i + MAX_RECORD]) for v in views for i in range(0, v.nbytes, MAX_RECORD)]
-
     def send_buffers(self, buffers: Sequence[memoryview | bytes]) -> int:
+        """Blocking: seal and write the buffers, a record at a time above COALESCE bytes."""
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
-        send_buffers(self.sock, self._records(views))
-        return sum(v.nbytes for v in views)
+        total = sum(v.nbytes for v in views)
+        if total <= COALESCE:
+            send_buffers(self.sock, [self._seal(b"".join(views))])
+            return total
+        for v in views:
+            for i in range(0, v.nbytes, MAX_RECORD):
+                send_buffers(self.sock, [self._seal(v[i : i + MAX_RECORD], self._out)])
+        return total
 
     def queue(self, buffers: Sequence[memoryview | bytes]) -> None:
         """Small messages are sealed at once into one record; larger ones record by record as
@@ -229,6 +247,7 @@ class SealedChannel(RecordChannel):
         self._close_after_flush = False
 
     def close_write(self) -> None:
+        """Blocking: the closing record, then the end of the stream (nothing may be queued)."""
         with contextlib.suppress(OSError):
             send_buffers(self.sock, [self._seal(b"", closing=True)])
         super().close_write()
@@ -288,13 +307,14 @@ class SealedChannel(RecordChannel):
                         d.nonce(), rawv[lo + HEADER.size : end], rawv[lo : lo + HEADER.size], dst
                     )
                 except InvalidTag:
+                    dst[:] = bytes(n)  # no unauthenticated plaintext is left behind
                     exc = RecordError("a record failed authentication (corrupted or tampered stream)")
                     return self._defer(exc, got) if got else self._raise(exc)
                 d.advance(n)
                 self._lo = lo = end
                 if h & CLOSING:
                     self._eof = "clean"
-                    self.more = False
+                    self.more = got > 0  # the end of the stream, next time
                     return got
                 if n <= room:
                     got += n

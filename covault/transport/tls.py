@@ -41,6 +41,7 @@ from covault.deploy.revocation import RevocationWatch, describe, party_watch
 from covault.errors import CovaultWarning, PeerError
 from covault.transport.channel import RecordChannel, SocketChannel, send_buffers
 from covault.transport.sealed import (
+    CLOSING,
     KEY_MESSAGE_BYTES,
     MAGIC,
     SEED_BYTES,
@@ -313,13 +314,17 @@ class TlsChannel(RecordChannel):
             buf = bytearray(ask)
             n = self.recv_into(memoryview(buf))
             got += buf[:n]
-            if not n or (len(got) >= len(MAGIC) and not got.startswith(MAGIC)):
-                self._back = bytes(got)  # not a key message: the caller reads it
+            if not MAGIC.startswith(bytes(got[: len(MAGIC)])):  # a refusal frame: the caller reads it
+                self._back = bytes(got)
                 return self
+            if not n:
+                raise EOFError("connection closed during the key exchange for covault's records")
         with self._lock:
             if self._obj.pending():
-                raise ssl.SSLError("the peer sent data inside TLS after its key message")
+                raise RecordError("the peer sent more inside TLS than its key message")
             leftover = self._in.read()
+        if leftover and leftover[0] not in (0, CLOSING >> 24):
+            raise RecordError("the peer sent TLS records after its key message")
         theirs = bytes(got[len(MAGIC) :])
         dialler, acceptor = (theirs, mine) if self._server_side else (mine, theirs)
         out, back = derive_keys(dialler, acceptor)
@@ -387,6 +392,9 @@ class TlsChannel(RecordChannel):
                     pending, size = [], 0
         if pending:
             send_buffers(self.sock, pending)
+
+    def set_nonblocking(self) -> None:
+        raise RuntimeError("a TLS channel carries no traffic: use the channel that seal() returns")
 
     # -- reading ----------------------------------------------------------------------------------
     def read_nb(self, view: memoryview) -> int | None:
