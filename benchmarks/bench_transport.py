@@ -9,7 +9,7 @@ only) both sides sending the large message at once and then receiving. Modes:
 - ``raw-tls``: the same over Python's ``ssl.SSLSocket`` (mutual TLS 1.3, same certificates and
   settings as covault): what Python's ssl allows;
 - ``covault``: :class:`TcpTransport` over plain TCP (framing, event loop, inbox per peer);
-- ``covault-tls``: :class:`TcpTransport` over :class:`TlsChannel`, as parties run by default.
+- ``covault-tls``: :class:`TcpTransport` over covault's records keyed in mutual TLS 1.3 (:class:`SealedChannel`), as parties run by default.
 
 Then (section ``ops``) the operations that move the most bytes, run by ``covault.run`` over plain
 TCP and over TLS (one process per party on loopback): the product of two secret vectors of 1M

@@ -184,7 +184,8 @@ class TcpTransport(Transport):
                 waiting = [p for p in waiting if not self._take(p, got)]
             if not waiting and not any(p.events & _OUT for p in targets):
                 return got
-            if time.perf_counter() < spin_until:  # the answer is often (nearly) there: look, yielding the core
+            # the answer is often (nearly) there: look, yielding the core
+            if time.perf_counter() < spin_until:
                 if not self._wait(None):
                     os.sched_yield()
                 continue
