@@ -20,7 +20,7 @@ from covault.jobs.plaintext import pooled_rows
 from covault.jobs.spec import load_job
 from covault.serving import Client, load_model
 from covault.serving.keys import store_folders
-from tests.helpers import free_ports, gateway_token, post, tiny_job, wait_parties
+from tests.helpers import door_ports, free_ports, gateway_token, post, tiny_job, wait_parties
 
 SERVING = ("hospital_a", "hospital_b", "dealer")
 NAMES = ("hospital_a", "hospital_b", "hospital_c", "dealer")
@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
     assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
     for n in NAMES:
         assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
-    address = {n: f"127.0.0.1:{p}" for n, p in zip(NAMES, free_ports(len(NAMES)))}
+    address = {n: f"127.0.0.1:{p}" for n, p in zip(NAMES, door_ports(len(NAMES)))}  # doors at port + 1
     top = ['protocol = "2pc"', 'compute = ["hospital_a", "hospital_b"]', 'dealer = "dealer"']
     text = job.read_text().replace('protocol = "rep3"', "\n".join(top))
     text = text.replace("seed = 2", 'seed = 2\nreveal_model_to = []\nmodel_store = "fraud"')
