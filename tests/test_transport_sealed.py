@@ -210,3 +210,20 @@ def test_the_closing_record_read_with_the_last_plaintext_is_reported_at_the_next
             break
     assert n == 3 and y.more  # the loop reads again at once: no wait for a FIN that may not come
     assert y.read_nb(view) == 0 and y.eof_note() == ""
+
+
+def test_a_link_of_small_messages_keeps_small_buffers_and_bulk_grows_them():
+    from covault.transport.sealed import FIRST_RAW_BUFFER, RAW_BUFFER
+
+    x, y = pair()
+    t = send_in_thread(x, [[b"small"]] * 50)
+    assert read_exactly(y, 250) == b"small" * 50
+    t.join(10)
+    assert len(y._raw) == FIRST_RAW_BUFFER and not {"_out", "_join", "_stage"} & (
+        vars(x).keys() | vars(y).keys()
+    )
+    big = os.urandom(3 * MAX_RECORD)
+    t = send_in_thread(x, [[big]])
+    assert read_exactly(y, len(big)) == big
+    t.join(10)
+    assert len(y._raw) == RAW_BUFFER

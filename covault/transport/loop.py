@@ -6,12 +6,12 @@ thread hand-off per message. ``exchange`` (one round) queues one frame per desti
 and then polls every connection, writing the rest and reading whatever arrives from ANY peer into
 that peer's inbox (:class:`~covault.transport.framing.FrameParser` receives large arrays straight
 into their buffers), until everything is written and one message from each awaited peer is there;
-before sleeping in ``poll`` it looks for up to :data:`SPIN_SECONDS` (poll without waiting), yielding
-the core (waking from ``poll`` costs more than a short wait: on loopback a round trip of small
-messages over TLS took 105-114 us after ten looks and 37-38 us after 60 us of them). It returns only when every queued
-byte is written, so callers may reuse their arrays at once. Since a party inside the transport
-always drains every connection, two parties sending large messages to each other at the same time
-never deadlock. A closed connection, an abort notice or a malformed frame ends the peer's stream:
+before sleeping in ``poll`` it looks for up to :data:`SPIN_SECONDS` (poll without waiting),
+yielding the core (waking from ``poll`` costs more than a short wait: on loopback a round trip of
+small messages over TLS took 105-114 us after ten looks and 37-38 us after 60 us of them). It
+returns only when every queued byte is written, so callers may reuse their arrays at once. Since a
+party inside the transport always drains every connection, two parties sending large messages to
+each other at the same time never deadlock. A closed connection, an abort notice or a malformed frame ends the peer's stream:
 its queued messages are still delivered, then the next receive from it raises PeerError naming it
 (preferring a peer whose connection was lost over one that merely reported stopping because of it).
 The timeout is one of silence: an exchange fails when no byte from an awaited peer, or to a

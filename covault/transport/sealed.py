@@ -42,6 +42,7 @@ AES-GCM call per record; set-up: one 57-byte message each way after the handshak
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import ssl
 import struct
@@ -68,6 +69,7 @@ MAX_RECORD = 1 << 20  # plaintext bytes per record
 COALESCE = 1 << 14  # messages up to this size go out as one record at once
 REKEY_BYTES = 1 << 36  # plaintext bytes under one key (step 4)
 RAW_BUFFER = 1 << 22  # ciphertext bytes read from the socket per system call (at most)
+FIRST_RAW_BUFFER = 1 << 16  # the receive buffer until a record or a read needs more
 _SALT = b"covault sealed records v1"
 
 
@@ -150,18 +152,28 @@ class SealedChannel(RecordChannel):
         self.version = version  # of the TLS session that keyed the records
         self.peer_names, self.peer_cert = peer_names, peer_cert
         self._tx, self._rx = _Direction(send_key, rekey_bytes), _Direction(recv_key, rekey_bytes)
-        self._raw = bytearray(max(RAW_BUFFER, len(leftover) + MAX_RECORD + OVERHEAD))
+        self._raw = bytearray(max(FIRST_RAW_BUFFER, len(leftover)))  # grows to RAW_BUFFER for bulk
         self._rawv = memoryview(self._raw)
         self._raw[: len(leftover)] = leftover
         self._lo, self._hi = 0, len(leftover)  # unread ciphertext: _raw[_lo:_hi]
-        self._stage = memoryview(bytearray(MAX_RECORD))  # a record larger than the reader's view
         self._left = memoryview(b"")  # its plaintext not yet delivered
         self._blocking = True
         self._plain: deque[memoryview] = deque()  # queued plaintext not yet sealed
-        self._out = memoryview(bytearray(MAX_RECORD + OVERHEAD))  # the record being written
-        self._join = memoryview(bytearray(MAX_RECORD))  # small buffers gathered into one record
         self._close_after_flush = False
         self._send_lock = threading.Lock()
+
+    # Buffers of a record's size, made at first use (a link of small messages never needs them).
+    @functools.cached_property
+    def _out(self) -> memoryview:  # the record being written
+        return memoryview(bytearray(MAX_RECORD + OVERHEAD))
+
+    @functools.cached_property
+    def _join(self) -> memoryview:  # small buffers gathered into one record
+        return memoryview(bytearray(MAX_RECORD))
+
+    @functools.cached_property
+    def _stage(self) -> memoryview:  # a record larger than the reader's view
+        return memoryview(bytearray(MAX_RECORD))
 
     # -- sealing ----------------------------------------------------------------------------------
     def _seal(
@@ -285,9 +297,9 @@ class SealedChannel(RecordChannel):
         if self._eof == "clean":
             self.more = False
             return got
-        raw, rawv, drained = self._raw, self._rawv, False
+        drained = False
         while True:
-            lo, hi = self._lo, self._hi
+            raw, rawv, lo, hi, need = self._raw, self._rawv, self._lo, self._hi, 0
             while hi - lo >= HEADER.size:
                 (h,) = HEADER.unpack_from(raw, lo)
                 n = h & LENGTH
@@ -298,6 +310,7 @@ class SealedChannel(RecordChannel):
                     return self._defer(exc, got) if got else self._raise(exc)
                 end = lo + OVERHEAD + n
                 if end > hi:
+                    need = OVERHEAD + n
                     break
                 room = want - got
                 dst = view[got : got + n] if n <= room else self._stage[:n]
@@ -330,16 +343,29 @@ class SealedChannel(RecordChannel):
             if drained or (got and self._blocking):
                 self.more = False
                 return got or None
-            if lo == hi:
-                self._lo = self._hi = lo = hi = 0
-            elif len(raw) - hi < MAX_RECORD + OVERHEAD:
-                raw[: hi - lo] = rawv[lo:hi]
-                self._lo, self._hi, lo, hi = 0, hi - lo, 0, hi - lo
-            n, now = self._read_raw(rawv[hi:], got)
+            self._make_room(need)
+            hi = self._hi
+            n, now = self._read_raw(self._rawv[hi:], got)
             if not n:
                 return now
-            drained = hi + n < len(raw)
             self._hi = hi + n
+            drained = self._hi < len(self._raw)
+            if not drained and len(self._raw) < RAW_BUFFER:  # bulk traffic: read more per call
+                self._make_room(RAW_BUFFER)
+
+    def _make_room(self, need: int) -> None:
+        """Move the unread ciphertext to the front of the buffer where space runs short, and grow
+        the buffer (to at most RAW_BUFFER) where ``need`` bytes would not fit."""
+        raw, lo, hi = self._raw, self._lo, self._hi
+        if lo == hi:
+            self._lo = self._hi = 0
+        elif len(raw) - hi < max(need, MAX_RECORD + OVERHEAD):
+            raw[: hi - lo] = self._rawv[lo:hi]
+            self._lo, self._hi = 0, hi - lo
+        if need > len(raw):
+            grown = bytearray(max(need, RAW_BUFFER))
+            grown[: self._hi] = self._rawv[: self._hi]
+            self._raw, self._rawv = grown, memoryview(grown)
 
     def _raise(self, exc: BaseException) -> int:
         self.more = False

@@ -39,7 +39,7 @@ from cryptography import x509
 from covault.deploy.certs import CA_CERT, CA_KEY, CertificateError, check_party_files, party_name
 from covault.deploy.revocation import RevocationWatch, describe, party_watch
 from covault.errors import CovaultWarning, PeerError
-from covault.transport.channel import RecordChannel, SocketChannel, send_buffers
+from covault.transport.channel import RecordChannel, SocketChannel
 from covault.transport.sealed import (
     CLOSING,
     KEY_MESSAGE_BYTES,
@@ -51,8 +51,6 @@ from covault.transport.sealed import (
 )
 
 RAW_BUFFER = 1 << 18  # bytes read from the socket per system call
-WRITE_CHUNK = 1 << 20  # plaintext bytes encrypted per lock hold / written per system call
-COALESCE = 1 << 14  # messages up to this size go out as one TLS record
 REVOKED_REFUSAL = "revoked certificate: "  # leads the refusal frame sent to a revoked peer
 
 
@@ -364,34 +362,16 @@ class TlsChannel(RecordChannel):
     def send_buffers(self, buffers: Sequence[memoryview | bytes]) -> int:
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
         total = sum(v.nbytes for v in views)
-        if self._back:  # the peer answered seal() with a refusal and may be gone: read it next
-            with contextlib.suppress(OSError):
-                self._send_records(views, total)
-            return total
-        self._send_records(views, total)
+        with contextlib.suppress(OSError) if self._back else contextlib.nullcontext():
+            # with _back: the peer answered seal() with a refusal and may be gone: read it next
+            self._send_records(views)
         return total
 
-    def _send_records(self, views: list[memoryview], total: int) -> None:
-        if total <= COALESCE:  # one record, one system call
-            with self._lock:
-                self._obj.write(b"".join(views))
-                data = self._out.read()
-            self.sock.sendall(data)
-            return
-        pending: list[bytes] = []
-        size = 0
-        for v in views:
-            for i in range(0, v.nbytes, WRITE_CHUNK):
-                with self._lock:
-                    self._obj.write(v[i : i + WRITE_CHUNK])
-                    data = self._out.read()
-                pending.append(data)
-                size += len(data)
-                if size >= WRITE_CHUNK:
-                    send_buffers(self.sock, pending)
-                    pending, size = [], 0
-        if pending:
-            send_buffers(self.sock, pending)
+    def _send_records(self, views: list[memoryview]) -> None:
+        with self._lock:  # handshake-sized messages: one write, as many TLS records as it takes
+            self._obj.write(b"".join(views))
+            data = self._out.read()
+        self.sock.sendall(data)
 
     def set_nonblocking(self) -> None:
         raise RuntimeError("a TLS channel carries no traffic: use the channel that seal() returns")
