@@ -55,6 +55,15 @@ def dealt(proto) -> bool:
     return getattr(proto, "provider", None) != "ot"
 
 
+def fused(proto, n: int) -> bool:
+    """Whether an msb of ``n`` elements under ``proto`` takes the radix-4 carry tree (2pc with
+    the dealer: one-round multi-input ANDs, 3 AND rounds on 64 and on 32 bits) rather than the
+    binary one (7 and 6)."""
+    from covault.ops import compare
+
+    return proto[0] == "2pc" and dealt(proto) and n <= compare.FUSED_ELEMENTS
+
+
 def skip_unless_dealt(proto) -> None:
     """Skip a test that only counts the dealt path's rounds and bytes, under the ``ot`` provider."""
     import pytest

@@ -211,7 +211,7 @@ def test_msb_mul_is_one_round_after_the_msb(proto):
     np.testing.assert_array_equal(bit, neg)
     np.testing.assert_allclose(prod, neg * X[::-1], atol=2.0**-16)
     np.testing.assert_allclose(prod_row, neg[0] * X[::-1], atol=2.0**-16)
-    assert rounds == {"2pc": 8, "rep3": 9}[proto[0]] or not dealt(proto)
+    assert rounds == {"2pc": 4, "rep3": 9}[proto[0]] or not dealt(proto)
 
 
 def prog_mul_add_trunc(s):

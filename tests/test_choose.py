@@ -99,7 +99,7 @@ def test_a_reused_garbling_link_is_a_public_choice_at_every_party():
 
     def prog(session):
         x = secret_vals(session)
-        link = LinkModel(rtt=0.002)  # 100 values: gc wins without its base OTs, loses with them
+        link = LinkModel(rtt=0.004)  # 100 values: gc wins without its base OTs, loses with them
         yao = gc_party(session)  # None at the dealer
         ready = choose_positive(x, link, gc_ready=True, cpu=slow_fss)
         got = positive(x, method=ready, yao=yao).reveal()

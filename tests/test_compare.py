@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import covault
 from covault.errors import ShapeError
 from covault.ops import compare
-from tests.helpers import ULP, dealt, owner_value, run_both, skip_unless_dealt
+from tests.helpers import ULP, dealt, fused, owner_value, run_both, skip_unless_dealt
 
 RNG = np.random.default_rng(4321)  # test data only; never secrets
 SCALE = 1 << 16
@@ -257,10 +257,58 @@ def eqz_tree_words(n):
     return total + 4 * count
 
 
+def fused_tree_bytes(n, width):
+    """Bytes of the radix-4 tree's three rounds, sent by each compute party and by the dealer
+    (P1's corrections), for ``n`` elements of ``width`` bits: 12 variables per packed word of 4
+    elements, then 7 per word of 16 elements, then 6 (64 bits: 4 groups) or 2 (32 bits: 2
+    groups, words of 32 elements); the dealer deals 48, 22, then 15 or 1 mask products."""
+    w1 = math.ceil(n / 4)
+    w2 = math.ceil(w1 / 4)
+    w3 = math.ceil(w2 / (4 if width == 64 else 2))
+    last, dealt_last = (6, 15) if width == 64 else (2, 1)
+    size = width // 8
+    return size * (12 * w1 + 7 * w2 + last * w3), size * (48 * w1 + 22 * w2 + dealt_last * w3)
+
+
+@pytest.mark.parametrize("n", [1, 64, 100, 1024])
+def test_fused_tree_cost_matches_the_documented_formula(n):
+    """2pc with the dealer, up to FUSED_ELEMENTS elements: the msb in 3 AND rounds on either
+    width, the comparison in 4, with the bytes of :func:`fused_tree_bytes`."""
+    vals = np.arange(n) - n / 2
+
+    def prog(s):
+        x = s.input(owner_value(s, vals, "p0"), owner="p0")
+        cost = {}
+        for bits in (64, 32):
+            with s.scope() as cost[bits]:
+                b = compare.msb_bits(s.protocol, x.shares, bits)
+            out = s.protocol.reveal_bool(b, ["p0", "p1"])
+            cost[bits] = cost[bits].as_dict(), None if out is None else out.astype(np.int64)
+        with s.scope() as lt:
+            y = x < 0
+        return cost, lt.as_dict(), y.reveal()
+
+    res = covault.run(prog, 2, "2pc")
+    for p, (cost, lt, y) in res.items():
+        for bits in (64, 32):
+            online, offline = fused_tree_bytes(n, bits)
+            c, msb = cost[bits]
+            if p == "dealer":
+                assert c["bytes_sent"] == offline and c["rounds"] == 0
+                continue
+            np.testing.assert_array_equal(msb, (vals < 0).astype(np.int64))
+            assert c["bytes_sent"] == online and c["rounds"] == 3
+        if p != "dealer":
+            np.testing.assert_array_equal(y, (vals < 0).astype(np.int64))
+            assert lt["rounds"] == 4 and lt["bytes_sent"] == fused_tree_bytes(n, 64)[0] + math.ceil(n / 8)
+
+
 @pytest.mark.parametrize("n", [64, 100])
-def test_cost_matches_the_documented_formula(proto, n):
+def test_cost_matches_the_documented_formula(proto, n, monkeypatch):
+    """The binary tree (2pc: forced, as beyond FUSED_ELEMENTS elements)."""
     skip_unless_dealt(proto)
     name, k = proto
+    monkeypatch.setattr(compare, "FUSED_ELEMENTS", 0)
 
     def prog(s):
         x = s.input(owner_value(s, np.arange(n) - n / 2, s.compute_parties[0]), owner=s.compute_parties[0])
@@ -328,8 +376,8 @@ def test_msb_on_the_low_32_bits(proto):
         c64, c32 = res[p][64], res[p][32]
         np.testing.assert_array_equal(c32["msb"], (raw < 0).astype(np.int64))
         np.testing.assert_array_equal(c64["msb"], c32["msb"])
-        if dealt(proto):
-            assert c32["rounds"] == c64["rounds"] - 1
+        if dealt(proto):  # the radix-4 tree takes 3 AND rounds on either width
+            assert c32["rounds"] == c64["rounds"] - (0 if fused(proto, raw.size) else 1)
             assert c32["bytes_sent"] < 0.55 * c64["bytes_sent"]
 
 
@@ -389,7 +437,8 @@ def test_compare_over_tcp(proto):
 def test_bounded_comparisons_take_the_32_bit_tree(proto):
     """A public bound within 2^31 ring units makes ``<``, ``relu``, ``argmax`` and ``max`` run
     the msb on the low 32 bits: the plaintext answers (edges of the bound included), one round
-    fewer than the same values under the default bound."""
+    fewer than the same values under the default bound (the binary tree; the radix-4 tree takes
+    as many rounds on either width)."""
     name, k = proto
     bound = 1000.0
     vals = np.concatenate([[0.0, -(2.0**-16), 2.0**-16, 999.99998, -999.99998], RNG.uniform(-1000, 1000, 95)])
@@ -429,4 +478,4 @@ def test_bounded_comparisons_take_the_32_bit_tree(proto):
         want = np.stack([1 - (enc < oth), (enc < oth)], axis=-1).astype(np.int64)
         np.testing.assert_array_equal(out["argmax"], want)
         np.testing.assert_allclose(out["max"], np.maximum(enc, oth), atol=ULP)
-        assert cost["neg"] == cost["wide"] - 1
+        assert cost["neg"] == cost["wide"] - (0 if fused(proto, vals.size) else 1)

@@ -111,25 +111,25 @@ def prog_activation_rounds(s):
 
 @pytest.mark.parametrize("proto", VARIANTS, ids=IDS)
 def test_activation_rounds(proto):
-    """ReLU: the comparison's boolean msb (7 rounds in 2pc, 8 in rep3), then ONE bit-injection
-    round that converts the bits and multiplies (rep3's daBits ride along the msb's rounds).
-    Piecewise sigmoid: the msb (7 rounds) and the bit injection; rep3 runs both in its dealt
-    view (P1, P2 compute, P0 only deals: it receives nothing) and returns to replicated shares
-    in one more round."""
+    """ReLU: the comparison's boolean msb (3 rounds in 2pc with the dealer's one-round
+    multi-input ANDs, 8 in rep3), then ONE bit-injection round that converts the bits and
+    multiplies (rep3's daBits ride along the msb's rounds). Piecewise sigmoid: the msb (3
+    rounds) and the bit injection; rep3 runs both in its dealt view (P1, P2 compute, P0 only
+    deals: it receives nothing) and returns to replicated shares in one more round."""
     skip_unless_dealt(proto)
     name, n = proto
     res = covault.run(prog_activation_rounds, n, name)
     for p, (piecewise, relu) in res.items():
         if p == "dealer":
             continue
-        assert relu == {"2pc": 8, "rep3": 9}[name]
+        assert relu == {"2pc": 4, "rep3": 9}[name]
         if name == "2pc":
-            assert piecewise["rounds"] == 8
+            assert piecewise["rounds"] == 4
         elif p == "p0":
             assert piecewise["rounds"] == 0 and piecewise["bytes_received"] == 0
             assert piecewise["bytes_sent"] > 0  # the tuples it deals
         else:
-            assert piecewise["rounds"] == 9
+            assert piecewise["rounds"] == 5
 
 
 @pytest.mark.parametrize("proto", VARIANTS, ids=IDS)

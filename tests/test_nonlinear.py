@@ -195,12 +195,12 @@ def test_sigmoid_rounds(proto):
     skip_unless_dealt(proto)
     name, k = proto
     res = covault.run(prog_cost, k, name)
-    # 2pc: boolean msb 7 + bit injection 1 + 6 x (product 1 + truncation 1);
-    # rep3: the clamp in the dealt two-party view (msb 7 + bit injection 1 + back to replicated
+    # 2pc: boolean msb 3 (radix-4 tree) + bit injection 1 + 6 x (product 1 + truncation 1);
+    # rep3: the clamp in the dealt two-party view (msb 3 + bit injection 1 + back to replicated
     # 1: P1 and P2 only, P0 deals) + 6 fused products (2 rounds each; the Horner steps add their
     # block before the fused truncation); below 4096 elements P0 deals every truncation and
     # takes no part in their second rounds
-    want = {"2pc": {"p0": 20, "p1": 20, "dealer": 0}, "rep3": {"p0": 6, "p1": 21, "p2": 21}}[name]
+    want = {"2pc": {"p0": 16, "p1": 16, "dealer": 0}, "rep3": {"p0": 6, "p1": 17, "p2": 17}}[name]
     assert res == want
 
 

@@ -6,15 +6,18 @@
 method  how                                            bytes sent per element  one-way delays
 ======  =============================================  ======================  ==================
 ``ss``  :func:`covault.ops.compare.greater_than`:      66.4 (dealer),          7 (dealer),
-        carry tree over AND triples, B2A               3,047 (``ot``)          14 (``ot``)
+        carry tree over AND triples, B2A               89.9 (dealer, radix-4   4 (radix-4),
+                                                       tree), 3,047 (``ot``)   14 (``ot``)
 ``gc``  :func:`~covault.protocols.gc.convert.          ``80.125 w - 16``       2 (+ base OTs
         gc_compare`: A2Y, carry chain, Y2A             (2,548 at ``w = 32``)   once per pair)
 ``fss`` :func:`covault.ops.fss.positive`: one masked   ``1293 n / 32`` (keys   1
         opening, a DCF key per element                 from the dealer)
 ======  =============================================  ======================  ==================
 
-(``w``: the GC word width, 32 or 64 from the operand's bound; ``n``: the FSS domain bits; bytes
-are the most any party sends, dealer included; ``ot``: the dealer-free provider. A round in
+(``w``: the GC word width, 32 or 64 from the operand's bound; ``n``: the FSS domain bits; the
+radix-4 tree of :mod:`covault.ops.compare` serves batches of at most
+:data:`~covault.ops.compare.FUSED_ELEMENTS` elements with the dealer; bytes are those all
+parties send, dealer included; ``ot``: the dealer-free provider. A round in
 which both parties send at once costs one one-way delay, ``rtt / 2``; the garbled circuit's
 round trip (the evaluator's OT flow, then the garbler's) two; the ``ot`` provider's AND triples
 add OT flows that wait for each other: 14 measured.) The time of one call is modelled as
@@ -30,9 +33,11 @@ circuit when no :class:`~covault.protocols.gc.yao.YaoParty` is passed for reuse.
 
 Where each wins (that table, 2 cores): with a dealer, ``ss`` is cheapest on a fast link and for
 large batches (66 bytes, 0.4 us per element); ``gc`` and ``fss`` trade bytes and CPU for
-latency and win small batches on a slow link (the model puts the break-even of ``ss`` and
-``gc`` near ``n = 5,600`` at 50 ms RTT and ``n = 1,100`` at 10 ms; measured: ``gc`` ahead at
-100 elements, ``ss`` at 10,000, at both). Without a dealer ``gc`` beats ``ss`` at every size:
+latency and win small batches on a slow link (the model, with base OTs done, puts the
+break-even of ``ss`` and ``gc`` near ``n = 450`` at 10 ms RTT, where the radix-4 tree's 4
+delays serve (``gc`` again from 1,025 to 1,100 elements, where the binary tree's 7 take over),
+and ``n = 5,600`` at 50 ms; measured: ``gc`` ahead at 100
+elements, ``ss`` at 10,000, at both). Without a dealer ``gc`` beats ``ss`` at every size:
 the OT-made AND triples cost more bytes and CPU than the garbled carry chain.
 """
 
@@ -48,9 +53,9 @@ if TYPE_CHECKING:
     from covault.tensor import SecretTensor
 
 METHODS = ("ss", "gc", "fss")
-DELAYS = {"ss": 7, "ss-ot": 14, "gc": 2, "fss": 1}  # one-way delays per call
-BYTES = {"ss": 66.4, "ss-ot": 3047.0}  # per element; gc and fss: see _bytes
-CPU_SECONDS = {"ss": 0.37e-6, "ss-ot": 70e-6, "gc": 20e-6, "fss": 23e-6}  # per element, 2 cores
+DELAYS = {"ss": 7, "ss-fused": 4, "ss-ot": 14, "gc": 2, "fss": 1}  # one-way delays per call
+BYTES = {"ss": 66.4, "ss-fused": 89.9, "ss-ot": 3047.0}  # per element; gc and fss: see _bytes
+CPU_SECONDS = {"ss": 0.37e-6, "ss-fused": 0.5e-6, "ss-ot": 70e-6, "gc": 20e-6, "fss": 23e-6}  # per element
 GC_SETUP_SECONDS = 0.15  # base OTs of a fresh YaoParty (benchmarks/results/gc.txt)
 
 
@@ -69,16 +74,22 @@ class LinkModel:
             )
 
 
-def _key(method: str, provider: str | None) -> str:
-    return "ss-ot" if method == "ss" and provider == "ot" else method
+def _key(method: str, provider: str | None, n: int = 0) -> str:
+    if method != "ss":
+        return method
+    if provider == "ot":
+        return "ss-ot"
+    from covault.ops.compare import FUSED_ELEMENTS
+
+    return "ss-fused" if n <= FUSED_ELEMENTS else "ss"
 
 
-def _bytes(method: str, provider: str | None, width: int, fss_bits: int) -> float:
+def _bytes(method: str, provider: str | None, width: int, fss_bits: int, n: int) -> float:
     if method == "gc":
         return 80.125 * width - 16
     if method == "fss":
         return 1293.0 * fss_bits / 32
-    return BYTES[_key(method, provider)]
+    return BYTES[_key(method, provider, n)]
 
 
 def estimate(
@@ -96,9 +107,9 @@ def estimate(
     ``setup``: count the garbled circuit's base OTs."""
     if method not in METHODS:
         raise ValueError(f"comparison method must be one of {METHODS}, got {method!r}")
-    key = _key(method, provider)
+    key = _key(method, provider, n)
     per = {**CPU_SECONDS, **(cpu or {})}[key]
-    t = DELAYS[key] * link.rtt / 2 + n * (_bytes(method, provider, width, fss_bits) / link.bandwidth + per)
+    t = DELAYS[key] * link.rtt / 2 + n * (_bytes(method, provider, width, fss_bits, n) / link.bandwidth + per)
     return t + (GC_SETUP_SECONDS if method == "gc" and setup else 0.0)
 
 

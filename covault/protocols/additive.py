@@ -197,6 +197,34 @@ class Additive2PC(Protocol):
             z ^= E & F
         return z[None]
 
+    @property
+    def fused_and(self) -> bool:
+        """One-round :meth:`and_many` where the provider deals products of masks (the dealer)."""
+        return self.provider.deals_mask_products
+
+    def and_many(self, x, monomials):
+        """Multi-input AND in one round (:mod:`covault.protocols.multiand`: open ``x_i ^ r_i``,
+        ``k`` words each; the dealer's products of the masks make the rest local); without a
+        dealer, by pairs (:meth:`Protocol.and_many`)."""
+        if not self.fused_and:
+            return super().and_many(x, monomials)
+        from covault.protocols.multiand import plan
+
+        p = plan(x.shape[1], tuple(tuple(m) for m in monomials))
+        shape, dt = x.shape[2:], x.dtype
+        parts = self.provider.mask_products(shape, dt, p.k, p.subsets)
+        if parts is None:
+            return self.empty((len(p.monomials), *shape), dt)
+        masks, products = parts
+        e = x[0] ^ masks
+        other = self.net.exchange({self._other(): [e]}, [self._other()])[self._other()][0]
+        e ^= other
+        table = np.empty((1 + p.k + len(p.subsets), *shape), dtype=dt)
+        table[0] = ~dt.type(0) if self.index == 0 else 0
+        table[1 : 1 + p.k] = masks
+        table[1 + p.k :] = products
+        return p.products(e, table)[None]
+
     def b2a_bit(self, b):
         """Bit conversion with a dealt doubly-authenticated bit (daBit; Rotaru-Wood 2019):
         open ``c = b ^ r`` (1 round, 1 bit each), then ``[b] = c + [r] - 2c[r]``."""

@@ -175,6 +175,35 @@ class Protocol(ABC):
     def and_(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Boolean shares of ``x & y`` (same shape and word dtype)."""
 
+    #: whether :meth:`and_many` takes ONE round whatever the monomials' degrees
+    fused_and: bool = False
+
+    def and_many(self, x: np.ndarray, monomials: tuple[tuple[int, ...], ...]) -> np.ndarray:
+        """Boolean shares of ``AND_{i in M} x_i`` for each monomial ``M`` (a tuple of variable
+        indices), ``x`` holding the variables' shares stacked on axis 1 (``(c, k, *S)``);
+        returns ``(c, len(monomials), *S)``. Here: by pairs, ``ceil(log2(max degree))`` rounds
+        of :meth:`and_` (one call per round for all monomials); protocols with
+        :attr:`fused_and` take one round (:mod:`covault.protocols.multiand`)."""
+        from covault.protocols.multiand import plan
+
+        monomials = plan(x.shape[1], tuple(tuple(m) for m in monomials)).monomials
+        factors = [[x[:, i] for i in m] for m in monomials]
+        while any(len(f) > 1 for f in factors):
+            left, right, where = [], [], []
+            for j, f in enumerate(factors):
+                for t in range(0, len(f) - 1, 2):
+                    left.append(f[t])
+                    right.append(f[t + 1])
+                    where.append((j, t))
+            prod = self.and_(np.stack(left, axis=1), np.stack(right, axis=1))
+            nxt: list[list[np.ndarray]] = [[] for _ in factors]
+            done = {w: prod[:, n] for n, w in enumerate(where)}
+            for j, f in enumerate(factors):
+                for t in range(0, len(f), 2):
+                    nxt[j].append(done[(j, t)] if (j, t) in done else f[t])
+            factors = nxt
+        return np.stack([f[0] for f in factors], axis=1)
+
     @abstractmethod
     def b2a_bit(self, b: np.ndarray) -> np.ndarray:
         """Arithmetic shares of bits given boolean shares of 0/1 values (int64)."""

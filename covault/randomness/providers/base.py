@@ -57,6 +57,16 @@ class CorrelationProvider(ABC):
     def and_triple(self, shape: Shape, dtype: Any) -> list[np.ndarray] | None:
         """XOR shares of uniform words ``a, b`` and ``c = a & b``."""
 
+    #: whether :meth:`mask_products` is offered (one-round multi-input AND)
+    deals_mask_products: bool = False
+
+    def mask_products(
+        self, shape: Shape, dtype: Any, k: int, subsets: tuple[tuple[int, ...], ...]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """XOR shares of ``k`` uniform mask words ``r_i`` (``(k, *shape)``) and of the products
+        ``AND_{i in S} r_i`` for each of ``subsets`` (``(len(subsets), *shape)``)."""
+        raise ProtocolError(f"correlation provider {type(self).__name__} deals no mask products")
+
     @abstractmethod
     def trunc_mask(self, shape: Shape, bits: int) -> list[np.ndarray] | None:
         """Shares of uniform ``r``, of ``u = msb(r) 2^(63-bits)`` and ``v = (r mod 2^63) >> bits``."""

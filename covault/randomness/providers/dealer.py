@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,21 @@ from covault.randomness.prg import PRG
 from covault.randomness.providers.base import Channel, CorrelationProvider, Shape
 
 MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+
+
+@lru_cache(maxsize=64)
+def _product_steps(k: int, subsets: tuple[tuple[int, ...], ...]) -> list[tuple[np.ndarray, ...]]:
+    """Index steps that build ``AND_{i in S} r_i`` for ``subsets`` (sorted tuples, each one's
+    prefixes of length >= 2 listed too) in a table ``[r_1 .. r_k, products]``, one numpy step
+    per size: ``table[at] = table[frm] & table[var]``."""
+    index = {(i,): i for i in range(k)}
+    index.update({s: k + j for j, s in enumerate(subsets)})
+    steps = []
+    for size in sorted({len(s) for s in subsets}):
+        group = [s for s in subsets if len(s) == size]
+        cols = ([index[s] for s in group], [index[s[:-1]] for s in group], [s[-1] for s in group])
+        steps.append(tuple(np.array(c, dtype=np.intp) for c in cols))
+    return steps
 
 
 class DealerProvider(CorrelationProvider):
@@ -65,6 +81,22 @@ class DealerProvider(CorrelationProvider):
     def and_triple(self, shape, dtype):
         spec = [(shape, dtype, True), (shape, dtype, True), (shape, dtype, False)]
         return self._deal(spec, lambda p0, p1: [((p0[0] ^ p1[0]) & (p0[1] ^ p1[1])) ^ p0[2]])
+
+    deals_mask_products = True
+
+    def mask_products(self, shape, dtype, k, subsets):
+        """Masks uniform at both compute parties (seed-expanded); P1 receives the corrections of
+        the products, one message."""
+        spec = [((k, *shape), dtype, True), ((len(subsets), *shape), dtype, False)]
+
+        def make(p0, p1):
+            table = np.empty((k + len(subsets), *shape), dtype=dtype)
+            np.bitwise_xor(p0[0], p1[0], out=table[:k])
+            for at, frm, var in _product_steps(k, subsets):
+                table[at] = table[frm] & table[var]
+            return [table[k:] ^ p0[1]]
+
+        return self._deal(spec, make)
 
     def trunc_mask(self, shape, bits):
         spec = [(shape, np.int64, True), (shape, np.int64, False), (shape, np.int64, False)]

@@ -1,0 +1,94 @@
+"""Products of many XOR-shared words at once: the plan of a one-round multi-input AND.
+
+Share maths only (pure functions and a plan object); the protocols run it
+(:meth:`~covault.protocols.base.Protocol.and_many`). For boolean shares of words ``x_1 .. x_k``
+and monomials ``M_j`` (index sets), every ``AND_{i in M_j} x_i`` in ONE round, with dealt
+masks (multi-input AND gates from preprocessed products of masks: Patra, Schneider, Suresh,
+Yalame, "ABY2.0", USENIX Security 2021; the same expansion as Beaver's triple, degree ``|M|``):
+
+1. Dealer: uniform masks ``r_i`` and XOR shares of ``r_S = AND_{i in S} r_i`` for every
+   ``S`` with ``|S| >= 2`` inside some monomial (:attr:`AndPlan.subsets`).
+2. Each party opens ``e_i = x_i ^ r_i`` (1 round, ``k`` words each).
+3. ``AND_{i in M} x_i = XOR_{S subset of M} (AND_{i in M \\ S} e_i) & r_S``: the term of
+   ``S = {}`` is public (P0 adds it), the others are products of public words and shares
+   (local).
+
+Cost: 1 round; each compute party sends ``k`` words per element; the dealer deals ``k`` masks
+(seed-expanded at both) and ``len(subsets)`` products, of which P1 receives corrections.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import combinations
+
+import numpy as np
+
+
+class AndPlan:
+    """Index tables for :func:`plan`'s ``k`` variables and ``monomials``.
+
+    ``subsets``: the products the dealer deals (sorted tuples, ``|S| >= 2``). The share table
+    is ``[one, r_1 .. r_k, r_S for S in subsets]`` (``one``: all-ones words at P0, zeros at
+    P1); the public table holds ``AND_{i in U} e_i`` for every complement ``U`` needed, built
+    by size: ``pub[build_at] = pub[build_from] & pub[build_var]`` per size step. Step 3 is
+    ``pub[term_pub] & share[term_share]``, XOR-reduced over each monomial's run of terms
+    (``starts``)."""
+
+    def __init__(self, k: int, monomials: tuple[tuple[int, ...], ...]) -> None:
+        self.k, self.monomials = k, monomials
+        sets = set()
+        for m in monomials:
+            for size in range(2, len(m) + 1):
+                sets.update(combinations(m, size))
+        self.subsets = tuple(sorted(sets, key=lambda s: (len(s), s)))
+        share_index = {(): 0, **{(i,): 1 + i for i in range(k)}}
+        share_index.update({s: 1 + k + j for j, s in enumerate(self.subsets)})
+        pub_index = {(): 0, **{(i,): 1 + i for i in range(k)}}
+        steps: list[tuple[list[int], list[int], list[int]]] = []
+        comps = sorted({c for m in monomials for n in range(len(m) + 1) for c in combinations(m, n)},
+                       key=lambda s: (len(s), s))  # fmt: skip
+        for size in range(2, max((len(m) for m in monomials), default=0) + 1):
+            at, frm, var = [], [], []
+            for c in comps:
+                if len(c) == size:
+                    pub_index[c] = len(pub_index)
+                    at.append(pub_index[c])
+                    frm.append(pub_index[c[:-1]])
+                    var.append(pub_index[c[-1:]])
+            if at:
+                steps.append((at, frm, var))
+        self.public_size = len(pub_index)
+        self.steps = [tuple(np.array(v, dtype=np.intp) for v in step) for step in steps]
+        term_pub, term_share, starts = [], [], []
+        for m in monomials:
+            starts.append(len(term_pub))
+            for n in range(len(m) + 1):
+                for s in combinations(m, n):
+                    term_share.append(share_index[s])
+                    term_pub.append(pub_index[tuple(i for i in m if i not in s)])
+        self.term_pub = np.array(term_pub, dtype=np.intp)
+        self.term_share = np.array(term_share, dtype=np.intp)
+        self.starts = np.array(starts, dtype=np.intp)
+
+    def products(self, opened: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        """Step 3: this party's shares of the monomials (``len(monomials), *S``) from the opened
+        words ``e`` (``k, *S``) and its share table (``1 + k + len(subsets), *S``)."""
+        pub = np.empty((self.public_size, *opened.shape[1:]), dtype=opened.dtype)
+        pub[0] = ~opened.dtype.type(0)
+        pub[1 : 1 + self.k] = opened
+        for at, frm, var in self.steps:
+            pub[at] = pub[frm] & pub[var]
+        terms = pub[self.term_pub]
+        terms &= shares[self.term_share]
+        return np.bitwise_xor.reduceat(terms, self.starts, axis=0)
+
+
+@lru_cache(maxsize=64)
+def plan(k: int, monomials: tuple[tuple[int, ...], ...]) -> AndPlan:
+    """The (cached) plan of ``monomials`` over ``k`` variables; raises ValueError on a monomial
+    that is empty, repeats a variable or names one outside ``0 .. k-1``."""
+    for m in monomials:
+        if not m or len(set(m)) != len(m) or min(m) < 0 or max(m) >= k:
+            raise ValueError(f"and_many: monomial {m} must name distinct variables among 0..{k - 1}")
+    return AndPlan(k, tuple(tuple(sorted(m)) for m in monomials))

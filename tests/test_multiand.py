@@ -1,0 +1,95 @@
+"""Multi-input AND (``Protocol.and_many``): plaintext products, rounds, bytes and what goes on the wire."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import covault
+from covault.protocols import multiand
+from tests.helpers import dealt, owner_value, run_both
+
+RNG = np.random.default_rng(2024)  # test data only
+VALUES = RNG.integers(-(2**31) + 1, 2**31, size=(6, 9))  # six variables, nine words each
+MONOMIALS = ((0, 1), (2, 3, 4), (0, 1, 2, 3, 4, 5), (5,), (1, 3, 5, 0))
+
+
+def plain(words: np.ndarray, monomials) -> np.ndarray:
+    return np.stack([np.bitwise_and.reduce(words[list(m)], axis=0) for m in monomials])
+
+
+def prog_products(s):
+    x = s.input(owner_value(s, VALUES), owner=s.compute_parties[0], integer=True).to_boolean()
+    with s.scope() as cost:
+        out = s.protocol.and_many(x.shares, MONOMIALS)
+    return x._new(out).reveal(), cost.as_dict()["rounds"], s.protocol.fused_and
+
+
+def test_and_many_matches_plaintext(proto):
+    """Every scheme: the products of the plaintext words; one round with the 2pc dealer, else by
+    pairs (ceil(log2 6) = 3 rounds of ANDs)."""
+    got, rounds, fused = run_both(prog_products, proto)
+    np.testing.assert_array_equal(got, plain(VALUES, MONOMIALS))
+    assert fused == (proto[0] == "2pc" and dealt(proto))
+    if dealt(proto):
+        assert rounds == (1 if fused else math.ceil(math.log2(6)))
+
+
+def test_and_many_over_tcp():
+    got, rounds, fused = run_both(prog_products, ("2pc", 2), transport="tcp")
+    np.testing.assert_array_equal(got, plain(VALUES, MONOMIALS))
+    assert fused and rounds == 1
+
+
+def test_one_round_cost_and_uniform_openings():
+    """2pc with the dealer: each compute party sends its ``k`` masked words once, the dealer one
+    correction per mask product to P1; what P1 receives for an all-zero input is uniform (its
+    bits balanced, no word repeated), never the input."""
+    k, words = 4, 512
+    monos = ((0, 1, 2, 3), (0, 1))
+
+    def prog(s):
+        zero = s.input(owner_value(s, np.zeros((k, words), np.int64)), owner="p0", integer=True)
+        x = zero.to_boolean()
+        seen, on = [], [True]
+        s.net.add_recorder(lambda d, peer, msg: seen.append(msg) if d == "received" and on[0] else None)
+        with s.scope() as cost:
+            out = s.protocol.and_many(x.shares, monos)
+        on[0] = False
+        return x._new(out).reveal(), cost.as_dict(), seen
+
+    res = covault.run(prog, 2, "2pc")
+    subsets = multiand.plan(k, monos).subsets
+    assert len(subsets) == 11  # every subset of {0, 1, 2, 3} with two elements or more
+    for p, (got, cost, seen) in res.items():
+        if p == "dealer":
+            assert cost["bytes_sent"] == 8 * words * len(subsets) and cost["rounds"] == 0
+            continue
+        np.testing.assert_array_equal(got, np.zeros((2, words), np.int64))
+        assert cost["rounds"] == 1 and cost["bytes_sent"] == 8 * k * words
+        opened = seen[-1][0]  # the other compute party's masked words
+        assert opened.shape == (k, words) and len(np.unique(opened)) == opened.size
+        ones = np.unpackbits(opened.view(np.uint8)).mean()
+        assert 0.48 < ones < 0.52
+
+
+def test_plan_expands_every_product():
+    """The plan alone (share maths, no network): P0 holding every share, P1 none."""
+    rng = np.random.default_rng(5)  # test data only
+    k = 5
+    monos = ((0, 1, 2, 3, 4), (4, 2), (1,))
+    p = multiand.plan(k, monos)
+    x = rng.integers(0, 2**63, size=(k, 7), dtype=np.uint64)
+    r = rng.integers(0, 2**63, size=(k, 7), dtype=np.uint64)
+    table = np.concatenate(
+        [np.full((1, 7), ~np.uint64(0)), r, plain(r, p.subsets).reshape(len(p.subsets), 7)]
+    )
+    np.testing.assert_array_equal(p.products(x ^ r, table), plain(x, p.monomials))
+
+
+@pytest.mark.parametrize("bad", [((),), ((0, 0),), ((0, 7),), ((-1, 1),)])
+def test_bad_monomials_are_refused(bad):
+    with pytest.raises(ValueError, match="and_many: monomial"):
+        multiand.plan(3, bad)
