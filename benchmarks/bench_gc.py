@@ -29,12 +29,12 @@ import argparse
 import functools
 import os
 import platform
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from common import DelayedTransport, barrier, emit
 
 import covault
 from covault.ops import fss as fss_gates
@@ -43,46 +43,8 @@ from covault.protocols.gc.circuit import Builder, Circuit
 from covault.protocols.gc.convert import compare_circuit, gc_compare, gc_party
 from covault.protocols.gc.garble import evaluate, garble
 from covault.protocols.gc.hash import GarbleHash
-from covault.transport.base import Message, Transport
 
 BOUND = 1000.0
-
-
-class DelayedTransport(Transport):
-    """``inner`` with every message handed over no earlier than ``one_way`` seconds after it was
-    sent (a send-time stamp travels with it; parties share this machine's monotonic clock)."""
-
-    def __init__(self, inner: Transport, one_way: float) -> None:
-        self.inner = inner
-        self.party = inner.party
-        self.peers = inner.peers
-        self.one_way = float(one_way)
-
-    def _stamp(self, sends: Mapping[str, Message]) -> dict[str, Message]:
-        now = np.array([time.monotonic()], dtype=np.float64)
-        return {to: [*msg, now] for to, msg in sends.items()}
-
-    def _land(self, got: dict[str, Message]) -> dict[str, Message]:
-        if got:
-            due = max(float(m[-1][0]) for m in got.values()) + self.one_way
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-        return {frm: m[:-1] for frm, m in got.items()}
-
-    def send(self, to: str, message: Message) -> None:
-        self.inner.send(to, self._stamp({to: message})[to])
-
-    def recv(self, frm: str, timeout: float) -> Message:
-        return self._land({frm: self.inner.recv(frm, timeout)})[frm]
-
-    def exchange(
-        self, sends: Mapping[str, Message], recv_from: Sequence[str], timeout: float
-    ) -> dict[str, Message]:
-        return self._land(self.inner.exchange(self._stamp(sends), recv_from, timeout))
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 # -- part 1: AND gates per second ------------------------------------------------------------
@@ -137,14 +99,6 @@ RUNS = (("dealer", ("gc", "ss", "fss")), ("ot", ("ss",)))  # provider, methods; 
 METHODS = ("gc", "ss", "fss", "ss-ot")
 
 
-def _barrier(s, base: Transport) -> None:
-    """Every party waits for every other (undelayed), so timed calls start together."""
-    net = s.net
-    net.transport = base
-    others = [p for p in s.parties if p != s.party]
-    net.exchange({p: [np.zeros(1)] for p in others}, others)
-
-
 def _compare_program(
     s, sizes: Sequence[int], rtts: Sequence[float], reps: int, methods: Sequence[str]
 ) -> dict:
@@ -157,7 +111,7 @@ def _compare_program(
         x = s.input(vals if s.party == owner else None, owner, bound=BOUND)
         want = (np.round(vals * 2**16) > 0).astype(np.float64)
         for rtt in rtts:
-            _barrier(s, base)
+            barrier(s, base)
             s.net.transport = DelayedTransport(base, rtt / 2e3)
             t = time.perf_counter()
             link = gc_party(s) if "gc" in methods else None
@@ -167,7 +121,7 @@ def _compare_program(
             for method in methods:
                 times = []
                 for _ in range(reps if n <= 100_000 else 1):
-                    _barrier(s, base)
+                    barrier(s, base)
                     s.net.transport = DelayedTransport(base, rtt / 2e3)
                     t = time.perf_counter()
                     with s.scope() as cost:
@@ -248,10 +202,7 @@ def main() -> None:
     if not args.skip_rates:
         lines += [*rate_table(args.reps), ""]
     lines += compare_table(args.sizes, args.rtt, args.reps)
-    report = "".join(line + "\n" for line in lines)
-    sys.stdout.write(report)
-    if args.out is not None:
-        args.out.write_text(report, encoding="utf-8")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_serve.py [--queries 300] [--protocols 2pc rep3] [--batches 1 16 256]
     [--models lr-proba lr-decision mlp-logits mlp-argmax] [--paths online online-fss online-nopool plain]
-    [--gap-ms 0] [--no-tls] [--peers crypten]
+    [--gap-ms 0] [--rtt-ms 0] [--no-tls] [--peers crypten]
 
 Every party is its own OS process (``covault.run(..., transport="tcp")``, mutual TLS 1.3 on
 loopback unless ``--no-tls``): the compute parties (plus the 2pc dealer), a model owner and a
@@ -27,9 +27,12 @@ per single-row query of each process (the most of the compute parties; the deale
 client), waiting in the transport included. ``online-nopool``: the online path without the
 dealer's pool (2pc). ``online-fss``: the online path with every FSS gate
 (``SecretModel.forward(..., fss="all")``: ReLU and decisions in one round; ``online`` uses
-the FSS sigmoid only). ``--gap-ms``: the client pauses between single-row queries (a service
+the FSS sigmoid only); ``online-nofss``: no FSS gate (``fss="off"``: every comparison and
+sigmoid generic). ``--gap-ms``: the client pauses between single-row queries (a service
 that idles between queries, when the pool is refilled; CPU per query then counts the idle
-polling too).
+polling too). ``--rtt-ms``: every message of the queries is held for a one-way delay of
+``RTT / 2`` (``benchmarks/common.py``; loopback itself adds its own), a network between
+organisations.
 """
 
 from __future__ import annotations
@@ -124,10 +127,18 @@ def plain_seconds(model: str, p: dict[str, np.ndarray], n: int) -> float:
 class Program:
     """Picklable SPMD program: every party runs it (the tcp transport starts fresh processes)."""
 
-    def __init__(self, models: list[str], queries: int, batches: list[int], path: str, gap: float = 0.0):
-        self.models, self.queries, self.batches, self.gap = models, queries, batches, gap
-        self.fss = "all" if path == "online-fss" else "auto"
-        self.path = path.removesuffix("-nopool").removesuffix("-fss")
+    def __init__(
+        self,
+        models: list[str],
+        queries: int,
+        batches: list[int],
+        path: str,
+        gap: float = 0.0,
+        rtt: float = 0.0,
+    ):
+        self.models, self.queries, self.batches, self.gap, self.rtt = models, queries, batches, gap, rtt
+        self.fss = {"online-fss": "all", "online-nofss": "off"}.get(path, "auto")
+        self.path = path.removesuffix("-nopool").removesuffix("-nofss").removesuffix("-fss")
         self.pool = not path.endswith("-nopool")
 
     def _query(self, s, model: str, m: dict):
@@ -146,6 +157,10 @@ class Program:
         mine = s.party == OWNER
         bound = WEIGHT_BOUND if self.path == "online" else None
         m = {k: s.input(v if mine else None, owner=OWNER, bound=bound) for k, v in p.items()}
+        if self.rtt:
+            from common import DelayedTransport
+
+            s.net.transport = DelayedTransport(s.net.transport, self.rtt / 2)
         out: dict = {}
         for model in self.models:
             with self._query(s, model, m) as query:
@@ -240,9 +255,10 @@ def main() -> int:
         "--paths",
         nargs="*",
         default=["online", "plain"],
-        choices=["online", "online-fss", "online-nopool", "plain"],
+        choices=["online", "online-fss", "online-nofss", "online-nopool", "plain"],
     )
     ap.add_argument("--gap-ms", type=float, default=0.0, help="the client's pause between single-row queries")
+    ap.add_argument("--rtt-ms", type=float, default=0.0, help="a round-trip delay added to every message")
     ap.add_argument("--no-tls", action="store_true")
     ap.add_argument(
         "--peers",
@@ -256,13 +272,14 @@ def main() -> int:
     print(
         f"private inference, one process per party, {'plain TCP' if args.no_tls else 'mutual TLS 1.3'} on loopback; "
         f"{args.queries} single-row queries after {WARMUP} warm-up; latency at the client; "
-        "bytes and rounds of one query (compute parties: the most of any)",
+        + (f"a round trip of {args.rtt_ms:g} ms added to every message; " if args.rtt_ms else "")
+        + "bytes and rounds of one query (compute parties: the most of any)",
         flush=True,
     )
     for protocol in args.protocols:
         for path in args.paths:
             res = covault.run(
-                Program(args.models, args.queries, args.batches, path, args.gap_ms / 1e3),
+                Program(args.models, args.queries, args.batches, path, args.gap_ms / 1e3, args.rtt_ms / 1e3),
                 2 if protocol == "2pc" else 3,
                 protocol,
                 transport="tcp",
