@@ -180,6 +180,35 @@ def test_queries_taken_into_a_batch_are_no_longer_held(tmp_path, monkeypatch):
         door.close()
 
 
+def test_shares_the_leader_passed_over_are_dropped(tmp_path):
+    """A non-leader's front door: when the leader announces a client's later query, the shares of
+    that link's earlier queries that the leader never announced (it refused them) leave the
+    store at once, not after STALE seconds; a query that came after the announced one stays."""
+    config, _ = consortium(tmp_path, "2pc")
+    door = open_door(config, "b")
+    try:
+        link = raw_link(config, "b", "c1")
+        for qid in (7, 8, 9):
+            link.send([np.array([QUERY, qid], np.int64), np.zeros((1, 1, 5), np.int64)])
+        held: list = []
+        for _ in range(400):  # until the three queries are held
+            with door._cond:
+                held = list(door._store)
+            if len(held) == 3:
+                break
+            time.sleep(0.025)
+        assert [k[2] for k in held] == [7, 8, 9]
+        client, token = held[0][:2]
+        got = door.collect([(client, token, 8)], 5.0)
+        assert [p.qid for p in got] == [8]
+        with door._cond:
+            assert list(door._store) == [(client, token, 9)]  # 7 dropped, 9 kept
+        assert [p.qid for p in door.collect([(client, token, 9)], 0)] == [9]
+        link.close()
+    finally:
+        door.close()
+
+
 def test_no_wait_for_the_shares_of_a_closed_link(tmp_path):
     """A non-leader's front door does not wait for the shares of a client whose link to it has
     closed (they can never come): the batch goes on without them instead of holding every other

@@ -27,6 +27,7 @@ from covault.serving.formats import PlainModel
 from covault.serving.importer import import_model
 from covault.serving.keys import store_folders
 from covault.serving.wire import (
+    ANSWER,
     BYE,
     ERROR,
     MAGIC,
@@ -252,6 +253,66 @@ def test_a_killed_serving_party_fails_pending_queries_and_the_service_comes_back
     assert res[victim][0]["queries"] >= 1
     # a's count spans its sessions: the query before the kill and the one after at least
     assert res["a"][0]["queries"] >= 2
+
+
+def test_shares_that_reach_one_party_only_delay_no_one_else(two):
+    """c3's query 1 reaches a only, though c3's link to b is open: the others' queries go on
+    (the leader announces it again while it waits), so c1's are answered before it fails, naming
+    b, once the share wait (10 s) has passed; c3's query 2, whose shares reach b only after its
+    first announcement, is answered."""
+    config, serving = two
+    procs = start(config, serving, "--share-wait", "10")
+    try:
+        to_a, to_b = raw_link(config, "a", "c3"), raw_link(config, "b", "c3")
+        zero = np.zeros((1, 1, 5), np.int64)
+        to_a.send([np.array([QUERY, 1], np.int64), zero])
+        with Client(config, as_="c1", model="risk") as c:
+            for _ in range(3):
+                x = RNG.normal(0, 1, (2, 5))
+                np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
+        to_a.channel.settimeout(0.05)
+        with pytest.raises(TimeoutError):  # query 1 has not failed yet: nobody waited for it
+            to_a.recv()
+        to_a.send([np.array([QUERY, 2], np.int64), zero])
+        time.sleep(0.3)  # query 2 is announced and b lacks it: announced again
+        to_b.send([np.array([QUERY, 2], np.int64), zero])
+        replies: dict = {}
+        for name, link in (("a", to_a), ("b", to_b)):
+            link.channel.settimeout(60)
+            while (name, 2) not in replies or (name == "a" and (name, 1) not in replies):
+                reply = link.recv()
+                replies[name, int(op_of(reply)[1])] = reply
+        (a2, b2), a1 = (replies["a", 2], replies["b", 2]), replies["a", 1]
+        assert op_of(a2)[0] == ANSWER and op_of(b2)[0] == ANSWER
+        y = (a2[1] + b2[1]).astype(np.float64) / 2.0 ** int(op_of(a2)[2])
+        np.testing.assert_allclose(y, plain(np.zeros((1, 5))), atol=ERR)
+        assert op_of(a1)[0] == ERROR and untext(a1[1]) == "b" and "none came within 10 s" in untext(a1[2])
+        for link in (to_a, to_b):
+            link.send([np.array([BYE, 0], np.int64)])
+            link.close()
+    finally:
+        stop(procs)
+
+
+def test_a_party_stopped_on_purpose_is_named_as_stopped(two):
+    """SIGTERM at a non-leader (b): it leaves with exit 0 and tells the others why, so the
+    leader's log reads as a stop by its operator, not as a lost connection; started again, it
+    rejoins and the service answers."""
+    config, serving = two
+    procs = start(config, serving, "--rejoin", "60")
+    try:
+        with Client(config, as_="c1", model="risk") as c:
+            x = RNG.normal(0, 1, (2, 5))
+            np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
+        procs["b"].send_signal(signal.SIGTERM)
+        _, err, code = wait_parties({"b": procs["b"]}, 60)["b"]
+        assert code == 0, err
+        procs["b"] = start(config, ["b"], "--rejoin", "60")["b"]
+        with Client(config, as_="c1", model="risk") as c:
+            np.testing.assert_allclose(c.predict(x), plain(x), atol=ERR)
+    finally:
+        res = stop(procs)
+    assert "party 'b' was stopped by its operator (SIGTERM or Ctrl-C)" in res["a"][1]
 
 
 def test_the_gateway_stays_up_through_a_restarted_compute_party(two, tmp_path):

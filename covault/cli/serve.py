@@ -43,6 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-rows", type=int, default=4096, metavar="N", help="rows of one batch (default 4096)")
     p.add_argument(
+        "--share-wait",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds a query may wait for its shares to reach every compute party before it fails "
+        "(default 2; meanwhile the others' queries go on)",
+    )
+    p.add_argument(
         "--max-query-rows",
         type=int,
         default=65536,
@@ -88,6 +96,7 @@ def main(args: argparse.Namespace) -> int:
             idle=args.idle,
             rejoin=args.rejoin,
             max_rows=args.max_rows,
+            share_wait=args.share_wait,
             max_query_rows=args.max_query_rows,
             transcript_dir=args.transcript,
             stop=start_signal_stop(),

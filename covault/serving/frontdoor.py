@@ -436,27 +436,56 @@ class FrontDoor:
                 rows += p.rows
         return out
 
-    def collect(self, keys: list[Key], wait: float) -> list[Pending | None]:
+    def collect(
+        self, keys: list[Key], wait: float, fresh: set[Key] | None = None, gone: set[Key] | None = None
+    ) -> list[Pending | None]:
         """Elsewhere: the announced queries' shares, waiting up to ``wait`` seconds for those
         not yet here (None: never came, refused, or their client's link here is closed: no wait
-        for those); taken out of the store."""
+        for those); taken out of the store. Shares of the same link that came BEFORE an
+        announced query and are not announced with it are dropped: a link delivers in order, so
+        the leader had them first and refused them (its client was told), or failed them.
+        ``fresh``: the keys to wait for (default all); ``gone`` receives the keys whose shares
+        can never come here (refused, or their link closed)."""
         end = time.monotonic() + wait
         with self._cond:
             while not self._closed:
                 missing = [  # a closed link's shares never come: no wait for them
                     k
                     for k in keys
-                    if k not in self._store and k not in self._refused and self._live(k[0], k[1])
+                    if k not in self._store
+                    and k not in self._refused
+                    and self._live(k[0], k[1])
+                    and (fresh is None or k in fresh)
                 ]
                 left = end - time.monotonic()
                 if not missing or left <= 0:
                     break
                 self._cond.wait(left)
+            self._drop_passed(keys)
+            if gone is not None:
+                gone.update(
+                    k
+                    for k in keys
+                    if k not in self._store and (k in self._refused or not self._live(k[0], k[1]))
+                )
             out = [self._store.pop(k, None) for k in keys]
             for k in keys:
                 self._refused.pop(k, None)
             self._purge()
         return out
+
+    def _drop_passed(self, keys: list[Key]) -> None:
+        """Drop the held queries that an announcement of ``keys`` has passed (under the lock)."""
+        announced = set(keys)
+        order = list(self._store)  # arrival order
+        last = {k[:2]: i for i, k in enumerate(order) if k in announced}
+        for i, k in enumerate(order):
+            if k not in announced and i < last.get(k[:2], -1):
+                del self._store[k]
+                log.info(
+                    "front door of %r: client %r, query %d dropped: the leader announced a later query "
+                    "of the same link (it refused this one)", self.party, k[0], k[2],
+                )  # fmt: skip
 
     def _purge(self) -> None:
         """Drop shares that no batch took within :data:`STALE` seconds (their query failed

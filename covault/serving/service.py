@@ -106,7 +106,9 @@ def serve_party(
     (default: the config's timeout): how long the others wait for a stopped serving party to
     come back before they stop too, with the PeerError naming it. ``max_query_rows``: rows of
     one query (default :data:`~covault.serving.frontdoor.MAX_QUERY_ROWS`; a larger one is
-    refused to its client). Another error while a batch runs (out of memory, a malformed
+    refused to its client). ``share_wait``: how long a query may wait for its shares to reach
+    every compute party (:mod:`~covault.serving.batcher`: announced again meanwhile, while the
+    other queries go on) before it fails naming the party that lacks them. Another error while a batch runs (out of memory, a malformed
     message) fails that batch's queries naming this party, and the session is opened again.
     Returns ``{"party", "model", "client" (None with ``many``), "queries"}``."""
     from covault.deploy.config import ConfigError
@@ -115,6 +117,10 @@ def serve_party(
         raise ConfigError(f"party {name!r} is a client: it queries the service (covault predict)")
     if name not in config.parties:
         raise ConfigError(f"party {name!r} is not in the config (parties: {sorted(config.parties)})")
+    if not 0 <= share_wait < float("inf"):
+        raise ConfigError(
+            f"party {name!r}: the share wait must be a finite number of seconds >= 0, got {share_wait}"
+        )
     if not many:
         if client is None:
             if len(config.data) != 1:
@@ -188,6 +194,8 @@ def _serve_sessions(config, name, model, clients, state, model_dir, transcript_d
                     on_answered=state.count,
                     **kw,
                 )
+                if kw["leave"]() and name != session.compute_parties[0]:
+                    _say_stopped(session, name)
                 return
         except Exception as exc:
             if not isinstance(exc, PeerError) and not serving:
@@ -211,6 +219,15 @@ def _serve_sessions(config, name, model, clients, state, model_dir, transcript_d
                 raise (lost or exc) from None
             log.warning("party %r: opening the service session again (%s)", name, lost or exc)
             time.sleep(RETRY)
+
+
+def _say_stopped(session, name: str) -> None:
+    """A party that leaves the service on SIGTERM or Ctrl-C tells the others why (its
+    transport's abort frame), so that their logs and their clients' errors read as a stop, not
+    as a crash."""
+    abort = getattr(session.net.transport, "abort", None)
+    if abort is not None:
+        abort(f"party {name!r} was stopped by its operator (SIGTERM or Ctrl-C)")
 
 
 def _check_same(state, config, folder, model, name, session, clients, secret) -> None:
