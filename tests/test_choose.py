@@ -90,6 +90,19 @@ def test_the_cost_model_follows_rounds_bytes_and_cpu():
         LinkModel(rtt=0.01, bandwidth=0)
 
 
+def test_the_secret_sharing_estimate_takes_the_radix_4_tree_up_to_its_batch_limit():
+    """With the dealer, ``ss`` costs 4 one-way delays up to FUSED_ELEMENTS elements, 7 beyond;
+    the dealer-free provider 14 at every size."""
+    from covault.ops.compare import FUSED_ELEMENTS
+
+    link = LinkModel(rtt=0.01)
+    n = FUSED_ELEMENTS
+    step = estimate("ss", n + 1, link) - estimate("ss", n, link)
+    assert abs(step - 3 * link.rtt / 2) < 1e-3
+    ot_step = estimate("ss", n + 1, link, provider="ot") - estimate("ss", n, link, provider="ot")
+    assert abs(ot_step) < 1e-3
+
+
 def test_a_reused_garbling_link_is_a_public_choice_at_every_party():
     """Reusing a YaoParty (held by the compute parties, not the dealer) changes the choice only
     through the public ``gc_ready``: every party, the dealer included, picks the same method."""

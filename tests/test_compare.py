@@ -303,6 +303,33 @@ def test_fused_tree_cost_matches_the_documented_formula(n):
             assert lt["rounds"] == 4 and lt["bytes_sent"] == fused_tree_bytes(n, 64)[0] + math.ceil(n / 8)
 
 
+def test_dealt_view_takes_the_radix_4_tree_to_its_batch_limit():
+    """rep3's dealt two-party view (P0 deals): the msb on 64 and 32 bits at the radix-4 tree's
+    last batch size and one beyond (the binary tree), equal to plaintext, 3 and 6-7 AND rounds."""
+    raw = {n: np.concatenate([[0, -1, 1, 2**31 - 1, -(2**31)], RNG.integers(-(2**31), 2**31, n - 5)])
+           for n in (compare.FUSED_ELEMENTS, compare.FUSED_ELEMENTS + 1)}  # fmt: skip
+
+    def prog(s):
+        proto, view = s.protocol, s.protocol.dealt_view()
+        out = {}
+        for n, vals in raw.items():
+            x = s.input(owner_value(s, np.zeros(n), s.compute_parties[0]), owner=s.compute_parties[0])
+            u = proto.to_view(proto.add_public(x.shares, vals))
+            for bits in (64, 32):
+                with s.scope() as cost:
+                    b = compare.msb_bits(view, u, bits)
+                got = view.reveal_bool(b, list(s.compute_parties[1:]))
+                out[n, bits] = None if got is None else got.astype(np.int64), cost.as_dict()["rounds"]
+        return out
+
+    res = covault.run(prog, 3, "rep3")
+    for p in ("p1", "p2"):
+        for (n, bits), (got, rounds) in res[p].items():
+            np.testing.assert_array_equal(got, (raw[n] < 0).astype(np.int64))
+            fused = n <= compare.FUSED_ELEMENTS
+            assert rounds == (3 if fused else 7 if bits == 64 else 6), (n, bits, rounds)
+
+
 @pytest.mark.parametrize("n", [64, 100])
 def test_cost_matches_the_documented_formula(proto, n, monkeypatch):
     """The binary tree (2pc: forced, as beyond FUSED_ELEMENTS elements)."""

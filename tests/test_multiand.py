@@ -43,24 +43,28 @@ def test_and_many_over_tcp():
     assert fused and rounds == 1
 
 
-def test_one_round_cost_and_uniform_openings():
+K_ZERO, WORDS_ZERO, MONOS_ZERO = 4, 512, ((0, 1, 2, 3), (0, 1))
+
+
+def prog_zero(s):
+    """``and_many`` of all-zero words; what this party received meanwhile."""
+    zero = s.input(owner_value(s, np.zeros((K_ZERO, WORDS_ZERO), np.int64)), owner="p0", integer=True)
+    x = zero.to_boolean()
+    seen, on = [], [True]
+    s.net.add_recorder(lambda d, peer, msg: seen.append(msg) if d == "received" and on[0] else None)
+    with s.scope() as cost:
+        out = s.protocol.and_many(x.shares, MONOS_ZERO)
+    on[0] = False
+    return x._new(out).reveal(), cost.as_dict(), seen
+
+
+@pytest.mark.parametrize("transport", ["local", "tcp"])
+def test_one_round_cost_and_uniform_openings(transport):
     """2pc with the dealer: each compute party sends its ``k`` masked words once, the dealer one
     correction per mask product to P1; what P1 receives for an all-zero input is uniform (its
     bits balanced, no word repeated), never the input."""
-    k, words = 4, 512
-    monos = ((0, 1, 2, 3), (0, 1))
-
-    def prog(s):
-        zero = s.input(owner_value(s, np.zeros((k, words), np.int64)), owner="p0", integer=True)
-        x = zero.to_boolean()
-        seen, on = [], [True]
-        s.net.add_recorder(lambda d, peer, msg: seen.append(msg) if d == "received" and on[0] else None)
-        with s.scope() as cost:
-            out = s.protocol.and_many(x.shares, monos)
-        on[0] = False
-        return x._new(out).reveal(), cost.as_dict(), seen
-
-    res = covault.run(prog, 2, "2pc")
+    k, words, monos = K_ZERO, WORDS_ZERO, MONOS_ZERO
+    res = covault.run(prog_zero, 2, "2pc", transport=transport)
     subsets = multiand.plan(k, monos).subsets
     assert len(subsets) == 11  # every subset of {0, 1, 2, 3} with two elements or more
     for p, (got, cost, seen) in res.items():
@@ -89,7 +93,29 @@ def test_plan_expands_every_product():
     np.testing.assert_array_equal(p.products(x ^ r, table), plain(x, p.monomials))
 
 
-@pytest.mark.parametrize("bad", [((),), ((0, 0),), ((0, 7),), ((-1, 1),)])
+@pytest.mark.parametrize(
+    "bad", [((),), ((0, 0),), ((0, 7),), ((-1, 1),), ((0.5, 1),), (("a", 1),), (tuple(range(9)),)]
+)
 def test_bad_monomials_are_refused(bad):
     with pytest.raises(ValueError, match="and_many: monomial"):
-        multiand.plan(3, bad)
+        multiand.plan(10 if len(bad[0]) == 9 else 3, bad)
+
+
+def test_bad_shares_and_no_monomials(proto):
+    """Float shares are a TypeError naming and_many (at every party, before any message); no
+    monomials: an empty answer, no round."""
+
+    def prog(s):
+        x = s.input(owner_value(s, VALUES), owner=s.compute_parties[0], integer=True).to_boolean()
+        try:
+            s.protocol.and_many(x.shares.astype(np.float64), MONOMIALS)
+            error = None
+        except TypeError as exc:
+            error = str(exc)
+        with s.scope() as cost:
+            out = s.protocol.and_many(x.shares, ())
+        return error, out.shape[1:], cost.as_dict()["rounds"]
+
+    error, shape, rounds = run_both(prog, proto)
+    assert "and_many: the shares must be integer words" in error
+    assert shape == (0, 9) and rounds == 0

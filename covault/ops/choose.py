@@ -29,13 +29,15 @@ the same at both parties, so that both choose the same method with no message), 
 seconds per element both parties spend on the method, and ``setup`` the base OTs of a garbled
 circuit when no :class:`~covault.protocols.gc.yao.YaoParty` is passed for reuse.
 :data:`CPU_SECONDS` holds figures measured on a 2-core x86-64 machine (benchmarks/bench_gc.py,
-``benchmarks/results/gc.txt``); pass ``cpu=`` to :func:`choose_positive` for another machine.
+``benchmarks/results/gc.txt``; ``ss-fused``: ``benchmarks/results/carry.txt``); pass ``cpu=``
+to :func:`choose_positive` for another machine (keyed ``ss``, ``ss-fused``, ``ss-ot``, ``gc``,
+``fss``: a batch of at most FUSED_ELEMENTS elements with the dealer takes ``ss-fused``).
 
 Where each wins (that table, 2 cores): with a dealer, ``ss`` is cheapest on a fast link and for
 large batches (66 bytes, 0.4 us per element); ``gc`` and ``fss`` trade bytes and CPU for
 latency and win small batches on a slow link (the model, with base OTs done, puts the
 break-even of ``ss`` and ``gc`` near ``n = 450`` at 10 ms RTT, where the radix-4 tree's 4
-delays serve (``gc`` again from 1,025 to 1,100 elements, where the binary tree's 7 take over),
+delays serve (``gc`` again from 1,025 to 1,130 elements, where the binary tree's 7 take over),
 and ``n = 5,600`` at 50 ms; measured: ``gc`` ahead at 100
 elements, ``ss`` at 10,000, at both). Without a dealer ``gc`` beats ``ss`` at every size:
 the OT-made AND triples cost more bytes and CPU than the garbled carry chain.
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 METHODS = ("ss", "gc", "fss")
 DELAYS = {"ss": 7, "ss-fused": 4, "ss-ot": 14, "gc": 2, "fss": 1}  # one-way delays per call
 BYTES = {"ss": 66.4, "ss-fused": 89.9, "ss-ot": 3047.0}  # per element; gc and fss: see _bytes
-CPU_SECONDS = {"ss": 0.37e-6, "ss-fused": 0.5e-6, "ss-ot": 70e-6, "gc": 20e-6, "fss": 23e-6}  # per element
+CPU_SECONDS = {"ss": 0.37e-6, "ss-fused": 0.9e-6, "ss-ot": 70e-6, "gc": 20e-6, "fss": 23e-6}  # per element
 GC_SETUP_SECONDS = 0.15  # base OTs of a fresh YaoParty (benchmarks/results/gc.txt)
 
 
@@ -75,13 +77,15 @@ class LinkModel:
 
 
 def _key(method: str, provider: str | None, n: int = 0) -> str:
+    """The cost entry of ``method``: ``ss`` splits into ``ss-ot`` (dealer-free), ``ss-fused``
+    (the dealer's radix-4 tree, up to FUSED_ELEMENTS elements) and ``ss`` (the binary tree)."""
     if method != "ss":
         return method
     if provider == "ot":
         return "ss-ot"
     from covault.ops.compare import FUSED_ELEMENTS
 
-    return "ss-fused" if n <= FUSED_ELEMENTS else "ss"
+    return "ss-fused" if provider == "dealer" and n <= FUSED_ELEMENTS else "ss"
 
 
 def _bytes(method: str, provider: str | None, width: int, fss_bits: int, n: int) -> float:

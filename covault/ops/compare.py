@@ -42,8 +42,10 @@ each compute party sends ``12/4 + 7/16 + 6/64`` words (64 bits: 28.25 bytes; 32 
 deals ``48/4 + 22/16 + 15/64`` words of mask products (108.9 bytes; 32 bits 53.6) against
 23.6. ``less_than``, ``relu`` and the rest then take 4 rounds in place of 8. Beyond the
 threshold the binary tree's fewer local operations per element win (the radix-4 merges expand
-76 and 44 terms per packed word): 2.3 times the CPU at 16,384 elements in one process
-(``benchmarks/results/compare_fused.txt``).
+76 and 44 terms per packed word). ``x < 0`` over TCP/TLS, three processes on two cores
+(``benchmarks/results/carry.txt``): 64 elements 1.7 ms against 2.9 (the three processes' CPU
+2.3 against 2.6 ms), at a 1 ms round trip 4.1 against 6.4 ms; 1,024 elements 2.4 against 2.2
+ms, at 1 ms 3.8 against 6.0; 16,384 elements 15 against 5 ms (2.8 times the CPU).
 
 **Zero test** (:func:`eqz_bits`). ``a + b = 0 (mod 2^64)`` exactly when
 ``w = (a ^ b) ^ ((a | b) << 1)`` is all zeros (if the sum vanishes up to bit i, the carry into
@@ -207,31 +209,43 @@ def _carry_tree(proto: Protocol, g: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 FUSED_ELEMENTS = 1024  # up to this many elements, a one-round and_many takes the radix-4 tree
 
-Plan = tuple[np.ndarray, np.ndarray, tuple[tuple[int, ...], ...]]
+_MergePlan = tuple[np.ndarray, np.ndarray, tuple[tuple[int, ...], ...]]
+
+
+def _frozen(values: list[int]) -> np.ndarray:
+    a = np.array(values)
+    a.flags.writeable = False  # cached and shared
+    return a
 
 
 @lru_cache(maxsize=8)
-def _merge_plan(r: int, last: bool) -> Plan:
-    """One merge of ``r`` adjacent groups (``r-1`` the highest) of the arrays ``(G, P)``:
-    ``G = G_{r-1} ^ XOR_j G_j P_{j+1} .. P_{r-1}`` (the terms exclude each other: a group never
-    both generates and propagates) and ``P = P_0 .. P_{r-1}`` (not at the ``last`` merge).
-    Returns each variable's array and group, and the monomials: the ``r-1`` products of ``G``
-    (j = r-2 .. 0), then ``P``'s."""
-    ps = list(range(r - 1, 0 if last else -1, -1))
-    gs = list(range(r - 2, -1, -1))
+def _merge_plan(radix: int, last: bool) -> _MergePlan:
+    """One merge of ``radix`` adjacent groups (``radix-1`` the highest) of the arrays ``(G, P)``:
+    ``G = G_{radix-1} ^ XOR_j G_j P_{j+1} .. P_{radix-1}`` (the terms exclude each other: a
+    group never both generates and propagates) and ``P = P_0 .. P_{radix-1}`` (not at the
+    ``last`` merge). Returns each variable's array and group, and the monomials: the
+    ``radix-1`` products of ``G`` (j = radix-2 .. 0), then ``P``'s."""
+    ps = list(range(radix - 1, 0 if last else -1, -1))
+    gs = list(range(radix - 2, -1, -1))
     at = {("P", q): i for i, q in enumerate(ps)} | {("G", q): len(ps) + i for i, q in enumerate(gs)}
-    monos = [(*(at["P", q] for q in range(r - 1, j, -1)), at["G", j]) for j in gs]
+    monos = [(*(at["P", q] for q in range(radix - 1, j, -1)), at["G", j]) for j in gs]
     if not last:
         monos.append(tuple(at["P", q] for q in ps))
-    return np.array([1] * len(ps) + [0] * len(gs)), np.array(ps + gs), tuple(monos)
+    return _frozen([1] * len(ps) + [0] * len(gs)), _frozen(ps + gs), tuple(monos)
+
+
+@lru_cache(maxsize=32)
+def _lanes(width: int, radix: int, s: int) -> int:
+    """The lanes of a merge's variables: bits ``i`` with ``i mod (radix s) < s``."""
+    return sum(1 << i for i in range(width) if i % (radix * s) < s)
 
 
 # The first merge takes the addends' bits themselves, G_q = a_q b_q and P_q = a_q ^ b_q (arrays
 # a, b, P): G = a3 b3 ^ P3 a2 b2 ^ P3 P2 a1 b1 ^ P3 P2 P1 a0 b0, P = P3 P2 P1 P0 in ONE round.
 # Variables: P3 P2 P1 P0 a3 b3 a2 b2 a1 b1 a0 b0.
-_FIRST: Plan = (
-    np.array([2, 2, 2, 2, 0, 1, 0, 1, 0, 1, 0, 1]),
-    np.array([3, 2, 1, 0, 3, 3, 2, 2, 1, 1, 0, 0]),
+_FIRST: _MergePlan = (
+    _frozen([2, 2, 2, 2, 0, 1, 0, 1, 0, 1, 0, 1]),
+    _frozen([3, 2, 1, 0, 3, 3, 2, 2, 1, 1, 0, 0]),
     ((4, 5), (0, 6, 7), (0, 1, 8, 9), (0, 1, 2, 10, 11), (0, 1, 2, 3)),
 )
 
@@ -254,27 +268,26 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     arrays, plan = np.stack([a, b, a ^ b]), _FIRST
     s, count = 1, width
     while True:
-        r = 4 if count >= 4 else 2
-        last = count == r
+        radix = 4 if count >= 4 else 2
+        last = count == radix
         n = arrays.shape[2]
-        if n % r:
-            pad = np.zeros((*arrays.shape[:2], r - n % r), arrays.dtype)
+        if n % radix:
+            pad = np.zeros((*arrays.shape[:2], radix - n % radix), arrays.dtype)
             arrays = np.concatenate([arrays, pad], axis=2)
-        lanes = word(sum(1 << i for i in range(width) if i % (r * s) < s))
-        shifts = np.array([q * s for q in range(r)], dtype=arrays.dtype)
-        v = (arrays[..., None] >> shifts) & lanes  # (arrays, c, words, q)
-        v = v.reshape(*arrays.shape[:2], arrays.shape[2] // r, r, r) << shifts[:, None]
-        v = np.bitwise_or.reduce(v, axis=3)  # word r i + t shifted by t s: (arrays, c, words / r, q)
-        which, group, monos = plan or _merge_plan(r, last)
+        shifts = np.arange(0, radix * s, s, dtype=arrays.dtype)
+        v = (arrays[..., None] >> shifts) & word(_lanes(width, radix, s))  # (arrays, c, words, q)
+        v = v.reshape(*arrays.shape[:2], arrays.shape[2] // radix, radix, radix) << shifts[:, None]
+        v = np.bitwise_or.reduce(v, axis=3)  # word radix i + t shifted by t s: (arrays, c, words / radix, q)
+        which, group, monos = plan or _merge_plan(radix, last)
         prod = proto.and_many(np.moveaxis(v[which, :, :, group], 0, 1), monos)
         if plan is _FIRST:
             g = np.bitwise_xor.reduce(prod[:, :4], axis=1)
         else:
-            g = v[0, :, :, r - 1] ^ np.bitwise_xor.reduce(prod[:, : r - 1], axis=1)
+            g = v[0, :, :, radix - 1] ^ np.bitwise_xor.reduce(prod[:, : radix - 1], axis=1)
         if last:
             return g
         arrays, plan = np.stack([g, prod[:, -1]]), None
-        s, count = r * s, count // r
+        s, count = radix * s, count // radix
 
 
 def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:

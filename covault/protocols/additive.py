@@ -202,15 +202,15 @@ class Additive2PC(Protocol):
         """One-round :meth:`and_many` where the provider deals products of masks (the dealer)."""
         return self.provider.deals_mask_products
 
-    def and_many(self, x, monomials):
+    def and_many(self, x: np.ndarray, monomials) -> np.ndarray:
         """Multi-input AND in one round (:mod:`covault.protocols.multiand`: open ``x_i ^ r_i``,
         ``k`` words each; the dealer's products of the masks make the rest local); without a
         dealer, by pairs (:meth:`Protocol.and_many`)."""
-        if not self.fused_and:
-            return super().and_many(x, monomials)
-        from covault.protocols.multiand import plan
+        from covault.protocols.multiand import check
 
-        p = plan(x.shape[1], tuple(tuple(m) for m in monomials))
+        p = check(x, monomials)
+        if not self.fused_and or not p.monomials or max(map(len, p.monomials)) == 1:
+            return super().and_many(x, p.monomials)  # by pairs; degree 1 or none: no round
         shape, dt = x.shape[2:], x.dtype
         parts = self.provider.mask_products(shape, dt, p.k, p.subsets)
         if parts is None:

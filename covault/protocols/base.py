@@ -184,9 +184,11 @@ class Protocol(ABC):
         returns ``(c, len(monomials), *S)``. Here: by pairs, ``ceil(log2(max degree))`` rounds
         of :meth:`and_` (one call per round for all monomials); protocols with
         :attr:`fused_and` take one round (:mod:`covault.protocols.multiand`)."""
-        from covault.protocols.multiand import plan
+        from covault.protocols.multiand import check
 
-        monomials = plan(x.shape[1], tuple(tuple(m) for m in monomials)).monomials
+        monomials = check(x, monomials).monomials
+        if not monomials:
+            return np.empty((x.shape[0], 0, *x.shape[2:]), x.dtype)
         factors = [[x[:, i] for i in m] for m in monomials]
         while any(len(f) > 1 for f in factors):
             left, right, where = [], [], []

@@ -84,11 +84,39 @@ class AndPlan:
         return np.bitwise_xor.reduceat(terms, self.starts, axis=0)
 
 
+MAX_DEGREE = 8  # a monomial of degree d costs 2^d - d - 1 dealt products and 2^d terms per word
+
+
 @lru_cache(maxsize=64)
-def plan(k: int, monomials: tuple[tuple[int, ...], ...]) -> AndPlan:
-    """The (cached) plan of ``monomials`` over ``k`` variables; raises ValueError on a monomial
-    that is empty, repeats a variable or names one outside ``0 .. k-1``."""
+def _plan(k: int, monomials: tuple[tuple[int, ...], ...]) -> AndPlan:
+    return AndPlan(k, monomials)
+
+
+def plan(k: int, monomials) -> AndPlan:
+    """The (cached) plan of ``monomials`` over ``k`` variables. ValueError, naming and_many, on
+    a monomial that is empty, names a variable outside ``0 .. k-1`` (or not by an integer),
+    repeats one, or has more than :data:`MAX_DEGREE` of them (its cost doubles per variable)."""
+    checked = []
     for m in monomials:
+        m = tuple(m)
+        if not all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in m):
+            raise ValueError(f"and_many: monomial {m} must name its variables by integer index")
         if not m or len(set(m)) != len(m) or min(m) < 0 or max(m) >= k:
-            raise ValueError(f"and_many: monomial {m} must name distinct variables among 0..{k - 1}")
-    return AndPlan(k, tuple(tuple(sorted(m)) for m in monomials))
+            where = f"among 0..{k - 1}" if k else "(there are none)"
+            raise ValueError(f"and_many: monomial {m} must name distinct variables {where}")
+        if len(m) > MAX_DEGREE:
+            raise ValueError(
+                f"and_many: monomial {m} has degree {len(m)}, at most {MAX_DEGREE} (2^degree dealt "
+                "products and terms per word)"
+            )
+        checked.append(tuple(sorted(int(i) for i in m)))
+    return _plan(int(k), tuple(checked))
+
+
+def check(x: np.ndarray, monomials) -> AndPlan:
+    """The plan for shares ``x`` (``(c, k, *S)`` integer words); TypeError or ValueError naming
+    and_many otherwise."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu" or x.ndim < 2:
+        what = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"and_many: the shares must be integer words of shape (c, k, ...), got {what}")
+    return plan(x.shape[1], monomials)

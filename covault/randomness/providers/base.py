@@ -62,9 +62,10 @@ class CorrelationProvider(ABC):
 
     def mask_products(
         self, shape: Shape, dtype: Any, k: int, subsets: tuple[tuple[int, ...], ...]
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """XOR shares of ``k`` uniform mask words ``r_i`` (``(k, *shape)``) and of the products
-        ``AND_{i in S} r_i`` for each of ``subsets`` (``(len(subsets), *shape)``)."""
+    ) -> list[np.ndarray] | None:
+        """``[masks, products]``: XOR shares of ``k`` uniform mask words ``r_i`` (``(k, *shape)``)
+        and of ``AND_{i in S} r_i`` for each of ``subsets`` (``(len(subsets), *shape)``); None at
+        the dealer."""
         raise ProtocolError(f"correlation provider {type(self).__name__} deals no mask products")
 
     @abstractmethod

@@ -17,7 +17,7 @@ MASK63 = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 
 
 @lru_cache(maxsize=64)
-def _product_steps(k: int, subsets: tuple[tuple[int, ...], ...]) -> list[tuple[np.ndarray, ...]]:
+def _product_steps(k: int, subsets: tuple[tuple[int, ...], ...]) -> tuple[tuple[np.ndarray, ...], ...]:
     """Index steps that build ``AND_{i in S} r_i`` for ``subsets`` (sorted tuples, each one's
     prefixes of length >= 2 listed too) in a table ``[r_1 .. r_k, products]``, one numpy step
     per size: ``table[at] = table[frm] & table[var]``."""
@@ -27,8 +27,15 @@ def _product_steps(k: int, subsets: tuple[tuple[int, ...], ...]) -> list[tuple[n
     for size in sorted({len(s) for s in subsets}):
         group = [s for s in subsets if len(s) == size]
         cols = ([index[s] for s in group], [index[s[:-1]] for s in group], [s[-1] for s in group])
-        steps.append(tuple(np.array(c, dtype=np.intp) for c in cols))
-    return steps
+        steps.append(tuple(_frozen(c) for c in cols))
+    return tuple(steps)
+
+
+def _frozen(values: list[int]) -> np.ndarray:
+    """A read-only index array (the steps are cached and shared)."""
+    a = np.array(values, dtype=np.intp)
+    a.flags.writeable = False
+    return a
 
 
 class DealerProvider(CorrelationProvider):
