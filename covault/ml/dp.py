@@ -4,12 +4,12 @@ plaintext float64 twin.
 One step over the Poisson batch ``S`` (public size, hidden rows; :mod:`covault.privacy.dpsgd`):
 ``z = X_S w + b`` (2 rounds), the residual ``r = dL/dz`` (logistic: the sigmoid; linear:
 ``2 (z - y)``), the residual clamped to ``[-c_i, c_i]`` (one comparison on ``2|S|`` elements:
-8 rounds in 2pc; with the piecewise sigmoid the sigmoid and the clamp are that ONE comparison,
-:func:`covault.privacy.dpsgd.clipped_piecewise_residual`) so that every row's gradient
-``r_i [x_i, 1]`` has norm at most ``C``, then
-ONE truncation for ``w -= lr ((X_S^T r + n_w) / (q n) + penalty w)`` (and ``b`` alike) with the
-secret noise ``n`` drawn for this step at the start. The denominator is the EXPECTED batch size
-``q n`` (public), as in Opacus. Requirements: ``standardize=False`` (the standardisation's
+8 rounds in 2pc, 4 for ``2|S| <= 1024``; with the piecewise sigmoid the sigmoid and the clamp
+are that ONE comparison, :func:`covault.privacy.dpsgd.clipped_piecewise_residual`) so that
+every row's gradient ``r_i [x_i, 1]`` has norm at most ``C``, then ONE truncation for
+``w -= lr ((X_S^T r + n_w) / (q n) + penalty w)`` (and ``b`` alike) with the secret noise
+``n`` drawn for this step at the start. The denominator is the EXPECTED batch size ``q n``
+(public), as in Opacus. Requirements: ``standardize=False`` (the standardisation's
 means and variances come from every row and would enter the model without noise: scale the
 features with public bounds instead), no ``class_weight`` (its counts come from every row), and
 no loss curve (it would be a further release of the training rows, not accounted).

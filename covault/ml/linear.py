@@ -7,14 +7,15 @@ StandardScaler`; the target too for regression), an oblivious shuffle of the row
 
 1. ``z = X_b w + b`` (fixed-point matmul: 2 rounds);
 2. ``p = clip(1/2 + z/4, 0, 1)`` (one comparison on ``2B`` elements whose bits select in its
-   conversion round: 8 rounds in 2pc; 9 in rep3, run by P1 and P2 in the dealt two-party view
-   while P0 only deals) or the exact sigmoid (20 / 21 rounds);
+   conversion round: 4 rounds in 2pc; 5 in rep3, run by P1 and P2 in the dealt two-party view
+   while P0 only deals) or the exact sigmoid (16 / 17 rounds), for ``B <= 512`` (the radix-4
+   carry tree of :mod:`covault.ops.compare`); 8 / 9 and 20 / 21 for larger batches;
 3. ``grad_w = X_b^T (p - y)`` untruncated, ``grad_b = sum(p - y)`` (local);
 4. SGD step, with ``lr / B``, the L2 penalty and momentum folded into ONE truncation that also
    takes the gradient product (2pc: 1 round for the product, 1 for the truncation; rep3: the
    product costs no round of its own).
-In all 12 rounds per batch in 2pc, 13 in rep3 for P1 and P2 (2 for P0) (measured figures:
-``docs/ml.md``).
+In all 8 rounds per batch in 2pc, 9 in rep3 for P1 and P2 (2 for P0), for ``B <= 512``
+(measured figures: ``docs/ml.md``).
 
 The model stays secret: ``coef_``/``intercept_`` exist only after :meth:`reveal` (at the
 receivers, as plaintext for raw features), which also returns a public copy usable for
@@ -394,8 +395,9 @@ def class_weights(y: SecretTensor, class_weight) -> SecretTensor | None:
     session's fractional bits, or None for ``class_weight=None``.
 
     ``"balanced"``: ``w_c = n / (2 n_c)`` with the class counts kept secret: ``P / 2^L`` and
-    ``N / 2^L`` (exact, ``n < 2^L``) go through one secure reciprocal (8.4e-7 relative error;
-    53 rounds in 2pc), one public scaling and one product with the labels (no truncation).
+    ``N / 2^L`` (exact, ``n < 2^L``) go through one secure reciprocal (8.4e-7 relative error),
+    one public scaling and one product with the labels (no truncation): 28 rounds in 2pc (the
+    radix-4 carry tree of :mod:`covault.ops.compare`; 40 with the binary one), 47 in rep3.
     Meaningless when a class is absent (nothing is opened to check it). A dict: public
     weights, one product round."""
     if class_weight is None:
@@ -422,7 +424,8 @@ class LogisticRegression(LogisticParams, _SecureLinear):
     Parameters (scikit-learn names where they exist): ``penalty`` ("l2" or None), ``C``
     (inverse strength; L2 weight ``1/(C n)`` on the mean loss) or ``alpha`` (that weight
     directly), ``epochs``, ``learning_rate``, ``batch_size``, ``momentum``, ``standardize``,
-    ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 8 rounds; "exact": 20 rounds),
+    ``sigmoid`` ("piecewise": ``clip(1/2 + z/4, 0, 1)``, 4 rounds in 2pc up to 512 rows per
+    batch, else 8; "exact": 16, else 20),
     ``shuffle`` ("once": one oblivious shuffle before training, "epoch": one per epoch,
     "none"), ``lr_schedule`` ("constant"; "linear": epoch ``e`` of ``E`` steps with
     ``learning_rate * (1 - e / E)``), ``seed`` (public: epoch orders), ``class_weight`` (None, "balanced": ``n / (2
@@ -440,7 +443,8 @@ class LogisticRegression(LogisticParams, _SecureLinear):
         return class_weights(y, self.class_weight)
 
     def predict_proba(self, x: SecretTensor) -> SecretTensor:
-        """Secret ``[1 - p, p]`` rows with the exact sigmoid (2 + 20 rounds in 2pc)."""
+        """Secret ``[1 - p, p]`` rows with the exact sigmoid (2 + 20 rounds in 2pc; 2 + 16 for at
+        most 512 rows)."""
         p = nonlinear.sigmoid(self.decision_function(x))
         return stack([1 - p, p], axis=1)
 

@@ -3,10 +3,13 @@
 ``Linear -> ReLU -> ... -> Linear`` with a softmax cross-entropy loss (two classes: one sigmoid
 of the logit difference), trained by mini-batch SGD (momentum) or Adam with the same data
 pipeline as the linear models (secure standardisation folded into the first layer afterwards,
-oblivious shuffle, public epoch orders). One training step of 30 -> 64 -> 2 (rounds, 2pc):
-first matmul 2, ReLU 8, second matmul 2, loss gradient 20, input gradient of the second layer
-2, ReLU backward 1, weight gradients (formed inside the SGD truncation) 2, SGD 1: 38 in all;
-rep3: 39 for P1 and P2, the weight gradients costing no round (Adam: about 50 more).
+oblivious shuffle, public epoch orders). One training step of 30 -> 64 -> 2 on a batch of 128
+(rounds, 2pc): first matmul 2, ReLU 8, second matmul 2, loss gradient 16 (its comparison, on
+256 values, takes the radix-4 carry tree of :mod:`covault.ops.compare`; a ReLU of at most
+1,024 values would too: 4), input gradient of the second layer 2, ReLU backward 1, weight
+gradients (formed inside the SGD truncation) 2, SGD 1: 34 in all; rep3: 35 for P1 and P2, the
+weight gradients costing no round (Adam: about 50 more). Above 512 rows per batch the loss
+gradient takes 20 rounds (38 and 39 in all).
 
 :class:`~covault.ml.reference.ReferenceMLPClassifier` runs the same algorithm in float64
 numpy (same Glorot initialisation from the public seed, same batches, same update formulas)

@@ -20,7 +20,9 @@ vectorised call (``compare.msb_bits``, then the boolean bits opened packed, 1 bi
 comparison), and the rows are partitioned in public. Random pivots (the order is random)
 give about ``2 n ln n`` comparisons in all and about ``4.3 ln n`` levels (expected depth).
 ``msb_bits`` runs on the low 32 bits when the key's public bound keeps every difference below
-``2^31`` ring units (6 AND rounds, half the traffic), else on 64 bits (7 rounds).
+``2^31`` ring units (6 AND rounds, half the traffic), else on 64 bits (7 rounds); in 2pc with
+the dealer a level of at most 1,024 comparisons takes the radix-4 carry tree of
+:mod:`covault.ops.compare`: 3 AND rounds on either width.
 
 **2pc and its dealer.** The dealer deals the comparison tuples, so it must know each level's
 size, and it receives the opened bits like the compute parties. It also knows the shuffle's
@@ -40,8 +42,10 @@ compute parties take no part (they hold no shares) and see nothing.
 rounds, ``8 n w`` bytes per party for ``w`` columns; 2pc without a dealer: 4 rounds, about
 ``(n log2 n - n/2)(16 + 8 w)`` bytes per party; rep3: 3 rounds, ``16 n w``), then per
 level ``msb_bits`` (2pc 7 rounds and 47.25 bytes per comparison on 64 bits, 6 rounds and about
-23 bytes on 32; rep3 8 / 7 rounds and 31.6 / 16 bytes) plus one opening round of 1 bit per
-comparison to each other receiver. Measured figures: ``docs/ml.md`` (Metrics).
+23 bytes on 32, and for a level of at most 1,024 comparisons 3 rounds and 28.25 / 14 bytes, the
+dealer dealing 108.9 / 53.6 instead of 23.6 / 11.6; rep3 8 / 7 rounds and 31.6 / 16 bytes)
+plus one opening round of 1 bit per comparison to each other receiver. Measured figures:
+``docs/ml.md`` (Metrics).
 """
 
 from __future__ import annotations

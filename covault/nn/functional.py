@@ -194,11 +194,13 @@ def sigmoid_piecewise(z: SecretTensor, with_mask: bool = False) -> Any:
     is ``mid / 4``).
 
     Exact for every ``z`` the ring represents (the comparison takes all 64 bits: a 32-bit one
-    would save a round but fail for ``|z| >= 2^(31 - z.frac) - 2``, which computed logits can
-    reach). Rounds: 8 in 2pc. rep3 runs the comparison and the bit injection in its dealt
-    two-party view (``Replicated3PC.dealt_view``: P1 and P2 compute, P0 only deals), then
-    returns to replicated shares: 7 + 1 + 1 = 9 rounds, with two busy processes instead of
-    three.
+    would save a round beyond 1,024 compared elements, none below, but fail for
+    ``|z| >= 2^(31 - z.frac) - 2``, which computed logits can reach). Rounds: 8 in 2pc. rep3
+    runs the comparison and the bit injection in its dealt two-party view
+    (``Replicated3PC.dealt_view``: P1 and P2 compute, P0 only deals), then returns to
+    replicated shares: 7 + 1 + 1 = 9 rounds, with two busy processes instead of three. Up to
+    512 elements (a comparison of ``2n`` up to 1,024) the msb takes the radix-4 carry tree's 3
+    rounds: 4 in 2pc, 3 + 1 + 1 = 5 in rep3.
     """
     f = z.frac
     out = z.proto.dealt(lambda p, xs: np.stack(_piecewise(p, xs, f), axis=1), z.shares)
@@ -253,7 +255,8 @@ def inv_sqrt_wide(v: SecretTensor, out_frac: int) -> SecretTensor:
        conversion round (bit injection; the other candidate, maybe out of range, is multiplied
        by 0 exactly in the ring), truncated to ``out_frac`` bits.
     Rounds: 53 in 2pc, 61 in rep3 for ``F = 36`` (one range-limited inv_sqrt plus one
-    comparison).
+    comparison); 33 in 2pc for at most 512 elements (the root's call on both candidates, ``2n``,
+    takes the radix-4 carry tree of :mod:`covault.ops.compare`).
     """
     shift = WIDE_FRAC - v.frac
     if v.frac % 2 or shift < 4:

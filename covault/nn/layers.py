@@ -103,7 +103,8 @@ class Linear(Module):
 class ReLU(Module):
     """``max(x, 0)``: one comparison whose 0/1 mask is injected into ``x`` in its conversion
     round (:func:`covault.ops.compare.relu`, no truncation); the mask is kept for
-    backward (one more product). Rounds: forward 8 (2pc) / 9 (rep3), backward 1."""
+    backward (one more product). Rounds: forward 8 (2pc; 4 for at most 1,024 elements, the
+    radix-4 carry tree) / 9 (rep3), backward 1."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,8 +128,9 @@ class ReLU(Module):
 
 class Sigmoid(Module):
     """Logistic sigmoid, ``"exact"`` (:func:`covault.ops.nonlinear.sigmoid`, error
-    2e-4, 20/21 rounds) or ``"piecewise"`` (:func:`covault.nn.functional.sigmoid_piecewise`,
-    ``clip(1/2 + x/4, 0, 1)``, 8/9 rounds). Backward: ``g s (1 - s)`` (two products) for
+    2e-4, 20/21 rounds; 16/17 for at most 512 elements) or ``"piecewise"``
+    (:func:`covault.nn.functional.sigmoid_piecewise`, ``clip(1/2 + x/4, 0, 1)``, 8/9 rounds;
+    4/5 for at most 512 elements). Backward: ``g s (1 - s)`` (two products) for
     the exact one, ``g [|x| < 2] / 4`` (one product by the kept bit) for the piecewise one."""
 
     def __init__(self, kind: str = "exact"):

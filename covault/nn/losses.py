@@ -58,10 +58,10 @@ class Loss:
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits ``z`` with 0/1 targets ``y`` (same shape).
 
-    Gradient: ``sigmoid(z) - y`` with the ``"exact"`` sigmoid (20 / 21 rounds) or the
-    ``"piecewise"`` ``clip(1/2 + z/4, 0, 1)`` (8 / 9 rounds; the gradient then has ``f + 2``
-    fractional bits). Value: ``mean(softplus(z) - y z)``, ``softplus(z) = relu(z) +
-    log(1 + exp(-|z|))``.
+    Gradient: ``sigmoid(z) - y`` with the ``"exact"`` sigmoid (20 / 21 rounds; 16 / 17 for at
+    most 512 elements) or the ``"piecewise"`` ``clip(1/2 + z/4, 0, 1)`` (8 / 9 rounds; 4 / 5
+    for at most 512 elements; the gradient then has ``f + 2`` fractional bits). Value:
+    ``mean(softplus(z) - y z)``, ``softplus(z) = relu(z) + log(1 + exp(-|z|))``.
     """
 
     def __init__(self, sigmoid: str = "exact", reduction: str = "mean"):
@@ -90,7 +90,7 @@ class SoftmaxCrossEntropyLoss(Loss):
     """Cross-entropy of ``softmax(z)`` (rows of logits) against one-hot targets (same shape).
 
     Gradient: ``softmax(z) - onehot`` (two classes: one sigmoid of the logit difference, 20 / 21
-    rounds; more: :func:`covault.ops.nonlinear.softmax`). Value:
+    rounds, 16 / 17 for at most 512 rows; more: :func:`covault.ops.nonlinear.softmax`). Value:
     ``mean(logsumexp(z) - sum(onehot z))``.
     """
 

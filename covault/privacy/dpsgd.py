@@ -134,7 +134,7 @@ def clip_bounds(x: Any, max_grad_norm: float) -> Any:
 
 def clamp(r: Any, c: Any) -> Any:
     """``clip(r, -c, c)`` for secret ``r`` and ``c >= 0`` of one shape (:func:`clamp_between`:
-    one comparison on ``2B`` elements, 8 rounds in 2pc, no truncation)."""
+    one comparison on ``2B`` elements, 8 rounds in 2pc, 4 for ``2B <= 1024``, no truncation)."""
     return clamp_between(r, -c, c)
 
 
@@ -173,7 +173,8 @@ def relu_dealt(x: Any) -> Any:
     """``max(x, 0)``: one comparison whose bit goes straight into the product (no truncation),
     run where the protocol runs it cheapest (``Protocol.dealt``: rep3 in its dealt two-party
     view, P0 only dealing, as the piecewise sigmoid; 2pc as :func:`covault.ops.compare.relu`).
-    Rounds: 8 in 2pc, 9 in rep3."""
+    Rounds: 8 in 2pc, 9 in rep3; 4 and 5 for at most 1,024 elements (the radix-4 carry tree of
+    :mod:`covault.ops.compare`)."""
     from covault.ops import compare
 
     width = compare.msb_width(x)

@@ -104,10 +104,10 @@ class SecretModel:
         sigmoid of the margin. ``fss``: where the one- and two-round FSS gates of
         :mod:`covault.ops.fss` replace the generic ones, on tensors of at most
         :data:`FSS_ELEMENTS` elements in 2pc with a dealer (:func:`_fss`): ``"auto"`` for
-        sigmoids (2 rounds against 20, within 1e-3 against 2.1e-4) and a single row's decision
-        on a linear model's score (1 round against 7), ``"all"`` for ReLU and every decision
-        too (1 round against about 7, at more CPU: for networks whose round trip costs more
-        than about 0.3 ms), ``"off"`` for none (docs/serving.md, "Online
+        sigmoids (2 rounds against 16, within 1e-3 against 2.1e-4) and a single row's decision
+        on a linear model's score (1 round against 4), ``"all"`` for ReLU and every decision
+        too (1 round against 4, at more CPU: for networks whose round trip costs more than
+        about 0.3 ms), ``"off"`` for none (docs/serving.md, "Online
         cost"). Every party must pass the same. Logistic and linear regression give shape (n,), like the
         job's ONNX model; a decision is an integer class of shape (n,). ``scores=False`` is
         ``output="logits"`` (older callers)."""
@@ -184,16 +184,18 @@ def _check_output(name: str, output: str, threshold: float | None, final: str | 
 
 def _fss(x: SecretTensor, mode: str, op: str):
     """:mod:`covault.ops.fss` where it serves ``x`` best, else None: 2pc with a dealer, a public
-    bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements. A gate saves
-    about six rounds (0.1-0.3 ms each on loopback TLS) but costs the dealer key generation
-    (0.11-0.16 ms for one element on 32 bits, 20-40 us per element from 64 elements) against
-    about 1 us per element for the generic comparison (``benchmarks/results/fss.txt``): single
-    rows take the gates, batches the generic comparisons. ``mode`` (:meth:`SecretModel.forward`'s
-    ``fss``) and ``op`` say which gates are wanted: ``"auto"`` takes the sigmoid, and the
-    ``"decision"`` on a linear model's score (no hidden layer) for at most
-    :data:`FSS_DECISIONS` element (docs/serving.md, "Online cost": faster at p50 for the
-    logistic regression's decision; the MLP's decision, ``op`` ``"positive"``, was not). The
-    choice depends on public shapes, bounds and arguments only: every party makes the same."""
+    bound within the gates' domain, and at most :data:`FSS_ELEMENTS` elements. A comparison
+    gate saves three rounds (0.1-0.3 ms each on loopback TLS) against the generic comparison
+    (4 rounds with the radix-4 carry tree), the sigmoid's gate 14, but costs the dealer key
+    generation (0.11-0.16 ms for one element on 32 bits, 20-40 us per element from 64
+    elements) against about 1 us per element for the generic comparison
+    (``benchmarks/results/fss.txt``): single rows take the gates, batches the generic
+    comparisons. ``mode`` (:meth:`SecretModel.forward`'s ``fss``) and ``op`` say which gates
+    are wanted: ``"auto"`` takes the sigmoid, and the ``"decision"`` on a linear model's score
+    (no hidden layer) for at most :data:`FSS_DECISIONS` element (docs/serving.md, "Online
+    cost": faster at p50 for the logistic regression's decision; the MLP's decision, ``op``
+    ``"positive"``, was not). The choice depends on public shapes, bounds and arguments only:
+    every party makes the same."""
     from covault.ops import fss
 
     if mode == "off" or (mode == "auto" and op not in ("sigmoid", "decision")):

@@ -68,7 +68,8 @@ def exp(x: Any) -> Any:
     most 0.23% at x = -5, almost all of it the last bit (measured: ``docs/precision.md``).
     Cost: one comparison on ``2n`` elements (the clamp at both ends, one call) with the
     selecting product in its conversion round, 7 products, each truncated (3 for the
-    polynomial, 4 squarings). Rounds: 22 in 2pc, 23 in rep3.
+    polynomial, 4 squarings). Rounds: 22 in 2pc (18 for at most 512 elements, whose comparison
+    of ``2n`` takes the radix-4 carry tree of :mod:`covault.ops.compare`), 23 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)
@@ -88,7 +89,8 @@ def log(x: Any) -> Any:
     raised on secret data).
     Error: absolute ``<= 4e-6 + 2^-f`` (measured: ``docs/precision.md``).
     Cost: 4 comparisons on ``n`` elements (sequential, each selecting in its conversion
-    round), 4 products, 6 truncations. Rounds: 42 in 2pc, 48 in rep3.
+    round), 4 products, 6 truncations. Rounds: 42 in 2pc (26 for at most 1,024 elements: the
+    radix-4 carry tree), 48 in rep3.
     """
     f = x.session.frac_bits
     x = fixed.as_frac(x, f)

@@ -18,7 +18,8 @@ stage with step ``k`` (``k = g 2^(s-1), ..., g``), invariant ``x`` in ``[2^lo, 2
 
 After ``s`` stages ``x 2^-e`` lies in ``[1, 2^g)`` exactly, ``e = lo + sum k (1 - b)``.
 Cost: ``s`` comparisons on the input size, each with its selection (one product per option
-and element, no truncation) in its conversion round: 8 rounds per stage in 2pc, 9 in rep3.
+and element, no truncation) in its conversion round: 8 rounds per stage in 2pc (4 for at most
+1,024 elements: the radix-4 carry tree of :mod:`covault.ops.compare`), 9 in rep3.
 """
 
 from __future__ import annotations
