@@ -259,15 +259,15 @@ def eqz_tree_words(n):
 
 def fused_tree_bytes(n, width):
     """Bytes of the radix-4 tree's three rounds, sent by each compute party and by the dealer
-    (P1's corrections), for ``n`` elements of ``width`` bits: 12 variables per packed word of 4
-    elements, then 7 per word of 16 elements, then 6 (64 bits: 4 groups) or 2 (32 bits: 2
+    (P1's corrections), for ``n`` elements of ``width`` bits: 8 opened variables per packed word
+    of 4 elements (the 4 propagates are sums of the others), then 7 per word of 16 elements, then 6 (64 bits: 4 groups) or 2 (32 bits: 2
     groups, words of 32 elements); the dealer deals 48, 22, then 15 or 1 mask products."""
     w1 = math.ceil(n / 4)
     w2 = math.ceil(w1 / 4)
     w3 = math.ceil(w2 / (4 if width == 64 else 2))
     last, dealt_last = (6, 15) if width == 64 else (2, 1)
     size = width // 8
-    return size * (12 * w1 + 7 * w2 + last * w3), size * (48 * w1 + 22 * w2 + dealt_last * w3)
+    return size * (8 * w1 + 7 * w2 + last * w3), size * (48 * w1 + 22 * w2 + dealt_last * w3)
 
 
 @pytest.mark.parametrize("n", [1, 64, 100, 1024])

@@ -6,7 +6,7 @@
 method  how                                            bytes sent per element  one-way delays
 ======  =============================================  ======================  ==================
 ``ss``  :func:`covault.ops.compare.greater_than`:      66.4 (dealer),          7 (dealer),
-        carry tree over AND triples, B2A               89.9 (dealer, radix-4   4 (radix-4),
+        carry tree over AND triples, B2A               81.9 (dealer, radix-4   4 (radix-4),
                                                        tree), 3,047 (``ot``)   14 (``ot``)
 ``gc``  :func:`~covault.protocols.gc.convert.          ``80.125 w - 16``       2 (+ base OTs
         gc_compare`: A2Y, carry chain, Y2A             (2,548 at ``w = 32``)   once per pair)
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 METHODS = ("ss", "gc", "fss")
 DELAYS = {"ss": 7, "ss-fused": 4, "ss-ot": 14, "gc": 2, "fss": 1}  # one-way delays per call
-BYTES = {"ss": 66.4, "ss-fused": 89.9, "ss-ot": 3047.0}  # per element; gc and fss: see _bytes
+BYTES = {"ss": 66.4, "ss-fused": 81.9, "ss-ot": 3047.0}  # per element; gc and fss: see _bytes
 CPU_SECONDS = {"ss": 0.37e-6, "ss-fused": 0.9e-6, "ss-ot": 70e-6, "gc": 20e-6, "fss": 23e-6}  # per element
 GC_SETUP_SECONDS = 0.15  # base OTs of a fresh YaoParty (benchmarks/results/gc.txt)
 

@@ -36,16 +36,17 @@ FOUR adjacent groups per round: ``G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0``,
 (``G_q = a_q b_q``, ``P_q = a_q ^ b_q``: monomials up to degree 5), so step 1's round goes
 too. 64 bits: 64 -> 16 -> 4 -> 1 groups, 32 bits: 32 -> 8 -> 2 -> 1; 3 AND rounds on either
 width (the binary tree: 7 and 6). A merge's variables use one lane in four (one in two at a
-last two-way merge), so four words are packed into one before they are opened. Per element
-each compute party sends ``12/4 + 7/16 + 6/64`` words (64 bits: 28.25 bytes; 32 bits:
-``12/4 + 7/16 + 2/32`` words of 4 bytes, 14 bytes) against 47.25 and about 23; the dealer
+last two-way merge), so four words are packed into one before they are opened; the first
+merge opens ``a_q`` and ``b_q`` only (``P_q``'s mask is the XOR of theirs). Per element each
+compute party sends ``8/4 + 7/16 + 6/64`` words (64 bits: 20.25 bytes; 32 bits:
+``8/4 + 7/16 + 2/32`` words of 4 bytes, 10 bytes) against 47.25 and about 23; the dealer
 deals ``48/4 + 22/16 + 15/64`` words of mask products (108.9 bytes; 32 bits 53.6) against
 23.6. ``less_than``, ``relu`` and the rest then take 4 rounds in place of 8. Beyond the
 threshold the binary tree's fewer local operations per element win (the radix-4 merges expand
 76 and 44 terms per packed word). ``x < 0`` over TCP/TLS, three processes on two cores
-(``benchmarks/results/carry.txt``): 64 elements 1.7 ms against 2.9 (the three processes' CPU
-2.3 against 2.6 ms), at a 1 ms round trip 4.1 against 6.4 ms; 1,024 elements 2.4 against 2.2
-ms, at 1 ms 3.8 against 6.0; 16,384 elements 15 against 5 ms (2.8 times the CPU).
+(``benchmarks/results/carry.txt``): 64 elements 1.5 ms against 1.7 (the three processes' CPU
+2.1 against 2.5 ms), at a 1 ms round trip 3.8 against 5.9 ms; 1,024 elements 1.9 against 1.9
+ms, at 1 ms 3.8 against 6.0; 16,384 elements 10 against 3.5 ms (3.1 times the CPU).
 
 **Zero test** (:func:`eqz_bits`). ``a + b = 0 (mod 2^64)`` exactly when
 ``w = (a ^ b) ^ ((a | b) << 1)`` is all zeros (if the sum vanishes up to bit i, the carry into
@@ -248,6 +249,7 @@ _FIRST: _MergePlan = (
     _frozen([3, 2, 1, 0, 3, 3, 2, 2, 1, 1, 0, 0]),
     ((4, 5), (0, 6, 7), (0, 1, 8, 9), (0, 1, 2, 10, 11), (0, 1, 2, 3)),
 )
+_FIRST_SUMS = ((0, 4, 5), (1, 6, 7), (2, 8, 9), (3, 10, 11))  # P_q = a_q ^ b_q: not opened
 
 
 def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -279,7 +281,8 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         v = v.reshape(*arrays.shape[:2], arrays.shape[2] // radix, radix, radix) << shifts[:, None]
         v = np.bitwise_or.reduce(v, axis=3)  # word radix i + t shifted by t s: (arrays, c, words / radix, q)
         which, group, monos = plan or _merge_plan(radix, last)
-        prod = proto.and_many(np.moveaxis(v[which, :, :, group], 0, 1), monos)
+        sums = _FIRST_SUMS if plan is _FIRST else ()
+        prod = proto.and_many(np.moveaxis(v[which, :, :, group], 0, 1), monos, sums)
         if plan is _FIRST:
             g = np.bitwise_xor.reduce(prod[:, :4], axis=1)
         else:

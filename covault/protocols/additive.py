@@ -202,23 +202,26 @@ class Additive2PC(Protocol):
         """One-round :meth:`and_many` where the provider deals products of masks (the dealer)."""
         return self.provider.deals_mask_products
 
-    def and_many(self, x: np.ndarray, monomials) -> np.ndarray:
+    def and_many(self, x: np.ndarray, monomials, sums=()) -> np.ndarray:
         """Multi-input AND in one round (:mod:`covault.protocols.multiand`: open ``x_i ^ r_i``,
-        ``k`` words each; the dealer's products of the masks make the rest local); without a
-        dealer, by pairs (:meth:`Protocol.and_many`)."""
+        one word per variable not in ``sums``; the dealer's products of the masks make the rest
+        local); without a dealer, by pairs (:meth:`Protocol.and_many`)."""
         from covault.protocols.multiand import check
 
-        p = check(x, monomials)
+        p = check(x, monomials, sums)
         if not self.fused_and or not p.monomials or max(map(len, p.monomials)) == 1:
             return super().and_many(x, p.monomials)  # by pairs; degree 1 or none: no round
         shape, dt = x.shape[2:], x.dtype
-        parts = self.provider.mask_products(shape, dt, p.k, p.subsets)
+        parts = self.provider.mask_products(shape, dt, p.k, p.subsets, p.sums)
         if parts is None:
             return self.empty((len(p.monomials), *shape), dt)
         masks, products = parts
-        e = x[0] ^ masks
-        other = self.net.exchange({self._other(): [e]}, [self._other()])[self._other()][0]
-        e ^= other
+        opened = x[0, p.opened] ^ masks[p.opened]
+        other = self.net.exchange({self._other(): [opened]}, [self._other()])[self._other()][0]
+        e = np.empty_like(masks)
+        e[p.opened] = opened ^ other
+        for i, j, m in p.sums:
+            e[i] = e[j] ^ e[m]
         table = np.empty((1 + p.k + len(p.subsets), *shape), dtype=dt)
         table[0] = ~dt.type(0) if self.index == 0 else 0
         table[1 : 1 + p.k] = masks

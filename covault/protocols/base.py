@@ -178,15 +178,22 @@ class Protocol(ABC):
     #: whether :meth:`and_many` takes ONE round whatever the monomials' degrees
     fused_and: bool = False
 
-    def and_many(self, x: np.ndarray, monomials: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    def and_many(
+        self,
+        x: np.ndarray,
+        monomials: tuple[tuple[int, ...], ...],
+        sums: tuple[tuple[int, int, int], ...] = (),
+    ) -> np.ndarray:
         """Boolean shares of ``AND_{i in M} x_i`` for each monomial ``M`` (a tuple of variable
         indices), ``x`` holding the variables' shares stacked on axis 1 (``(c, k, *S)``);
-        returns ``(c, len(monomials), *S)``. Here: by pairs, ``ceil(log2(max degree))`` rounds
-        of :meth:`and_` (one call per round for all monomials); protocols with
-        :attr:`fused_and` take one round (:mod:`covault.protocols.multiand`)."""
+        returns ``(c, len(monomials), *S)``. ``sums``: ``(i, j, l)`` where the caller knows
+        ``x_i = x_j ^ x_l`` (a one-round AND then opens no word for ``x_i``). Here: by pairs,
+        ``ceil(log2(max degree))`` rounds of :meth:`and_` (one call per round for all
+        monomials); protocols with :attr:`fused_and` take one round
+        (:mod:`covault.protocols.multiand`)."""
         from covault.protocols.multiand import check
 
-        monomials = check(x, monomials).monomials
+        monomials = check(x, monomials, sums).monomials
         if not monomials:
             return np.empty((x.shape[0], 0, *x.shape[2:]), x.dtype)
         factors = [[x[:, i] for i in m] for m in monomials]

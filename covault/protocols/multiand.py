@@ -8,13 +8,16 @@ Yalame, "ABY2.0", USENIX Security 2021; the same expansion as Beaver's triple, d
 
 1. Dealer: uniform masks ``r_i`` and XOR shares of ``r_S = AND_{i in S} r_i`` for every
    ``S`` with ``|S| >= 2`` inside some monomial (:attr:`AndPlan.subsets`).
-2. Each party opens ``e_i = x_i ^ r_i`` (1 round, ``k`` words each).
+2. Each party opens ``e_i = x_i ^ r_i`` (1 round, ``k`` words each). A variable the caller
+   knows to be the XOR of two others gets the XOR of their masks (dealt so) and is not
+   opened: ``e_i = e_j ^ e_l`` locally.
 3. ``AND_{i in M} x_i = XOR_{S subset of M} (AND_{i in M \\ S} e_i) & r_S``: the term of
    ``S = {}`` is public (P0 adds it), the others are products of public words and shares
    (local).
 
-Cost: 1 round; each compute party sends ``k`` words per element; the dealer deals ``k`` masks
-(seed-expanded at both) and ``len(subsets)`` products, of which P1 receives corrections.
+Cost: 1 round; each compute party sends a word per element for each variable (those given as
+sums excepted); the dealer's masks are seed-expanded at both compute parties, and P1 receives
+a correction word for each of the ``len(subsets)`` products.
 """
 
 from __future__ import annotations
@@ -35,8 +38,13 @@ class AndPlan:
     ``pub[term_pub] & share[term_share]``, XOR-reduced over each monomial's run of terms
     (``starts``)."""
 
-    def __init__(self, k: int, monomials: tuple[tuple[int, ...], ...]) -> None:
-        self.k, self.monomials = k, monomials
+    def __init__(
+        self, k: int, monomials: tuple[tuple[int, ...], ...], sums: tuple[tuple[int, int, int], ...] = ()
+    ) -> None:
+        self.k, self.monomials, self.sums = k, monomials, sums
+        derived = {i for i, _, _ in sums}
+        self.opened = np.array([i for i in range(k) if i not in derived], dtype=np.intp)
+        self.opened.flags.writeable = False
         sets = set()
         for m in monomials:
             for size in range(2, len(m) + 1):
@@ -88,14 +96,16 @@ MAX_DEGREE = 8  # a monomial of degree d costs 2^d - d - 1 dealt products and 2^
 
 
 @lru_cache(maxsize=64)
-def _plan(k: int, monomials: tuple[tuple[int, ...], ...]) -> AndPlan:
-    return AndPlan(k, monomials)
+def _plan(k: int, monomials: tuple[tuple[int, ...], ...], sums: tuple[tuple[int, int, int], ...]) -> AndPlan:
+    return AndPlan(k, monomials, sums)
 
 
-def plan(k: int, monomials) -> AndPlan:
+def plan(k: int, monomials, sums=()) -> AndPlan:
     """The (cached) plan of ``monomials`` over ``k`` variables. ValueError, naming and_many, on
     a monomial that is empty, names a variable outside ``0 .. k-1`` (or not by an integer),
-    repeats one, or has more than :data:`MAX_DEGREE` of them (its cost doubles per variable)."""
+    repeats one, or has more than :data:`MAX_DEGREE` of them (its cost doubles per variable);
+    ``sums``: ``(i, j, l)`` with ``x_i = x_j ^ x_l`` (the mask of ``x_i`` is then ``r_j ^ r_l``
+    and ``x_i ^ r_i`` is not opened), ``j`` and ``l`` opened ones."""
     checked = []
     for m in monomials:
         m = tuple(m)
@@ -110,13 +120,28 @@ def plan(k: int, monomials) -> AndPlan:
                 "products and terms per word)"
             )
         checked.append(tuple(sorted(int(i) for i in m)))
-    return _plan(int(k), tuple(checked))
+    sums = tuple(tuple(int(v) for v in t) for t in sums)
+    derived = [t[0] for t in sums]
+    for t in sums:
+        if (
+            len(t) != 3
+            or not all(0 <= v < k for v in t)
+            or t[1] in derived
+            or t[2] in derived
+            or t[1] == t[2]
+        ):
+            raise ValueError(
+                f"and_many: sum {t} must name a variable and two other, opened ones among 0..{k - 1}"
+            )
+    if len(set(derived)) != len(derived):
+        raise ValueError(f"and_many: a variable is the sum of two others at most once, got {sums}")
+    return _plan(int(k), tuple(checked), sums)
 
 
-def check(x: np.ndarray, monomials) -> AndPlan:
+def check(x: np.ndarray, monomials, sums=()) -> AndPlan:
     """The plan for shares ``x`` (``(c, k, *S)`` integer words); TypeError or ValueError naming
     and_many otherwise."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu" or x.ndim < 2:
         what = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
         raise TypeError(f"and_many: the shares must be integer words of shape (c, k, ...), got {what}")
-    return plan(x.shape[1], monomials)
+    return plan(x.shape[1], monomials, sums)

@@ -61,11 +61,17 @@ class CorrelationProvider(ABC):
     deals_mask_products: bool = False
 
     def mask_products(
-        self, shape: Shape, dtype: Any, k: int, subsets: tuple[tuple[int, ...], ...]
+        self,
+        shape: Shape,
+        dtype: Any,
+        k: int,
+        subsets: tuple[tuple[int, ...], ...],
+        sums: tuple[tuple[int, int, int], ...] = (),
     ) -> list[np.ndarray] | None:
-        """``[masks, products]``: XOR shares of ``k`` uniform mask words ``r_i`` (``(k, *shape)``)
-        and of ``AND_{i in S} r_i`` for each of ``subsets`` (``(len(subsets), *shape)``); None at
-        the dealer."""
+        """``[masks, products]``: XOR shares of ``k`` mask words ``r_i`` (``(k, *shape)``),
+        uniform except ``r_i = r_j ^ r_l`` for each ``(i, j, l)`` of ``sums``, and of
+        ``AND_{i in S} r_i`` for each of ``subsets`` (``(len(subsets), *shape)``); None at the
+        dealer."""
         raise ProtocolError(f"correlation provider {type(self).__name__} deals no mask products")
 
     @abstractmethod

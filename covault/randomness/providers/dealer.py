@@ -91,19 +91,25 @@ class DealerProvider(CorrelationProvider):
 
     deals_mask_products = True
 
-    def mask_products(self, shape, dtype, k, subsets):
-        """Masks uniform at both compute parties (seed-expanded); P1 receives the corrections of
-        the products, one message."""
+    def mask_products(self, shape, dtype, k, subsets, sums=()):
+        """Masks seed-expanded at both compute parties (those of ``sums`` then XORed from two
+        others, locally); P1 receives the corrections of the products, one message."""
         spec = [((k, *shape), dtype, True), ((len(subsets), *shape), dtype, False)]
 
         def make(p0, p1):
             table = np.empty((k + len(subsets), *shape), dtype=dtype)
             np.bitwise_xor(p0[0], p1[0], out=table[:k])
+            for i, j, m in sums:
+                table[i] = table[j] ^ table[m]
             for at, frm, var in _product_steps(k, subsets):
                 table[at] = table[frm] & table[var]
             return [table[k:] ^ p0[1]]
 
-        return self._deal(spec, make)
+        parts = self._deal(spec, make)
+        if parts is not None:
+            for i, j, m in sums:
+                parts[0][i] = parts[0][j] ^ parts[0][m]
+        return parts
 
     def trunc_mask(self, shape, bits):
         spec = [(shape, np.int64, True), (shape, np.int64, False), (shape, np.int64, False)]
