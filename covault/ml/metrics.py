@@ -23,7 +23,7 @@ and None at every other party.
   ``G_block @ [1 - y, y]`` and two products. AUC ``= stat / (2 P N)`` by one secure reciprocal
   of ``2 P N / n^2`` (so the class counts ``P, N`` stay secret). Cost: ``n^2`` comparisons
   (47 bytes each in 2pc), ``8`` rounds per block of ``block`` pairs (2pc with the dealer, a
-  block of at most 1,024 pairs: 28 bytes each, 4 rounds); meant for test sets of up
+  block of at most 1,024 pairs: 20 bytes each, 4 rounds); meant for test sets of up
   to a few thousand rows. Undefined (meaningless value) when one class is absent.
 - :func:`average_precision_score`: one oblivious sort (descending scores); ``TP_i`` are local
   prefix sums of the sorted secret labels, ``TP_i / i`` a public scaling, ``sum_i y_i TP_i /

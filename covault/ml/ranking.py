@@ -42,7 +42,7 @@ compute parties take no part (they hold no shares) and see nothing.
 rounds, ``8 n w`` bytes per party for ``w`` columns; 2pc without a dealer: 4 rounds, about
 ``(n log2 n - n/2)(16 + 8 w)`` bytes per party; rep3: 3 rounds, ``16 n w``), then per
 level ``msb_bits`` (2pc 7 rounds and 47.25 bytes per comparison on 64 bits, 6 rounds and about
-23 bytes on 32, and for a level of at most 1,024 comparisons 3 rounds and 28.25 / 14 bytes, the
+23 bytes on 32, and for a level of at most 1,024 comparisons 3 rounds and 20.25 / 10 bytes, the
 dealer dealing 108.9 / 53.6 instead of 23.6 / 11.6; rep3 8 / 7 rounds and 31.6 / 16 bytes)
 plus one opening round of 1 bit per comparison to each other receiver. Measured figures:
 ``docs/ml.md`` (Metrics).
