@@ -267,6 +267,8 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ``e`` ends in bit ``e mod W`` of word ``e // W`` (:func:`_bits_of`'s layout)."""
     word = a.dtype.type
     width = 8 * a.dtype.itemsize
+    if a.shape[0] == 0:  # the 2pc dealer: no shares, only the tuples of each round to deal
+        return _deal_fused(proto, a, width)
     arrays, plan = np.stack([a, b, a ^ b]), _FIRST
     s, count = 1, width
     while True:
@@ -291,6 +293,22 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return g
         arrays, plan = np.stack([g, prod[:, -1]]), None
         s, count = radix * s, count // radix
+
+
+def _deal_fused(proto: Protocol, a: np.ndarray, width: int) -> np.ndarray:
+    """:func:`_carry_fused` at a party without shares (the 2pc dealer, ``a`` of shape ``(0,
+    n)``): the same ``and_many`` calls on empty words of the same shapes, none of the local
+    steps."""
+    words, plan, count = a.shape[1], _FIRST, width
+    while True:
+        radix = 4 if count >= 4 else 2
+        words = -(-words // radix)
+        which, _, monos = plan or _merge_plan(radix, count == radix)
+        sums = _FIRST_SUMS if plan is _FIRST else ()
+        proto.and_many(np.empty((0, len(which), words), a.dtype), monos, sums)
+        if count == radix:
+            return np.empty((0, words), a.dtype)
+        plan, count = None, count // radix
 
 
 def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:

@@ -101,6 +101,15 @@ def _plan(k: int, monomials: tuple[tuple[int, ...], ...], sums: tuple[tuple[int,
 
 
 def plan(k: int, monomials, sums=()) -> AndPlan:
+    """As :func:`_checked_plan`, cached for hashable arguments (the protocols' own calls)."""
+    try:
+        return _checked_plan(k, monomials, sums)
+    except TypeError:  # a list among the arguments: check it afresh
+        return _checked_plan.__wrapped__(k, monomials, sums)
+
+
+@lru_cache(maxsize=256)
+def _checked_plan(k: int, monomials, sums=()) -> AndPlan:
     """The (cached) plan of ``monomials`` over ``k`` variables. ValueError, naming and_many, on
     a monomial that is empty, names a variable outside ``0 .. k-1`` (or not by an integer),
     repeats one, or has more than :data:`MAX_DEGREE` of them (its cost doubles per variable);
