@@ -270,7 +270,7 @@ def fused_tree_bytes(n, width):
     return size * (8 * w1 + 7 * w2 + last * w3), size * (48 * w1 + 22 * w2 + dealt_last * w3)
 
 
-@pytest.mark.parametrize("n", [1, 64, 100, 1024])
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 7, 17, 64, 100, 255, 1023, 1024])
 def test_fused_tree_cost_matches_the_documented_formula(n):
     """2pc with the dealer, up to FUSED_ELEMENTS elements: the msb in 3 AND rounds on either
     width, the comparison in 4, with the bytes of :func:`fused_tree_bytes`."""

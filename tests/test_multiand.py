@@ -129,6 +129,20 @@ def test_bad_monomials_are_refused(bad):
         multiand.plan(10 if len(bad[0]) == 9 else 3, bad)
 
 
+def test_cached_plans_do_not_admit_bad_indices_and_are_read_only():
+    """A cached plan of ``((1, 2),)`` is not returned for ``True`` or ``1.0`` in its place (the
+    cache compares keys by equality), and its tables cannot be written."""
+    p = multiand.plan(3, ((1, 2),))
+    for bad in (((True, 2),), ((1.0, 2),), ((np.float64(1), 2),)):
+        with pytest.raises(ValueError, match="and_many: monomial"):
+            multiand.plan(3, bad)
+    assert multiand.plan(3, [[1, 2]]).monomials == p.monomials  # lists: checked afresh, same plan
+    tables = [p.opened, p.term_pub, p.term_share, p.starts, *(a for st in p.steps for a in st)]
+    for table in tables:
+        with pytest.raises(ValueError, match="read-only"):
+            table[...] = 0
+
+
 def test_bad_shares_and_no_monomials(proto):
     """Float shares are a TypeError naming and_many (at every party, before any message); no
     monomials: an empty answer, no round."""

@@ -315,7 +315,8 @@ def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:
     """Boolean shares (uint8 0/1, same layout as ``x``) of the top bit of ring shares ``x``.
 
     ``bits=32`` works on the low 32 bits of the shares: the sign of ``x`` exactly when
-    ``-2^31 <= x < 2^31`` in ring units (one AND round fewer, half the traffic)."""
+    ``-2^31 <= x < 2^31`` in ring units (half the traffic; one AND round fewer on the binary
+    tree, the same three on the radix-4 tree)."""
     if bits not in _HALF:
         raise ValueError(f"msb_bits works on 64 or 32 bits, got {bits}")
     k, shape = x.shape[0], x.shape[1:]

@@ -78,6 +78,8 @@ class AndPlan:
         self.term_pub = np.array(term_pub, dtype=np.intp)
         self.term_share = np.array(term_share, dtype=np.intp)
         self.starts = np.array(starts, dtype=np.intp)
+        for table in (self.term_pub, self.term_share, self.starts, *(a for st in self.steps for a in st)):
+            table.flags.writeable = False  # a plan is cached and shared by every caller
 
     def products(self, opened: np.ndarray, shares: np.ndarray) -> np.ndarray:
         """Step 3: this party's shares of the monomials (``len(monomials), *S``) from the opened
@@ -101,11 +103,21 @@ def _plan(k: int, monomials: tuple[tuple[int, ...], ...], sums: tuple[tuple[int,
 
 
 def plan(k: int, monomials, sums=()) -> AndPlan:
-    """As :func:`_checked_plan`, cached for hashable arguments (the protocols' own calls)."""
-    try:
+    """As :func:`_checked_plan`, cached when every index is a plain ``int`` in tuples (the
+    protocols' own calls): the cache compares keys by equality, and ``True == 1 == 1.0``."""
+    if _plain(k, monomials, sums):
         return _checked_plan(k, monomials, sums)
-    except TypeError:  # a list among the arguments: check it afresh
-        return _checked_plan.__wrapped__(k, monomials, sums)
+    return _checked_plan.__wrapped__(k, monomials, sums)
+
+
+def _plain(k, monomials, sums) -> bool:
+    return (
+        type(k) is int
+        and type(monomials) is tuple
+        and type(sums) is tuple
+        and all(type(m) is tuple and all(type(i) is int for i in m) for m in monomials)
+        and all(type(t) is tuple and all(type(v) is int for v in t) for t in sums)
+    )
 
 
 @lru_cache(maxsize=256)
