@@ -269,11 +269,8 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     width = 8 * a.dtype.itemsize
     if a.shape[0] == 0:  # the 2pc dealer: no shares, only the tuples of each round to deal
         return _deal_fused(proto, a, width)
-    arrays, plan = np.stack([a, b, a ^ b]), _FIRST
-    s, count = 1, width
-    while True:
-        radix = 4 if count >= 4 else 2
-        last = count == radix
+    arrays, s = np.stack([a, b, a ^ b]), 1
+    for radix, last, plan, sums in _fused_levels(width):
         n = arrays.shape[2]
         if n % radix:
             pad = np.zeros((*arrays.shape[:2], radix - n % radix), arrays.dtype)
@@ -282,33 +279,40 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         v = (arrays[..., None] >> shifts) & word(_lanes(width, radix, s))  # (arrays, c, words, q)
         v = v.reshape(*arrays.shape[:2], arrays.shape[2] // radix, radix, radix) << shifts[:, None]
         v = np.bitwise_or.reduce(v, axis=3)  # word radix i + t shifted by t s: (arrays, c, words / radix, q)
-        which, group, monos = plan or _merge_plan(radix, last)
-        sums = _FIRST_SUMS if plan is _FIRST else ()
+        which, group, monos = plan
         prod = proto.and_many(np.moveaxis(v[which, :, :, group], 0, 1), monos, sums)
         if plan is _FIRST:
             g = np.bitwise_xor.reduce(prod[:, :4], axis=1)
         else:
             g = v[0, :, :, radix - 1] ^ np.bitwise_xor.reduce(prod[:, : radix - 1], axis=1)
+        if not last:
+            arrays, s = np.stack([g, prod[:, -1]]), radix * s
+    return g  # the last level's: the carry out of bit W - 1
+
+
+@lru_cache(maxsize=2)
+def _fused_levels(width: int) -> tuple[tuple[int, bool, _MergePlan, tuple], ...]:
+    """The radix-4 tree's merges on ``width`` bits, one per round, shared by the compute parties
+    and the dealer: ``(radix, last, plan, sums)``, the first one :data:`_FIRST`."""
+    levels, plan, count = [], _FIRST, width
+    while True:
+        radix = 4 if count >= 4 else 2
+        last = count == radix
+        levels.append((radix, last, plan or _merge_plan(radix, last), _FIRST_SUMS if plan is _FIRST else ()))
         if last:
-            return g
-        arrays, plan = np.stack([g, prod[:, -1]]), None
-        s, count = radix * s, count // radix
+            return tuple(levels)
+        plan, count = None, count // radix
 
 
 def _deal_fused(proto: Protocol, a: np.ndarray, width: int) -> np.ndarray:
     """:func:`_carry_fused` at a party without shares (the 2pc dealer, ``a`` of shape ``(0,
     n)``): the same ``and_many`` calls on empty words of the same shapes, none of the local
     steps."""
-    words, plan, count = a.shape[1], _FIRST, width
-    while True:
-        radix = 4 if count >= 4 else 2
+    words = a.shape[1]
+    for radix, _, (which, _, monos), sums in _fused_levels(width):
         words = -(-words // radix)
-        which, _, monos = plan or _merge_plan(radix, count == radix)
-        sums = _FIRST_SUMS if plan is _FIRST else ()
         proto.and_many(np.empty((0, len(which), words), a.dtype), monos, sums)
-        if count == radix:
-            return np.empty((0, words), a.dtype)
-        plan, count = None, count // radix
+    return np.empty((0, words), a.dtype)
 
 
 def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:
