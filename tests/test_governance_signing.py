@@ -80,7 +80,9 @@ def test_an_approval_signed_by_another_party_is_refused(keys):
     assert "not signed by the consortium CA" in check_approval(fake, ca, "bank_a")
     # bank_a's certificate with bank_b's signature
     a = decide(load_identity(d, "bank_a"), job(), "approved", roles=["compute"])
-    assert "signature of 'bank_a' is invalid" in check_approval(replace(a, signature=b.signature), ca, "bank_a")
+    assert "signature of 'bank_a' is invalid" in check_approval(
+        replace(a, signature=b.signature), ca, "bank_a"
+    )
 
 
 def test_differing_keys_names_each_key_that_changed_or_is_only_on_one_side():

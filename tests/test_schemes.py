@@ -50,7 +50,11 @@ def test_every_scheme_and_provider_loads_and_is_consistent():
     [
         ("spdz", None, r"unknown protocol 'spdz'; choose one of \['2pc', 'rep3'\]"),
         (["2pc"], None, r"unknown protocol \['2pc'\]; choose one of"),
-        ("2pc", "he", r"unknown correlation provider 'he' for protocol '2pc'; choose one of \['dealer', 'ot'\]"),
+        (
+            "2pc",
+            "he",
+            r"unknown correlation provider 'he' for protocol '2pc'; choose one of \['dealer', 'ot'\]",
+        ),
         ("2pc", 7, r"unknown correlation provider 7 for protocol '2pc'; choose one of \['dealer', 'ot'\]"),
         ("rep3", "dealer", r"protocol 'rep3' takes no correlation provider \(got provider='dealer'\)"),
     ],
@@ -105,7 +109,10 @@ def test_config_provider_key():
     assert parse_config({**TWO, "provider": "dealer"}).provider == "dealer"
     assert parse_config({"parties": {"a": {}, "b": {}, "c": {}}}).provider is None
     for provider, message in [
-        ("he", r"provider: unknown correlation provider 'he' for protocol '2pc'; choose one of \['dealer', 'ot'\]"),
+        (
+            "he",
+            r"provider: unknown correlation provider 'he' for protocol '2pc'; choose one of \['dealer', 'ot'\]",
+        ),
         (["dealer"], r"provider: unknown correlation provider \['dealer'\]"),
     ]:
         with pytest.raises(ConfigError, match=message):

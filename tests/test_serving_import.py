@@ -140,7 +140,9 @@ def test_readers_match_the_plaintext_model_and_name_unsupported_operators(tmp_pa
     np.testing.assert_allclose(m.weights[0], seq[0].weight.detach().numpy().T)
 
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.GELU()), tmp_path / "gelu.pt")
-    with pytest.raises(ModelStoreError, match=r"gelu\.pt: not a PyTorch nn\.Sequential.*unsupported layer 'GELU'"):
+    with pytest.raises(
+        ModelStoreError, match=r"gelu\.pt: not a PyTorch nn\.Sequential.*unsupported layer 'GELU'"
+    ):
         read_model(tmp_path / "gelu.pt")
 
     with pytest.raises(ModelStoreError, match="unsupported ONNX operator 'Elu'"):

@@ -27,7 +27,10 @@ def decision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", type=Path, help="job TOML file (docs/jobs.md)")
     p.add_argument("--as", dest="name", required=True, metavar="NAME", help="the party deciding")
     p.add_argument(
-        "--local", type=Path, metavar="FILE", help="this data owner's local file (data, test, policy, governance)"
+        "--local",
+        type=Path,
+        metavar="FILE",
+        help="this data owner's local file (data, test, policy, governance)",
     )
     p.add_argument(
         "--governance",

@@ -82,16 +82,25 @@ class Additive2PC(Protocol):
             if self.index == 0:
                 return self.prg[self.dealer].ring(shape)[None]
             return self.net.exchange(recv_from=[self.dealer])[self.dealer][0][None]
+        if owner in self.data:  # see covault.protocols.bystander
+            got = self.net.exchange(recv_from=[owner])[owner] if self.index == 1 else []
+            return self._input_from(owner, shape, got)
         if self.is_dealer:
             return self.empty(shape)
-        if owner in self.data:  # see covault.protocols.bystander
-            if self.index == 0:
-                return self.prg[owner].ring(shape)[None]
-            return self.net.exchange(recv_from=[owner])[owner][0][None]
         if self.party == owner:
             other = self.prg[self._other()].ring(shape)
             return (value - other)[None]
         return self.prg[owner].ring(shape)[None]
+
+    def _input_from(self, owner, shape, got):
+        """A data party's input: P0 draws its share from their pairwise stream, P1 receives
+        ``x - x0``; the dealer holds none."""
+        self._check_components(owner, shape, got, 1 if self.index == 1 else 0)
+        if self.is_dealer:
+            return self.empty(shape)
+        if self.index == 0:
+            return self.prg[owner].ring(shape)[None]
+        return got[0][None]
 
     def _open(self, parts: list[np.ndarray], to: Sequence[str], xor: bool):
         if not self.is_compute:

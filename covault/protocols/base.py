@@ -119,6 +119,63 @@ class Protocol(ABC):
     def share(self, value: np.ndarray | None, owner: str, shape: tuple[int, ...]) -> np.ndarray:
         """Secret-share the owner's ring array of public ``shape``."""
 
+    def share_rows(self, value: np.ndarray | None, owner: str, width: int, max_rows: int) -> np.ndarray:
+        """Secret-share rows ``(n, width)`` of the data party ``owner`` whose count ``n`` only the
+        owner knows, in ONE round: the owner sends every compute party and the dealer the count
+        with whatever components it sends them anyway (:meth:`share`'s, e.g. 2pc: P1 ``x - x0``,
+        P0 and the dealer the count alone), and each checks ``1 <= n <= max_rows`` and the
+        components' shapes before it draws anything: ShapeError naming the owner otherwise. Only
+        the owner, the compute parties and the dealer take part (any other party: PartyError)."""
+        if owner not in self.data:
+            raise PartyError(f"share_rows: {owner!r} must be a data party (data parties: {list(self.data)})")
+        receivers = (*self.compute, *((self.dealer,) if self.dealer else ()))
+        if self.party == owner:
+            if (
+                value is None
+                or value.ndim != 2
+                or value.shape[1] != width
+                or not 0 < value.shape[0] <= max_rows
+            ):
+                got = None if value is None else value.shape
+                raise ShapeError(
+                    f"share_rows: rows of {owner!r} must have shape (n, {width}), 1 <= n <= {max_rows}, got {got}"
+                )
+            sends = self._input_sends(value, value.shape)
+            count = np.array([value.shape[0]], dtype=np.int64)
+            self.net.exchange({p: [count, *sends.get(p, [])] for p in receivers})
+            return self.empty(value.shape)
+        if self.party not in receivers:
+            raise PartyError(f"share_rows: party {self.party!r} takes no part in {owner!r}'s rows")
+        got = self.net.exchange(recv_from=[owner])[owner]
+        head = got[0] if got else None
+        if not isinstance(head, np.ndarray) or head.shape != (1,) or head.dtype != np.int64:
+            raise ShapeError(f"share_rows: {owner!r} sent no row count")
+        n = int(head[0])
+        if not 0 < n <= max_rows:
+            raise ShapeError(f"share_rows: {owner!r} announced {n} rows (1 to {max_rows} allowed)")
+        return self._input_from(owner, (n, width), got[1:])
+
+    def _input_sends(self, value: np.ndarray, shape: tuple[int, ...]) -> dict[str, list[np.ndarray]]:
+        """At a data party: the components of its input ``value`` of ``shape`` that each party
+        receives (none: no message)."""
+        raise NotImplementedError(f"{type(self).__name__} holds no data party's inputs")
+
+    def _input_from(self, owner: str, shape: tuple[int, ...], got: Sequence[np.ndarray]) -> np.ndarray:
+        """This party's shares of data party ``owner``'s input of ``shape``, from its pairwise
+        streams and the components ``got`` from the owner (checked: their number and shapes)."""
+        raise NotImplementedError(f"{type(self).__name__} receives no data party's inputs")
+
+    def _check_components(
+        self, owner: str, shape: tuple[int, ...], got: Sequence[np.ndarray], n: int
+    ) -> None:
+        if len(got) != n or any(
+            not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != np.int64 for a in got
+        ):
+            seen = [getattr(a, "shape", type(a).__name__) for a in got]
+            raise ShapeError(
+                f"input of {owner!r} at {self.party!r}: expected {n} component(s) of shape {shape}, got {seen}"
+            )
+
     @abstractmethod
     def reveal(self, x: np.ndarray, to: Sequence[str]) -> np.ndarray | None:
         """Open arithmetic shares to the parties ``to``; None at every other party."""

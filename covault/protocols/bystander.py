@@ -49,6 +49,10 @@ class Bystander(Protocol):
     def share(self, value, owner, shape):
         if owner != self.party:
             return self.empty(shape)
+        self.net.exchange(self._input_sends(value, shape))
+        return self.empty(shape)
+
+    def _input_sends(self, value, shape):
         n = len(self.compute)
         comps = [self.prg[p].ring(shape) for p in self.compute[:-1]]  # drawn by P_i as well
         last = value
@@ -61,8 +65,7 @@ class Bystander(Protocol):
             missing = [comps[j] for j in held if j != i or i == n - 1]
             if missing:
                 sends[p] = missing
-        self.net.exchange(sends)
-        return self.empty(shape)
+        return sends
 
     def _receive(self, to, xor):
         if self.party not in to:

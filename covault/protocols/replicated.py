@@ -69,12 +69,7 @@ class Replicated3PC(Protocol):
         """Owner P_k: components k and k+1 come from its pairwise streams; it sends
         ``x_{k+2} = x - x_k - x_{k+1}`` to both others (1 round, 1 element to each)."""
         if owner in self.data:  # see covault.protocols.bystander
-            got = self.net.exchange(recv_from=[owner])[owner]
-            if self.index == 0:
-                return _pair(self.prg[owner].ring(shape), got[0])
-            if self.index == 1:
-                return _pair(self.prg[owner].ring(shape), got[0])
-            return _pair(got[0], got[1])
+            return self._input_from(owner, shape, self.net.exchange(recv_from=[owner])[owner])
         k = self.compute.index(owner)
         if self.index == k:
             a, b = self._rand_pair(shape)
@@ -88,6 +83,14 @@ class Replicated3PC(Protocol):
         b = self.prg[self.next].ring(shape)  # holds (k+2, k): k shared with owner (next)
         last = self.net.exchange(recv_from=[owner])[owner][0]
         return _pair(last, b)
+
+    def _input_from(self, owner, shape, got):
+        """A data party's input: P0 and P1 draw their first component from their pairwise stream
+        and receive the second; P2 receives both."""
+        self._check_components(owner, shape, got, 2 if self.index == 2 else 1)
+        if self.index == 2:
+            return _pair(got[0], got[1])
+        return _pair(self.prg[owner].ring(shape), got[0])
 
     def _open(self, x, to, xor):
         """P_i sends its second component x_{i+1} to P_{i-1}, which misses exactly that one."""

@@ -209,9 +209,11 @@ class Query:
         return SecretTensor(s, shares, s.frac_bits, bound)
 
     def _share(self, rows: Any) -> SecretTensor:
-        """The client's rows as a secret tensor: the row count goes to the compute parties and
-        the dealer only, then the protocol's sharing of a data party's input."""
+        """The client's rows as a secret tensor, in one round: the client sends their count to
+        the compute parties and the dealer only, with the components it sends them anyway
+        (``Protocol.share_rows``)."""
         s, what = self.session, f"query of client {self.client!r}"
+        enc = None
         if s.party == self.client:
             rows = np.asarray(rows, dtype=np.float64)
             if rows.ndim != 2 or rows.shape[1] != self.features or not 0 < rows.shape[0] <= MAX_ROWS:
@@ -220,14 +222,11 @@ class Query:
                     f"got {rows.shape}"
                 )
             enc = s.fxp.encode(rows, what=what, bound=self.bound)
-            n = rows.shape[0]
-            s.net.exchange({p: [np.array([n], dtype=np.int64)] for p in self.serving})
-        else:
-            enc = None
-            n = int(s.net.exchange(recv_from=[self.client])[self.client][0][0])
-            if not 0 < n <= MAX_ROWS:
-                raise ShapeError(f"{what}: the client announced {n} rows (1 to {MAX_ROWS} allowed)")
-        return self._secret(s.protocol.share(enc, self.client, (n, self.features)))
+        try:
+            shares = s.protocol.share_rows(enc, self.client, self.features, MAX_ROWS)
+        except ShapeError as exc:
+            raise ShapeError(f"{what}: {exc}") from None
+        return self._secret(shares)
 
 
 class _Batch:
