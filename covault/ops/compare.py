@@ -269,25 +269,38 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     width = 8 * a.dtype.itemsize
     if a.shape[0] == 0:  # the 2pc dealer: no shares, only the tuples of each round to deal
         return _deal_fused(proto, a, width)
-    arrays, s = np.stack([a, b, a ^ b]), 1
+    n = a.shape[1]
+    arrays = np.zeros((3, a.shape[0], n + -n % 4), a.dtype)  # padded to whole merges
+    arrays[0, :, :n], arrays[1, :, :n] = a, b
+    np.bitwise_xor(a, b, out=arrays[2, :, :n])
+    s = 1
     for radix, last, plan, sums in _fused_levels(width):
         n = arrays.shape[2]
         if n % radix:
             pad = np.zeros((*arrays.shape[:2], radix - n % radix), arrays.dtype)
             arrays = np.concatenate([arrays, pad], axis=2)
-        shifts = np.arange(0, radix * s, s, dtype=arrays.dtype)
-        v = (arrays[..., None] >> shifts) & word(_lanes(width, radix, s))  # (arrays, c, words, q)
+        shifts, lanes = _shifts(arrays.dtype, radix, s), word(_lanes(width, radix, s))
+        v = (arrays[..., None] >> shifts) & lanes  # (arrays, c, words, q)
         v = v.reshape(*arrays.shape[:2], arrays.shape[2] // radix, radix, radix) << shifts[:, None]
         v = np.bitwise_or.reduce(v, axis=3)  # word radix i + t shifted by t s: (arrays, c, words / radix, q)
         which, group, monos = plan
-        prod = proto.and_many(np.moveaxis(v[which, :, :, group], 0, 1), monos, sums)
+        prod = proto.and_many(v[which, :, :, group].swapaxes(0, 1), monos, sums)
         if plan is _FIRST:
             g = np.bitwise_xor.reduce(prod[:, :4], axis=1)
         else:
             g = v[0, :, :, radix - 1] ^ np.bitwise_xor.reduce(prod[:, : radix - 1], axis=1)
         if not last:
-            arrays, s = np.stack([g, prod[:, -1]]), radix * s
+            arrays = np.empty((2, *g.shape), g.dtype)
+            arrays[0], arrays[1], s = g, prod[:, -1], radix * s
     return g  # the last level's: the carry out of bit W - 1
+
+
+@lru_cache(maxsize=32)
+def _shifts(dtype: np.dtype, radix: int, s: int) -> np.ndarray:
+    """``0, s, .., (radix - 1) s`` as words of ``dtype`` (read-only: cached)."""
+    out = np.arange(0, radix * s, s, dtype=dtype)
+    out.flags.writeable = False
+    return out
 
 
 @lru_cache(maxsize=2)

@@ -218,7 +218,7 @@ class Additive2PC(Protocol):
         from covault.protocols.multiand import check
 
         p = check(x, monomials, sums)
-        if not self.fused_and or not p.monomials or max(map(len, p.monomials)) == 1:
+        if not self.fused_and or p.degree <= 1:
             return super().and_many(x, p.monomials)  # by pairs; degree 1 or none: no round
         shape, dt = x.shape[2:], x.dtype
         parts = self.provider.mask_products(shape, dt, p.k, p.subsets, p.sums)
@@ -229,8 +229,8 @@ class Additive2PC(Protocol):
         other = self.net.exchange({self._other(): [opened]}, [self._other()])[self._other()][0]
         e = np.empty_like(masks)
         e[p.opened] = opened ^ other
-        for i, j, m in p.sums:
-            e[i] = e[j] ^ e[m]
+        if p.sums:
+            e[p.sum_at] = e[p.sum_a] ^ e[p.sum_b]  # the sources are opened variables
         table = np.empty((1 + p.k + len(p.subsets), *shape), dtype=dt)
         table[0] = ~dt.type(0) if self.index == 0 else 0
         table[1 : 1 + p.k] = masks

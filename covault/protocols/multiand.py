@@ -42,6 +42,9 @@ class AndPlan:
         self, k: int, monomials: tuple[tuple[int, ...], ...], sums: tuple[tuple[int, int, int], ...] = ()
     ) -> None:
         self.k, self.monomials, self.sums = k, monomials, sums
+        self.degree = max(map(len, monomials), default=0)
+        cols = tuple(zip(*sums)) if sums else ((), (), ())
+        self.sum_at, self.sum_a, self.sum_b = (_frozen_index(c) for c in cols)
         derived = {i for i, _, _ in sums}
         self.opened = np.array([i for i in range(k) if i not in derived], dtype=np.intp)
         self.opened.flags.writeable = False
@@ -94,6 +97,12 @@ class AndPlan:
         return np.bitwise_xor.reduceat(terms, self.starts, axis=0)
 
 
+def _frozen_index(values) -> np.ndarray:
+    a = np.array(values, dtype=np.intp)
+    a.flags.writeable = False
+    return a
+
+
 MAX_DEGREE = 8  # a monomial of degree d costs 2^d - d - 1 dealt products and 2^d terms per word
 
 
@@ -102,12 +111,25 @@ def _plan(k: int, monomials: tuple[tuple[int, ...], ...], sums: tuple[tuple[int,
     return AndPlan(k, monomials, sums)
 
 
+_BY_IDENTITY: dict[tuple[int, int, int], tuple[object, object, AndPlan]] = {}
+
+
 def plan(k: int, monomials, sums=()) -> AndPlan:
     """As :func:`_checked_plan`, cached when every index is a plain ``int`` in tuples (the
-    protocols' own calls): the cache compares keys by equality, and ``True == 1 == 1.0``."""
-    if _plain(k, monomials, sums):
-        return _checked_plan(k, monomials, sums)
-    return _checked_plan.__wrapped__(k, monomials, sums)
+    protocols' own calls): the cache compares keys by equality, and ``True == 1 == 1.0``.
+    The same tuple objects again (a caller's constant plans) are found by identity first,
+    without looking at their items (the entry holds them, so their ids stay theirs)."""
+    key = (k, id(monomials), id(sums))
+    hit = _BY_IDENTITY.get(key)
+    if hit is not None and hit[0] is monomials and hit[1] is sums and type(k) is int:
+        return hit[2]
+    if not _plain(k, monomials, sums):
+        return _checked_plan.__wrapped__(k, monomials, sums)
+    found = _checked_plan(k, monomials, sums)
+    if len(_BY_IDENTITY) >= 256:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[key] = (monomials, sums, found)
+    return found
 
 
 def _plain(k, monomials, sums) -> bool:
