@@ -24,17 +24,19 @@ def new_seed() -> bytes:
 class PRG:
     """Deterministic stream of uniform values from a 128-bit seed (AES-128-CTR)."""
 
-    __slots__ = ("_enc", "_zeros")
+    __slots__ = ("_enc", "_zeros", "drawn")
 
     def __init__(self, seed: bytes):
         if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_BYTES:
             raise ValueError(f"PRG seed must be {SEED_BYTES} bytes")
         self._enc = Cipher(algorithms.AES(bytes(seed)), modes.CTR(b"\0" * 16)).encryptor()
         self._zeros = bytearray(0)
+        self.drawn = 0  # keystream bytes drawn so far (the stream's position)
 
     def bytes_into(self, out: np.ndarray) -> np.ndarray:
         """Fill a C-contiguous array with keystream bytes, in place, and return it."""
         n = out.nbytes
+        self.drawn += n
         if len(self._zeros) < n:
             self._zeros = bytearray(max(n, 2 * len(self._zeros)))
         buf = out.reshape(-1).view(np.uint8)

@@ -21,6 +21,7 @@ import numpy as np
 from covault import bounds
 from covault.errors import ProtocolError, ShapeError
 from covault.randomness.providers.dealer import DealerProvider
+from covault.randomness.replay import Recorder, replay
 from covault.session import Session
 from covault.tensor import SecretTensor
 
@@ -70,6 +71,7 @@ class Query:
         self.pooled = False  # the next single-row query's tuples are dealt (same at every serving party)
         self._provider: Any = None
         self._pack: list[np.ndarray] | None = None  # a compute party's dealt batch, received ahead
+        self._trace: tuple | None = None  # the dealer's provider calls of a single-row query
 
     def __enter__(self) -> Query:
         if self.pool:
@@ -142,9 +144,30 @@ class Query:
         s = self.session
         self._release()
         if s.party == s.dealer:
-            self._batched(lambda: self.fn(self._secret(s.protocol.empty((1, self.features)))))
+            self._batched(self._deal_next)
         self.pooled = True
         self._hold()
+
+    def _deal_next(self) -> None:
+        """The dealer's side of the next single-row query: the provider calls recorded at the
+        first one, replayed (:mod:`covault.randomness.replay`: the dealer's dealing depends on
+        public shapes only), or ``fn`` on empty rows again where that recording could not be
+        sure to do all of it (a draw outside the provider, a closure argument, a message)."""
+        s = self.session
+        provider = s.protocol.provider
+        if self._trace is not None:
+            replay(provider, self._trace)
+            return
+        recorder = Recorder(provider, s.protocol.prg)
+        moved = s.net.stats.messages_sent + s.net.stats.messages_received
+        s.protocol.provider = recorder
+        try:
+            self.fn(self._secret(s.protocol.empty((1, self.features))))
+        finally:
+            s.protocol.provider = provider
+        quiet = s.net.stats.messages_sent + s.net.stats.messages_received == moved
+        if self._trace is None and recorder.replayable and quiet:
+            self._trace = tuple(recorder.calls)
 
     def _batched(self, run: Callable[[], Any]) -> Any:
         """``run()`` with the dealer's messages of a query dealt ahead in ONE message per compute
