@@ -37,6 +37,7 @@ ENGINES: MappingProxyType[str, ModuleType] = MappingProxyType(
 )
 _ALL = tuple(ENGINES.values())
 ENV = "COVAULT_MATMUL"
+_INT64 = np.dtype(np.int64)
 TINY = 1 << 15  # m*k*n at or below which numpy's zero-overhead matmul is used without torch
 K_CHUNK: int = ENGINES["int8"].K_CHUNK
 
@@ -48,6 +49,17 @@ def matmul(a: np.ndarray, b: np.ndarray, *, method: str = "auto") -> np.ndarray:
     array, exact modulo 2^64 for all inputs. ``method`` forces one engine (module doc);
     ``"auto"`` picks the fastest for each shape.
     """
+    if (  # a tiny 2-D product of int64 matrices: numpy's, without the dispatch (step 2)
+        method == "auto"
+        and type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.ndim == 2 == b.ndim
+        and a.dtype == _INT64 == b.dtype
+        and 0 < a.shape[1] == b.shape[0]
+        and a.shape[0] * a.shape[1] * b.shape[1] <= TINY
+        and ENV not in os.environ
+    ):
+        return np.matmul(a, b)
     if method not in METHODS:
         raise ProtocolError(f"unknown ring matmul method {method!r}; expected one of {METHODS}")
     if method == "auto":
