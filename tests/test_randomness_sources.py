@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 import covault
 
 FORBIDDEN = re.compile(
@@ -37,3 +39,16 @@ def test_the_scan_catches_offenders():
     assert FORBIDDEN.search("import random\n")
     assert FORBIDDEN.search("torch.manual_seed(1)")
     assert not FORBIDDEN.search("from covault.randomness.prg import PRG")
+
+
+def test_many_draws_the_values_of_separate_draws_and_counts_the_stream():
+    from covault.randomness.prg import PRG
+
+    spec = [((2, 3), np.uint8), ((4,), np.int64), (5, np.uint32), ((1, 2), np.int64), ((0,), np.int64)]
+    one, two = PRG(bytes(range(16))), PRG(bytes(range(16)))
+    apart = [one.words(s, d) for s, d in spec] + [one.words(3, np.int64)]
+    together = [*two.many(spec), two.words(3, np.int64)]  # unaligned parts (after 6 bytes) too
+    for a, b in zip(apart, together, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert one.drawn == two.drawn == 6 + 32 + 20 + 16 + 24

@@ -8,7 +8,10 @@ pseudo-random secret sharing (PRSS) avoid sending data.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -50,6 +53,19 @@ class PRG:
     def words(self, shape: tuple[int, ...] | int, dtype: np.dtype | type) -> np.ndarray:
         """Uniform words of an unsigned/signed integer dtype (packed random bits)."""
         return self.bytes_into(np.empty(shape, dtype=dtype))
+
+    def many(self, specs: Sequence[tuple[tuple[int, ...] | int, Any]]) -> list[np.ndarray]:
+        """``[self.words(shape, dtype) for shape, dtype in specs]`` from ONE keystream call:
+        the same values (the stream is read in the same order), less overhead per array."""
+        dtypes = [np.dtype(d) for _, d in specs]
+        sizes = [(s if isinstance(s, int) else math.prod(s)) * d.itemsize for (s, _), d in zip(specs, dtypes)]
+        buf = self.bytes_into(np.empty(sum(sizes), np.uint8))
+        out, at = [], 0
+        for (shape, _), dtype, n in zip(specs, dtypes, sizes):
+            part = buf[at : at + n] if at % dtype.itemsize == 0 else buf[at : at + n].copy()
+            out.append(part.view(dtype).reshape(shape))
+            at += n
+        return out
 
     def bits(self, shape: tuple[int, ...] | int) -> np.ndarray:
         """Uniform 0/1 values as int64."""

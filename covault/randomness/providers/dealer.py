@@ -61,14 +61,16 @@ class DealerProvider(CorrelationProvider):
         only) returns P1's corrections for the parts that are not uniform at P1, in order."""
         if self.party == self.dealer:
             g0, g1 = self.prg[self.p0], self.prg[self.p1]
-            parts0 = [g0.words(s, d) for s, d, _ in spec]
-            parts1 = [g1.words(s, d) if uniform else None for s, d, uniform in spec]
+            parts0 = g0.many([(s, d) for s, d, _ in spec])
+            drawn1 = iter(g1.many([(s, d) for s, d, uniform in spec if uniform]))
+            parts1 = [next(drawn1) if uniform else None for _, _, uniform in spec]
             self.channel.send_offline(self.p1, make(parts0, parts1))
             return None
         g = self.prg[self.dealer]
         if self.party == self.p0:
-            return [g.words(s, d) for s, d, _ in spec]
-        mine = [g.words(s, d) if uniform else None for s, d, uniform in spec]
+            return g.many([(s, d) for s, d, _ in spec])
+        drawn = iter(g.many([(s, d) for s, d, uniform in spec if uniform]))
+        mine = [next(drawn) if uniform else None for _, _, uniform in spec]
         corrections = iter(self.channel.recv_offline(self.dealer))
         return [m if m is not None else next(corrections) for m in mine]
 
