@@ -85,6 +85,8 @@ def test_rows_of_unknown_count_are_shared_in_one_round(protocol, n, transport):
         ([np.array([0])], "announced 0 rows"),
         ([np.array([9])], "announced 9 rows"),
         ([np.array([1.0])], "sent no row count"),
+        ([np.array([-1])], "announced -1 rows"),
+        ("float", r"expected .* int64 component.*got \['float64\(3, 2\)'"),
         ([], "sent no row count"),
         ("wrong", "expected .* component"),
     ],
@@ -94,7 +96,12 @@ def test_a_bad_row_count_or_component_is_refused_by_every_receiver(protocol, n, 
         if s.party == "bank_d":  # a client that does not follow share_rows
             sends = {}
             for p in (*s.compute_parties, *((s.dealer,) if s.dealer else ())):
-                sends[p] = [np.array([3]), np.zeros((3, 5), np.int64)] if message == "wrong" else message
+                if message == "wrong":
+                    sends[p] = [np.array([3]), np.zeros((3, 5), np.int64)]
+                elif message == "float":
+                    sends[p] = [np.array([3]), *[np.zeros((3, 2))] * (2 if p == "p2" else 1)]
+                else:
+                    sends[p] = message
             s.net.exchange(sends)
             return "sent"
         if s.party == "bank_e":
@@ -109,10 +116,11 @@ def test_a_bad_row_count_or_component_is_refused_by_every_receiver(protocol, n, 
     for party, out in res.items():
         if party in BANKS:
             continue
-        if message == "wrong" and (party == "p0" or party == "dealer") and protocol == "2pc":
+        if message in ("wrong", "float") and party in ("p0", "dealer") and protocol == "2pc":
             assert (
                 out
-                == f"input of 'bank_d' at {party!r}: expected 0 component(s) of shape (3, 2), got [(3, 5)]"
+                == f"input of 'bank_d' at {party!r}: expected 0 int64 component(s) of shape (3, 2), got "
+                + ("['int64(3, 5)']" if message == "wrong" else "['float64(3, 2)']")
             )
             continue
         assert out != "accepted" and "bank_d" in out
@@ -138,7 +146,8 @@ def test_rows_are_checked_at_their_owner():
         rows = np.zeros((9, 2), np.int64) if s.party == "bank_d" else None
         if s.party == "bank_d":
             with pytest.raises(
-                covault.ShapeError, match=r"'bank_d' must have shape \(n, 2\), 1 <= n <= 8, got \(9, 2\)"
+                covault.ShapeError,
+                match=r"'bank_d' must be ring words \(int64\) of shape \(n, 2\), 1 <= n <= 8, got int64\(9, 2\)",
             ):
                 s.protocol.share_rows(rows, "bank_d", 2, 8)
             with pytest.raises(covault.PartyError, match="'p0' must be a data party"):

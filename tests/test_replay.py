@@ -101,6 +101,9 @@ class _Provider:
     def dabit(self, shape):
         self.noted.append(self.g.words(shape, np.int64).copy())
 
+    def ot_triples(self, n):  # a method whose dealer side is not known to be replayable
+        self.noted.append(self.g.words(n, np.int64).copy())
+
 
 def test_a_replay_draws_what_the_recorded_run_drew():
     seed = bytes(range(16))
@@ -124,6 +127,10 @@ def test_a_draw_outside_the_calls_or_a_stateful_argument_is_not_replayable():
     g.words(1, np.int64)  # the program drew itself
     assert not rec.replayable
 
+    rec = Recorder(_Provider(g), {"p0": g})
+    rec.ot_triples(2)
+    assert not rec.replayable
+
     table = np.zeros(3)
     rec = Recorder(_Provider(g), {"p0": g})
     rec.beaver((1,), (1,), (1,), lambda a, b: a * b + table[0])  # a closure over an array
@@ -142,6 +149,8 @@ def test_a_draw_outside_the_calls_or_a_stateful_argument_is_not_replayable():
         (np.zeros(2), False),
         ([1, 2], False),
         (object(), False),
+        (dict, False),
+        (np.uint8, True),
     ],
 )
 def test_plain_arguments(arg, ok):
@@ -160,3 +169,47 @@ def test_a_closure_over_plain_values_is_plain_and_over_an_object_is_not():
         return r + box["n"]
 
     assert _plain(make) and not _plain(stateful)
+
+    count = 0
+
+    def counting(r):
+        nonlocal count
+        count += 1
+        return r
+
+    def unbound(r):
+        return r + late
+
+    assert not _plain(counting) and not _plain(unbound)  # it writes its cell; an empty cell
+    late = 1
+    assert _plain(unbound)
+
+
+def test_a_query_function_that_changes_is_refused_not_answered_wrongly():
+    """``fn`` takes other steps after its first call: the dealer's replay is out of step with
+    the compute parties, which find its stream drawn by other amounts and raise."""
+
+    def changing(s, m):
+        calls = []
+
+        def fn(x):
+            calls.append(1)
+            y = x if len(calls) == 1 else x[:, :2]  # a smaller product after the first call
+            return y * y
+
+        return fn
+
+    with pytest.raises(covault.ProtocolError, match=r"do not f(ollow|it) this party's"):
+        run(changing)
+
+    def same_count(s, m):  # a product of the same size, then a comparison: other draws, no error
+        calls = []
+
+        def fn(x):
+            calls.append(1)
+            return x * x if len(calls) == 1 else (x > 0) * 1
+
+        return fn
+
+    with pytest.raises(covault.ProtocolError, match=r"do not f(ollow|it) this party's"):
+        run(same_count)

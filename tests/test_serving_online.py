@@ -147,3 +147,19 @@ def test_the_transcripts_hold_neither_the_query_nor_the_answer(protocol, n, tmp_
                     seen += a.size
                     assert not secret & set(a.ravel().tolist()), f"{path.name} -> {msg['to']}"
     assert seen > 200  # the shares of the model and the rows, and every round
+
+
+@pytest.mark.parametrize("protocol,n", [("2pc", 2), ("rep3", 3)])
+def test_a_query_shares_its_rows_in_one_round(protocol, n):
+    """The row count travels with the shares: sharing and opening, two rounds in all."""
+
+    def prog(s):
+        with Query(s, CLIENT, 4, lambda x: x * 2) as q, s.scope() as cost:
+            out = q(ROWS[1] if s.party == CLIENT else None)
+        return out, cost.as_dict()["rounds"]
+
+    res = covault.run(prog, n, protocol, data_parties=[CLIENT])
+    np.testing.assert_allclose(res[CLIENT][0], ROWS[1] * 2, atol=4 * ULP)
+    for party in res:
+        if party.startswith("p"):
+            assert res[party][1] == 2, party

@@ -131,14 +131,16 @@ class Protocol(ABC):
         receivers = (*self.compute, *((self.dealer,) if self.dealer else ()))
         if self.party == owner:
             if (
-                value is None
+                not isinstance(value, np.ndarray)
+                or value.dtype != np.int64
                 or value.ndim != 2
                 or value.shape[1] != width
                 or not 0 < value.shape[0] <= max_rows
             ):
-                got = None if value is None else value.shape
+                got = f"{value.dtype}{value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
                 raise ShapeError(
-                    f"share_rows: rows of {owner!r} must have shape (n, {width}), 1 <= n <= {max_rows}, got {got}"
+                    f"share_rows: rows of {owner!r} must be ring words (int64) of shape (n, {width}), "
+                    f"1 <= n <= {max_rows}, got {got}"
                 )
             sends = self._input_sends(value, value.shape)
             count = np.array([value.shape[0]], dtype=np.int64)
@@ -171,9 +173,10 @@ class Protocol(ABC):
         if len(got) != n or any(
             not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != np.int64 for a in got
         ):
-            seen = [getattr(a, "shape", type(a).__name__) for a in got]
+            seen = [f"{a.dtype}{a.shape}" if isinstance(a, np.ndarray) else type(a).__name__ for a in got]
             raise ShapeError(
-                f"input of {owner!r} at {self.party!r}: expected {n} component(s) of shape {shape}, got {seen}"
+                f"input of {owner!r} at {self.party!r}: expected {n} int64 component(s) of shape "
+                f"{shape}, got {seen}"
             )
 
     @abstractmethod

@@ -56,9 +56,13 @@ class PRG:
 
     def many(self, specs: Sequence[tuple[tuple[int, ...] | int, Any]]) -> list[np.ndarray]:
         """``[self.words(shape, dtype) for shape, dtype in specs]`` from ONE keystream call:
-        the same values (the stream is read in the same order), less overhead per array."""
+        the same values (the stream is read in the same order), less overhead per array. The
+        arrays are views of one buffer (an array whose offset fits its dtype) or copies."""
         dtypes = [np.dtype(d) for _, d in specs]
-        sizes = [(s if isinstance(s, int) else math.prod(s)) * d.itemsize for (s, _), d in zip(specs, dtypes)]
+        sizes = [
+            (int(s) if isinstance(s, int | np.integer) else math.prod(s)) * d.itemsize
+            for (s, _), d in zip(specs, dtypes)
+        ]
         buf = self.bytes_into(np.empty(sum(sizes), np.uint8))
         out, at = [], 0
         for (shape, _), dtype, n in zip(specs, dtypes, sizes):

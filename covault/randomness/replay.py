@@ -14,6 +14,8 @@ one that could hold state (an array, an object).
 
 from __future__ import annotations
 
+import dis
+import functools
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,22 +38,34 @@ def drawn(streams: Mapping[str, PRG]) -> int:
 
 
 def _plain(arg: Any, depth: int = 0) -> bool:
-    if isinstance(arg, bool | int | float | str | np.integer | np.floating | np.dtype | type | np.ufunc):
+    if isinstance(arg, bool | int | float | str | np.integer | np.floating | np.dtype | np.ufunc):
         return True
-    if arg is None:
+    if arg is None or (isinstance(arg, type) and issubclass(arg, np.generic)):  # np.uint8 ...
         return True
     if depth > 4:
         return False
     if isinstance(arg, tuple):
         return all(_plain(a, depth + 1) for a in arg)
-    if isinstance(arg, types.FunctionType):  # its captured values, if any, plain too
-        cells = arg.__closure__ or ()
-        return (
-            not arg.__defaults__
-            and not arg.__kwdefaults__
-            and all(_plain(c.cell_contents, depth + 1) for c in cells)
-        )
+    if isinstance(arg, types.FunctionType):  # a pure function of its inputs and plain values
+        if arg.__defaults__ or arg.__kwdefaults__ or not _reads_only(arg.__code__):
+            return False
+        try:
+            return all(_plain(c.cell_contents, depth + 1) for c in arg.__closure__ or ())
+        except ValueError:  # an empty cell: a variable not assigned yet
+            return False
     return False
+
+
+_WRITES = frozenset({"STORE_DEREF", "DELETE_DEREF", "STORE_GLOBAL", "DELETE_GLOBAL"})
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_only(code: types.CodeType) -> bool:
+    """Whether ``code`` (and the functions defined in it) assigns no captured or global
+    variable: what it computes depends on its inputs and the values it reads alone."""
+    return not any(i.opname in _WRITES for i in dis.get_instructions(code)) and all(
+        _reads_only(c) for c in code.co_consts if isinstance(c, types.CodeType)
+    )
 
 
 class Recorder:

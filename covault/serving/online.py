@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from covault import bounds
-from covault.errors import ProtocolError, ShapeError
+from covault.errors import CovaultError, ProtocolError, ShapeError
 from covault.randomness.providers.dealer import DealerProvider
 from covault.randomness.replay import Recorder, replay
 from covault.session import Session
@@ -44,7 +44,10 @@ class Query:
     the ``with`` block does the same. Every serving party follows this rule from the announced
     row counts. While tuples are dealt ahead, the session's dealer stream belongs to the query:
     any other step that needs dealt randomness raises :class:`ProtocolError` instead of taking
-    them out of order.
+    them out of order. ``fn`` must take the same steps for every single-row query (it may not
+    change with the query's count or the time): the dealer replays its first one
+    (:meth:`_deal_next`), and a compute party that finds the dealer's stream out of step with
+    its own draws raises :class:`ProtocolError`.
     """
 
     def __init__(
@@ -152,7 +155,9 @@ class Query:
         """The dealer's side of the next single-row query: the provider calls recorded at the
         first one, replayed (:mod:`covault.randomness.replay`: the dealer's dealing depends on
         public shapes only), or ``fn`` on empty rows again where that recording could not be
-        sure to do all of it (a draw outside the provider, a closure argument, a message)."""
+        sure to do all of it (a draw outside the provider, an argument that is not plain data,
+        a message). ``fn`` must make the same steps for every single-row query; should it not,
+        the compute parties find the dealer's stream out of step (:meth:`_batched`) and raise."""
         s = self.session
         provider = s.protocol.provider
         if self._trace is not None:
@@ -182,21 +187,39 @@ class Query:
         channel = provider.channel
         if s.party == s.dealer:
             batch = _Batch()
+            streams = {p: s.protocol.prg[p] for p in s.compute_parties}
+            before = {p: g.drawn for p, g in streams.items()}
             provider.channel = batch
             try:
                 out = run()
             finally:
                 provider.channel = channel
-            for p in s.compute_parties:
-                channel.send_offline(p, batch.pack(p))
+            for p, g in streams.items():
+                channel.send_offline(p, batch.pack(p, g.drawn - before[p]))
             return out
         packed, self._pack = self._pack, None
         batch = _Batch(channel.recv_offline(s.dealer) if packed is None else packed)
+        stream = s.protocol.prg[s.dealer]
+        before = stream.drawn
         provider.channel = batch
+        hint = "does the query's function change between queries?"
         try:
             out = run()
+        except CovaultError:
+            raise
+        except (ValueError, IndexError) as exc:  # numpy's, on tuples dealt for other steps
+            raise ProtocolError(
+                f"query of client {self.client!r}: the dealer's tuples dealt ahead do not fit this "
+                f"party's steps ({type(exc).__name__}: {exc}): {hint}"
+            ) from exc
         finally:
             provider.channel = channel
+        if stream.drawn - before != batch.drawn:
+            raise ProtocolError(
+                f"query of client {self.client!r}: the dealer's tuples do not follow this party's "
+                f"program ({batch.drawn} bytes of their shared stream drawn there, "
+                f"{stream.drawn - before} here): {hint}"
+            )
         if batch.messages:
             raise ProtocolError(
                 f"query of client {self.client!r}: {len(batch.messages)} of the dealer's messages dealt "
@@ -259,10 +282,18 @@ class _Batch:
     def __init__(self, packed: list[np.ndarray] | None = None) -> None:
         self.messages: deque[list[np.ndarray]] = deque()
         self.sent: dict[str, list[list[np.ndarray]]] = {}
+        self.drawn = 0  # bytes the dealer drew from its stream with this party for the query
         if packed is not None:
+            head = packed[0] if packed else None
+            if not isinstance(head, np.ndarray) or head.dtype != np.int64 or head.shape[:1] == (0,):
+                raise ProtocolError("the dealer's batch of a query dealt ahead has no header")
+            counts = [int(k) for k in head[1:]]
+            if any(k < 0 for k in counts) or sum(counts) != len(packed) - 1:
+                raise ProtocolError("the dealer's batch of a query dealt ahead is malformed")
+            self.drawn = int(head[0])
             rest = iter(packed[1:])
-            for k in packed[0]:
-                self.messages.append([next(rest) for _ in range(int(k))])
+            for k in counts:
+                self.messages.append([next(rest) for _ in range(k)])
 
     def send_offline(self, to: str, message: list[np.ndarray]) -> None:
         self.sent.setdefault(to, []).append(list(message))
@@ -272,11 +303,13 @@ class _Batch:
             raise ProtocolError("a query dealt ahead asked for more of the dealer's messages than were dealt")
         return self.messages.popleft()
 
-    def pack(self, to: str) -> list[np.ndarray]:
-        """Every message for party ``to``, as one: their lengths, then their arrays."""
+    def pack(self, to: str, drawn: int) -> list[np.ndarray]:
+        """Every message for party ``to``, as one: the bytes ``drawn`` from the dealer's stream
+        with ``to`` (the party checks them against its own draws) and the messages' lengths,
+        then their arrays."""
         sent = self.sent.get(to, [])
-        counts = np.array([len(m) for m in sent], dtype=np.int64)
-        return [counts, *(a for m in sent for a in m)]
+        head = np.array([drawn, *(len(m) for m in sent)], dtype=np.int64)
+        return [head, *(a for m in sent for a in m)]
 
 
 class _Held:
