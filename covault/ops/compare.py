@@ -112,7 +112,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from covault.errors import ShapeError
+from covault import bounds
+from covault.bounds import EXACT_LIMIT
+from covault.errors import ProtocolError, ShapeError
+from covault.protocols.base import Rider
 
 if TYPE_CHECKING:
     from covault.protocols.base import Protocol
@@ -252,7 +255,7 @@ _FIRST: _MergePlan = (
 _FIRST_SUMS = ((0, 4, 5), (1, 6, 7), (2, 8, 9), (3, 10, 11))  # P_q = a_q ^ b_q: not opened
 
 
-def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray, rider: Rider | None = None) -> np.ndarray:
     """Carry into bit ``W`` of ``a + b`` for XOR-shared words ``a, b`` of ``W`` bits, for
     protocols whose :meth:`Protocol.and_many` takes one round: each level merges ``r = 4``
     adjacent (generate, propagate) groups (the last of 32 bits 2) in ONE round, the first one
@@ -264,7 +267,8 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ``r``: ``(w >> q s) & lanes``) use one lane in ``r``, so ``r`` adjacent words are packed
     into one (word ``r i + t`` shifted by ``t s``) BEFORE they are opened: every round sends
     dense words, and the merged groups come out ``r s`` apart, the next level's layout. Element
-    ``e`` ends in bit ``e mod W`` of word ``e // W`` (:func:`_bits_of`'s layout)."""
+    ``e`` ends in bit ``e mod W`` of word ``e // W`` (:func:`_bits_of`'s layout). ``rider``:
+    arrays sent with the first round (:class:`~covault.protocols.base.Rider`)."""
     word = a.dtype.type
     width = 8 * a.dtype.itemsize
     if a.shape[0] == 0:  # the 2pc dealer: no shares, only the tuples of each round to deal
@@ -284,7 +288,8 @@ def _carry_fused(proto: Protocol, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         v = v.reshape(*arrays.shape[:2], arrays.shape[2] // radix, radix, radix) << shifts[:, None]
         v = np.bitwise_or.reduce(v, axis=3)  # word radix i + t shifted by t s: (arrays, c, words / radix, q)
         which, group, monos = plan
-        prod = proto.and_many(v[which, :, :, group].swapaxes(0, 1), monos, sums)
+        extra = {"rider": rider} if rider is not None and plan is _FIRST else {}
+        prod = proto.and_many(v[which, :, :, group].swapaxes(0, 1), monos, sums, **extra)
         if plan is _FIRST:
             g = np.bitwise_xor.reduce(prod[:, :4], axis=1)
         else:
@@ -328,7 +333,7 @@ def _deal_fused(proto: Protocol, a: np.ndarray, width: int) -> np.ndarray:
     return np.empty((0, words), a.dtype)
 
 
-def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:
+def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64, rider: Rider | None = None) -> np.ndarray:
     """Boolean shares (uint8 0/1, same layout as ``x``) of the top bit of ring shares ``x``.
 
     ``bits=32`` works on the low 32 bits of the shares: the sign of ``x`` exactly when
@@ -346,8 +351,10 @@ def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64) -> np.ndarray:
     word = p.dtype.type
     top = (p >> word(bits - 1)).astype(np.uint8)
     if proto.fused_and and n <= FUSED_ELEMENTS:
-        carry = _bits_of(_carry_fused(proto, a << word(1), b << word(1)), n)
+        carry = _bits_of(_carry_fused(proto, a << word(1), b << word(1), rider), n)
     else:
+        if rider is not None:
+            raise ProtocolError("msb_bits carries a rider only on the radix-4 tree (one-round AND)")
         g = proto.and_(a, b)
         g <<= word(1)
         p <<= word(1)
@@ -460,6 +467,41 @@ def abs_(x: SecretTensor) -> SecretTensor:
     _, neg = msb_mul(x, x)
     out = x - neg * 2
     return out if x.bound is None else out.with_bound(x.bound)
+
+
+def relu_trunc(x: SecretTensor, bits: int) -> SecretTensor:
+    """``relu(x / 2^bits)`` at ``x.frac - bits`` fractional bits, one round fewer than a
+    truncation followed by :func:`relu` where the protocol can (2pc with a dealer, at most
+    :data:`FUSED_ELEMENTS` elements; elsewhere exactly that): the truncation's opening
+    (``Protocol.trunc_open``) rides with the first AND round of the sign of ``x`` itself, and
+    the bit injection multiplies ``[x > 0]`` into the truncated ``x``. The result is within the
+    truncation's error (one unit of the last place) of ``relu(x / 2^bits)``; rounds: the
+    comparison's 4 (``x`` on 64 bits where its bound needs them), against 1 + 4."""
+    proto = x.proto
+    f = x.frac - bits
+    if bits <= 0 or not fuses_trunc(proto, x.size):
+        return _relu_after(x, bits)
+    bounds.check(x.bound, x.frac, "truncate", EXACT_LIMIT)
+    neg = -x
+    proto.prepare_b2a(x.size)
+    word, finish = proto.trunc_open(x.shares, bits)
+    rider = Rider([] if word is None else [word])
+    sign = msb_bits(proto, neg.shares, msb_width(neg), rider)
+    t = finish(None if word is None else rider.back[0])
+    _, prod = proto.b2a_mul(sign, t)
+    return x._new(prod, f, bounds.add(x.bound, 2.0**-f))
+
+
+def fuses_trunc(proto: Protocol, size: int) -> bool:
+    """Whether :func:`relu_trunc` saves its round for ``size`` elements under ``proto``."""
+    return hasattr(proto, "trunc_open") and proto.fused_and and 0 < size <= FUSED_ELEMENTS
+
+
+def _relu_after(x: SecretTensor, bits: int) -> SecretTensor:
+    """:func:`relu_trunc`'s plain route: truncate, then :func:`relu`."""
+    f = x.frac - bits
+    t = x._new(x.proto.trunc(x.shares, bits), f, bounds.add(x.bound, 2.0**-f)) if bits > 0 else x
+    return relu(t)
 
 
 def relu(x: SecretTensor, with_mask: bool = False) -> Any:

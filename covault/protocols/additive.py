@@ -21,7 +21,7 @@ import numpy as np
 
 from covault import ring
 from covault.errors import ProtocolError
-from covault.protocols.base import Protocol, b2a_mul_shape
+from covault.protocols.base import Protocol, Rider, b2a_mul_shape
 from covault.randomness.providers import choose
 from covault.randomness.providers.base import CorrelationProvider
 
@@ -171,23 +171,39 @@ class Additive2PC(Protocol):
         Result is ``floor(x / 2^bits)`` or one more, for every ``|x| < 2^62`` (no wrap-around
         failure: the carry into bit 63 is corrected exactly with the shared top bit of ``r``).
         """
+        m, finish = self.trunc_open(x, bits)
+        if m is None:
+            return finish(None)
+        return finish(self.net.exchange({self._other(): [m]}, [self._other()])[self._other()][0])
+
+    def trunc_open(self, x, bits):
+        """:meth:`trunc` in two halves, for a caller that sends the opening with another step's
+        round (:class:`~covault.protocols.base.Rider`): the dealer's mask is taken now; returns
+        this party's word ``m`` of step 2 (None at the dealer) and ``finish(other's m)``, step 3.
+        The same mask, steps and cost as :meth:`trunc`."""
         shape = x.shape[1:]
         parts = self.provider.trunc_mask(shape, bits)
         if parts is None:
-            return self.empty(shape)
+            return None, lambda _other: self.empty(shape)
         r, u, v = parts
         m = x[0, ...] + r
         if self.index == 0:
             m = m + np.int64(1 << BIAS_BITS)
-        c = m + self.net.exchange({self._other(): [m]}, [self._other()])[self._other()][0]
-        neg = c >> np.int64(63)  # -msb(c): (1 - 2 msb) u = (u ^ neg) - neg
-        y = u ^ neg
-        y -= neg
-        y -= v
-        if self.index == 0:  # (c mod 2^63) >> bits + msb(c) 2^(63-bits) is the logical shift
-            y += ring.lshr(c, bits)
-            y -= np.int64(1 << (BIAS_BITS - bits))
-        return y[None]
+
+        def finish(other: np.ndarray) -> np.ndarray:
+            if not isinstance(other, np.ndarray) or other.shape != m.shape or other.dtype != m.dtype:
+                raise ProtocolError(f"truncation at {self.party!r}: the other party's word does not fit")
+            c = m + other
+            neg = c >> np.int64(63)  # -msb(c): (1 - 2 msb) u = (u ^ neg) - neg
+            y = u ^ neg
+            y -= neg
+            y -= v
+            if self.index == 0:  # (c mod 2^63) >> bits + msb(c) 2^(63-bits) is the logical shift
+                y += ring.lshr(c, bits)
+                y -= np.int64(1 << (BIAS_BITS - bits))
+            return y[None]
+
+        return m, finish
 
     # -- boolean ---------------------------------------------------------------------------
     def and_(self, x, y):
@@ -211,14 +227,17 @@ class Additive2PC(Protocol):
         """One-round :meth:`and_many` where the provider deals products of masks (the dealer)."""
         return self.provider.deals_mask_products
 
-    def and_many(self, x: np.ndarray, monomials, sums=()) -> np.ndarray:
+    def and_many(self, x: np.ndarray, monomials, sums=(), rider: Rider | None = None) -> np.ndarray:
         """Multi-input AND in one round (:mod:`covault.protocols.multiand`: open ``x_i ^ r_i``,
         one word per variable not in ``sums``; the dealer's products of the masks make the rest
-        local); without a dealer, by pairs (:meth:`Protocol.and_many`)."""
+        local); without a dealer, by pairs (:meth:`Protocol.and_many`). ``rider``: arrays sent
+        with that round (one-round AND only; ProtocolError otherwise)."""
         from covault.protocols.multiand import check
 
         p = check(x, monomials, sums)
         if not self.fused_and or p.degree <= 1:
+            if rider is not None:
+                raise ProtocolError("and_many carries a rider only in its one round (2pc with a dealer)")
             return super().and_many(x, p.monomials)  # by pairs; degree 1 or none: no round
         shape, dt = x.shape[2:], x.dtype
         parts = self.provider.mask_products(shape, dt, p.k, p.subsets, p.sums)
@@ -226,7 +245,15 @@ class Additive2PC(Protocol):
             return self.empty((len(p.monomials), *shape), dt)
         masks, products = parts
         opened = x[0, p.opened] ^ masks[p.opened]
-        other = self.net.exchange({self._other(): [opened]}, [self._other()])[self._other()][0]
+        out = [opened, *rider.out] if rider is not None else [opened]
+        got = self.net.exchange({self._other(): out}, [self._other()])[self._other()]
+        if len(got) != len(out):
+            raise ProtocolError(
+                f"and_many at {self.party!r}: the other party sent {len(got)} arrays, expected {len(out)}"
+            )
+        if rider is not None:
+            rider.back = got[1:]
+        other = got[0]
         e = np.empty_like(masks)
         e[p.opened] = opened ^ other
         if p.sums:

@@ -37,6 +37,16 @@ def b2a_mul_shape(b: np.ndarray, x: np.ndarray) -> tuple[int, ...]:
         ) from None
 
 
+class Rider:
+    """Arrays that ride along with another step's round to the other compute party (2pc):
+    ``out`` goes with the message, ``back`` holds the other party's (None until that round,
+    and at a party that sends nothing: the dealer)."""
+
+    def __init__(self, out: Sequence[np.ndarray]):
+        self.out = list(out)
+        self.back: list[np.ndarray] | None = None
+
+
 class Protocol(ABC):
     """Per-party state and primitives of one secret-sharing scheme."""
 

@@ -111,6 +111,7 @@ class SecretModel:
         cost"). Every party must pass the same. Logistic and linear regression give shape (n,), like the
         job's ONNX model; a decision is an integer class of shape (n,). ``scores=False`` is
         ``output="logits"`` (older callers)."""
+        from covault.ops.compare import fuses_trunc, relu_trunc
         from covault.serving.online import affine
 
         if scores is not None:
@@ -131,14 +132,26 @@ class SecretModel:
         last = max(i for i, la in enumerate(body) if la["op"] == "linear")
         weights = iter(self.weights)
         h = x
+        fused = None  # a hidden layer's relu that takes its truncation with it
         for i, layer in enumerate(body):
             op = layer["op"]
             if op == "linear":
                 w, b = next(weights), next(weights)
                 if i == last and pair:  # two classes: the margin of class 1
                     w, b = w[:, 1:2] - w[:, 0:1], b[1:2] - b[0:1]
-                h = affine(h, w, b, exact=i == last and output == "decision")
-            else:
+                # a hidden layer's generic relu (not fss="all", whose relu may be the FSS gate)
+                # takes the layer's truncation into its comparison's first round
+                fuse = (
+                    fss != "all"
+                    and i + 1 < len(body)
+                    and body[i + 1]["op"] == "relu"
+                    and fuses_trunc(x.proto, h.shape[0] * w.shape[-1])
+                )
+                h = affine(h, w, b, exact=(i == last and output == "decision") or fuse)
+                if fuse:
+                    fused = i + 1
+                    h = relu_trunc(h, h.frac - x.session.frac_bits)
+            elif i != fused:
                 h = _activation(op, h, fss)
         if output == "scores" and pair:
             p1 = _activation("sigmoid", h, fss)
