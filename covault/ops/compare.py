@@ -354,7 +354,9 @@ def msb_bits(proto: Protocol, x: np.ndarray, bits: int = 64, rider: Rider | None
         carry = _bits_of(_carry_fused(proto, a << word(1), b << word(1), rider), n)
     else:
         if rider is not None:
-            raise ProtocolError("msb_bits carries a rider only on the radix-4 tree (one-round AND)")
+            raise ProtocolError(
+                f"msb_bits at {proto.party!r} carries a rider only on the radix-4 tree (one-round AND)"
+            )
         g = proto.and_(a, b)
         g <<= word(1)
         p <<= word(1)
@@ -477,11 +479,16 @@ def relu_trunc(x: SecretTensor, bits: int) -> SecretTensor:
     the bit injection multiplies ``[x > 0]`` into the truncated ``x``. The result is within the
     truncation's error (one unit of the last place) of ``relu(x / 2^bits)``; rounds: the
     comparison's 4 (``x`` on 64 bits where its bound needs them), against 1 + 4."""
+    if not 0 <= bits <= x.frac:
+        raise ValueError(
+            f"relu_trunc: bits must be within 0..{x.frac} (the tensor's fractional bits), got {bits}"
+        )
     proto = x.proto
     f = x.frac - bits
-    if bits <= 0 or not fuses_trunc(proto, x.size):
+    if bits:
+        bounds.check(x.bound, x.frac, "truncate", EXACT_LIMIT)
+    if bits == 0 or not fuses_trunc(proto, x.size):
         return _relu_after(x, bits)
-    bounds.check(x.bound, x.frac, "truncate", EXACT_LIMIT)
     neg = -x
     proto.prepare_b2a(x.size)
     word, finish = proto.trunc_open(x.shares, bits)

@@ -237,7 +237,9 @@ class Additive2PC(Protocol):
         p = check(x, monomials, sums)
         if not self.fused_and or p.degree <= 1:
             if rider is not None:
-                raise ProtocolError("and_many carries a rider only in its one round (2pc with a dealer)")
+                raise ProtocolError(
+                    f"and_many at {self.party!r} carries a rider only in its one round (2pc with a dealer)"
+                )
             return super().and_many(x, p.monomials)  # by pairs; degree 1 or none: no round
         shape, dt = x.shape[2:], x.dtype
         parts = self.provider.mask_products(shape, dt, p.k, p.subsets, p.sums)

@@ -130,6 +130,7 @@ class SecretModel:
         pair = final == "softmax" and width == 2 and output != "logits"
         body = self.layers[:-1] if final else self.layers
         last = max(i for i, la in enumerate(body) if la["op"] == "linear")
+        direct = last == len(body) - 1  # the final activation takes the last layer's outputs
         weights = iter(self.weights)
         h = x
         fused = None  # a hidden layer's relu that takes its truncation with it
@@ -137,22 +138,27 @@ class SecretModel:
             op = layer["op"]
             if op == "linear":
                 w, b = next(weights), next(weights)
-                if i == last and pair:  # two classes: the margin of class 1
+                if i == last and pair and direct:  # two classes: the margin of class 1
                     w, b = w[:, 1:2] - w[:, 0:1], b[1:2] - b[0:1]
-                # a hidden layer's generic relu (not fss="all", whose relu may be the FSS gate)
-                # takes the layer's truncation into its comparison's first round
+                exact = i == last and output == "decision"  # a decision's last layer: no rounding
+                size = h.shape[0] * w.shape[-1]
+                # a generic relu after a layer takes the layer's truncation into its
+                # comparison's first round (where fss="all" would take the FSS gate, it stays)
                 fuse = (
-                    fss != "all"
+                    not exact
                     and i + 1 < len(body)
                     and body[i + 1]["op"] == "relu"
-                    and fuses_trunc(x.proto, h.shape[0] * w.shape[-1])
+                    and fuses_trunc(x.proto, size)
+                    and (fss != "all" or size > FSS_ELEMENTS)
                 )
-                h = affine(h, w, b, exact=(i == last and output == "decision") or fuse)
+                h = affine(h, w, b, exact=exact or fuse)
                 if fuse:
                     fused = i + 1
                     h = relu_trunc(h, h.frac - x.session.frac_bits)
             elif i != fused:
                 h = _activation(op, h, fss)
+        if pair and not direct:  # an activation after the last layer: the margin of its outputs
+            h = h[:, 1:2] - h[:, 0:1]
         if output == "scores" and pair:
             p1 = _activation("sigmoid", h, fss)
             h = np.concatenate([1 - p1, p1], axis=-1)
