@@ -256,11 +256,12 @@ def wait_parties(procs: dict[str, subprocess.Popen], timeout: float = 90) -> dic
 
 def tls_consortium(folder: Path, top: list[str], names) -> Path:
     """``folder/consortium.toml``: the ``top`` lines, ``[tls] certs = "certs"`` (a fresh CA and
-    every party's certificate, issued at one desk) and a free loopback address per party."""
+    every party's certificate, issued at one desk) and a free loopback address per party, the
+    port after it free too (a compute party's front door takes it when it serves)."""
     certs = folder / "certs"
     assert cli(["certs", "init", str(certs), "--days", "2"]) == 0
     lines = [*top, "[tls]", 'certs = "certs"']
-    for n, port in zip(names, free_ports(len(names))):
+    for n, port in zip(names, door_ports(len(names))):
         assert cli(["certs", "issue", str(certs), n, "--days", "2"]) == 0
         lines += [f"[parties.{n}]", f'address = "127.0.0.1:{port}"']
     path = folder / "consortium.toml"
