@@ -475,7 +475,7 @@ def relu_trunc(x: SecretTensor, bits: int) -> SecretTensor:
     """``relu(x / 2^bits)`` at ``x.frac - bits`` fractional bits, one round fewer than a
     truncation followed by :func:`relu` where the protocol can (2pc with a dealer, at most
     :data:`FUSED_ELEMENTS` elements; elsewhere exactly that): the truncation's opening
-    (``Protocol.trunc_open``) rides with the first AND round of the sign of ``x`` itself, and
+    (``Additive2PC.trunc_open``) rides with the first AND round of the sign of ``x`` itself, and
     the bit injection multiplies ``[x > 0]`` into the truncated ``x``. The result is within the
     truncation's error (one unit of the last place) of ``relu(x / 2^bits)``; rounds: the
     comparison's 4 (``x`` on 64 bits where its bound needs them), against 1 + 4."""
